@@ -1,4 +1,5 @@
 """Shared config helpers: `parse_arg` for `--config configs/x.py:smoke,key=value`."""
+
 import ml_collections
 
 

@@ -13,6 +13,7 @@ Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
                              `norm_length` defaults to the padded length T)
 verl's hyphenated names ('token-mean', ...) are accepted too.
 """
+
 from typing import Optional
 
 import jax

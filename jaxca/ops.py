@@ -4,6 +4,7 @@ Masks are bool and broadcastable to `x`; True marks a valid entry. Reductions
 over an empty mask return 0 (never NaN), and masking happens with `jnp.where`
 on the inputs, so gradients through masked entries are exactly 0.
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -2,7 +2,10 @@
 
 Nothing here is jitted; experiments wrap the functions they compose.
 """
-from typing import Any, Callable, Tuple
+
+from typing import Any
+from typing import Callable
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -106,9 +109,7 @@ def minibatch_epochs(
       shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), batch)
     else:
       shuffled = batch
-    minibatches = jax.tree.map(
-      lambda x: x.reshape((num_minibatches, mb) + x.shape[1:]), shuffled
-    )
+    minibatches = jax.tree.map(lambda x: x.reshape((num_minibatches, mb) + x.shape[1:]), shuffled)
     return jax.lax.scan(step, carry, minibatches)
 
   return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))

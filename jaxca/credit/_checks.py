@@ -4,6 +4,7 @@ Every check names the offending argument and what was expected, and none of
 them broadcasts silently. They look only at shapes and dtypes, so they cost
 nothing under jit and see per-example shapes under vmap.
 """
+
 from typing import Sequence
 
 import jax.numpy as jnp
