@@ -1,37 +1,38 @@
 """jaxca: accelerator-native RL credit assignment in JAX."""
+
 from setuptools import find_packages
 from setuptools import setup
 
 setup(
-    name='jaxca',
-    version='0.1.0',
-    description='Exact, fast, vectorized credit-assignment kernels and RL loops in JAX.',
-    packages=find_packages(include=['jaxca', 'jaxca.*']),
-    python_requires='>=3.11',
-    install_requires=[
-        'jax>=0.7',
-        'flax>=0.10',
-        'optax>=0.2.4',
-        'orbax-checkpoint>=0.11',
-        'chex>=0.1.89',
-        'tensorflow-datasets>=4.9.7',
-        'array_record>=0.5',
-        'ml-collections>=1.0',
-        'absl-py>=2.1',
-        'numpy>=1.26',
-        'gymnax>=1.0',         # classic envs for experiments/ppo_gymnax.py
-        'matplotlib>=3.8',     # result plots written by experiments
-        'tqdm>=4.66',          # progress bars on long runs
-        'tensorboardX>=2.6',   # TensorBoard event files without TensorFlow
+  name='jaxca',
+  version='0.1.0',
+  description='Exact, fast, vectorized credit-assignment kernels and RL loops in JAX.',
+  packages=find_packages(include=['jaxca', 'jaxca.*']),
+  python_requires='>=3.11',
+  install_requires=[
+    'jax>=0.7',
+    'flax>=0.10',
+    'optax>=0.2.4',
+    'orbax-checkpoint>=0.11',
+    'chex>=0.1.89',
+    'tensorflow-datasets>=4.9.7',
+    'array_record>=0.5',
+    'ml-collections>=1.0',
+    'absl-py>=2.1',
+    'numpy>=1.26',
+    'gymnax>=1.0',  # classic envs for experiments/ppo_gymnax.py
+    'matplotlib>=3.8',  # result plots written by experiments
+    'tqdm>=4.66',  # progress bars on long runs
+    'tensorboardX>=2.6',  # TensorBoard event files without TensorFlow
+  ],
+  extras_require={
+    'test': [
+      'pytest>=8',
+      'pytest-xdist>=3.5',
+      'hypothesis>=6.100',
+      'jupytext>=1.16',
+      'ruff>=0.6',
+      'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
     ],
-    extras_require={
-        'test': [
-            'pytest>=8',
-            'pytest-xdist>=3.5',
-            'hypothesis>=6.100',
-            'jupytext>=1.16',
-            'ruff>=0.6',
-            'rlax>=0.1.6',     # reference GAE for cross-checks and the benchmark baseline
-        ],
-    },
+  },
 )

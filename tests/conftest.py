@@ -1,4 +1,5 @@
 """Process-wide JAX settings for the test suite (rlax style)."""
+
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')

@@ -10,6 +10,7 @@ Conventions (all kernels):
     the masked steps deleted, and outputs at masked steps are 0.
   * Pure and traceable: no jit, no device placement; jit/vmap/grad-safe.
 """
+
 from jaxca.credit.gae import gae
 from jaxca.credit.group import group_relative
 from jaxca.credit.min_form import min_form_returns
