@@ -1,9 +1,265 @@
-"""Placeholder: being written (issue 3)."""
+"""Off-policy multistep Q targets: the per-decision trace family and trajectory-aware traces.
+
+One target per step,
+
+  delta_t = r_t + d_t * expected_next_q_t - q_taken_t
+  G_k = q_taken_k + sum_{t>=k} (prod_{i=k}^{t-1} d_i) * beta_{k,t} * delta_t,   beta_{k,k} = 1,
+
+with the trace coefficient `beta` chosen by `method` (SPECS.md §1.2; `rho_i = exp(log_rhos_i)`,
+`pi_i = target_probs_i`, `n = t - k`):
+
+  'is'                 prod_{i=k+1}^{t} lambda * rho_i
+  'q_lambda'           lambda^n                                  (Harutyunyan et al. Q^pi(lambda))
+  'tree_backup'        prod_{i=k+1}^{t} lambda * pi_i
+  'retrace'            prod_{i=k+1}^{t} lambda * min(1, rho_i)
+  'truncated_is'       lambda^n * min(1, prod_{i=k+1}^{t} rho_i)
+  'recursive_retrace'  beta_{k,t} = lambda * min(1, rho_t * beta_{k,t-1})
+  'rbis'               beta_{k,t} = min(lambda^n, rho_t * beta_{k,t-1})   (Daley et al., ICML 2023)
+
+Algorithms.
+  * Per-decision methods (`beta_{k,t} = prod c_i`): one reverse `lax.scan`,
+    `U_k = delta_k + d_k * c_{k+1} * U_{k+1}` with `U = G - q` (masked steps carry the state).
+  * Trajectory-aware methods: all three have the closed form
+        d-and-lambda part * exp(C_t - max(E_k, F_t))
+    for prefix sums `C` of a per-step log increment and quantities `E_k` (depending on the
+    start only, through the steps before a split point) and `F_t` (the end only, after it):
+      rbis:               C = cumsum(log rho - log lambda), lambda^n * exp(C_t - max_{[k,t]} C)
+                          (the reflected-random-walk / range-minimum form of SPECS §1.5);
+      recursive_retrace:  C = cumsum(log rho + log lambda),
+                          exp(C_t - max(C_k, max_{(k,t]} C - log lambda))  (unrolled recursion);
+      truncated_is:       C = cumsum(log rho), lambda^n * exp(C_t - max(C_k, C_t)).
+    They are computed exactly by divide and conquer over time: every pair k < t is
+    counted at the one level where k lies in the left and t in the right half of a block.
+    Within a block pair, `max(E_k, F_t)` splits the right half into the `t` with
+    `F_t >= E_k` (a suffix once the right half is ordered by F: `F` is a running maximum for
+    rbis and recursive_retrace, so already ordered; truncated_is sorts it) and the rest, whose
+    sum is a rescaled prefix sum. A binary search per start gives both. Every exponent that
+    is evaluated is <= 0 and every stored product of discounts and lambdas is <= 1, so large
+    ratios cannot overflow; all sums are local to a block pair, so no global prefix sum of log
+    ratios is formed. Cost O(T log^2 T) work, O(log^2 T) depth, no data-dependent loops, and
+    the whole thing is differentiable with plain autodiff.
+  * rho = 0 (log_rhos = -inf) and d = 0 both cut every trace that crosses them: for the
+    trajectory-aware methods they are folded into a zero "link" weight and the log ratio is
+    replaced by 0 before any arithmetic, so -inf never meets +inf.
+
+Caveats.
+  * 'is' is the one unbounded method: its products of ratios are formed in linear space and
+    overflow to inf when the true target is beyond float32 (no NaN is produced by the
+    forward pass for finite inputs, but such targets are meaningless anyway).
+  * lambda_ is a traced scalar in [0, 1] (vmap over it for sweeps); lambda_ = 0 is handled
+    exactly (one-step expected-SARSA targets).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxca.credit import _checks
 
 OFF_POLICY_METHODS = (
-  'is', 'q_lambda', 'tree_backup', 'retrace', 'truncated_is', 'recursive_retrace', 'rbis')
+  'is',
+  'q_lambda',
+  'tree_backup',
+  'retrace',
+  'truncated_is',
+  'recursive_retrace',
+  'rbis',
+)
+_PER_DECISION = ('is', 'q_lambda', 'tree_backup', 'retrace')
 
 
-def off_policy_returns(q_taken, expected_next_q, rewards, discounts, log_rhos, lambda_, method,
-                       target_probs=None, mask=None):
-  raise NotImplementedError
+def off_policy_returns(
+  q_taken,
+  expected_next_q,
+  rewards,
+  discounts,
+  log_rhos,
+  lambda_,
+  method,
+  target_probs=None,
+  mask=None,
+):
+  """Off-policy multistep Q-value targets (see the module docstring for the definitions).
+
+  Args:
+    q_taken: [..., T] float, Q(s_t, a_t).
+    expected_next_q: [..., T] float, sum_a pi(a|s_{t+1}) Q(s_{t+1}, a); at the last step the
+      bootstrap (multiplied by the discount, so anything finite after a termination).
+    rewards: [..., T] float, reward following a_t.
+    discounts: [..., T] float, gamma * (1 - terminated after step t).
+    log_rhos: [..., T] float, log pi(a_t|s_t) - log mu(a_t|s_t); -inf (rho = 0) allowed.
+    lambda_: scalar float in [0, 1] (traceable).
+    method: one of OFF_POLICY_METHODS.
+    target_probs: [..., T] float, pi(a_t|s_t); required by 'tree_backup', ignored otherwise.
+    mask: optional [..., T] bool, True where the policy acted; masked steps are transparent
+      and their targets are 0.
+
+  Returns:
+    [..., T] float32 targets G_k.
+  """
+  _checks.choice('method', method, OFF_POLICY_METHODS)
+  q = _checks.as_float('q_taken', q_taken)
+  _checks.at_least_1d('q_taken', q)
+  nu = _checks.as_float('expected_next_q', expected_next_q)
+  r = _checks.as_float('rewards', rewards)
+  d = _checks.as_float('discounts', discounts)
+  x = _checks.as_float('log_rhos', log_rhos)
+  if method == 'tree_backup' and target_probs is None:
+    raise ValueError(
+      "method='tree_backup' needs `target_probs` (pi(a_t|s_t), same shape as `q_taken`)."
+    )
+  pi = None if target_probs is None else _checks.as_float('target_probs', target_probs)
+  _checks.same_shape(
+    'q_taken', q, expected_next_q=nu, rewards=r, discounts=d, log_rhos=x, target_probs=pi
+  )
+  lam = _checks.as_float('lambda_', lambda_)
+  if lam.ndim != 0:
+    raise ValueError(
+      f'`lambda_` must be a scalar (vmap over it for sweeps); got shape {lam.shape}.'
+    )
+  mask = _checks.check_mask(mask, 'q_taken', q)
+
+  shape = q.shape
+  t_len = shape[-1]
+  flat = lambda a: a.reshape((-1, t_len))  # noqa: E731
+  q2, nu2, r2, d2, x2, m2 = map(flat, (q, nu, r, d, x, mask))
+  # Masked steps are neutralised on the inputs, before any nonlinearity.
+  delta = jnp.where(m2, r2 + d2 * nu2 - q2, 0.0)
+  d2 = jnp.where(m2, d2, 0.0)
+  x2 = jnp.where(m2, x2, 0.0)
+  if method in _PER_DECISION:
+    pi2 = None if pi is None else jnp.where(m2, flat(pi), 0.0)
+    u = _per_decision(delta, d2, x2, pi2, m2, lam, method)
+  else:
+    u = _trajectory_aware(delta, d2, x2, m2, lam, method)
+  return jnp.where(m2, q2 + u, 0.0).reshape(shape)
+
+
+def _per_decision(delta, d, x, pi, mask, lam, method):
+  """U_k = delta_k + d_k c_{k+1} U_{k+1} over the valid steps, one reverse scan. [N, T]."""
+  if method == 'is':
+    c = lam * jnp.exp(x)
+  elif method == 'q_lambda':
+    c = jnp.broadcast_to(lam, x.shape)
+  elif method == 'tree_backup':
+    c = lam * pi
+  else:  # retrace: min(1, rho) = exp(min(0, log rho)), finite gradient even for huge ratios
+    c = lam * jnp.exp(jnp.minimum(x, 0.0))
+
+  def step(carry, inp):
+    # carry = c_{next} * U_{next}, `next` the next valid step (0 after the last one).
+    delta_t, d_t, c_t, m_t = inp
+    u_t = delta_t + jnp.where(d_t == 0.0, 0.0, d_t * carry)
+    new = jnp.where(c_t == 0.0, 0.0, c_t * u_t)
+    return jnp.where(m_t, new, carry), u_t
+
+  init = jnp.zeros(delta.shape[:1], jnp.float32)
+  _, u = jax.lax.scan(step, init, (delta.T, d.T, c.T, mask.T), reverse=True)
+  return u.T
+
+
+def _compact(mask):
+  """Per-row stable permutation putting the valid steps first: position of each step. [N, T]."""
+  valid = mask.astype(jnp.int32)
+  n_valid = valid.sum(-1, keepdims=True)
+  return jnp.where(mask, jnp.cumsum(valid, -1) - 1, n_valid + jnp.cumsum(1 - valid, -1) - 1)
+
+
+def _trajectory_aware(delta, d, x, mask, lam, method):
+  """U = G - q for truncated_is / recursive_retrace / rbis. Inputs [N, T], masked steps zeroed."""
+  n_rows, t_len = delta.shape
+  rows = jnp.arange(n_rows)[:, None]
+  pos = _compact(mask)
+  # Compact: valid steps first; the invalid ones become trailing padding with delta = d = 0.
+  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
+  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
+
+  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
+  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
+  link_d = jnp.where(zero_next, 0.0, d_c)
+  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+
+  # lambda = 0: the general branch runs with a harmless lambda and is discarded (double where).
+  lam_zero = lam == 0.0
+  lam_s = jnp.where(lam_zero, 1.0, lam)
+  log_lam = jnp.log(lam_s)
+  if method == 'rbis':
+    inc, link = x_c - log_lam, link_d * lam_s
+  elif method == 'recursive_retrace':
+    inc, link = x_c + log_lam, link_d
+  else:  # truncated_is
+    inc, link = x_c, link_d * lam_s
+
+  p_len = 1 << max(0, math.ceil(math.log2(t_len)))
+  pad = ((0, 0), (0, p_len - t_len))
+  inc, link, dlt = jnp.pad(inc, pad), jnp.pad(link, pad), jnp.pad(delta_c, pad)
+  u = dlt
+  size = 1
+  while size < p_len:
+    u = u + _level(inc, link, dlt, size, method, log_lam)
+    size *= 2
+  u = u[:, :t_len]
+  u = jnp.where(lam_zero, delta_c, u)
+  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+
+
+def _cum(fn, a, reverse=False):
+  """A lax cumulative op along the last axis."""
+  return fn(a, axis=a.ndim - 1, reverse=reverse)
+
+
+def _level(inc, link, delta, size, method, log_lam):
+  """Contributions of all pairs (k in a left half-block, t in the matching right half)."""
+  n_rows, p_len = inc.shape
+  shp = (n_rows, p_len // (2 * size), 2, size)
+  inc, link, delta = inc.reshape(shp), link.reshape(shp), delta.reshape(shp)
+  inc_l, inc_r = inc[:, :, 0], inc[:, :, 1]
+  # Everything relative to C_{m-1}, m the first step of the right half.
+  # Left: C_k - C_{m-1} = -sum_{i=k+1}^{m-1} inc_i.  Right: C_t - C_{m-1} = sum_{i=m}^{t} inc_i.
+  suffix = _cum(jax.lax.cumsum, inc_l, reverse=True)
+  c_l = -jnp.concatenate([suffix[..., 1:], jnp.zeros_like(suffix[..., :1])], -1)
+  c_r = _cum(jax.lax.cumsum, inc_r)
+  # f_k = prod_{i=k}^{m-1} link_i;  e_t = delta_t prod_{i=m}^{t-1} link_i.  Both products <= 1.
+  f = _cum(jax.lax.cumprod, link[:, :, 0], reverse=True)
+  pre = _cum(jax.lax.cumprod, link[:, :, 1])
+  e = jnp.concatenate([jnp.ones_like(pre[..., :1]), pre[..., :-1]], -1) * delta[:, :, 1]
+
+  if method == 'rbis':
+    big_e = _cum(jax.lax.cummax, c_l, reverse=True)
+    big_f = _cum(jax.lax.cummax, c_r)
+  elif method == 'recursive_retrace':
+    run_l = _cum(jax.lax.cummax, c_l, reverse=True)
+    excl = jnp.concatenate([run_l[..., 1:], jnp.full_like(run_l[..., :1], -jnp.inf)], -1)
+    big_e = jnp.maximum(c_l, excl - log_lam)
+    big_f = _cum(jax.lax.cummax, c_r) - log_lam
+  else:  # truncated_is
+    big_e, big_f = c_l, c_r
+  h = e * jnp.exp(c_r - big_f)  # exponent <= 0
+  if method == 'truncated_is':
+    order = jnp.argsort(big_f, axis=-1)
+    big_f = jnp.take_along_axis(big_f, order, -1)
+    h = jnp.take_along_axis(h, order, -1)
+
+  # t with F_t >= E_k: sum of h (a suffix in F order).  t with F_t < E_k: sum of
+  # h_t exp(F_t - E_k) = S_{p-1} exp(F_{p-1} - E_k), S_i = sum_{j<=i} h_j exp(F_j - F_i).
+  alpha = jnp.exp(
+    jnp.concatenate([jnp.full_like(big_f[..., :1], -jnp.inf), big_f[..., :-1] - big_f[..., 1:]], -1)
+  )
+
+  def combine(a, b):
+    return a[0] * b[0], a[1] * b[0] + b[1]
+
+  _, s_pref = jax.lax.associative_scan(combine, (alpha, h), axis=h.ndim - 1)
+  suf = _cum(jax.lax.cumsum, h, reverse=True)
+  flat_f = big_f.reshape((-1, size))
+  flat_e = big_e.reshape((-1, size))
+  cnt = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side='left'))(flat_f, flat_e)
+  cnt = cnt.reshape(big_e.shape)  # #{t: F_t < E_k}
+  clipped = jnp.where(cnt < size, jnp.take_along_axis(suf, jnp.minimum(cnt, size - 1), -1), 0.0)
+  prev = jnp.maximum(cnt - 1, 0)
+  gap = jnp.where(cnt > 0, jnp.take_along_axis(big_f, prev, -1) - big_e, 0.0)  # < 0 when used
+  unclipped = jnp.where(cnt > 0, jnp.take_along_axis(s_pref, prev, -1) * jnp.exp(gap), 0.0)
+  contrib = f * (clipped + unclipped)
+  out = jnp.stack([contrib, jnp.zeros_like(contrib)], axis=2)
+  return out.reshape((n_rows, p_len))
