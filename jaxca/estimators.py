@@ -154,7 +154,7 @@ def _group_baseline(scores, valid, mode, eps, group_size, group_ids, num_groups)
 def _last_valid(mask):
   """[B, T] bool, True at the last valid token of each row."""
   t = mask.shape[-1]
-  idx = jnp.arange(t)
+  idx = jnp.broadcast_to(jnp.arange(t), mask.shape)
   last = jnp.max(jnp.where(mask, idx, -1), axis=-1, keepdims=True)
   return idx == last
 
