@@ -1,0 +1,513 @@
+"""Verifiable multi-step modular-arithmetic chains.
+
+A problem is a start value `x0` and `K` operations `(op_i, a_i)`; the answer is
+the chain `x_i = (x_{i-1} op_i a_i) mod m`, written out step by step.
+
+Token layout (every number `0..m-1` is ONE token; see `Vocab`):
+
+  prompt   (length 2K+3): BOS x0 op1 a1 op2 a2 ... opK aK =
+  response (length 2K):   x1 ; x2 ; ... ; xK EOS
+
+`Task.generate` draws problems on the host with NumPy (deterministic given the
+seed). The verifiers (`outcome_reward`, `exact_match`, `step_correctness`,
+`process_rewards`) are pure JAX: jit/vmap-safe, any number of leading batch
+axes, the response tokens on the last axis.
+
+How a response is read by every verifier:
+  * Tokens where `mask` is False read as PAD (neither a number nor a delimiter,
+    so a hole in the mask makes the step it falls in wrong).
+  * The response ends at its FIRST (unmasked) EOS; whatever follows is ignored,
+    masked or not ("garbage after EOS" cannot change a reward).
+  * A response without an EOS is unfinished: outcome reward 0, no exact match,
+    and a step counts only once its closing STEP/EOS token has been written.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+OPS = ('add', 'sub', 'mul')
+_OP_SYMBOLS = {'add': '+', 'sub': '-', 'mul': '*'}
+MAX_MODULUS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithConfig:
+  """Knobs of the arithmetic-chain task.
+
+  Attributes:
+    num_steps: K, the number of operations (and of response steps); >= 1.
+    modulus: m; every value and operand lies in 0..m-1 and is one token;
+      2 <= m <= 1000.
+    ops: the operations drawn uniformly per step, a non-empty subset of
+      ('add', 'sub', 'mul') (order is irrelevant; duplicates are rejected).
+    operand_range: inclusive (low, high) range of the operands a_i, sampled
+      uniformly; None means (0, m-1). The start value x0 is always uniform on
+      0..m-1.
+  """
+
+  num_steps: int = 2
+  modulus: int = 10
+  ops: tuple[str, ...] = OPS
+  operand_range: tuple[int, int] | None = None
+
+  def __post_init__(self):
+    if isinstance(self.ops, str):
+      raise ValueError(
+        f'`ops` must be a sequence of op names from {OPS}; got the string {self.ops!r}.'
+      )
+    object.__setattr__(self, 'ops', tuple(self.ops))
+    if not self.ops:
+      raise ValueError(f'`ops` must name at least one op; choices: {OPS}.')
+    for op in self.ops:
+      if op not in OPS:
+        raise ValueError(f'Unknown op {op!r} in `ops`; choices: {OPS}.')
+    if len(set(self.ops)) != len(self.ops):
+      raise ValueError(f'`ops` has duplicates: {self.ops}.')
+    if not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1:
+      raise ValueError(f'`num_steps` must be an int >= 1; got {self.num_steps!r}.')
+    if not isinstance(self.modulus, (int, np.integer)) or not 2 <= self.modulus <= MAX_MODULUS:
+      raise ValueError(f'`modulus` must be an int in [2, {MAX_MODULUS}]; got {self.modulus!r}.')
+    object.__setattr__(self, 'num_steps', int(self.num_steps))
+    object.__setattr__(self, 'modulus', int(self.modulus))
+    if self.operand_range is not None:
+      lo, hi = (int(v) for v in self.operand_range)
+      if not 0 <= lo <= hi <= self.modulus - 1:
+        raise ValueError(
+          f'`operand_range` must be (low, high) with 0 <= low <= high <= modulus-1 = '
+          f'{self.modulus - 1}; got {self.operand_range!r}.'
+        )
+      object.__setattr__(self, 'operand_range', (lo, hi))
+
+  @property
+  def operand_bounds(self) -> tuple[int, int]:
+    """Inclusive (low, high) of the operands."""
+    return self.operand_range if self.operand_range is not None else (0, self.modulus - 1)
+
+  @property
+  def name(self) -> str:
+    """A short unique name, e.g. 'k2_m10_add-sub-mul' (+ '_r1-9' for a custom operand range)."""
+    ops = '-'.join(op for op in OPS if op in self.ops)
+    out = f'k{self.num_steps}_m{self.modulus}_{ops}'
+    if self.operand_range is not None:
+      out += f'_r{self.operand_range[0]}-{self.operand_range[1]}'
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+  """Token ids. The layout depends on the modulus only (all op tokens always exist).
+
+  ids: PAD=0, BOS=1, '='=2, STEP(';')=3, EOS=4, '+'=5, '-'=6, '*'=7, then the
+  number n in 0..m-1 is token 8+n; `size` = 8+m.
+  """
+
+  modulus: int
+  pad_id: int = 0
+  bos_id: int = 1
+  eq_id: int = 2
+  step_id: int = 3
+  eos_id: int = 4
+  add_id: int = 5
+  sub_id: int = 6
+  mul_id: int = 7
+  num_offset: int = 8
+
+  @property
+  def size(self) -> int:
+    return self.num_offset + self.modulus
+
+  @property
+  def op_ids(self) -> dict[str, int]:
+    return {'add': self.add_id, 'sub': self.sub_id, 'mul': self.mul_id}
+
+  def number_id(self, n):
+    """Token id of the number n (int or array, host or traced)."""
+    return n + self.num_offset
+
+  def is_number(self, tokens):
+    """Elementwise: is the token a number (works on NumPy and JAX arrays)."""
+    return (tokens >= self.num_offset) & (tokens < self.size)
+
+  def _names(self) -> dict[int, str]:
+    names = {
+      self.pad_id: '<pad>',
+      self.bos_id: '<bos>',
+      self.eq_id: '=',
+      self.step_id: ';',
+      self.eos_id: '<eos>',
+    }
+    names.update({self.op_ids[op]: sym for op, sym in _OP_SYMBOLS.items()})
+    return names
+
+  def decode(self, tokens, *, skip_pad: bool = True) -> str:
+    """Host-side: token ids -> a space-separated string, e.g. '<bos> 3 + 4 = 7 <eos>'."""
+    names = self._names()
+    out = []
+    for t in np.asarray(tokens).reshape(-1).tolist():
+      if skip_pad and t == self.pad_id:
+        continue
+      if t in names:
+        out.append(names[t])
+      elif self.num_offset <= t < self.size:
+        out.append(str(t - self.num_offset))
+      else:
+        out.append(f'<unk:{t}>')
+    return ' '.join(out)
+
+  def encode(self, text: str) -> np.ndarray:
+    """Host-side inverse of `decode` (int32); unknown words raise ValueError."""
+    ids = {name: i for i, name in self._names().items()}
+    out = []
+    for word in text.split():
+      if word in ids:
+        out.append(ids[word])
+      elif word.isdigit() and int(word) < self.modulus:
+        out.append(self.number_id(int(word)))
+      else:
+        raise ValueError(f'Cannot encode {word!r}: not a token of the mod-{self.modulus} vocab.')
+    return np.asarray(out, np.int32)
+
+
+def _as_generator(seed_or_rng) -> np.random.Generator:
+  if isinstance(seed_or_rng, np.random.Generator):
+    return seed_or_rng
+  return np.random.default_rng(seed_or_rng)
+
+
+def problem_hash(prompts: np.ndarray) -> np.ndarray:
+  """Host-side 64-bit hash of each prompt row (FNV-1a over the tokens, then a splitmix64 finaliser).
+
+  Args:
+    prompts: [n, Lp] integer prompt tokens.
+
+  Returns:
+    [n] uint64, a deterministic function of the problem (x0, ops, operands)
+    that does not depend on the platform or on NumPy's random streams.
+  """
+  p = np.asarray(prompts).astype(np.uint64)
+  h = np.full(p.shape[:-1], 0xCBF29CE484222325, np.uint64)
+  with np.errstate(over='ignore'):
+    for j in range(p.shape[-1]):
+      h = (h ^ p[..., j]) * np.uint64(0x100000001B3)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+  return h
+
+
+SPLITS = ('train', 'test')
+NUM_BUCKETS = 1000
+
+
+def split_of(prompts: np.ndarray, test_fraction: float) -> np.ndarray:
+  """Host-side: which split each problem belongs to (bool [n], True = test).
+
+  A problem is a test problem iff `problem_hash(prompt) % 1000 < round(1000 *
+  test_fraction)`. The split depends on the problem only, so the train and test
+  splits can never share a problem, whatever seeds or sizes are used.
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f'`test_fraction` must be in (0, 1); got {test_fraction}.')
+  cut = max(1, round(NUM_BUCKETS * test_fraction))
+  return problem_hash(prompts) % np.uint64(NUM_BUCKETS) < np.uint64(cut)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A built arithmetic-chain task (hashable; safe to close over in jitted code).
+
+  Attributes:
+    config: the ArithConfig.
+    vocab: the Vocab.
+    prompt_len: 2K+3.
+    response_len: 2K, the canonical response length incl. EOS (= the number of
+      new tokens a sampler needs).
+  """
+
+  config: ArithConfig
+  vocab: Vocab
+
+  @property
+  def num_steps(self) -> int:
+    return self.config.num_steps
+
+  @property
+  def prompt_len(self) -> int:
+    return 2 * self.config.num_steps + 3
+
+  @property
+  def response_len(self) -> int:
+    return 2 * self.config.num_steps
+
+  def generate(
+    self, seed_or_rng, n: int, *, split: str | None = None, test_fraction: float = 0.1
+  ) -> dict[str, np.ndarray]:
+    """Draws `n` problems on the host (deterministic given the seed).
+
+    Args:
+      seed_or_rng: an int seed (or anything `np.random.default_rng` accepts)
+        or a `np.random.Generator` (advanced in place).
+      n: number of problems.
+      split: None draws from all problems; 'train' / 'test' keeps only problems
+        of that split (see `split_of`) by rejection sampling.
+      test_fraction: the test share of the problem space when `split` is set.
+
+    Returns:
+      prompts: [n, 2K+3] int32 prompt tokens.
+      targets: [n, 2K] int32 canonical response `x1 ; ... ; xK EOS`.
+      answers: [n] int32 final value x_K (a number, not a token id).
+      intermediates: [n, K] int32 values x_1..x_K (the last column is `answers`).
+    """
+    if split is not None and split not in SPLITS:
+      raise ValueError(f'Unknown split {split!r}; choices: {SPLITS} or None.')
+    rng = _as_generator(seed_or_rng)
+    if split is None:
+      return self._draw(rng, n)
+    want_test = split == 'test'
+    parts, have, tries = [], 0, 0
+    while have < n:
+      chunk = self._draw(rng, max(2 * (n - have), 64))
+      keep = split_of(chunk['prompts'], test_fraction) == want_test
+      parts.append({k: v[keep] for k, v in chunk.items()})
+      have += int(keep.sum())
+      tries += 1
+      if tries > 1000 and have == 0:
+        raise ValueError(
+          f'No {split!r} problems found for {self.config}: the problem space is too small for '
+          f'test_fraction={test_fraction}.'
+        )
+    return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
+
+  def _draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    cfg, voc = self.config, self.vocab
+    k, m = cfg.num_steps, cfg.modulus
+    lo, hi = cfg.operand_bounds
+    x0 = rng.integers(0, m, size=n, dtype=np.int64)
+    op_idx = rng.integers(0, len(cfg.ops), size=(n, k))
+    operands = rng.integers(lo, hi + 1, size=(n, k), dtype=np.int64)
+    op_names = np.asarray(cfg.ops)[op_idx]
+    inter = np.empty((n, k), np.int64)
+    x = x0
+    for i in range(k):
+      a, name = operands[:, i], op_names[:, i]
+      x = np.where(name == 'add', x + a, np.where(name == 'sub', x - a, x * a)) % m
+      inter[:, i] = x
+    op_tok = np.asarray([voc.op_ids[o] for o in cfg.ops])[op_idx]
+    prompts = np.empty((n, 2 * k + 3), np.int64)
+    prompts[:, 0] = voc.bos_id
+    prompts[:, 1] = voc.number_id(x0)
+    prompts[:, 2:-1:2] = op_tok
+    prompts[:, 3:-1:2] = voc.number_id(operands)
+    prompts[:, -1] = voc.eq_id
+    targets = np.full((n, 2 * k), voc.step_id, np.int64)
+    targets[:, 0::2] = voc.number_id(inter)
+    targets[:, -1] = voc.eos_id
+    return {
+      'prompts': prompts.astype(np.int32),
+      'targets': targets.astype(np.int32),
+      'answers': inter[:, -1].astype(np.int32),
+      'intermediates': inter.astype(np.int32),
+    }
+
+
+def make_task(cfg: ArithConfig | Mapping[str, Any] | Any = None, **kwargs) -> Task:
+  """Builds a Task from an ArithConfig, a ConfigDict / mapping of its fields, or keyword args.
+
+  Unknown fields raise ValueError listing the known ones.
+  """
+  if cfg is None:
+    cfg = {}
+  if isinstance(cfg, ArithConfig):
+    if kwargs:
+      cfg = dataclasses.replace(cfg, **kwargs)
+  else:
+    fields = dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg, **kwargs)
+    known = [f.name for f in dataclasses.fields(ArithConfig)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+      raise ValueError(f'Unknown arith task field(s) {unknown}; known: {known}.')
+    if fields.get('operand_range') is not None:
+      fields['operand_range'] = tuple(fields['operand_range'])
+    cfg = ArithConfig(**fields)
+  return Task(config=cfg, vocab=Vocab(modulus=cfg.modulus))
+
+
+# ----------------------------------------------------------------------------- verifiers (JAX)
+
+
+class _Parsed(NamedTuple):
+  tokens: jax.Array  # [..., N] int32; PAD where masked out or after the first EOS
+  upto: jax.Array  # [..., N] bool; at or before the first EOS (everywhere if no EOS)
+  valid: jax.Array  # [..., N] bool; `upto` and masked in
+  has_eos: jax.Array  # [...] bool
+  eos_pos: jax.Array  # [...] int32; N when there is no EOS
+
+
+def _check(task: Task, responses, mask, name: str, other, other_tail: tuple[int, ...]):
+  responses = jnp.asarray(responses)
+  if responses.ndim < 1 or not jnp.issubdtype(responses.dtype, jnp.integer):
+    raise ValueError(
+      f'`responses` must be an integer array [..., N]; got {responses.dtype}{responses.shape}.'
+    )
+  mask = jnp.asarray(mask)
+  if mask.shape != responses.shape or mask.dtype != jnp.bool_:
+    raise ValueError(
+      f'`mask` must be bool with the shape of `responses` {responses.shape}; '
+      f'got {mask.dtype}{mask.shape}.'
+    )
+  other = jnp.asarray(other)
+  want = responses.shape[:-1] + other_tail
+  if other.shape != want or not jnp.issubdtype(other.dtype, jnp.integer):
+    raise ValueError(
+      f'`{name}` must be an integer array of shape {want}; got {other.dtype}{other.shape}.'
+    )
+  return responses.astype(jnp.int32), mask, other.astype(jnp.int32)
+
+
+def _lead(x, ndim: int):
+  """Adds leading unit axes so `x` has rank `ndim` (explicit broadcasting)."""
+  return jnp.reshape(x, (1,) * (ndim - x.ndim) + x.shape)
+
+
+def _parse(task: Task, responses, mask) -> _Parsed:
+  voc = task.vocab
+  n = responses.shape[-1]
+  pos = jnp.arange(n, dtype=jnp.int32)
+  tok = jnp.where(mask, responses, voc.pad_id)
+  is_eos = tok == voc.eos_id
+  has_eos = jnp.any(is_eos, axis=-1)
+  eos_pos = jnp.where(has_eos, jnp.argmax(is_eos, axis=-1), n).astype(jnp.int32)
+  upto = _lead(pos, mask.ndim) <= eos_pos[..., None]
+  valid = mask & upto
+  return _Parsed(jnp.where(valid, tok, voc.pad_id), upto, valid, has_eos, eos_pos)
+
+
+def outcome_reward(
+  task: Task, responses, mask, answers, *, require_format: bool = True
+) -> jax.Array:
+  """Final-answer reward: 1.0 iff the response's final answer is correct.
+
+  With `require_format=True` (default) the response, up to its first EOS, must
+  have the canonical layout `n ; n ; ... ; n EOS` with exactly K numbers, and
+  its last number must equal `answers`; the intermediate VALUES are not checked
+  (use `exact_match` / `step_correctness` for those). With
+  `require_format=False` only "an EOS is present and the token right before it
+  is the number `answers`" is required (so 'x_K EOS' alone scores 1).
+
+  Args:
+    task: the Task.
+    responses: [..., N] int32 response tokens (N may exceed 2K).
+    mask: [..., N] bool, True where the policy generated the token.
+    answers: [...] int32 correct final values (numbers, not token ids).
+    require_format: static Python bool, see above.
+
+  Returns:
+    [...] float32 in {0, 1}.
+  """
+  responses, mask, answers = _check(task, responses, mask, 'answers', answers, ())
+  p = _parse(task, responses, mask)
+  voc, k = task.vocab, task.num_steps
+  ans_tok = voc.number_id(answers)
+  if require_format:
+    if responses.shape[-1] < 2 * k:
+      return jnp.zeros(responses.shape[:-1], jnp.float32)
+    head = p.tokens[..., : 2 * k]
+    idx = _lead(jnp.arange(2 * k), head.ndim)
+    expect_delim = jnp.where(idx == 2 * k - 1, voc.eos_id, voc.step_id)
+    layout = jnp.where(idx % 2 == 0, voc.is_number(head), head == expect_delim)
+    ok = jnp.all(layout, axis=-1) & (head[..., 2 * k - 2] == ans_tok)
+  else:
+    before = jnp.take_along_axis(p.tokens, jnp.maximum(p.eos_pos - 1, 0)[..., None], axis=-1)[
+      ..., 0
+    ]
+    ok = p.has_eos & (p.eos_pos >= 1) & (before == ans_tok)
+  return ok.astype(jnp.float32)
+
+
+def exact_match(task: Task, responses, mask, targets) -> jax.Array:
+  """1.0 iff the response up to and including its first EOS equals `targets` exactly.
+
+  Args:
+    task: the Task.
+    responses: [..., N] int32 response tokens (N >= 2K for a match to be possible).
+    mask: [..., N] bool, True where the policy generated the token.
+    targets: [..., 2K] int32 canonical responses (as from `Task.generate`).
+
+  Returns:
+    [...] float32 in {0, 1}.
+  """
+  k2 = task.response_len
+  responses, mask, targets = _check(task, responses, mask, 'targets', targets, (k2,))
+  if responses.shape[-1] < k2:
+    return jnp.zeros(responses.shape[:-1], jnp.float32)
+  p = _parse(task, responses, mask)
+  return jnp.all(p.tokens[..., :k2] == targets, axis=-1).astype(jnp.float32)
+
+
+def step_correctness(task: Task, responses, mask, intermediates) -> tuple[jax.Array, jax.Array]:
+  """Per-step correctness and the position where each step ends.
+
+  The response (up to its first EOS) is cut into segments at its delimiter
+  tokens (STEP or EOS); segment i is step i and ends at the (i+1)-th delimiter.
+  Step i is correct iff its segment exists, is closed by a delimiter and
+  consists of exactly one token, the number `intermediates[..., i]` (a PAD or
+  masked-out token inside the segment makes it wrong). So a wrong
+  value at step i only marks step i wrong (later steps are judged against the
+  true chain, not against the response's own earlier values); a missing or
+  extra token shifts nothing but that segment.
+
+  Args:
+    task: the Task.
+    responses: [..., N] int32 response tokens.
+    mask: [..., N] bool, True where the policy generated the token.
+    intermediates: [..., K] int32 true values x_1..x_K.
+
+  Returns:
+    correct: [..., K] float32 in {0, 1}.
+    positions: [..., K] int32 index in the response of the delimiter closing
+      step i; for a step that is never closed, the last valid response token
+      (so a reward put there is not dropped by the mask; 0 when the response is
+      empty).
+  """
+  k = task.num_steps
+  responses, mask, inter = _check(task, responses, mask, 'intermediates', intermediates, (k,))
+  voc = task.vocab
+  n = responses.shape[-1]
+  p = _parse(task, responses, mask)
+  delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
+  seg = jnp.cumsum(delim, axis=-1, dtype=jnp.int32) - delim  # exclusive count = segment index
+  steps = _lead(jnp.arange(k, dtype=jnp.int32)[:, None], seg.ndim + 1)  # [1.., K, 1]
+  in_seg = (seg[..., None, :] == steps) & (p.upto & ~delim)[..., None, :]  # [..., K, N]
+  count = jnp.sum(in_seg, axis=-1)
+  value = jnp.sum(jnp.where(in_seg, p.tokens[..., None, :], 0), axis=-1)
+  closer = (seg[..., None, :] == steps) & delim[..., None, :]  # [..., K, N]
+  closed = jnp.any(closer, axis=-1)
+  correct = closed & (count == 1) & (value == voc.number_id(inter))
+  pos = _lead(jnp.arange(n, dtype=jnp.int32), p.valid.ndim)
+  last_valid = jnp.max(jnp.where(p.valid, pos, 0), axis=-1)
+  positions = jnp.where(closed, jnp.argmax(closer, axis=-1), last_valid[..., None])
+  return correct.astype(jnp.float32), positions.astype(jnp.int32)
+
+
+def process_rewards(task: Task, responses, mask, intermediates) -> jax.Array:
+  """Per-step correctness placed on the token that closes each step (PRM-style rewards).
+
+  Args: as `step_correctness`.
+
+  Returns:
+    [..., N] float32: rewards[..., positions[..., i]] += correct[..., i]; zero
+    elsewhere (a correct step always has its own closing delimiter, so no two
+    correct steps share a position).
+  """
+  correct, positions = step_correctness(task, responses, mask, intermediates)
+  n = jnp.shape(responses)[-1]
+  onehot = positions[..., None] == _lead(jnp.arange(n, dtype=jnp.int32), positions.ndim + 1)
+  return jnp.sum(jnp.where(onehot, correct[..., None], 0.0), axis=-2)
