@@ -33,6 +33,7 @@ def masked_var(x: jax.Array, mask: jax.Array, axis=None, unbiased: bool = False)
   Returns 0 when fewer than 1 (or 2, if `unbiased`) entries are valid.
   """
   mask = jnp.broadcast_to(mask, x.shape)
+  x = jnp.where(mask, x, 0.0)  # before the square: finite gradients for inf/NaN padding
   n = jnp.sum(mask, axis=axis, dtype=x.dtype)
   mean = jnp.sum(jnp.where(mask, x, 0.0), axis=axis, keepdims=True) / jnp.maximum(
     jnp.sum(mask, axis=axis, dtype=x.dtype, keepdims=True), 1.0
@@ -57,6 +58,7 @@ def masked_whiten(
   A single valid entry has variance 0 and is mapped to 0 (or to itself without the shift).
   """
   mask = jnp.broadcast_to(mask, x.shape)
+  x = jnp.where(mask, x, 0.0)
   mean = masked_mean(x, mask)
   var = masked_var(x, mask, unbiased=unbiased)
   out = (x - mean) * jax.lax.rsqrt(var + eps)
