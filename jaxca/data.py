@@ -1,0 +1,306 @@
+"""Offline datasets as tensorflow-datasets builders, used WITHOUT TensorFlow (host side).
+
+The only module of jaxca that imports `tensorflow_datasets`. TensorFlow itself is
+never imported: the data are written with `download_and_prepare(
+file_format='array_record')` and read back with `builder.as_data_source()`
+(random access, NumPy records). `as_dataset()` and the tfrecord format would need
+TensorFlow and are not used.
+
+`ArithChains` holds the arithmetic chains of `jaxca.tasks.arith`:
+  * one BuilderConfig per knob setting (`ArithChainsConfig.from_arith`), named
+    from all of them (e.g. 'k2_m10_add-sub-mul_train20000_test1000_tf100_seed0'),
+    so different knobs or sizes never share files in `data_dir`;
+  * features prompts [2K+3], targets [2K], answers [], intermediates [K]: int32
+    `tfds.features.Tensor`s (the layout of `Task.generate`);
+  * generated locally (no download) from `np.random.default_rng([seed, split])`;
+  * the test split is disjoint from the train split BY PROBLEM: a problem (its
+    prompt: x0, ops, operands) is a test problem iff a fixed 64-bit hash of its
+    prompt falls in the first `round(1000*test_fraction)` of 1000 buckets
+    (`tasks.arith.split_of`); each split draws only its own problems (rejection
+    sampling). Problems may repeat WITHIN a split (the problem space of small
+    configs is small: K=2, m=10, 3 ops has 9000 problems).
+
+Batches are a pure function of (seed, step): `batch_indices` permutes the split
+once per epoch with `np.random.default_rng([seed, epoch])`, so a resumed run that
+starts `batch_iterator` at `start_step` sees exactly the batches an
+uninterrupted run would.
+"""
+
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxca.tasks import arith
+
+_SPLIT_SEED = {'train': 0, 'test': 1}
+_FEATURE_KEYS = ('prompts', 'targets', 'answers', 'intermediates')
+
+
+@dataclasses.dataclass(eq=False)
+class ArithChainsConfig(tfds.core.BuilderConfig):
+  """BuilderConfig of `ArithChains`: the ArithConfig knobs plus sizes, split share and seed."""
+
+  num_steps: int = 2
+  modulus: int = 10
+  ops: tuple[str, ...] = arith.OPS
+  operand_range: tuple[int, int] | None = None
+  num_train: int = 20_000
+  num_test: int = 1_000
+  test_fraction: float = 0.1
+  seed: int = 0
+
+  @classmethod
+  def from_arith(
+    cls,
+    cfg: arith.ArithConfig,
+    *,
+    num_train: int,
+    num_test: int,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    name: str | None = None,
+  ) -> 'ArithChainsConfig':
+    """A config for `cfg`, named from every knob unless `name` is given."""
+    for arg, val in (('num_train', num_train), ('num_test', num_test)):
+      if not isinstance(val, (int, np.integer)) or val < 1:
+        raise ValueError(f'`{arg}` must be an int >= 1; got {val!r}.')
+    arith.split_of(np.zeros((0, 1), np.int32), test_fraction)  # validates test_fraction
+    buckets = max(1, round(arith.NUM_BUCKETS * test_fraction))
+    if name is None:
+      name = f'{cfg.name}_train{num_train}_test{num_test}_tf{buckets}_seed{seed}'
+    return cls(
+      name=name,
+      description=f'Arithmetic chains {cfg}; {num_train} train / {num_test} test, seed {seed}.',
+      num_steps=cfg.num_steps,
+      modulus=cfg.modulus,
+      ops=tuple(cfg.ops),
+      operand_range=cfg.operand_range,
+      num_train=int(num_train),
+      num_test=int(num_test),
+      test_fraction=float(test_fraction),
+      seed=int(seed),
+    )
+
+  @property
+  def task_config(self) -> arith.ArithConfig:
+    """The ArithConfig these examples were drawn from."""
+    return arith.ArithConfig(
+      num_steps=self.num_steps,
+      modulus=self.modulus,
+      ops=self.ops,
+      operand_range=self.operand_range,
+    )
+
+
+class ArithChains(tfds.core.GeneratorBasedBuilder):
+  """Multi-step modular-arithmetic chains (generated locally; see the module docstring)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # tfds looks for a checksums file next to the builder's source (`code_path`); for a
+  # builder inside a package that lookup imports `importlib_resources`, which tfds
+  # 4.9.10 declares only for Python < 3.9 (it is missing here). Nothing is downloaded,
+  # so there are no checksums: no code path.
+  code_path = None
+  BUILDER_CONFIGS = [
+    ArithChainsConfig.from_arith(
+      arith.ArithConfig(num_steps=2), num_train=20_000, num_test=1_000, name='k2_m10'
+    ),
+    ArithChainsConfig.from_arith(
+      arith.ArithConfig(num_steps=3), num_train=20_000, num_test=1_000, name='k3_m10'
+    ),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # `self.dataset_info_from_configs` would read README/CITATIONS files next to this
+    # module (tfds's dataset-folder layout) and fails for a builder defined in a plain
+    # module, so the DatasetInfo is built directly.
+    cfg = self.builder_config
+    k = cfg.num_steps
+    tensor = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.int32)
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description='Verifiable multi-step modular-arithmetic chains (jaxca.tasks.arith).',
+      features=tfds.features.FeaturesDict(
+        {
+          'prompts': tensor(2 * k + 3),
+          'targets': tensor(2 * k),
+          'answers': tensor(),
+          'intermediates': tensor(k),
+        }
+      ),
+      supervised_keys=None,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # nothing to download
+    cfg = self.builder_config
+    return {
+      'train': self._generate_examples('train', cfg.num_train),
+      'test': self._generate_examples('test', cfg.num_test),
+    }
+
+  def _generate_examples(self, split: str, num: int):
+    cfg = self.builder_config
+    task = arith.make_task(cfg.task_config)
+    rng = np.random.default_rng([cfg.seed, _SPLIT_SEED[split]])
+    data = task.generate(rng, num, split=split, test_fraction=cfg.test_fraction)
+    for i in range(num):
+      yield i, {key: data[key][i] for key in _FEATURE_KEYS}
+
+
+def make_builder(
+  cfg: arith.ArithConfig,
+  data_dir: str,
+  *,
+  num_train: int,
+  num_test: int,
+  test_fraction: float = 0.1,
+  seed: int = 0,
+) -> ArithChains:
+  """The (not necessarily prepared) builder for these knobs under `data_dir`."""
+  config = ArithChainsConfig.from_arith(
+    cfg, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+  )
+  return ArithChains(config=config, data_dir=str(data_dir))
+
+
+def build(
+  cfg: arith.ArithConfig,
+  data_dir: str,
+  *,
+  num_train: int = 20_000,
+  num_test: int = 1_000,
+  test_fraction: float = 0.1,
+  seed: int = 0,
+) -> ArithChains:
+  """Prepares the dataset (array_record) under `data_dir` unless already there; returns it."""
+  builder = make_builder(
+    cfg, data_dir, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+  )
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+def load(
+  cfg: arith.ArithConfig,
+  data_dir: str,
+  *,
+  num_train: int = 20_000,
+  num_test: int = 1_000,
+  test_fraction: float = 0.1,
+  seed: int = 0,
+) -> dict[str, Sequence[Mapping[str, Any]]]:
+  """Builds if needed, then returns {'train': source, 'test': source} (random-access data sources).
+
+  A source supports `len(source)`, `source[i]` -> dict of NumPy values and
+  `source.__getitems__(indices)`; use `get_batch` / `batch_iterator` /
+  `to_arrays` to get stacked int32 arrays.
+  """
+  builder = build(
+    cfg, data_dir, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+  )
+  return dict(builder.as_data_source())
+
+
+def get_batch(source, indices) -> dict[str, np.ndarray]:
+  """Stacks the records at `indices` ([b] ints) into {'prompts': [b, 2K+3], ...} int32 arrays.
+
+  `source` is a tfds data source (or any sequence of feature dicts), or a dict
+  of already-stacked arrays (as from `to_arrays`), which is just indexed.
+  """
+  indices = np.asarray(indices, np.int64)
+  if isinstance(source, Mapping):
+    return {key: np.asarray(val)[indices] for key, val in source.items()}
+  if hasattr(source, '__getitems__'):
+    records = source.__getitems__(indices.tolist())
+  else:
+    records = [source[int(i)] for i in indices]
+  if not records:
+    raise ValueError('`indices` is empty.')
+  return {
+    key: np.stack([np.asarray(r[key]) for r in records]).astype(np.int32) for key in records[0]
+  }
+
+
+def to_arrays(source) -> dict[str, np.ndarray]:
+  """The whole split as stacked int32 arrays (small synthetic splits fit in memory)."""
+  return get_batch(source, np.arange(_length(source)))
+
+
+def _length(source) -> int:
+  if isinstance(source, Mapping):
+    return len(next(iter(source.values())))
+  return len(source)
+
+
+def batch_indices(
+  num_examples: int, batch_size: int, step: int, *, seed: int, shuffle: bool = True
+) -> np.ndarray:
+  """Indices of the batch at `step`: a pure function of (num_examples, batch_size, step, seed).
+
+  Epoch `e = step // (num_examples // batch_size)` uses the permutation
+  `np.random.default_rng([seed, e]).permutation(num_examples)` (or the identity
+  when `shuffle=False`); the last `num_examples % batch_size` examples of each
+  epoch's order are dropped, so every batch is full.
+
+  Returns:
+    [batch_size] int64 indices.
+  """
+  if batch_size < 1 or batch_size > num_examples:
+    raise ValueError(
+      f'`batch_size` must be in [1, {num_examples}] (the split size); got {batch_size}.'
+    )
+  if step < 0:
+    raise ValueError(f'`step` must be >= 0; got {step}.')
+  steps_per_epoch = num_examples // batch_size
+  epoch, i = divmod(step, steps_per_epoch)
+  order = _epoch_order(num_examples, epoch, seed, shuffle)
+  return order[i * batch_size : (i + 1) * batch_size]
+
+
+def _epoch_order(num_examples: int, epoch: int, seed: int, shuffle: bool) -> np.ndarray:
+  if not shuffle:
+    return np.arange(num_examples, dtype=np.int64)
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def batch_iterator(
+  source,
+  batch_size: int,
+  *,
+  seed: int,
+  start_step: int = 0,
+  shuffle: bool = True,
+  num_steps: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Yields the batches of steps start_step, start_step+1, ... (forever unless `num_steps`).
+
+  Batch `s` is `get_batch(source, batch_indices(len(source), batch_size, s,
+  seed=seed))`, so the stream from `start_step=k` equals the k-th batch onward
+  of a fresh iterator (checkpoint/resume equality).
+
+  Args:
+    source: a data source, a sequence of feature dicts, or a dict of arrays.
+    batch_size: examples per batch (<= the split size).
+    seed: shuffling seed.
+    start_step: the first step to yield.
+    shuffle: False keeps the stored order (still dropping the remainder).
+    num_steps: stop after this many batches; None = infinite.
+  """
+  n = _length(source)
+  batch_indices(n, batch_size, start_step, seed=seed, shuffle=shuffle)  # validates arguments
+  steps_per_epoch = n // batch_size
+  step, cached_epoch, order = start_step, None, None
+  while num_steps is None or step < start_step + num_steps:
+    epoch, i = divmod(step, steps_per_epoch)
+    if epoch != cached_epoch:
+      order, cached_epoch = _epoch_order(n, epoch, seed, shuffle), epoch
+    yield get_batch(source, order[i * batch_size : (i + 1) * batch_size])
+    step += 1
