@@ -116,6 +116,11 @@ class ArithChains(tfds.core.GeneratorBasedBuilder):
     ),
   ]
 
+  def __init__(self, *, file_format=None, **kwargs):
+    # tfds's default file format is tfrecord, whose writer needs TensorFlow; default to
+    # array_record so `tfds.data_source('arith_chains/k2_m10', ...)` works without it.
+    super().__init__(file_format=file_format or 'array_record', **kwargs)
+
   def _info(self) -> tfds.core.DatasetInfo:
     # `self.dataset_info_from_configs` would read README/CITATIONS files next to this
     # module (tfds's dataset-folder layout) and fails for a builder defined in a plain

@@ -54,6 +54,18 @@ def test_no_tensorflow_imported(built):
     import tensorflow  # noqa: F401  (this environment has no TensorFlow; the code must not need it)
 
 
+def test_tfds_data_source_by_name_reads_array_record(built):
+  root, sources = built
+  name = 'arith_chains/' + data.ArithChainsConfig.from_arith(CFG, **SIZES).name
+  by_name = data.tfds.data_source(name, data_dir=str(root / 'a'), download=False)
+  for split in ('train', 'test'):
+    _assert_batches_equal([data.to_arrays(by_name[split])], [data.to_arrays(sources[split])])
+  # Builders default to array_record (tfds's tfrecord default would need TensorFlow).
+  builder = data.make_builder(CFG, str(root / 'unused'), **SIZES)
+  assert builder.info.file_format == data.tfds.core.FileFormat.ARRAY_RECORD
+  assert not builder.is_prepared()
+
+
 def test_splits_are_disjoint_by_problem(built):
   _, sources = built
   train = {tuple(p) for p in data.to_arrays(sources['train'])['prompts'].tolist()}
