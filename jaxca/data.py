@@ -17,8 +17,10 @@ TensorFlow and are not used.
     prompt: x0, ops, operands) is a test problem iff a fixed 64-bit hash of its
     prompt falls in the first `round(1000*test_fraction)` of 1000 buckets
     (`tasks.arith.split_of`); each split draws only its own problems (rejection
-    sampling). Problems may repeat WITHIN a split (the problem space of small
-    configs is small: K=2, m=10, 3 ops has 9000 problems).
+    sampling). Train problems are drawn i.i.d. (they repeat: K=2, m=10 with 3
+    ops has only 9000 problems, ~8100 of them train); test problems are drawn
+    without replacement (`distinct=True`) while the test share lasts (~940 for
+    K=2, m=10), then repeat in fresh random orders.
 
 Batches are a pure function of (seed, step): `batch_indices` permutes the split
 once per epoch with `np.random.default_rng([seed, epoch])`, so a resumed run that
@@ -100,8 +102,11 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
 class ArithChains(tfds.core.GeneratorBasedBuilder):
   """Multi-step modular-arithmetic chains (generated locally; see the module docstring)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'Test problems are distinct while the test share of the problem space lasts.',
+  }
   # tfds looks for a checksums file next to the builder's source (`code_path`); for a
   # builder inside a package that lookup imports `importlib_resources`, which tfds
   # 4.9.10 declares only for Python < 3.9 (it is missing here). Nothing is downloaded,
@@ -154,7 +159,9 @@ class ArithChains(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     task = arith.make_task(cfg.task_config)
     rng = np.random.default_rng([cfg.seed, _SPLIT_SEED[split]])
-    data = task.generate(rng, num, split=split, test_fraction=cfg.test_fraction)
+    data = task.generate(
+      rng, num, split=split, test_fraction=cfg.test_fraction, distinct=split == 'test'
+    )
     for i in range(num):
       yield i, {key: data[key][i] for key in _FEATURE_KEYS}
 

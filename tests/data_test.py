@@ -75,6 +75,12 @@ def test_splits_are_disjoint_by_problem(built):
   assert arith.split_of(np.asarray(sorted(test)), 0.1).all()
 
 
+def test_test_split_is_distinct(built):
+  _, sources = built
+  prompts = data.to_arrays(sources['test'])['prompts']
+  assert len(np.unique(prompts, axis=0)) == len(prompts)  # 40 of the ~940 test problems
+
+
 def test_same_seed_same_data_other_seed_differs(built, tmp_path):
   root, sources = built
   again = data.load(CFG, str(tmp_path / 'b'), **SIZES)

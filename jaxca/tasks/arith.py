@@ -205,6 +205,7 @@ def problem_hash(prompts: np.ndarray) -> np.ndarray:
 
 SPLITS = ('train', 'test')
 NUM_BUCKETS = 1000
+_ENUMERATE_LIMIT = 2_000_000  # `distinct` draws enumerate problem spaces up to this size
 
 
 def split_of(prompts: np.ndarray, test_fraction: float) -> np.ndarray:
@@ -247,8 +248,21 @@ class Task:
   def response_len(self) -> int:
     return 2 * self.config.num_steps
 
+  @property
+  def num_problems(self) -> int:
+    """Size of the problem space: m * (len(ops) * number of operands) ** K."""
+    lo, hi = self.config.operand_bounds
+    per_step = len(self.config.ops) * (hi - lo + 1)
+    return self.config.modulus * per_step**self.config.num_steps
+
   def generate(
-    self, seed_or_rng, n: int, *, split: str | None = None, test_fraction: float = 0.1
+    self,
+    seed_or_rng,
+    n: int,
+    *,
+    split: str | None = None,
+    test_fraction: float = 0.1,
+    distinct: bool = False,
   ) -> dict[str, np.ndarray]:
     """Draws `n` problems on the host (deterministic given the seed).
 
@@ -257,8 +271,12 @@ class Task:
         or a `np.random.Generator` (advanced in place).
       n: number of problems.
       split: None draws from all problems; 'train' / 'test' keeps only problems
-        of that split (see `split_of`) by rejection sampling.
+        of that split (see `split_of`).
       test_fraction: the test share of the problem space when `split` is set.
+      distinct: False draws i.i.d. (problems may repeat). True draws without
+        replacement: every problem (of the split) at most once while they last;
+        if the split has fewer than `n` problems, all of them come first (in
+        random order) and further fresh permutations of them fill the rest.
 
     Returns:
       prompts: [n, 2K+3] int32 prompt tokens.
@@ -269,30 +287,62 @@ class Task:
     if split is not None and split not in SPLITS:
       raise ValueError(f'Unknown split {split!r}; choices: {SPLITS} or None.')
     rng = _as_generator(seed_or_rng)
-    if split is None:
-      return self._draw(rng, n)
-    want_test = split == 'test'
-    parts, have, tries = [], 0, 0
+    keep = lambda prompts: (
+      np.ones(len(prompts), bool)
+      if split is None
+      else split_of(prompts, test_fraction) == (split == 'test')
+    )
+    if split is None and not distinct:
+      return self._assemble(*self._sample(rng, n))
+    if distinct and self.num_problems <= _ENUMERATE_LIMIT:
+      every = self._assemble(*self._enumerate())
+      pool = {k: v[keep(every['prompts'])] for k, v in every.items()}
+      count = len(pool['prompts'])
+      if count == 0:
+        raise ValueError(f'The {split!r} split of {self.config} has no problems.')
+      order = np.concatenate([rng.permutation(count) for _ in range(-(-n // count))])[:n]
+      return {k: v[order] for k, v in pool.items()}
+    parts, have, seen, idle = [], 0, set(), 0
     while have < n:
-      chunk = self._draw(rng, max(2 * (n - have), 64))
-      keep = split_of(chunk['prompts'], test_fraction) == want_test
-      parts.append({k: v[keep] for k, v in chunk.items()})
-      have += int(keep.sum())
-      tries += 1
-      if tries > 1000 and have == 0:
+      chunk = self._assemble(*self._sample(rng, max(2 * (n - have), 64)))
+      ok = keep(chunk['prompts'])
+      if distinct:
+        for i in np.flatnonzero(ok):
+          row = chunk['prompts'][i].tobytes()
+          ok[i] = row not in seen
+          seen.add(row)
+      parts.append({k: v[ok] for k, v in chunk.items()})
+      have += int(ok.sum())
+      idle = 0 if ok.any() else idle + 1
+      if idle > 1000:
         raise ValueError(
-          f'No {split!r} problems found for {self.config}: the problem space is too small for '
-          f'test_fraction={test_fraction}.'
+          f'Found only {have} of {n} {split or "any"!r} problems for {self.config} '
+          f'(test_fraction={test_fraction}, distinct={distinct}): the problem space is too small.'
         )
     return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 
-  def _draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+  def _sample(self, rng: np.random.Generator, n: int):
+    cfg = self.config
+    lo, hi = cfg.operand_bounds
+    x0 = rng.integers(0, cfg.modulus, size=n, dtype=np.int64)
+    op_idx = rng.integers(0, len(cfg.ops), size=(n, cfg.num_steps))
+    operands = rng.integers(lo, hi + 1, size=(n, cfg.num_steps), dtype=np.int64)
+    return x0, op_idx, operands
+
+  def _enumerate(self):
+    """Every problem once, as (x0 [P], op_idx [P, K], operands [P, K]) in mixed-radix order."""
+    cfg = self.config
+    lo, hi = cfg.operand_bounds
+    n_ops, per_step = len(cfg.ops), len(cfg.ops) * (hi - lo + 1)
+    idx = np.arange(self.num_problems, dtype=np.int64)
+    x0, rest = idx % cfg.modulus, idx // cfg.modulus
+    digits = np.stack([(rest // per_step**i) % per_step for i in range(cfg.num_steps)], axis=1)
+    return x0, digits % n_ops, lo + digits // n_ops
+
+  def _assemble(self, x0, op_idx, operands) -> dict[str, np.ndarray]:
     cfg, voc = self.config, self.vocab
     k, m = cfg.num_steps, cfg.modulus
-    lo, hi = cfg.operand_bounds
-    x0 = rng.integers(0, m, size=n, dtype=np.int64)
-    op_idx = rng.integers(0, len(cfg.ops), size=(n, k))
-    operands = rng.integers(lo, hi + 1, size=(n, k), dtype=np.int64)
+    n = len(x0)
     op_names = np.asarray(cfg.ops)[op_idx]
     inter = np.empty((n, k), np.int64)
     x = x0

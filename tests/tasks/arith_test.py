@@ -1,6 +1,5 @@
 """Tests for jaxca.tasks.arith: generator vs a plain-Python chain, layout, vocab, verifiers."""
 
-
 import jax
 import ml_collections
 import numpy as np
@@ -85,6 +84,38 @@ def test_generate_split_keeps_only_its_problems(split):
   # Roughly the requested share of all problems is test (a loose sanity bound, not a tuning).
   share = arith.split_of(task.generate(1, 5000)['prompts'], 0.2).mean()
   assert 0.1 < share < 0.3
+
+
+def test_distinct_draws_cover_small_spaces_then_repeat():
+  task = arith.make_task(num_steps=2, modulus=3, ops=('add', 'mul'), operand_range=(1, 2))
+  assert task.num_problems == 3 * (2 * 2) ** 2 == 48
+  ids = ref.ids_of(task.vocab)
+  # Independent count of the problem space from the reference chain: every tuple once.
+  space = {
+    (x0, o1, a1, o2, a2)
+    for x0 in range(3)
+    for o1 in ('add', 'mul')
+    for o2 in ('add', 'mul')
+    for a1 in (1, 2)
+    for a2 in (1, 2)
+  }
+  assert len(space) == task.num_problems
+  data = task.generate(0, 100, distinct=True)
+  rows = [ref.parse_prompt(p, ids) for p in data['prompts']]
+  first = {(x0, ops[0], a[0], ops[1], a[1]) for x0, ops, a in rows[:48]}
+  assert first == space  # all problems once before any repeats
+  for (x0, ops, a), inter in zip(rows, data['intermediates']):
+    assert inter.tolist() == ref.chain(x0, ops, a, 3)
+  # With a split: the test problems of the space, each once first.
+  test = task.generate(1, 60, split='test', test_fraction=0.5, distinct=True)
+  n_test = int(arith.split_of(task.generate(0, 48, distinct=True)['prompts'], 0.5).sum())
+  assert 0 < n_test < 48
+  assert len(np.unique(test['prompts'][:n_test], axis=0)) == n_test
+  assert arith.split_of(test['prompts'], 0.5).all()
+  # A large space (not enumerated): rejection keeps every problem unique.
+  big = arith.make_task(num_steps=2, modulus=500)
+  prompts = big.generate(0, 2000, split='test', distinct=True)['prompts']
+  assert len(np.unique(prompts, axis=0)) == 2000 and arith.split_of(prompts, 0.1).all()
 
 
 def test_problem_hash_depends_on_problem_only():
