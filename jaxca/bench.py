@@ -1,0 +1,193 @@
+"""Host-side timing utilities for benchmarks (not used by kernels).
+
+This module is host-side by design, like `checkpoint`/`metrics`: it calls `jax.jit` (for the copy
+bandwidth probe), blocks on results and reads clocks. Kernels never import it.
+
+Timing protocol used by `interleaved`:
+  * every contender is a zero-argument thunk whose inputs were generated once, before timing;
+  * one warm-up call per contender (compilation; its wall time is reported as `first_s`);
+  * then rounds A, B, C, A, B, C, ... (the starting contender rotates every round), each call
+    timed with `time.perf_counter` around `jax.block_until_ready(thunk())`, so slow drifts of a
+    shared, noisy machine hit every contender alike; medians are reported.
+"""
+
+from collections.abc import Callable
+from collections.abc import Collection
+from collections.abc import Mapping
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Wall-clock timings of one contender.
+
+  Attributes:
+    times_s: the timed calls, in seconds, in the order they ran.
+    first_s: the warm-up call (includes compilation for jitted functions).
+  """
+
+  times_s: tuple[float, ...]
+  first_s: float
+
+  @property
+  def median_s(self) -> float:
+    return statistics.median(self.times_s)
+
+  @property
+  def median_ms(self) -> float:
+    return 1e3 * self.median_s
+
+  @property
+  def reps(self) -> int:
+    return len(self.times_s)
+
+  @property
+  def spread(self) -> float:
+    """(p90 - p10) / median of the timed calls: a noise indicator (0 = perfectly stable)."""
+    if len(self.times_s) < 3:
+      return float('nan')
+    lo, hi = np.percentile(self.times_s, [10, 90])
+    return float((hi - lo) / self.median_s)
+
+
+def time_once(thunk: Callable[[], Any]) -> float:
+  """Seconds for one call of `thunk`, including waiting for its (possibly async) results."""
+  start = time.perf_counter()
+  jax.block_until_ready(thunk())
+  return time.perf_counter() - start
+
+
+def interleaved(
+  thunks: Mapping[str, Callable[[], Any]],
+  reps: int,
+  *,
+  budget_s: Mapping[str, float] | None = None,
+  min_reps: int = 1,
+  no_warmup: Collection[str] = (),
+  outputs: dict[str, Any] | None = None,
+) -> dict[str, Timing]:
+  """Times several contenders in interleaved rounds (A, B, A, B, ...).
+
+  Args:
+    thunks: name -> zero-argument callable returning arrays (jax or numpy).
+    reps: timed calls per contender (after one warm-up call).
+    budget_s: optional name -> cap on the summed timed seconds of that contender; a contender
+      whose calls exceed it stops early (after at least `min_reps` calls), so a slow NumPy loop
+      does not dominate the run. Its actual repetition count is `Timing.reps`.
+    min_reps: lower bound on the timed calls of every contender.
+    no_warmup: names whose first call is timed rather than discarded (plain NumPy code has
+      nothing to compile; `first_s` is then the first timed call).
+    outputs: if given, filled with name -> the result of that contender's first call.
+
+  Returns:
+    name -> Timing.
+  """
+  if reps < 1:
+    raise ValueError(f'reps must be >= 1, got {reps}.')
+  names = list(thunks)
+  budget_s = budget_s or {}
+  times = {name: [] for name in names}
+  first = {}
+  for name in names:
+    out, seconds = _call(thunks[name])
+    first[name] = seconds
+    if outputs is not None:
+      outputs[name] = out
+    if name in no_warmup:
+      times[name].append(seconds)
+  for round_index in range(reps):
+    offset = round_index % len(names)
+    for name in names[offset:] + names[:offset]:
+      done = len(times[name])
+      spent = sum(times[name])
+      if done >= reps or (name in budget_s and done >= min_reps and spent >= budget_s[name]):
+        continue
+      times[name].append(time_once(thunks[name]))
+  return {name: Timing(tuple(times[name]), first[name]) for name in names}
+
+
+def _call(thunk):
+  start = time.perf_counter()
+  out = jax.block_until_ready(thunk())
+  return out, time.perf_counter() - start
+
+
+def gigabytes_per_second(num_bytes: float, seconds: float) -> float:
+  """Bytes moved / seconds, in GB/s (1 GB = 1e9 bytes)."""
+  return num_bytes / seconds / 1e9
+
+
+def copy_bandwidth(num_bytes: int = 256 * 2**20, reps: int = 20) -> tuple[float, Timing]:
+  """Measures memory bandwidth with a jitted elementwise copy `x + 1` of a float32 array.
+
+  Args:
+    num_bytes: size of the array read (the same amount is written).
+    reps: timed calls after one warm-up.
+
+  Returns:
+    (GB/s counting read + write, i.e. 2 * num_bytes per call, the Timing).
+  """
+  x = jnp.ones((num_bytes // 4,), jnp.float32)
+  copy = jax.jit(lambda a: a + 1.0)
+  timing = interleaved({'copy': lambda: copy(x)}, reps)['copy']
+  return gigabytes_per_second(2 * x.size * 4, timing.median_s), timing
+
+
+def environment() -> dict[str, Any]:
+  """Versions, devices and machine load, for the header of a benchmark report."""
+  info = {
+    'python': platform.python_version(),
+    'jax': jax.__version__,
+    'jaxlib': getattr(jax.lib, '__version__', None) or _jaxlib_version(),
+    'numpy': np.__version__,
+    'backend': jax.default_backend(),
+    'devices': ', '.join(str(d) for d in jax.devices()),
+    'cpu_count': os.cpu_count(),
+    'machine': f'{platform.system()} {platform.machine()}',
+    'cpu_model': _cpu_model(),
+    'loadavg_1_5_15': _loadavg(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+  try:
+    import rlax  # noqa: PLC0415 (optional dependency)
+
+    info['rlax'] = rlax.__version__
+  except ImportError:
+    info['rlax'] = None
+  return info
+
+
+def _jaxlib_version():
+  try:
+    import jaxlib  # noqa: PLC0415
+
+    return jaxlib.__version__
+  except (ImportError, AttributeError):
+    return None
+
+
+def _cpu_model():
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def _loadavg():
+  try:
+    return ' '.join(f'{x:.2f}' for x in os.getloadavg())
+  except OSError:
+    return None
