@@ -119,7 +119,7 @@ def control_trial(
     ep_sa.append((s, a))
     ep_log_rho.append(np.log(pi[a]) - np.log(mu[a]))
     for k, (sk, ak) in enumerate(ep_sa):
-      n = t - k
+      n = len(ep_sa) - 1 - k  # steps since start k (k counts from the episode start)
       if n >= window:
         continue
       beta = beta_from_start(ep_log_rho[k + 1 :], lambda_, method)[-1]

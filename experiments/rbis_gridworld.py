@@ -1,0 +1,513 @@
+"""RBIS paper control experiment: online off-policy control with per-start-time traces.
+
+Protocol (SPECS.md §1.6, official `experiments/training.py::run_control_trial`): tabular
+Q on the Bifurcated Gridworld, behaviour epsilon-greedy(Q) (eps 1 for the first episodes,
+then 0.2), target epsilon-greedy(Q) with eps 0.1, both from the live Q at every step
+(argmax ties split uniformly); at step t, with the expected-SARSA TD error
+`delta_t = r + gamma * sum_a pi(a|s') Q(s', a) - Q(s, a)` (no bootstrap at termination),
+every start time k of the current episode gets `Q(S_k, A_k) += alpha gamma^(t-k)
+beta_{k,t} delta_t` (`jaxca.traces`). After every training episode, one evaluation
+episode (eps 0.05, at most 51 actions, discounted return) on a separate evaluation env
+whose state persists across evaluations (as the official `test_sampler`: an evaluation
+cut by the cap leaves the next one starting mid-grid). Curve: the official `smooth` (mean
+of the last 100 evaluation returns, including the initial (0, 0.0) point) and
+`linear_interpolation` (segment [x_i, x_{i+1}) filled with `linspace(y_i, y_{i+1},
+x_{i+1} - x_i)`) to timesteps 0..3000; AUC = sum of the 3001 values.
+
+Implementation: every (method, lambda, seed) trial is one lane of a vmapped state; the
+four methods are four vmapped sub-programs of ONE jitted chunk function (each method's
+rule is static, so no lane pays for another method's rule). A chunk scans `chunk_steps`
+environment steps with a circular window of `window` start times per trial and Q
+snapshots at episode ends, then plays the evaluation episodes of those snapshots
+(a scan over the snapshot slots, each a 51-step scan). The host shows a progress bar,
+checkpoints the state between chunks, and computes the curves and AUCs at the end.
+"""
+
+import json
+import os
+import time
+from typing import NamedTuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+import tqdm
+
+from jaxca import envs
+from jaxca import traces
+from jaxca.envs import gridworld
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', 'results', 'Output directory.')
+
+METHOD_LABELS = {
+  'retrace': 'Retrace',
+  'truncated_is': 'Truncated IS',
+  'recursive_retrace': 'Recursive Retrace',
+  'rbis': 'RBIS',
+}
+NAME = 'rbis_gridworld'
+
+
+class Trial(NamedTuple):
+  """Per-trial state (one vmapped lane); shapes are per trial.
+
+  Attributes:
+    q: float32 `[S, A]` live action values.
+    state: int32 current training state.
+    episodes: int32 completed training episodes.
+    finished: bool, the official stopping rule fired (later steps are not recorded).
+    trace: `traces.TraceState` of `[H]` per-start-time traces (circular, slot t % H).
+    sa: int32 `[H]` flat index `s * A + a` of each slot's start pair.
+    eval_state: int32 state of the persistent evaluation env.
+    snap_q: float32 `[E + 1, S, A]` Q after each episode end of this chunk (last: dump).
+    snap_x: int32 `[E + 1]` the step index of each snapshot.
+    num_snaps: int32 snapshots taken this chunk.
+  """
+
+  q: jax.Array
+  state: jax.Array
+  episodes: jax.Array
+  finished: jax.Array
+  trace: traces.TraceState
+  sa: jax.Array
+  eval_state: jax.Array
+  snap_q: jax.Array
+  snap_x: jax.Array
+  num_snaps: jax.Array
+
+
+def epsilon_greedy_probs(q_row, eps):
+  """epsilon-greedy probabilities with argmax ties split uniformly. q_row: `[A]`."""
+  is_max = q_row == jnp.max(q_row, axis=-1, keepdims=True)
+  greedy = is_max / jnp.sum(is_max, axis=-1, keepdims=True)
+  return eps / q_row.shape[-1] + (1.0 - eps) * greedy
+
+
+def sample_categorical(u, probs):
+  """Inverse-CDF sample of `probs` `[A]` with a uniform `u` in [0, 1)."""
+  cdf = jnp.cumsum(probs[:-1])
+  return jnp.sum(u >= cdf).astype(jnp.int32)
+
+
+def max_snapshots(chunk_steps: int, min_episode_len: int) -> int:
+  """Most snapshots one chunk can take: episode ends >= min_episode_len apart + the cap."""
+  return (chunk_steps - 1) // min_episode_len + 2
+
+
+def make_trial_fns(env: gridworld.Gridworld, config, method: str):
+  """Builds (init, chunk) for one method; both act on one trial (vmap them)."""
+  num_states, num_actions = env.num_states, env.num_actions
+  window = config.window
+  gamma = config.gamma
+  last_step = config.timesteps + config.max_episode_len + 1  # official hard cap
+  min_len = gridworld.shortest_path_length(env) + 1
+  num_slots = max_snapshots(config.chunk_steps, min_len)
+  eval_len = config.max_episode_len + 1
+
+  def init(key, lambda_, alpha):
+    del lambda_, alpha
+    q_key, _, _ = jax.random.split(key, 3)
+    q = config.q_init_std * jax.random.normal(q_key, (num_states, num_actions), jnp.float32)
+    return Trial(
+      q=q,
+      state=gridworld.reset(env),
+      episodes=jnp.zeros((), jnp.int32),
+      finished=jnp.zeros((), bool),
+      trace=traces.empty(window),
+      sa=jnp.zeros((window,), jnp.int32),
+      eval_state=gridworld.reset(env),
+      snap_q=jnp.zeros((num_slots + 1, num_states, num_actions), jnp.float32),
+      snap_x=jnp.zeros((num_slots + 1,), jnp.int32),
+      num_snaps=jnp.zeros((), jnp.int32),
+    )
+
+  def train_step(trial: Trial, t, u, lambda_, alpha):
+    q, s = trial.q, trial.state
+    eps_b = jnp.where(
+      trial.episodes < config.explore_episodes, config.explore_eps, config.behaviour_eps
+    )
+    q_s = q[s]
+    mu = epsilon_greedy_probs(q_s, eps_b)
+    pi = epsilon_greedy_probs(q_s, config.target_eps)
+    a = sample_categorical(u, mu)
+    log_rho = jnp.log(pi[a]) - jnp.log(mu[a])
+    s2, r, term = gridworld.step(env, s, a)
+    q_s2 = q[s2]
+    v2 = jnp.sum(epsilon_greedy_probs(q_s2, config.target_eps) * q_s2)
+    delta = r + jnp.where(term, 0.0, gamma * v2) - q_s[a]
+
+    slot = t % window
+    trace, weights = traces.step(trial.trace, slot, log_rho, lambda_, gamma, method)
+    sa = jax.lax.dynamic_update_index_in_dim(trial.sa, s * num_actions + a, slot, 0)
+    q = q.reshape(-1).at[sa].add(alpha * delta * weights).reshape(q.shape)
+
+    capped = t >= last_step
+    record = ~trial.finished & (term | capped)
+    finished = trial.finished | (term & (t > config.timesteps)) | capped
+    index = jnp.where(record, trial.num_snaps, num_slots)  # slot num_slots is a dump
+    snap_q = jax.lax.dynamic_update_index_in_dim(trial.snap_q, q, index, 0)
+    snap_x = jax.lax.dynamic_update_index_in_dim(trial.snap_x, t, index, 0)
+    return Trial(
+      q=q,
+      state=jnp.where(term, gridworld.reset(env), s2),
+      episodes=trial.episodes + term,
+      finished=finished,
+      trace=traces.clear(trace, term),
+      sa=sa,
+      eval_state=trial.eval_state,
+      snap_q=snap_q,
+      snap_x=snap_x,
+      num_snaps=trial.num_snaps + record,
+    )
+
+  def eval_episode(q, s0, key):
+    """One evaluation episode from s0; returns (discounted return, final env state)."""
+    us = jax.random.uniform(key, (eval_len,))
+
+    def body(carry, u):
+      s, done, ret, disc = carry
+      a = sample_categorical(u, epsilon_greedy_probs(q[s], config.eval_eps))
+      s2, r, term = gridworld.step(env, s, a)
+      ret = ret + jnp.where(done, 0.0, disc * r)
+      s = jnp.where(done, s, jnp.where(term, gridworld.reset(env), s2))
+      return (s, done | term, ret, disc * gamma), None
+
+    init = (s0, jnp.zeros((), bool), jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32))
+    (s, _, ret, _), _ = jax.lax.scan(body, init, us)
+    return ret, s
+
+  def chunk(trial: Trial, t0, key, lambda_, alpha):
+    """`chunk_steps` training steps from step t0, then the evaluations of their episodes.
+
+    Returns (trial, (x [E], y [E], valid [E])) with the step index, evaluation return and
+    validity of each snapshot slot.
+    """
+    _, act_key, eval_key = jax.random.split(key, 3)
+    trial = trial._replace(num_snaps=jnp.zeros((), jnp.int32))
+    episodes0 = trial.episodes  # includes the cap record's index if any; see below
+
+    def body(trial, t):
+      u = jax.random.uniform(jax.random.fold_in(act_key, t))
+      return train_step(trial, t, u, lambda_, alpha), None
+
+    trial, _ = jax.lax.scan(body, trial, t0 + jnp.arange(config.chunk_steps))
+
+    def eval_body(eval_state, i):
+      valid = i < trial.num_snaps
+      # Evaluation i of this chunk follows training episode episodes0 + i (0-based).
+      ret, s = eval_episode(
+        trial.snap_q[i], eval_state, jax.random.fold_in(eval_key, episodes0 + i)
+      )
+      return jnp.where(valid, s, eval_state), (jnp.where(valid, ret, 0.0), valid)
+
+    eval_state, (ys, valid) = jax.lax.scan(eval_body, trial.eval_state, jnp.arange(num_slots))
+    xs = trial.snap_x[:num_slots]
+    return trial._replace(eval_state=eval_state), (xs, ys, valid)
+
+  return init, chunk
+
+
+def smoothed_curve(xs, ys, count, timesteps: int, window: int):
+  """Official `smooth` + `linear_interpolation` of one trial's evaluation points.
+
+  Args:
+    xs: int32 `[M]` step index of each point (xs[0] = 0, strictly increasing for the
+      first `count` entries; the last valid one > timesteps).
+    ys: float32 `[M]` evaluation returns (ys[0] = 0.0).
+    count: int32, number of valid points.
+    timesteps: the curve covers steps 0..timesteps.
+    window: moving-average window (points).
+
+  Returns:
+    float32 `[timesteps + 1]` curve.
+  """
+  m = xs.shape[-1]
+  idx = jnp.arange(m)
+  valid = idx < count
+  ys = jnp.where(valid, ys, 0.0)
+  csum = jnp.cumsum(ys)
+  lagged = jnp.where(idx >= window, jnp.roll(csum, window), 0.0)
+  smooth = (csum - lagged) / jnp.minimum(idx + 1, window)
+  big = jnp.iinfo(jnp.int32).max
+  xs = jnp.where(valid, xs, big)
+  grid = jnp.arange(timesteps + 1)
+  seg = jnp.searchsorted(xs, grid, side='right') - 1  # xs[seg] <= x < xs[seg + 1]
+  x1, x2 = xs[seg], xs[seg + 1]
+  y1, y2 = smooth[seg], smooth[seg + 1]
+  dx = x2 - x1
+  frac = (grid - x1) / jnp.maximum(dx - 1, 1)
+  return jnp.where(dx > 1, y1 + (y2 - y1) * frac, y1).astype(jnp.float32)
+
+
+def _settings(config):
+  """[(method, lambda, alpha)] in output order, with the alpha looked up per lambda."""
+  from configs import rbis_gridworld as config_module
+
+  out = []
+  for method in config.methods:
+    if method not in METHOD_LABELS:
+      raise ValueError(f'Unknown method {method!r}; choices: {list(METHOD_LABELS)}.')
+    for lam in config.lambdas:
+      grid = [round(x, 6) for x in config_module.LAMBDAS]
+      if round(lam, 6) not in grid:
+        raise ValueError(f'lambda {lam} has no step size; the alpha grid is {grid}.')
+      out.append((method, float(lam), float(config.alphas[method][grid.index(round(lam, 6))])))
+  return out
+
+
+def build(config):
+  """Returns (init_all, run_chunk, lanes): jitted functions over all methods' lanes."""
+  env = envs.make(config.env)
+  settings = _settings(config)
+  lanes = {}
+  for method in config.methods:
+    rows = [(lam, alpha) for m, lam, alpha in settings if m == method]
+    lam = np.repeat(np.array([r[0] for r in rows], np.float32), config.num_seeds)
+    alpha = np.repeat(np.array([r[1] for r in rows], np.float32), config.num_seeds)
+    seeds = np.tile(np.arange(config.num_seeds) + config.seed_offset, len(rows))
+    keys = jax.vmap(jax.random.key_data)(jax.vmap(jax.random.key)(seeds))
+    lanes[method] = dict(lambda_=jnp.asarray(lam), alpha=jnp.asarray(alpha), keys=keys)
+  fns = {m: make_trial_fns(env, config, m) for m in config.methods}
+
+  def init_all(lanes):
+    return {
+      m: jax.vmap(fns[m][0])(
+        jax.vmap(jax.random.wrap_key_data)(lanes[m]['keys']), lanes[m]['lambda_'], lanes[m]['alpha']
+      )
+      for m in config.methods
+    }
+
+  def run_chunk(trials, lanes, t0):
+    out_trials, outs = {}, {}
+    for m in config.methods:
+      keys = jax.vmap(jax.random.wrap_key_data)(lanes[m]['keys'])
+      out_trials[m], outs[m] = jax.vmap(fns[m][1], in_axes=(0, None, 0, 0, 0))(
+        trials[m], t0, keys, lanes[m]['lambda_'], lanes[m]['alpha']
+      )
+    return out_trials, outs
+
+  return jax.jit(init_all), jax.jit(run_chunk, donate_argnums=0), lanes, settings
+
+
+def _save_checkpoint(path, trials, points, next_chunk, fingerprint):
+  leaves = jax.tree.leaves(trials)
+  arrays = {f'leaf_{i}': np.asarray(x) for i, x in enumerate(leaves)}
+  for m, (xs, ys, valid) in points.items():
+    arrays[f'points_{m}'] = (
+      np.stack([np.concatenate(xs, 1), np.concatenate(ys, 1), np.concatenate(valid, 1)])
+      if xs
+      else np.zeros((3, 0, 0))
+    )
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, next_chunk=next_chunk, fingerprint=fingerprint, **arrays)
+  os.replace(tmp, path)
+
+
+def _load_checkpoint(path, trials_template, fingerprint, methods):
+  with np.load(path) as data:
+    if str(data['fingerprint']) != fingerprint:
+      logging.warning('Checkpoint %s is for another config; starting afresh.', path)
+      return None
+    treedef = jax.tree.structure(trials_template)
+    n = treedef.num_leaves
+    trials = jax.tree.unflatten(treedef, [jnp.asarray(data[f'leaf_{i}']) for i in range(n)])
+    points = {}
+    for m in methods:
+      p = data[f'points_{m}']
+      points[m] = ([p[0]], [p[1]], [p[2].astype(bool)]) if p.size else ([], [], [])
+    return trials, points, int(data['next_chunk'])
+
+
+def simulate(config, checkpoint_path=''):
+  """Runs every trial; returns ({method: curves-ready points}, settings, lanes)."""
+  init_all, run_chunk, lanes, settings = build(config)
+  trials = init_all(lanes)
+  total_steps = config.timesteps + config.max_episode_len + 2  # step indices 0..cap
+  num_chunks = -(-total_steps // config.chunk_steps)
+  points = {m: ([], [], []) for m in config.methods}
+  start_chunk = 0
+  fingerprint = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  if checkpoint_path and os.path.exists(checkpoint_path):
+    loaded = _load_checkpoint(checkpoint_path, trials, fingerprint, config.methods)
+    if loaded is not None:
+      trials, points, start_chunk = loaded
+      logging.info('Resumed from %s at chunk %d/%d.', checkpoint_path, start_chunk, num_chunks)
+  bar = tqdm.tqdm(
+    range(start_chunk, num_chunks),
+    desc='chunks',
+    unit='chunk',
+    initial=start_chunk,
+    total=num_chunks,
+  )
+  for c in bar:
+    trials, outs = run_chunk(trials, lanes, jnp.int32(c * config.chunk_steps))
+    for m in config.methods:
+      xs, ys, valid = (np.asarray(o) for o in outs[m])
+      points[m][0].append(xs)
+      points[m][1].append(ys)
+      points[m][2].append(valid)
+    bar.set_postfix(step=(c + 1) * config.chunk_steps)
+    if checkpoint_path and ((c + 1) % config.checkpoint_every == 0) and c + 1 < num_chunks:
+      _save_checkpoint(checkpoint_path, trials, points, c + 1, fingerprint)
+  for m in config.methods:  # every trial must have stopped by the official rule
+    finished = np.asarray(trials[m].finished)
+    if not finished.all():
+      raise RuntimeError(f'{m}: {np.sum(~finished)} trials did not finish.')
+  return points, settings
+
+
+def summarize(config, points, settings):
+  """Curves and AUCs: returns (rows, curves {(method, lambda): (mean, ci)}, aucs)."""
+  curve_fn = jax.jit(
+    jax.vmap(lambda xs, ys, n: smoothed_curve(xs, ys, n, config.timesteps, config.smoothing_window))
+  )
+  rows, curves, aucs = [], {}, {}
+  n = config.num_seeds
+  for m in config.methods:
+    xs, ys, valid = (np.concatenate(p, 1) for p in points[m])
+    order = np.argsort(~valid, axis=1, kind='stable')  # valid points first, in time order
+    xs = np.take_along_axis(xs, order, 1)
+    ys = np.take_along_axis(ys, order, 1)
+    count = valid.sum(1) + 1
+    xs = np.concatenate([np.zeros((len(xs), 1), xs.dtype), xs], 1)  # initial (0, 0.0)
+    ys = np.concatenate([np.zeros((len(ys), 1), ys.dtype), ys], 1)
+    method_rows = [s for s in settings if s[0] == m]
+    for i, (_, lam, alpha) in enumerate(method_rows):
+      sl = slice(i * n, (i + 1) * n)
+      curve = np.asarray(curve_fn(xs[sl], ys[sl], count[sl]), np.float64)
+      auc = curve.sum(1)
+      ci = 1.96 * auc.std(ddof=1) / np.sqrt(n) if n > 1 else float('nan')
+      rows.append(
+        dict(method=m, lambda_=lam, alpha=alpha, auc_mean=auc.mean(), auc_ci95=ci, num_seeds=n)
+      )
+      aucs[(m, lam)] = auc
+      if any(abs(lam - cl) < 1e-6 for cl in config.curve_lambdas):
+        sd = curve.std(0, ddof=1) if n > 1 else np.zeros(curve.shape[1])
+        curves[(m, lam)] = (curve.mean(0), 1.96 * sd / np.sqrt(n))
+  return rows, curves, aucs
+
+
+def write_outputs(config, workdir, rows, curves, aucs, info):
+  """CSV, markdown table, plots, curve data and run info."""
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, f'{NAME}.csv'), 'w') as f:
+    f.write('method,lambda,alpha,auc_mean,auc_ci95,num_seeds\n')
+    for r in rows:
+      f.write(
+        f'{r["method"]},{r["lambda_"]:.1f},{r["alpha"]:.1f},{r["auc_mean"]:.2f},'
+        f'{r["auc_ci95"]:.2f},{r["num_seeds"]}\n'
+      )
+  lambdas = list(config.lambdas)
+  table = {(r['method'], r['lambda_']): r for r in rows}
+  with open(os.path.join(workdir, f'{NAME}.md'), 'w') as f:
+    f.write(f'AUC (mean +- 95% CI over {config.num_seeds} seeds; step size in brackets)\n\n')
+    f.write('| lambda | ' + ' | '.join(METHOD_LABELS[m] for m in config.methods) + ' |\n')
+    f.write('|---|' + '---|' * len(config.methods) + '\n')
+    for lam in lambdas:
+      cells = []
+      best = max(table[(m, lam)]['auc_mean'] for m in config.methods)
+      for m in config.methods:
+        r = table[(m, lam)]
+        cell = f'{r["auc_mean"]:.1f} +- {r["auc_ci95"]:.1f} ({r["alpha"]:.1f})'
+        cells.append(f'**{cell}**' if r['auc_mean'] == best else cell)
+      f.write(f'| {lam:.1f} | ' + ' | '.join(cells) + ' |\n')
+    means = {m: np.mean([table[(m, lam)]['auc_mean'] for lam in lambdas]) for m in config.methods}
+    mins = {m: min(table[(m, lam)]['auc_mean'] for lam in lambdas) for m in config.methods}
+    f.write(
+      '| mean over lambda | ' + ' | '.join(f'{means[m]:.1f}' for m in config.methods) + ' |\n'
+    )
+    f.write('| min over lambda | ' + ' | '.join(f'{mins[m]:.1f}' for m in config.methods) + ' |\n')
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for m in config.methods:
+    y = np.array([table[(m, lam)]['auc_mean'] for lam in lambdas])
+    e = np.array([table[(m, lam)]['auc_ci95'] for lam in lambdas])
+    ax.plot(lambdas, y, marker='o', ms=3, label=METHOD_LABELS[m])
+    ax.fill_between(lambdas, y - e, y + e, alpha=0.25, linewidth=0)
+  ax.set_xlabel(r'$\lambda$')
+  ax.set_ylabel('Area under the curve')
+  ax.set_title(f'Bifurcated Gridworld ({config.num_seeds} seeds, 95% CI)')
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, f'{NAME}_lambda_sweep.png'), dpi=120)
+  plt.close(fig)
+
+  curve_lams = [lam for lam in config.curve_lambdas]
+  fig, axes = plt.subplots(
+    1, len(curve_lams), figsize=(4.5 * len(curve_lams), 3.5), sharey=True, squeeze=False
+  )
+  optimum = config.gamma ** gridworld.shortest_path_length(envs.make(config.env))
+  arrays = {}
+  for ax, lam in zip(axes[0], curve_lams):
+    for m in config.methods:
+      key = next((k for k in curves if k[0] == m and abs(k[1] - lam) < 1e-6), None)
+      if key is None:
+        continue
+      mean, ci = curves[key]
+      x = np.arange(len(mean))
+      ax.plot(x, mean, label=METHOD_LABELS[m])
+      ax.fill_between(x, mean - ci, mean + ci, alpha=0.25, linewidth=0)
+      arrays[f'{m}_lambda{lam:.1f}_mean'] = mean.astype(np.float32)
+      arrays[f'{m}_lambda{lam:.1f}_ci95'] = ci.astype(np.float32)
+    ax.axhline(optimum, ls='--', color='k', lw=1)
+    ax.set_title(rf'$\lambda$ = {lam}')
+    ax.set_xlabel('Timesteps')
+  axes[0][0].set_ylabel('Discounted return (smoothed)')
+  axes[0][-1].legend(loc='lower right')
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, f'{NAME}_curves.png'), dpi=120)
+  plt.close(fig)
+  np.savez_compressed(os.path.join(workdir, f'{NAME}_curves.npz'), **arrays)
+  with open(os.path.join(workdir, f'{NAME}.json'), 'w') as f:
+    json.dump(dict(config=config.to_dict(), **info), f, indent=1, default=str)
+
+
+def run(config, workdir):
+  """Simulates, summarises and writes every output; returns the CSV rows."""
+  start = time.time()
+  ckpt = ''
+  if config.checkpoint_dir:
+    os.makedirs(config.checkpoint_dir, exist_ok=True)
+    ckpt = os.path.join(config.checkpoint_dir, 'state.npz')
+  points, settings = simulate(config, ckpt)
+  sim_time = time.time() - start
+  rows, curves, aucs = summarize(config, points, settings)
+  info = dict(
+    wall_time_s=round(time.time() - start, 1),
+    simulate_time_s=round(sim_time, 1),
+    num_trials=len(settings) * config.num_seeds,
+    devices=str(jax.devices()),
+    cpu_count=os.cpu_count(),
+  )
+  write_outputs(config, workdir, rows, curves, aucs, info)
+  if ckpt and os.path.exists(ckpt):
+    os.remove(ckpt)
+  logging.info(
+    'Done in %.1f s (%d trials); outputs in %s.', time.time() - start, info['num_trials'], workdir
+  )
+  return rows
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  rows = run(config, _WORKDIR.value)
+  for r in rows:
+    print(
+      f'{METHOD_LABELS[r["method"]]:>18} lambda={r["lambda_"]:.1f} alpha={r["alpha"]:.1f} '
+      f'AUC={r["auc_mean"]:.1f} +- {r["auc_ci95"]:.1f}'
+    )
+
+
+if __name__ == '__main__':
+  app.run(main)
