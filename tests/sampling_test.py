@@ -18,7 +18,7 @@ P, LP, G, N = 3, 5, 4, 9
 @functools.cache
 def _setup(dtype='float32'):
   cfg = ml_collections.ConfigDict(
-    dict(width=32, depth=2, num_heads=4, max_len=16, dtype=dtype, value_head=False)
+    dict(width=32, depth=1, num_heads=4, max_len=16, dtype=dtype, value_head=False)
   )
   policy = networks.make_policy(cfg, vocab_size=VOCAB)
   params = jax.jit(policy.init)(jax.random.key(0))
@@ -28,12 +28,17 @@ def _setup(dtype='float32'):
 
 
 @functools.cache
-def _sampler(use_cache, greedy=False, temperature=1.0, dtype='float32'):
+def _sampler(use_cache, greedy=False, dtype='float32'):
+  """Jitted sampler; the temperature is a traced argument (one compile for all values)."""
   policy = _setup(dtype)[0]
-  return jax.jit(
-    functools.partial(
-      sampling.sample,
+
+  def fn(params, key, prompts, prompt_mask, temperature=1.0):
+    return sampling.sample(
       policy,
+      params,
+      key,
+      prompts,
+      prompt_mask,
       num_samples=G,
       max_new_tokens=N,
       temperature=temperature,
@@ -42,7 +47,8 @@ def _sampler(use_cache, greedy=False, temperature=1.0, dtype='float32'):
       greedy=greedy,
       use_cache=use_cache,
     )
-  )
+
+  return jax.jit(fn)
 
 
 def _check_structure(s, prompts, prompt_mask):
@@ -89,7 +95,7 @@ def test_sampled_log_probs_match_recomputed_policy(temperature):
   """
   policy, params, prompts, prompt_mask = _setup()
   key = jax.random.key(4)
-  s = _sampler(True, temperature=temperature)(params, key, prompts, prompt_mask)
+  s = _sampler(True)(params, key, prompts, prompt_mask, temperature)
   _check_structure(s, prompts, prompt_mask)
   logits = jax.jit(policy.apply)(params, s.tokens, s.valid).logits
   recomputed = networks.response_log_probs(logits, s.tokens, LP, temperature=temperature)

@@ -1,0 +1,155 @@
+"""Sampling throughput, KV cache vs prefix recomputation. Commands: configs/bench_sampling.py."""
+
+import functools
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+from jaxca import bench
+from jaxca import networks
+from jaxca import sampling
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+  'config', None, 'configs/bench_sampling.py[:args]', lock_config=True
+)
+flags.DEFINE_string('workdir', 'runs/bench_sampling', 'Where results.{json,md} go.')
+
+CONTENDERS = {'kv_cache': True, 'recompute': False}  # name -> use_cache
+
+
+def _prompts(key, config):
+  """[P, Lp] left-padded random prompts (ids >= 2, so never pad or EOS) and their mask."""
+  tok_key, len_key = jax.random.split(key)
+  p, lp = config.num_prompts, config.prompt_len
+  tokens = jax.random.randint(tok_key, (p, lp), 2, config.vocab_size)
+  lengths = jax.random.randint(len_key, (p,), config.min_prompt_len, lp + 1)
+  mask = jnp.arange(lp)[None, :] >= (lp - lengths)[:, None]
+  return jnp.where(mask, tokens, config.pad_id), mask
+
+
+def run(config, workdir=None) -> dict:
+  """Times both contenders; writes results.json / results.md to `workdir` if given."""
+  policy = networks.make_policy(config.policy, vocab_size=config.vocab_size)
+  init_key, prompt_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
+  params = jax.jit(policy.init)(init_key)
+  prompts, prompt_mask = _prompts(prompt_key, config)
+  fns = {
+    name: jax.jit(
+      functools.partial(
+        sampling.sample,
+        policy,
+        num_samples=config.num_samples,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        eos_id=config.eos_id,
+        pad_id=config.pad_id,
+        use_cache=use_cache,
+      )
+    )
+    for name, use_cache in CONTENDERS.items()
+  }
+  thunks = {
+    name: functools.partial(fn, params, sample_key, prompts, prompt_mask)
+    for name, fn in fns.items()
+  }
+  outputs = {}
+  logging.info('Compiling and timing %s x %d interleaved runs', list(thunks), config.reps)
+  timings = bench.interleaved(thunks, config.reps, outputs=outputs)
+
+  batch = config.num_prompts * config.num_samples
+  steps = batch * config.max_new_tokens
+  a, b = outputs['kv_cache'], outputs['recompute']
+  rows = {}
+  for name, timing in timings.items():
+    out = outputs[name]
+    rows[name] = dict(
+      median_s=timing.median_s,
+      times_s=list(timing.times_s),
+      compile_and_first_run_s=timing.first_s,
+      spread=timing.spread,
+      decode_tokens_per_s=steps / timing.median_s,
+      valid_tokens_per_s=float(out.mask.sum()) / timing.median_s,
+      mean_response_len=float(out.lengths.mean()),
+    )
+  result = dict(
+    command=(
+      'python -m experiments.bench_sampling --config configs/bench_sampling.py'
+      + (':smoke' if config.max_new_tokens < 64 else '')
+    ),
+    config=config.to_dict(),
+    batch=batch,
+    contenders=rows,
+    speedup=timings['recompute'].median_s / timings['kv_cache'].median_s,
+    same_tokens_fraction=float(np.mean(np.asarray(a.tokens) == np.asarray(b.tokens))),
+    max_abs_log_prob_diff=float(np.max(np.abs(np.asarray(a.log_probs - b.log_probs)))),
+    environment=bench.environment(),
+  )
+  logging.info(
+    'speedup %.2fx, kv_cache %.0f tokens/s',
+    result['speedup'],
+    rows['kv_cache']['decode_tokens_per_s'],
+  )
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(result, f, indent=2, default=str)
+    with open(os.path.join(workdir, 'results.md'), 'w') as f:
+      f.write(_markdown(result, config))
+  return result
+
+
+def _markdown(result, config):
+  p = config.policy
+  env = result['environment']
+  lines = [
+    '# Sampling benchmark: KV cache vs prefix recomputation',
+    '',
+    f'Command: `{result["command"]}`',
+    '',
+    f'Model: depth {p.depth}, width {p.width}, {p.num_heads} heads, vocab {config.vocab_size}, '
+    f'{p.dtype}. Batch: {config.num_prompts} prompts x {config.num_samples} samples = '
+    f'{result["batch"]} sequences, prompt length {config.prompt_len}, '
+    f'{config.max_new_tokens} new tokens. Median of {config.reps} interleaved runs after compile.',
+    f'Backend {env["backend"]} ({env["cpu_count"]} CPUs, load {env["loadavg_1_5_15"]}).',
+    '',
+    '| contender | median s | decode tokens/s | compile+first s | spread |',
+    '|---|---|---|---|---|',
+  ]
+  for name, r in result['contenders'].items():
+    lines.append(
+      f'| {name} | {r["median_s"]:.4f} | {r["decode_tokens_per_s"]:,.0f} | '
+      f'{r["compile_and_first_run_s"]:.2f} | {r["spread"]:.2f} |'
+    )
+  lines += [
+    '',
+    f'**Speedup of the KV cache: {result["speedup"]:.1f}x** (target >= 5x). '
+    f'Same sampled tokens: {100 * result["same_tokens_fraction"]:.1f}%; max |log-prob diff| '
+    f'{result["max_abs_log_prob_diff"]:.2e}.',
+    '',
+  ]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  logging.info('Config:\n%s', FLAGS.config)
+  if FLAGS.workdir:
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with open(os.path.join(FLAGS.workdir, 'config.json'), 'w') as f:
+      f.write(FLAGS.config.to_json_best_effort(indent=2))
+  result = run(FLAGS.config, FLAGS.workdir)
+  print(_markdown(result, FLAGS.config))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
