@@ -91,7 +91,7 @@ def _chunks(source, batch_size, seed, start, per_call):
 def train(config, workdir=None):
   """Warm start (or init_from), then RL; returns the final RL state (a dict of arrays)."""
   config_lib.validate(config)
-  start = time.time()
+  start, cpu_start = time.time(), time.process_time()
   parts = build(config)
   mesh = parallel.make_mesh()
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh, batch_axis=1)
@@ -158,7 +158,10 @@ def train(config, workdir=None):
     keep = lambda r: r['phase'] == 'warmstart' and r['step'] <= (ws_step or 0)  # noqa: E731
   kept = [r for r in (metrics.read(workdir) if workdir else []) if keep(r)]
   base = max([r['time'] for r in kept] + [0.0])
-  now = lambda: base + time.time() - start  # noqa: E731  wall clock across resumes
+  cpu_base = max([r.get('cpu_time', 0.0) for r in kept] + [0.0]) - cpu_start
+
+  def now():  # wall clock and process CPU time (all threads) across resumes, in seconds
+    return dict(time=base + time.time() - start, cpu_time=cpu_base + time.process_time())
 
   def stop_if_bad(m, phase, step, ckpt):
     if not metrics.all_finite(m, ('loss', 'grad_norm')) or np.min(m['params_finite']) < 1:
@@ -184,7 +187,9 @@ def train(config, workdir=None):
         path = config.init_from
         if os.path.isdir(os.path.join(path, 'checkpoints', 'warmstart')):
           path = os.path.join(path, 'checkpoints', 'warmstart')
-        params = jax.device_put(checkpoint.load_params(path), repl)
+        params = jax.device_put(  # a value head missing from the warm start is initialised
+          lm.merge_params(parts.policy.init(key), checkpoint.load_params(path)), repl
+        )
       else:
         params = _warm_start(
           config,
@@ -202,7 +207,7 @@ def train(config, workdir=None):
           stop_if_bad,
         )
       state = jax.jit(parts.rl_init, out_shardings=repl)(params)
-      writer.write(0, dict(phase='rl', time=now(), **run_eval(state['params'])))
+      writer.write(0, dict(phase='rl', **now(), **run_eval(state['params'])))
       if rl_ckpt:
         rl_ckpt.maybe_save(0, state, force=True)
     else:
@@ -221,7 +226,7 @@ def train(config, workdir=None):
         rec = dict(phase='rl', **metrics.summarize(m))
         if step % config.eval.every == 0 or step == config.rl.steps:
           rec.update(run_eval(state['params']))
-        writer.write(step, dict(rec, time=now()))
+        writer.write(step, dict(rec, **now()))
         bar.update(k)
         bar.set_postfix(acc=f'{rec["accuracy"]:.2f}', em=rec.get('eval_exact_match', '-'))
         if rl_ckpt:
@@ -268,7 +273,7 @@ def _warm_start(
         rec.update(run_eval(state['params']))
         done = done or (0 < ws.stop_at_accuracy <= rec['eval_exact_match'])
         bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
-      writer.write(step, dict(rec, time=now()))
+      writer.write(step, dict(rec, **now()))
       bar.update(ws.steps_per_call)
       if ckpt:
         ckpt.maybe_save(step, state, force=done)

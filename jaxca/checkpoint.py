@@ -135,7 +135,12 @@ def load_params(directory: str, step: Optional[int] = None, key: str = 'params')
       tree[key],
     )
     full = mngr.restore(
-      step, args=ocp.args.PyTreeRestore(item={key: abstract}, partial_restore=True)
+      step,
+      args=ocp.args.PyTreeRestore(
+        item={key: abstract},
+        restore_args=ocp.checkpoint_utils.construct_restore_args({key: abstract}),
+        partial_restore=True,
+      ),
     )
   return full[key]
 

@@ -318,6 +318,32 @@ def init_from_params(params, tx: optax.GradientTransformation, *, with_ref: bool
   return state
 
 
+def merge_params(fresh, loaded):
+  """`loaded` params where they exist, `fresh` ones elsewhere (e.g. a new value head).
+
+  Args:
+    fresh: nested dict of arrays (a freshly initialised policy).
+    loaded: nested dict of arrays (e.g. warm-start params without a value head).
+
+  Raises:
+    ValueError: a shared leaf has a different shape, or `loaded` has extra keys.
+  """
+  extra = set(loaded) - set(fresh)
+  if extra:
+    raise ValueError(f'merge_params: loaded params have unknown entries {sorted(extra)}.')
+  out = {}
+  for k, v in fresh.items():
+    if k not in loaded:
+      out[k] = v
+    elif isinstance(v, dict):
+      out[k] = merge_params(v, loaded[k])
+    else:
+      if tuple(v.shape) != tuple(loaded[k].shape):
+        raise ValueError(f'merge_params: {k!r} has shape {loaded[k].shape}, expected {v.shape}.')
+      out[k] = jnp.asarray(loaded[k], v.dtype)
+  return out
+
+
 def _params_finite(params):
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]
   return jnp.all(jnp.stack(leaves)).astype(jnp.float32)

@@ -1,0 +1,73 @@
+"""Tests for jaxca.config_lib.validate on the arith_rl config."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from configs import arith_rl
+from jaxca import config_lib
+
+
+def _config(arg='smoke', **overrides):
+  """The arith_rl config with dotted overrides, e.g. {'rl.group_size': 1}."""
+  c = arith_rl.get_config(arg)
+  for path, value in overrides.items():
+    node = c
+    *parents, leaf = path.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  c.lock()
+  return c
+
+
+class ValidateTest(parameterized.TestCase):
+  @parameterized.parameters(None, 'smoke')
+  def test_shipped_configs_pass(self, arg):
+    config_lib.validate(_config(arg), device_count=1)
+
+  def test_default_config_passes_on_8_devices(self):
+    config_lib.validate(_config(None), device_count=8)
+
+  @parameterized.named_parameters(
+    ('unknown_estimator', {'credit.estimator': 'ppo2'}, 'grpo'),
+    ('unknown_task', {'task.name': 'sudoku'}, 'arith'),
+    ('unknown_optimizer', {'optim.name': 'adamax2'}, 'adamw'),
+    ('unknown_agg', {'loss.agg_mode': 'sum'}, 'token_mean'),
+    ('unknown_reward', {'rl.reward': 'length'}, 'outcome'),
+    ('unknown_dtype', {'policy.dtype': 'float16'}, 'bfloat16'),
+    (
+      'group_needs_two',
+      {'credit.estimator': 'rloo', 'rl.group_size': 1},
+      'group_size must be >= 2',
+    ),
+    ('minibatches', {'rl.num_minibatches': 3}, 'num_minibatches'),
+    ('rl_chunking', {'rl.steps': 5}, 'steps_per_call'),
+    ('ckpt_chunking', {'train.ckpt_every': 3}, 'ckpt_every'),
+    ('eval_chunking', {'eval.every': 3}, 'eval.every'),
+    ('ws_chunking', {'warmstart.steps': 3}, 'warmstart.steps'),
+    ('max_len', {'policy.max_len': 8}, 'max_len'),
+    ('bad_lr', {'optim.lr': -1.0}, 'optim.lr'),
+    ('bad_temperature', {'rl.temperature': 0.0}, 'temperature'),
+    ('eval_too_big', {'eval.num_prompts': 4096}, 'num_test'),
+  )
+  def test_bad_config_fails_naming_the_field(self, overrides, message):
+    with self.assertRaisesRegex(ValueError, message):
+      config_lib.validate(_config(**overrides), device_count=1)
+
+  def test_gae_needs_no_group(self):
+    config_lib.validate(_config(**{'credit.estimator': 'gae', 'rl.group_size': 1}), device_count=1)
+
+  @parameterized.named_parameters(
+    ('prompts', {'rl.prompts_per_step': 12}, 'prompts_per_step'),
+    ('warmstart_batch', {'warmstart.batch_size': 20}, 'warmstart.batch_size'),
+    ('eval', {'eval.num_prompts': 12}, 'eval.num_prompts'),
+  )
+  def test_batches_must_divide_over_devices(self, overrides, message):
+    config = _config(**overrides)
+    config_lib.validate(config, device_count=1)
+    with self.assertRaisesRegex(ValueError, f'{message}.*device count'):
+      config_lib.validate(config, device_count=8)
+
+
+if __name__ == '__main__':
+  absltest.main()
