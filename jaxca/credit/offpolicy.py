@@ -194,72 +194,103 @@ def _trajectory_aware(delta, d, x, mask, lam, method):
   p_len = 1 << max(0, math.ceil(math.log2(t_len)))
   pad = ((0, 0), (0, p_len - t_len))
   inc, link, dlt = jnp.pad(inc, pad), jnp.pad(link, pad), jnp.pad(delta_c, pad)
-  u = dlt
-  size = 1
-  while size < p_len:
-    u = u + _level(inc, link, dlt, size, method, log_lam)
-    size *= 2
+  n_levels = p_len.bit_length() - 1
+
+  def body(level, u):
+    return u + _level(inc, link, dlt, level, n_levels, method, log_lam)
+
+  # One level body, looped: the program (and its compile time) does not grow with log T.
+  u = jax.lax.fori_loop(0, n_levels, body, dlt) if n_levels else dlt
   u = u[:, :t_len]
   u = jnp.where(lam_zero, delta_c, u)
   return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
 
 
-def _cum(fn, a, reverse=False):
-  """A lax cumulative op along the last axis."""
-  return fn(a, axis=a.ndim - 1, reverse=reverse)
+def _seg_scan(ops, values, starts, reverse=False):
+  """Inclusive scans restarting where `starts` is True, along the last axis.
+
+  Args:
+    ops: one binary associative op per array in `values`.
+    values: tuple of [N, P] arrays.
+    starts: [P] bool, True at the first element of each segment (in scan order).
+    reverse: scan from the end; `starts` then marks the last element of each segment.
+  """
+  flags = jnp.broadcast_to(starts, values[0].shape)
+
+  def combine(a, b):
+    fa, va = a[0], a[1:]
+    fb, vb = b[0], b[1:]
+    out = tuple(jnp.where(fb, y, op(x, y)) for op, x, y in zip(ops, va, vb))
+    return (fa | fb, *out)
+
+  res = jax.lax.associative_scan(combine, (flags, *values), reverse=reverse, axis=1)
+  return res[1:]
 
 
-def _level(inc, link, delta, size, method, log_lam):
-  """Contributions of all pairs (k in a left half-block, t in the matching right half)."""
-  n_rows, p_len = inc.shape
-  shp = (n_rows, p_len // (2 * size), 2, size)
-  inc, link, delta = inc.reshape(shp), link.reshape(shp), delta.reshape(shp)
-  inc_l, inc_r = inc[:, :, 0], inc[:, :, 1]
+def _shift(a, amount, fill, edge):
+  """a[i - amount] within segments (`fill` where that leaves the segment; `edge` marks it)."""
+  return jnp.where(edge, fill, jnp.roll(a, amount, axis=-1))
+
+
+def _level(inc, link, delta, level, n_levels, method, log_lam):
+  """Contributions of all pairs (k in a left half-block, t in the matching right half).
+
+  Level `level` pairs blocks of size s = 2**level: positions [j*2s, j*2s + s) (left half) and
+  [j*2s + s, (j+1)*2s) (right half). Arrays are [N, P]; every scan restarts at half boundaries.
+  """
+  p_len = inc.shape[-1]
+  size = jnp.left_shift(1, level)
+  idx = jnp.arange(p_len)
+  within = idx % size
+  first, last = within == 0, within == size - 1
+  is_right = (idx // size) % 2 == 1
+  add, mul, mx = jnp.add, jnp.multiply, jnp.maximum
+
   # Everything relative to C_{m-1}, m the first step of the right half.
   # Left: C_k - C_{m-1} = -sum_{i=k+1}^{m-1} inc_i.  Right: C_t - C_{m-1} = sum_{i=m}^{t} inc_i.
-  suffix = _cum(jax.lax.cumsum, inc_l, reverse=True)
-  c_l = -jnp.concatenate([suffix[..., 1:], jnp.zeros_like(suffix[..., :1])], -1)
-  c_r = _cum(jax.lax.cumsum, inc_r)
-  # f_k = prod_{i=k}^{m-1} link_i;  e_t = delta_t prod_{i=m}^{t-1} link_i.  Both products <= 1.
-  f = _cum(jax.lax.cumprod, link[:, :, 0], reverse=True)
-  pre = _cum(jax.lax.cumprod, link[:, :, 1])
-  e = jnp.concatenate([jnp.ones_like(pre[..., :1]), pre[..., :-1]], -1) * delta[:, :, 1]
+  # f_k = prod_{i=k}^{m-1} link_i (left);  e_t = delta_t prod_{i=m}^{t-1} link_i (right); <= 1.
+  (suffix, f) = _seg_scan((add, mul), (_shift(inc, -1, 0.0, last), link), last, reverse=True)
+  (prefix, pre) = _seg_scan((add, mul), (inc, _shift(link, 1, 1.0, first)), first)
+  c = jnp.where(is_right, prefix, -suffix)
+  e = pre * delta
 
-  if method == 'rbis':
-    big_e = _cum(jax.lax.cummax, c_l, reverse=True)
-    big_f = _cum(jax.lax.cummax, c_r)
-  elif method == 'recursive_retrace':
-    run_l = _cum(jax.lax.cummax, c_l, reverse=True)
-    excl = jnp.concatenate([run_l[..., 1:], jnp.full_like(run_l[..., :1], -jnp.inf)], -1)
-    big_e = jnp.maximum(c_l, excl - log_lam)
-    big_f = _cum(jax.lax.cummax, c_r) - log_lam
-  else:  # truncated_is
-    big_e, big_f = c_l, c_r
-  h = e * jnp.exp(c_r - big_f)  # exponent <= 0
   if method == 'truncated_is':
-    order = jnp.argsort(big_f, axis=-1)
-    big_f = jnp.take_along_axis(big_f, order, -1)
-    h = jnp.take_along_axis(h, order, -1)
+    big_e = big_f = c
+  else:
+    (run_f,) = _seg_scan((mx,), (c,), first)
+    if method == 'rbis':
+      (big_e,) = _seg_scan((mx,), (c,), last, reverse=True)
+      big_f = run_f
+    else:  # recursive_retrace: E_k = max(C_k, max_{(k, m-1]} C - log lambda)
+      (run_e,) = _seg_scan((mx,), (_shift(c, -1, -jnp.inf, last),), last, reverse=True)
+      big_e = jnp.maximum(c, run_e - log_lam)
+      big_f = run_f - log_lam
+  h = jnp.where(is_right, e * jnp.exp(c - big_f), 0.0)  # exponent <= 0
+  if method == 'truncated_is':
+    # Order each right half by F (left halves keep their order: equal keys, stable sort).
+    seg = jnp.broadcast_to(idx // size, c.shape)
+    key = jnp.where(is_right, big_f, 0.0)
+    _, big_f_sorted, h = jax.lax.sort((seg, key, h), num_keys=2, is_stable=True)
+    big_f = jnp.where(is_right, big_f_sorted, big_f)
 
   # t with F_t >= E_k: sum of h (a suffix in F order).  t with F_t < E_k: sum of
   # h_t exp(F_t - E_k) = S_{p-1} exp(F_{p-1} - E_k), S_i = sum_{j<=i} h_j exp(F_j - F_i).
-  alpha = jnp.exp(
-    jnp.concatenate([jnp.full_like(big_f[..., :1], -jnp.inf), big_f[..., :-1] - big_f[..., 1:]], -1)
-  )
+  alpha = jnp.where(first, 0.0, jnp.exp(jnp.roll(big_f, 1, -1) - big_f))
+  _, s_pref = jax.lax.associative_scan(
+    lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (alpha, h), axis=1
+  )  # alpha = 0 at every half start, so this restarts by itself
+  (suf,) = _seg_scan((add,), (h,), last, reverse=True)
 
-  def combine(a, b):
-    return a[0] * b[0], a[1] * b[0] + b[1]
-
-  _, s_pref = jax.lax.associative_scan(combine, (alpha, h), axis=h.ndim - 1)
-  suf = _cum(jax.lax.cumsum, h, reverse=True)
-  flat_f = big_f.reshape((-1, size))
-  flat_e = big_e.reshape((-1, size))
-  cnt = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side='left'))(flat_f, flat_e)
-  cnt = cnt.reshape(big_e.shape)  # #{t: F_t < E_k}
-  clipped = jnp.where(cnt < size, jnp.take_along_axis(suf, jnp.minimum(cnt, size - 1), -1), 0.0)
-  prev = jnp.maximum(cnt - 1, 0)
-  gap = jnp.where(cnt > 0, jnp.take_along_axis(big_f, prev, -1) - big_e, 0.0)  # < 0 when used
-  unclipped = jnp.where(cnt > 0, jnp.take_along_axis(s_pref, prev, -1) * jnp.exp(gap), 0.0)
-  contrib = f * (clipped + unclipped)
-  out = jnp.stack([contrib, jnp.zeros_like(contrib)], axis=2)
-  return out.reshape((n_rows, p_len))
+  # cnt_k = #{t in the matching right half: F_t < E_k}, by binary search (static log2 P steps).
+  base = jnp.broadcast_to((idx // size) * size + size, c.shape)  # right half of k's pair
+  cnt = jnp.zeros(c.shape, jnp.int32)
+  for bit in reversed(range(n_levels)):
+    step = 1 << bit
+    probe = jnp.minimum(base + cnt + step - 1, p_len - 1)
+    ok = (cnt + step <= size) & (jnp.take_along_axis(big_f, probe, -1) < big_e)
+    cnt = jnp.where(ok, cnt + step, cnt)
+  at = lambda a, i: jnp.take_along_axis(a, jnp.clip(i, 0, p_len - 1), -1)  # noqa: E731
+  clipped = jnp.where(cnt < size, at(suf, base + cnt), 0.0)
+  gap = jnp.where(cnt > 0, at(big_f, base + cnt - 1) - big_e, 0.0)  # < 0 where used
+  unclipped = jnp.where(cnt > 0, at(s_pref, base + cnt - 1) * jnp.exp(gap), 0.0)
+  return jnp.where(is_right, 0.0, f * (clipped + unclipped))
