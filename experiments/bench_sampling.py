@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -35,8 +36,11 @@ def _prompts(key, config):
   return jnp.where(mask, tokens, config.pad_id), mask
 
 
-def run(config, workdir=None) -> dict:
-  """Times both contenders; writes results.json / results.md to `workdir` if given."""
+def run(config, workdir=None, command=None) -> dict:
+  """Times both contenders; writes results.json / results.md to `workdir` if given.
+
+  `command` is recorded in the results (default: the plain benchmark command).
+  """
   policy = networks.make_policy(config.policy, vocab_size=config.vocab_size)
   init_key, prompt_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
   params = jax.jit(policy.init)(init_key)
@@ -80,10 +84,7 @@ def run(config, workdir=None) -> dict:
       mean_response_len=float(out.lengths.mean()),
     )
   result = dict(
-    command=(
-      'python -m experiments.bench_sampling --config configs/bench_sampling.py'
-      + (':smoke' if config.max_new_tokens < 64 else '')
-    ),
+    command=command or 'python -m experiments.bench_sampling --config configs/bench_sampling.py',
     config=config.to_dict(),
     batch=batch,
     contenders=rows,
@@ -146,7 +147,8 @@ def main(argv):
     os.makedirs(FLAGS.workdir, exist_ok=True)
     with open(os.path.join(FLAGS.workdir, 'config.json'), 'w') as f:
       f.write(FLAGS.config.to_json_best_effort(indent=2))
-  result = run(FLAGS.config, FLAGS.workdir)
+  command = ' '.join(['python -m experiments.bench_sampling'] + sys.argv[1:])
+  result = run(FLAGS.config, FLAGS.workdir, command)
   print(_markdown(result, FLAGS.config))
 
 
