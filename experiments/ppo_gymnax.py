@@ -11,17 +11,20 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 
+from jaxca import checkpoint
 from jaxca import ppo
 from jaxca import rollout as rollout_lib
 from jaxca import train as train_lib
 from jaxca.networks import mlp
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/ppo_gymnax.py[:args]', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Results + checkpoints; a rerun with the same dir resumes.')
+
+
+def define_flags():  # not at import time, so other experiments can import build()
+  config_flags.DEFINE_config_file('config', None, 'configs/ppo_gymnax.py[:args]', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Results + checkpoints; a rerun with the same dir resumes.')
 
 
 def build(config):
@@ -42,28 +45,22 @@ def build(config):
     rollout_lib.make_reset(env, env_params, num_envs=config.rollout.num_envs),
   )
   rollout = rollout_lib.make_rollout(env, env_params, net.apply, gamma=p.gamma, **config.rollout)
-  loss_fn = ppo.make_loss(
-    net.apply,
-    clip_eps=p.clip_eps,
-    vf_coef=p.vf_coef,
-    ent_coef=p.ent_coef,
-    value_clip_eps=p.value_clip_eps if p.value_clip_eps > 0 else None,
-    advantage_norm=p.advantage_norm,
-  )
-  update = ppo.make_update(
-    rollout,
-    loss_fn,
-    tx,
-    lambda_=p.lambda_,
-    num_epochs=p.num_epochs,
-    num_minibatches=p.num_minibatches,
-    advantage_norm=p.advantage_norm,
-  )
+  update = ppo.make_update_from_config(p, net.apply, rollout, tx)
   return init, update, num_updates, steps_per_update
+
+
+_FNS = {}  # config JSON -> jitted fns, so a rerun in one process (tests) reuses the compile
 
 
 def make_train_fns(config):
   """Jitted, seed-vmapped (init_fn(keys), chunk_fn(state, keys)) plus sizes."""
+  key = config.to_json_best_effort(sort_keys=True)
+  if key not in _FNS:
+    _FNS[key] = _make_train_fns(config)
+  return _FNS[key]
+
+
+def _make_train_fns(config):
   init, update, num_updates, steps_per_update = build(config)
   if num_updates % config.train.num_chunks:
     raise ValueError(
@@ -83,82 +80,64 @@ def train(config, workdir=None):
   """Trains config.num_seeds seeds in lockstep; returns (final state, per-update rows)."""
   init_fn, chunk_fn, num_updates, per_chunk, spu = make_train_fns(config)
   init_keys, loop_keys = jax.random.split(jax.random.key(config.seed), (2, config.num_seeds))
-  mngr, rows = None, []
+  ckpt, rows = None, []
   if workdir:
-    mngr = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    )
-  if mngr is not None and mngr.latest_step() is not None:
-    step = mngr.latest_step()
-    abstract = jax.eval_shape(init_fn, init_keys)
-    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      rows = [r for r in map(json.loads, f) if r['update'] <= step]
-    logging.info('Resumed from update %d.', step)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+    state, step = ckpt.restore_or_init(lambda: init_fn(init_keys))
+    step = step or 0
+    if step:
+      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        rows = [r for r in map(json.loads, f) if r['update'] <= step]
+      logging.info('Resumed from update %d.', step)
   else:
     state, step = init_fn(init_keys), 0
-  t0 = time.perf_counter()
-  compiled = chunk_fn.lower(state, loop_keys).compile()
-  logging.info('Chunk compile: %.1f s', time.perf_counter() - t0)
   bar = tqdm.tqdm(total=num_updates, initial=step, unit='upd', disable=not workdir)
   while step < num_updates:
-    state, metrics = compiled(state, loop_keys)
+    t0 = time.perf_counter()
+    state, metrics = chunk_fn(state, loop_keys)
     metrics = jax.device_get(metrics)  # leaves [S, K]; the only sync point
+    logging.log_first_n(logging.INFO, 'First chunk (+compile): %.1f s', 1, time.perf_counter() - t0)
     for k in range(per_chunk):
-      u = step + k + 1
-      rows.append(
-        dict(update=u, env_steps=u * spu, **{n: v[:, k].tolist() for n, v in metrics.items()})
-      )
+      values = {n: v[:, k].tolist() for n, v in metrics.items()}
+      rows.append(dict(update=step + k + 1, env_steps=(step + k + 1) * spu, **values))
     step += per_chunk
     bar.update(per_chunk)
     bar.set_postfix(ret=f'{np.mean(metrics["episode_return"][:, -1]):.1f}')
     if workdir:
       with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
-      mngr.save(step, args=ocp.args.StandardSave(jax.device_get(state)))
+      ckpt.maybe_save(step, state)
   bar.close()
-  if mngr is not None:
-    mngr.wait_until_finished()
-    mngr.close()
-  if workdir and rows:
+  if workdir:
+    ckpt.close()
     write_results(workdir, rows)
   return state, rows
 
 
 def write_results(workdir, rows):
   """final.json / final.csv (final return per seed) and curve.png (mean +- std over seeds)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   final = rows[-1]['episode_return']
-  summary = dict(
-    env_steps=rows[-1]['env_steps'],
-    final_return_per_seed=final,
-    mean=float(np.mean(final)),
-    std=float(np.std(final)),
-    num_seeds=len(final),
-  )
+  summary = dict(env_steps=rows[-1]['env_steps'], final_return_per_seed=final, num_seeds=len(final),
+                 mean=float(np.mean(final)), std=float(np.std(final)))  # fmt: skip
   with open(os.path.join(workdir, 'final.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, 'final.csv'), 'w') as f:
     f.write('seed,final_return\n' + ''.join(f'{i},{r}\n' for i, r in enumerate(final)))
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   x = np.array([r['env_steps'] for r in rows])
   y = np.array([r['episode_return'] for r in rows])  # [U, S]
-  mean, std = y.mean(1), y.std(1)
   fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(x, mean, label=f'mean over {y.shape[1]} seeds')
-  ax.fill_between(x, mean - std, mean + std, alpha=0.3, label='+- 1 std')
+  ax.plot(x, y.mean(1), label=f'mean over {y.shape[1]} seeds')
+  ax.fill_between(x, y.mean(1) - y.std(1), y.mean(1) + y.std(1), alpha=0.3, label='+- 1 std')
   ax.set(xlabel='environment steps', ylabel='episode return', title='PPO (jaxca) on gymnax')
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, 'curve.png'), dpi=100)
+  fig.savefig(os.path.join(workdir, 'curve.png'), dpi=100, bbox_inches='tight')
   plt.close(fig)
-  logging.info(
-    'Final return: %.1f +- %.1f over %d seeds', summary['mean'], summary['std'], len(final)
-  )
+  logging.info('Final return %.1f +- %.1f (%d seeds)', summary['mean'], summary['std'], len(final))
 
 
 def main(argv):
@@ -174,5 +153,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

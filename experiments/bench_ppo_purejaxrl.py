@@ -1,0 +1,170 @@
+"""jaxca vs PureJaxRL PPO: one process, same hyper-parameters. See configs/bench_ppo_purejaxrl.py.
+
+Each system's whole training (init + all updates, seeds vmapped) is one jitted
+program, AOT-compiled and timed separately; the timed runs alternate
+(jaxca, purejaxrl, jaxca, ...) so both see the same machine load.
+
+PureJaxRL shim (gymnax 1.0): `gymnax.make` inside purejaxrl/ppo.py returns the env
+wrapped in gymnax's own `LegacyStepAPIWrapper` (5-value step, done = terminated |
+truncated) with `info` reduced to the `discount` entry older gymnax returned
+(so PureJaxRL does not pay for stacking the new `final_observation` field);
+its wrappers.py imports brax and navix at module level, which get empty stubs.
+PureJaxRL's `DEBUG` printing callback is off.
+"""
+
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+import types
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import numpy as np
+
+from experiments import ppo_gymnax
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'configs/bench_ppo_purejaxrl.py', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where bench.json / bench.md go (default: print only).')
+
+
+def jaxca_program(cfg, num_seeds):
+  """Returns (compiled fn, args, env steps per seed); fn returns final return per seed."""
+  init, update, num_updates, spu = ppo_gymnax.build(cfg)
+
+  def one_seed(key):
+    init_key, loop_key = jax.random.split(key)
+    state, metrics = jax.lax.scan(
+      lambda s, _: update(s, loop_key), init(init_key), None, length=num_updates
+    )
+    return metrics['episode_return'][-1]
+
+  keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
+  return jax.jit(jax.vmap(one_seed)), (keys,), num_updates * spu
+
+
+def load_purejaxrl(path):
+  """Imports purejaxrl/ppo.py from `path` with the gymnax 1.0 shim; None if absent."""
+  src = os.path.join(path, 'purejaxrl')
+  if not os.path.exists(os.path.join(src, 'ppo.py')):
+    return None
+  for name in ('brax', 'brax.envs', 'brax.envs.wrappers', 'brax.envs.wrappers.training', 'navix'):
+    stub = sys.modules.setdefault(name, types.ModuleType(name))
+    stub.EpisodeWrapper = stub.AutoResetWrapper = object
+  sys.path.insert(0, src)
+  spec = importlib.util.spec_from_file_location('purejaxrl_ppo', os.path.join(src, 'ppo.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  import gymnax  # pylint: disable=g-import-not-at-top
+  from gymnax.wrappers import compat  # pylint: disable=g-import-not-at-top
+
+  class Legacy(compat.LegacyStepAPIWrapper):
+    def step(self, key, state, action, params=None):
+      obs, state, reward, done, info = super().step(key, state, action, params)
+      return obs, state, reward, done, {'discount': info['discount']}
+
+  def make(name):
+    env, params = gymnax.make(name)
+    return Legacy(env), params
+
+  module.gymnax = types.SimpleNamespace(make=make)
+  return module
+
+
+def purejaxrl_program(module, cfg, num_seeds):
+  p, o = cfg.ppo, cfg.optim
+  config = dict(
+    LR=o.lr, NUM_ENVS=cfg.rollout.num_envs, NUM_STEPS=cfg.rollout.num_steps,
+    TOTAL_TIMESTEPS=cfg.train.total_timesteps, UPDATE_EPOCHS=p.num_epochs,
+    NUM_MINIBATCHES=p.num_minibatches, GAMMA=p.gamma, GAE_LAMBDA=p.lambda_,
+    CLIP_EPS=p.clip_eps, ENT_COEF=p.ent_coef, VF_COEF=p.vf_coef, MAX_GRAD_NORM=o.max_grad_norm,
+    ACTIVATION=cfg.network.activation, ENV_NAME=cfg.env.name, ANNEAL_LR=o.anneal, DEBUG=False,
+  )  # fmt: skip
+  train = module.make_train(config)
+
+  def final_return(key):
+    return train(key)['metrics']['returned_episode_returns'][-1].mean()
+
+  keys = jax.random.split(jax.random.PRNGKey(cfg.seed), num_seeds)
+  steps = config['NUM_UPDATES'] * config['NUM_STEPS'] * config['NUM_ENVS']
+  return jax.jit(jax.vmap(final_return)), (keys,), steps
+
+
+def compile_and_time(name, fn, args, steps, num_seeds, repeats_out):
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+
+  def run():
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    dt = time.perf_counter() - t
+    repeats_out.append(dict(system=name, seeds=num_seeds, seconds=dt, sps=steps * num_seeds / dt))
+    return np.asarray(out)
+
+  return compile_s, run
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  jax.config.update('jax_threefry_partitionable', True)
+  cfg = FLAGS.config
+  module = load_purejaxrl(cfg.purejaxrl_path)
+  if module is None:
+    print(f'SKIPPED: no purejaxrl/ppo.py under purejaxrl_path={cfg.purejaxrl_path!r}; '
+          'see configs/bench_ppo_purejaxrl.py for how to fetch it.')  # fmt: skip
+    return
+  results, runs = dict(devices=str(jax.devices()), seeds={}), []
+  for num_seeds in cfg.seed_counts:
+    entry = results['seeds'][str(num_seeds)] = {}
+    runners = {}
+    for name, build in (('jaxca', jaxca_program), ('purejaxrl', None)):
+      if name == 'jaxca':
+        fn, args, steps = build(cfg.ppo, num_seeds)
+      else:
+        fn, args, steps = purejaxrl_program(module, cfg.ppo, num_seeds)
+      compile_s, runners[name] = compile_and_time(name, fn, args, steps, num_seeds, runs)
+      entry[name] = dict(compile_s=compile_s, env_steps_per_seed=steps)
+      logging.info('%s, %d seeds: compile %.1f s', name, num_seeds, compile_s)
+    for _ in range(cfg.repeats):
+      for name, run in runners.items():
+        entry[name]['final_return_per_seed'] = run().tolist()
+        logging.info('%s', runs[-1])
+    for name in runners:
+      sps = [r['sps'] for r in runs if r['system'] == name and r['seeds'] == num_seeds]
+      entry[name].update(sps_runs=sps, sps_median=statistics.median(sps))
+      entry[name]['final_return_mean'] = float(np.mean(entry[name]['final_return_per_seed']))
+    pairs = [r for r in runs if r['seeds'] == num_seeds]
+    ratios = [a['sps'] / b['sps'] for a, b in zip(pairs[::2], pairs[1::2])]
+    entry['ratio_jaxca_over_purejaxrl'] = dict(runs=ratios, median=statistics.median(ratios))
+  lo, hi = (str(s) for s in (min(cfg.seed_counts), max(cfg.seed_counts)))
+  for name in ('jaxca', 'purejaxrl'):
+    results[f'{name}_vmap_speedup_{hi}_over_{lo}'] = (
+      results['seeds'][hi][name]['sps_median'] / results['seeds'][lo][name]['sps_median']
+    )
+  text = json.dumps(results, indent=2)
+  print(text)
+  if FLAGS.workdir:
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with open(os.path.join(FLAGS.workdir, 'bench.json'), 'w') as f:
+      f.write(text)
+    with open(os.path.join(FLAGS.workdir, 'bench.md'), 'w') as f:
+      f.write('| seeds | system | compile s | steps/s (median) | final return (mean) |\n')
+      f.write('|---|---|---|---|---|\n')
+      for s, entry in results['seeds'].items():
+        for name in ('jaxca', 'purejaxrl'):
+          e = entry[name]
+          f.write(f'| {s} | {name} | {e["compile_s"]:.1f} | {e["sps_median"]:,.0f} | '
+                  f'{e["final_return_mean"]:.1f} |\n')  # fmt: skip
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
