@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -419,7 +420,7 @@ def _try(thunk):
     return f'error: {type(e).__name__}: {str(e).splitlines()[0][:160]}', 0.0
 
 
-def _max_abs_diff(out, ref):
+def _max_rel_diff(out, ref):
   a, b = jax.tree.leaves(out), jax.tree.leaves(ref)
   if len(a) != len(b):
     a, b = a[:1], b[:1]
@@ -430,7 +431,8 @@ def _max_abs_diff(out, ref):
       x = x.T
     if x.shape != y.shape:
       return float('nan')
-    worst = max(worst, float(np.max(np.abs(x - y), initial=0.0)))
+    scale = max(1.0, float(np.max(np.abs(y), initial=0.0)))  # 'is' targets can be huge
+    worst = max(worst, float(np.max(np.abs(x - y), initial=0.0)) / scale)
   return worst
 
 
@@ -485,7 +487,7 @@ def run_row(row, cfg):
       if 'jaxca' in timings:
         rec['jaxca_speedup'] = t.median_s / timings['jaxca'].median_s
       if 'numpy' in outputs and name != 'numpy':
-        rec['max_abs_diff_vs_numpy'] = _max_abs_diff(outputs[name], outputs['numpy'])
+        rec['max_rel_diff_vs_numpy'] = _max_rel_diff(outputs[name], outputs['numpy'])
     records.append(rec)
   return records
 
@@ -493,6 +495,7 @@ def run_row(row, cfg):
 def run(cfg, workdir=None):
   """Runs the benchmark; returns (records, summary). Writes md/csv/json when workdir is set."""
   env = bench.environment()
+  env.update(_git_state())
   logging.info('Environment: %s', env)
   key = jax.random.key(cfg.seed)
   k_std, k_grp, k_off = jax.random.split(key, 3)
@@ -509,7 +512,14 @@ def run(cfg, workdir=None):
   )
   records = []
   for row in tqdm.tqdm(rows, desc='bench_credit', total=total, disable=None):
-    records.extend(run_row(row, cfg))
+    row_records = run_row(row, cfg)
+    records.extend(row_records)
+    logging.info(
+      '%s %s: %s',
+      row.kernel,
+      'x'.join(map(str, row.shape)),
+      ', '.join(f'{r["contender"]} {_fmt(r.get("median_ms"), ".3f")} ms' for r in row_records),
+    )
   copy_end, t_end = bench.copy_bandwidth(cfg.copy_mb * 2**20, cfg.copy_reps)
   logging.info('copy bandwidth (end): %.2f GB/s', copy_end)
   pooled = bench.Timing(t_start.times_s + t_end.times_s, t_start.first_s)
@@ -533,6 +543,21 @@ def run(cfg, workdir=None):
   return records, summary
 
 
+def _git_state():
+  """The commit and the uncommitted files under jaxca/ (the kernels actually timed)."""
+  try:
+    run_git = lambda *a: subprocess.run(
+      ['git', *a], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    dirty = run_git('status', '--porcelain', '--', 'jaxca').splitlines()
+    return {
+      'git_head': run_git('rev-parse', '--short', 'HEAD'),
+      'uncommitted_jaxca_files': ' '.join(line.split()[-1] for line in dirty) or 'none',
+    }
+  except (OSError, subprocess.SubprocessError):
+    return {'git_head': None}
+
+
 def _command():
   argv = ['python -m experiments.bench_credit'] + sys.argv[1:]
   return ' '.join(argv)
@@ -554,7 +579,7 @@ CSV_FIELDS = (
   'gbps',
   'frac_copy_bw',
   'jaxca_speedup',
-  'max_abs_diff_vs_numpy',
+  'max_rel_diff_vs_numpy',
   'note',
 )
 
@@ -572,7 +597,7 @@ def _summary_table(records, section):
       by_row.setdefault((rec['kernel'], rec['shape']), {})[rec['contender']] = rec
   lines = [
     '| kernel | shape | jaxca ms | GB/s | % copy BW | baseline | baseline ms | speedup '
-    '| NumPy ms (reps) | speedup vs NumPy | max abs diff vs NumPy | notes |',
+    '| NumPy ms (reps) | speedup vs NumPy | max rel diff vs NumPy | notes |',
     '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|',
   ]
   for (kernel, shape), recs in by_row.items():
@@ -583,7 +608,7 @@ def _summary_table(records, section):
       f'| {_fmt(frac and 100 * frac, ".0f")} | {b.get("label", "-")} '
       f'| {_fmt(b.get("median_ms"), ".3f")} | {_fmt(b.get("jaxca_speedup"), ".2f")} '
       f'| {_fmt(n.get("median_ms"), ".2f")} ({n.get("reps", 0)}) '
-      f'| {_fmt(n.get("jaxca_speedup"), ".1f")} | {_fmt(j.get("max_abs_diff_vs_numpy"), ".1e")} '
+      f'| {_fmt(n.get("jaxca_speedup"), ".1f")} | {_fmt(j.get("max_rel_diff_vs_numpy"), ".1e")} '
       f'| {j.get("note", "")} |'
     )
   return '\n'.join(lines)
@@ -592,7 +617,7 @@ def _summary_table(records, section):
 def _extras_table(records):
   lines = [
     '| shape | contender | what | median ms | reps | spread | jaxca speedup vs it '
-    '| max abs diff vs NumPy |',
+    '| max rel diff vs NumPy |',
     '|---|---|---|---:|---:|---:|---:|---:|',
   ]
   for rec in records:
@@ -601,7 +626,7 @@ def _extras_table(records):
         f'| {rec["shape"]} | {rec["contender"]} | {rec["label"]} '
         f'| {_fmt(rec.get("median_ms"), ".3f")} | {rec.get("reps", 0)} '
         f'| {_fmt(rec.get("spread"), ".2f")} | {_fmt(rec.get("jaxca_speedup"), ".2f")} '
-        f'| {_fmt(rec.get("max_abs_diff_vs_numpy"), ".1e")} |'
+        f'| {_fmt(rec.get("max_rel_diff_vs_numpy"), ".1e")} |'
       )
   return '\n'.join(lines)
 
@@ -656,7 +681,8 @@ def report(records, summary):
     'and scalars not counted). speedup = baseline ms / jaxca ms. rlax baselines are jitted '
     '`jax.vmap` of the per-trajectory function, fed its native layout (values[T+1] built before '
     'timing); the GAE one also returns `adv + values`. "(yardstick)" = rlax GAE (or retrace) at '
-    'the same shape where rlax has no equivalent kernel.',
+    'the same shape where rlax has no equivalent kernel. rel diff = max |out - NumPy| / '
+    'max(1, max |NumPy|) over all outputs.',
     f'Noise: median spread (p90-p10)/median over all contenders '
     f'{_fmt(float(np.median(spreads)) if spreads else None, ".2f")}, max '
     f'{_fmt(max(spreads) if spreads else None, ".2f")}; load average at start '
