@@ -36,10 +36,15 @@ from jaxca import train as train_lib
 from jaxca.networks import transformer
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/arith_rl.py[:args]', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Checkpoints, metrics, results; resumes if non-empty.')
-flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (multi-host).')
-flags.DEFINE_list('compare', None, 'Workdirs to compare: writes a table + plot to --workdir.')
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import several experiments."""
+  config_flags.DEFINE_config_file('config', None, 'configs/arith_rl.py[:args]', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Checkpoints, metrics, results; resumes if non-empty.')
+  flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (multi-host).')
+  flags.DEFINE_list('compare', None, 'Workdirs to compare: writes a table + plot to --workdir.')
+
 
 Parts = collections.namedtuple(
   'Parts', 'task policy estimator sft_init sft_update rl_init rl_update evaluate'
@@ -309,5 +314,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

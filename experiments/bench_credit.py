@@ -37,8 +37,15 @@ except ImportError:  # rlax is a test extra; its baseline rows are then skipped.
   rlax = None
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/bench_credit.py[:args]', lock_config=True)
-flags.DEFINE_string('workdir', 'results/bench_credit', 'Where bench_credit.{md,csv,json} go.')
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import several experiments."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'configs/bench_credit.py[:args]', lock_config=True
+  )
+  flags.DEFINE_string('workdir', 'results/bench_credit', 'Where bench_credit.{md,csv,json} go.')
+
 
 TRAJECTORY_AWARE = ('truncated_is', 'recursive_retrace', 'rbis')
 
@@ -729,5 +736,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -30,8 +30,14 @@ import numpy as np
 from experiments import ppo_gymnax
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/bench_ppo_purejaxrl.py', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Where bench.json / bench.md go (default: print only).')
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import several experiments."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'configs/bench_ppo_purejaxrl.py', lock_config=True
+  )
+  flags.DEFINE_string('workdir', None, 'Where bench.json / bench.md go (default: print only).')
 
 
 def jaxca_program(cfg, num_seeds):
@@ -166,5 +172,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

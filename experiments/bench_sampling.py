@@ -18,10 +18,15 @@ from jaxca import networks
 from jaxca import sampling
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-  'config', None, 'configs/bench_sampling.py[:args]', lock_config=True
-)
-flags.DEFINE_string('workdir', 'runs/bench_sampling', 'Where results.{json,md} go.')
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import several experiments."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'configs/bench_sampling.py[:args]', lock_config=True
+  )
+  flags.DEFINE_string('workdir', 'runs/bench_sampling', 'Where results.{json,md} go.')
+
 
 CONTENDERS = {'kv_cache': True, 'recompute': False}  # name -> use_cache
 
@@ -153,5 +158,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

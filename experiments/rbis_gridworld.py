@@ -41,8 +41,14 @@ from jaxca import envs
 from jaxca import traces
 from jaxca.envs import gridworld
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', 'results', 'Output directory.')
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import several experiments."""
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  flags.DEFINE_string('workdir', 'results', 'Output directory.')
+
 
 METHOD_LABELS = {
   'retrace': 'Retrace',
@@ -500,8 +506,8 @@ def run(config, workdir):
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  rows = run(config, _WORKDIR.value)
+  config = FLAGS.config
+  rows = run(config, FLAGS.workdir)
   for r in rows:
     print(
       f'{METHOD_LABELS[r["method"]]:>18} lambda={r["lambda_"]:.1f} alpha={r["alpha"]:.1f} '
@@ -510,4 +516,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
