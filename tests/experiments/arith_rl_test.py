@@ -1,0 +1,165 @@
+"""End-to-end tests of experiments/arith_rl.py on the smoke config.
+
+* smoke: warm start + RL run; result files are written; the step counts match.
+* resume: a run "killed" right after a warm-start checkpoint and again right
+  after an RL checkpoint, then rerun, ends with exactly the parameters and the
+  metrics (wall-clock fields aside) of an uninterrupted run.
+* faults: a NaN injected into the parameters stops the run with a clear
+  message and leaves the last good checkpoint intact; `init_from` reuses a
+  warm start; unknown names fail with the list of choices.
+
+Compilation dominates the cost, so the module turns most XLA optimisations off
+and shares a persistent compilation cache between its runs (restored after).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from configs import arith_rl as config_module
+from experiments import arith_rl
+from jaxca import checkpoint
+from jaxca import metrics
+
+_SAVED = {}
+_CACHE_OPTIONS = {
+  'jax_disable_most_optimizations': True,
+  'jax_compilation_cache_dir': None,  # set in setUpModule
+  'jax_persistent_cache_min_compile_time_secs': 0.0,
+  'jax_persistent_cache_min_entry_size_bytes': 0,
+}
+
+
+def setUpModule():  # noqa: N802
+  _SAVED['tmp'] = tempfile.mkdtemp()
+  _CACHE_OPTIONS['jax_compilation_cache_dir'] = os.path.join(_SAVED['tmp'], 'jax_cache')
+  for name, value in _CACHE_OPTIONS.items():
+    _SAVED[name] = jax.config.values[name]
+    jax.config.update(name, value)
+
+
+def tearDownModule():  # noqa: N802
+  for name in _CACHE_OPTIONS:
+    jax.config.update(name, _SAVED[name])
+  shutil.rmtree(_SAVED['tmp'], ignore_errors=True)
+
+
+def _config(data_dir, **overrides):
+  c = config_module.get_config('smoke')
+  c.data.dir = data_dir
+  for path, value in overrides.items():
+    node = c
+    *parents, leaf = path.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  c.lock()
+  return c
+
+
+class _Killed(Exception):
+  pass
+
+
+def _strip(records):
+  return [{k: v for k, v in r.items() if k not in ('time', 'cpu_time')} for r in records]
+
+
+class ArithRLTest(absltest.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cls.data_dir = os.path.join(cls.root, 'data')
+    cls.full_dir = os.path.join(cls.root, 'full')
+    cls.config = _config(cls.data_dir)
+    cls.full_state = arith_rl.train(cls.config, cls.full_dir)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_smoke_run_writes_results(self):
+    self.assertEqual(int(self.full_state['step']), self.config.rl.steps)
+    for name in ('metrics.jsonl', 'results.md', 'learning_curve.png'):
+      self.assertTrue(os.path.exists(os.path.join(self.full_dir, name)), name)
+    for phase in ('warmstart', 'rl'):
+      self.assertNotEmpty(os.listdir(os.path.join(self.full_dir, 'tensorboard', phase)))
+    records = metrics.read(self.full_dir)
+    ws = [r['step'] for r in records if r['phase'] == 'warmstart']
+    rl = [r['step'] for r in records if r['phase'] == 'rl']
+    self.assertEqual(ws, [2, 4])
+    self.assertEqual(rl, [0, 2, 4])
+    self.assertIn('eval_exact_match', records[-1])
+    self.assertTrue(all(np.isfinite(r['loss']) for r in records if 'loss' in r))
+    self.assertIn('| phase | step |', open(os.path.join(self.full_dir, 'results.md')).read())
+
+  def test_killed_and_resumed_run_equals_uninterrupted_run(self):
+    workdir = os.path.join(self.root, 'resumed')
+    original = checkpoint.Checkpointer.maybe_save
+    kills = [('warmstart', 2), ('rl', 2)]
+
+    def save_then_die(ckpt, step, state, **kw):
+      saved = original(ckpt, step, state, **kw)
+      if saved and kills and (os.path.basename(ckpt.directory), step) == kills[0]:
+        kills.pop(0)
+        raise _Killed(f'{ckpt.directory} {step}')
+      return saved
+
+    checkpoint.Checkpointer.maybe_save = save_then_die
+    try:
+      for expected_kill in ('warmstart', 'rl'):
+        with self.assertRaisesRegex(_Killed, expected_kill):
+          arith_rl.train(self.config, workdir)
+      state = arith_rl.train(self.config, workdir)
+    finally:
+      checkpoint.Checkpointer.maybe_save = original
+    self.assertEmpty(kills)
+    for a, b in zip(jax.tree.leaves(self.full_state), jax.tree.leaves(state)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    self.assertEqual(_strip(metrics.read(workdir)), _strip(metrics.read(self.full_dir)))
+    # A rerun of a finished run does no work and changes nothing.
+    again = arith_rl.train(self.config, workdir)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(self):
+    workdir = os.path.join(self.root, 'nan')
+    config = _config(self.data_dir, init_from=self.full_dir, **{'debug.nan_after_step': 2})
+    with self.assertRaisesRegex(
+      FloatingPointError, 'Non-finite.*step 4.*last good checkpoint is step 2'
+    ):
+      arith_rl.train(config, workdir)
+    ckpt_dir = os.path.join(workdir, 'checkpoints', 'rl')
+    with checkpoint.Checkpointer(ckpt_dir) as ckpt:
+      self.assertEqual(ckpt.latest_step(), 2)
+    params = checkpoint.load_params(ckpt_dir)
+    self.assertTrue(all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params)))
+    self.assertEqual(max(r['step'] for r in metrics.read(workdir)), 2)
+    # init_from started RL from the warm start of the other run (no warm-start phase here).
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints', 'warmstart', '2')))
+    first = metrics.read(workdir)[0]
+    full_rl0 = [r for r in metrics.read(self.full_dir) if r['phase'] == 'rl'][0]
+    self.assertEqual(first['eval_exact_match'], full_rl0['eval_exact_match'])
+
+  def test_unknown_names_fail_with_choices(self):
+    for overrides, message in (
+      ({'credit.estimator': 'ppo2'}, 'rloo'),
+      ({'task.name': 'sudoku'}, 'arith'),
+      ({'credit.estimator': 'grpo', 'rl.group_size': 1}, 'group_size'),
+    ):
+      with self.assertRaisesRegex(ValueError, message):
+        arith_rl.train(_config(self.data_dir, **overrides), None)
+
+  def test_config_json_round_trip(self):
+    self.assertEqual(json.loads(self.config.to_json_best_effort())['credit']['estimator'], 'grpo')
+
+
+if __name__ == '__main__':
+  absltest.main()
