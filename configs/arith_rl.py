@@ -49,9 +49,9 @@ def get_config(arg=None):
   c.warmstart = dict(
     steps=400,  # maximum number of steps
     batch_size=64,
-    steps_per_call=50,  # steps per jitted chunk (lax.scan)
-    eval_every=50,  # must be a multiple of steps_per_call
-    stop_at_accuracy=0.4,  # stop once held-out exact match >= this (0 disables)
+    steps_per_call=10,  # steps per jitted chunk (lax.scan)
+    eval_every=10,  # must be a multiple of steps_per_call
+    stop_at_accuracy=0.35,  # stop once held-out exact match >= this (0 disables)
     optim=dict(name='adam', lr=1e-3, max_grad_norm=1.0, warmup_steps=0, anneal_steps=0, kwargs={}),
   )
   # Advantage estimator (jaxca.estimators): grpo | dr_grpo | rloo | gae | min_form | reinforce.
@@ -63,7 +63,7 @@ def get_config(arg=None):
     temperature=1.0,
     reward='outcome',  # outcome | exact_match | process (jaxca.lm.REWARDS)
     num_epochs=1,
-    num_minibatches=1,
+    num_minibatches=4,  # 4 PPO steps per batch of P * G responses
     steps_per_call=10,  # RL iterations per jitted chunk (lax.scan)
   )
   c.loss = dict(
@@ -88,7 +88,7 @@ def get_config(arg=None):
     c.data.update(num_train=512, num_test=64)
     c.policy.update(width=16, depth=1, num_heads=2)
     c.warmstart.update(steps=4, batch_size=16, steps_per_call=2, eval_every=2, stop_at_accuracy=0.0)
-    c.rl.update(steps=4, prompts_per_step=8, group_size=2, steps_per_call=2)
+    c.rl.update(steps=4, prompts_per_step=8, group_size=2, steps_per_call=2, num_minibatches=2)
     c.eval.update(every=2, num_prompts=16)
     c.train.update(ckpt_every=2)
   return c
