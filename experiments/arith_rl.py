@@ -305,6 +305,8 @@ def main(argv):
       )
     )
     return
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required (unless --compare is given).')
   logging.info('Config:\n%s', FLAGS.config)
   if FLAGS.workdir:
     os.makedirs(FLAGS.workdir, exist_ok=True)
@@ -315,5 +317,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

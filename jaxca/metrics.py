@@ -149,6 +149,7 @@ def eval_curve(records: Sequence[Record], phase: str, key: str) -> Dict[str, np.
   return dict(
     step=np.array([r['step'] for r in rows], np.int64),
     time=np.array([r.get('time', np.nan) for r in rows], np.float64),
+    cpu_time=np.array([r.get('cpu_time', np.nan) for r in rows], np.float64),
     value=np.array([float(r[key]) for r in rows], np.float64),
   )
 
@@ -243,10 +244,18 @@ def results_table(runs: Mapping[str, Sequence[Record]]) -> str:
 
 
 def accuracy_vs_time_table(
-  runs: Mapping[str, Sequence[Record]], times: Sequence[float], key: str = 'eval_exact_match'
+  runs: Mapping[str, Sequence[Record]],
+  times: Sequence[float],
+  key: str = 'eval_exact_match',
+  time_key: str = 'time',
 ) -> str:
-  """Markdown table of the latest held-out score reached by each wall-clock budget (RL time)."""
-  head = '| run | ' + ' | '.join(f'{t:.0f} s' for t in times) + ' |'
+  """Markdown table of the latest held-out score reached within each RL time budget.
+
+  `time_key` 'time' (wall clock) or 'cpu_time' (process CPU seconds, all
+  threads), measured from the first RL evaluation (= the warm start).
+  """
+  unit = 'CPU s' if time_key == 'cpu_time' else 's'
+  head = '| run | ' + ' | '.join(f'{t:.0f} {unit}' for t in times) + ' |'
   lines = [head, '|---|' + '---|' * len(times)]
   for label, records in runs.items():
     rl = eval_curve(records, 'rl', key)
@@ -255,11 +264,22 @@ def accuracy_vs_time_table(
       if not rl['value'].size:
         cells.append('-')
         continue
-      elapsed = rl['time'] - rl['time'][0]
+      elapsed = rl[time_key] - rl[time_key][0]
       idx = np.nonzero(elapsed <= t)[0]
       cells.append(_fmt(float(rl['value'][idx[-1]])) if idx.size else '-')
     lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def _budgets(runs, time_key, n=5):
+  ends = []
+  for records in runs.values():
+    rl = eval_curve(records, 'rl', 'eval_exact_match')
+    if rl['value'].size > 1 and np.all(np.isfinite(rl[time_key])):
+      ends.append(rl[time_key][-1] - rl[time_key][0])
+  if not ends:
+    return []
+  return [float(np.ceil(max(ends) * (i + 1) / n)) for i in range(n)]
 
 
 def write_results(workdir: str, records: Sequence[Record], *, title: str, notes: str = ''):
@@ -293,32 +313,25 @@ def write_results(workdir: str, records: Sequence[Record], *, title: str, notes:
 
 
 def compare(
-  workdirs: Sequence[str],
-  out_dir: str,
-  *,
-  labels: Optional[Sequence[str]] = None,
-  times: Sequence[float] = (30, 60, 120, 240, 480),
-  title: str = '',
+  workdirs: Sequence[str], out_dir: str, *, labels: Optional[Sequence[str]] = None, title: str = ''
 ) -> str:
   """Combined table (`results.md`), plot (`curves.png`) and `summary.json` for several runs."""
   labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) for w in workdirs]
   runs = {label: read(w) for label, w in zip(labels, workdirs)}
   os.makedirs(out_dir, exist_ok=True)
   plot_curves(os.path.join(out_dir, 'curves.png'), runs, title=title)
-  text = '\n'.join(
-    [
-      f'# {title or "comparison"}',
-      '',
-      results_table(runs),
-      '',
-      '## Held-out exact match [%] reached within a wall-clock budget of RL',
-      '',
-      accuracy_vs_time_table(runs, times),
-      '',
-      '![curves](curves.png)',
-      '',
-    ]
-  )
+  parts = [f'# {title or "comparison"}', '', results_table(runs), '']
+  for time_key, what in (('time', 'wall-clock'), ('cpu_time', 'process CPU time')):
+    budgets = _budgets(runs, time_key)
+    if budgets:
+      parts += [
+        f'## Held-out exact match [%] reached within a {what} budget of RL',
+        '',
+        accuracy_vs_time_table(runs, budgets, time_key=time_key),
+        '',
+      ]
+  parts += ['![curves](curves.png)', '']
+  text = '\n'.join(parts)
   with open(os.path.join(out_dir, 'results.md'), 'w') as f:
     f.write(text)
   summary = {
