@@ -38,6 +38,11 @@ Algorithms.
     ratios cannot overflow; all sums are local to a block pair, so no global prefix sum of log
     ratios is formed. Cost O(T log^2 T) work, O(log^2 T) depth, no data-dependent loops, and
     the whole thing is differentiable with plain autodiff.
+    Implementation: the levels are one `lax.fori_loop` body on fixed-shape [N, P] arrays
+    (P = T rounded up to a power of 2), with segmented Hillis-Steele scans restarting at the
+    half-block boundaries, so the compiled program does not grow with log T. Masked steps are
+    handled by compacting each row (valid steps first, a stable permutation) and scattering
+    back.
   * rho = 0 (log_rhos = -inf) and d = 0 both cut every trace that crosses them: for the
     trajectory-aware methods they are folded into a zero "link" weight and the log ratio is
     replaced by 0 before any arithmetic, so -inf never meets +inf.
@@ -206,25 +211,37 @@ def _trajectory_aware(delta, d, x, mask, lam, method):
   return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
 
 
-def _seg_scan(ops, values, starts, reverse=False):
-  """Inclusive scans restarting where `starts` is True, along the last axis.
+def _seg_scan(combine, values, within, size, n_bits, reverse=False):
+  """Inclusive scans inside aligned segments of length `size` (a power of 2), last axis.
+
+  Hillis-Steele doubling: `n_bits` static steps of (roll, op, select), so the program is
+  small and does not depend on the traced `size`; steps with 2**j >= size change nothing.
 
   Args:
-    ops: one binary associative op per array in `values`.
+    combine: associative fn(earlier, later) on tuples of arrays.
     values: tuple of [N, P] arrays.
-    starts: [P] bool, True at the first element of each segment (in scan order).
-    reverse: scan from the end; `starts` then marks the last element of each segment.
+    within: [P] int, position inside the segment.
+    size: traced int, the segment length.
+    n_bits: static int, log2 of the largest segment length.
+    reverse: scan from the end of each segment.
   """
-  flags = jnp.broadcast_to(starts, values[0].shape)
+  values = tuple(values)
+  for j in range(n_bits):
+    shift = 1 << j
+    if reverse:
+      other = tuple(jnp.roll(v, -shift, axis=-1) for v in values)
+      ok = size - 1 - within >= shift
+      new = combine(values, other)
+    else:
+      other = tuple(jnp.roll(v, shift, axis=-1) for v in values)
+      ok = within >= shift
+      new = combine(other, values)
+    values = tuple(jnp.where(ok, n, v) for n, v in zip(new, values))
+  return values
 
-  def combine(a, b):
-    fa, va = a[0], a[1:]
-    fb, vb = b[0], b[1:]
-    out = tuple(jnp.where(fb, y, op(x, y)) for op, x, y in zip(ops, va, vb))
-    return (fa | fb, *out)
 
-  res = jax.lax.associative_scan(combine, (flags, *values), reverse=reverse, axis=1)
-  return res[1:]
+def _elementwise(*ops):
+  return lambda a, b: tuple(op(x, y) for op, x, y in zip(ops, a, b))
 
 
 def _shift(a, amount, fill, edge):
@@ -246,23 +263,26 @@ def _level(inc, link, delta, level, n_levels, method, log_lam):
   is_right = (idx // size) % 2 == 1
   add, mul, mx = jnp.add, jnp.multiply, jnp.maximum
 
+  def scan(combine, values, reverse=False):
+    return _seg_scan(combine, values, within, size, n_levels, reverse)
+
   # Everything relative to C_{m-1}, m the first step of the right half.
   # Left: C_k - C_{m-1} = -sum_{i=k+1}^{m-1} inc_i.  Right: C_t - C_{m-1} = sum_{i=m}^{t} inc_i.
   # f_k = prod_{i=k}^{m-1} link_i (left);  e_t = delta_t prod_{i=m}^{t-1} link_i (right); <= 1.
-  (suffix, f) = _seg_scan((add, mul), (_shift(inc, -1, 0.0, last), link), last, reverse=True)
-  (prefix, pre) = _seg_scan((add, mul), (inc, _shift(link, 1, 1.0, first)), first)
+  (suffix, f) = scan(_elementwise(add, mul), (_shift(inc, -1, 0.0, last), link), reverse=True)
+  (prefix, pre) = scan(_elementwise(add, mul), (inc, _shift(link, 1, 1.0, first)))
   c = jnp.where(is_right, prefix, -suffix)
   e = pre * delta
 
   if method == 'truncated_is':
     big_e = big_f = c
   else:
-    (run_f,) = _seg_scan((mx,), (c,), first)
+    (run_f,) = scan(_elementwise(mx), (c,))
     if method == 'rbis':
-      (big_e,) = _seg_scan((mx,), (c,), last, reverse=True)
+      (big_e,) = scan(_elementwise(mx), (c,), reverse=True)
       big_f = run_f
     else:  # recursive_retrace: E_k = max(C_k, max_{(k, m-1]} C - log lambda)
-      (run_e,) = _seg_scan((mx,), (_shift(c, -1, -jnp.inf, last),), last, reverse=True)
+      (run_e,) = scan(_elementwise(mx), (_shift(c, -1, -jnp.inf, last),), reverse=True)
       big_e = jnp.maximum(c, run_e - log_lam)
       big_f = run_f - log_lam
   h = jnp.where(is_right, e * jnp.exp(c - big_f), 0.0)  # exponent <= 0
@@ -275,11 +295,11 @@ def _level(inc, link, delta, level, n_levels, method, log_lam):
 
   # t with F_t >= E_k: sum of h (a suffix in F order).  t with F_t < E_k: sum of
   # h_t exp(F_t - E_k) = S_{p-1} exp(F_{p-1} - E_k), S_i = sum_{j<=i} h_j exp(F_j - F_i).
-  alpha = jnp.where(first, 0.0, jnp.exp(jnp.roll(big_f, 1, -1) - big_f))
-  _, s_pref = jax.lax.associative_scan(
-    lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (alpha, h), axis=1
-  )  # alpha = 0 at every half start, so this restarts by itself
-  (suf,) = _seg_scan((add,), (h,), last, reverse=True)
+  # alpha_i = exp(F_{i-1} - F_i) <= 1 inside right halves (sorted), 0 at their starts; the
+  # exponent is selected before exp so that no unused branch overflows (finite gradients).
+  alpha = jnp.exp(jnp.where(is_right & ~first, jnp.roll(big_f, 1, -1) - big_f, -jnp.inf))
+  _, s_pref = scan(lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (alpha, h))
+  (suf,) = scan(_elementwise(add), (h,), reverse=True)
 
   # cnt_k = #{t in the matching right half: F_t < E_k}, by binary search (static log2 P steps).
   base = jnp.broadcast_to((idx // size) * size + size, c.shape)  # right half of k's pair
