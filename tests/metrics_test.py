@@ -1,0 +1,83 @@
+"""Tests for jaxca.metrics: the jsonl/TensorBoard writer, resume truncation and result files."""
+
+import json
+import os
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from jaxca import metrics
+
+
+def _run(workdir, start=0.4, gain=0.1):
+  w = metrics.Writer(workdir)
+  w.write(10, dict(phase='warmstart', loss=1.0, eval_exact_match=0.2, time=1.0, cpu_time=1.0))
+  for i, step in enumerate((0, 10, 20)):
+    w.write(
+      step,
+      dict(
+        phase='rl',
+        loss=np.float32(0.5),
+        eval_exact_match=start + i * gain,
+        eval_final_answer=start + i * gain,
+        time=2.0 + i,
+        cpu_time=2.0 + i,
+      ),
+    )
+  w.close()
+
+
+class WriterTest(absltest.TestCase):
+  def test_records_tensorboard_and_non_finite_values(self):
+    workdir = tempfile.mkdtemp()
+    w = metrics.Writer(workdir)
+    rec = w.write(3, dict(phase='rl', loss=np.float32('nan'), n=np.int64(2), name='x'))
+    w.close()
+    self.assertEqual(rec, dict(step=3, phase='rl', loss='nan', n=2, name='x'))
+    self.assertEqual(metrics.read(workdir), [rec])
+    self.assertNotEmpty(os.listdir(os.path.join(workdir, 'tensorboard', 'rl')))
+    with self.assertRaisesRegex(ValueError, 'scalar'):
+      metrics.Writer(None).write(0, dict(x=np.zeros(2)))
+
+  def test_keep_drops_records_after_the_resume_point(self):
+    workdir = tempfile.mkdtemp()
+    _run(workdir)
+    w = metrics.Writer(workdir, keep=lambda r: r['phase'] == 'warmstart' or r['step'] <= 10)
+    self.assertEqual(
+      [(r['phase'], r['step']) for r in w.kept], [('warmstart', 10), ('rl', 0), ('rl', 10)]
+    )
+    w.close()
+    self.assertLen(metrics.read(workdir), 3)
+    metrics.Writer(workdir).close()  # no predicate: a fresh file
+    self.assertEmpty(metrics.read(workdir))
+
+  def test_summaries_and_finiteness(self):
+    self.assertEqual(metrics.summarize(dict(a=np.array([1.0, 3.0]), s='x')), dict(a=2.0))
+    self.assertTrue(metrics.all_finite(dict(loss=np.ones(3)), ('loss', 'missing')))
+    self.assertFalse(metrics.all_finite(dict(loss=np.array([1.0, np.inf])), ('loss',)))
+
+
+class ResultsTest(absltest.TestCase):
+  def test_run_summary_results_and_compare(self):
+    root = tempfile.mkdtemp()
+    a, b = os.path.join(root, 'a'), os.path.join(root, 'b')
+    _run(a)
+    _run(b, start=0.3, gain=0.2)
+    summary = metrics.run_summary(metrics.read(a))
+    np.testing.assert_allclose([summary['start'], summary['final']], [0.4, 0.6])
+    self.assertEqual(summary['rl_steps'], 20)
+    metrics.write_results(a, metrics.read(a), title='t')
+    self.assertTrue(os.path.exists(os.path.join(a, 'learning_curve.png')))
+    self.assertIn('| rl | 20 |', open(os.path.join(a, 'results.md')).read())
+    out = os.path.join(root, 'cmp')
+    text = metrics.compare([a, b], out)
+    self.assertIn('| b | 30.0 | 70.0 |', text)
+    self.assertIn('CPU s', text)
+    with open(os.path.join(out, 'summary.json')) as f:
+      self.assertEqual(set(json.load(f)), {'a', 'b'})
+    self.assertTrue(os.path.exists(os.path.join(out, 'curves.png')))
+
+
+if __name__ == '__main__':
+  absltest.main()
