@@ -24,9 +24,13 @@ position) from the latest checkpoint. Add --multihost on multi-host clusters
 Writes: config.json, metrics.jsonl, tensorboard/, checkpoints/{warmstart,rl}/,
 results.md, learning_curve.png.
 
-Expected (default config, 2-core CPU shared with other jobs, see BUILD_NOTES.md >
-Results): the warm start stops at ~40% held-out exact match; GRPO lifts it by
->= 30 points within 10 minutes total wall clock.
+Expected (measured, see results/arith_rl/ and BUILD_NOTES.md > Results): on the shared
+2-core CPU (load average 8-12 from other jobs) the default run builds the dataset and
+compiles in ~40 s, the warm start stops after 120 steps at 40.2% held-out exact match
+(~10 s of training), and GRPO lifts it to 68.0% (best 68.4%) after 1000 RL steps,
+602 s total wall clock (+27.8 points; 310 s of process CPU time). From a 50.8% warm
+start, 300 RL steps give grpo 71.7%, rloo 70.3%, dr_grpo 70.3%, gae 70.5%
+(results/arith_rl/results.md). The smoke config runs in seconds of CPU time.
 """
 
 import ml_collections

@@ -182,7 +182,7 @@ def train(config, workdir=None):
       )
 
   writer = metrics.Writer(
-    workdir,
+    workdir if jax.process_index() == 0 else None,  # one writer on multi-host runs
     keep=lambda r: r in kept,
     purge_steps=dict(warmstart=(ws_step or 0) + 1, rl=(rl_step or -1) + 1),
   )
