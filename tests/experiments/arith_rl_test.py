@@ -27,26 +27,20 @@ from jaxca import checkpoint
 from jaxca import metrics
 
 _SAVED = {}
-_CACHE_OPTIONS = {
-  'jax_disable_most_optimizations': True,
-  'jax_compilation_cache_dir': None,  # set in setUpModule
-  'jax_persistent_cache_min_compile_time_secs': 0.0,
-  'jax_persistent_cache_min_entry_size_bytes': 0,
-}
+# Unoptimised XLA compiles much faster for these tiny smoke programs. The persistent
+# compilation cache is configured suite-wide in tests/conftest.py.
+_OPTIONS = {'jax_disable_most_optimizations': True}
 
 
 def setUpModule():  # noqa: N802
-  _SAVED['tmp'] = tempfile.mkdtemp()
-  _CACHE_OPTIONS['jax_compilation_cache_dir'] = os.path.join(_SAVED['tmp'], 'jax_cache')
-  for name, value in _CACHE_OPTIONS.items():
+  for name, value in _OPTIONS.items():
     _SAVED[name] = jax.config.values[name]
     jax.config.update(name, value)
 
 
 def tearDownModule():  # noqa: N802
-  for name in _CACHE_OPTIONS:
+  for name in _OPTIONS:
     jax.config.update(name, _SAVED[name])
-  shutil.rmtree(_SAVED['tmp'], ignore_errors=True)
 
 
 def _config(data_dir, **overrides):
