@@ -116,6 +116,21 @@ def sequence_rewards(task, kind: str, responses, mask, batch) -> jax.Array:
   raise ValueError(f'Unknown reward {kind!r}; choose from {list(REWARDS)}.')
 
 
+def reward_positions(task, kind: str, responses, mask, batch) -> jax.Array:
+  """[B, N] bool: the tokens that can carry a reward (for `min_form`'s `reward_mask`).
+
+  'process': the token closing each step (`arith.step_correctness` positions);
+  otherwise the last valid token.
+  """
+  n = mask.shape[-1]
+  pos = jnp.arange(n, dtype=jnp.int32)
+  if kind == 'process':
+    _, positions = arith.step_correctness(task, responses, mask, batch['intermediates'])
+    return jnp.any(positions[..., :, None] == pos, axis=-2) & mask
+  last = jnp.max(jnp.where(mask, pos, -1), axis=-1, keepdims=True)
+  return mask & (pos == last)
+
+
 def _forward(policy, params, tokens, valid, prompt_len, temperature):
   out = policy.apply(params, tokens, valid)
   logits = out.logits.astype(jnp.float32)
@@ -198,6 +213,9 @@ def make_rollout_fn(
       est_kwargs['bootstrap_value'] = jnp.zeros(mask.shape[:1], jnp.float32)
     if estimator.needs_groups:
       est_kwargs['group_size'] = group_size
+    if estimator.name == 'min_form':
+      est_kwargs['reward_mask'] = reward_positions(task, reward, samples.responses, mask, rep)
+      est_kwargs['group_size'] = group_size  # PURE's RLOO-style baseline within each group
     targets = estimator(rewards, mask, **est_kwargs)
     advantages = jax.lax.stop_gradient(jnp.where(mask, targets.advantages, 0.0))
     returns = jax.lax.stop_gradient(jnp.where(mask, targets.returns, 0.0))

@@ -64,6 +64,15 @@ class RewardPlacementTest(parameterized.TestCase):
       lm.target_mask(TASK, jnp.asarray(targets)), ref.target_mask(targets, voc.eos_id, voc.pad_id)
     )
 
+  def test_reward_positions(self):
+    batch = _batch(2)
+    mask = jnp.array([[True, True], [True, False]])
+    got = lm.reward_positions(TASK, 'process', batch['targets'], mask, batch)
+    # Row 0 closes its single step with EOS (index 1); row 1 never closes it -> last valid token.
+    np.testing.assert_array_equal(got, [[False, True], [True, False]])
+    got = lm.reward_positions(TASK, 'outcome', batch['targets'], mask, batch)
+    np.testing.assert_array_equal(got, [[False, True], [True, False]])
+
   def test_process_rewards_are_masked(self):
     batch = _batch(3)
     rep = {k: jnp.repeat(v, 1, axis=0) for k, v in batch.items()}
