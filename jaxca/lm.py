@@ -126,9 +126,9 @@ def reward_positions(task, kind: str, responses, mask, batch) -> jax.Array:
   pos = jnp.arange(n, dtype=jnp.int32)
   if kind == 'process':
     _, positions = arith.step_correctness(task, responses, mask, batch['intermediates'])
-    return jnp.any(positions[..., :, None] == pos, axis=-2) & mask
-  last = jnp.max(jnp.where(mask, pos, -1), axis=-1, keepdims=True)
-  return mask & (pos == last)
+    return jnp.any(positions[..., :, None] == pos[None, None, :], axis=-2) & mask
+  last = jnp.max(jnp.where(mask, pos[None, :], -1), axis=-1, keepdims=True)
+  return mask & (pos[None, :] == last)
 
 
 def _forward(policy, params, tokens, valid, prompt_len, temperature):
