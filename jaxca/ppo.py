@@ -94,7 +94,7 @@ def make_loss(
 
   def loss_fn(params, mb):
     logits, values = apply_fn(params, mb['obs'])
-    log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), mb['actions'][:, None], -1)[:, 0]
+    log_probs = rollout_lib.log_prob(logits, mb['actions'])
     adv = mb['advantages']
     if advantage_norm == 'minibatch':
       adv = ops.masked_whiten(adv, mb['mask'], unbiased=False)

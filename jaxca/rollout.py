@@ -90,6 +90,18 @@ class Trajectory:
   bootstrap_value: jax.Array
 
 
+def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
+  """log pi(a | s) from logits [..., A] and int actions [...] (float32).
+
+  A one-hot select-and-sum rather than `take_along_axis`, so it stays an
+  elementwise, fusable op (no gather) under the seed vmap.
+  """
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.sum(
+    jnp.where(jax.nn.one_hot(actions, logits.shape[-1], dtype=jnp.bool_), log_p, 0.0), -1
+  )
+
+
 def _flat(obs: jax.Array, batch_ndim: int) -> jax.Array:
   return obs.reshape(obs.shape[:batch_ndim] + (-1,)).astype(jnp.float32)
 
@@ -138,7 +150,7 @@ def make_rollout(
       act_key, env_key = xs
       logits, value = apply_fn(params, c.obs)
       action = jax.random.categorical(act_key, logits).astype(jnp.int32)
-      log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
+      logp = log_prob(logits, action)
       obs, env_state, reward, terminated, truncated, info = jax.vmap(
         env.step, in_axes=(0, 0, 0, None)
       )(env_key, c.env_state, action, env_params)
@@ -157,7 +169,7 @@ def make_rollout(
       record = dict(
         obs=c.obs,
         actions=action,
-        log_probs=log_prob,
+        log_probs=logp,
         values=value,
         rewards=reward,
         discounts=gamma * (1.0 - terminated.astype(jnp.float32)),
