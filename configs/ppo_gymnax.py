@@ -11,8 +11,11 @@ Writes to the workdir: config.json, metrics.jsonl (one row per update, per-seed
 values), final.json + final.csv (final return per seed), curve.png (mean +- std
 over seeds vs env steps) and orbax checkpoints (a rerun with the same workdir resumes).
 
-Expected (CartPole-v1, 8 seeds, 5e5 env steps): final mean return >= 495; see
-BUILD_NOTES.md > Results for the measured numbers, runtime and commit.
+Expected (CartPole-v1, 8 seeds, 499,712 env steps, default command above): final
+return 500.0 on all 8 seeds (every seed at 500 from ~360k steps on); ~4 min on
+the shared 2-core CPU box (80 s CPU, first chunk incl. compile 79 s under load 17).
+Results in results/ppo_gymnax_cartpole/; speed vs PureJaxRL in
+configs/bench_ppo_purejaxrl.py and BUILD_NOTES.md > Results.
 """
 
 import ml_collections
