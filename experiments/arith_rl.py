@@ -309,9 +309,7 @@ def main(argv):
     raise app.UsageError('--config is required (unless --compare is given).')
   logging.info('Config:\n%s', FLAGS.config)
   if FLAGS.workdir:
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, 'config.json'), 'w') as f:
-      f.write(FLAGS.config.to_json_best_effort(indent=2))
+    metrics.write_config(FLAGS.workdir, FLAGS.config)
   train(FLAGS.config, FLAGS.workdir)
 
 

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jaxca import bench
+from jaxca import metrics
 from jaxca import networks
 from jaxca import sampling
 
@@ -149,9 +150,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   logging.info('Config:\n%s', FLAGS.config)
   if FLAGS.workdir:
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, 'config.json'), 'w') as f:
-      f.write(FLAGS.config.to_json_best_effort(indent=2))
+    metrics.write_config(FLAGS.workdir, FLAGS.config)
   command = ' '.join(['python -m experiments.bench_sampling'] + sys.argv[1:])
   result = run(FLAGS.config, FLAGS.workdir, command)
   print(_markdown(result, FLAGS.config))

@@ -14,6 +14,7 @@ import numpy as np
 import tqdm
 
 from jaxca import checkpoint
+from jaxca import metrics
 from jaxca import ppo
 from jaxca import rollout as rollout_lib
 from jaxca import train as train_lib
@@ -94,15 +95,15 @@ def train(config, workdir=None):
   bar = tqdm.tqdm(total=num_updates, initial=step, unit='upd', disable=not workdir)
   while step < num_updates:
     t0 = time.perf_counter()
-    state, metrics = chunk_fn(state, loop_keys)
-    metrics = jax.device_get(metrics)  # leaves [S, K]; the only sync point
+    state, chunk_metrics = chunk_fn(state, loop_keys)
+    chunk_metrics = jax.device_get(chunk_metrics)  # leaves [S, K]; the only sync point
     logging.log_first_n(logging.INFO, 'First chunk (+compile): %.1f s', 1, time.perf_counter() - t0)
     for k in range(per_chunk):
-      values = {n: v[:, k].tolist() for n, v in metrics.items()}
+      values = {n: v[:, k].tolist() for n, v in chunk_metrics.items()}
       rows.append(dict(update=step + k + 1, env_steps=(step + k + 1) * spu, **values))
     step += per_chunk
     bar.update(per_chunk)
-    bar.set_postfix(ret=f'{np.mean(metrics["episode_return"][:, -1]):.1f}')
+    bar.set_postfix(ret=f'{np.mean(chunk_metrics["episode_return"][:, -1]):.1f}')
     if workdir:
       with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
@@ -146,9 +147,7 @@ def main(argv):
   jax.config.update('jax_threefry_partitionable', True)
   logging.info('Config:\n%s', FLAGS.config)
   if FLAGS.workdir:
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, 'config.json'), 'w') as f:
-      f.write(FLAGS.config.to_json_best_effort(indent=2))
+    metrics.write_config(FLAGS.workdir, FLAGS.config)
   train(FLAGS.config, FLAGS.workdir)
 
 
