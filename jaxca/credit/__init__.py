@@ -9,8 +9,14 @@ Conventions (all kernels):
     steps are transparent -- results at unmasked steps equal the results with
     the masked steps deleted, and outputs at masked steps are 0.
   * Pure and traceable: no jit, no device placement; jit/vmap/grad-safe.
+
+Modules: `gae`, `returns`, `group`, `min_form`, `offpolicy` (offline targets) and
+`traces` (the same trajectory-aware traces as online per-start recursions); the
+private engines `_recurrence` (blocked reverse linear recurrence) and
+`_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
 """
 
+from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
 from jaxca.credit.gae import gae
 from jaxca.credit.group import group_relative
 from jaxca.credit.min_form import min_form_returns
@@ -27,4 +33,5 @@ __all__ = (
   'min_form_returns',
   'min_form_rewards',
   'off_policy_returns',
+  'traces',
 )
