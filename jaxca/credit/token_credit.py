@@ -114,6 +114,8 @@ def _token_inputs(entropies, correct, mask):
 
 
 def _scalar(name, x):
+  if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+    x = float(x)
   arr = _checks.as_float(name, x)
   if arr.ndim != 0:
     raise ValueError(f'`{name}` must be a scalar; got shape {arr.shape}.')
