@@ -40,9 +40,16 @@ def gtpo_rewards(entropies, correct, mask, group_ids, alpha1=1.0, alpha2=0.1, ep
 
 
 def gtpo_advantages(
-  entropies, correct, mask, group_ids, alpha1=1.0, alpha2=0.1, pooling='joint', eps=1e-6,
+  entropies,
+  correct,
+  mask,
+  group_ids,
+  alpha1=1.0,
+  alpha2=0.1,
+  pooling='joint',
+  eps=1e-6,
   std_eps=1e-6,
-):  # fmt: skip
+):
   rewards = gtpo_rewards(entropies, correct, mask, group_ids, alpha1, alpha2, eps)
   n, t_len = entropies.shape
   out = np.zeros((n, t_len))
@@ -79,9 +86,16 @@ def grpo_s_rewards(entropies, correct, mask, group_ids, beta1=1.0, beta2=0.1, ep
 
 
 def grpo_s_advantages(
-  entropies, correct, mask, group_ids, beta1=1.0, beta2=0.1, pooling='joint', eps=1e-6,
+  entropies,
+  correct,
+  mask,
+  group_ids,
+  beta1=1.0,
+  beta2=0.1,
+  pooling='joint',
+  eps=1e-6,
   std_eps=1e-6,
-):  # fmt: skip
+):
   rewards = grpo_s_rewards(entropies, correct, mask, group_ids, beta1, beta2, eps)
   n, t_len = entropies.shape
   adv = np.zeros(n)
