@@ -216,6 +216,15 @@ class PropertyTest(parameterized.TestCase):
     # every token keeps a gradient, unlike PPO-clip
     self.assertTrue(np.all(np.asarray(g_cispo)[mask & (adv != 0)] != 0))
 
+  def test_dual_clip_is_trl_two_sided_delta(self):
+    log_probs, old, adv, mask = _inputs(25, spread=1.0)
+    got = objectives.ppo_clip(log_probs, old, adv, mask, eps_high=0.28, dual_clip_c=1.5)[0]
+    per_token = ref.trl_two_sided(log_probs, old, adv, mask, 0.2, 0.28, 1.5)
+    self.assertTrue(np.any(np.exp(log_probs - old)[mask & (adv < 0)] > 1.5))  # bound active
+    np.testing.assert_allclose(
+      got, ref_losses.aggregate(per_token, mask, 'token_mean'), rtol=2e-5, atol=1e-6
+    )
+
   def test_ppo_clip_equals_losses_ppo_policy_loss(self):
     log_probs, old, adv, mask = _inputs(15)
     for mode in losses.AGG_MODES:

@@ -43,6 +43,17 @@ def ppo_clip(lp, old, adv, mask, eps_low, eps_high, dual_clip_c=None):
   return out
 
 
+def trl_two_sided(lp, old, adv, mask, eps_low, eps_high, delta):
+  """TRL's INTELLECT-2 two-sided clip: -min(min(r, delta) A, clip(r) A)."""
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      a = float(adv[b, t])
+      r = math.exp(_log_ratio(lp[b, t], old[b, t]))
+      out[b, t] = -min(min(r, delta) * a, _clamp(r, 1.0 - eps_low, 1.0 + eps_high) * a)
+  return out
+
+
 def _seq_mean_log_ratio(lp, old, mask, b):
   vals = [_log_ratio(lp[b, t], old[b, t]) for t in range(lp.shape[1]) if mask[b, t]]
   return sum(vals) / len(vals) if vals else 0.0
