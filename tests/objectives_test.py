@@ -8,8 +8,10 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from configs import arith_rl
 from jaxca import corrections
 from jaxca import losses
 from jaxca import objectives
@@ -336,6 +338,24 @@ class MakeTest(parameterized.TestCase):
     got = objectives.from_config(None)(log_probs, old, adv, mask)[0]
     per_token = ref.ppo_clip(log_probs, old, adv, mask, 0.2, 0.2)
     np.testing.assert_allclose(got, ref_losses.aggregate(per_token, mask, 'token_mean'), rtol=2e-5)
+
+  def test_from_config_reads_the_flagship_loss_section(self):
+    # The arith_rl config's `loss` section (no `objective` key) gives its current PPO loss.
+    cfg = arith_rl.get_config('smoke')
+    log_probs, old, adv, mask = _inputs(26)
+    got = objectives.from_config(cfg.loss)(log_probs, old, adv, mask)[0]
+    want = losses.ppo_policy_loss(
+      log_probs, old, adv, mask, clip_eps=cfg.loss.clip_eps, agg_mode=cfg.loss.agg_mode
+    )[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    cfg.loss.objective = 'gspo'
+    cfg.loss.objective_kwargs = ml_collections.ConfigDict(dict(eps_high=0.3))
+    cfg.loss.rollout_correction = ml_collections.ConfigDict(dict(preset='seq_tis', target='old'))
+    got = objectives.from_config(cfg.loss)(log_probs, old, adv, mask, rollout_log_probs=old)[0]
+    per_token = ref.gspo(log_probs, old, adv, mask, cfg.loss.clip_eps, 0.3)
+    np.testing.assert_allclose(
+      got, ref_losses.aggregate(per_token, mask, cfg.loss.agg_mode), rtol=2e-5, atol=1e-6
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_with_rollout_correction(self):
