@@ -10,10 +10,10 @@ log pi_rollout(a_t)` on the valid tokens of a sequence, the importance weight is
 
 and is then bounded, by `mode`, to [low, high] (either bound may be None):
 
-  'truncate'   w <- clip(w, low, high)                     TIS (Espeholt et al. 2018,
-               arXiv 1802.01561; Yao et al. 2025 "Your efficient RL framework secretly
-               brings you off-policy RL training"); verl `rollout_is` + `rollout_is_threshold`,
-               TRL `vllm_importance_sampling_mode='*_truncate'`.
+  'truncate'   w <- clip(w, low, high)                     TIS (truncated IS, as in Munos et
+               al. 2016, arXiv 1606.02647; Yao et al. 2025, "Your efficient RL framework
+               secretly brings you off-policy RL training"); verl `rollout_is` +
+               `rollout_is_threshold`, TRL `vllm_importance_sampling_mode='*_truncate'`.
   'mask'       tokens (or whole sequences) with w outside [low, high] are removed from the
                mask; the kept weights are unchanged. MIS; with level 'token' and
                (low, high) = (0.5, 5.0) this is IcePop (Ling Team, arXiv 2510.18855).

@@ -20,7 +20,7 @@ Two ways to use them:
   * in the reward (PPO-RLHF, verl `use_kl_in_reward`): `penalize_rewards(...)` subtracts
     `coef * k` per token (gradient stopped) before the advantage estimator runs.
 
-The coefficient is fixed or adaptive (Ziegler et al. 2019, arXiv 1909.08593, sec. 2.2; verl
+The coefficient is fixed or adaptive (Ziegler et al. 2019, arXiv 1909.08593; verl
 `AdaptiveKLController`):
   e = clip(KL / target - 1, -0.2, 0.2),   beta <- beta * (1 + e * n_steps / horizon).
 verl's defaults: kl_coef 0.001, target_kl 0.1, horizon 10000; reward penalty 'kl' (k1), loss
@@ -160,7 +160,7 @@ def fixed_controller(coef: float) -> Controller:
 
 
 def adaptive_controller(init_coef: float, target: float, horizon: float) -> Controller:
-  """Proportional controller of Ziegler et al. (2019), arXiv 1909.08593, sec. 2.2.
+  """The proportional KL controller of Ziegler et al. (2019), arXiv 1909.08593.
 
     e = clip(KL / target - 1, -0.2, 0.2),   beta <- beta * (1 + e * n_steps / horizon)
 

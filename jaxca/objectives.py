@@ -16,9 +16,9 @@ loss and the gradient even when they hold +-inf. With `r_t = exp(log_probs - old
   ppo_clip     max(-A r, -A clip(r, 1-eps_low, 1+eps_high)); with dual    arXiv 1707.06347,
                clip c and A < 0: min(that, -c A)                         DAPO 2503.14476,
                                                                          dual-clip 1912.09729
-  gspo         as ppo_clip with the sequence ratio s = exp(mean_t log r)  GSPO 2507.18071 eq. 5-7
-  gspo_token   ... with s_t = sg(s) * pi_t / sg(pi_t)                     GSPO eq. 13-14
-  cispo        -sg(clip(r, 1-eps_low, 1+eps_high)) A log pi              MiniMax-M1 2506.13585 eq. 4
+  gspo         as ppo_clip with the sequence ratio s = exp(mean_t log r)  GSPO 2507.18071
+  gspo_token   ... with s_t = sg(s) * pi_t / sg(pi_t)                     GSPO-token variant
+  cispo        -sg(clip(r, 1-eps_low, 1+eps_high)) A log pi              MiniMax-M1 2506.13585
   sapo         -f(r) A,  f(r) = sigmoid(tau (r - 1)) 4 / tau,            SAPO 2511.20347
                tau = tau_pos if A > 0 else tau_neg
   gpg          -A log pi                                                 GPG 2504.02546
@@ -134,7 +134,7 @@ def ppo_clip(
     eps_low: lower clip range (PPO: 0.2, arXiv 1707.06347).
     eps_high: upper clip range, None = eps_low. DAPO's clip-higher uses 0.28
       (arXiv 2503.14476, sec. 3.1); verl `clip_ratio_high`, TRL `epsilon_high`.
-    dual_clip_c: the dual-clip bound c > 1 (Ye et al. 2020, arXiv 1912.09729, eq. 6), None =
+    dual_clip_c: the dual-clip bound c > 1 (Ye et al. 2020, arXiv 1912.09729), None =
       off. verl's `vanilla` loss always applies it with `clip_ratio_c=3.0`; TRL does not.
     agg_mode: `losses.aggregate` mode; verl default 'token_mean'.
     is_weights: optional [..., T] rollout-correction weights (gradient stopped).
@@ -210,7 +210,7 @@ def gspo(
     s_i = (pi_theta(y_i) / pi_old(y_i))^(1/|y_i|) = exp(mean_t log r_{i,t})
     l_{i,t} = max(-A_{i,t} s_i, -A_{i,t} clip(s_i, 1 - eps_low, 1 + eps_high))
 
-  The gradient flows through s_i (arXiv 2507.18071, eq. 5-7); with a sequence advantage A_i and
+  The gradient flows through s_i (arXiv 2507.18071); with a sequence advantage A_i and
   'seq_mean_token_mean' the loss is the paper's mean over sequences. TRL:
   `importance_sampling_level='sequence'` with `loss_type='grpo'`. Defaults: the paper's and
   verl's GSPO recipe, eps_low 3e-4, eps_high 4e-4. verl clamps log s_i at 10 (so do we) and
@@ -244,7 +244,7 @@ def gspo_token(
   norm_length=None,
   is_weights: Optional[jax.Array] = None,
 ):
-  """GSPO-token: the sequence ratio with per-token gradients (arXiv 2507.18071, eq. 13-14).
+  """GSPO-token: the sequence ratio with per-token gradients (arXiv 2507.18071).
 
     s_{i,t} = sg(s_i) * pi_theta(y_{i,t}) / sg(pi_theta(y_{i,t}))     (value s_i)
     l_{i,t} = max(-A_{i,t} s_{i,t}, -A_{i,t} clip(s_{i,t}, 1 - eps_low, 1 + eps_high))
@@ -283,7 +283,7 @@ def cispo(
 
     w_t = sg(clip(r_t, 1 - eps_low, 1 + eps_high)),   l_t = -w_t A_t log pi_theta(a_t)
 
-  (eq. 4-5). Every token keeps a gradient, `w_t A_t grad log pi`. The paper sets no lower
+  Every token keeps a gradient, `w_t A_t grad log pi`. The paper sets no lower
   bound in practice (eps_low None: no lower clip; verl's example uses clip_ratio_low=10) and
   tunes eps_high; defaults follow verl's CISPO example (eps_high 0.2). eps_high None means
   eps_low (None for both: no clipping). TRL's `loss_type='cispo'`
@@ -345,7 +345,7 @@ def gpg(
   norm_length=None,
   is_weights: Optional[jax.Array] = None,
 ):
-  """GPG: the plain policy-gradient surrogate, no ratio and no clip (arXiv 2504.02546, eq. 5).
+  """GPG: the plain policy-gradient surrogate, no ratio and no clip (arXiv 2504.02546).
 
     l_t = -A_t log pi_theta(a_t)
 
