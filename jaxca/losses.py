@@ -11,6 +11,9 @@ Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
                              (original GRPO; sequences with no valid token are skipped)
   'seq_mean_token_sum_norm'  sum(l * m) / (num_sequences * norm_length)  (Dr.GRPO;
                              `norm_length` defaults to the padded length T)
+  'token_sum'                sum(l * m)                          (no normaliser)
+  'seq_mean_token_sum'       mean over sequences of per-sequence token sums
+                             (verl's `seq-mean-token-sum`; empty sequences are skipped)
 verl's hyphenated names ('token-mean', ...) are accepted too.
 """
 
@@ -21,7 +24,13 @@ import jax.numpy as jnp
 
 from jaxca import ops
 
-AGG_MODES = ('token_mean', 'seq_mean_token_mean', 'seq_mean_token_sum_norm')
+AGG_MODES = (
+  'token_mean',
+  'seq_mean_token_mean',
+  'seq_mean_token_sum_norm',
+  'token_sum',
+  'seq_mean_token_sum',
+)
 
 
 def _agg_name(mode: str) -> str:
@@ -47,6 +56,8 @@ def aggregate(
     )
   if mode == 'token_mean':
     return ops.masked_mean(loss_mat, mask)
+  if mode == 'token_sum':
+    return ops.masked_sum(loss_mat, mask)
   if loss_mat.ndim < 1:
     raise ValueError(f'{mode!r} needs a token axis; got a scalar loss.')
   seq_sum = ops.masked_sum(loss_mat, mask, axis=-1)
@@ -55,6 +66,8 @@ def aggregate(
     has_tok = n_tok > 0
     seq_mean = seq_sum / jnp.maximum(n_tok, 1.0)
     return ops.masked_mean(seq_mean, has_tok)
+  if mode == 'seq_mean_token_sum':
+    return ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
   # seq_mean_token_sum_norm
   length = loss_mat.shape[-1] if norm_length is None else norm_length
   num_seqs = max(1, loss_mat.size // max(1, loss_mat.shape[-1]))
