@@ -43,6 +43,20 @@ Algorithms.
     half-block boundaries, so the compiled program does not grow with log T. Masked steps are
     handled by compacting each row (valid steps first, a stable permutation) and scattering
     back.
+  * 'rbis' and 'recursive_retrace' by default (`differentiable=False`) use an exact O(T)
+    forward-only algorithm instead: for a fixed start k the maximising point of the max
+    above is piecewise constant in t and changes at the successive "next greater" keys,
+    which are the contents of a monotonic stack when the starts are swept backwards in time;
+    pushing a start pops and merges (with factors <= 1) the segments it dominates. Each
+    start is pushed once and popped at most once, so the sweep is O(T) amortised, one
+    `lax.while_loop` over the starts for a group of rows in lockstep. Keys are compared only
+    through sums of local increments, and every evaluated exponent is <= 0. A while loop is
+    not reverse-differentiable, so these targets are returned as constants
+    (`jax.lax.stop_gradient`), which is how TD learners use them; `differentiable=True`
+    selects the divide and conquer (differentiable with plain autodiff, O(T log^2 T)).
+    'truncated_is' always uses the divide and conquer: its clipping compares the start with
+    each end point only (not a running maximum), a two-dimensional dominance sum with no
+    stack structure.
   * rho = 0 (log_rhos = -inf) and d = 0 both cut every trace that crosses them: for the
     trajectory-aware methods they are folded into a zero "link" weight and the log ratio is
     replaced by 0 before any arithmetic, so -inf never meets +inf.
@@ -60,6 +74,7 @@ import jax.numpy as jnp
 
 from jaxca.credit import _checks
 from jaxca.credit import _divide_and_conquer
+from jaxca.credit import _monotonic_stack
 
 OFF_POLICY_METHODS = (
   'is',
@@ -83,6 +98,7 @@ def off_policy_returns(
   method,
   target_probs=None,
   mask=None,
+  differentiable=False,
 ):
   """Off-policy multistep Q-value targets (see the module docstring for the definitions).
 
@@ -98,11 +114,20 @@ def off_policy_returns(
     target_probs: [..., T] float, pi(a_t|s_t); required by 'tree_backup', ignored otherwise.
     mask: optional [..., T] bool, True where the policy acted; masked steps are transparent
       and their targets are 0.
+    differentiable: only for 'rbis' and 'recursive_retrace'. False (default): the O(T)
+      monotonic-stack algorithm, whose targets are constants under autodiff (zero
+      gradient, as with `jax.lax.stop_gradient`), the fast path for TD targets. True: the
+      O(T log^2 T) divide and conquer, differentiable with respect to every input. Both
+      compute the same values. The other methods are always differentiable.
 
   Returns:
     [..., T] float32 targets G_k.
   """
   _checks.choice('method', method, OFF_POLICY_METHODS)
+  if not isinstance(differentiable, bool):
+    raise TypeError(
+      f'`differentiable` must be a Python bool (static); got {type(differentiable).__name__}.'
+    )
   q = _checks.as_float('q_taken', q_taken)
   _checks.at_least_1d('q_taken', q)
   nu = _checks.as_float('expected_next_q', expected_next_q)
@@ -135,6 +160,10 @@ def off_policy_returns(
   if method in _PER_DECISION:
     pi2 = None if pi is None else jnp.where(m2, flat(pi), 0.0)
     u = _per_decision(delta, d2, x2, pi2, m2, lam, method)
+  elif method in _monotonic_stack.METHODS and not differentiable:
+    args = jax.lax.stop_gradient((delta, d2, x2, lam))
+    u = _monotonic_stack.trajectory_aware(*args[:3], m2, args[3], method)
+    q2 = jax.lax.stop_gradient(q2)
   else:
     u = _divide_and_conquer.trajectory_aware(delta, d2, x2, m2, lam, method)
   return jnp.where(m2, q2 + u, 0.0).reshape(shape)

@@ -16,8 +16,13 @@ TRAJECTORY_AWARE = ('truncated_is', 'recursive_retrace', 'rbis')
 KEYS = ('q_taken', 'expected_next_q', 'rewards', 'discounts', 'log_rhos')
 # One jitted entry point and one canonical shape, so that most tests reuse a compiled program
 # (lambda_ is traced): compiling the trajectory-aware kernels is the expensive part here.
-JIT = jax.jit(credit.off_policy_returns, static_argnames='method')
+JIT = jax.jit(credit.off_policy_returns, static_argnames=('method', 'differentiable'))
 SHAPE = (4, 50)
+
+
+def _paths(method):
+  """`differentiable` values that select different algorithms for `method`."""
+  return (False, True) if method in ('rbis', 'recursive_retrace') else (False,)
 
 
 def _inputs(seed, shape, *, ratio_scale=1.0, p_zero_rho=0.1, p_terminal=0.1, mask_kind='mixed'):
@@ -53,25 +58,28 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     # Masks (incl. a fully masked row), terminations, rho = 0, T = 50 and three layouts.
     for i, shape in enumerate([SHAPE, (50,), (2, 3, 17)]):
       args = _inputs(i, shape, ratio_scale=2.0)
-      got = JIT(**args, lambda_=np.float32(0.9), method=method)
-      self.assertEqual(got.dtype, jnp.float32)
-      self.assertEqual(got.shape, shape)
-      _close(got, _ref(args, 0.9, method), tol=1e-4 if method == 'is' else 2e-5)
+      for diff in _paths(method):
+        got = JIT(**args, lambda_=np.float32(0.9), method=method, differentiable=diff)
+        self.assertEqual(got.dtype, jnp.float32)
+        self.assertEqual(got.shape, shape)
+        _close(got, _ref(args, 0.9, method), tol=1e-4 if method == 'is' else 2e-5)
 
   @parameterized.parameters(*METHODS)
   def test_matches_reference_without_jit(self, method):
     args = _inputs(20, (2, 9), ratio_scale=2.0)
-    got = credit.off_policy_returns(**args, lambda_=0.7, method=method)
-    _close(got, _ref(args, 0.7, method), tol=1e-4 if method == 'is' else 2e-5)
+    for diff in _paths(method):
+      got = credit.off_policy_returns(**args, lambda_=0.7, method=method, differentiable=diff)
+      _close(got, _ref(args, 0.7, method), tol=1e-4 if method == 'is' else 2e-5)
 
   @parameterized.parameters(*BOUNDED)
   def test_large_ratios_finite_and_match_float64(self, method):
     # log-ratios up to +-30 (rho up to 1e13) over 50 steps: the bounded methods never overflow.
     args = _inputs(3, SHAPE, ratio_scale=30.0, p_zero_rho=0.05)
     for lam in (0.0, 0.5, 0.95, 1.0):
-      got = JIT(**args, lambda_=np.float32(lam), method=method)
-      self.assertTrue(np.all(np.isfinite(got)))
-      _close(got, _ref(args, lam, method), tol=1e-4)
+      for diff in _paths(method):
+        got = JIT(**args, lambda_=np.float32(lam), method=method, differentiable=diff)
+        self.assertTrue(np.all(np.isfinite(got)))
+        _close(got, _ref(args, lam, method), tol=1e-4)
 
   @parameterized.parameters(*METHODS)
   def test_trace_coefficients_and_jacobian_match_reference(self, method):
@@ -85,7 +93,9 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     zeros, ones = np.zeros(t_len, np.float32), np.ones(t_len, np.float32)
 
     def g(r):
-      return credit.off_policy_returns(zeros, zeros, r, ones, x, lam, method, target_probs=pi)
+      return credit.off_policy_returns(
+        zeros, zeros, r, ones, x, lam, method, target_probs=pi, differentiable=True
+      )
 
     want = ref._trace_coefficients(x, lam, method, pi)
     tile = lambda a: np.tile(a, (t_len, 1))  # noqa: E731
@@ -153,9 +163,10 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     args['discounts'][0:3, 17] = 0.0
     args['mask'][1, 18:] = False
     args['mask'][2, :18] = False
-    got = np.asarray(JIT(**args, lambda_=np.float32(0.9), method=method))
-    np.testing.assert_allclose(got[0, :18], got[1, :18], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(got[0, 18:], got[2, 18:], rtol=1e-6, atol=1e-6)
+    for diff in _paths(method):
+      got = np.asarray(JIT(**args, lambda_=np.float32(0.9), method=method, differentiable=diff))
+      np.testing.assert_allclose(got[0, :18], got[1, :18], rtol=1e-6, atol=1e-6)
+      np.testing.assert_allclose(got[0, 18:], got[2, 18:], rtol=1e-6, atol=1e-6)
 
   @parameterized.parameters(*METHODS)
   def test_masked_steps_are_transparent(self, method):
@@ -171,10 +182,11 @@ class OffPolicyReturnsTest(parameterized.TestCase):
       args[k][1] = np.insert(args[k][0, :40], positions, fill)
     args['mask'][0, 40:] = False
     args['mask'][1] = np.insert(np.ones(40, bool), positions, False)
-    got = np.asarray(JIT(**args, lambda_=np.float32(0.9), method=method))
-    np.testing.assert_array_equal(got[0, 40:], 0.0)
-    np.testing.assert_array_equal(got[1, ~args['mask'][1]], 0.0)
-    np.testing.assert_allclose(got[1, args['mask'][1]], got[0, :40], rtol=1e-5, atol=1e-5)
+    for diff in _paths(method):
+      got = np.asarray(JIT(**args, lambda_=np.float32(0.9), method=method, differentiable=diff))
+      np.testing.assert_array_equal(got[0, 40:], 0.0)
+      np.testing.assert_array_equal(got[1, ~args['mask'][1]], 0.0)
+      np.testing.assert_allclose(got[1, args['mask'][1]], got[0, :40], rtol=1e-5, atol=1e-5)
 
   @parameterized.parameters(*BOUNDED)
   def test_gradients_finite_with_large_and_zero_ratios(self, method):
@@ -184,7 +196,7 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     def loss(q, nu, r, x):
       out = credit.off_policy_returns(
         q, nu, r, args['discounts'], x, np.float32(0.9), method,
-        target_probs=args['target_probs'], mask=args['mask'],
+        target_probs=args['target_probs'], mask=args['mask'], differentiable=True,
       )  # fmt: skip
       return jnp.sum(out**2)
 
@@ -204,6 +216,32 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     got = jax.jit(sweep)(lams)
     for i, lam in enumerate(np.asarray(lams)):
       _close(got[i], _ref(args, lam, method))
+
+  @parameterized.parameters('rbis', 'recursive_retrace')
+  def test_monotonic_stack_equals_divide_and_conquer(self, method):
+    # The two exact algorithms on random inputs: more rows than one sweep group (37 > 16),
+    # short and single-step rows, large ratios, terminations, zero ratios and masks.
+    cases = [((37, 64), 3.0, 1), ((3, 1), 2.0, 2), ((5, 200), 1.0, 3), ((2, 2, 33), 30.0, 4)]
+    for shape, scale, seed in cases:
+      args = _inputs(seed, shape, ratio_scale=scale, p_zero_rho=0.05)
+      for lam in (0.0, 0.3, 0.9, 1.0):
+        fast = JIT(**args, lambda_=np.float32(lam), method=method)
+        slow = JIT(**args, lambda_=np.float32(lam), method=method, differentiable=True)
+        self.assertTrue(np.all(np.isfinite(fast)))
+        _close(fast, np.asarray(slow, np.float64), tol=1e-5)
+
+  @parameterized.parameters('rbis', 'recursive_retrace')
+  def test_default_path_is_a_constant_target(self, method):
+    # differentiable=False: the targets are stop-gradient constants (zero gradient, no error).
+    args = _inputs(13, (3, 20), ratio_scale=2.0)
+
+    def loss(q, r):
+      kw = {k: v for k, v in args.items() if k not in ('q_taken', 'rewards')}
+      return jnp.sum(credit.off_policy_returns(q, rewards=r, **kw, lambda_=0.9, method=method))
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(args['q_taken'], args['rewards'])
+    for g in grads:
+      np.testing.assert_array_equal(g, 0.0)
 
   def test_bad_inputs_name_the_argument(self):
     args = _inputs(12, (2, 6))
@@ -226,6 +264,8 @@ class OffPolicyReturnsTest(parameterized.TestCase):
       credit.off_policy_returns(pos[0], pos[1], np.ones((2, 6), np.int32), *pos[3:], 0.9, 'is')
     with self.assertRaisesRegex(ValueError, '`q_taken`'):
       credit.off_policy_returns(np.float32(1.0), 1.0, 1.0, 1.0, 0.0, 0.9, 'is')
+    with self.assertRaisesRegex(TypeError, '`differentiable`'):
+      credit.off_policy_returns(*pos, 0.9, 'rbis', differentiable=np.bool_(True))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,170 @@
+"""Private engine: exact O(T) trajectory-aware traces with a monotonic stack (forward only).
+
+`trajectory_aware(delta, d, x, mask, lam, method)` returns `U = G - q` for 'rbis' and
+'recursive_retrace' (Daley et al., ICML 2023, arXiv 2301.11321), the same quantity as
+`_divide_and_conquer.trajectory_aware`, in O(T) amortised work per row.
+
+Both traces are a maximum over "anchor" points (see `jaxca.credit.offpolicy`):
+
+  beta_{k,t} = w(k, t) * exp(C_t - max(S_k, max_{k<j<=t} K_j)),
+
+with `C` a prefix sum of per-step log increments, the start key `S_k` and anchor keys `K_j`
+  rbis:               C = cumsum(log rho - log lambda), S_k = C_k, K_j = C_j,
+                      w(k, t) = prod_{i=k}^{t-1} lambda d_i;
+  recursive_retrace:  C = cumsum(log rho + log lambda), S_k = C_k, K_j = C_j - log lambda,
+                      w(k, t) = prod_{i=k}^{t-1} d_i.
+For a fixed start k the maximising anchor is piecewise constant in t: it changes at the
+"next greater" keys k -> j_1 -> j_2 -> ..., which are exactly the contents of a monotonic
+stack when the starts are swept backwards in time. Each stack entry j holds the segment sum
+`G_j = sum_{t in seg(j)} w(j, t) exp(C_t - K_j) delta_t` (every exponent <= 0), the gap to
+the key below it, the weight `w` to the entry below it, and the total of the stack from j
+down. Pushing a start pops (and merges into its own segment, with factors <= 1) every
+entry whose key does not exceed the new key; `U_k` is the new segment plus the weighted
+total of the remaining stack. Keys are only ever compared relative to the current start
+(sums of local increments along the popped chain), so no global prefix sum of log ratios
+is formed, and every product of ratios that is evaluated is <= 1.
+
+The sweep is one `lax.while_loop` over the starts, all rows of a group in lockstep, with the
+stack kept as a linked list through per-start records (see `_sweep_group`): O(T) loop
+iterations per group whatever the batch size inside it. The loop is not
+reverse-differentiable; `offpolicy` returns these targets as constants (stop-gradient) and
+keeps the divide-and-conquer engine for gradients.
+"""
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ('recursive_retrace', 'rbis')
+
+
+def _compact(mask):
+  """Per-row stable permutation putting the valid steps first: position of each step. [N, T]."""
+  valid = mask.astype(jnp.int32)
+  n_valid = valid.sum(-1, keepdims=True)
+  return jnp.where(mask, jnp.cumsum(valid, -1) - 1, n_valid + jnp.cumsum(1 - valid, -1) - 1)
+
+
+def trajectory_aware(delta, d, x, mask, lam, method):
+  """U = G - q for recursive_retrace / rbis. Inputs [N, T] float32, masked steps zeroed."""
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}; got {method!r}.')
+  n_rows, t_len = delta.shape
+  if t_len == 0:
+    return delta
+  rows = jnp.arange(n_rows)[:, None]
+  pos = _compact(mask)
+  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
+  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
+
+  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
+  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
+  link = jnp.where(zero_next, 0.0, d_c)
+  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+
+  # lambda = 0: the general branch runs with a harmless lambda and is discarded (double where).
+  lam_zero = lam == 0.0
+  lam_s = jnp.where(lam_zero, 1.0, lam).astype(jnp.float32)
+  log_lam = jnp.log(lam_s)
+  if method == 'rbis':
+    inc, link, theta, scale = x_c - log_lam, link * lam_s, jnp.float32(0.0), jnp.float32(1.0)
+  else:  # recursive_retrace: anchor keys sit -log(lambda) above the start keys.
+    inc, theta, scale = x_c + log_lam, -log_lam, lam_s
+
+  # Per start k: delta_k, link_k to k + 1 and the key of k + 1 relative to the start key of
+  # k (k + 1 enters the stack as an anchor); the last one is never used.
+  r0 = jnp.pad(inc[:, 1:], ((0, 0), (0, 1))) + theta
+  u = _sweep(jnp.stack([delta_c, link, r0], axis=-1), theta, scale)
+  u = jnp.where(lam_zero, delta_c, u)
+  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+
+
+# Rows swept together in one loop (its cost per iteration hardly depends on the row count
+# on XLA:CPU, but the per-row reads are unrolled); more rows go group by group.
+GROUP_ROWS = 16
+# Pop attempts per loop iteration (a start whose pops all fit takes one iteration).
+UNROLLED_POPS = 2
+
+
+def _sweep(packed, theta, scale):
+  """All rows. packed: [N, T, 3] (delta_k, link_k, key of k+1 relative to start k). [N, T]."""
+  n_rows, t_len, _ = packed.shape
+  if n_rows <= GROUP_ROWS:
+    return _sweep_group(packed, theta, scale)
+  n_groups = -(-n_rows // GROUP_ROWS)
+  pad = n_groups * GROUP_ROWS - n_rows
+  packed = jnp.pad(packed, ((0, pad), (0, 0), (0, 0))).reshape(n_groups, GROUP_ROWS, t_len, 3)
+  u = jax.lax.map(lambda a: _sweep_group(a, theta, scale), packed)
+  return u.reshape(-1, t_len)[:n_rows]
+
+
+def _sweep_group(packed, theta, scale):
+  """A few rows in lockstep over the starts k = T-1 .. 0. packed: [n, T, 3]. Returns [n, T].
+
+  The stack is a linked list through per-start records `R[k] = (G_k, key gap to the entry
+  below, weight to it, total from k down, index of the entry below, U_k)`, kept time-major
+  in one [T + 1, n, 6] buffer (row T: the empty stack, and a dump). One `while_loop`
+  iteration makes `UNROLLED_POPS` pop attempts for every row; once no row popped in its
+  last attempt, `R[k]` is written for all rows with one `dynamic_update_slice` and the
+  sweep moves to k - 1. The per-row state is one [9, n] array and the per-row reads are
+  unrolled `dynamic_slice`s, which keeps the loop body to a few XLA:CPU operations and the
+  buffer updated in place (batched gathers from it were measured to cost a copy per step).
+  """
+  n_rows, t_len, _ = packed.shape
+  records = jnp.zeros((t_len + 1, n_rows, 6), jnp.float32)
+  empty = float(t_len)
+  packed_tm = jnp.moveaxis(packed, 1, 0)  # [T, n, 3]
+
+  def read(records, top):
+    rows = [
+      jax.lax.dynamic_slice(records, (top[i].astype(jnp.int32), i, 0), (1, 1, 6))[0]
+      for i in range(n_rows)
+    ]
+    return jnp.concatenate(rows).T[:5]
+
+  def attempt(state, records):
+    """One pop attempt for every row. State rows: top (as float), key of the top relative to
+    the start key, weight from the start to the top, start-segment sum, anchor-segment sum,
+    U_k, U_k known, popped in this attempt, weighted total below the final top."""
+    top, r, w, gs, ga, u, known, _, _ = state
+    g_top, gap, w_below, total, below = read(records, top)
+    has = top < empty
+    rest = jnp.where(has, w * total, 0.0)
+    # U_k is fixed once the start-segment pops are over (r only grows along the stack).
+    boundary = (known == 0.0) & ~(has & (r <= 0.0))
+    u = jnp.where(boundary, gs + rest, u)
+    known = jnp.where(boundary, 1.0, known)
+    pop = has & (r <= theta)
+    # Merge the top's segment (factors <= 1: the exponents are <= 0 where used).
+    ga = ga + jnp.where(pop, w * jnp.exp(jnp.minimum(r - theta, 0.0)) * g_top, 0.0)
+    gs = gs + jnp.where(pop & (r <= 0.0), w * jnp.exp(jnp.minimum(r, 0.0)) * g_top, 0.0)
+    return jnp.stack([
+      jnp.where(pop, below, top),
+      jnp.where(pop, r + gap, r),
+      jnp.where(pop, w * w_below, w),
+      gs, ga, u, known, pop.astype(jnp.float32), rest,
+    ])  # fmt: skip
+
+  def start(k):
+    """State for the start k: k + 1 (its record just written) on top unless cut."""
+    delta, link, r0 = jax.lax.dynamic_index_in_dim(packed_tm, k, keepdims=False).T
+    top = jnp.where(link == 0.0, empty, (k + 1).astype(jnp.float32))
+    zeros = jnp.zeros_like(delta)
+    return jnp.stack([top, r0, link, delta, scale * delta, zeros, zeros, zeros, zeros])
+
+  def body(carry):
+    k, state, records = carry
+    for _ in range(UNROLLED_POPS):
+      state = attempt(state, records)
+    top, r, w, _, ga, u, _, pop, rest = state
+    # Every row done popping: write R[k] and move to k - 1. Otherwise keep popping (the
+    # write then goes to the dump row T).
+    done = ~jnp.any(pop > 0.0)
+    record = jnp.stack([ga, r - theta, w, ga + rest, top, u], axis=-1)
+    records = jax.lax.dynamic_update_slice(records, record[None], (jnp.where(done, k, t_len), 0, 0))
+    new_k = jnp.where(done, k - 1, k)
+    state = jnp.where(done, start(jnp.maximum(new_k, 0)), state)
+    return new_k, state, records
+
+  init = (jnp.int32(t_len - 1), start(jnp.int32(t_len - 1)), records)
+  _, _, records = jax.lax.while_loop(lambda c: c[0] >= 0, body, init)
+  return records[:t_len, :, 5].T
