@@ -140,8 +140,14 @@ def make_update(
     env, traj = rollout(state.params, state.env, rollout_key)
     rewards, discounts = rollout_lib.td_inputs(traj)
     # gymnax rollouts act at every step (traj.mask is all True), so the kernel's
-    # unmasked fast path is exact here; the losses still see the mask.
-    advantages, returns = credit.gae(rewards, traj.values, discounts, traj.bootstrap_value, lambda_)
+    # unmasked fast path is exact here; the losses still see the mask. The rollout is
+    # collected time-major, so GAE runs time-major (a plain scan over T, no transposes in
+    # the kernel) and the results are swapped back to the trajectory's [B, T].
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    advantages, returns = map(swap, credit.gae(
+      swap(rewards), swap(traj.values), swap(discounts), traj.bootstrap_value, lambda_,
+      time_major=True,
+    ))  # fmt: skip
     if advantage_norm == 'batch':
       advantages = ops.masked_whiten(advantages, traj.mask, unbiased=False)
     batch = dict(

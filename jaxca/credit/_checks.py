@@ -37,9 +37,10 @@ def same_shape(ref_name: str, ref, **others) -> None:
       )
 
 
-def batch_shape(name: str, x, ref_name: str, ref) -> None:
-  """`x` must have the batch shape of `ref` (its shape without the last, time axis)."""
-  want = tuple(np.shape(ref))[:-1]
+def batch_shape(name: str, x, ref_name: str, ref, time_major: bool = False) -> None:
+  """`x` must have the batch shape of `ref` (its shape without the time axis: the last one,
+  or the first one if `time_major`)."""
+  want = tuple(np.shape(ref))[1:] if time_major else tuple(np.shape(ref))[:-1]
   if tuple(np.shape(x)) != want:
     raise ValueError(
       f'`{name}` must have the batch shape of `{ref_name}` (shape without the time axis) '

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from jaxca.credit import _checks
 from jaxca.credit._recurrence import linear_recurrence
+from jaxca.credit._recurrence import reverse_linear_scan
 
 
 def discounted_returns(
@@ -12,6 +13,7 @@ def discounted_returns(
   discounts: jax.Array,
   bootstrap_value=0.0,
   mask: jax.Array | None = None,
+  time_major: bool = False,
 ) -> jax.Array:
   """Discounted returns `G_t = r_t + d_t * G_{t+1}`, `G_T = bootstrap_value`.
 
@@ -20,31 +22,41 @@ def discounted_returns(
   steps deleted; the output at masked steps is 0.
 
   Args:
-    rewards: [..., T] float32; reward received after acting at step t.
-    discounts: [..., T] float32; `gamma * (1 - terminated after step t)`.
+    rewards: [..., T] float32 ([T, ...] if `time_major`); reward received after
+      acting at step t.
+    discounts: shaped like `rewards`; `gamma * (1 - terminated after step t)`.
     bootstrap_value: scalar or [...] float32; value of the state after the last
-      step (batch shape of `rewards`). Default 0 (no bootstrap).
-    mask: optional [..., T] bool; True where the policy acted.
+      step (batch shape of `rewards`, without the time axis). Default 0 (no bootstrap).
+    mask: optional bool, shaped like `rewards`; True where the policy acted.
+    time_major: False (default): time is the last axis (blocked batch-major
+      recurrence). True: time is the first axis; a reverse `lax.scan` over it,
+      no transposes, and a time-major output.
 
   Returns:
-    [..., T] float32 returns; 0 where `mask` is False.
+    float32 returns shaped like `rewards`; 0 where `mask` is False.
   """
   _checks.at_least_1d('rewards', rewards)
   rewards = _checks.as_float('rewards', rewards)
   discounts = _checks.as_float('discounts', discounts)
   _checks.same_shape('rewards', rewards, discounts=discounts)
   bootstrap_value = _checks.as_float('bootstrap_value', bootstrap_value)
-  if bootstrap_value.ndim == 0:
-    bootstrap_value = jnp.broadcast_to(bootstrap_value, rewards.shape[:-1])
-  _checks.batch_shape('bootstrap_value', bootstrap_value, 'rewards', rewards)
   shape = rewards.shape
+  batch = shape[1:] if time_major else shape[:-1]
+  if bootstrap_value.ndim == 0:
+    bootstrap_value = jnp.broadcast_to(bootstrap_value, batch)
+  _checks.batch_shape('bootstrap_value', bootstrap_value, 'rewards', rewards, time_major)
   init = bootstrap_value.reshape(-1)
-  flat = lambda x: x.reshape(-1, shape[-1])  # noqa: E731
+  if time_major:
+    flat = lambda x: x.reshape(shape[0], -1)  # noqa: E731
+    solve = reverse_linear_scan
+  else:
+    flat = lambda x: x.reshape(-1, shape[-1])  # noqa: E731
+    solve = linear_recurrence
   if mask is None:
-    return linear_recurrence(flat(rewards), flat(discounts), init).reshape(shape)
+    return solve(flat(rewards), flat(discounts), init).reshape(shape)
   mask = _checks.check_mask(mask, 'rewards', rewards)
   # Masked step: y_t = 0 + 1 * y_{t+1} (carried through unchanged).
   a = jnp.where(mask, rewards, 0.0)
   b = jnp.where(mask, discounts, 1.0)
-  ys = linear_recurrence(flat(a), flat(b), init).reshape(shape)
+  ys = solve(flat(a), flat(b), init).reshape(shape)
   return jnp.where(mask, ys, 0.0)

@@ -1,5 +1,7 @@
 """credit.gae vs the NumPy loop reference, rlax, and its defining properties."""
 
+import functools
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -160,6 +162,52 @@ class GaeTest(parameterized.TestCase):
     gv, gr = jax.grad(loss, argnums=(0, 1))(a['values'], a['rewards'])
     self.assertTrue(np.all(np.isfinite(gv)) and np.all(np.isfinite(gr)))
     np.testing.assert_array_equal(np.asarray(gr)[~a['mask']], 0.0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+    ('single_nomask', (T,), 'none', False, False),
+    ('batch_mixed_mask', (3, T), 'mixed', False, True),
+    ('batch_random_mask_per_step_lambda', (3, T), 'random', True, True),
+    ('two_batch_axes_suffix', (2, 3, T), 'suffix', False, True),
+    ('two_batch_axes_nomaskarg_per_step', (2, 3, T), 'none', True, False),
+  )
+  def test_time_major_matches_reference(self, shape, mask_kind, per_step_lambda, pass_mask):
+    # Time-major inputs are the batch-major ones with the time axis moved to the front; the
+    # outputs must be the reference (computed batch-major) moved the same way.
+    a = testing.random_gae_inputs(30, shape, mask_kind=mask_kind, per_step_lambda=per_step_lambda)
+    if not pass_mask:
+      a['mask'] = None
+    want_adv, want_ret = _ref_batched(a)
+    tm = lambda x: x if x is None or np.ndim(x) < len(shape) else np.moveaxis(x, -1, 0)  # noqa: E731
+    args = {k: (v if k == 'bootstrap_value' else tm(v)) for k, v in a.items()}
+    adv, ret = self.variant(functools.partial(credit.gae, time_major=True))(**args)
+    self.assertEqual(adv.shape, (T,) + shape[:-1])
+    np.testing.assert_allclose(adv, tm(want_adv), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ret, tm(want_ret), rtol=1e-5, atol=1e-5)
+    batch_major = credit.gae(**a)
+    for got, want in zip((adv, ret), batch_major):
+      np.testing.assert_allclose(got, tm(np.asarray(want)), rtol=1e-6, atol=1e-6)
+    if a['mask'] is not None:
+      np.testing.assert_array_equal(np.asarray(adv)[~args['mask']], 0.0)
+      np.testing.assert_array_equal(np.asarray(ret)[~args['mask']], 0.0)
+
+  @parameterized.parameters(False, True)
+  def test_masked_scalar_lambda_path_with_all_true_mask_equals_unmasked(self, time_major):
+    # The folded-mask recurrence (scalar lambda) against the unmasked one, incl. lambda 0 and 1.
+    a = testing.random_gae_inputs(31, (5, 40), mask_kind='none')
+    if time_major:
+      a = {k: (v.T if np.ndim(v) == 2 else v) for k, v in a.items()}
+    for lam in (0.0, 0.37, 1.0):
+      kw = {**a, 'lambda_': np.float32(lam), 'time_major': time_major}
+      masked = credit.gae(**kw)
+      unmasked = credit.gae(**{**kw, 'mask': None})
+      chex.assert_trees_all_close(masked, unmasked, rtol=1e-5, atol=1e-5)
+
+  def test_time_major_bad_bootstrap_shape(self):
+    a = testing.random_gae_inputs(32, (3, T))
+    tm = {k: (v.T if np.ndim(v) == 2 else v) for k, v in a.items()}
+    with self.assertRaisesRegex(ValueError, '`bootstrap_value`'):
+      credit.gae(**{**tm, 'bootstrap_value': np.zeros(T, np.float32)}, time_major=True)
 
   def test_bad_inputs_name_the_argument(self):
     a = testing.random_gae_inputs(7, (3, T))

@@ -41,6 +41,31 @@ class DiscountedReturnsTest(parameterized.TestCase):
     )
     np.testing.assert_allclose(got, _ref(a, mask), rtol=1e-5, atol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+    ('single_nomask', (T,), None),
+    ('batch_mixed', (3, T), 'mixed'),
+    ('two_axes_random', (2, 3, T), 'random'),
+  )
+  def test_time_major_matches_reference(self, shape, mask_kind):
+    rng = np.random.default_rng(40)
+    a = dict(
+      rewards=rng.normal(size=shape).astype(np.float32),
+      discounts=(0.9 * (rng.random(shape) > 0.2)).astype(np.float32),
+      bootstrap_value=rng.normal(size=shape[:-1]).astype(np.float32),
+    )
+    mask = None if mask_kind is None else testing.random_mask(rng, shape, mask_kind)
+    tm = lambda x: None if x is None else np.moveaxis(x, -1, 0)  # noqa: E731
+    fn = self.variant(lambda r, d, b, m: credit.discounted_returns(r, d, b, m, time_major=True))
+    got = fn(tm(a['rewards']), tm(a['discounts']), a['bootstrap_value'], tm(mask))
+    np.testing.assert_allclose(got, tm(_ref(a, mask)), rtol=1e-5, atol=1e-5)
+    batch_major = credit.discounted_returns(**a, mask=mask)
+    np.testing.assert_allclose(got, tm(np.asarray(batch_major)), rtol=1e-6, atol=1e-6)
+    # A scalar bootstrap broadcasts over the batch axes (after the time axis).
+    got0 = credit.discounted_returns(tm(a['rewards']), tm(a['discounts']), time_major=True)
+    want0 = _ref({**a, 'bootstrap_value': np.float32(0.0)}, None)
+    np.testing.assert_allclose(got0, tm(want0), rtol=1e-5, atol=1e-5)
+
   def test_scalar_bootstrap_default_and_vmap(self):
     a = testing.random_gae_inputs(1, (3, T), mask_kind='mixed')
     got = credit.discounted_returns(a['rewards'], a['discounts'], mask=a['mask'])
