@@ -102,7 +102,7 @@ def _sweep_group(packed, theta, scale):
 
   The stack is a linked list through per-start records `R[k] = (G_k, key gap to the entry
   below, weight to it, total from k down, index of the entry below, U_k)`, kept time-major
-  in one [T + 1, n, 6] buffer (row T: the empty stack, and a dump). One `while_loop`
+  in one [T + 1, 6, n] buffer (row T: the empty stack, and a dump). One `while_loop`
   iteration makes `UNROLLED_POPS` pop attempts for every row; once no row popped in its
   last attempt, `R[k]` is written for all rows with one `dynamic_update_slice` and the
   sweep moves to k - 1. The per-row state is one [9, n] array and the per-row reads are
@@ -110,16 +110,16 @@ def _sweep_group(packed, theta, scale):
   buffer updated in place (batched gathers from it were measured to cost a copy per step).
   """
   n_rows, t_len, _ = packed.shape
-  records = jnp.zeros((t_len + 1, n_rows, 6), jnp.float32)
+  records = jnp.zeros((t_len + 1, 6, n_rows), jnp.float32)
   empty = float(t_len)
   packed_tm = jnp.moveaxis(packed, 1, 0)  # [T, n, 3]
 
   def read(records, top):
     rows = [
-      jax.lax.dynamic_slice(records, (top[i].astype(jnp.int32), i, 0), (1, 1, 6))[0]
+      jax.lax.dynamic_slice(records, (top[i].astype(jnp.int32), 0, i), (1, 5, 1))[0]
       for i in range(n_rows)
     ]
-    return jnp.concatenate(rows).T[:5]
+    return jnp.concatenate(rows, axis=1)
 
   def attempt(state, records):
     """One pop attempt for every row. State rows: top (as float), key of the top relative to
@@ -159,7 +159,7 @@ def _sweep_group(packed, theta, scale):
     # Every row done popping: write R[k] and move to k - 1. Otherwise keep popping (the
     # write then goes to the dump row T).
     done = ~jnp.any(pop > 0.0)
-    record = jnp.stack([ga, r - theta, w, ga + rest, top, u], axis=-1)
+    record = jnp.stack([ga, r - theta, w, ga + rest, top, u])
     records = jax.lax.dynamic_update_slice(records, record[None], (jnp.where(done, k, t_len), 0, 0))
     new_k = jnp.where(done, k - 1, k)
     state = jnp.where(done, start(jnp.maximum(new_k, 0)), state)
@@ -167,4 +167,4 @@ def _sweep_group(packed, theta, scale):
 
   init = (jnp.int32(t_len - 1), start(jnp.int32(t_len - 1)), records)
   _, _, records = jax.lax.while_loop(lambda c: c[0] >= 0, body, init)
-  return records[:t_len, :, 5].T
+  return records[:t_len, 5].T
