@@ -219,7 +219,7 @@ class OffPolicyReturnsTest(parameterized.TestCase):
 
   @parameterized.parameters('rbis', 'recursive_retrace')
   def test_monotonic_stack_equals_divide_and_conquer(self, method):
-    # The two exact algorithms on random inputs: more rows than one sweep group (37 > 16),
+    # The two exact algorithms on random inputs: more rows than one sweep group (37 > 32),
     # short and single-step rows, large ratios, terminations, zero ratios and masks.
     cases = [((37, 64), 3.0, 1), ((3, 1), 2.0, 2), ((5, 200), 1.0, 3), ((2, 2, 33), 30.0, 4)]
     for shape, scale, seed in cases:
