@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxca.tasks import base
+
 OPS = ('add', 'sub', 'mul')
 _OP_SYMBOLS = {'add': '+', 'sub': '-', 'mul': '*'}
 MAX_MODULUS = 1000
@@ -236,9 +238,70 @@ class Task:
   config: ArithConfig
   vocab: Vocab
 
+  batch_keys = ('prompts', 'targets', 'answers', 'intermediates')
+
   @property
   def num_steps(self) -> int:
     return self.config.num_steps
+
+  # --------------------------------------------------- the `jaxca.tasks.Task` interface
+
+  def load_data(self, data_dir: str, *, num_train: int, num_test: int, seed: int = 0):
+    """Host side: builds (if needed) and opens the tfds dataset; {'train', 'test'} sources."""
+    from jaxca.tasks import arith_data  # local: tensorflow_datasets only when data is needed
+
+    return arith_data.load(self.config, data_dir, num_train=num_train, num_test=num_test, seed=seed)
+
+  def outcome(self, responses, mask, batch) -> jax.Array:
+    """[B] `outcome_reward` against `batch['answers']`."""
+    return outcome_reward(self, responses, mask, batch['answers'])
+
+  def exact_match(self, responses, mask, batch) -> jax.Array:
+    """[B] `exact_match` against `batch['targets']`."""
+    return exact_match(self, responses, mask, batch['targets'])
+
+  def parse_steps(self, responses, mask) -> base.Steps:
+    """`parse_steps(self, responses, mask)`."""
+    return parse_steps(self, responses, mask)
+
+  def step_correct(self, responses, mask, batch) -> jax.Array:
+    """[B, S = N] `step_correctness` of segment i at step i (0 for steps i >= K)."""
+    correct, _ = step_correctness(self, responses, mask, batch['intermediates'])
+    n = jnp.shape(responses)[-1]
+    k = correct.shape[-1]
+    if k >= n:
+      return correct[..., :n]
+    return jnp.concatenate([correct, jnp.zeros(correct.shape[:-1] + (n - k,), correct.dtype)], -1)
+
+  def anchors(self, responses, mask, batch, steps: base.Steps) -> jax.Array:
+    """[B, S] int32 hash of (problem, step index, value written by the previous step).
+
+    The state at the start of step s is the prompt plus what the response wrote so
+    far; on a chain only the last written value matters for what comes next, so two
+    responses to one problem share an anchor at step s iff they wrote the same value
+    at step s - 1 (GiGPO's anchor states, arXiv 2505.10978). -1 at absent steps.
+    """
+    prompts = jnp.asarray(batch['prompts']).astype(jnp.uint32)
+    h = jnp.full(prompts.shape[:-1], 2166136261, jnp.uint32)
+    for j in range(prompts.shape[-1]):
+      h = (h ^ prompts[..., j]) * jnp.uint32(16777619)
+    prev = jnp.concatenate(
+      [jnp.full(steps.values.shape[:-1] + (1,), -1, jnp.int32), steps.values[..., :-1]], -1
+    )
+    idx = _lead(jnp.arange(steps.values.shape[-1], dtype=jnp.uint32), steps.values.ndim)
+    a = (h[..., None] ^ (idx * jnp.uint32(0x9E3779B1))) * jnp.uint32(16777619)
+    a = (a ^ prev.astype(jnp.uint32)) * jnp.uint32(16777619)
+    a = (a >> 1).astype(jnp.int32)  # non-negative
+    return jnp.where(steps.valid, a, -1)
+
+  def eval_metrics(self, responses, mask, batch):
+    """Per-row `exact_match`, `final_answer` (outcome) and `step_accuracy` (mean over K)."""
+    steps, _ = step_correctness(self, responses, mask, batch['intermediates'])
+    return dict(
+      exact_match=exact_match(self, responses, mask, batch['targets']),
+      final_answer=outcome_reward(self, responses, mask, batch['answers']),
+      step_accuracy=jnp.mean(steps, axis=-1),
+    )
 
   @property
   def prompt_len(self) -> int:
@@ -561,3 +624,39 @@ def process_rewards(task: Task, responses, mask, intermediates) -> jax.Array:
   n = jnp.shape(responses)[-1]
   onehot = positions[..., None] == _lead(jnp.arange(n, dtype=jnp.int32), positions.ndim + 1)
   return jnp.sum(jnp.where(onehot, correct[..., None], 0.0), axis=-2)
+
+
+def parse_steps(task: Task, responses, mask) -> base.Steps:
+  """Cuts responses into steps: a step ends at a delimiter (STEP or EOS) or at the last valid token.
+
+  Only tokens up to the first EOS that are masked in belong to a step. A step is
+  a value step iff it holds exactly one token besides its delimiter and that
+  token is a number; anything else is malformed.
+
+  Args:
+    task: the Task.
+    responses: [..., N] int32 response tokens.
+    mask: [..., N] bool.
+
+  Returns:
+    `base.Steps` with S = N.
+  """
+  responses = jnp.asarray(responses).astype(jnp.int32)
+  mask = jnp.asarray(mask)
+  voc = task.vocab
+  n = responses.shape[-1]
+  p = _parse(task, responses, mask)
+  delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
+  seg = jnp.cumsum(delim, axis=-1, dtype=jnp.int32) - delim
+  step_ids = jnp.where(p.valid, seg, -1)
+  content = p.valid & ~delim
+  steps = _lead(jnp.arange(n, dtype=jnp.int32)[:, None], seg.ndim + 1)  # [1.., S, 1]
+  member = step_ids[..., None, :] == steps  # [..., S, N]
+  valid = jnp.any(member, axis=-1)
+  in_content = member & content[..., None, :]
+  count = jnp.sum(in_content, axis=-1)
+  token = jnp.sum(jnp.where(in_content, p.tokens[..., None, :], 0), axis=-1)
+  is_value = valid & (count == 1) & voc.is_number(token)
+  kinds = jnp.where(valid, jnp.where(is_value, base.STEP_VALUE, base.STEP_MALFORMED), -1)
+  values = jnp.where(is_value, token - voc.num_offset, -1)
+  return base.Steps(step_ids, kinds.astype(jnp.int32), values.astype(jnp.int32), valid)
