@@ -1,7 +1,7 @@
 """Online tabular off-policy control with per-start-time eligibility traces.
 
 The pure, vmappable pieces of the RBIS control protocol (Daley et al., ICML 2023;
-SPECS.md §1.6): epsilon-greedy behaviour and target policies recomputed from the live
+arXiv 2301.11321): epsilon-greedy behaviour and target policies recomputed from the live
 Q every step, expected-SARSA TD errors, online updates
 `Q(S_k, A_k) += alpha * gamma^(t-k) beta_{k,t} delta_t` for every start time k of the
 current episode through `jaxca.traces`, Q snapshots at episode ends and evaluation

@@ -6,7 +6,14 @@ Two kernels:
   * `min_form_rewards`: the transform PURE's code actually trains with,
     `w = softmax(-r / temperature)` over the valid steps of a row and output
     `w * r`; summing it from t onwards (the ordinary return with gamma = 1)
-    approximates the minimum as the temperature goes to 0 (SPECS.md §2.1).
+    gives, at a token of step j, `sum_{k >= j} w_k r_k`: about the minimum
+    up to the arg-min step and about 0 after it as the temperature goes to 0
+    (e.g. r = [.9, .8, -.5, .7], T = 0.1 -> [-.5, -.5, -.5, 0]);
+  * `pure_baseline`: PURE's two leave-one-out baselines ('token', 'step').
+
+PURE's code also has a "strict min-form" that takes the minimum over ALL tokens
+of `r * mask` (so the zeros at non-step tokens clip it to <= 0); jaxca uses the
+paper's minimum over the step rewards (`min_form_returns`) instead.
 """
 
 import jax
