@@ -368,8 +368,8 @@ def make_ppo_loss(
 ) -> Callable:
   """Returns loss_fn(params, rollout: Rollout) -> (loss, aux) for token-level PPO.
 
-  loss = ppo_clip(agg_mode) + kl_coef * agg(k3(pi || pi_ref)) - ent_coef * agg(H)
-         + vf_coef * value_loss   (the value term only when vf_coef > 0).
+  `losses.ppo_objective` (shared with the gymnax PPO): ppo_clip(agg_mode)
+  + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi || pi_ref)).
   """
   losses.check_agg_mode(agg_mode)
 
@@ -378,43 +378,27 @@ def make_ppo_loss(
       policy, params, rb.tokens, rb.valid, prompt_len, temperature
     )
     mask = rb.mask
-    log_probs = jnp.where(mask, log_probs, 0.0)
-    pg, aux = losses.ppo_policy_loss(
-      log_probs,
+    if vf_coef and values is None:
+      raise ValueError('vf_coef > 0 needs a policy with a value head.')
+    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
+    return losses.ppo_objective(
+      jnp.where(mask, log_probs, 0.0),
       rb.old_log_probs,
       rb.advantages,
       mask,
       clip_eps=clip_eps,
       clip_eps_high=clip_eps_high,
       agg_mode=agg_mode,
+      entropy=losses.entropy_from_logits(resp_logits),
+      ent_coef=ent_coef,
+      values=None if values is None else jnp.where(mask, values, 0.0),
+      returns=rb.returns,
+      old_values=rb.old_values,
+      vf_coef=vf_coef,
+      vf_clip=vf_clip,
+      ref_log_probs=rb.ref_log_probs,
+      kl_coef=kl_coef,
     )
-    total = pg
-    aux = dict(aux, pg_loss=pg)
-    if kl_coef:
-      kl = losses.aggregate(losses.kl_k3(log_probs, rb.ref_log_probs, mask), mask, agg_mode)
-      total = total + kl_coef * kl
-      aux['kl_ref'] = kl
-    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
-    entropy = losses.aggregate(
-      jnp.where(mask, losses.entropy_from_logits(resp_logits), 0.0), mask, agg_mode
-    )
-    aux['entropy'] = jax.lax.stop_gradient(entropy)
-    if ent_coef:
-      total = total - ent_coef * entropy
-    if vf_coef:
-      if values is None:
-        raise ValueError('vf_coef > 0 needs a policy with a value head.')
-      vl = losses.value_loss(
-        jnp.where(mask, values, 0.0),
-        rb.returns,
-        mask,
-        old_values=rb.old_values if vf_clip else None,
-        clip_eps=vf_clip,
-        agg_mode=agg_mode,
-      )
-      total = total + vf_coef * vl
-      aux['value_loss'] = vl
-    return total, aux
 
   return loss_fn
 
