@@ -62,7 +62,7 @@ def validate(config, device_count: Optional[int] = None):
     from jaxca import tasks  # local: keeps config_lib importable without the task deps
 
     kwargs = {k: v for k, v in config.task.items() if k != 'name'}
-    if 'ops' in kwargs:
+    if 'ops' in kwargs and not isinstance(kwargs['ops'], str):  # 'invertible' stays a name
       kwargs['ops'] = tuple(kwargs['ops'])
     task = tasks.make(config.task.name, **kwargs)  # unknown names list the choices
   if _has(config, 'credit'):

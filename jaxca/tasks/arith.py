@@ -24,6 +24,7 @@ How a response is read by every verifier:
 
 from collections.abc import Mapping
 import dataclasses
+import math
 from typing import Any
 from typing import NamedTuple
 
@@ -48,17 +49,27 @@ class ArithConfig:
       2 <= m <= 1000.
     ops: the operations drawn uniformly per step, a non-empty subset of
       ('add', 'sub', 'mul') (order is irrelevant; duplicates are rejected).
+      The string 'invertible' means every op with only invertible operands:
+      `+a`, `-a` with a in 1..m-1 and `*a` with a a unit of Z_m other than 1
+      ({3, 7, 9} for m = 10), so a wrong intermediate value makes the answer
+      wrong unless a later error cancels it (stored as `invertible=True`).
     operand_range: inclusive (low, high) range of the operands a_i, sampled
       uniformly; None means (0, m-1). The start value x0 is always uniform on
-      0..m-1.
+      0..m-1. Not combinable with invertible ops.
+    invertible: set by `ops='invertible'`: the op is drawn uniformly, then its
+      operand uniformly from that op's invertible operands.
   """
 
   num_steps: int = 2
   modulus: int = 10
   ops: tuple[str, ...] = OPS
   operand_range: tuple[int, int] | None = None
+  invertible: bool = False
 
   def __post_init__(self):
+    if isinstance(self.ops, str) and self.ops == 'invertible':
+      object.__setattr__(self, 'ops', OPS)
+      object.__setattr__(self, 'invertible', True)
     if isinstance(self.ops, str):
       raise ValueError(
         f'`ops` must be a sequence of op names from {OPS}; got the string {self.ops!r}.'
@@ -85,6 +96,29 @@ class ArithConfig:
           f'{self.modulus - 1}; got {self.operand_range!r}.'
         )
       object.__setattr__(self, 'operand_range', (lo, hi))
+    object.__setattr__(self, 'invertible', bool(self.invertible))
+    if self.invertible:
+      if self.operand_range is not None:
+        raise ValueError('`operand_range` cannot be combined with invertible ops.')
+      if len(self.step_choices) == 0:
+        raise ValueError(f'No invertible operands for modulus {self.modulus}.')
+
+  @property
+  def operands_of(self) -> dict[str, tuple[int, ...]]:
+    """The operands each op draws from."""
+    lo, hi = self.operand_bounds
+    if not self.invertible:
+      return {op: tuple(range(lo, hi + 1)) for op in self.ops}
+    m = self.modulus
+    units = tuple(a for a in range(2, m) if math.gcd(a, m) == 1)
+    table = {'add': tuple(range(1, m)), 'sub': tuple(range(1, m)), 'mul': units}
+    return {op: table[op] for op in self.ops}
+
+  @property
+  def step_choices(self) -> tuple[tuple[int, int], ...]:
+    """Every (op index, operand) pair a step can take, in enumeration order."""
+    per_op = self.operands_of
+    return tuple((i, a) for i, op in enumerate(self.ops) for a in per_op[op])
 
   @property
   def operand_bounds(self) -> tuple[int, int]:
@@ -98,6 +132,8 @@ class ArithConfig:
     out = f'k{self.num_steps}_m{self.modulus}_{ops}'
     if self.operand_range is not None:
       out += f'_r{self.operand_range[0]}-{self.operand_range[1]}'
+    if self.invertible:
+      out += '_inv'
     return out
 
 
@@ -314,8 +350,11 @@ class Task:
   @property
   def num_problems(self) -> int:
     """Size of the problem space: m * (len(ops) * number of operands) ** K."""
-    lo, hi = self.config.operand_bounds
-    per_step = len(self.config.ops) * (hi - lo + 1)
+    if self.config.invertible:
+      per_step = len(self.config.step_choices)
+    else:
+      lo, hi = self.config.operand_bounds
+      per_step = len(self.config.ops) * (hi - lo + 1)
     return self.config.modulus * per_step**self.config.num_steps
 
   def generate(
@@ -389,6 +428,14 @@ class Task:
     lo, hi = cfg.operand_bounds
     x0 = rng.integers(0, cfg.modulus, size=n, dtype=np.int64)
     op_idx = rng.integers(0, len(cfg.ops), size=(n, cfg.num_steps))
+    if cfg.invertible:
+      per_op = [cfg.operands_of[op] for op in cfg.ops]
+      table = np.zeros((len(per_op), max(map(len, per_op))), np.int64)
+      for i, vals in enumerate(per_op):
+        table[i, : len(vals)] = vals
+      sizes = np.asarray([len(v) for v in per_op])
+      pick = rng.integers(0, sizes[op_idx])
+      return x0, op_idx, table[op_idx, pick]
     operands = rng.integers(lo, hi + 1, size=(n, cfg.num_steps), dtype=np.int64)
     return x0, op_idx, operands
 
@@ -399,7 +446,12 @@ class Task:
     n_ops, per_step = len(cfg.ops), len(cfg.ops) * (hi - lo + 1)
     idx = np.arange(self.num_problems, dtype=np.int64)
     x0, rest = idx % cfg.modulus, idx // cfg.modulus
+    if cfg.invertible:
+      choices = np.asarray(cfg.step_choices, np.int64)
+      per_step = len(choices)
     digits = np.stack([(rest // per_step**i) % per_step for i in range(cfg.num_steps)], axis=1)
+    if cfg.invertible:
+      return x0, choices[digits, 0], choices[digits, 1]
     return x0, digits % n_ops, lo + digits // n_ops
 
   def _assemble(self, x0, op_idx, operands) -> dict[str, np.ndarray]:

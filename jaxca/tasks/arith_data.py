@@ -47,6 +47,7 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
   modulus: int = 10
   ops: tuple[str, ...] = arith.OPS
   operand_range: tuple[int, int] | None = None
+  invertible: bool = False
   num_train: int = 20_000
   num_test: int = 1_000
   test_fraction: float = 0.1
@@ -78,6 +79,7 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
       modulus=cfg.modulus,
       ops=tuple(cfg.ops),
       operand_range=cfg.operand_range,
+      invertible=cfg.invertible,
       num_train=int(num_train),
       num_test=int(num_test),
       test_fraction=float(test_fraction),
@@ -92,6 +94,7 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
       modulus=self.modulus,
       ops=self.ops,
       operand_range=self.operand_range,
+      invertible=self.invertible,
     )
 
 

@@ -511,3 +511,38 @@ def test_no_module_outside_tasks_imports_arith():
     if 'tasks' not in p.relative_to(root).parts and pattern.search(p.read_text())
   ]
   assert not offenders, offenders
+
+
+@pytest.mark.parametrize('distinct', [False, True])
+def test_invertible_ops_draw_only_invertible_operands(distinct):
+  task = arith.make_task(num_steps=2, modulus=10, ops='invertible')
+  assert task.config.invertible and task.config.name == 'k2_m10_add-sub-mul_inv'
+  assert task.config.operands_of['mul'] == (3, 7, 9)
+  assert task.num_problems == 10 * 21**2
+  data = task.generate(0, 3000, distinct=distinct)
+  ids = ref.ids_of(task.vocab)
+  seen = set()
+  for prompt, inter in zip(data['prompts'][:500], data['intermediates'][:500]):
+    x0, ops, operands = ref.parse_prompt(prompt, ids)
+    assert ref.chain(x0, ops, operands, 10) == inter.tolist()
+    for op, a in zip(ops, operands):
+      assert (a in (3, 7, 9)) if op == 'mul' else (1 <= a <= 9)
+      seen.add((op, a))
+  assert len(seen) == 21
+  if distinct:
+    assert len({p.tobytes() for p in data['prompts']}) == 3000
+  assert tasks.make('arith', ml_collections.ConfigDict(dict(ops='invertible'))).config.invertible
+  with pytest.raises(ValueError, match='operand_range'):
+    arith.make_task(ops='invertible', operand_range=(1, 3))
+
+
+def test_default_task_draws_are_unchanged():
+  """The default task's first problems, pinned (the flagship depends on them)."""
+  task = arith.make_task(num_steps=2, modulus=10)
+  np.testing.assert_array_equal(
+    task.generate(0, 3)['prompts'],
+    [[1, 16, 5, 16, 5, 14, 2], [1, 14, 5, 17, 5, 13, 2], [1, 13, 5, 14, 5, 17, 2]],
+  )
+  test = task.generate(1, 2000, split='test', distinct=True)['prompts']
+  np.testing.assert_array_equal(test[:2], [[1, 12, 5, 11, 6, 14, 2], [1, 14, 6, 8, 7, 17, 2]])
+  assert int(test.sum()) == 104884
