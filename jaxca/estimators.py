@@ -48,7 +48,8 @@ Transform stages (`TRANSFORMS`):
 Keyword hyper-parameters of `make` go to every stage that takes them (e.g.
 `gamma` to 'gae' and 'reinforce'); a name no stage knows raises ValueError.
 Floats become traceable hyper-parameters (`est.hparams`); strings and bools are
-static options. New stages are added with `register(name, builder)`.
+static options. New stages come in per call: `make(spec, stages={name: builder})`,
+with `builder(**options) -> Stage` (no global registry to mutate).
 
 `est(rewards, mask, values=..., group_size=..., reward_mask=...)`, the call form
 before `Trajectory`, still works (see `legacy_trajectory`).
@@ -368,19 +369,6 @@ TRANSFORMS: dict[str, Callable[..., Stage]] = {'whiten': _whiten}
 ESTIMATORS = ('gae', 'grpo', 'dr_grpo', 'rloo', 'min_form', 'reinforce')
 
 
-def register(name: str, builder: Callable[..., Stage], *, transform: bool = False) -> None:
-  """Adds a stage builder `builder(**kwargs) -> Stage` under `name`.
-
-  Its keyword arguments become options of `make` (floats traceable, others
-  static). A transform stage's `apply` receives the incoming targets.
-  """
-  if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name):
-    raise ValueError(f'Stage names are identifiers; got {name!r}.')
-  if name in SOURCES or name in TRANSFORMS:
-    raise ValueError(f'A stage named {name!r} exists already.')
-  (TRANSFORMS if transform else SOURCES)[name] = builder
-
-
 def _accepts(builder) -> set:
   return set(inspect.signature(builder).parameters)
 
@@ -405,12 +393,14 @@ def _build(builder, kwargs) -> Stage:
   return stage._replace(hparams=hp)
 
 
-def make(spec: str, *, whiten: bool = False, **kwargs) -> Estimator:
+def make(spec: str, *, whiten: bool = False, stages: Optional[dict] = None, **kwargs) -> Estimator:
   """Builds an estimator from a name or a spec string (see the module docstring).
 
   Args:
     spec: e.g. 'grpo', 'gae | whiten', 'grpo + 0.5*rloo'.
     whiten: append a `whiten` stage (shorthand for `spec + ' | whiten'`).
+    stages: extra source stages for this call, {name: builder(**options) -> Stage}
+      (a builder whose Stage has `transform=True` is a transform stage).
     **kwargs: stage options, given to every stage that takes them: `gamma`,
       `lambda_` (gae), `eps` (group stages; whiten's `eps` is set by
       `whiten_eps`), `temperature`, `transform`, `baseline`,
@@ -423,22 +413,28 @@ def make(spec: str, *, whiten: bool = False, **kwargs) -> Estimator:
   if whiten:
     spec = f'{spec} | whiten'
   terms, post = _parse(spec)
+  sources, transforms = dict(SOURCES), dict(TRANSFORMS)
+  for name, builder in (stages or {}).items():
+    if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name) or name in sources or name in transforms:
+      raise ValueError(f'Extra stage names must be new identifiers; got {name!r}.')
+    is_transform = name in post
+    (transforms if is_transform else sources)[name] = builder
   known_opts = set()
-  for builder in list(SOURCES.values()) + list(TRANSFORMS.values()):
+  for builder in list(sources.values()) + list(transforms.values()):
     known_opts |= _accepts(builder)
   known_opts.add('whiten_eps')
   unknown = sorted(set(kwargs) - known_opts)
   if unknown:
     raise ValueError(f'Unknown estimator option(s) {unknown}; known: {sorted(known_opts)}.')
   for _, name in terms:
-    _checks.choice('estimator', name, tuple(SOURCES))
+    _checks.choice('estimator', name, tuple(sources))
   for name in post:
-    _checks.choice('estimator transform', name, tuple(TRANSFORMS))
-  src = tuple(_build(SOURCES[name], kwargs) for _, name in terms)
+    _checks.choice('estimator transform', name, tuple(transforms))
+  src = tuple(_build(sources[name], kwargs) for _, name in terms)
   tr_kwargs = {k: v for k, v in kwargs.items() if k != 'eps'}
   if 'whiten_eps' in kwargs:
     tr_kwargs['eps'] = kwargs['whiten_eps']
-  tr = tuple(_build(TRANSFORMS[name], tr_kwargs) for name in post)
+  tr = tuple(_build(transforms[name], tr_kwargs) for name in post)
   hparams = dict(
     weights=np.asarray([w for w, _ in terms], np.float32),
     terms=tuple(s.hparams for s in src),
@@ -447,15 +443,16 @@ def make(spec: str, *, whiten: bool = False, **kwargs) -> Estimator:
   return Estimator(spec, src, tr, hparams)
 
 
-def from_config(cfg: Any) -> Estimator:
+def from_config(cfg: Any, stages: Optional[dict] = None) -> Estimator:
   """Builds an estimator from a ConfigDict / mapping: `estimator` (the spec) plus options.
 
   Every other key is an option of `make` (e.g. gamma, lambda_, eps, temperature,
-  whiten, baseline); None values are skipped.
+  whiten, baseline); None values are skipped. `stages` as in `make`.
   """
   items = cfg.items() if hasattr(cfg, 'items') else vars(cfg).items()
   kwargs = {k: v for k, v in items if k != 'estimator' and v is not None}
-  return make(cfg['estimator'] if hasattr(cfg, '__getitem__') else cfg.estimator, **kwargs)
+  spec = cfg['estimator'] if hasattr(cfg, '__getitem__') else cfg.estimator
+  return make(spec, stages=stages, **kwargs)
 
 
 # ----------------------------------------------------------------------------- legacy call form

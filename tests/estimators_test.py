@@ -279,10 +279,10 @@ class EstimatorsTest(parameterized.TestCase):
 
       return estimators.Stage('bonus_test', ('bonus',), dict(scale=scale), apply)
 
-    if 'bonus_test' not in estimators.SOURCES:
-      estimators.register('bonus_test', bonus)
     rewards, mask, _ = _rollout(9)
-    est = estimators.make('reinforce + 2*bonus_test', scale=0.5)
+    est = estimators.make('reinforce + 2*bonus_test', stages={'bonus_test': bonus}, scale=0.5)
+    with self.assertRaisesRegex(ValueError, 'bonus_test'):
+      estimators.make('bonus_test')  # no global registry: the stage exists for that call only
     self.assertEqual(est.requires, ('rewards', 'mask', 'bonus'))
     traj = _traj(rewards, mask).replace(bonus=jnp.ones((B, T)))
     got = est(traj).advantages

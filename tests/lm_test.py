@@ -228,9 +228,7 @@ def _spy_stage(seen):
 class ProviderTest(absltest.TestCase):
   def test_toy_stage_with_a_new_field_runs_through_the_learner(self):
     """A new estimator stage + a new Trajectory field, with no edit to jaxca/lm.py."""
-    if 'toy_len' not in estimators.SOURCES:
-      estimators.register('toy_len', _toy_stage)
-    est = estimators.make('grpo + 0.5*toy_len', scale=2.0)
+    est = estimators.make('grpo + 0.5*toy_len', stages={'toy_len': _toy_stage}, scale=2.0)
     providers = {'resp_len': lambda ctx: dict(resp_len=ops.masked_count(ctx.mask, axis=-1))}
     with self.assertRaisesRegex(ValueError, 'resp_len'):
       lm.make_rollout_fn(_policy(), TASK, est, group_size=G)
@@ -260,11 +258,7 @@ class ProviderTest(absltest.TestCase):
 
   def test_rollout_fills_exactly_the_required_fields(self):
     seen = []
-    if 'spy' not in estimators.SOURCES:
-      estimators.register('spy', _spy_stage(seen))
-    else:
-      estimators.SOURCES['spy'] = _spy_stage(seen)
-    est = estimators.make('spy')
+    est = estimators.make('spy', stages={'spy': _spy_stage(seen)})
     policy = _policy()
     params = policy.init(jax.random.key(0))
     lm.make_rollout_fn(policy, TASK, est, group_size=G)(params, params, _batch(), jax.random.key(1))
