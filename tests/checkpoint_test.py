@@ -32,7 +32,7 @@ def _assert_tree_equal(a, b):
 class CheckpointerTest(absltest.TestCase):
   def setUp(self):
     super().setUp()
-    self.dir = tempfile.mkdtemp()
+    self.dir = self.enter_context(tempfile.TemporaryDirectory())
 
   def test_restore_or_init_initialises_when_empty(self):
     with checkpoint.Checkpointer(self.dir, every=1) as ckpt:

@@ -14,7 +14,6 @@ and shares a persistent compilation cache between its runs (restored after).
 
 import json
 import os
-import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -68,7 +67,8 @@ class ArithRLTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls._tmp = tempfile.TemporaryDirectory()
+    cls.root = cls._tmp.name
     cls.data_dir = os.path.join(cls.root, 'data')
     cls.full_dir = os.path.join(cls.root, 'full')
     cls.config = _config(cls.data_dir)
@@ -76,7 +76,7 @@ class ArithRLTest(absltest.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    shutil.rmtree(cls.root, ignore_errors=True)
+    cls._tmp.cleanup()
     super().tearDownClass()
 
   def test_smoke_run_writes_results(self):
