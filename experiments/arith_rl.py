@@ -235,6 +235,7 @@ def _train(config, workdir, data_dir):
     step, k = int(rl_step or 0), config.rl.steps_per_call
     batches = _chunks(src['train'], config.rl.prompts_per_step, config.seed + 1, step, k)
     rl_key = jax.random.fold_in(key, 1)
+    runs.at(f'RL step {step} of {config.rl.steps}')
     with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
       while step < config.rl.steps:
         state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)

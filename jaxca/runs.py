@@ -242,9 +242,12 @@ def define_flags(name: str, config_help: str = ''):
 
 
 class _Quiet(pylogging.Filter):
-  """Drops orbax INFO (one line per save) and tfds's warnings about its own builder config."""
+  """Drops orbax INFO (one line per save), tfds's warnings about its own builder config and
+  library tracebacks of a Ctrl-C."""
 
   def filter(self, record):
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+      return False  # Ctrl-C inside a library call: `guarded` prints one line instead
     if 'orbax' in record.pathname:
       return record.levelno >= pylogging.WARNING
     if 'tensorflow_datasets' in record.pathname:
