@@ -151,6 +151,14 @@ class ArithRLTest(absltest.TestCase):
       with self.assertRaisesRegex(ValueError, message):
         arith_rl.train(_config(self.data_dir, **overrides), None)
 
+  def test_summary_line_states_the_result_and_where_it_is(self):
+    line = arith_rl.summary_line(metrics.read(self.full_dir), self.full_dir, 'grpo')
+    self.assertRegex(
+      line,
+      r'^warm start \d+\.\d% -> RL \(grpo, 4 steps\) \d+\.\d% held-out exact match '
+      r'\([+-]\d+\.\d\) in \d+ s; results in .*results\.md$',
+    )
+
   def test_config_json_round_trip(self):
     self.assertEqual(json.loads(self.config.to_json_best_effort())['credit']['estimator'], 'grpo')
 

@@ -192,3 +192,21 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path):
   assert proc.returncode == 130, text[-2000:]
   assert 'Traceback' not in text, text[-3000:]
   assert 'Interrupted at RL step' in text and 'Rerun the same command to resume' in text
+
+
+def test_compare_without_workdir_writes_under_runs(tmp_path):
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  dirs = []
+  for name, final in (('a', 0.5), ('b', 0.7)):
+    w = metrics.Writer(str(tmp_path / name), tensorboard=False)
+    for step, em in ((0, 0.4), (10, final)):
+      w.write(step, dict(phase='rl', eval_exact_match=em, eval_final_answer=em, time=1.0 + step))
+    w.close()
+    dirs.append(str(tmp_path / name))
+  proc = cli('arith_rl', '--compare', ','.join(dirs), cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  out = tmp_path / 'runs' / 'arith_rl_compare'
+  assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
+  assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
+  _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
