@@ -6,7 +6,7 @@ then 0.2), target epsilon-greedy(Q) with eps 0.1, both from the live Q at every 
 (argmax ties split uniformly); at step t, with the expected-SARSA TD error
 `delta_t = r + gamma * sum_a pi(a|s') Q(s', a) - Q(s, a)` (no bootstrap at termination),
 every start time k of the current episode gets `Q(S_k, A_k) += alpha gamma^(t-k)
-beta_{k,t} delta_t` (`jaxca.traces`). After every training episode, one evaluation
+beta_{k,t} delta_t` (`jaxca.credit.traces`). After every training episode, one evaluation
 episode (eps 0.05, at most 51 actions, discounted return) on a separate evaluation env
 whose state persists across evaluations (as the official `test_sampler`: an evaluation
 cut by the cap leaves the next one starting mid-grid). Curve: the official `smooth` (mean
@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from jaxca import control
 from jaxca import envs
+from jaxca import rbis_protocol
 from jaxca import runs
 from jaxca.envs import gridworld
 
@@ -121,7 +121,7 @@ def build(config):
     seeds = np.tile(np.arange(config.num_seeds) + config.seed_offset, len(rows))
     keys = jax.vmap(jax.random.key_data)(jax.vmap(jax.random.key)(seeds))
     lanes[method] = dict(lambda_=jnp.asarray(lam), alpha=jnp.asarray(alpha), keys=keys)
-  fns = {m: control.make_trial_fns(env, config, m) for m in config.methods}
+  fns = {m: rbis_protocol.make_trial_fns(env, config, m) for m in config.methods}
 
   def init_all(lanes):
     return {
@@ -222,7 +222,9 @@ def summarize(config, points, settings):
   """Curves and AUCs: returns (rows, curves {(method, lambda): (mean, ci)}, aucs)."""
   curve_fn = jax.jit(
     jax.vmap(
-      lambda xs, ys, n: control.smoothed_curve(xs, ys, n, config.timesteps, config.smoothing_window)
+      lambda xs, ys, n: rbis_protocol.smoothed_curve(
+        xs, ys, n, config.timesteps, config.smoothing_window
+      )
     )
   )
   rows, curves, aucs = [], {}, {}

@@ -31,7 +31,7 @@
 # RBIS (recency-bounded importance sampling) lets later actions that the target policy
 # likes *more* than the behaviour policy (`rho > lambda`) undo an earlier cut, but never
 # beyond TD(lambda)'s `lambda^n`. Sections: (1) traces on a hand-made trajectory with the
-# online rules of `jaxca.traces`, checked against the offline kernel
+# online rules of `jaxca.credit.traces`, checked against the offline kernel
 # `jaxca.credit.off_policy_returns`; (2) the paper's lambda sweep, reproduced by
 # `experiments/rbis_gridworld.py`.
 #
@@ -65,7 +65,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxca import credit  # noqa: E402
-from jaxca import traces  # noqa: E402
+from jaxca.credit import traces  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
 LAMBDA = 0.9

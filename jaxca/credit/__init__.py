@@ -9,8 +9,16 @@ Conventions (all kernels):
     steps are transparent -- results at unmasked steps equal the results with
     the masked steps deleted, and outputs at masked steps are 0.
   * Pure and traceable: no jit, no device placement; jit/vmap/grad-safe.
+
+Modules: `gae`, `returns`, `group`, `min_form`, `offpolicy` (offline targets) and
+`traces` (the same trajectory-aware traces as online per-start recursions); the
+private engines `_recurrence` (blocked reverse linear recurrence) and
+`_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
+`token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD).
 """
 
+from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
+from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
 from jaxca.credit.gae import gae
 from jaxca.credit.group import group_relative
 from jaxca.credit.min_form import min_form_returns
@@ -18,13 +26,31 @@ from jaxca.credit.min_form import min_form_rewards
 from jaxca.credit.offpolicy import OFF_POLICY_METHODS
 from jaxca.credit.offpolicy import off_policy_returns
 from jaxca.credit.returns import discounted_returns
+from jaxca.credit.token_credit import fai
+from jaxca.credit.token_credit import grpo_s_advantages
+from jaxca.credit.token_credit import grpo_s_rewards
+from jaxca.credit.token_credit import gtpo_advantages
+from jaxca.credit.token_credit import gtpo_rewards
+from jaxca.credit.token_credit import hicra
+from jaxca.credit.token_credit import hicra_official
+from jaxca.credit.token_credit import waad
 
 __all__ = (
   'OFF_POLICY_METHODS',
   'discounted_returns',
+  'fai',
   'gae',
   'group_relative',
+  'grpo_s_advantages',
+  'grpo_s_rewards',
+  'gtpo_advantages',
+  'gtpo_rewards',
+  'hicra',
+  'hicra_official',
   'min_form_returns',
   'min_form_rewards',
   'off_policy_returns',
+  'token_credit',
+  'traces',
+  'waad',
 )

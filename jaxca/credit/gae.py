@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxca.credit import _checks
-from jaxca.credit import returns as returns_lib
+from jaxca.credit import _recurrence
 
 
 def gae(
@@ -38,7 +38,7 @@ def gae(
   masked steps are 0.
 
   Implementation: without a mask, the TD errors and `discounts * lambda_` are
-  computed in one vectorised pass, then `returns.linear_recurrence` solves the
+  computed in one vectorised pass, then `_recurrence.linear_recurrence` solves the
   one-multiply-add-per-step recurrence batch-major (no transposes),
   `DEFAULT_BLOCK` time steps per loop iteration, with the same floating-point
   operations as a sequential loop. With a mask, one time-major `lax.scan`
@@ -80,13 +80,13 @@ def gae(
     next_values = jnp.where(last == shape[-1] - 1, bootstrap_value[..., None], next_values)
     deltas = rewards + discounts * next_values - values
     coef = discounts * lambda_
-    adv = returns_lib.linear_recurrence(flat(deltas), flat(coef), zeros).reshape(shape)
+    adv = _recurrence.linear_recurrence(flat(deltas), flat(coef), zeros).reshape(shape)
     return adv, adv + values
 
   mask = _checks.check_mask(mask, 'rewards', rewards)
   # Masked: one time-major scan carrying (next valid value, next valid advantage).
   # (A batch-major blocked version of this two-carry recurrence measured slower.)
-  tm = returns_lib.to_time_major
+  tm = _recurrence.to_time_major
   per_step_lambda = lambda_.ndim != 0
   xs = (tm(rewards), tm(values), tm(discounts), tm(mask))
   if per_step_lambda:
@@ -105,5 +105,5 @@ def gae(
     return (next_value, next_adv), jnp.where(m, adv, 0.0)
 
   _, adv = jax.lax.scan(body, (init_value, zeros), xs, reverse=True)
-  adv = returns_lib.from_time_major(adv, shape)
+  adv = _recurrence.from_time_major(adv, shape)
   return adv, jnp.where(mask, adv + values, 0.0)

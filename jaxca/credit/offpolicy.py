@@ -5,8 +5,8 @@ One target per step,
   delta_t = r_t + d_t * expected_next_q_t - q_taken_t
   G_k = q_taken_k + sum_{t>=k} (prod_{i=k}^{t-1} d_i) * beta_{k,t} * delta_t,   beta_{k,k} = 1,
 
-with the trace coefficient `beta` chosen by `method` (SPECS.md §1.2; `rho_i = exp(log_rhos_i)`,
-`pi_i = target_probs_i`, `n = t - k`):
+with the trace coefficient `beta` chosen by `method` (Daley et al., arXiv 2301.11321, §3;
+`rho_i = exp(log_rhos_i)`, `pi_i = target_probs_i`, `n = t - k`):
 
   'is'                 prod_{i=k+1}^{t} lambda * rho_i
   'q_lambda'           lambda^n                                  (Harutyunyan et al. Q^pi(lambda))
@@ -14,7 +14,7 @@ with the trace coefficient `beta` chosen by `method` (SPECS.md §1.2; `rho_i = e
   'retrace'            prod_{i=k+1}^{t} lambda * min(1, rho_i)
   'truncated_is'       lambda^n * min(1, prod_{i=k+1}^{t} rho_i)
   'recursive_retrace'  beta_{k,t} = lambda * min(1, rho_t * beta_{k,t-1})
-  'rbis'               beta_{k,t} = min(lambda^n, rho_t * beta_{k,t-1})   (Daley et al., ICML 2023)
+  'rbis'               beta_{k,t} = min(lambda^n, rho_t * beta_{k,t-1})   (arXiv 2301.11321)
 
 Algorithms.
   * Per-decision methods (`beta_{k,t} = prod c_i`): one reverse `lax.scan`,
@@ -24,7 +24,7 @@ Algorithms.
     for prefix sums `C` of a per-step log increment and quantities `E_k` (depending on the
     start only, through the steps before a split point) and `F_t` (the end only, after it):
       rbis:               C = cumsum(log rho - log lambda), lambda^n * exp(C_t - max_{[k,t]} C)
-                          (the reflected-random-walk / range-minimum form of SPECS §1.5);
+                          (the reflected-random-walk / range-minimum form);
       recursive_retrace:  C = cumsum(log rho + log lambda),
                           exp(C_t - max(C_k, max_{(k,t]} C - log lambda))  (unrolled recursion);
       truncated_is:       C = cumsum(log rho), lambda^n * exp(C_t - max(C_k, C_t)).
@@ -55,12 +55,11 @@ Caveats.
     exactly (one-step expected-SARSA targets).
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from jaxca.credit import _checks
+from jaxca.credit import _divide_and_conquer
 
 OFF_POLICY_METHODS = (
   'is',
@@ -137,7 +136,7 @@ def off_policy_returns(
     pi2 = None if pi is None else jnp.where(m2, flat(pi), 0.0)
     u = _per_decision(delta, d2, x2, pi2, m2, lam, method)
   else:
-    u = _trajectory_aware(delta, d2, x2, m2, lam, method)
+    u = _divide_and_conquer.trajectory_aware(delta, d2, x2, m2, lam, method)
   return jnp.where(m2, q2 + u, 0.0).reshape(shape)
 
 
@@ -162,155 +161,3 @@ def _per_decision(delta, d, x, pi, mask, lam, method):
   init = jnp.zeros(delta.shape[:1], jnp.float32)
   _, u = jax.lax.scan(step, init, (delta.T, d.T, c.T, mask.T), reverse=True)
   return u.T
-
-
-def _compact(mask):
-  """Per-row stable permutation putting the valid steps first: position of each step. [N, T]."""
-  valid = mask.astype(jnp.int32)
-  n_valid = valid.sum(-1, keepdims=True)
-  return jnp.where(mask, jnp.cumsum(valid, -1) - 1, n_valid + jnp.cumsum(1 - valid, -1) - 1)
-
-
-def _trajectory_aware(delta, d, x, mask, lam, method):
-  """U = G - q for truncated_is / recursive_retrace / rbis. Inputs [N, T], masked steps zeroed."""
-  n_rows, t_len = delta.shape
-  rows = jnp.arange(n_rows)[:, None]
-  pos = _compact(mask)
-  # Compact: valid steps first; the invalid ones become trailing padding with delta = d = 0.
-  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
-  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
-
-  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
-  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
-  link_d = jnp.where(zero_next, 0.0, d_c)
-  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
-
-  # lambda = 0: the general branch runs with a harmless lambda and is discarded (double where).
-  lam_zero = lam == 0.0
-  lam_s = jnp.where(lam_zero, 1.0, lam)
-  log_lam = jnp.log(lam_s)
-  if method == 'rbis':
-    inc, link = x_c - log_lam, link_d * lam_s
-  elif method == 'recursive_retrace':
-    inc, link = x_c + log_lam, link_d
-  else:  # truncated_is
-    inc, link = x_c, link_d * lam_s
-
-  p_len = 1 << max(0, math.ceil(math.log2(t_len)))
-  pad = ((0, 0), (0, p_len - t_len))
-  inc, link, dlt = jnp.pad(inc, pad), jnp.pad(link, pad), jnp.pad(delta_c, pad)
-  n_levels = p_len.bit_length() - 1
-
-  def body(level, u):
-    return u + _level(inc, link, dlt, level, n_levels, method, log_lam)
-
-  # One level body, looped: the program (and its compile time) does not grow with log T.
-  u = jax.lax.fori_loop(0, n_levels, body, dlt) if n_levels else dlt
-  u = u[:, :t_len]
-  u = jnp.where(lam_zero, delta_c, u)
-  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
-
-
-def _seg_scan(combine, values, within, size, n_bits, reverse=False):
-  """Inclusive scans inside aligned segments of length `size` (a power of 2), last axis.
-
-  Hillis-Steele doubling: `n_bits` static steps of (roll, op, select), so the program is
-  small and does not depend on the traced `size`; steps with 2**j >= size change nothing.
-
-  Args:
-    combine: associative fn(earlier, later) on tuples of arrays.
-    values: tuple of [N, P] arrays.
-    within: [P] int, position inside the segment.
-    size: traced int, the segment length.
-    n_bits: static int, log2 of the largest segment length.
-    reverse: scan from the end of each segment.
-  """
-  values = tuple(values)
-  for j in range(n_bits):
-    shift = 1 << j
-    if reverse:
-      other = tuple(jnp.roll(v, -shift, axis=-1) for v in values)
-      ok = size - 1 - within >= shift
-      new = combine(values, other)
-    else:
-      other = tuple(jnp.roll(v, shift, axis=-1) for v in values)
-      ok = within >= shift
-      new = combine(other, values)
-    values = tuple(jnp.where(ok, n, v) for n, v in zip(new, values))
-  return values
-
-
-def _elementwise(*ops):
-  return lambda a, b: tuple(op(x, y) for op, x, y in zip(ops, a, b))
-
-
-def _shift(a, amount, fill, edge):
-  """a[i - amount] within segments (`fill` where that leaves the segment; `edge` marks it)."""
-  return jnp.where(edge, fill, jnp.roll(a, amount, axis=-1))
-
-
-def _level(inc, link, delta, level, n_levels, method, log_lam):
-  """Contributions of all pairs (k in a left half-block, t in the matching right half).
-
-  Level `level` pairs blocks of size s = 2**level: positions [j*2s, j*2s + s) (left half) and
-  [j*2s + s, (j+1)*2s) (right half). Arrays are [N, P]; every scan restarts at half boundaries.
-  """
-  p_len = inc.shape[-1]
-  size = jnp.left_shift(1, level)
-  idx = jnp.arange(p_len)
-  within = idx % size
-  first, last = within == 0, within == size - 1
-  is_right = (idx // size) % 2 == 1
-  add, mul, mx = jnp.add, jnp.multiply, jnp.maximum
-
-  def scan(combine, values, reverse=False):
-    return _seg_scan(combine, values, within, size, n_levels, reverse)
-
-  # Everything relative to C_{m-1}, m the first step of the right half.
-  # Left: C_k - C_{m-1} = -sum_{i=k+1}^{m-1} inc_i.  Right: C_t - C_{m-1} = sum_{i=m}^{t} inc_i.
-  # f_k = prod_{i=k}^{m-1} link_i (left);  e_t = delta_t prod_{i=m}^{t-1} link_i (right); <= 1.
-  (suffix, f) = scan(_elementwise(add, mul), (_shift(inc, -1, 0.0, last), link), reverse=True)
-  (prefix, pre) = scan(_elementwise(add, mul), (inc, _shift(link, 1, 1.0, first)))
-  c = jnp.where(is_right, prefix, -suffix)
-  e = pre * delta
-
-  if method == 'truncated_is':
-    big_e = big_f = c
-  else:
-    (run_f,) = scan(_elementwise(mx), (c,))
-    if method == 'rbis':
-      (big_e,) = scan(_elementwise(mx), (c,), reverse=True)
-      big_f = run_f
-    else:  # recursive_retrace: E_k = max(C_k, max_{(k, m-1]} C - log lambda)
-      (run_e,) = scan(_elementwise(mx), (_shift(c, -1, -jnp.inf, last),), reverse=True)
-      big_e = jnp.maximum(c, run_e - log_lam)
-      big_f = run_f - log_lam
-  h = jnp.where(is_right, e * jnp.exp(c - big_f), 0.0)  # exponent <= 0
-  if method == 'truncated_is':
-    # Order each right half by F (left halves keep their order: equal keys, stable sort).
-    seg = jnp.broadcast_to(idx // size, c.shape)
-    key = jnp.where(is_right, big_f, 0.0)
-    _, big_f_sorted, h = jax.lax.sort((seg, key, h), num_keys=2, is_stable=True)
-    big_f = jnp.where(is_right, big_f_sorted, big_f)
-
-  # t with F_t >= E_k: sum of h (a suffix in F order).  t with F_t < E_k: sum of
-  # h_t exp(F_t - E_k) = S_{p-1} exp(F_{p-1} - E_k), S_i = sum_{j<=i} h_j exp(F_j - F_i).
-  # alpha_i = exp(F_{i-1} - F_i) <= 1 inside right halves (sorted), 0 at their starts; the
-  # exponent is selected before exp so that no unused branch overflows (finite gradients).
-  alpha = jnp.exp(jnp.where(is_right & ~first, jnp.roll(big_f, 1, -1) - big_f, -jnp.inf))
-  _, s_pref = scan(lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (alpha, h))
-  (suf,) = scan(_elementwise(add), (h,), reverse=True)
-
-  # cnt_k = #{t in the matching right half: F_t < E_k}, by binary search (static log2 P steps).
-  base = jnp.broadcast_to((idx // size) * size + size, c.shape)  # right half of k's pair
-  cnt = jnp.zeros(c.shape, jnp.int32)
-  for bit in reversed(range(n_levels)):
-    step = 1 << bit
-    probe = jnp.minimum(base + cnt + step - 1, p_len - 1)
-    ok = (cnt + step <= size) & (jnp.take_along_axis(big_f, probe, -1) < big_e)
-    cnt = jnp.where(ok, cnt + step, cnt)
-  at = lambda a, i: jnp.take_along_axis(a, jnp.clip(i, 0, p_len - 1), -1)  # noqa: E731
-  clipped = jnp.where(cnt < size, at(suf, base + cnt), 0.0)
-  gap = jnp.where(cnt > 0, at(big_f, base + cnt - 1) - big_e, 0.0)  # < 0 where used
-  unclipped = jnp.where(cnt > 0, at(s_pref, base + cnt - 1) * jnp.exp(gap), 0.0)
-  return jnp.where(is_right, 0.0, f * (clipped + unclipped))

@@ -6,7 +6,7 @@ A gridworld is built once (host side) from an ASCII layout into transition table
 Stepping is a table lookup: `step(env, state, action)` is jit/vmap-safe and has no
 randomness, so it needs no key.
 
-Dynamics (gym-classics `Gridworld`, as used by the RBIS paper, SPECS.md §1.6):
+Dynamics (gym-classics `Gridworld`, as used by the RBIS paper, arXiv 2301.11321):
 four actions 0=up, 1=right, 2=down, 3=left; moving into a wall or off the grid leaves
 the agent where it is; the action taken *in* a goal cell (any action) earns reward 1
 and terminates the episode; every other transition earns 0. The start cell is `S`.

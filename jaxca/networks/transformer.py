@@ -21,6 +21,13 @@ column per decoding step), so a cached decode sees exactly the attention pattern
 forward pass over the concatenated tokens. All rows advance in lockstep (`index` is a scalar);
 `count [B]` tracks the number of real tokens per row, from which new positions follow.
 Build one with `init_cache(module, batch_size, size)`.
+
+Attention maps. The non-cached forward can also return its attention probabilities
+(`return_attention=True`): `[B, depth, H, L, L]` float32, post-softmax, with the causal and
+padding mask applied exactly as the forward uses them (for a real query the row is a
+distribution over the real keys at or before it; an invalid query's row is one-hot on itself).
+They are the float32 softmax before the cast to the compute dtype. With the default
+`return_attention=False` nothing extra is computed or kept.
 """
 
 from typing import Any
@@ -39,10 +46,13 @@ class PolicyOutput(NamedTuple):
   Attributes:
     logits: [B, T, V] float32; `logits[:, t]` is the distribution of token `t + 1`.
     values: [B, T] float32 value of the state after token `t`, or None without a value head.
+    attention: [B, layers, heads, T, T] float32 attention probabilities (query, key) of the
+      non-cached forward when called with `return_attention=True`, else None.
   """
 
   logits: jax.Array
   values: jax.Array | None
+  attention: jax.Array | None = None
 
 
 class LayerCache(NamedTuple):
@@ -138,10 +148,10 @@ class _Attention(nn.Module):
     q = q * jnp.asarray(self.head_dim**-0.5, q.dtype)
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v.astype(self.dtype))
+    probs = jax.nn.softmax(logits, axis=-1)  # [B, H, L, K] float32
+    out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v.astype(self.dtype))
     out = nn.DenseGeneral(width, axis=(-2, -1), use_bias=False, dtype=self.dtype, name='out')(out)
-    return out, new_cache
+    return out, new_cache, probs
 
 
 class Transformer(nn.Module):
@@ -169,7 +179,11 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(
-    self, tokens: jax.Array, valid: jax.Array, cache: KVCache | None = None
+    self,
+    tokens: jax.Array,
+    valid: jax.Array,
+    cache: KVCache | None = None,
+    return_attention: bool = False,
   ) -> tuple[PolicyOutput, KVCache | None]:
     """Runs the model on `tokens`, optionally appending them to `cache`.
 
@@ -179,11 +193,15 @@ class Transformer(nn.Module):
       cache: optional `KVCache` with room for L more columns. Without it the call is the
         full causal forward pass over `tokens`; with it, `tokens` are the next L columns
         after the ones already cached and attend to those too.
+      return_attention: static Python bool; also return the attention probabilities
+        `[B, depth, H, L, L]` float32 in `PolicyOutput.attention` (non-cached pass only).
 
     Returns:
-      (PolicyOutput with logits [B, L, V] float32 and values [B, L] float32 or None,
-       the updated cache or None).
+      (PolicyOutput with logits [B, L, V] float32, values [B, L] float32 or None and
+       attention or None, the updated cache or None).
     """
+    if return_attention and cache is not None:
+      raise ValueError('`return_attention=True` is only supported without a `cache`.')
     batch, length = tokens.shape
     valid = valid.astype(jnp.bool_)
     steps = jnp.cumsum(valid.astype(jnp.int32), axis=1)
@@ -211,12 +229,15 @@ class Transformer(nn.Module):
       name='embed',
     )(tokens)
     new_layers = []
+    maps = []
     for i in range(self.depth):
       layer_cache = None if cache is None else cache.layers[i]
       y = nn.RMSNorm(dtype=self.dtype, name=f'attn_norm_{i}')(x)
-      y, layer_cache = _Attention(
+      y, layer_cache, probs = _Attention(
         self.num_heads, self.width // self.num_heads, self.dtype, name=f'attn_{i}'
       )(y, positions, mask, layer_cache, None if cache is None else cache.index)
+      if return_attention:
+        maps.append(probs)
       x = x + y
       new_layers.append(layer_cache)
       y = nn.RMSNorm(dtype=self.dtype, name=f'mlp_norm_{i}')(x)
@@ -235,7 +256,8 @@ class Transformer(nn.Module):
         count=cache.count + steps[:, -1],
       )
     del batch
-    return PolicyOutput(logits, values), new_cache
+    attention = jnp.stack(maps, axis=1) if return_attention else None
+    return PolicyOutput(logits, values, attention), new_cache
 
 
 class Policy(NamedTuple):
@@ -243,8 +265,10 @@ class Policy(NamedTuple):
 
   Attributes:
     init: (key) -> params, an explicit float32 pytree.
-    apply: (params, tokens [B, L] int32, valid [B, L] bool) -> PolicyOutput (full causal pass;
-      positions are cumsum(valid) - 1; invalid tokens neither attend nor are attended to).
+    apply: (params, tokens [B, L] int32, valid [B, L] bool, return_attention=False) ->
+      PolicyOutput (full causal pass; positions are cumsum(valid) - 1; invalid tokens neither
+      attend nor are attended to; with the static `return_attention=True` its `attention` is
+      the `[B, depth, H, L, L]` float32 attention probabilities).
     module: the `Transformer` (for cached decoding: `module.apply({'params': params},
       tokens, valid, cache=cache)`, see `jaxca.sampling`).
     vocab_size: V.
@@ -314,14 +338,14 @@ def make_policy(cfg, *, vocab_size: int) -> Policy:
     tokens = jnp.zeros((1, 1), jnp.int32)
     return module.init(key, tokens, jnp.ones((1, 1), jnp.bool_))['params']
 
-  def apply(params, tokens, valid):
+  def apply(params, tokens, valid, return_attention=False):
     if tokens.ndim != 2 or tuple(valid.shape) != tuple(tokens.shape):
       raise ValueError(
         f'`tokens` must be [B, L] and `valid` the same shape; got {tokens.shape} and {valid.shape}.'
       )
     if tokens.shape[1] > max_len:
       raise ValueError(f'`tokens` length {tokens.shape[1]} exceeds policy max_len {max_len}.')
-    return module.apply({'params': params}, tokens, valid)[0]
+    return module.apply({'params': params}, tokens, valid, return_attention=return_attention)[0]
 
   return Policy(init=init, apply=apply, module=module, vocab_size=vocab_size, max_len=max_len)
 

@@ -1,6 +1,6 @@
 """The blocked reverse recurrence behind credit.gae / credit.discounted_returns.
 
-`returns.reverse_recurrence` solves `returns.DEFAULT_BLOCK` time steps per loop
+`_recurrence.reverse_recurrence` solves `_recurrence.DEFAULT_BLOCK` time steps per loop
 iteration plus a head of `T % block` steps; these tests cover block sizes that
 divide T, that do not, that exceed T, and block 1, for the kernels and their
 masked / per-step-lambda paths, against the NumPy loop references.
@@ -16,7 +16,7 @@ import rlax
 
 from jaxca import credit
 from jaxca import testing
-from jaxca.credit import returns as returns_lib
+from jaxca.credit import _recurrence
 from tests.reference import credit as ref
 
 
@@ -43,9 +43,9 @@ def _gae_ref(a):
 
 
 def _patch(test, name, value):
-  old = getattr(returns_lib, name)
-  setattr(returns_lib, name, value)
-  test.addCleanup(setattr, returns_lib, name, old)
+  old = getattr(_recurrence, name)
+  setattr(_recurrence, name, value)
+  test.addCleanup(setattr, _recurrence, name, old)
 
 
 class LinearRecurrenceTest(parameterized.TestCase):
@@ -62,13 +62,13 @@ class LinearRecurrenceTest(parameterized.TestCase):
     a = rng.normal(size=(3, t)).astype(np.float32)
     b = (rng.uniform(size=(3, t)) * (rng.uniform(size=(3, t)) > 0.2)).astype(np.float32)
     init = rng.normal(size=3).astype(np.float32)
-    got = self.variant(lambda a, b, init: returns_lib.linear_recurrence(a, b, init, block=block))(
+    got = self.variant(lambda a, b, init: _recurrence.linear_recurrence(a, b, init, block=block))(
       a, b, init
     )
     want = np.stack([ref.discounted_returns(a[i], b[i], init[i]) for i in range(3)])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # Same operations as the one-step-per-iteration time-major scan.
-    tm = returns_lib.reverse_linear_scan(a.T, b.T, init).T
+    tm = _recurrence.reverse_linear_scan(a.T, b.T, init).T
     np.testing.assert_allclose(got, tm, rtol=1e-6, atol=1e-6)
 
   def test_tuple_carry_and_num_outputs(self):
@@ -78,12 +78,12 @@ class LinearRecurrenceTest(parameterized.TestCase):
     def step(cols, ys):
       return cols[0] + ys[0], jnp.maximum(cols[0], ys[1])
 
-    outs = returns_lib.reverse_recurrence(
+    outs = _recurrence.reverse_recurrence(
       step, (x,), (np.zeros(2, np.float32), np.full(2, -np.inf, np.float32)), block=4
     )
     self.assertLen(outs, 1)
     np.testing.assert_allclose(outs[0], np.cumsum(x[:, ::-1], axis=1)[:, ::-1], rtol=1e-5)
-    both = returns_lib.reverse_recurrence(
+    both = _recurrence.reverse_recurrence(
       step, (x,), (np.zeros(2, np.float32), np.full(2, -np.inf, np.float32)), 2, block=4
     )
     np.testing.assert_array_equal(both[1], np.maximum.accumulate(x[:, ::-1], axis=1)[:, ::-1])
@@ -95,10 +95,10 @@ class LinearRecurrenceTest(parameterized.TestCase):
     w = rng.normal(size=(2, 37)).astype(np.float32)
 
     def loss_blocked(a, b, init):
-      return jnp.sum(w * returns_lib.linear_recurrence(a, b, init, block=16))
+      return jnp.sum(w * _recurrence.linear_recurrence(a, b, init, block=16))
 
     def loss_scan(a, b, init):
-      return jnp.sum(w * returns_lib.reverse_linear_scan(a.T, b.T, init).T)
+      return jnp.sum(w * _recurrence.reverse_linear_scan(a.T, b.T, init).T)
 
     got = jax.grad(loss_blocked, argnums=(0, 1, 2))(a, b, init)
     want = jax.grad(loss_scan, argnums=(0, 1, 2))(a, b, init)
@@ -108,18 +108,18 @@ class LinearRecurrenceTest(parameterized.TestCase):
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(2, 3, 40)).astype(np.float32)
     init = rng.normal(size=3).astype(np.float32)
-    blocked = returns_lib.linear_recurrence(a, b, init)
+    blocked = _recurrence.linear_recurrence(a, b, init)
     _patch(self, 'MIN_BLOCKED_ROWS', 4)
-    jaxpr = str(jax.make_jaxpr(returns_lib.linear_recurrence)(a, b, init))
+    jaxpr = str(jax.make_jaxpr(_recurrence.linear_recurrence)(a, b, init))
     self.assertIn('scan', jaxpr)
     self.assertNotIn('while', jaxpr)
-    np.testing.assert_allclose(returns_lib.linear_recurrence(a, b, init), blocked, rtol=1e-6)
+    np.testing.assert_allclose(_recurrence.linear_recurrence(a, b, init), blocked, rtol=1e-6)
 
   def test_empty_time_axis_and_bad_block(self):
     z = np.zeros((2, 0), np.float32)
-    self.assertEqual(returns_lib.linear_recurrence(z, z, np.zeros(2, np.float32)).shape, (2, 0))
+    self.assertEqual(_recurrence.linear_recurrence(z, z, np.zeros(2, np.float32)).shape, (2, 0))
     with self.assertRaisesRegex(ValueError, '`block`'):
-      returns_lib.linear_recurrence(np.ones((1, 3)), np.ones((1, 3)), np.zeros(1), block=0)
+      _recurrence.linear_recurrence(np.ones((1, 3)), np.ones((1, 3)), np.zeros(1), block=0)
 
 
 class BlockedKernelsTest(parameterized.TestCase):

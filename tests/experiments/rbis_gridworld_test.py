@@ -10,8 +10,8 @@ import pytest
 
 from configs import rbis_gridworld as config_module
 from experiments import rbis_gridworld as experiment
-from jaxca import control
 from jaxca import envs
+from jaxca import rbis_protocol
 from tests.reference import traces as ref
 
 
@@ -28,7 +28,7 @@ def test_trial_matches_numpy_loop(method):
   """Chunked, windowed JAX trial == plain per-step NumPy loop (same uniforms, live Q)."""
   cfg = _small_config()
   env = envs.make(cfg.env)
-  init, chunk = control.make_trial_fns(env, cfg, method)
+  init, chunk = rbis_protocol.make_trial_fns(env, cfg, method)
   key = jax.random.key(7)
   lam, alpha = 0.8, 0.7
   trial = init(key, lam, alpha)
@@ -89,7 +89,7 @@ def test_smoothed_curve_matches_official_semantics():
     ys = np.concatenate([[0.0], rng.random(len(xs) - 1)]).astype(np.float32)
     want = ref.smoothed_curve(list(zip(xs.tolist(), ys.tolist())), timesteps, window=7)
     pad = 10
-    got = control.smoothed_curve(
+    got = rbis_protocol.smoothed_curve(
       jnp.asarray(np.pad(xs, (0, pad))), jnp.asarray(np.pad(ys, (0, pad))), len(xs), timesteps, 7
     )
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxca import networks
+from tests.reference import transformer as ref_transformer
 
 VOCAB = 11
 
@@ -199,3 +200,74 @@ def test_bad_config_errors():
     networks.response_log_probs(jnp.zeros((1, 3, 2)), jnp.zeros((1, 3), jnp.int32), 0)
   with pytest.raises(ValueError, match='value_head=True'):
     networks.response_values(None, 1)
+
+
+def _attention_batch():
+  """Left-padded prompts, right-padded responses with an invalid column mid-row."""
+  prompts, prompt_valid = _left_padded(jax.random.key(7), [5, 2, 3], 5)
+  rest = jax.random.randint(jax.random.key(8), (3, 4), 1, VOCAB)
+  rest_valid = jnp.ones((3, 4), bool).at[1, 2:].set(False).at[2, 1].set(False)
+  return jnp.concatenate([prompts, rest], 1), jnp.concatenate([prompt_valid, rest_valid], 1)
+
+
+@functools.cache
+def _apply_with_attention():
+  policy, _ = _policy()
+  return jax.jit(functools.partial(policy.apply, return_attention=True))
+
+
+def test_return_attention_matches_numpy_forward():
+  """Attention maps and logits == an independent float64 NumPy forward (all layers)."""
+  policy, params = _policy()
+  tokens, valid = _attention_batch()
+  out = _apply_with_attention()(params, tokens, valid)
+  base = _apply()(params, tokens, valid)
+  assert base.attention is None
+  assert out.attention.shape == (3, 2, 4, 9, 9) and out.attention.dtype == jnp.float32
+  np.testing.assert_array_equal(out.logits, base.logits)
+  np.testing.assert_array_equal(out.values, base.values)
+  want_logits, want_attn = ref_transformer.forward(
+    jax.tree.map(np.asarray, params), tokens, valid, num_heads=4
+  )
+  np.testing.assert_allclose(out.attention, want_attn, atol=2e-5, rtol=1e-4)
+  m = np.asarray(valid)
+  np.testing.assert_allclose(np.asarray(out.logits)[m], want_logits[m], atol=1e-4, rtol=1e-4)
+
+
+def test_attention_rows_are_masked_distributions():
+  _, params = _policy()
+  tokens, valid = _attention_batch()
+  attn = np.asarray(_apply_with_attention()(params, tokens, valid).attention)
+  v = np.asarray(valid)
+  length = v.shape[1]
+  causal = np.tril(np.ones((length, length), bool))
+  allowed = causal & (v[:, None, :] & v[:, :, None]) | np.eye(length, dtype=bool)[None]
+  assert np.all(attn >= 0)
+  # Exactly zero outside the mask (future keys, padding keys).
+  np.testing.assert_array_equal(np.where(allowed[:, None, None], 0.0, attn), 0.0)
+  np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-5)
+  # An invalid query's row is one-hot on itself.
+  for b, t in zip(*np.nonzero(~v)):
+    np.testing.assert_array_equal(attn[b, :, :, t, t], 1.0)
+
+
+def test_return_attention_consistent_with_cached_decoding():
+  """Prefill + one-token cached decodes give the logits of the attention-returning forward."""
+  policy, params = _policy()
+  module = policy.module
+  tokens, valid = _attention_batch()
+  full = _apply_with_attention()(params, tokens, valid)
+  step = jax.jit(lambda c, t, v: module.apply({'params': params}, t, v, cache=c))
+  cache = networks.init_cache(module, 3, tokens.shape[1])
+  out, cache = step(cache, tokens[:, :5], valid[:, :5])
+  for t in range(5, tokens.shape[1]):
+    out, cache = step(cache, tokens[:, t : t + 1], valid[:, t : t + 1])
+    assert out.attention is None
+    m = np.asarray(valid[:, t])
+    np.testing.assert_allclose(
+      np.asarray(out.logits[:, 0])[m], np.asarray(full.logits[:, t])[m], atol=1e-5, rtol=1e-5
+    )
+  with pytest.raises(ValueError, match='return_attention'):
+    module.apply(
+      {'params': params}, tokens[:, :1], valid[:, :1], cache=cache, return_attention=True
+    )

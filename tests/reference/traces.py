@@ -1,7 +1,7 @@
-"""Slow, obviously correct NumPy references for `jaxca.traces` and the RBIS control loop.
+"""Slow, obviously correct NumPy references for `jaxca.credit.traces` and the RBIS control loop.
 
 No jax import. Trace coefficients come from *closed forms* (a min over restart points,
-products), not from the online recursions `jaxca.traces` uses, so agreement checks the
+products), not from the online recursions `jaxca.credit.traces` uses, so agreement checks the
 recursions. Everything is float64 and O(T^2) (or worse).
 """
 

@@ -1,10 +1,10 @@
-"""Online tabular off-policy control with per-start-time eligibility traces.
+"""The RBIS paper's tabular control protocol: online off-policy control with per-start traces.
 
-The pure, vmappable pieces of the RBIS control protocol (Daley et al., ICML 2023;
-SPECS.md §1.6): epsilon-greedy behaviour and target policies recomputed from the live
+The pure, vmappable pieces of the RBIS control protocol (Daley et al., ICML 2023,
+arXiv 2301.11321, §5): epsilon-greedy behaviour and target policies recomputed from the live
 Q every step, expected-SARSA TD errors, online updates
 `Q(S_k, A_k) += alpha * gamma^(t-k) beta_{k,t} delta_t` for every start time k of the
-current episode through `jaxca.traces`, Q snapshots at episode ends and evaluation
+current episode through `jaxca.credit.traces`, Q snapshots at episode ends and evaluation
 episodes on those snapshots, plus the official curve smoothing. Nothing here is jitted;
 `experiments/rbis_gridworld.py` vmaps and jits the trial functions.
 """
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxca import traces
+from jaxca.credit import traces
 from jaxca.envs import gridworld
 
 

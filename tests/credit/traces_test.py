@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxca import credit
-from jaxca import traces
+from jaxca.credit import traces
 from tests.reference import traces as ref
 
 METHODS = traces.TRACE_METHODS
