@@ -21,8 +21,8 @@ Without --workdir a run writes to runs/arith_rl (--compare: runs/arith_rl_compar
 Rerunning with the same --workdir resumes (phase, step, optimizer state, data
 position) from the latest checkpoint; a changed config is refused except for
 rl.steps, eval.every, train.ckpt_every and train.max_to_keep (experiments.arith_rl.SAFE_KEYS;
---allow_config_change overrides). --dry_run prints the resolved config. Add --multihost on multi-host clusters
-(calls jax.distributed.initialize()).
+--allow_config_change overrides). --dry_run prints the resolved config. Add
+--multihost on multi-host clusters (calls jax.distributed.initialize()).
 
 Writes: config.json, metrics.jsonl, tensorboard/, checkpoints/{warmstart,rl}/,
 results.md, learning_curve.png.
