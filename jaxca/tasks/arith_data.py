@@ -111,6 +111,15 @@ class ArithChains(tfds.core.GeneratorBasedBuilder):
   # 4.9.10 declares only for Python < 3.9 (it is missing here). Nothing is downloaded,
   # so there are no checksums: no code path.
   code_path = None
+
+  # tfds prints "Downloading and preparing dataset Unknown size ..." and "downloaded and
+  # prepared" for every builder; nothing is downloaded here, so `build` prints one line.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   BUILDER_CONFIGS = [
     ArithChainsConfig.from_arith(
       arith.ArithConfig(num_steps=2), num_train=20_000, num_test=1_000, name='k2_m10'
@@ -195,7 +204,16 @@ def build(
     cfg, data_dir, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
   )
   if not builder.is_prepared():
-    builder.download_and_prepare(file_format='array_record')
+    print(f'building the {builder.name} dataset ({num_train} train / {num_test} test) in '
+          f'{builder.data_dir}', flush=True)  # fmt: skip
+    from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+
+    shown = tqdm_utils._active  # pylint: disable=protected-access
+    tqdm_utils.display_progress_bar(False)  # seconds of generation: no per-split bars
+    try:
+      builder.download_and_prepare(file_format='array_record')
+    finally:
+      tqdm_utils.display_progress_bar(shown)
   return builder
 
 
