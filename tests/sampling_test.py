@@ -10,6 +10,7 @@ import pytest
 
 from jaxca import networks
 from jaxca import sampling
+from jaxca.credit import mc
 
 VOCAB, EOS, PAD = 7, 6, 0
 P, LP, G, N = 3, 5, 4, 9
@@ -164,3 +165,124 @@ def test_bad_arguments():
     call(prompts, prompt_mask, **{**kw, 'num_samples': 0})
   with pytest.raises(ValueError, match='`temperature` must be > 0'):
     call(prompts, prompt_mask, temperature=0.0, **kw)
+
+
+@functools.cache
+def _prefix_sampler(num_samples, naive=False, greedy=False):
+  """Jitted shared-prefill sampler, or the naive one: every prefix repeated, prefilled n times."""
+  policy = _setup()[0]
+  kw = dict(max_new_tokens=N, eos_id=EOS, pad_id=PAD, greedy=greedy)
+
+  def shared(params, key, prefixes, prefix_mask, temperature=1.0):
+    return sampling.sample_from_prefixes(
+      policy,
+      params,
+      key,
+      prefixes,
+      prefix_mask,
+      num_samples=num_samples,
+      temperature=temperature,
+      **kw,
+    )
+
+  def repeated(params, key, prefixes, prefix_mask, temperature=1.0):
+    rep = lambda x: jnp.repeat(x, num_samples, axis=0)
+    return sampling.sample(
+      policy,
+      params,
+      key,
+      rep(prefixes),
+      rep(prefix_mask),
+      num_samples=1,
+      temperature=temperature,
+      **kw,
+    )
+
+  return jax.jit(repeated if naive else shared)
+
+
+def _right_padded(prefixes, prefix_mask):
+  """The same prefixes with their tokens moved to the front (pads after them)."""
+  toks, mask = np.asarray(prefixes), np.asarray(prefix_mask)
+  out_t, out_m = np.full_like(toks, PAD), np.zeros_like(mask)
+  for u in range(len(toks)):
+    real = toks[u][mask[u]]
+    out_t[u, : len(real)] = real
+    out_m[u, : len(real)] = True
+  return jnp.asarray(out_t), jnp.asarray(out_m)
+
+
+@pytest.mark.parametrize('num_samples', [1, 3])
+def test_shared_prefill_equals_naive_reprefill(num_samples):
+  """Prefill U prefixes once + repeat the cache == repeat the prefixes and prefill U*n rows."""
+  _, params, prefixes, prefix_mask = _setup()  # lengths 5, 3, 1 (left-padded)
+  key = jax.random.key(11)
+  shared = _prefix_sampler(num_samples)(params, key, prefixes, prefix_mask)
+  naive = _prefix_sampler(num_samples, naive=True)(params, key, prefixes, prefix_mask)
+  assert shared.tokens.shape == (P * num_samples, LP + N)
+  np.testing.assert_array_equal(shared.tokens, naive.tokens)
+  np.testing.assert_array_equal(shared.valid, naive.valid)
+  np.testing.assert_array_equal(shared.mask, naive.mask)
+  np.testing.assert_allclose(shared.log_probs, naive.log_probs, atol=1e-5, rtol=1e-5)
+  # Row u * n + i continues prefix u.
+  np.testing.assert_array_equal(shared.tokens[:, :LP], np.repeat(prefixes, num_samples, axis=0))
+  if num_samples > 1:
+    responses = np.asarray(shared.responses).reshape(P, num_samples, N)
+    assert any(len({r.tobytes() for r in responses[u]}) > 1 for u in range(P))
+
+
+def test_right_padded_prefixes_sample_like_left_padded():
+  """Padding placement is irrelevant: right-padded prefixes draw the same completions."""
+  _, params, prefixes, prefix_mask = _setup()
+  right, right_mask = _right_padded(prefixes, prefix_mask)
+  assert not np.array_equal(right_mask, prefix_mask)
+  key = jax.random.key(12)
+  a = _prefix_sampler(3)(params, key, prefixes, prefix_mask)
+  b = _prefix_sampler(3)(params, key, right, right_mask)
+  np.testing.assert_array_equal(a.responses, b.responses)
+  np.testing.assert_allclose(a.log_probs, b.log_probs, atol=1e-5, rtol=1e-5)
+  # Gaps inside a row (a state = prompt ++ response with the tail masked out) work too.
+  gappy_mask = np.asarray(right_mask).copy()
+  gappy_tokens = np.asarray(right).copy()
+  gappy_tokens[0, 1:3], gappy_mask[0, 1:3] = 5, False  # remove 2 tokens, keep 3 around them
+  c = _prefix_sampler(3)(params, key, jnp.asarray(gappy_tokens), jnp.asarray(gappy_mask))
+  dense = np.asarray(prefixes).copy()
+  dense_mask = np.asarray(prefix_mask).copy()
+  dense[0] = [PAD, PAD, *np.asarray(gappy_tokens)[0][gappy_mask[0]]]
+  dense_mask[0] = [False, False, True, True, True]
+  d = _prefix_sampler(3)(params, key, jnp.asarray(dense), jnp.asarray(dense_mask))
+  np.testing.assert_array_equal(c.responses, d.responses)
+
+
+def test_mc_values_of_a_deterministic_policy_are_exact():
+  """Greedy (or a near-one-hot policy): every completion is the same, so V is the reward."""
+  _, params, prefixes, prefix_mask = _setup()
+  bias = params['logits']['bias'].at[EOS].set(100.0)
+  eos_params = {**params, 'logits': {**params['logits'], 'bias': bias}}
+  s = _prefix_sampler(3)(eos_params, jax.random.key(13), prefixes, prefix_mask)
+  finished = sampling.finished(s, EOS)
+  assert np.asarray(finished).all()
+  reward = (jnp.sum(s.valid[:, :LP], axis=1) >= 3).astype(jnp.float32)  # prefix length >= 3
+  np.testing.assert_array_equal(mc.mc_values(reward, finished, 3), [1.0, 1.0, 0.0])
+  # A policy that never emits EOS within N tokens: all unfinished, V = 0 whatever the reward.
+  bias = params['logits']['bias'].at[2].set(100.0)
+  loop_params = {**params, 'logits': {**params['logits'], 'bias': bias}}
+  s = _prefix_sampler(3)(loop_params, jax.random.key(13), prefixes, prefix_mask)
+  assert not np.asarray(sampling.finished(s, EOS)).any()
+  np.testing.assert_array_equal(
+    mc.mc_values(jnp.ones(P * 3), sampling.finished(s, EOS), 3), [0.0, 0.0, 0.0]
+  )
+
+
+def test_compact_moves_valid_tokens_to_the_front():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 7, (6, 8)).astype(np.int32)
+  valid = rng.random((6, 8)) > 0.4
+  for length in (5, 8, 10):
+    got_t, got_m = sampling.compact(jnp.asarray(tokens), jnp.asarray(valid), length, PAD)
+    for b in range(6):
+      real = tokens[b][valid[b]][:length]
+      want = np.full(length, PAD)
+      want[: len(real)] = real
+      np.testing.assert_array_equal(got_t[b], want)
+      np.testing.assert_array_equal(got_m[b], np.arange(length) < len(real))
