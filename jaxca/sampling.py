@@ -13,6 +13,12 @@ forward pass every step; it is the baseline of `experiments/bench_sampling.py` a
 cross-check in the tests. Both paths use the same per-step keys, so they sample the same
 tokens up to float rounding of the logits.
 
+`sample_from_prefixes` completes U prefixes (e.g. the partial responses whose Monte-Carlo
+values VinePPO / SPO estimate) n times each with one prefill per prefix; `jaxca.prefixes`
+de-duplicates the prefixes and buckets U on the host, `credit.mc.mc_values` averages the
+completions' rewards (`finished` tells which completions ended; `compact` turns a completed
+`prompt ++ response` state into a plain response for a verifier).
+
 Log-probabilities are those of the policy the train step optimises at the sampling
 temperature: `log_softmax(logits / temperature)[token]`. They equal
 `networks.response_log_probs(policy.apply(params, s.tokens, s.valid).logits, s.tokens, Lp,

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxca import bench
 from jaxca import networks
 from jaxca import sampling
 from jaxca.credit import mc
@@ -286,3 +287,30 @@ def test_compact_moves_valid_tokens_to_the_front():
       want[: len(real)] = real
       np.testing.assert_array_equal(got_t[b], want)
       np.testing.assert_array_equal(got_m[b], np.arange(length) < len(real))
+
+
+def test_prefix_sampling_benchmark_contenders_agree():
+  """The benchmark's two contenders draw the same completions; rows are computed (no timing)."""
+  policy, params, prefixes, prefix_mask = _setup()
+  thunks = bench.prefix_sampling_thunks(
+    policy,
+    params,
+    jax.random.key(14),
+    prefixes,
+    prefix_mask,
+    num_samples=2,
+    max_new_tokens=N,
+    eos_id=EOS,
+    pad_id=PAD,
+  )
+  assert tuple(thunks) == bench.PREFIX_CONTENDERS
+  outputs = {name: thunk() for name, thunk in thunks.items()}
+  np.testing.assert_array_equal(outputs['shared_prefill'].tokens, outputs['naive_prefill'].tokens)
+  fake = {
+    'shared_prefill': bench.Timing((0.5, 0.5), 1.0),
+    'naive_prefill': bench.Timing((2.0,), 3.0),
+  }
+  rows = bench.prefix_sampling_rows(fake, outputs, 2)
+  assert rows['num_completions'] == P * 2 and rows['speedup'] == 4.0
+  assert rows['same_tokens_fraction'] == 1.0
+  assert rows['contenders']['shared_prefill']['completions_per_s'] == P * 2 / 0.5
