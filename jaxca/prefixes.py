@@ -1,4 +1,4 @@
-"""Host-side bookkeeping for Monte-Carlo completions of many shared prefixes (NumPy only).
+"""Host-side bookkeeping for Monte-Carlo completions of many shared prefixes.
 
 Host-side by design, like `checkpoint`/`metrics`: nothing here is traced. A value provider
 for VinePPO (arXiv 2410.01679) or SPO (arXiv 2505.23564) turns a batch into states
@@ -17,8 +17,12 @@ their results are ignored.
 """
 
 import dataclasses
+from typing import Any
+from typing import Callable
 
 import numpy as np
+
+from jaxca.credit import mc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,3 +169,54 @@ def plan(tokens, mask, state_valid, *, minimum_bucket: int = 1) -> PrefixPlan:
     num_unique=u,
     inverse=inverse.reshape(b, s),
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class MCResult:
+  """Output of `mc_value_grid`.
+
+  Attributes:
+    values: [B, S] float32 MC value of each state; 0 where the state does not exist.
+    num_unique: U, distinct states completed.
+    bucket: rows actually sampled (U rounded up to a power of two).
+    samples: the sampler's output for the bucket (rows `u * n + i`), for token counts.
+  """
+
+  values: np.ndarray
+  num_unique: int
+  bucket: int
+  samples: Any
+
+
+def mc_value_grid(
+  sample_fn: Callable,
+  score_fn: Callable,
+  tokens,
+  mask,
+  state_valid,
+  *,
+  num_samples: int,
+  minimum_bucket: int = 1,
+) -> MCResult:
+  """Monte-Carlo values of a [B, S] grid of states: dedupe, bucket, sample, score, scatter.
+
+  Args:
+    sample_fn: (prefixes [U_bucket, L], prefix_mask [U_bucket, L]) -> `sampling.Samples` with
+      U_bucket * num_samples rows, e.g. a jitted `sampling.sample_from_prefixes` closed over
+      the policy, parameters and a fresh key (it compiles once per bucket size).
+    score_fn: (samples) -> (rewards [U_bucket * n] float, finished [U_bucket * n] bool), the
+      verifier's reward of each completed response and whether it ended (`sampling.finished`).
+    tokens: [B, S, L] prefix tokens (`credit.mc.step_prefixes`).
+    mask: [B, S, L] bool.
+    state_valid: [B, S] bool.
+    num_samples: n, completions per state (must match `sample_fn`).
+    minimum_bucket: smallest number of prefixes sampled at once.
+
+  Returns:
+    `MCResult`; unfinished completions score 0 (`credit.mc.mc_values`).
+  """
+  p = plan(tokens, mask, state_valid, minimum_bucket=minimum_bucket)
+  samples = sample_fn(p.tokens, p.mask)
+  rewards, finished = score_fn(samples)
+  values = np.asarray(mc.mc_values(rewards, finished, num_samples))
+  return MCResult(p.scatter(values), p.num_unique, p.bucket, samples)

@@ -10,6 +10,7 @@ import pytest
 
 from jaxca import bench
 from jaxca import networks
+from jaxca import prefixes as prefixes_lib
 from jaxca import sampling
 from jaxca.credit import mc
 
@@ -314,3 +315,46 @@ def test_prefix_sampling_benchmark_contenders_agree():
   assert rows['num_completions'] == P * 2 and rows['speedup'] == 4.0
   assert rows['same_tokens_fraction'] == 1.0
   assert rows['contenders']['shared_prefill']['completions_per_s'] == P * 2 / 0.5
+
+
+def test_mc_value_grid_end_to_end_with_a_deterministic_policy():
+  """step_prefixes -> plan (dedup, bucket) -> sample_from_prefixes -> score -> [B, S] values."""
+  policy, params, prompts, prompt_mask = _setup()
+  bias = params['logits']['bias'].at[EOS].set(100.0)  # every completion is [EOS]
+  params = {**params, 'logits': {**params['logits'], 'bias': bias}}
+  step = 5
+  prompts, prompt_mask = prompts[jnp.array([0, 0, 1])], prompt_mask[jnp.array([0, 0, 1])]
+  responses = jnp.array([[1, step, 2, EOS], [1, step, 2, EOS], [3, EOS, PAD, PAD]])
+  mask = responses != PAD
+  step_ids = jnp.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, -1, -1]])
+  tokens, pmask, exists = mc.step_prefixes(prompts, prompt_mask, responses, mask, step_ids, 3)
+  np.testing.assert_array_equal(exists, [[1, 1, 0], [1, 1, 0], [1, 0, 0]])
+  sample_fn = jax.jit(
+    functools.partial(
+      sampling.sample_from_prefixes,
+      policy,
+      params,
+      jax.random.key(15),
+      num_samples=2,
+      max_new_tokens=3,
+      eos_id=EOS,
+      pad_id=PAD,
+    )
+  )
+
+  def score_fn(s):  # deterministic verifier: 1 iff the completed sequence length is a multiple of 3
+    body, body_mask = sampling.compact(s.tokens, s.valid, s.tokens.shape[1], PAD)
+    del body
+    return (jnp.sum(body_mask, axis=1) % 3 == 0).astype(jnp.float32), sampling.finished(s, EOS)
+
+  got = prefixes_lib.mc_value_grid(
+    sample_fn, score_fn, tokens, pmask, exists, num_samples=2, minimum_bucket=1
+  )
+  assert (got.num_unique, got.bucket) == (3, 4)  # rows 0 and 1 share their states
+  assert got.samples.tokens.shape[0] == 4 * 2
+  lengths = np.asarray(pmask).sum(-1) + 1  # state + EOS
+  want = np.where(np.asarray(exists), (lengths % 3 == 0).astype(np.float32), 0.0)
+  np.testing.assert_array_equal(got.values, want)
+  np.testing.assert_array_equal(got.values, [[1, 0, 0], [1, 0, 0], [0, 0, 0]])
+  adv = mc.vineppo_advantages(step_ids, got.values, jnp.ones(3), mask)
+  assert adv.shape == (3, 4) and np.isfinite(np.asarray(adv)).all()
