@@ -342,9 +342,8 @@ def test_mc_value_grid_end_to_end_with_a_deterministic_policy():
     )
   )
 
-  def score_fn(s):  # deterministic verifier: 1 iff the completed sequence length is a multiple of 3
-    body, body_mask = sampling.compact(s.tokens, s.valid, s.tokens.shape[1], PAD)
-    del body
+  def score_fn(s):  # a deterministic verifier: 1 iff the completed length is a multiple of 3
+    _, body_mask = sampling.compact(s.tokens, s.valid, s.tokens.shape[1], PAD)
     return (jnp.sum(body_mask, axis=1) % 3 == 0).astype(jnp.float32), sampling.finished(s, EOS)
 
   got = prefixes_lib.mc_value_grid(
