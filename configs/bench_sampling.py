@@ -8,11 +8,11 @@ Commands (run from the repository root):
 
   # seconds: tiny model and shapes (what CI runs)
   python -m experiments.bench_sampling --config configs/bench_sampling.py:smoke \
-      --workdir /tmp/bench_sampling
+      --workdir runs/bench_sampling_smoke
 
   # e.g. a longer generation
   python -m experiments.bench_sampling --config configs/bench_sampling.py \
-      --config.max_new_tokens=128 --config.policy.max_len=160 --workdir /tmp/bench_sampling_128
+      --config.max_new_tokens=128 --config.policy.max_len=160 --workdir runs/bench_sampling_128
 
 Both contenders are `jaxca.sampling.sample` jitted with the same policy, parameters, prompts
 and keys (so they draw the same tokens); only `use_cache` differs. `use_cache=False` runs the

@@ -10,23 +10,22 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 
 from jaxca import bench
-from jaxca import metrics
 from jaxca import networks
+from jaxca import runs
 from jaxca import sampling
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'bench_sampling'
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file(
-    'config', None, 'configs/bench_sampling.py[:args]', lock_config=True
-  )
-  flags.DEFINE_string('workdir', 'runs/bench_sampling', 'Where results.{json,md} go.')
+  runs.define_flags(NAME)
 
 
 CONTENDERS = {'kv_cache': True, 'recompute': False}  # name -> use_cache
@@ -145,18 +144,23 @@ def _markdown(result, config):
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  logging.info('Config:\n%s', FLAGS.config)
-  if FLAGS.workdir:
-    metrics.write_config(FLAGS.workdir, FLAGS.config)
+def _run(config, workdir):
   command = ' '.join(['python -m experiments.bench_sampling'] + sys.argv[1:])
-  result = run(FLAGS.config, FLAGS.workdir, command)
-  print(_markdown(result, FLAGS.config))
+  result = run(config, workdir, command)
+  kv = result['contenders']['kv_cache']['decode_tokens_per_s']
+  return (
+    f'KV-cache sampling: {result["speedup"]:.1f}x the speed of recomputing the prefix '
+    f'({kv:,.0f} decode tokens/s); results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+EXPERIMENT = runs.Experiment(NAME, _run, validate=lambda config: config)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

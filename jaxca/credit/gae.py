@@ -51,7 +51,8 @@ def gae(
       both the bootstrap and the trace.
     bootstrap_value: [...] float32 (batch shape of `rewards`); V(s_T), the state
       after the last step (use 0 or d=0 for terminated trajectories).
-    lambda_: scalar or [..., T] float32; traceable (vmap it to sweep lambda).
+    lambda_: scalar or [..., T] float32 in [0, 1] (a concrete value outside raises
+      ValueError); traceable (vmap it to sweep lambda).
     mask: optional [..., T] bool; True where the policy acted.
 
   Returns:
@@ -65,6 +66,7 @@ def gae(
   _checks.same_shape('rewards', rewards, values=values, discounts=discounts)
   bootstrap_value = _checks.as_float('bootstrap_value', bootstrap_value)
   _checks.batch_shape('bootstrap_value', bootstrap_value, 'rewards', rewards)
+  _checks.in_unit_interval('lambda_', lambda_)
   lambda_ = _checks.scalar_or_same('lambda_', lambda_, 'rewards', rewards)
   shape = rewards.shape
   flat = lambda x: x.reshape(-1, shape[-1])  # noqa: E731
