@@ -159,7 +159,8 @@ def spo_segments(log_probs, mask=None, threshold=0.9, interval=1) -> jax.Array:
     log_probs: [..., T] float32 log pi_old of the sampled tokens.
     mask: optional [..., T] bool; masked tokens are skipped (never cut, id -1).
     threshold: scalar float32 (traceable), 0.9 in the paper.
-    interval: scalar int (traceable), keep every interval-th candidate (>= 1).
+    interval: scalar (traceable; an int, or a float32 hyper-parameter rounded to the nearest
+      int), keep every interval-th candidate (>= 1).
 
   Returns:
     [..., T] int32 segment ids, usable as `step_ids` with `vineppo_advantages` and
@@ -171,7 +172,7 @@ def spo_segments(log_probs, mask=None, threshold=0.9, interval=1) -> jax.Array:
   _checks.at_least_1d('log_probs', log_probs)
   probs, mask = _probs(log_probs, mask)
   threshold = _checks.as_float('threshold', threshold)
-  interval = jnp.maximum(jnp.asarray(interval, jnp.int32), 1)
+  interval = jnp.maximum(jnp.round(jnp.asarray(interval, jnp.float32)).astype(jnp.int32), 1)
   low = mask & (probs < threshold)
   rank = jnp.cumsum(low, axis=-1, dtype=jnp.int32) - 1
   cut = low & (rank % interval == 0)

@@ -185,6 +185,9 @@ class SPOTest(parameterized.TestCase):
     lp = np.log(probs)
     np.testing.assert_array_equal(mc.spo_segments(lp, interval=2), [-1, 0, 0, 0, 1, 1, 1, 2])
     np.testing.assert_array_equal(mc.spo_segments(lp, interval=5), [-1, 0, 0, 0, 0, 0, 0, 0])
+    # A float32 interval (as estimator hyper-parameters are), traced under jit.
+    got = jax.jit(mc.spo_segments)(lp, None, 0.9, np.float32(2.0))
+    np.testing.assert_array_equal(got, [-1, 0, 0, 0, 1, 1, 1, 2])
     values = np.arange(8, dtype=np.float32) / 10
     for interval in (1, 2, 3, 5):
       got = mc.spo_chain_advantages(lp, values, 1.0, interval=interval)
