@@ -14,9 +14,11 @@ Modules: `gae`, `returns`, `group`, `min_form`, `offpolicy` (offline targets) an
 `traces` (the same trajectory-aware traces as online per-start recursions); the
 private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
-`token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD).
+`token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
+`mc` Monte-Carlo step values and the VinePPO / SPO-chain segment advantages.
 """
 
+from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
 from jaxca.credit.gae import gae
@@ -48,6 +50,7 @@ __all__ = (
   'gtpo_rewards',
   'hicra',
   'hicra_official',
+  'mc',
   'min_form_returns',
   'min_form_rewards',
   'off_policy_returns',
