@@ -63,7 +63,9 @@ def get_config(arg=None):
     stop_at_accuracy=0.35,  # stop once held-out exact match >= this (0 disables)
     optim=dict(name='adam', lr=1e-3, max_grad_norm=1.0, warmup_steps=0, anneal_steps=0, kwargs={}),
   )
-  # Advantage estimator (jaxca.estimators): grpo | dr_grpo | rloo | gae | min_form | reinforce.
+  # Advantage estimator (jaxca.estimators): a name (grpo | dr_grpo | rloo | gae | min_form |
+  # reinforce) or a spec string such as 'grpo + 0.5*rloo' or 'min_form | whiten'; the other
+  # keys are stage options, given to every stage that takes them (floats are traced).
   c.credit = dict(estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False)
   c.rl = dict(
     steps=1000,

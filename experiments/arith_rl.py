@@ -67,7 +67,7 @@ def build(config):
   task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
   estimator = estimators.from_config(config.credit)
   pcfg = ml_collections.ConfigDict(config.policy.to_dict())
-  pcfg.value_head = bool(config.policy.value_head or estimator.needs_values)
+  pcfg.value_head = bool(config.policy.value_head or 'values' in estimator.requires)
   policy = transformer.make_policy(pcfg, vocab_size=task.vocab.size)
   sft_tx = train_lib.make_optimizer(config.warmstart.optim)
   rl_tx = train_lib.make_optimizer(config.optim)

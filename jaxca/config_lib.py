@@ -6,7 +6,7 @@ and the allowed values; `jaxca.runs` prints it without a traceback. It checks th
 sections it finds, so any experiment config can use it:
 
   * names: task, estimator, optimizer(s), loss aggregation mode, reward, policy dtype;
-  * group estimators ('grpo', 'dr_grpo', 'rloo') need rl.group_size >= 2;
+  * estimators that require `group_ids` (e.g. 'grpo', 'rloo') need rl.group_size >= 2;
   * batch sizes divisible by the device count (prompts per step, warm-start
     batch, eval prompts) and the RL batch by rl.num_minibatches (each
     minibatch again divisible by the device count);
@@ -27,7 +27,6 @@ from jaxca import estimators
 from jaxca import losses
 from jaxca import train as train_lib
 
-GROUP_ESTIMATORS = ('grpo', 'dr_grpo', 'rloo')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -81,7 +80,7 @@ def validate(config, device_count: Optional[int] = None):
     from jaxca import tasks  # local: keeps config_lib importable without the task deps
 
     kwargs = {k: v for k, v in config.task.items() if k != 'name'}
-    if 'ops' in kwargs:
+    if 'ops' in kwargs and not isinstance(kwargs['ops'], str):  # 'invertible' stays a name
       kwargs['ops'] = tuple(kwargs['ops'])
     known = getattr(tasks, 'TASKS', None)
     if known is not None and config.task.name not in known:
@@ -138,7 +137,7 @@ def validate(config, device_count: Optional[int] = None):
       'steps_per_call',
     ):
       _positive(f'rl.{key}', rl[key])
-    if est is not None and est.needs_groups and rl.group_size < 2:
+    if est is not None and 'group_ids' in est.requires and rl.group_size < 2:
       raise ConfigError(
         f'Estimator {est.name!r} compares samples within a group: config.rl.group_size must be '
         f'>= 2; got {rl.group_size}.'

@@ -23,6 +23,7 @@ from jaxca.credit.gae import gae
 from jaxca.credit.group import group_relative
 from jaxca.credit.min_form import min_form_returns
 from jaxca.credit.min_form import min_form_rewards
+from jaxca.credit.min_form import pure_baseline
 from jaxca.credit.offpolicy import OFF_POLICY_METHODS
 from jaxca.credit.offpolicy import off_policy_returns
 from jaxca.credit.returns import discounted_returns
@@ -50,6 +51,7 @@ __all__ = (
   'min_form_returns',
   'min_form_rewards',
   'off_policy_returns',
+  'pure_baseline',
   'token_credit',
   'traces',
   'waad',

@@ -36,4 +36,15 @@ def aggregate(loss_mat, mask, mode):
     for row_l, row_m in zip(flat_l, flat_m):
       total += sum(l for l, m in zip(row_l, row_m) if m)
     return total / (flat_l.shape[0] * flat_l.shape[1])
+  if mode == 'token_sum':
+    total = 0.0
+    for row_l, row_m in zip(flat_l, flat_m):
+      total += sum(l for l, m in zip(row_l, row_m) if m)
+    return total
+  if mode == 'seq_mean_token_sum':
+    sums = []
+    for row_l, row_m in zip(flat_l, flat_m):
+      if any(row_m):
+        sums.append(sum(l for l, m in zip(row_l, row_m) if m))
+    return sum(sums) / max(len(sums), 1)
   raise ValueError(mode)

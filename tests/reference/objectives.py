@@ -1,0 +1,315 @@
+"""Slow, obviously correct NumPy references for jaxca.objectives, jaxca.corrections, jaxca.kl.
+
+No jax import. Inputs are [B, T] arrays (tests flatten leading axes); loops go over sequences
+and tokens in float64. Objective references return the per-token loss matrix (0 where masked);
+tests aggregate it with `tests.reference.losses.aggregate`.
+"""
+
+import math
+
+import numpy as np
+
+
+def _clamp(x, lo, hi):
+  return min(max(x, lo), hi)
+
+
+def _log_ratio(lp, old):
+  return _clamp(float(lp) - float(old), -20.0, 20.0)
+
+
+def _surrogate(ratio, a, eps_low, eps_high):
+  """max(-a r, -a clip(r)) and whether the clipped branch is the larger one."""
+  unclipped = -a * ratio
+  clipped = -a * _clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+  return max(unclipped, clipped), clipped > unclipped
+
+
+def _empty(shape):
+  return np.zeros(shape, np.float64)
+
+
+def ppo_clip(lp, old, adv, mask, eps_low, eps_high, dual_clip_c=None):
+  out = _empty(lp.shape)
+  for b in range(lp.shape[0]):
+    for t in range(lp.shape[1]):
+      if not mask[b, t]:
+        continue
+      a = float(adv[b, t])
+      loss, _ = _surrogate(math.exp(_log_ratio(lp[b, t], old[b, t])), a, eps_low, eps_high)
+      if dual_clip_c is not None and a < 0:
+        loss = min(loss, -a * dual_clip_c)
+      out[b, t] = loss
+  return out
+
+
+def trl_two_sided(lp, old, adv, mask, eps_low, eps_high, delta):
+  """TRL's INTELLECT-2 two-sided clip: -min(min(r, delta) A, clip(r) A)."""
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      a = float(adv[b, t])
+      r = math.exp(_log_ratio(lp[b, t], old[b, t]))
+      out[b, t] = -min(min(r, delta) * a, _clamp(r, 1.0 - eps_low, 1.0 + eps_high) * a)
+  return out
+
+
+def _seq_mean_log_ratio(lp, old, mask, b):
+  vals = [_log_ratio(lp[b, t], old[b, t]) for t in range(lp.shape[1]) if mask[b, t]]
+  return sum(vals) / len(vals) if vals else 0.0
+
+
+def gspo(lp, old, adv, mask, eps_low, eps_high):
+  """Value of GSPO and of GSPO-token (they agree in value)."""
+  out = _empty(lp.shape)
+  for b in range(lp.shape[0]):
+    s = math.exp(min(_seq_mean_log_ratio(lp, old, mask, b), 10.0))
+    for t in range(lp.shape[1]):
+      if mask[b, t]:
+        out[b, t], _ = _surrogate(s, float(adv[b, t]), eps_low, eps_high)
+  return out
+
+
+def gspo_grad_seq_mean(lp, old, seq_adv, mask, eps_low, eps_high):
+  """d/d lp of GSPO with a sequence advantage, aggregated by seq_mean_token_mean.
+
+  loss = mean over non-empty sequences of l_i(s_i); dl/ds = -A_i unless the clip is active;
+  ds_i/d lp_t = s_i / |y_i|.
+  """
+  grad = _empty(lp.shape)
+  n_seqs = sum(1 for b in range(lp.shape[0]) if mask[b].any())
+  for b in range(lp.shape[0]):
+    n = int(mask[b].sum())
+    if n == 0:
+      continue
+    s = math.exp(_seq_mean_log_ratio(lp, old, mask, b))
+    a = float(seq_adv[b])
+    _, clipped = _surrogate(s, a, eps_low, eps_high)
+    dl_ds = 0.0 if clipped else -a
+    for t in range(lp.shape[1]):
+      if mask[b, t]:
+        grad[b, t] = dl_ds * s / n / n_seqs
+  return grad
+
+
+def cispo(lp, old, adv, mask, eps_low, eps_high):
+  out = _empty(lp.shape)
+  lo = -math.inf if eps_low is None else 1.0 - eps_low
+  hi = math.inf if eps_high is None else 1.0 + eps_high
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      w = _clamp(math.exp(_log_ratio(lp[b, t], old[b, t])), lo, hi)
+      out[b, t] = -w * float(adv[b, t]) * float(lp[b, t])
+  return out
+
+
+def sapo(lp, old, adv, mask, tau_pos, tau_neg):
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      a = float(adv[b, t])
+      tau = tau_pos if a > 0 else tau_neg
+      r = math.exp(_log_ratio(lp[b, t], old[b, t]))
+      gate = 1.0 / (1.0 + math.exp(-tau * (r - 1.0))) * 4.0 / tau
+      out[b, t] = -gate * a
+  return out
+
+
+def gpg(lp, adv, mask):
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      out[b, t] = -float(adv[b, t]) * float(lp[b, t])
+  return out
+
+
+def reinforce(lp, old, adv, mask, is_max=None):
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if mask[b, t]:
+      w = math.exp(_log_ratio(lp[b, t], old[b, t]))
+      if is_max is not None:
+        w = min(w, is_max)
+      out[b, t] = -w * float(adv[b, t]) * float(lp[b, t])
+  return out
+
+
+def covariance(lp, adv, mask):
+  """(A - mean A)(lp - mean lp) over the valid tokens; dict {(b, t): cov}."""
+  valid = [(b, t) for b, t in np.ndindex(lp.shape) if mask[b, t]]
+  if not valid:
+    return {}
+  mean_a = sum(float(adv[i]) for i in valid) / len(valid)
+  mean_lp = sum(float(lp[i]) for i in valid) / len(valid)
+  return {i: (float(adv[i]) - mean_a) * (float(lp[i]) - mean_lp) for i in valid}
+
+
+def clip_cov_eligible(lp, old, adv, mask, eps_low, eps_high, lb, ub):
+  cov = covariance(lp, adv, mask)
+  out = {}
+  for i, c in cov.items():
+    r = math.exp(_log_ratio(lp[i], old[i]))
+    _, clipped = _surrogate(r, float(adv[i]), eps_low, eps_high)
+    if not clipped and lb < c < ub:
+      out[i] = c
+  return out
+
+
+def num_chosen(ratio, mask):
+  return max(int(math.floor(ratio * int(mask.sum()))), 1)
+
+
+def clip_cov(lp, old, adv, mask, eps_low, eps_high, ratio, lb, ub, chosen=None):
+  """`chosen`: the set of dropped tokens; None takes the k eligible of highest covariance."""
+  if chosen is None:
+    eligible = clip_cov_eligible(lp, old, adv, mask, eps_low, eps_high, lb, ub)
+    ranked = sorted(eligible, key=lambda i: -eligible[i])
+    chosen = set(ranked[: num_chosen(ratio, mask)])
+  out = ppo_clip(lp, old, adv, mask, eps_low, eps_high)
+  for i in chosen:
+    out[i] = 0.0
+  return out
+
+
+def kl_cov(lp, old, adv, mask, ratio, coef):
+  cov = covariance(lp, adv, mask)
+  ranked = sorted(cov, key=lambda i: -cov[i])
+  chosen = set(ranked[: num_chosen(ratio, mask)]) if cov else set()
+  out = _empty(lp.shape)
+  for i in cov:
+    d = _log_ratio(lp[i], old[i])
+    out[i] = -float(adv[i]) * math.exp(d) + (coef * abs(d) if i in chosen else 0.0)
+  return out
+
+
+def gmpo(lp, old, adv, mask, eps_low, eps_high, is_weights=None):
+  out = _empty(lp.shape)
+  for b in range(lp.shape[0]):
+    idx = [t for t in range(lp.shape[1]) if mask[b, t]]
+    if not idx:
+      continue
+    terms, log_w = [], []
+    for t in idx:
+      d = _log_ratio(lp[b, t], old[b, t])
+      a = float(adv[b, t])
+      dc = _clamp(d, -eps_low, eps_high)
+      if a > 0:
+        terms.append(min(d, dc))
+      elif a < 0:
+        terms.append(max(d, dc))
+      else:
+        terms.append(0.0)
+      if is_weights is not None:
+        log_w.append(math.log(float(is_weights[b, t]) + 1e-10))
+    ratio = math.exp(sum(terms) / len(idx))
+    if is_weights is not None:
+      ratio *= math.exp(sum(log_w) / len(idx))
+    seq_adv = sum(float(adv[b, t]) for t in idx) / len(idx)
+    for t in idx:
+      out[b, t] = -seq_adv * ratio
+  return out
+
+
+# ---------------------------------------------------------------- KL estimators
+
+
+def kl_estimate(lp, ref, mask, estimator):
+  out = _empty(lp.shape)
+  for b, t in np.ndindex(lp.shape):
+    if not mask[b, t]:
+      continue
+    d = float(lp[b, t]) - float(ref[b, t])
+    if estimator == 'k1':
+      out[b, t] = d
+    elif estimator == 'k2':
+      out[b, t] = 0.5 * d * d
+    elif estimator == 'abs':
+      out[b, t] = abs(d)
+    elif estimator == 'k3':
+      e = _clamp(-d, -20.0, 20.0)
+      out[b, t] = math.exp(e) - e - 1.0
+    else:
+      raise ValueError(estimator)
+  return out
+
+
+def adaptive_kl(init_coef, kls, n_steps, target, horizon):
+  """Coefficients after each update of the Ziegler et al. (2019) controller."""
+  coef, out = float(init_coef), []
+  for kl in kls:
+    err = _clamp(float(kl) / target - 1.0, -0.2, 0.2)
+    coef = coef * (1.0 + err * n_steps / horizon)
+    out.append(coef)
+  return out
+
+
+# ---------------------------------------------------------------- rollout correction
+
+
+def rollout_correction(
+  target,
+  rollout,
+  mask,
+  level='token',
+  mode='truncate',
+  low=None,
+  high=2.0,
+  apply_weights=True,
+  normalize=False,
+  kl_threshold=None,
+  kl_estimator='k3',
+  kl_reduce='mean',
+):
+  """Returns (weights [B, T] float64, new mask [B, T] bool)."""
+  B, T = target.shape
+  weights = np.ones((B, T), np.float64)
+  keep = mask.copy()
+  for b in range(B):
+    idx = [t for t in range(T) if mask[b, t]]
+    if not idx:
+      continue
+    diffs = {t: float(target[b, t]) - float(rollout[b, t]) for t in idx}
+    for t in idx:
+      if level is None:
+        break
+      if level == 'token':
+        log_w = diffs[t]
+      elif level == 'sequence':
+        log_w = sum(diffs.values())
+      else:
+        log_w = sum(diffs.values()) / len(idx)
+      log_w = _clamp(log_w, -20.0, 20.0)
+      w = math.exp(log_w)
+      if mode == 'truncate':
+        if low is not None:
+          w = max(w, low)
+        if high is not None:
+          w = min(w, high)
+      else:
+        if (low is not None and log_w < math.log(low)) or (
+          high is not None and log_w > math.log(high)
+        ):
+          keep[b, t] = False
+      weights[b, t] = w if apply_weights else 1.0
+    if kl_threshold is not None:
+      # KL(pi_rollout || pi_train) on the rollout's tokens: estimator of (rollout - target).
+      ks = kl_estimate(
+        np.array([[rollout[b, t] for t in idx]]),
+        np.array([[target[b, t] for t in idx]]),
+        np.ones((1, len(idx)), bool),
+        kl_estimator,
+      )[0]
+      stat = {'mean': np.mean, 'sum': np.sum, 'max': np.max}[kl_reduce](ks)
+      if stat > kl_threshold:
+        for t in idx:
+          keep[b, t] = False
+  weights = np.where(keep, weights, 0.0)
+  if normalize and level is not None and apply_weights:
+    if level == 'token':
+      vals = [weights[b, t] for b, t in np.ndindex(B, T) if keep[b, t]]
+    else:
+      vals = [weights[b][keep[b]].mean() for b in range(B) if keep[b].any()]
+    mean = sum(vals) / len(vals) if vals else 0.0
+    if mean > 1e-8:
+      weights = weights / mean
+  return weights, keep
