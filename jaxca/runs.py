@@ -15,9 +15,9 @@ One place decides, for every `python -m experiments.<name>` run:
     `--allow_config_change`); a refused run leaves `config.json` untouched.
   * **Errors.** A `ConfigError` (config_lib) or usage error prints one line on
     stderr and exits with status 2, no traceback (`--debug` shows it). Ctrl-C
-    prints where the run stopped and that rerunning the same command resumes
-    (exit 130). A non-finite loss stops a run with the last good checkpoint
-    (`check_finite`).
+    stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
+    prints where it stopped and that rerunning the same command resumes (exit 130).
+    A non-finite loss stops a run with the last good checkpoint (`check_finite`).
   * **The end.** The experiment's `run` returns one summary line (what it
     measured, where it wrote); it is printed and stored with the config in
     `done.json`. Rerunning a complete run (same config) prints that line and
@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging as pylogging
 import os
+import signal
 import sys
 from typing import Any
 from typing import Callable
@@ -58,12 +59,30 @@ __all__ = [
   'resolve_workdir',
 ]
 
-_state = {'position': None}
+_state = {'position': None, 'stop': False}
 
 
 def at(position: str):
-  """Records where the run is (e.g. 'RL step 40 of 1000') for the Ctrl-C message."""
+  """Marks a safe stopping point and records where the run is (e.g. 'RL step 40 of 1000').
+
+  Experiments call it between chunks. After a Ctrl-C under `main`, the next call
+  raises KeyboardInterrupt here, so a run never stops inside a checkpoint save.
+  """
   _state['position'] = position
+  if _state['stop']:
+    _state['stop'] = False
+    raise KeyboardInterrupt
+
+
+def _stop_at_next_step(signum, frame):
+  del signum, frame
+  _state['stop'] = True
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+  print(
+    '\nCtrl-C: stopping at the end of the current step (Ctrl-C again to stop now).',
+    file=sys.stderr,
+    flush=True,
+  )
 
 
 def note(message: str):
@@ -320,6 +339,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   config = FLAGS.config
   if config is None:
     raise app.UsageError(f'--config is required, e.g. --config configs/{experiment.name}.py')
+  signal.signal(signal.SIGINT, _stop_at_next_step)
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)

@@ -191,6 +191,7 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path):
   text = err.read_text()
   assert proc.returncode == 130, text[-2000:]
   assert 'Traceback' not in text, text[-3000:]
+  assert 'Ctrl-C: stopping at the end of the current step' in text
   assert 'Interrupted at RL step' in text and 'Rerun the same command to resume' in text
 
 
