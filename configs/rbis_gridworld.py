@@ -1,4 +1,4 @@
-r"""RBIS paper control experiment: lambda sweep on the Bifurcated Gridworld (SPECS.md §1.6).
+r"""RBIS paper control experiment: lambda sweep on the Bifurcated Gridworld (arXiv 2301.11321).
 
 Daley et al., "Trajectory-Aware Eligibility Traces for Off-Policy Reinforcement
 Learning" (ICML 2023). Online tabular expected-SARSA control with per-start-time traces

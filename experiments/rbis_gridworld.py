@@ -1,9 +1,10 @@
 """RBIS paper control experiment: online off-policy control with per-start-time traces.
 
-Protocol (SPECS.md §1.6, official `experiments/training.py::run_control_trial`): tabular
-Q on the Bifurcated Gridworld, behaviour epsilon-greedy(Q) (eps 1 for the first episodes,
-then 0.2), target epsilon-greedy(Q) with eps 0.1, both from the live Q at every step
-(argmax ties split uniformly); at step t, with the expected-SARSA TD error
+Protocol (Daley et al., arXiv 2301.11321; official
+`experiments/training.py::run_control_trial`): tabular Q on the Bifurcated Gridworld,
+behaviour epsilon-greedy(Q) (eps 1 for the first episodes, then 0.2), target epsilon-
+greedy(Q) with eps 0.1, both from the live Q at every step (argmax ties split
+uniformly); at step t, with the expected-SARSA TD error
 `delta_t = r + gamma * sum_a pi(a|s') Q(s', a) - Q(s, a)` (no bootstrap at termination),
 every start time k of the current episode gets `Q(S_k, A_k) += alpha gamma^(t-k)
 beta_{k,t} delta_t` (`jaxca.credit.traces`). After every training episode, one evaluation
