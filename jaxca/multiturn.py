@@ -239,10 +239,10 @@ class Context(NamedTuple):
 
 def step_ids(samples: Samples) -> jax.Array:
   """[B, N] int32: the turn index at each action token, -1 elsewhere."""
-  b, n = samples.mask.shape
+  n = samples.mask.shape[1]
   horizon = samples.active.shape[1]
   turn = jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n // horizon)[None, :]
-  return jnp.where(samples.mask, turn, -1).astype(jnp.int32) * jnp.ones((b, 1), jnp.int32)
+  return jnp.where(samples.mask, turn, -1).astype(jnp.int32)
 
 
 def token_rewards(samples: Samples) -> jax.Array:

@@ -39,7 +39,6 @@ class ConfigTest(absltest.TestCase):
 @pytest.mark.slow
 def test_smoke_cli_writes_results(tmp_path):
   workdir = str(tmp_path / 'run')
-
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
   env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
   cmd = [sys.executable, '-m', 'experiments.gigpo_keydoor', '--config']
