@@ -39,6 +39,20 @@ Source stages (`SOURCES`):
     every step closer (separators, EOS or the last token) is 0. `returns` are
     the returns of the transformed rewards before any baseline.
 
+  * `'gigpo_episode'` (GiGPO, arXiv 2505.10978 Eq. 3; requires group_ids,
+    step_ids, step_rewards): `credit.gigpo.episode_advantages` of the episode
+    return; traced `std_norm` (0: mean_norm, 1: mean_std_norm) and
+    `per_trajectory` (1: statistics over unique trajectories, the paper's form;
+    0: over all step rows, the verl-agent default).
+  * `'gigpo_step'` (Eqs. 5-7; also requires anchor_ids, and history_ids with
+    `history=True`): `credit.gigpo.step_advantages`, discounted step returns
+    (`gamma`) normalised within (task, anchor) groups; traced key flags
+    `key_state`, `key_turn`, `key_history` choose the anchor key (default: the
+    anchor state). `'turn_step'` is the same stage grouping by turn index
+    (MT-GRPO, arXiv 2505.11821; `key_state=0, key_turn=1`). GiGPO is
+    `'gigpo_episode + omega*gigpo_step'`; with omega = 0 it is GRPO (with
+    `per_trajectory=1` exactly the `'grpo'` / `'dr_grpo'` stages).
+
 Transform stages (`TRANSFORMS`):
   * `'whiten'`: `ops.masked_whiten` of the advantages over the valid tokens of
     the batch (verl/tunix defaults: unbiased variance, `eps` 1e-8);
@@ -341,6 +355,70 @@ def _min_form(
   return Stage('min_form', requires, dict(temperature=temperature, gamma=gamma), apply)
 
 
+# ----------------------------------------------------------------------------- GiGPO / turn-level
+
+
+def _steps_of(traj):
+  """[B, S] bool: the steps that have at least one valid token."""
+  step_ids = jnp.where(traj.mask, traj.step_ids, -1)
+  count = ops.to_steps(jnp.ones_like(traj.rewards), step_ids, traj.num_steps, 'count')
+  return count > 0, step_ids
+
+
+def _gigpo_episode(eps=1e-6, std_norm=1.0, per_trajectory=0.0) -> Stage:
+  """GiGPO's episode level (arXiv 2505.10978 Eq. 3), `credit.gigpo.episode_advantages`."""
+
+  def apply(traj, prev, hp):
+    del prev
+    steps, _ = _steps_of(traj)
+    ret = ops.masked_sum(traj.rewards, traj.mask, axis=-1)
+    a = credit.gigpo.episode_advantages(
+      ret, traj.group_ids, traj.num_groups, steps, hp['std_norm'], hp['per_trajectory'], hp['eps']
+    )
+    adv = jnp.where(traj.mask, a[:, None], 0.0)
+    return Targets(adv, adv)
+
+  hp = dict(eps=eps, std_norm=std_norm, per_trajectory=per_trajectory)
+  return Stage('gigpo_episode', ('group_ids', 'step_ids', 'step_rewards'), hp, apply)
+
+
+def _step_groups(name, state_default, turn_default):
+  def build(
+    gamma=0.95,
+    eps=1e-6,
+    std_norm=1.0,
+    key_state=state_default,
+    key_turn=turn_default,
+    key_history=0.0,
+    history: bool = False,
+  ) -> Stage:
+    requires = ('group_ids', 'step_ids', 'step_rewards', 'anchor_ids')
+    requires += ('history_ids',) if history else ()
+
+    def apply(traj, prev, hp):
+      del prev
+      steps, step_ids = _steps_of(traj)
+      keys = credit.gigpo.anchor_keys(
+        traj.group_ids,
+        traj.anchor_ids,
+        traj.get('history_ids') if history else None,
+        use_state=hp['key_state'],
+        use_turn=hp['key_turn'],
+        use_history=hp['key_history'],
+      )
+      a = credit.gigpo.step_advantages(
+        traj.step_rewards, steps, keys, hp['gamma'], hp['std_norm'], hp['eps']
+      )
+      adv = jnp.where(traj.mask, ops.to_tokens(a, step_ids), 0.0)
+      return Targets(adv, adv)
+
+    hp = dict(gamma=gamma, eps=eps, std_norm=std_norm, key_state=key_state, key_turn=key_turn)
+    hp['key_history'] = key_history
+    return Stage(name, requires, hp, apply)
+
+  return build
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -364,6 +442,10 @@ SOURCES: dict[str, Callable[..., Stage]] = {
   'dr_grpo': _group('dr_grpo'),
   'rloo': _group('rloo'),
   'min_form': _min_form,
+  # GiGPO (arXiv 2505.10978): 'gigpo_episode + omega*gigpo_step'; MT-GRPO turn-index groups.
+  'gigpo_episode': _gigpo_episode,
+  'gigpo_step': _step_groups('gigpo_step', 1.0, 0.0),
+  'turn_step': _step_groups('turn_step', 0.0, 1.0),
 }
 TRANSFORMS: dict[str, Callable[..., Stage]] = {'whiten': _whiten}
 ESTIMATORS = ('gae', 'grpo', 'dr_grpo', 'rloo', 'min_form', 'reinforce')
