@@ -142,8 +142,8 @@ def mc_complete_and_score(
     response_len: width of the scored response (static).
 
   Returns:
-    (rewards [U * n] float32, finished [U * n] bool, generated [U * n] int32 tokens
-    generated per completion).
+    (rewards [U * n] float32, finished [U * n] bool: the completed response has an EOS
+    within `response_len` tokens, generated [U * n] int32 tokens generated per completion).
   """
   voc = task.vocab
   samples = sampling.sample_from_prefixes(
@@ -163,5 +163,7 @@ def mc_complete_and_score(
   resp, rmask = sampling.compact(samples.tokens[:, lp:], samples.valid[:, lp:], width, voc.pad_id)
   rep = {k: jnp.repeat(v, num_samples, axis=0) for k, v in rows.items()}
   rewards = task.outcome(resp, rmask, rep).astype(jnp.float32)
-  ended = jnp.any((resp == voc.eos_id) & rmask, axis=-1)
-  return rewards, ended & sampling.finished(samples, voc.eos_id), samples.lengths
+  # Finished: the completed response ends (EOS) within `response_len` tokens (a prefix that
+  # already holds EOS is finished whatever is sampled after it).
+  finished = jnp.any((resp == voc.eos_id) & rmask, axis=-1)
+  return rewards, finished, samples.lengths
