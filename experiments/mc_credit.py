@@ -694,7 +694,14 @@ def expected_vs_observed(summary, seeds, arms, probe):
       for a, b in zip(v, p)
     ]
     refuted = [b['acc_equal_wall'] >= a['acc_equal_wall'] for a, b in zip(v, p)]
-    verdict = 'CONFIRMED' if all(ge) else 'REFUTED' if all(refuted) else 'MIXED (seeds disagree)'
+    if all(ge) and all(refuted):
+      verdict = 'TIED (equal accuracy at equal wall-clock: neither confirmed nor refuted)'
+    elif all(ge):
+      verdict = 'CONFIRMED'
+    elif all(refuted):
+      verdict = 'REFUTED'
+    else:
+      verdict = 'MIXED (seeds disagree)'
     detail = '; '.join(
       f'seed {s}: VinePPO {100 * a["acc_equal_wall"]:.1f}% (AUC {100 * a["auc_wall"]:.1f}) vs '
       f'PPO-GAE {100 * b["acc_equal_wall"]:.1f}% (AUC {100 * b["auc_wall"]:.1f})'
