@@ -16,6 +16,7 @@ cached in `<workdir>/warmstart`).
 import functools
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -934,11 +935,11 @@ def write_results(config, workdir, summary, arms, probe, ws_info, times):
   seeds = list(config.seeds)
   eq = summary[(arms[0], seeds[0])]['equal']
   cores = os.cpu_count()
+  command = ' '.join(['python -m experiments.mc_credit'] + sys.argv[1:])
   compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
   text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
 
-Command: `python -m experiments.mc_credit --config configs/mc_credit.py` (this run:
-`--workdir {workdir}`), commit `{_commit()}`. Hardware: {cores}-core CPU
+Command: `{command}`, commit `{_commit()}`. Hardware: {cores}-core CPU
 ({jax.devices()[0].platform}); the machine was shared with other jobs: load average
 {times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
 seconds are inflated and noisy; the equal-iteration and equal-generated-token columns do not
