@@ -316,7 +316,7 @@ def make_rollout_fn(
   The returned function takes `batch` = dict of the task's `batch_keys` ([P, ...]
   per prompt), a PRNG key and optional estimator hyper-parameters (a pytree like
   `estimator.hparams`, traced, so sweeping them does not recompile); with a critic,
-  also `critic_params=`.
+  also `critic_params=`; with `host_fields`, `fields=` (a dict of those arrays).
 
   Raises:
     ValueError: (at build time) a required field has no provider, or the
