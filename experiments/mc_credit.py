@@ -580,7 +580,7 @@ def _auc_vs(recs, axis, x_max):
 
 def _iters_to(recs, threshold):
   for r in recs:
-    if 'eval_exact_match' in r and r['eval_exact_match'] >= threshold:
+    if r['iteration'] > 0 and 'eval_exact_match' in r and r['eval_exact_match'] >= threshold:
       return r['iteration']
   return None
 
@@ -725,7 +725,11 @@ def expected_vs_observed(summary, seeds, arms, probe):
         f'seed {s} (threshold {100 * half:.1f}%): '
         + ', '.join(f'{a} {its[a] if its[a] is not None else "never"}' for a in arms)
       )
-    verdict = 'CONFIRMED' if all(ok) else 'NOT CONFIRMED'
+    improved = [summary[('vineppo_k9', s)]['half'] > summary[('vineppo_k9', s)]['warm'] for s in seeds]
+    if not any(improved):
+      verdict = 'NOT TESTABLE (no arm improved on the warm start, so the threshold is the warm start)'
+    else:
+      verdict = 'CONFIRMED' if all(ok) else 'NOT CONFIRMED'
     out.append(
       '- **"Fewer updates"** (expected: VinePPO reaches warm + 0.5 (best - warm) in fewer '
       f'iterations than GRPO and PPO-GAE; evaluations every few iterations). Observed '
