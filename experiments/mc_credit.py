@@ -725,9 +725,9 @@ def expected_vs_observed(summary, seeds, arms, probe):
         f'seed {s} (threshold {100 * half:.1f}%): '
         + ', '.join(f'{a} {its[a] if its[a] is not None else "never"}' for a in arms)
       )
-    improved = [summary[('vineppo_k9', s)]['half'] > summary[('vineppo_k9', s)]['warm'] for s in seeds]
-    if not any(improved):
-      verdict = 'NOT TESTABLE (no arm improved on the warm start, so the threshold is the warm start)'
+    v = [summary[('vineppo_k9', s)] for s in seeds]
+    if not any(r['half'] > r['warm'] for r in v):
+      verdict = 'NOT TESTABLE (no arm improved on the warm start: the threshold is the start)'
     else:
       verdict = 'CONFIRMED' if all(ok) else 'NOT CONFIRMED'
     out.append(
