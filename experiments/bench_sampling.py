@@ -98,6 +98,7 @@ def run(config, workdir=None, command=None) -> dict:
     max_abs_log_prob_diff=float(np.max(np.abs(np.asarray(a.log_probs - b.log_probs)))),
     environment=bench.environment(),
   )
+  result['mc_prefix'] = _mc_prefix_row(policy, params, jax.random.fold_in(sample_key, 1), config)
   logging.info(
     'speedup %.2fx, kv_cache %.0f tokens/s',
     result['speedup'],
@@ -110,6 +111,36 @@ def run(config, workdir=None, command=None) -> dict:
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
       f.write(_markdown(result, config))
   return result
+
+
+def _mc_prefixes(key, config):
+  """[U, Lp] random prefixes of varied length (right-padded: valid tokens first) and mask."""
+  tok_key, len_key = jax.random.split(key)
+  u, lp = config.mc_num_prefixes, config.mc_prefix_len
+  tokens = jax.random.randint(tok_key, (u, lp), 2, config.vocab_size)
+  lengths = jax.random.randint(len_key, (u,), max(1, lp // 2), lp + 1)
+  mask = jnp.arange(lp)[None, :] < lengths[:, None]
+  return jnp.where(mask, tokens, config.pad_id), mask
+
+
+def _mc_prefix_row(policy, params, key, config):
+  """Monte-Carlo completions (VinePPO/SPO values): U prefixes x n samples, shared prefill of
+  each prefix (KV cache repeated n times) vs re-prefilling all U * n rows."""
+  prefix_key, sample_key = jax.random.split(key)
+  prefixes, mask = _mc_prefixes(prefix_key, config)
+  return bench.prefix_sampling(
+    policy,
+    params,
+    sample_key,
+    prefixes,
+    mask,
+    reps=config.reps,
+    num_samples=config.mc_num_samples,
+    max_new_tokens=config.mc_max_new_tokens,
+    eos_id=config.eos_id,
+    pad_id=config.pad_id,
+    temperature=config.temperature,
+  )
 
 
 def _markdown(result, config):
@@ -141,6 +172,31 @@ def _markdown(result, config):
     f'{result["max_abs_log_prob_diff"]:.2e}.',
     '',
   ]
+  mc = result.get('mc_prefix')
+  if mc:
+    lines += [
+      '## Monte-Carlo completions from shared prefixes (VinePPO / SPO values)',
+      '',
+      f'{config.mc_num_prefixes} prefixes of {config.mc_prefix_len // 2}-{config.mc_prefix_len} '
+      f'tokens x {config.mc_num_samples} completions of {config.mc_max_new_tokens} tokens = '
+      f'{mc["num_completions"]} completions. shared_prefill: each prefix prefilled once and its '
+      'KV cache repeated (`sampling.sample_from_prefixes`); naive_prefill: every completion '
+      're-prefills its prefix.',
+      '',
+      '| contender | median s | completions/s | compile+first s | spread |',
+      '|---|---|---|---|---|',
+    ]
+    for name, r in mc['contenders'].items():
+      lines.append(
+        f'| {name} | {r["median_s"]:.4f} | {r["completions_per_s"]:,.0f} | '
+        f'{r["compile_and_first_run_s"]:.2f} | {r["spread"]:.2f} |'
+      )
+    lines += [
+      '',
+      f'**Speedup of shared prefill: {mc["speedup"]:.1f}x.** Same sampled tokens: '
+      f'{100 * mc["same_tokens_fraction"]:.1f}%.',
+      '',
+    ]
   return '\n'.join(lines)
 
 

@@ -16,6 +16,13 @@ One RL iteration (`make_rl_update`):
   5. `num_epochs` x `num_minibatches` PPO-clip steps (`train.minibatch_epochs`)
      on `pg + kl_coef * KL_k3 - ent_coef * H + vf_coef * value_loss`.
 
+Two-phase iterations (`make_rl_phases`): `collect` (steps 1-3, returns `RolloutData`),
+then host-side work on the batch (e.g. Monte-Carlo values of its step prefixes, supplied as
+`host_fields`), then `update` (steps 4-5 on that fixed batch). `make_rl_update` is the two
+phases composed inside one function (no host fields). Optional pieces: a separate critic
+network with its own optimiser, and a `loss_mask` field (`LEARNER_FIELDS`) that restricts
+the loss to some tokens.
+
 States are plain dicts of arrays (checkpointable with orbax, no keys, no Python
 objects): `step` [] int32, `params`, `opt_state`, and `ref_params` when the KL
 term is on. Nothing here is jitted; the experiment jits whole iterations.
@@ -232,6 +239,45 @@ def _forward(policy, params, tokens, valid, prompt_len, temperature):
   return logits, log_probs, values
 
 
+class RolloutData(NamedTuple):
+  """Phase 1 of an iteration: the sampled batch and the old policy's view of it.
+
+  Everything a provider may read (`RolloutContext`) and everything the update needs,
+  as arrays, so the learner can stop after sampling, let the host add Trajectory fields
+  (e.g. Monte-Carlo values from extra completions, which need host-side de-duplication)
+  and then finish the iteration on this fixed batch (`make_rl_phases`).
+
+  Attributes:
+    batch: dict of per-row arrays (the task's batch keys, repeated G times) [B, ...].
+    tokens, valid: [B, L] prompt followed by the response, and its mask.
+    responses: [B, N] int32; mask: [B, N] bool; rewards: [B, N] float32.
+    log_probs: [B, N] old-policy log-probs (0 where masked).
+    ref_log_probs: [B, N] reference log-probs (zeros when the KL term is off).
+    values: [B, N] float32 values (policy value head or separate critic) or None.
+    response_logits: [B, N, V] float32 old-policy logits / temperature.
+    lengths: [B] int32 response lengths.
+  """
+
+  batch: Any
+  tokens: jax.Array
+  valid: jax.Array
+  responses: jax.Array
+  mask: jax.Array
+  rewards: jax.Array
+  log_probs: jax.Array
+  ref_log_probs: jax.Array
+  values: Optional[jax.Array]
+  response_logits: jax.Array
+  lengths: jax.Array
+
+
+# Trajectory fields the learner itself reads when present (providers for them are called
+# whenever given, required by the estimator or not):
+#   loss_mask [B, N] bool: ANDed into the response mask of the policy (and value) loss,
+#   e.g. SPO's probability mask (arXiv 2505.23564, Sec. 3.3).
+LEARNER_FIELDS = ('loss_mask',)
+
+
 def make_rollout_fn(
   policy: transformer.Policy,
   task: tasks_base.Task,
@@ -243,11 +289,14 @@ def make_rollout_fn(
   use_ref: bool = False,
   max_new_tokens: Optional[int] = None,
   providers: Optional[Dict[str, Callable]] = None,
+  host_fields: tuple = (),
+  critic=None,
 ) -> Callable:
   """Returns rollout(params, ref_params, batch, key, hparams=None) -> (Rollout, metrics).
 
   Args:
-    policy: the language policy (with a value head if the estimator requires `values`).
+    policy: the language policy (with a value head if the estimator requires `values`
+      and no separate `critic` is given).
     task: a `jaxca.tasks.Task` (vocab, verifiers, step parsing).
     estimator: a `jaxca.estimators.Estimator`; the rollout fills exactly the
       Trajectory fields in `estimator.requires`.
@@ -257,19 +306,70 @@ def make_rollout_fn(
     use_ref: compute reference log-probs with `ref_params` (for the KL term).
     max_new_tokens: N; default `task.response_len`.
     providers: extra or overriding providers, {field: fn(RolloutContext) -> dict
-      of Trajectory fields}; a field outside `types.FIELDS` goes to `extras`.
+      of Trajectory fields}; a field outside `types.FIELDS` goes to `extras`. A
+      provider of a `LEARNER_FIELDS` entry (`loss_mask`) is always called.
+    host_fields: Trajectory fields supplied from outside the jitted rollout (see
+      `make_rl_phases`); no provider is needed for them.
+    critic: optional separate critic (`networks.critic.make_critic`); its values
+      replace the policy's value head (pass `critic_params` to the functions).
 
   The returned function takes `batch` = dict of the task's `batch_keys` ([P, ...]
   per prompt), a PRNG key and optional estimator hyper-parameters (a pytree like
-  `estimator.hparams`, traced, so sweeping them does not recompile).
+  `estimator.hparams`, traced, so sweeping them does not recompile); with a critic,
+  also `critic_params=`; with `host_fields`, `fields=` (a dict of those arrays).
 
   Raises:
     ValueError: (at build time) a required field has no provider, or the
       estimator compares rows within groups and `group_size` < 2.
   """
+  collect, finish = _make_rollout_parts(
+    policy,
+    task,
+    estimator,
+    group_size=group_size,
+    temperature=temperature,
+    reward=reward,
+    use_ref=use_ref,
+    max_new_tokens=max_new_tokens,
+    providers=providers,
+    host_fields=host_fields,
+    critic=critic,
+  )
+
+  def rollout(params, ref_params, batch, key, hparams=None, critic_params=None, fields=None):
+    data = collect(params, ref_params, batch, key, critic_params)
+    return finish(data, fields or {}, hparams)
+
+  return rollout
+
+
+def _make_rollout_parts(
+  policy,
+  task,
+  estimator,
+  *,
+  group_size,
+  temperature,
+  reward,
+  use_ref,
+  max_new_tokens,
+  providers,
+  host_fields,
+  critic,
+):
+  """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
+  finish(data, fields, hparams) -> (Rollout, metrics))."""
   if reward not in REWARDS:
     raise ValueError(f'Unknown reward {reward!r}; choose from {list(REWARDS)}.')
-  fields = check_providers(estimator, providers, value_head=policy.module.value_head)
+  host_fields = tuple(host_fields)
+  table = {f: (lambda ctx: {}) for f in host_fields}
+  table.update(providers or {})
+  has_values = bool(policy.module.value_head) or critic is not None
+  fields = check_providers(estimator, table, value_head=has_values)
+  fields = {f: p for f, p in fields.items() if f not in host_fields}
+  for name in LEARNER_FIELDS:
+    if name in (providers or {}) and name not in host_fields:
+      fields[name] = providers[name]
   if 'group_ids' in fields and group_size < 2:
     raise ValueError(
       f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
@@ -278,7 +378,7 @@ def make_rollout_fn(
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
 
-  def rollout(params, ref_params, batch, key, hparams=None):
+  def collect(params, ref_params, batch, key, critic_params=None):
     prompts = batch['prompts']
     lp = prompts.shape[1]
     samples = sampling.sample(
@@ -299,6 +399,12 @@ def make_rollout_fn(
     logits, old_log_probs, values = _forward(
       policy, params, samples.tokens, samples.valid, lp, temperature
     )
+    if critic is not None:
+      if critic_params is None:
+        raise ValueError('a rollout with a separate critic needs `critic_params`.')
+      values = transformer.response_values(
+        critic.apply(critic_params, samples.tokens, samples.valid), lp
+      )
     old_log_probs = jnp.where(mask, old_log_probs, 0.0)
     if use_ref:
       _, ref_log_probs, _ = _forward(
@@ -307,44 +413,70 @@ def make_rollout_fn(
       ref_log_probs = jnp.where(mask, ref_log_probs, 0.0)
     else:
       ref_log_probs = jnp.zeros_like(old_log_probs)
-    ctx = RolloutContext(
-      task=task,
+    return RolloutData(
       batch=rep,
+      tokens=samples.tokens,
+      valid=samples.valid,
       responses=samples.responses,
       mask=mask,
       rewards=rewards,
       log_probs=old_log_probs,
+      ref_log_probs=ref_log_probs,
       values=values,
       response_logits=logits[:, lp - 1 : -1] / temperature,
+      lengths=samples.lengths,
+    )
+
+  def finish(data, extra, hparams=None):
+    missing = [f for f in host_fields if f not in extra]
+    if missing:
+      raise ValueError(f'host fields {missing} were not supplied to the update.')
+    mask = data.mask
+    ctx = RolloutContext(
+      task=task,
+      batch=data.batch,
+      responses=data.responses,
+      mask=mask,
+      rewards=data.rewards,
+      log_probs=data.log_probs,
+      values=data.values,
+      response_logits=data.response_logits,
       group_size=group_size,
     )
     traj = build_trajectory(ctx, fields)
+    if extra:
+      traj = traj.replace(**{k: jnp.asarray(v) for k, v in extra.items()})
     targets = estimator(traj, hparams)
     advantages = jax.lax.stop_gradient(jnp.where(mask, targets.advantages, 0.0))
     returns = jax.lax.stop_gradient(jnp.where(mask, targets.returns, 0.0))
-    old_values = jnp.zeros_like(old_log_probs) if values is None else jnp.where(mask, values, 0.0)
-    seq_reward = jnp.sum(rewards, axis=1)
-    correct = task.outcome(samples.responses, mask, rep)
+    values = data.values
+    old_values = jnp.zeros_like(data.log_probs) if values is None else jnp.where(mask, values, 0.0)
+    seq_reward = jnp.sum(data.rewards, axis=1)
+    correct = task.outcome(data.responses, mask, data.batch)
     metrics = dict(
       reward=jnp.mean(seq_reward),
       accuracy=jnp.mean(correct),
-      response_length=jnp.mean(samples.lengths.astype(jnp.float32)),
+      response_length=jnp.mean(data.lengths.astype(jnp.float32)),
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
+    loss_mask = mask
+    if traj.get('loss_mask') is not None:
+      loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
+      metrics['loss_token_frac'] = jnp.sum(loss_mask) / jnp.maximum(jnp.sum(mask), 1)
     batch_out = Rollout(
-      tokens=samples.tokens,
-      valid=samples.valid,
-      mask=mask,
-      old_log_probs=jax.lax.stop_gradient(old_log_probs),
-      ref_log_probs=jax.lax.stop_gradient(ref_log_probs),
+      tokens=data.tokens,
+      valid=data.valid,
+      mask=loss_mask,
+      old_log_probs=jax.lax.stop_gradient(data.log_probs),
+      ref_log_probs=jax.lax.stop_gradient(data.ref_log_probs),
       old_values=jax.lax.stop_gradient(old_values),
       advantages=advantages,
       returns=returns,
     )
     return batch_out, metrics
 
-  return rollout
+  return collect, finish
 
 
 def _frac_constant_groups(correct, group_size):
@@ -415,11 +547,27 @@ def make_init(
   return init
 
 
-def init_from_params(params, tx: optax.GradientTransformation, *, with_ref: bool = False):
-  """A fresh state (step 0, fresh optimizer) around `params` (e.g. a warm start)."""
+def init_from_params(
+  params,
+  tx: optax.GradientTransformation,
+  *,
+  with_ref: bool = False,
+  critic_params=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
+):
+  """A fresh state (step 0, fresh optimizer) around `params` (e.g. a warm start).
+
+  With `critic_params` (a separate critic, see `make_rl_phases`) the state also holds
+  them and `critic_opt_state = critic_tx.init(critic_params)`.
+  """
   state = dict(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
   if with_ref:
     state['ref_params'] = jax.tree.map(jnp.copy, params)
+  if critic_params is not None:
+    if critic_tx is None:
+      raise ValueError('`critic_params` need their optimiser `critic_tx`.')
+    state['critic_params'] = critic_params
+    state['critic_opt_state'] = critic_tx.init(critic_params)
   return state
 
 
@@ -454,6 +602,143 @@ def _params_finite(params):
   return jnp.all(jnp.stack(leaves)).astype(jnp.float32)
 
 
+class RLPhases(NamedTuple):
+  """One RL iteration in two jittable phases, with a host step possible in between.
+
+  Attributes:
+    collect: (state, batch, key) -> RolloutData: sample G responses per prompt and
+      score them with the old policy (and critic).
+    update: (state, data, fields, key, hparams=None) -> (state, metrics): providers,
+      estimator and the PPO epochs on the fixed batch `data`; `fields` is a dict of
+      the `host_fields` arrays (e.g. `mc_values` [B, S]) computed between the phases.
+  """
+
+  collect: Callable
+  update: Callable
+
+
+def make_rl_phases(
+  policy: transformer.Policy,
+  task: tasks_base.Task,
+  estimator,
+  tx: optax.GradientTransformation,
+  *,
+  group_size: int,
+  num_epochs: int = 1,
+  num_minibatches: int = 1,
+  temperature: float = 1.0,
+  reward: str = 'outcome',
+  loss_cfg: Any = None,
+  shuffle: bool = True,
+  providers: Optional[Dict[str, Callable]] = None,
+  host_fields: tuple = (),
+  critic=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
+) -> RLPhases:
+  """An RL iteration split at the point where host-side providers can run.
+
+  Some Trajectory fields cannot be computed inside one jitted iteration: Monte-Carlo
+  values (VinePPO, arXiv 2410.01679; SPO, arXiv 2505.23564) de-duplicate the states of
+  the batch on the host and sample a data-dependent number of completions. The caller
+  jits `collect` and `update` separately and computes `host_fields` in between from the
+  `RolloutData` (with the current parameters and its own key); `make_rl_update` is the
+  single-jit composition with no host fields. Same arguments as `make_rl_update`, plus:
+
+  Args:
+    host_fields: names of the Trajectory fields the caller supplies to `update`.
+    critic: optional separate critic (`networks.critic.make_critic`, e.g. initialised
+      from the policy trunk by `critic_params_from_policy`): its values feed the
+      estimator, and it is trained on the clipped value loss (`loss_cfg.vf_coef`,
+      `loss_cfg.vf_clip`) by its own optimiser `critic_tx` over the same minibatches.
+      The state then holds `critic_params` and `critic_opt_state` (`init_from_params`).
+    critic_tx: the critic's optimiser (required with `critic`).
+  """
+  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
+  has_critic = 'values' in estimator.requires
+  vf_coef = float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0) if has_critic else 0.0
+  vf_clip = _get(loss_cfg, 'vf_clip', None) or None
+  agg_mode = _get(loss_cfg, 'agg_mode', 'token_mean')
+  if critic is not None and critic_tx is None:
+    raise ValueError('a separate critic needs its optimiser `critic_tx`.')
+  collect, finish = _make_rollout_parts(
+    policy,
+    task,
+    estimator,
+    group_size=group_size,
+    temperature=temperature,
+    reward=reward,
+    use_ref=kl_coef > 0,
+    max_new_tokens=None,
+    providers=providers,
+    host_fields=host_fields,
+    critic=critic,
+  )
+  loss_fn = make_ppo_loss(
+    policy,
+    prompt_len=task.prompt_len,
+    temperature=temperature,
+    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
+    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
+    agg_mode=agg_mode,
+    kl_coef=kl_coef,
+    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
+    vf_coef=0.0 if critic is not None else vf_coef,
+    vf_clip=vf_clip,
+  )
+  grad_step = train_lib.make_gradient_step(loss_fn, tx)
+  critic_step = None
+  if critic is not None:
+    lp = task.prompt_len
+
+    def critic_loss(cparams, rb: Rollout):
+      values = transformer.response_values(critic.apply(cparams, rb.tokens, rb.valid), lp)
+      v = losses.value_loss(
+        jnp.where(rb.mask, values, 0.0),
+        rb.returns,
+        rb.mask,
+        old_values=rb.old_values,
+        clip_eps=vf_clip,
+        agg_mode=agg_mode,
+      )
+      return vf_coef * v, dict(value_loss=v)
+
+    critic_step = train_lib.make_gradient_step(critic_loss, critic_tx)
+
+  def collect_fn(state, batch, key):
+    return collect(state['params'], state.get('ref_params'), batch, key, state.get('critic_params'))
+
+  def update(state, data, fields, key, hparams=None):
+    rb, roll_metrics = finish(data, fields, hparams)
+    (params, opt_state), step_metrics = train_lib.minibatch_epochs(
+      grad_step,
+      (state['params'], state['opt_state']),
+      rb,
+      key,
+      num_epochs=num_epochs,
+      num_minibatches=num_minibatches,
+      shuffle=shuffle,
+    )
+    new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
+    metrics = dict(roll_metrics)
+    metrics.update({k: jnp.mean(v) for k, v in step_metrics.items()})
+    if critic_step is not None:  # same minibatches (same key), its own optimiser
+      (cparams, copt), cmetrics = train_lib.minibatch_epochs(
+        critic_step,
+        (state['critic_params'], state['critic_opt_state']),
+        rb,
+        key,
+        num_epochs=num_epochs,
+        num_minibatches=num_minibatches,
+        shuffle=shuffle,
+      )
+      new_state.update(critic_params=cparams, critic_opt_state=copt)
+      metrics.update({f'critic_{k}': jnp.mean(v) for k, v in cmetrics.items()})
+    metrics['params_finite'] = _params_finite(params)
+    return new_state, metrics
+
+  return RLPhases(collect_fn, update)
+
+
 def make_rl_update(
   policy: transformer.Policy,
   task: tasks_base.Task,
@@ -468,6 +753,8 @@ def make_rl_update(
   loss_cfg: Any = None,
   shuffle: bool = True,
   providers: Optional[Dict[str, Callable]] = None,
+  critic=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
 ) -> Callable:
   """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
@@ -480,57 +767,36 @@ def make_rl_update(
       ent_coef, vf_coef, vf_clip (all optional; see `make_ppo_loss`).
     shuffle: permute rows between minibatches.
     providers: extra Trajectory providers (see `make_rollout_fn`).
+    critic, critic_tx: a separate critic and its optimiser (see `make_rl_phases`).
 
   `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
 
   `metrics` holds scalars: rollout statistics, the mean over epochs/minibatches
   of the loss terms, `grad_norm`, and `params_finite` (1.0 iff every new
   parameter is finite) so the caller can stop before saving a broken state.
+  It is `make_rl_phases`'s collect and update composed with no host fields.
   """
-  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
-  has_critic = 'values' in estimator.requires
-  vf_coef = float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0) if has_critic else 0.0
-  rollout = make_rollout_fn(
+  phases = make_rl_phases(
     policy,
     task,
     estimator,
+    tx,
     group_size=group_size,
+    num_epochs=num_epochs,
+    num_minibatches=num_minibatches,
     temperature=temperature,
     reward=reward,
-    use_ref=kl_coef > 0,
+    loss_cfg=loss_cfg,
+    shuffle=shuffle,
     providers=providers,
+    critic=critic,
+    critic_tx=critic_tx,
   )
-  loss_fn = make_ppo_loss(
-    policy,
-    prompt_len=task.prompt_len,
-    temperature=temperature,
-    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
-    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
-    agg_mode=_get(loss_cfg, 'agg_mode', 'token_mean'),
-    kl_coef=kl_coef,
-    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
-    vf_coef=vf_coef,
-    vf_clip=_get(loss_cfg, 'vf_clip', None) or None,
-  )
-  grad_step = train_lib.make_gradient_step(loss_fn, tx)
 
   def update(state, batch, key, hparams=None):
     sample_key, epoch_key = jax.random.split(key)
-    rb, roll_metrics = rollout(state['params'], state.get('ref_params'), batch, sample_key, hparams)
-    (params, opt_state), step_metrics = train_lib.minibatch_epochs(
-      grad_step,
-      (state['params'], state['opt_state']),
-      rb,
-      epoch_key,
-      num_epochs=num_epochs,
-      num_minibatches=num_minibatches,
-      shuffle=shuffle,
-    )
-    new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
-    metrics = dict(roll_metrics)
-    metrics.update({k: jnp.mean(v) for k, v in step_metrics.items()})
-    metrics['params_finite'] = _params_finite(params)
-    return new_state, metrics
+    data = phases.collect(state, batch, sample_key)
+    return phases.update(state, data, {}, epoch_key, hparams)
 
   return update
 

@@ -109,12 +109,15 @@ class PrefixPlan:
     mask: [U_bucket, L] bool.
     num_unique: U, the number of distinct states.
     inverse: [B, S] int, the unique prefix of each state; -1 where the state does not exist.
+    rows: [U_bucket] int, the batch row b of the state each prefix was taken from (padding
+      rows repeat row 0's), to look up per-row data such as the verifier's answer.
   """
 
   tokens: np.ndarray
   mask: np.ndarray
   num_unique: int
   inverse: np.ndarray
+  rows: np.ndarray = None
 
   @property
   def bucket(self) -> int:
@@ -160,14 +163,15 @@ def plan(tokens, mask, state_valid, *, minimum_bucket: int = 1) -> PrefixPlan:
   u = len(uniq.index)
   size = bucket_size(u, minimum_bucket)
   if u == 0:
-    uniq_t, uniq_m = flat_t[:1], flat_m[:1]
+    uniq_t, uniq_m, source = flat_t[:1], flat_m[:1], np.zeros((1,), np.int64)
   else:
-    uniq_t, uniq_m = uniq.tokens, uniq.mask
+    uniq_t, uniq_m, source = uniq.tokens, uniq.mask, rows[uniq.index]
   return PrefixPlan(
     tokens=pad_rows(uniq_t, size),
     mask=pad_rows(uniq_m, size),
     num_unique=u,
     inverse=inverse.reshape(b, s),
+    rows=pad_rows(source // s, size),
   )
 
 
@@ -220,3 +224,38 @@ def mc_value_grid(
   rewards, finished = score_fn(samples)
   values = np.asarray(mc.mc_values(rewards, finished, num_samples))
   return MCResult(p.scatter(values), p.num_unique, p.bucket, samples)
+
+
+def mc_step_values(
+  complete_fn: Callable,
+  tokens,
+  mask,
+  state_valid,
+  batch,
+  *,
+  num_samples: int,
+  minimum_bucket: int = 1,
+) -> MCResult:
+  """Like `mc_value_grid`, for a verifier that needs per-row data (e.g. the answer).
+
+  Args:
+    complete_fn: (prefixes [U_bucket, L], prefix_mask [U_bucket, L], rows) ->
+      (rewards [U_bucket * n], finished [U_bucket * n] bool, generated [U_bucket * n] int),
+      where `rows` = {k: batch[k][plan.rows]} holds the batch data of each prefix's row;
+      e.g. a jitted `mc_stages.mc_complete_and_score` closed over the policy, parameters
+      and a fresh key.
+    tokens, mask, state_valid: the [B, S] grid of states (`credit.mc.step_prefixes`).
+    batch: dict of [B, ...] per-row arrays.
+    num_samples: n, completions per state.
+    minimum_bucket: smallest number of prefixes sampled at once.
+
+  Returns:
+    `MCResult` whose `samples` is `dict(generated=...)`: the number of tokens generated for
+    the U real states (padding rows of the bucket excluded).
+  """
+  p = plan(tokens, mask, state_valid, minimum_bucket=minimum_bucket)
+  rows = {k: np.asarray(v)[p.rows] for k, v in batch.items()}
+  rewards, finished, generated = complete_fn(p.tokens, p.mask, rows)
+  values = np.asarray(mc.mc_values(rewards, finished, num_samples))
+  real = int(np.asarray(generated)[: p.num_unique * num_samples].sum())
+  return MCResult(p.scatter(values), p.num_unique, p.bucket, dict(generated=real))

@@ -111,3 +111,21 @@ def unique_prefixes(tokens, mask):
       seen[key] = len(seen)
     inverse.append(seen[key])
   return list(seen), np.array(inverse)
+
+
+def prob_whiten(adv, log_probs, mask, threshold=0.9, eps=1e-8):
+  """Whitening (unbiased variance) over the valid tokens with exp(log_prob) < threshold."""
+  adv = np.asarray(adv, np.float64)
+  keep = []
+  for idx in np.ndindex(adv.shape):
+    if mask[idx] and np.exp(float(log_probs[idx])) < threshold:
+      keep.append(idx)
+  out = np.zeros(adv.shape)
+  if not keep:
+    return out
+  vals = [adv[i] for i in keep]
+  mean = sum(vals) / len(vals)
+  var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+  for i in keep:
+    out[i] = (adv[i] - mean) / np.sqrt(var + eps)
+  return out
