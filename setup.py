@@ -33,6 +33,15 @@ setup(
       'jupytext>=1.16',
       'ruff>=0.6',
       'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
+      'nbclient>=0.10',  # tests run every notebook in a Jupyter kernel
+      'ipykernel>=6.29',
+    ],
+    # pip install -e ".[notebooks]": open notebooks/*.py (jupytext) in JupyterLab.
+    'notebooks': [
+      'jupyterlab>=4',
+      'jupytext>=1.16',
+      'ipykernel>=6.29',
+      'nbclient>=0.10',
     ],
   },
 )

@@ -5,7 +5,7 @@ chosen advantage estimator (G samples per prompt, token-level PPO-clip), held-ou
 greedy accuracy evaluated periodically.
 
   python -m experiments.arith_rl --config configs/arith_rl.py --workdir runs/arith_rl
-  python -m experiments.arith_rl --config configs/arith_rl.py:smoke --workdir /tmp/arith_smoke
+  python -m experiments.arith_rl --config configs/arith_rl.py:smoke --workdir runs/arith_smoke
   python -m experiments.arith_rl --config configs/arith_rl.py \
       --config.credit.estimator=rloo --workdir runs/arith_rl_rloo
 
@@ -17,9 +17,12 @@ Same warm start for several estimators (the warm start of the first run is reuse
   python -m experiments.arith_rl --compare runs/arith_grpo,runs/arith_gae \
       --workdir results/arith_rl            # combined table + plot
 
+Without --workdir a run writes to runs/arith_rl (--compare: runs/arith_rl_compare).
 Rerunning with the same --workdir resumes (phase, step, optimizer state, data
-position) from the latest checkpoint. Add --multihost on multi-host clusters
-(calls jax.distributed.initialize()).
+position) from the latest checkpoint; a changed config is refused except for
+rl.steps, eval.every, train.ckpt_every and train.max_to_keep (experiments.arith_rl.SAFE_KEYS;
+--allow_config_change overrides). --dry_run prints the resolved config. Add
+--multihost on multi-host clusters (calls jax.distributed.initialize()).
 
 Writes: config.json, metrics.jsonl, tensorboard/, checkpoints/{warmstart,rl}/,
 results.md, learning_curve.png.
@@ -60,7 +63,9 @@ def get_config(arg=None):
     stop_at_accuracy=0.35,  # stop once held-out exact match >= this (0 disables)
     optim=dict(name='adam', lr=1e-3, max_grad_norm=1.0, warmup_steps=0, anneal_steps=0, kwargs={}),
   )
-  # Advantage estimator (jaxca.estimators): grpo | dr_grpo | rloo | gae | min_form | reinforce.
+  # Advantage estimator (jaxca.estimators): a name (grpo | dr_grpo | rloo | gae | min_form |
+  # reinforce) or a spec string such as 'grpo + 0.5*rloo' or 'min_form | whiten'; the other
+  # keys are stage options, given to every stage that takes them (floats are traced).
   c.credit = dict(estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False)
   c.rl = dict(
     steps=1000,

@@ -7,12 +7,12 @@ Commands (run from the repository root):
       --workdir results/bench_credit
 
   # seconds: tiny shapes, 2 repetitions (what CI runs)
-  python -m experiments.bench_credit --config configs/bench_credit.py:smoke --workdir /tmp/bench
+  python -m experiments.bench_credit --config configs/bench_credit.py:smoke   # -> runs/bench_credit
 
   # one section / fewer shapes, e.g. only GAE at [256, 2048]
   python -m experiments.bench_credit --config configs/bench_credit.py \
       --config.kernels=gae --config.shapes=256x2048 --config.group.modes= \
-      --config.offpolicy.methods= --workdir /tmp/bench_gae
+      --config.offpolicy.methods= --workdir runs/bench_gae
 
 Expected result (issue 2 and 3 targets): `credit.gae` >= 1.5x faster than jitted `jax.vmap` of
 rlax's per-trajectory GAE at [256,2048] and [4096,128] and >= 50% of the copy bandwidth measured

@@ -14,8 +14,8 @@ PureJaxRL is never committed. Fetch it and copy its two files outside the repo:
 Both programs get the same hyper-parameters (PureJaxRL's CartPole defaults, taken
 from configs/ppo_gymnax.py), run in one process, alternately, compile excluded
 (AOT `lower().compile()` timed separately). Writes bench.json and bench.md to the
-workdir. If `purejaxrl_path` does not hold purejaxrl/ppo.py the script says so and
-exits without measuring.
+workdir (default runs/bench_ppo_purejaxrl). If `purejaxrl_path` does not hold
+purejaxrl/ppo.py the script says so (a config error, exit 2) without measuring.
 
 Expected: jaxca steps/s >= PureJaxRL steps/s at 1 seed (ratio >= 1); see
 BUILD_NOTES.md > Results for the measured numbers and machine.

@@ -8,15 +8,20 @@ Commands (run from the repository root):
 
   # seconds: tiny model and shapes (what CI runs)
   python -m experiments.bench_sampling --config configs/bench_sampling.py:smoke \
-      --workdir /tmp/bench_sampling
+      --workdir runs/bench_sampling_smoke
 
   # e.g. a longer generation
   python -m experiments.bench_sampling --config configs/bench_sampling.py \
-      --config.max_new_tokens=128 --config.policy.max_len=160 --workdir /tmp/bench_sampling_128
+      --config.max_new_tokens=128 --config.policy.max_len=160 --workdir runs/bench_sampling_128
 
 Both contenders are `jaxca.sampling.sample` jitted with the same policy, parameters, prompts
 and keys (so they draw the same tokens); only `use_cache` differs. `use_cache=False` runs the
 full [B, Lp + N] forward pass at every one of the N steps.
+
+A second table times Monte-Carlo completions from many prefixes (the VinePPO / SPO values of
+experiments/mc_credit.py): `sampling.sample_from_prefixes` (each prefix prefilled once, its
+KV cache repeated to the n samples) vs re-prefilling every one of the U * n rows
+(`bench.prefix_sampling`), reported as completions/s.
 
 Expected result (issue 5 target): with a 2-layer width-128 transformer, 64 prompts x 8 samples,
 prompt length 16 and 64 new tokens, the KV-cache path is >= 5x faster than recomputation
@@ -48,6 +53,12 @@ def get_config(arg=None):
   c.eos_id = 1
   c.pad_id = 0
   c.reps = 3  # timed calls per contender after one warm-up (compile); interleaved
+  # Monte-Carlo completions (VinePPO / SPO): U prefixes (lengths uniform in
+  # [prefix_len // 2, prefix_len], right-padded) x n completions; shared prefill vs naive.
+  c.mc_num_prefixes = 1024  # U
+  c.mc_num_samples = 9  # n
+  c.mc_prefix_len = 20
+  c.mc_max_new_tokens = 8
   if args.smoke:
     c.vocab_size = 11
     c.policy.width = 32
@@ -58,4 +69,8 @@ def get_config(arg=None):
     c.min_prompt_len = 2
     c.max_new_tokens = 6
     c.reps = 2
+    c.mc_num_prefixes = 4
+    c.mc_num_samples = 2
+    c.mc_prefix_len = 4
+    c.mc_max_new_tokens = 3
   return c

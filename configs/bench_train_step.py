@@ -3,7 +3,7 @@ r"""Train-step throughput of the arith_rl loop: tokens/s of one RL iteration and
   python -m experiments.bench_train_step --config configs/bench_train_step.py \
       --workdir runs/bench_train_step
   python -m experiments.bench_train_step --config configs/bench_train_step.py:smoke \
-      --workdir /tmp/bench_train_step
+      --workdir runs/bench_train_step_smoke
 
 Contenders (each jitted once, timed in interleaved rounds after compilation, median):
   * rl_iteration: the whole RL iteration of experiments/arith_rl.py (sample G per prompt,

@@ -3,7 +3,7 @@ r"""PPO (credit.gae, MLP actor-critic) on a discrete gymnax environment; seeds v
 Defaults are PureJaxRL's CartPole-v1 PPO hyper-parameters (purejaxrl/ppo.py).
 
   python -m experiments.ppo_gymnax --config configs/ppo_gymnax.py --workdir runs/ppo_cartpole
-  python -m experiments.ppo_gymnax --config configs/ppo_gymnax.py:smoke --workdir /tmp/smoke
+  python -m experiments.ppo_gymnax --config configs/ppo_gymnax.py:smoke --workdir runs/ppo_smoke
   python -m experiments.ppo_gymnax --config configs/ppo_gymnax.py:num_seeds=16 \
       --config.env.name=Acrobot-v1 --workdir runs/ppo_acrobot
 

@@ -1,4 +1,4 @@
-r"""RBIS paper control experiment: lambda sweep on the Bifurcated Gridworld (SPECS.md §1.6).
+r"""RBIS paper control experiment: lambda sweep on the Bifurcated Gridworld (arXiv 2301.11321).
 
 Daley et al., "Trajectory-Aware Eligibility Traces for Off-Policy Reinforcement
 Learning" (ICML 2023). Online tabular expected-SARSA control with per-start-time traces
@@ -7,17 +7,18 @@ paper's chosen step size per (method, lambda) (ICML config, official repo commit
 9512ce0), 1000 seeds shared by every setting; all 44,000 trials run vmapped in one
 jitted program.
 
-  python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py
-  python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py:smoke --workdir /tmp/rg
+  python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py   # -> runs/rbis_gridworld
+  python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py:smoke --workdir runs/rg
   python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py:num_seeds=100 \
       --workdir runs/rbis_100
 
-Writes to the workdir (default `results/`): rbis_gridworld.csv
+Writes to the workdir (default `runs/rbis_gridworld/`; the committed 1000-seed tables are
+in `results/`, written with `--workdir results`): rbis_gridworld.csv
 (method,lambda,alpha,auc_mean,auc_ci95,num_seeds), rbis_gridworld.md (table),
 rbis_gridworld_lambda_sweep.png (AUC vs lambda, 95% CI bands),
 rbis_gridworld_curves.png (learning curves at lambda 0.5 / 0.9 / 1.0),
 rbis_gridworld_curves.npz (those mean curves) and rbis_gridworld.json (config, wall time).
-Partial state is checkpointed to `checkpoint_dir` between chunks; a rerun resumes.
+Partial state is checkpointed to `<workdir>/checkpoint.npz` between chunks; a rerun resumes.
 
 Expected: AUC in the paper's plotted range (~1160-1300; the maximum is about
 3001 * 0.9**6 = 1594) and all methods identical at lambda = 0 (one-step expected SARSA,
@@ -53,7 +54,8 @@ def get_config(arg=None):
   c.smoothing_window = 100  # moving average over the last 100 evaluation returns
   c.methods = ('retrace', 'truncated_is', 'recursive_retrace', 'rbis')
   c.lambdas = LAMBDAS
-  # Step size per (method, lambda) on the `LAMBDAS` grid: the ICML config's
+  c.alpha_grid = LAMBDAS  # the lambdas that `alphas` are given for (any of them may be run)
+  # Step size per (method, lambda) on the `alpha_grid`: the ICML config's
   # `lambda_sweep_alphas` (chosen by the paper's grid search on separate seeds).
   c.alphas = dict(
     retrace=(0.9,) * 8 + (0.7, 0.7, 0.5),
@@ -69,8 +71,8 @@ def get_config(arg=None):
   # window are exact.
   c.window = 128
   c.chunk_steps = 100  # env steps per jitted call (progress bar + checkpoint granularity)
-  c.checkpoint_dir = 'runs/rbis_gridworld_ckpt'  # '' disables; removed after success
-  c.checkpoint_every = 5  # chunks
+  # Chunks between saves of <workdir>/checkpoint.npz (0 disables; removed after success).
+  c.checkpoint_every = 5
   c.curve_lambdas = (0.5, 0.9, 1.0)
   if arg.smoke:
     c.num_seeds = min(arg.num_seeds, 4)
@@ -79,5 +81,5 @@ def get_config(arg=None):
     c.curve_lambdas = (0.9,)
     c.window = 32
     c.chunk_steps = 50
-    c.checkpoint_dir = ''
+    c.checkpoint_every = 0
   return c

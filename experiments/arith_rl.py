@@ -6,21 +6,21 @@ Resume order (jaxca.checkpoint): (1) the latest RL checkpoint in the workdir;
 (2) else the warm start -- resumed from checkpoints/warmstart, or taken from
 `config.init_from` (params only); (3) else a fresh init. Randomness is
 fold_in(key, step), data batches are a function of (seed, step), so a resumed
-run computes what an uninterrupted one would.
+run computes what an uninterrupted one would. Where runs write, how a changed
+config is treated on resume (only `SAFE_KEYS` may change), errors and the closing
+summary: `jaxca.runs`.
 """
 
 import collections
-import logging as pylogging
+import contextlib
 import os
 import tempfile
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import tqdm
 
@@ -31,6 +31,7 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import parallel
+from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
 from jaxca.networks import transformer
@@ -38,12 +39,21 @@ from jaxca.networks import transformer
 FLAGS = flags.FLAGS
 
 
+NAME = 'arith_rl'
+# Keys that may differ when a workdir is resumed: they change how long the run is and
+# how often it evaluates / checkpoints, not what a step computes.
+SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file('config', None, 'configs/arith_rl.py[:args]', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Checkpoints, metrics, results; resumes if non-empty.')
+  runs.define_flags(NAME)
   flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (multi-host).')
-  flags.DEFINE_list('compare', None, 'Workdirs to compare: writes a table + plot to --workdir.')
+  flags.DEFINE_list(
+    'compare',
+    None,
+    f'Workdirs to compare: table + plot into --workdir (default runs/{NAME}_compare).',
+  )
 
 
 Parts = collections.namedtuple(
@@ -57,7 +67,7 @@ def build(config):
   task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
   estimator = estimators.from_config(config.credit)
   pcfg = ml_collections.ConfigDict(config.policy.to_dict())
-  pcfg.value_head = bool(config.policy.value_head or estimator.needs_values)
+  pcfg.value_head = bool(config.policy.value_head or 'values' in estimator.requires)
   policy = transformer.make_policy(pcfg, vocab_size=task.vocab.size)
   sft_tx = train_lib.make_optimizer(config.warmstart.optim)
   rl_tx = train_lib.make_optimizer(config.optim)
@@ -96,11 +106,20 @@ def _chunks(source, batch_size, seed, start, per_call):
 def train(config, workdir=None):
   """Warm start (or init_from), then RL; returns the final RL state (a dict of arrays)."""
   config_lib.validate(config)
+  with contextlib.ExitStack() as stack:
+    data_dir = config.data.dir or (
+      os.path.join(workdir, 'data')
+      if workdir
+      else stack.enter_context(tempfile.TemporaryDirectory(prefix='jaxca_data_'))
+    )
+    return _train(config, workdir, data_dir)
+
+
+def _train(config, workdir, data_dir):
   start, cpu_start = time.time(), time.process_time()
   parts = build(config)
   mesh = parallel.make_mesh()
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh, batch_axis=1)
-  data_dir = config.data.dir or (os.path.join(workdir, 'data') if workdir else tempfile.mkdtemp())
   src = data.load(
     parts.task.config, data_dir, num_train=config.data.num_train, num_test=config.data.num_test
   )
@@ -169,17 +188,10 @@ def train(config, workdir=None):
     return dict(time=base + time.time() - start, cpu_time=cpu_base + time.process_time())
 
   def stop_if_bad(m, phase, step, ckpt):
-    if not metrics.all_finite(m, ('loss', 'grad_norm')) or np.min(m['params_finite']) < 1:
-      last = None
-      if ckpt:
-        ckpt.wait()
-        last = ckpt.latest_step()
-      raise FloatingPointError(
-        f'Non-finite loss or parameters in the {phase} phase at step {step} (loss per step: '
-        f'{np.asarray(m["loss"]).ravel().tolist()}); stopping without saving. The last good '
-        f'checkpoint is step {last} in {ckpt.directory if ckpt else "(no workdir)"}; fix the '
-        'config (e.g. a smaller optim.lr) and rerun to resume from it.'
-      )
+    checks = dict(m, params_finite=np.where(np.asarray(m['params_finite']) < 1, np.nan, 1.0))
+    runs.check_finite(
+      checks, ('loss', 'grad_norm', 'params_finite'), phase=phase, step=step, checkpointer=ckpt
+    )
 
   writer = metrics.Writer(
     workdir if jax.process_index() == 0 else None,  # one writer on multi-host runs
@@ -218,10 +230,12 @@ def train(config, workdir=None):
     else:
       abstract = jax.eval_shape(lambda: parts.rl_init(parts.policy.init(key)))
       state = rl_ckpt.restore(abstract, rl_step, sharding=repl)
-      logging.info('Resumed RL from step %d', rl_step)
+      if rl_step < config.rl.steps:
+        runs.note(f'resumed RL from step {rl_step}')
     step, k = int(rl_step or 0), config.rl.steps_per_call
     batches = _chunks(src['train'], config.rl.prompts_per_step, config.seed + 1, step, k)
     rl_key = jax.random.fold_in(key, 1)
+    runs.at(f'RL step {step} of {config.rl.steps}')
     with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
       while step < config.rl.steps:
         state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)
@@ -234,6 +248,7 @@ def train(config, workdir=None):
         writer.write(step, dict(rec, **now()))
         bar.update(k)
         bar.set_postfix(acc=f'{rec["accuracy"]:.2f}', em=rec.get('eval_exact_match', '-'))
+        runs.at(f'RL step {step} of {config.rl.steps}')
         if rl_ckpt:
           rl_ckpt.maybe_save(step, state, force=step == config.rl.steps)
   finally:
@@ -266,6 +281,9 @@ def _warm_start(
   if not done and step and ws.stop_at_accuracy and step % ws.eval_every == 0:
     done = run_eval(state['params'])['eval_exact_match'] >= ws.stop_at_accuracy
   batches = _chunks(src['train'], ws.batch_size, config.seed, step, ws.steps_per_call)
+  if step:
+    runs.note(f'resumed the warm start from step {step}')
+  em = None
   with tqdm.tqdm(total=ws.steps, initial=step, desc='warm start') as bar:
     while not done:
       state, m = sft_chunk(state, parallel.shard_batch(next(batches), mesh, 1))
@@ -276,41 +294,66 @@ def _warm_start(
       done = step >= ws.steps
       if step % ws.eval_every == 0 or done:
         rec.update(run_eval(state['params']))
-        done = done or (0 < ws.stop_at_accuracy <= rec['eval_exact_match'])
-        bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
+        em = rec['eval_exact_match']
+        done = done or (0 < ws.stop_at_accuracy <= em)
+        bar.set_postfix(em=f'{em:.2f}')
       writer.write(step, dict(rec, **now()))
       bar.update(ws.steps_per_call)
+      runs.at(f'warm-start step {step} of {ws.steps}')
       if ckpt:
         ckpt.maybe_save(step, state, force=done)
+    if em is not None and step < ws.steps:  # close the bar at 100%, saying why it stopped
+      bar.total = step
+      bar.set_description(f'warm start (stopped early: target {ws.stop_at_accuracy:.0%} reached)')
+      bar.refresh()
   return state['params']
 
 
-class _QuietOrbax(pylogging.Filter):
-  def filter(self, record):
-    return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+def summary_line(records, workdir, estimator):
+  """The closing line: warm start -> RL held-out exact match, wall clock, where the results are."""
+  em = metrics.run_summary(records, 'eval_exact_match')
+  if em['start'] is None:
+    return f'no RL evaluation recorded; see {workdir}/metrics.jsonl'
+  return (
+    f'warm start {100 * em["start"]:.1f}% -> RL ({estimator}, {em["rl_steps"]} steps) '
+    f'{100 * em["final"]:.1f}% held-out exact match ({100 * (em["final"] - em["start"]):+.1f}) '
+    f'in {em["total_time"]:.0f} s; results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+def run(config, workdir):
+  """Trains into `workdir` (warm start, RL, results.md); returns the summary line."""
+  train(config, workdir)
+  return summary_line(metrics.read(workdir), workdir, config.credit.estimator)
+
+
+def _setup():
+  parallel.maybe_initialize_distributed(FLAGS.multihost)
+  jax.config.update('jax_threefry_partitionable', True)
+
+
+EXPERIMENT = runs.Experiment(
+  NAME, run, validate=config_lib.validate, safe_keys=SAFE_KEYS, setup=_setup
+)
+
+
+def _compare(workdirs, out_dir):
+  for w in workdirs:
+    if not os.path.exists(os.path.join(w, metrics.FILENAME)):
+      raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
+  out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{NAME}_compare')
+  metrics.compare(workdirs, out_dir, title='arith_rl: estimators from the same warm start')
+  runs.note(
+    f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
+  )
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  logging.get_absl_handler().addFilter(_QuietOrbax())  # orbax logs every save at INFO
-  parallel.maybe_initialize_distributed(FLAGS.multihost)
-  jax.config.update('jax_threefry_partitionable', True)
   if FLAGS.compare:
-    print(
-      metrics.compare(
-        FLAGS.compare,
-        FLAGS.workdir or 'results/arith_rl',
-        title='arith_rl: estimators from the same warm start',
-      )
-    )
+    runs.quiet_logs(FLAGS.debug)
+    runs.guarded(lambda: _compare(FLAGS.compare, FLAGS.workdir), FLAGS.debug)
     return
-  if FLAGS.config is None:
-    raise app.UsageError('--config is required (unless --compare is given).')
-  logging.info('Config:\n%s', FLAGS.config)
-  if FLAGS.workdir:
-    metrics.write_config(FLAGS.workdir, FLAGS.config)
-  train(FLAGS.config, FLAGS.workdir)
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':

@@ -1,534 +1,88 @@
 """Kernel benchmark: jaxca.credit vs vmapped rlax and NumPy. Commands: configs/bench_credit.py.
 
-Every row is one kernel at one shape with several contenders (jaxca, an rlax baseline, a NumPy
-reference, optional extra references), timed in interleaved rounds by `jaxca.bench.interleaved`.
-Inputs are generated once per shape; no buffers are donated (every contender reads the same
-arrays and allocates its outputs). A kernel that is still a placeholder (NotImplementedError)
-gives an 'n/a' row.
+Composition only: the inputs, baselines, rows, per-row timing and reports are in
+`jaxca.benchmarks.credit`, the interleaved timing protocol in `jaxca.bench`; where
+runs write (default runs/bench_credit/), errors and the summary line: `jaxca.runs`.
 """
 
-from collections.abc import Callable
-import csv
-import dataclasses
-import functools
 import itertools
-import json
-import math
 import os
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
-import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import tqdm
 
 from jaxca import bench
-from jaxca import credit
-
-try:
-  import rlax
-except ImportError:  # rlax is a test extra; its baseline rows are then skipped.
-  rlax = None
+from jaxca import runs
+from jaxca.benchmarks import credit as bench_credit
 
 FLAGS = flags.FLAGS
+NAME = 'bench_credit'
 
 
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file(
-    'config', None, 'configs/bench_credit.py[:args]', lock_config=True
-  )
-  flags.DEFINE_string('workdir', 'results/bench_credit', 'Where bench_credit.{md,csv,json} go.')
+  runs.define_flags(NAME)
 
 
-TRAJECTORY_AWARE = ('truncated_is', 'recursive_retrace', 'rbis')
-
-
-@dataclasses.dataclass
-class Row:
-  """One kernel at one shape. `arrays`: float32 arrays of the row's shape moved (in + out)."""
-
-  section: str
-  kernel: str
-  shape: tuple[int, ...]
-  arrays: float
-  thunks: dict[str, Callable]
-  labels: dict[str, str]
-  note: str = ''
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _inputs(key, shape, cfg):
-  """Random float32 rollout arrays of `shape` (time last), generated once and reused."""
-  k = jax.random.split(key, 8)
-  terminated = jax.random.bernoulli(k[2], cfg.termination_prob, shape)
-  pi = jax.random.uniform(k[5], shape, minval=0.05, maxval=1.0)
-  mu = jax.random.uniform(k[6], shape, minval=0.05, maxval=1.0)
-  out = {
-    'rewards': jax.random.normal(k[0], shape),
-    'values': jax.random.normal(k[1], shape),
-    'discounts': cfg.gamma * (1.0 - terminated.astype(jnp.float32)),
-    'bootstrap': jax.random.normal(k[3], shape[:-1]),
-    'mask': jax.random.bernoulli(k[4], cfg.mask_keep_prob, shape),
-    'expected_next_q': jax.random.normal(k[7], shape),
-    'log_rhos': jnp.log(pi) - jnp.log(mu),
-    'target_probs': pi,
-  }
-  out = jax.block_until_ready(out)
-  return out, {name: np.asarray(x) for name, x in out.items()}
-
-
-# ----------------------------------------------------------------------------- NumPy references
-# Plain per-timestep loops, vectorised over the batch (float32), as a NumPy user would write them.
-
-
-def _np_gae(r, v, d, bv, lam, mask=None):
-  adv = np.zeros_like(r)
-  carry = np.zeros_like(bv)
-  v_next = bv.copy()
-  for t in range(r.shape[-1] - 1, -1, -1):
-    a = r[:, t] + d[:, t] * v_next - v[:, t] + d[:, t] * lam * carry
-    if mask is None:
-      adv[:, t], carry, v_next = a, a, v[:, t]
-    else:
-      m = mask[:, t]
-      adv[:, t] = np.where(m, a, 0.0)
-      carry = np.where(m, a, carry)
-      v_next = np.where(m, v[:, t], v_next)
-  returns = adv + v if mask is None else np.where(mask, adv + v, 0.0)
-  return adv, returns
-
-
-def _np_discounted_returns(r, d, bv):
-  out = np.zeros_like(r)
-  g = bv.copy()
-  for t in range(r.shape[-1] - 1, -1, -1):
-    g = r[:, t] + d[:, t] * g
-    out[:, t] = g
-  return out
-
-
-def _np_min_form_returns(r):
-  out = np.zeros_like(r)
-  m = np.full(r.shape[:-1], np.inf, r.dtype)
-  for t in range(r.shape[-1] - 1, -1, -1):
-    m = np.minimum(m, r[:, t])
-    out[:, t] = m
-  return out
-
-
-def _np_min_form_rewards(r, temperature):  # vectorised softmax (no recurrence)
-  z = -r / temperature
-  w = np.exp(z - z.max(-1, keepdims=True))
-  return w / w.sum(-1, keepdims=True) * r
-
-
-def _np_group_stats(mode, s, mean, std, count, eps):
-  if mode == 'grpo':
-    return np.where(count >= 2, (s - mean) / (std + eps), 0.0)
-  if mode == 'dr_grpo':
-    return np.where(count >= 2, s - mean, 0.0)
-  others = (count * mean - s) / np.maximum(count - 1, 1)
-  return np.where(count >= 2, s - others, 0.0)
-
-
-def _np_group_last_axis(s, mode, eps=1e-6):  # vectorised over groups
-  mean = s.mean(-1, keepdims=True)
-  std = s.std(-1, ddof=1, keepdims=True) if s.shape[-1] > 1 else np.zeros_like(mean)
-  return _np_group_stats(mode, s, mean, std, s.shape[-1], eps).astype(np.float32)
-
-
-def _np_group_ids(s, ids, num_groups, mode, eps=1e-6):  # np.bincount, no loop over groups
-  count = np.bincount(ids, minlength=num_groups).astype(np.float32)
-  mean = (np.bincount(ids, s, minlength=num_groups) / np.maximum(count, 1)).astype(np.float32)
-  dev = s - mean[ids]
-  var = np.bincount(ids, dev * dev, minlength=num_groups) / np.maximum(count - 1, 1)
-  std = np.sqrt(var).astype(np.float32)
-  return _np_group_stats(mode, s, mean[ids], std[ids], count[ids], eps).astype(np.float32)
-
-
-def _per_decision_c(method, lam, log_rhos, target_probs, xp):
-  if method == 'is':
-    return lam * xp.exp(log_rhos)
-  if method == 'q_lambda':
-    return lam * xp.ones_like(log_rhos)
-  if method == 'tree_backup':
-    return lam * target_probs
-  return lam * xp.minimum(1.0, xp.exp(log_rhos))  # retrace
-
-
-def _np_off_policy(q, eq, r, d, log_rhos, target_probs, lam, method):
-  """O(T) reverse recurrence (per-decision methods) or O(T^2) loop (trajectory-aware ones)."""
-  if method not in TRAJECTORY_AWARE:
-    c = _per_decision_c(method, lam, log_rhos, target_probs, np)
-    out = np.zeros_like(r)
-    g = r[:, -1] + d[:, -1] * eq[:, -1]
-    out[:, -1] = g
-    for k in range(r.shape[-1] - 2, -1, -1):
-      g = r[:, k] + d[:, k] * (eq[:, k] + c[:, k + 1] * (g - q[:, k + 1]))
-      out[:, k] = g
-    return out
-  # Forward over t, vectorised over all start times k <= t (the official code's backward view).
-  delta = r + d * eq - q
-  bsz, length = r.shape
-  beta, disc = np.zeros((bsz, length), np.float32), np.zeros((bsz, length), np.float32)
-  lampow, logprod = np.zeros_like(beta), np.zeros_like(beta)
-  upd = np.zeros_like(beta)
-  for t in range(length):
-    if t:
-      rho = np.exp(log_rhos[:, t : t + 1])
-      disc[:, :t] *= d[:, t - 1 : t]
-      lampow[:, :t] *= lam
-      if method == 'truncated_is':
-        logprod[:, :t] += log_rhos[:, t : t + 1]
-        beta[:, :t] = lampow[:, :t] * np.exp(np.minimum(0.0, logprod[:, :t]))
-      elif method == 'recursive_retrace':
-        beta[:, :t] = lam * np.minimum(1.0, rho * beta[:, :t])
-      else:  # rbis
-        beta[:, :t] = np.minimum(lampow[:, :t], rho * beta[:, :t])
-    beta[:, t] = disc[:, t] = lampow[:, t] = 1.0
-    upd[:, : t + 1] += disc[:, : t + 1] * beta[:, : t + 1] * delta[:, t : t + 1]
-  return q + upd
-
-
-# ----------------------------------------------------------------------------- JAX references
-
-
-def _gae_time_major(r, v, d, bv, lam):
-  """Plain GAE as one lax.scan over time-major [T, B] arrays (a reference, not a kernel)."""
-  v_next = jnp.concatenate([v[1:], bv[None]], axis=0)
-  delta = r + d * v_next - v
-
-  def body(acc, xs):
-    delta_t, c_t = xs
-    acc = delta_t + c_t * acc
-    return acc, acc
-
-  _, adv = jax.lax.scan(body, jnp.zeros_like(bv), (delta, d * lam), reverse=True)
-  return adv, adv + v
-
-
-@functools.cache
-def _rlax_gae(lam):
-  def one(r, d, v_ext):
-    adv = rlax.truncated_generalized_advantage_estimation(r, d, lam, v_ext)
-    return adv, adv + v_ext[:-1]
-
-  return jax.jit(jax.vmap(one))
-
-
-@functools.cache
-def _rlax_off_policy(method, lam):
-  def one(q, eq, r, d, log_rhos, target_probs):
-    c = _per_decision_c(method, lam, log_rhos, target_probs, jnp)
-    return rlax.general_off_policy_returns_from_q_and_v(q[1:], eq, r, d, c[1:])
-
-  return jax.jit(jax.vmap(one))
-
-
-# ----------------------------------------------------------------------------- rows
-
-
-def _shapes(text):
-  return [tuple(int(n) for n in item.split('x')) for item in _items(text)]
-
-
-def _items(text):
-  return [item.strip() for item in (text or '').split(',') if item.strip()]
-
-
-def _standard_rows(cfg, key):
-  """Issue 2 item 7: every kernel at every [B, T] of cfg.shapes."""
-  kernels = _items(cfg.kernels)
-  for shape in _shapes(cfg.shapes):
-    x, n = _inputs(key, shape, cfg)
-    lam = cfg.lambda_
-    r, v, d, bv, m = (x[k] for k in ('rewards', 'values', 'discounts', 'bootstrap', 'mask'))
-    nr, nv, nd, nbv, nm = (n[k] for k in ('rewards', 'values', 'discounts', 'bootstrap', 'mask'))
-    thunks, labels = {}, {}
-    if rlax is not None and cfg.rlax:
-      v_ext = jnp.concatenate([v, bv[:, None]], axis=1)  # rlax's native values[T+1], built once
-      rlax_gae = _rlax_gae(lam)
-      thunks['rlax'] = lambda: rlax_gae(r, d, v_ext)
-      labels['rlax'] = 'vmap(rlax GAE) (yardstick)'
-    for kernel in kernels:
-      row_thunks, row_labels = dict(thunks), dict(labels)
-      if kernel in ('gae', 'gae_masked'):
-        mask = m if kernel == 'gae_masked' else None
-        f = jax.jit(lambda r, v, d, bv, mask: credit.gae(r, v, d, bv, lam, mask=mask))
-        row_thunks['jaxca'] = lambda f=f, mask=mask: f(r, v, d, bv, mask)
-        nmask = nm if kernel == 'gae_masked' else None
-        row_thunks['numpy'] = lambda nmask=nmask: _np_gae(nr, nv, nd, nbv, lam, nmask)
-        row_labels['numpy'] = 'NumPy loop over t'
-        if kernel == 'gae':
-          if 'rlax' in row_labels:
-            row_labels['rlax'] = 'vmap(rlax GAE)'
-          if cfg.gae_variants:
-            tm = jax.jit(lambda r, v, d, bv: _gae_time_major(r, v, d, bv, lam))
-            tr = jax.jit(lambda *a: jax.tree.map(jnp.transpose, tm(*[jnp.transpose(y) for y in a])))
-            rt, vt, dt = r.T, v.T, d.T
-            row_thunks['scan_tm_transpose'] = lambda: tr(r, v, d, bv)
-            row_labels['scan_tm_transpose'] = 'lax.scan over [T,B] incl. transposes'
-            row_thunks['scan_tm_native'] = lambda: tm(rt, vt, dt, bv)
-            row_labels['scan_tm_native'] = 'lax.scan over [T,B], inputs already [T,B]'
-        yield Row(
-          'standard',
-          kernel,
-          shape,
-          5 + (0.25 if mask is not None else 0),
-          row_thunks,
-          row_labels,
-          'mask: 1 byte/step counted as 0.25 array' if mask is not None else '',
-        )
-      elif kernel == 'discounted_returns':
-        f = jax.jit(credit.discounted_returns)
-        row_thunks['jaxca'] = lambda: f(r, d, bv)
-        row_thunks['numpy'] = lambda: _np_discounted_returns(nr, nd, nbv)
-        row_labels['numpy'] = 'NumPy loop over t'
-        if 'rlax' in row_thunks:
-          g = jax.jit(jax.vmap(rlax.discounted_returns))
-          row_thunks['rlax'] = lambda: g(r, d, bv)
-          row_labels['rlax'] = 'vmap(rlax.discounted_returns)'
-        yield Row('standard', kernel, shape, 3, row_thunks, row_labels)
-      elif kernel == 'group_relative':
-        f = jax.jit(lambda s: credit.group_relative(s, mode='grpo'))
-        row_thunks['jaxca'] = lambda: f(r)
-        row_thunks['numpy'] = lambda: _np_group_last_axis(nr, 'grpo')
-        row_labels['numpy'] = 'NumPy vectorised'
-        yield Row(
-          'standard', kernel, shape, 2, row_thunks, row_labels, f'grpo, group size {shape[-1]}'
-        )
-      elif kernel == 'min_form_returns':
-        f = jax.jit(credit.min_form_returns)
-        row_thunks['jaxca'] = lambda: f(r)
-        row_thunks['numpy'] = lambda: _np_min_form_returns(nr)
-        row_labels['numpy'] = 'NumPy loop over t'
-        yield Row('standard', kernel, shape, 2, row_thunks, row_labels)
-      elif kernel == 'min_form_rewards':
-        f = jax.jit(lambda s: credit.min_form_rewards(s, cfg.temperature))
-        row_thunks['jaxca'] = lambda: f(r)
-        row_thunks['numpy'] = lambda: _np_min_form_rewards(nr, cfg.temperature)
-        row_labels['numpy'] = 'NumPy vectorised'
-        yield Row('standard', kernel, shape, 2, row_thunks, row_labels)
-      else:
-        raise ValueError(
-          f'Unknown kernel {kernel!r} in config.kernels; choices: '
-          'gae, gae_masked, discounted_returns, group_relative, '
-          'min_form_returns, min_form_rewards.'
-        )
-
-
-def _group_rows(cfg, key):
-  """Group estimators: shuffled int group ids over [N], and the contiguous [P, G] layout."""
-  modes = _items(cfg.group.modes)
-  if not modes:
-    return
-  k1, k2 = jax.random.split(key)
-  n, num_groups = cfg.group.n, cfg.group.num_groups
-  scores = jax.random.normal(k1, (n,))
-  ids = jax.random.permutation(k2, jnp.arange(n, dtype=jnp.int32) % num_groups)
-  (contiguous,) = _shapes(cfg.group.contiguous)
-  grid = jax.random.normal(k1, contiguous)
-  ns, nids, ngrid = np.asarray(scores), np.asarray(ids), np.asarray(grid)
-  for mode in modes:
-    f = jax.jit(
-      lambda s, i, mode=mode: credit.group_relative(
-        s, mode=mode, group_ids=i, num_groups=num_groups
-      )
+def validate(cfg):
+  """Raises ConfigError for unknown kernels / modes / methods or bad sizes."""
+  kernels = bench_credit.items(cfg.kernels)
+  unknown = [k for k in kernels if k not in bench_credit.KERNELS]
+  if unknown:
+    raise runs.ConfigError(
+      f'Unknown kernel(s) {unknown} in config.kernels; choose from {list(bench_credit.KERNELS)}.'
     )
-    yield Row(
-      'group',
-      f'group_relative[{mode}] ids',
-      (n,),
-      3,
-      {
-        'jaxca': lambda f=f: f(scores, ids),
-        'numpy': lambda mode=mode: _np_group_ids(ns, nids, num_groups, mode),
-      },
-      {'numpy': 'NumPy bincount'},
-      f'{num_groups} shuffled groups via group_ids',
+  modes = [m for m in bench_credit.items(cfg.group.modes) if m not in ('grpo', 'dr_grpo', 'rloo')]
+  if modes:
+    raise runs.ConfigError(
+      f'Unknown mode(s) {modes} in config.group.modes; choose from grpo, dr_grpo, rloo.'
     )
-    g = jax.jit(lambda s, mode=mode: credit.group_relative(s, mode=mode))
-    yield Row(
-      'group',
-      f'group_relative[{mode}] contiguous',
-      contiguous,
-      2,
-      {'jaxca': lambda g=g: g(grid), 'numpy': lambda mode=mode: _np_group_last_axis(ngrid, mode)},
-      {'numpy': 'NumPy vectorised'},
-      'groups on the last axis',
+  methods = bench_credit.items(cfg.offpolicy.methods)
+  bad = [m for m in methods if m not in bench_credit.OFF_POLICY_METHODS]
+  if bad:
+    raise runs.ConfigError(
+      f'Unknown method(s) {bad} in config.offpolicy.methods; choose from '
+      f'{list(bench_credit.OFF_POLICY_METHODS)}.'
     )
-
-
-def _offpolicy_rows(cfg, key):
-  """Issue 3: every method at batch cfg.offpolicy.batch and T in cfg.offpolicy.ts."""
-  methods = _items(cfg.offpolicy.methods)
-  lam = cfg.offpolicy.lambda_
-  for length in [int(t) for t in _items(cfg.offpolicy.ts)]:
-    if not methods:
-      return
-    x, n = _inputs(key, (cfg.offpolicy.batch, length), cfg)
-    args = tuple(x[k] for k in ('values', 'expected_next_q', 'rewards', 'discounts', 'log_rhos'))
-    nargs = tuple(n[k] for k in ('values', 'expected_next_q', 'rewards', 'discounts', 'log_rhos'))
-    tp, ntp = x['target_probs'], n['target_probs']
-    for method in methods:
-      probs = tp if method == 'tree_backup' else None
-      f = jax.jit(
-        lambda *a, method=method, probs=probs: credit.off_policy_returns(
-          *a, lam, method, target_probs=probs
-        )
-      )
-      thunks = {'jaxca': lambda f=f: f(*args)}
-      labels = {}
-      quadratic = method in TRAJECTORY_AWARE
-      if not quadratic or length <= cfg.offpolicy.numpy_quadratic_max_t:
-        thunks['numpy'] = lambda method=method: _np_off_policy(*nargs, ntp, lam, method)
-        labels['numpy'] = 'NumPy O(T^2) loop' if quadratic else 'NumPy loop over t'
-      if rlax is not None and cfg.rlax:
-        base = 'retrace' if quadratic else method
-        g = _rlax_off_policy(base, lam)
-        thunks['rlax'] = lambda g=g: g(*args, tp)
-        labels['rlax'] = (
-          'vmap(rlax retrace) (yardstick)'
-          if quadratic
-          else f'vmap(rlax general_off_policy, c={base})'
-        )
-      yield Row(
-        'offpolicy',
-        method,
-        (cfg.offpolicy.batch, length),
-        6 + (method == 'tree_backup'),
-        thunks,
-        labels,
-      )
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def _try(thunk):
-  """(None, seconds of the first call incl. compilation) if the thunk runs, else (reason, 0)."""
-  start = time.perf_counter()
+  for key in ('reps', 'copy_reps', 'copy_mb'):
+    if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+      raise runs.ConfigError(f'config.{key} must be a positive int; got {cfg[key]!r}.')
   try:
-    jax.block_until_ready(thunk())
-    return None, time.perf_counter() - start
-  except NotImplementedError:
-    return 'n/a (not implemented yet)', 0.0
-  except Exception as e:  # noqa: BLE001 -- report and keep benchmarking the other kernels
-    logging.warning('contender failed: %s: %s', type(e).__name__, e)
-    return f'error: {type(e).__name__}: {str(e).splitlines()[0][:160]}', 0.0
-
-
-def _max_rel_diff(out, ref):
-  a, b = jax.tree.leaves(out), jax.tree.leaves(ref)
-  if len(a) != len(b):
-    a, b = a[:1], b[:1]
-  worst = 0.0
-  for x, y in zip(a, b):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape and x.T.shape == y.shape:
-      x = x.T
-    if x.shape != y.shape:
-      return float('nan')
-    scale = max(1.0, float(np.max(np.abs(y), initial=0.0)))  # 'is' targets can be huge
-    worst = max(worst, float(np.max(np.abs(x - y), initial=0.0)) / scale)
-  return worst
-
-
-def run_row(row, cfg):
-  """Times one row; returns a list of CSV records (one per contender)."""
-  thunks, notes, first_s = {}, {}, {}
-  for name, thunk in row.thunks.items():
-    if name == 'numpy':  # plain host code: nothing to compile, its first call is timed
-      thunks[name] = thunk
-      continue
-    reason, first_s[name] = _try(thunk)
-    if reason is None:
-      thunks[name] = thunk
-    else:
-      notes[name] = reason
-  outputs = {}
-  timings = (
-    bench.interleaved(
-      thunks,
-      cfg.reps,
-      budget_s={'numpy': cfg.numpy_budget_s},
-      no_warmup=('numpy',),
-      outputs=outputs,
-    )
-    if thunks
-    else {}
-  )
-  size = math.prod(row.shape)
-  num_bytes = 4 * row.arrays * size
-  records = []
-  for name in ['jaxca'] + [k for k in row.thunks if k != 'jaxca']:
-    if name not in row.thunks:
-      continue
-    rec = dict(
-      section=row.section,
-      kernel=row.kernel,
-      shape='x'.join(map(str, row.shape)),
-      contender=name,
-      label=row.labels.get(name, 'jaxca.credit'),
-      bytes=int(num_bytes),
-      note='; '.join(filter(None, [notes.get(name), row.note])),
-    )
-    t = timings.get(name)
-    if t is not None:
-      rec.update(
-        median_ms=t.median_ms,
-        reps=t.reps,
-        spread=t.spread,
-        first_s=first_s.get(name, t.first_s),
-        gbps=bench.gigabytes_per_second(num_bytes, t.median_s),
-      )
-      if 'jaxca' in timings:
-        rec['jaxca_speedup'] = t.median_s / timings['jaxca'].median_s
-      if 'numpy' in outputs and name != 'numpy':
-        rec['max_rel_diff_vs_numpy'] = _max_rel_diff(outputs[name], outputs['numpy'])
-    records.append(rec)
-  return records
+    bench_credit.shapes(cfg.shapes)
+    bench_credit.shapes(cfg.group.contiguous)
+    [int(t) for t in bench_credit.items(cfg.offpolicy.ts)]
+  except ValueError as e:
+    raise runs.ConfigError(
+      f'config.shapes / group.contiguous must be "BxT" lists, offpolicy.ts ints: {e}'
+    ) from None
+  return cfg
 
 
 def run(cfg, workdir=None):
   """Runs the benchmark; returns (records, summary). Writes md/csv/json when workdir is set."""
+  validate(cfg)
   env = bench.environment()
   env.update(_git_state())
-  logging.info('Environment: %s', env)
   key = jax.random.key(cfg.seed)
   k_std, k_grp, k_off = jax.random.split(key, 3)
   copy_start, t_start = bench.copy_bandwidth(cfg.copy_mb * 2**20, cfg.copy_reps)
-  logging.info('copy bandwidth (start): %.2f GB/s', copy_start)
   # Rows are generated lazily: each row's thunks close over the inputs of the current shape.
   rows = itertools.chain(
-    _standard_rows(cfg, k_std), _group_rows(cfg, k_grp), _offpolicy_rows(cfg, k_off)
+    bench_credit.standard_rows(cfg, k_std),
+    bench_credit.group_rows(cfg, k_grp),
+    bench_credit.offpolicy_rows(cfg, k_off),
   )
-  total = (
-    len(_shapes(cfg.shapes)) * len(_items(cfg.kernels))
-    + 2 * len(_items(cfg.group.modes))
-    + len(_items(cfg.offpolicy.ts)) * len(_items(cfg.offpolicy.methods))
-  )
+  total = bench_credit.row_count(cfg)
   records = []
-  for row in tqdm.tqdm(rows, desc='bench_credit', total=total, disable=None):
-    row_records = run_row(row, cfg)
-    records.extend(row_records)
-    logging.info(
-      '%s %s: %s',
-      row.kernel,
-      'x'.join(map(str, row.shape)),
-      ', '.join(f'{r["contender"]} {_fmt(r.get("median_ms"), ".3f")} ms' for r in row_records),
-    )
+  for i, row in enumerate(tqdm.tqdm(rows, desc=NAME, total=total, disable=None)):
+    records.extend(bench_credit.run_row(row, cfg))
+    runs.at(f'row {i + 1} of {total} (a benchmark does not resume: it starts again)')
   copy_end, t_end = bench.copy_bandwidth(cfg.copy_mb * 2**20, cfg.copy_reps)
-  logging.info('copy bandwidth (end): %.2f GB/s', copy_end)
   pooled = bench.Timing(t_start.times_s + t_end.times_s, t_start.first_s)
   copy_gbps = bench.gigabytes_per_second(2 * cfg.copy_mb * 2**20, pooled.median_s)
   for rec in records:
@@ -545,9 +99,27 @@ def run(cfg, workdir=None):
     config=cfg.to_dict(),
   )
   if workdir:
-    _write(workdir, records, summary)
-  print(report(records, summary))
+    bench_credit.write(workdir, records, summary)
   return records, summary
+
+
+def summary_line(records, summary, workdir):
+  """Rows timed, the median speed-up over the rlax and NumPy baselines, where the report is."""
+
+  def median(contender):
+    xs = [
+      r['jaxca_speedup']
+      for r in records
+      if r['contender'] == contender and r.get('jaxca_speedup') and 'yardstick' not in r['label']
+    ]
+    return f'{np.median(xs):.1f}x' if xs else 'n/a'
+
+  n = len({(r['section'], r['kernel'], r['shape']) for r in records})
+  return (
+    f'{n} kernel rows timed: median speed-up of jaxca over vmapped rlax {median("rlax")}, over '
+    f'NumPy loops {median("numpy")}; copy bandwidth {summary["copy_gbps"]:.1f} GB/s; report in '
+    f'{os.path.join(workdir, NAME + ".md")}'
+  )
 
 
 def _git_state():
@@ -566,176 +138,21 @@ def _git_state():
 
 
 def _command():
-  argv = ['python -m experiments.bench_credit'] + sys.argv[1:]
-  return ' '.join(argv)
+  return ' '.join(['python -m experiments.bench_credit'] + sys.argv[1:])
 
 
-# ----------------------------------------------------------------------------- reports
-
-CSV_FIELDS = (
-  'section',
-  'kernel',
-  'shape',
-  'contender',
-  'label',
-  'median_ms',
-  'reps',
-  'spread',
-  'first_s',
-  'bytes',
-  'gbps',
-  'frac_copy_bw',
-  'jaxca_speedup',
-  'max_rel_diff_vs_numpy',
-  'note',
-)
+def _run(cfg, workdir):
+  records, summary = run(cfg, workdir)
+  return summary_line(records, summary, workdir)
 
 
-def _fmt(value, spec):
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return 'n/a'
-  return format(value, spec)
-
-
-def _summary_table(records, section):
-  by_row = {}
-  for rec in records:
-    if rec['section'] == section:
-      by_row.setdefault((rec['kernel'], rec['shape']), {})[rec['contender']] = rec
-  lines = [
-    '| kernel | shape | jaxca ms | GB/s | % copy BW | baseline | baseline ms | speedup '
-    '| NumPy ms (reps) | speedup vs NumPy | max rel diff vs NumPy | notes |',
-    '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|',
-  ]
-  for (kernel, shape), recs in by_row.items():
-    j, b, n = recs.get('jaxca', {}), recs.get('rlax', {}), recs.get('numpy', {})
-    frac = j.get('frac_copy_bw')
-    lines.append(
-      f'| {kernel} | {shape} | {_fmt(j.get("median_ms"), ".3f")} | {_fmt(j.get("gbps"), ".2f")} '
-      f'| {_fmt(frac and 100 * frac, ".0f")} | {b.get("label", "-")} '
-      f'| {_fmt(b.get("median_ms"), ".3f")} | {_fmt(b.get("jaxca_speedup"), ".2f")} '
-      f'| {_fmt(n.get("median_ms"), ".2f")} ({n.get("reps", 0)}) '
-      f'| {_fmt(n.get("jaxca_speedup"), ".1f")} | {_fmt(j.get("max_rel_diff_vs_numpy"), ".1e")} '
-      f'| {j.get("note", "")} |'
-    )
-  return '\n'.join(lines)
-
-
-def _extras_table(records):
-  lines = [
-    '| shape | contender | what | median ms | reps | spread | jaxca speedup vs it '
-    '| max rel diff vs NumPy |',
-    '|---|---|---|---:|---:|---:|---:|---:|',
-  ]
-  for rec in records:
-    if rec['section'] == 'standard' and rec['kernel'] == 'gae' and rec['contender'] != 'numpy':
-      lines.append(
-        f'| {rec["shape"]} | {rec["contender"]} | {rec["label"]} '
-        f'| {_fmt(rec.get("median_ms"), ".3f")} | {rec.get("reps", 0)} '
-        f'| {_fmt(rec.get("spread"), ".2f")} | {_fmt(rec.get("jaxca_speedup"), ".2f")} '
-        f'| {_fmt(rec.get("max_rel_diff_vs_numpy"), ".1e")} |'
-      )
-  return '\n'.join(lines)
-
-
-def _scaling_table(records, cfg):
-  ts = [int(t) for t in _items(cfg['offpolicy']['ts'])]
-  if len(ts) < 2:
-    return ''
-  t0, t1 = ts[0], ts[1]
-  ms = {
-    (r['kernel'], int(r['shape'].split('x')[-1])): r.get('median_ms')
-    for r in records
-    if r['section'] == 'offpolicy' and r['contender'] == 'jaxca'
-  }
-  lines = [
-    f'| method | ms @T={t0} | ms @T={t1} | ratio T={t1}/T={t0} | linear / quadratic |',
-    '|---|---:|---:|---:|---|',
-  ]
-  for method in _items(cfg['offpolicy']['methods']):
-    a, b = ms.get((method, t0)), ms.get((method, t1))
-    ratio = b / a if a and b else None
-    lines.append(
-      f'| {method} | {_fmt(a, ".3f")} | {_fmt(b, ".3f")} | {_fmt(ratio, ".2f")} '
-      f'| {t1 // t0}x / {(t1 // t0) ** 2}x |'
-    )
-  return '\n'.join(lines)
-
-
-def report(records, summary):
-  """The markdown report (also printed)."""
-  env, cfg = summary['env'], summary['config']
-  spreads = [
-    r['spread'] for r in records if r.get('spread') is not None and not math.isnan(r['spread'])
-  ]
-  parts = [
-    '# jaxca.credit kernel benchmark',
-    '',
-    f'Command: `{summary["command"]}`',
-    '',
-    'Environment: ' + ', '.join(f'{k}={v}' for k, v in env.items()),
-    '',
-    f'Copy bandwidth (jitted `x + 1` on {cfg["copy_mb"]} MB float32, read + write counted): '
-    f'**{summary["copy_gbps"]:.2f} GB/s** (median of both probes; start '
-    f'{summary["copy_gbps_start"]:.2f}, end {summary["copy_gbps_end"]:.2f}, spread '
-    f'{_fmt(summary["copy_spread"], ".2f")}).',
-    '',
-    f'Protocol: {cfg["reps"]} timed calls per contender after one warm-up, contenders interleaved '
-    '(rotating A, B, C rounds), median reported; `jax.block_until_ready`; inputs generated once '
-    'per shape, no donation. NumPy contenders: the first call is timed, at most '
-    f'{cfg["reps"]} calls and stop after {cfg["numpy_budget_s"]} s (reps column). '
-    'GB/s = 4 bytes x (float32 [B,T] input + output arrays) x B x T / median time (bootstrap [B] '
-    'and scalars not counted). speedup = baseline ms / jaxca ms. rlax baselines are jitted '
-    '`jax.vmap` of the per-trajectory function, fed its native layout (values[T+1] built before '
-    'timing); the GAE one also returns `adv + values`. "(yardstick)" = rlax GAE (or retrace) at '
-    'the same shape where rlax has no equivalent kernel. rel diff = max |out - NumPy| / '
-    'max(1, max |NumPy|) over all outputs.',
-    f'Noise: median spread (p90-p10)/median over all contenders '
-    f'{_fmt(float(np.median(spreads)) if spreads else None, ".2f")}, max '
-    f'{_fmt(max(spreads) if spreads else None, ".2f")}; load average at start '
-    f'{env.get("loadavg_1_5_15")}, at end {env.get("loadavg_end")}.',
-    '',
-    '## Kernels at the standard shapes (issue 2)',
-    '',
-    _summary_table(records, 'standard'),
-    '',
-    '## Group estimators',
-    '',
-    _summary_table(records, 'group'),
-    '',
-    '## Off-policy traces, batch %d (issue 3)' % cfg['offpolicy']['batch'],
-    '',
-    _summary_table(records, 'offpolicy'),
-    '',
-    _scaling_table(records, cfg),
-    '',
-    '## GAE contenders (all timed in the same interleaved rounds)',
-    '',
-    _extras_table(records),
-    '',
-  ]
-  return '\n'.join(parts)
-
-
-def _write(workdir, records, summary):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'bench_credit.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(records)
-  with open(os.path.join(workdir, 'bench_credit.json'), 'w') as f:
-    json.dump(dict(summary, records=records), f, indent=1, default=str)
-  with open(os.path.join(workdir, 'bench_credit.md'), 'w') as f:
-    f.write(report(records, summary))
+EXPERIMENT = runs.Experiment(NAME, _run, validate=validate)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  run(FLAGS.config, FLAGS.workdir)
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -24,20 +24,20 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import ppo_gymnax
+from jaxca import runs
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'bench_ppo_purejaxrl'
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file(
-    'config', None, 'configs/bench_ppo_purejaxrl.py', lock_config=True
-  )
-  flags.DEFINE_string('workdir', None, 'Where bench.json / bench.md go (default: print only).')
+  runs.define_flags(NAME)
 
 
 def jaxca_program(cfg, num_seeds):
@@ -117,17 +117,21 @@ def compile_and_time(name, fn, args, steps, num_seeds, repeats_out):
   return compile_s, run
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+def validate(cfg):
+  if not os.path.exists(os.path.join(cfg.purejaxrl_path, 'purejaxrl', 'ppo.py')):
+    raise runs.ConfigError(
+      f'config.purejaxrl_path={cfg.purejaxrl_path!r} has no purejaxrl/ppo.py; see '
+      'configs/bench_ppo_purejaxrl.py for how to fetch PureJaxRL.'
+    )
+  if not cfg.seed_counts or not cfg.repeats:
+    raise runs.ConfigError('config.seed_counts and config.repeats must be non-empty / positive.')
+
+
+def run(cfg, workdir):
+  """Times both systems; writes bench.json / bench.md into `workdir`; returns the summary."""
   jax.config.update('jax_threefry_partitionable', True)
-  cfg = FLAGS.config
   module = load_purejaxrl(cfg.purejaxrl_path)
-  if module is None:
-    print(f'SKIPPED: no purejaxrl/ppo.py under purejaxrl_path={cfg.purejaxrl_path!r}; '
-          'see configs/bench_ppo_purejaxrl.py for how to fetch it.')  # fmt: skip
-    return
-  results, runs = dict(devices=str(jax.devices()), seeds={}), []
+  results, timed = dict(devices=str(jax.devices()), seeds={}), []
   for num_seeds in cfg.seed_counts:
     entry = results['seeds'][str(num_seeds)] = {}
     runners = {}
@@ -136,32 +140,31 @@ def main(argv):
         fn, args, steps = build(cfg.ppo, num_seeds)
       else:
         fn, args, steps = purejaxrl_program(module, cfg.ppo, num_seeds)
-      compile_s, runners[name] = compile_and_time(name, fn, args, steps, num_seeds, runs)
+      compile_s, runners[name] = compile_and_time(name, fn, args, steps, num_seeds, timed)
       entry[name] = dict(compile_s=compile_s, env_steps_per_seed=steps)
       logging.info('%s, %d seeds: compile %.1f s', name, num_seeds, compile_s)
     for _ in range(cfg.repeats):
-      for name, run in runners.items():
-        entry[name]['final_return_per_seed'] = run().tolist()
-        logging.info('%s', runs[-1])
+      for name, run_once in runners.items():
+        entry[name]['final_return_per_seed'] = run_once().tolist()
+        logging.info('%s', timed[-1])
     for name in runners:
-      sps = [r['sps'] for r in runs if r['system'] == name and r['seeds'] == num_seeds]
-      entry[name].update(sps_runs=sps, sps_median=statistics.median(sps))
+      sps = [r['sps'] for r in timed if r['system'] == name and r['seeds'] == num_seeds]
+      entry[name].update(sps_timed=sps, sps_median=statistics.median(sps))
       entry[name]['final_return_mean'] = float(np.mean(entry[name]['final_return_per_seed']))
-    pairs = [r for r in runs if r['seeds'] == num_seeds]
+    pairs = [r for r in timed if r['seeds'] == num_seeds]
     ratios = [a['sps'] / b['sps'] for a, b in zip(pairs[::2], pairs[1::2])]
-    entry['ratio_jaxca_over_purejaxrl'] = dict(runs=ratios, median=statistics.median(ratios))
+    entry['ratio_jaxca_over_purejaxrl'] = dict(timed=ratios, median=statistics.median(ratios))
   lo, hi = (str(s) for s in (min(cfg.seed_counts), max(cfg.seed_counts)))
   for name in ('jaxca', 'purejaxrl'):
     results[f'{name}_vmap_speedup_{hi}_over_{lo}'] = (
       results['seeds'][hi][name]['sps_median'] / results['seeds'][lo][name]['sps_median']
     )
   text = json.dumps(results, indent=2)
-  print(text)
-  if FLAGS.workdir:
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, 'bench.json'), 'w') as f:
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'bench.json'), 'w') as f:
       f.write(text)
-    with open(os.path.join(FLAGS.workdir, 'bench.md'), 'w') as f:
+    with open(os.path.join(workdir, 'bench.md'), 'w') as f:
       f.write('| seeds | system | compile s | steps/s (median) | final return (mean) |\n')
       f.write('|---|---|---|---|---|\n')
       for s, entry in results['seeds'].items():
@@ -169,9 +172,20 @@ def main(argv):
           e = entry[name]
           f.write(f'| {s} | {name} | {e["compile_s"]:.1f} | {e["sps_median"]:,.0f} | '
                   f'{e["final_return_mean"]:.1f} |\n')  # fmt: skip
+  ratio = results['seeds'][hi]['ratio_jaxca_over_purejaxrl']['median']
+  return (
+    f'jaxca PPO runs at {ratio:.2f}x the env steps/s of PureJaxRL with {hi} seeds; '
+    f'table in {os.path.join(workdir, "bench.md")}'
+  )
+
+
+EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

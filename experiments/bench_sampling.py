@@ -10,23 +10,22 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 
 from jaxca import bench
-from jaxca import metrics
 from jaxca import networks
+from jaxca import runs
 from jaxca import sampling
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'bench_sampling'
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file(
-    'config', None, 'configs/bench_sampling.py[:args]', lock_config=True
-  )
-  flags.DEFINE_string('workdir', 'runs/bench_sampling', 'Where results.{json,md} go.')
+  runs.define_flags(NAME)
 
 
 CONTENDERS = {'kv_cache': True, 'recompute': False}  # name -> use_cache
@@ -99,6 +98,7 @@ def run(config, workdir=None, command=None) -> dict:
     max_abs_log_prob_diff=float(np.max(np.abs(np.asarray(a.log_probs - b.log_probs)))),
     environment=bench.environment(),
   )
+  result['mc_prefix'] = _mc_prefix_row(policy, params, jax.random.fold_in(sample_key, 1), config)
   logging.info(
     'speedup %.2fx, kv_cache %.0f tokens/s',
     result['speedup'],
@@ -111,6 +111,36 @@ def run(config, workdir=None, command=None) -> dict:
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
       f.write(_markdown(result, config))
   return result
+
+
+def _mc_prefixes(key, config):
+  """[U, Lp] random prefixes of varied length (right-padded: valid tokens first) and mask."""
+  tok_key, len_key = jax.random.split(key)
+  u, lp = config.mc_num_prefixes, config.mc_prefix_len
+  tokens = jax.random.randint(tok_key, (u, lp), 2, config.vocab_size)
+  lengths = jax.random.randint(len_key, (u,), max(1, lp // 2), lp + 1)
+  mask = jnp.arange(lp)[None, :] < lengths[:, None]
+  return jnp.where(mask, tokens, config.pad_id), mask
+
+
+def _mc_prefix_row(policy, params, key, config):
+  """Monte-Carlo completions (VinePPO/SPO values): U prefixes x n samples, shared prefill of
+  each prefix (KV cache repeated n times) vs re-prefilling all U * n rows."""
+  prefix_key, sample_key = jax.random.split(key)
+  prefixes, mask = _mc_prefixes(prefix_key, config)
+  return bench.prefix_sampling(
+    policy,
+    params,
+    sample_key,
+    prefixes,
+    mask,
+    reps=config.reps,
+    num_samples=config.mc_num_samples,
+    max_new_tokens=config.mc_max_new_tokens,
+    eos_id=config.eos_id,
+    pad_id=config.pad_id,
+    temperature=config.temperature,
+  )
 
 
 def _markdown(result, config):
@@ -142,21 +172,51 @@ def _markdown(result, config):
     f'{result["max_abs_log_prob_diff"]:.2e}.',
     '',
   ]
+  mc = result.get('mc_prefix')
+  if mc:
+    lines += [
+      '## Monte-Carlo completions from shared prefixes (VinePPO / SPO values)',
+      '',
+      f'{config.mc_num_prefixes} prefixes of {config.mc_prefix_len // 2}-{config.mc_prefix_len} '
+      f'tokens x {config.mc_num_samples} completions of {config.mc_max_new_tokens} tokens = '
+      f'{mc["num_completions"]} completions. shared_prefill: each prefix prefilled once and its '
+      'KV cache repeated (`sampling.sample_from_prefixes`); naive_prefill: every completion '
+      're-prefills its prefix.',
+      '',
+      '| contender | median s | completions/s | compile+first s | spread |',
+      '|---|---|---|---|---|',
+    ]
+    for name, r in mc['contenders'].items():
+      lines.append(
+        f'| {name} | {r["median_s"]:.4f} | {r["completions_per_s"]:,.0f} | '
+        f'{r["compile_and_first_run_s"]:.2f} | {r["spread"]:.2f} |'
+      )
+    lines += [
+      '',
+      f'**Speedup of shared prefill: {mc["speedup"]:.1f}x.** Same sampled tokens: '
+      f'{100 * mc["same_tokens_fraction"]:.1f}%.',
+      '',
+    ]
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  logging.info('Config:\n%s', FLAGS.config)
-  if FLAGS.workdir:
-    metrics.write_config(FLAGS.workdir, FLAGS.config)
+def _run(config, workdir):
   command = ' '.join(['python -m experiments.bench_sampling'] + sys.argv[1:])
-  result = run(FLAGS.config, FLAGS.workdir, command)
-  print(_markdown(result, FLAGS.config))
+  result = run(config, workdir, command)
+  kv = result['contenders']['kv_cache']['decode_tokens_per_s']
+  return (
+    f'KV-cache sampling: {result["speedup"]:.1f}x the speed of recomputing the prefix '
+    f'({kv:,.0f} decode tokens/s); results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+EXPERIMENT = runs.Experiment(NAME, _run, validate=lambda config: config)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -9,18 +9,20 @@ import jax
 
 from experiments import arith_rl
 from jaxca import bench
+from jaxca import config_lib
 from jaxca import lm
+from jaxca import runs
 from jaxca import sampling
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'bench_train_step'
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  from ml_collections import config_flags
-
-  config_flags.DEFINE_config_file('config', None, 'configs/bench_train_step.py', lock_config=True)
-  flags.DEFINE_string('workdir', 'runs/bench_train_step', 'Where results.{json,md} go.')
+  runs.define_flags(NAME)
 
 
 def run(config, workdir=None) -> dict:
@@ -101,15 +103,25 @@ def run(config, workdir=None) -> dict:
       )
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
       f.write('\n'.join(lines) + '\n')
-  print(json.dumps({k: round(v['tokens_per_s']) for k, v in rows.items()}))
   return result
 
 
+def _run(config, workdir):
+  rows = run(config, workdir)['rows']
+  speeds = ', '.join(f'{k} {v["tokens_per_s"]:,.0f}' for k, v in rows.items())
+  return f'tokens/s: {speeds}; results in {os.path.join(workdir, "results.md")}'
+
+
+EXPERIMENT = runs.Experiment(
+  NAME,
+  _run,
+  validate=lambda config: config_lib.validate(config.arith),
+  setup=lambda: jax.config.update('jax_threefry_partitionable', True),
+)
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  jax.config.update('jax_threefry_partitionable', True)
-  run(FLAGS.config, FLAGS.workdir)
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,8 @@
-"""PPO with credit.gae on a discrete gymnax env, seeds vmapped. Commands: configs/ppo_gymnax.py."""
+"""PPO with credit.gae on a discrete gymnax env, seeds vmapped. Commands: configs/ppo_gymnax.py.
+
+Where runs write, resume checks (no config key may change on resume: the number of
+updates sets the learning-rate schedule), errors and the closing summary: `jaxca.runs`.
+"""
 
 import json
 import os
@@ -6,26 +10,29 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import tqdm
 
 from jaxca import checkpoint
+from jaxca import config_lib
 from jaxca import metrics
 from jaxca import ppo
 from jaxca import rollout as rollout_lib
+from jaxca import runs
 from jaxca import train as train_lib
 from jaxca.networks import mlp
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'ppo_gymnax'
+SAFE_KEYS = ()  # total_timesteps sets the annealed lr schedule; num_chunks the checkpoints
+
+
 def define_flags():  # not at import time, so other experiments can import build()
-  config_flags.DEFINE_config_file('config', None, 'configs/ppo_gymnax.py[:args]', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Results + checkpoints; a rerun with the same dir resumes.')
+  runs.define_flags(NAME)
 
 
 def build(config):
@@ -62,11 +69,8 @@ def make_train_fns(config):
 
 
 def _make_train_fns(config):
+  config_lib.validate_ppo(config)
   init, update, num_updates, steps_per_update = build(config)
-  if num_updates % config.train.num_chunks:
-    raise ValueError(
-      f'train.num_chunks={config.train.num_chunks} must divide the {num_updates} updates.'
-    )
   per_chunk = num_updates // config.train.num_chunks
 
   def run_chunk(state, base_key):
@@ -81,77 +85,106 @@ def train(config, workdir=None):
   """Trains config.num_seeds seeds in lockstep; returns (final state, per-update rows)."""
   init_fn, chunk_fn, num_updates, per_chunk, spu = make_train_fns(config)
   init_keys, loop_keys = jax.random.split(jax.random.key(config.seed), (2, config.num_seeds))
-  ckpt, rows = None, []
+  ckpt, step = None, 0
   if workdir:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
     state, step = ckpt.restore_or_init(lambda: init_fn(init_keys))
     step = step or 0
-    if step:
-      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        rows = [r for r in map(json.loads, f) if r['update'] <= step]
-      logging.info('Resumed from update %d.', step)
+    if 0 < step < num_updates:
+      runs.note(f'resumed from update {step} of {num_updates}')
   else:
-    state, step = init_fn(init_keys), 0
+    state = init_fn(init_keys)
+  # Records after the checkpoint we resume from are dropped (and recomputed).
+  writer = metrics.Writer(workdir, keep=lambda r: r['step'] <= step)
+  rows = list(writer.kept)
   bar = tqdm.tqdm(total=num_updates, initial=step, unit='upd', disable=not workdir)
-  while step < num_updates:
-    t0 = time.perf_counter()
-    state, chunk_metrics = chunk_fn(state, loop_keys)
-    chunk_metrics = jax.device_get(chunk_metrics)  # leaves [S, K]; the only sync point
-    logging.log_first_n(logging.INFO, 'First chunk (+compile): %.1f s', 1, time.perf_counter() - t0)
-    for k in range(per_chunk):
-      values = {n: v[:, k].tolist() for n, v in chunk_metrics.items()}
-      rows.append(dict(update=step + k + 1, env_steps=(step + k + 1) * spu, **values))
-    step += per_chunk
-    bar.update(per_chunk)
-    bar.set_postfix(ret=f'{np.mean(chunk_metrics["episode_return"][:, -1]):.1f}')
-    if workdir:
-      with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in rows)
-      ckpt.maybe_save(step, state)
-  bar.close()
+  try:
+    while step < num_updates:
+      state, chunk_metrics = chunk_fn(state, loop_keys)
+      chunk_metrics = jax.device_get(chunk_metrics)  # leaves [S, K]; the only sync point
+      runs.check_finite(
+        chunk_metrics, ('loss', 'value_loss'), phase='PPO', step=step + per_chunk, checkpointer=ckpt
+      )
+      for k in range(per_chunk):
+        values = {n: v[:, k] for n, v in chunk_metrics.items()}
+        u = step + k + 1
+        rows.append(writer.write(u, dict(update=u, env_steps=u * spu, **values)))
+      step += per_chunk
+      bar.update(per_chunk)
+      bar.set_postfix(ret=f'{np.mean(chunk_metrics["episode_return"][:, -1]):.1f}')
+      runs.at(f'update {step} of {num_updates}')
+      if ckpt:
+        ckpt.maybe_save(step, state)
+  finally:
+    bar.close()
+    writer.close()
+    if ckpt:
+      ckpt.close()
   if workdir:
-    ckpt.close()
-    write_results(workdir, rows)
+    write_results(workdir, rows, config.env.name)
   return state, rows
 
 
-def write_results(workdir, rows):
+def write_results(workdir, rows, env_name):
   """final.json / final.csv (final return per seed) and curve.png (mean +- std over seeds)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  final = rows[-1]['episode_return']
-  summary = dict(env_steps=rows[-1]['env_steps'], final_return_per_seed=final, num_seeds=len(final),
-                 mean=float(np.mean(final)), std=float(np.std(final)))  # fmt: skip
+  final = [float(r) for r in rows[-1]['episode_return']]
+  title = f'PPO (jaxca) on {env_name}'
+  summary = dict(
+    title=title,
+    env=env_name,
+    env_steps=rows[-1]['env_steps'],
+    final_return_per_seed=final,
+    num_seeds=len(final),
+    mean=float(np.mean(final)),
+    std=float(np.std(final)),
+  )
   with open(os.path.join(workdir, 'final.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, 'final.csv'), 'w') as f:
     f.write('seed,final_return\n' + ''.join(f'{i},{r}\n' for i, r in enumerate(final)))
   x = np.array([r['env_steps'] for r in rows])
-  y = np.array([r['episode_return'] for r in rows])  # [U, S]
+  y = np.array([r['episode_return'] for r in rows], np.float64)  # [U, S]
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.plot(x, y.mean(1), label=f'mean over {y.shape[1]} seeds')
   ax.fill_between(x, y.mean(1) - y.std(1), y.mean(1) + y.std(1), alpha=0.3, label='+- 1 std')
-  ax.set(xlabel='environment steps', ylabel='episode return', title='PPO (jaxca) on gymnax')
+  ax.set(xlabel='environment steps', ylabel='episode return', title=title)
   ax.legend()
   fig.savefig(os.path.join(workdir, 'curve.png'), dpi=100, bbox_inches='tight')
   plt.close(fig)
-  logging.info('Final return %.1f +- %.1f (%d seeds)', summary['mean'], summary['std'], len(final))
+  return summary
+
+
+def run(config, workdir):
+  """Trains into `workdir`; returns the closing summary line."""
+  start = time.time()
+  train(config, workdir)
+  with open(os.path.join(workdir, 'final.json')) as f:
+    final = json.load(f)
+  return (
+    f'PPO on {final["env"]}: final episode return {final["mean"]:.1f} +- {final["std"]:.1f} '
+    f'over {final["num_seeds"]} seeds after {final["env_steps"]:,} env steps '
+    f'({time.time() - start:.0f} s in this process); results in {workdir}/final.json, curve.png'
+  )
+
+
+def _setup():
+  jax.config.update('jax_threefry_partitionable', True)
+
+
+EXPERIMENT = runs.Experiment(
+  NAME, run, validate=config_lib.validate_ppo, safe_keys=SAFE_KEYS, setup=_setup
+)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  jax.config.update('jax_threefry_partitionable', True)
-  logging.info('Config:\n%s', FLAGS.config)
-  if FLAGS.workdir:
-    metrics.write_config(FLAGS.workdir, FLAGS.config)
-  train(FLAGS.config, FLAGS.workdir)
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flags_as_required(['config'])
   app.run(main)

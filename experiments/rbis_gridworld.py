@@ -1,9 +1,10 @@
 """RBIS paper control experiment: online off-policy control with per-start-time traces.
 
-Protocol (SPECS.md §1.6, official `experiments/training.py::run_control_trial`): tabular
-Q on the Bifurcated Gridworld, behaviour epsilon-greedy(Q) (eps 1 for the first episodes,
-then 0.2), target epsilon-greedy(Q) with eps 0.1, both from the live Q at every step
-(argmax ties split uniformly); at step t, with the expected-SARSA TD error
+Protocol (Daley et al., arXiv 2301.11321; official
+`experiments/training.py::run_control_trial`): tabular Q on the Bifurcated Gridworld,
+behaviour epsilon-greedy(Q) (eps 1 for the first episodes, then 0.2), target epsilon-
+greedy(Q) with eps 0.1, both from the live Q at every step (argmax ties split
+uniformly); at step t, with the expected-SARSA TD error
 `delta_t = r + gamma * sum_a pi(a|s') Q(s', a) - Q(s, a)` (no bootstrap at termination),
 every start time k of the current episode gets `Q(S_k, A_k) += alpha gamma^(t-k)
 beta_{k,t} delta_t` (`jaxca.credit.traces`). After every training episode, one evaluation
@@ -21,6 +22,7 @@ environment steps with a circular window of `window` start times per trial and Q
 snapshots at episode ends, then plays the evaluation episodes of those snapshots
 (a scan over the snapshot slots, each a 51-step scan). The host shows a progress bar,
 checkpoints the state between chunks, and computes the curves and AUCs at the end.
+Where runs write (default runs/rbis_gridworld/), resume checks and errors: `jaxca.runs`.
 """
 
 import json
@@ -29,24 +31,27 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import tqdm
 
 from jaxca import envs
 from jaxca import rbis_protocol
+from jaxca import runs
 from jaxca.envs import gridworld
 
 FLAGS = flags.FLAGS
 
 
+NAME = 'rbis_gridworld'
+SAFE_KEYS = ('checkpoint_every',)  # when the state is saved, not what is computed
+CHECKPOINT = 'checkpoint.npz'
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
-  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-  flags.DEFINE_string('workdir', 'results', 'Output directory.')
+  runs.define_flags(NAME)
 
 
 METHOD_LABELS = {
@@ -55,23 +60,54 @@ METHOD_LABELS = {
   'recursive_retrace': 'Recursive Retrace',
   'rbis': 'RBIS',
 }
-NAME = 'rbis_gridworld'
 
 
 def _settings(config):
   """[(method, lambda, alpha)] in output order, with the alpha looked up per lambda."""
-  from configs import rbis_gridworld as config_module
-
   out = []
+  grid = [round(x, 6) for x in config.alpha_grid]
   for method in config.methods:
     if method not in METHOD_LABELS:
-      raise ValueError(f'Unknown method {method!r}; choices: {list(METHOD_LABELS)}.')
+      raise runs.ConfigError(
+        f'Unknown method {method!r} in config.methods; choose from {list(METHOD_LABELS)}.'
+      )
+    if len(config.alphas[method]) != len(grid):
+      raise runs.ConfigError(
+        f'config.alphas.{method} has {len(config.alphas[method])} step sizes; config.alpha_grid '
+        f'has {len(grid)} lambdas.'
+      )
     for lam in config.lambdas:
-      grid = [round(x, 6) for x in config_module.LAMBDAS]
       if round(lam, 6) not in grid:
-        raise ValueError(f'lambda {lam} has no step size; the alpha grid is {grid}.')
+        raise runs.ConfigError(
+          f'config.lambdas: {lam} has no step size; config.alpha_grid is {grid}.'
+        )
       out.append((method, float(lam), float(config.alphas[method][grid.index(round(lam, 6))])))
   return out
+
+
+def validate(config):
+  """Raises ConfigError (naming the key) for an invalid config; returns the settings."""
+  for key in ('num_seeds', 'timesteps', 'window', 'chunk_steps', 'max_episode_len'):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise runs.ConfigError(f'config.{key} must be a positive int; got {value!r}.')
+  if isinstance(config.checkpoint_every, bool) or config.checkpoint_every < 0:
+    raise runs.ConfigError(
+      f'config.checkpoint_every must be an int >= 0 (0 disables); got {config.checkpoint_every!r}.'
+    )
+  for key in ('gamma', 'behaviour_eps', 'explore_eps', 'target_eps', 'eval_eps'):
+    if not 0.0 <= float(config[key]) <= 1.0:
+      raise runs.ConfigError(f'config.{key} must be in [0, 1]; got {config[key]!r}.')
+  if config.env not in envs.ENV_NAMES:
+    raise runs.ConfigError(
+      f'Unknown config.env={config.env!r}; choose from {list(envs.ENV_NAMES)}.'
+    )
+  for lam in config.curve_lambdas:
+    if not any(abs(lam - x) < 1e-6 for x in config.lambdas):
+      raise runs.ConfigError(
+        f'config.curve_lambdas: {lam} is not in config.lambdas {tuple(config.lambdas)}.'
+      )
+  return _settings(config)
 
 
 def build(config):
@@ -125,7 +161,7 @@ def _save_checkpoint(path, trials, points, next_chunk, fingerprint):
 def _load_checkpoint(path, trials_template, fingerprint, methods):
   with np.load(path) as data:
     if str(data['fingerprint']) != fingerprint:
-      logging.warning('Checkpoint %s is for another config; starting afresh.', path)
+      runs.note(f'{path} is for another config; starting afresh')
       return None
     treedef = jax.tree.structure(trials_template)
     n = treedef.num_leaves
@@ -137,6 +173,12 @@ def _load_checkpoint(path, trials_template, fingerprint, methods):
     return trials, points, int(data['next_chunk'])
 
 
+def _fingerprint(config):
+  return json.dumps(
+    {k: v for k, v in config.to_dict().items() if k not in SAFE_KEYS}, sort_keys=True, default=str
+  )
+
+
 def simulate(config, checkpoint_path=''):
   """Runs every trial; returns ({method: curves-ready points}, settings, lanes)."""
   init_all, run_chunk, lanes, settings = build(config)
@@ -145,12 +187,12 @@ def simulate(config, checkpoint_path=''):
   num_chunks = -(-total_steps // config.chunk_steps)
   points = {m: ([], [], []) for m in config.methods}
   start_chunk = 0
-  fingerprint = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  fingerprint = _fingerprint(config)
   if checkpoint_path and os.path.exists(checkpoint_path):
     loaded = _load_checkpoint(checkpoint_path, trials, fingerprint, config.methods)
     if loaded is not None:
       trials, points, start_chunk = loaded
-      logging.info('Resumed from %s at chunk %d/%d.', checkpoint_path, start_chunk, num_chunks)
+      runs.note(f'resumed from {checkpoint_path} at chunk {start_chunk} of {num_chunks}')
   bar = tqdm.tqdm(
     range(start_chunk, num_chunks),
     desc='chunks',
@@ -166,7 +208,9 @@ def simulate(config, checkpoint_path=''):
       points[m][1].append(ys)
       points[m][2].append(valid)
     bar.set_postfix(step=(c + 1) * config.chunk_steps)
-    if checkpoint_path and ((c + 1) % config.checkpoint_every == 0) and c + 1 < num_chunks:
+    runs.at(f'chunk {c + 1} of {num_chunks}')
+    every = config.checkpoint_every
+    if checkpoint_path and every and (c + 1) % every == 0 and c + 1 < num_chunks:
       _save_checkpoint(checkpoint_path, trials, points, c + 1, fingerprint)
   for m in config.methods:  # every trial must have stopped by the official rule
     finished = np.asarray(trials[m].finished)
@@ -291,12 +335,11 @@ def write_outputs(config, workdir, rows, curves, aucs, info):
 
 
 def run(config, workdir):
-  """Simulates, summarises and writes every output; returns the CSV rows."""
+  """Simulates, summarises and writes every output into `workdir`; returns the CSV rows."""
   start = time.time()
-  ckpt = ''
-  if config.checkpoint_dir:
-    os.makedirs(config.checkpoint_dir, exist_ok=True)
-    ckpt = os.path.join(config.checkpoint_dir, 'state.npz')
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = os.path.join(workdir, CHECKPOINT) if config.checkpoint_every else ''
   points, settings = simulate(config, ckpt)
   sim_time = time.time() - start
   rows, curves, aucs = summarize(config, points, settings)
@@ -310,21 +353,32 @@ def run(config, workdir):
   write_outputs(config, workdir, rows, curves, aucs, info)
   if ckpt and os.path.exists(ckpt):
     os.remove(ckpt)
-  logging.info(
-    'Done in %.1f s (%d trials); outputs in %s.', time.time() - start, info['num_trials'], workdir
-  )
   return rows
 
 
+def summary_line(config, rows, workdir):
+  """Best AUC (and its lambda) per method, the number of seeds, where the table is."""
+  best = []
+  for m in config.methods:
+    r = max((r for r in rows if r['method'] == m), key=lambda r: r['auc_mean'])
+    best.append(f'{METHOD_LABELS[m]} {r["auc_mean"]:.1f} at lambda {r["lambda_"]:.1f}')
+  return (
+    f'Bifurcated Gridworld, {config.num_seeds} seeds x {len(rows)} settings: best AUC '
+    + ', '.join(best)
+    + f'; table in {os.path.join(workdir, NAME + ".md")}'
+  )
+
+
+EXPERIMENT = runs.Experiment(
+  NAME,
+  lambda config, workdir: summary_line(config, run(config, workdir), workdir),
+  validate=validate,
+  safe_keys=SAFE_KEYS,
+)
+
+
 def main(argv):
-  del argv
-  config = FLAGS.config
-  rows = run(config, FLAGS.workdir)
-  for r in rows:
-    print(
-      f'{METHOD_LABELS[r["method"]]:>18} lambda={r["lambda_"]:.1f} alpha={r["alpha"]:.1f} '
-      f'AUC={r["auc_mean"]:.1f} +- {r["auc_ci95"]:.1f}'
-    )
+  runs.main(EXPERIMENT)(argv)
 
 
 if __name__ == '__main__':

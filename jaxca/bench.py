@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxca import sampling
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
@@ -140,6 +142,109 @@ def copy_bandwidth(num_bytes: int = 256 * 2**20, reps: int = 20) -> tuple[float,
   copy = jax.jit(lambda a: a + 1.0)
   timing = interleaved({'copy': lambda: copy(x)}, reps)['copy']
   return gigabytes_per_second(2 * x.size * 4, timing.median_s), timing
+
+
+PREFIX_CONTENDERS = ('shared_prefill', 'naive_prefill')
+
+
+def prefix_sampling_thunks(
+  policy,
+  params,
+  key: jax.Array,
+  prefixes,
+  prefix_mask,
+  *,
+  num_samples: int,
+  max_new_tokens: int,
+  eos_id: int,
+  pad_id: int,
+  temperature: float = 1.0,
+) -> dict[str, Callable[[], Any]]:
+  """Zero-argument thunks for the MC-completion sampling benchmark (see `prefix_sampling`).
+
+  `shared_prefill`: `sampling.sample_from_prefixes` (each of the U prefixes prefilled once,
+  the KV cache repeated n times). `naive_prefill`: every prefix repeated n times and the
+  U * n rows prefilled (`sampling.sample` with `num_samples=1`). Both are jitted here, with
+  the same key, so they draw the same completions.
+  """
+
+  def shared(params, key, prefixes, prefix_mask):
+    return sampling.sample_from_prefixes(
+      policy,
+      params,
+      key,
+      prefixes,
+      prefix_mask,
+      num_samples=num_samples,
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      eos_id=eos_id,
+      pad_id=pad_id,
+    )
+
+  def naive(params, key, prefixes, prefix_mask):
+    rep = lambda x: jnp.repeat(x, num_samples, axis=0)
+    return sampling.sample(
+      policy,
+      params,
+      key,
+      rep(prefixes),
+      rep(prefix_mask),
+      num_samples=1,
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      eos_id=eos_id,
+      pad_id=pad_id,
+    )
+
+  args = (params, key, jnp.asarray(prefixes), jnp.asarray(prefix_mask))
+  fns = dict(zip(PREFIX_CONTENDERS, (jax.jit(shared), jax.jit(naive))))
+  return {name: (lambda fn=fn: fn(*args)) for name, fn in fns.items()}
+
+
+def prefix_sampling_rows(
+  timings: Mapping[str, Timing], outputs: Mapping[str, Any], num_samples: int
+) -> dict[str, Any]:
+  """Benchmark rows from `interleaved(prefix_sampling_thunks(...), outputs=...)`.
+
+  Returns:
+    {'contenders': {name: {median_s, times_s, compile_and_first_run_s, spread,
+    completions_per_s, valid_tokens_per_s}}, 'speedup' (naive / shared median time),
+    'same_tokens_fraction', 'num_completions'}.
+  """
+  rows = {}
+  first = outputs[PREFIX_CONTENDERS[0]]
+  completions = int(first.tokens.shape[0])
+  for name, timing in timings.items():
+    out = outputs[name]
+    rows[name] = dict(
+      median_s=timing.median_s,
+      times_s=list(timing.times_s),
+      compile_and_first_run_s=timing.first_s,
+      spread=timing.spread,
+      completions_per_s=completions / timing.median_s,
+      valid_tokens_per_s=float(np.asarray(out.mask).sum()) / timing.median_s,
+    )
+  a, b = (np.asarray(outputs[name].tokens) for name in PREFIX_CONTENDERS)
+  return dict(
+    contenders=rows,
+    speedup=timings['naive_prefill'].median_s / timings['shared_prefill'].median_s,
+    same_tokens_fraction=float(np.mean(a == b)),
+    num_completions=completions,
+    num_samples=num_samples,
+  )
+
+
+def prefix_sampling(policy, params, key, prefixes, prefix_mask, *, reps: int, **kwargs) -> dict:
+  """Completions/s of MC sampling from U prefixes x n samples: shared prefill vs naive.
+
+  Times `prefix_sampling_thunks(policy, params, key, prefixes, prefix_mask, **kwargs)` with
+  `interleaved(..., reps)` and returns `prefix_sampling_rows` (host-side; compiles twice).
+  """
+  thunks = prefix_sampling_thunks(policy, params, key, prefixes, prefix_mask, **kwargs)
+  outputs = {}
+  timings = interleaved(thunks, reps, outputs=outputs)
+  return prefix_sampling_rows(timings, outputs, kwargs['num_samples'])
 
 
 def environment() -> dict[str, Any]:

@@ -120,6 +120,8 @@ def load_params(directory: str, step: Optional[int] = None, key: str = 'params')
   checkpoint directory itself; the restored leaves are host-local arrays that
   the caller places (e.g. `parallel.replicate`).
   """
+  if not os.path.isdir(directory):  # CheckpointManager would create it
+    raise FileNotFoundError(f'init_from: {directory!r} is not a directory.')
   with ocp.CheckpointManager(
     os.path.abspath(directory), item_handlers=ocp.PyTreeCheckpointHandler()
   ) as mngr:

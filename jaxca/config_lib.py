@@ -1,18 +1,24 @@
 """Config validation for the experiments (run first in `train`, before anything is built).
 
-`validate(config, device_count=None)` raises ValueError with a message that names
-the field and the allowed values. It checks the sections it finds, so any
-experiment config can use it:
+`validate(config, device_count=None)` raises `ConfigError` (a ValueError) with a
+one-line message that names the full key (`config.rl.prompts_per_step`), the value
+and the allowed values; `jaxca.runs` prints it without a traceback. It checks the
+sections it finds, so any experiment config can use it:
 
   * names: task, estimator, optimizer(s), loss aggregation mode, reward, policy dtype;
-  * group estimators ('grpo', 'dr_grpo', 'rloo') need rl.group_size >= 2;
+  * estimators that require `group_ids` (e.g. 'grpo', 'rloo') need rl.group_size >= 2;
   * batch sizes divisible by the device count (prompts per step, warm-start
     batch, eval prompts) and the RL batch by rl.num_minibatches (each
     minibatch again divisible by the device count);
   * chunking: steps, ckpt_every and eval_every are multiples of steps_per_call;
-  * the policy's max_len fits prompt + response.
+  * the policy's max_len fits prompt + response;
+  * `init_from` names an existing directory;
+  * gymnax PPO (`validate_ppo`): env name, positive sizes, gamma / lambda in [0, 1],
+    coefficients >= 0, the batch divisible into minibatches and the updates into chunks.
 """
 
+import os
+import re
 from typing import Optional
 
 import jax
@@ -21,8 +27,19 @@ from jaxca import estimators
 from jaxca import losses
 from jaxca import train as train_lib
 
-GROUP_ESTIMATORS = ('grpo', 'dr_grpo', 'rloo')
 DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the full key and the allowed values."""
+
+
+def _from_section(section: str, error: Exception) -> ConfigError:
+  """A builder's error about `field` as a ConfigError about config.<section>.field."""
+  message = str(error)
+  if '`' in message:
+    return ConfigError(re.sub(r'`(\w+)`', rf'config.{section}.\1', message))
+  return ConfigError(f'config.{section}: {message}')
 
 
 def _has(cfg, name):
@@ -31,28 +48,28 @@ def _has(cfg, name):
 
 def _positive(path, value):
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f'config.{path} must be a positive int; got {value!r}.')
+    raise ConfigError(f'config.{path} must be a positive int; got {value!r}.')
 
 
 def _multiple(path, value, of_path, of):
   if value % of:
-    raise ValueError(f'config.{path}={value} must be a multiple of config.{of_path}={of}.')
+    raise ConfigError(f'config.{path}={value} must be a multiple of config.{of_path}={of}.')
 
 
 def _divisible(path, value, n, what):
   if value % n:
-    raise ValueError(f'config.{path}={value} must be divisible by {what} ({n}).')
+    raise ConfigError(f'config.{path}={value} must be divisible by {what} ({n}).')
 
 
 def _optim(path, cfg):
   if cfg.name not in train_lib.OPTIMIZERS:
-    raise ValueError(
+    raise ConfigError(
       f'Unknown optimizer config.{path}.name={cfg.name!r}; '
       f'choose from {list(train_lib.OPTIMIZERS)}.'
     )
   lr = float(cfg.lr)
   if not lr > 0:  # inf is allowed on purpose (fault-injection tests); nan and <= 0 are not
-    raise ValueError(f'config.{path}.lr must be > 0; got {cfg.lr!r}.')
+    raise ConfigError(f'config.{path}.lr must be > 0; got {cfg.lr!r}.')
 
 
 def validate(config, device_count: Optional[int] = None):
@@ -63,28 +80,42 @@ def validate(config, device_count: Optional[int] = None):
     from jaxca import tasks  # local: keeps config_lib importable without the task deps
 
     kwargs = {k: v for k, v in config.task.items() if k != 'name'}
-    if 'ops' in kwargs:
+    if 'ops' in kwargs and not isinstance(kwargs['ops'], str):  # 'invertible' stays a name
       kwargs['ops'] = tuple(kwargs['ops'])
-    task = tasks.make(config.task.name, **kwargs)  # unknown names list the choices
+    known = getattr(tasks, 'TASKS', None)
+    if known is not None and config.task.name not in known:
+      raise ConfigError(
+        f'Unknown config.task.name={config.task.name!r}; choose from {sorted(known)}.'
+      )
+    try:
+      task = tasks.make(config.task.name, **kwargs)  # unknown names list the choices
+    except (ValueError, TypeError) as e:
+      raise _from_section('task', e) from None
   if _has(config, 'credit'):
-    est = estimators.from_config(config.credit)  # unknown names list the choices
+    try:
+      est = estimators.from_config(config.credit)  # unknown names list the choices
+    except (ValueError, TypeError) as e:
+      raise _from_section('credit', e) from None
   else:
     est = None
   if _has(config, 'optim'):
     _optim('optim', config.optim)
   if _has(config, 'loss'):
     if 'agg_mode' in config.loss:
-      losses.check_agg_mode(config.loss.agg_mode)
+      try:
+        losses.check_agg_mode(config.loss.agg_mode)
+      except ValueError as e:
+        raise ConfigError(f'config.loss.agg_mode: {e}') from None
     for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):
       if key in config.loss and not float(config.loss[key]) >= 0:
-        raise ValueError(f'config.loss.{key} must be >= 0; got {config.loss[key]!r}.')
+        raise ConfigError(f'config.loss.{key} must be >= 0; got {config.loss[key]!r}.')
   if _has(config, 'policy') and 'dtype' in config.policy:
     if config.policy.dtype not in DTYPES:
-      raise ValueError(
+      raise ConfigError(
         f'Unknown config.policy.dtype={config.policy.dtype!r}; choose from {DTYPES}.'
       )
     if task is not None and config.policy.max_len < task.prompt_len + task.response_len:
-      raise ValueError(
+      raise ConfigError(
         f'config.policy.max_len={config.policy.max_len} is shorter than prompt + response = '
         f'{task.prompt_len} + {task.response_len} for this task.'
       )
@@ -96,7 +127,7 @@ def validate(config, device_count: Optional[int] = None):
     from jaxca import lm
 
     if rl.reward not in lm.REWARDS:
-      raise ValueError(f'Unknown config.rl.reward={rl.reward!r}; choose from {list(lm.REWARDS)}.')
+      raise ConfigError(f'Unknown config.rl.reward={rl.reward!r}; choose from {list(lm.REWARDS)}.')
     for key in (
       'steps',
       'prompts_per_step',
@@ -106,13 +137,13 @@ def validate(config, device_count: Optional[int] = None):
       'steps_per_call',
     ):
       _positive(f'rl.{key}', rl[key])
-    if est is not None and est.needs_groups and rl.group_size < 2:
-      raise ValueError(
+    if est is not None and 'group_ids' in est.requires and rl.group_size < 2:
+      raise ConfigError(
         f'Estimator {est.name!r} compares samples within a group: config.rl.group_size must be '
         f'>= 2; got {rl.group_size}.'
       )
     if not float(rl.temperature) > 0:
-      raise ValueError(f'config.rl.temperature must be > 0; got {rl.temperature!r}.')
+      raise ConfigError(f'config.rl.temperature must be > 0; got {rl.temperature!r}.')
     _divisible('rl.prompts_per_step', rl.prompts_per_step, n_dev, 'the device count')
     batch = rl.prompts_per_step * rl.group_size
     _divisible(
@@ -133,22 +164,100 @@ def validate(config, device_count: Optional[int] = None):
     for key in ('batch_size', 'steps_per_call', 'eval_every'):
       _positive(f'warmstart.{key}', ws[key])
     if ws.steps < 0:
-      raise ValueError(f'config.warmstart.steps must be >= 0; got {ws.steps}.')
+      raise ConfigError(f'config.warmstart.steps must be >= 0; got {ws.steps}.')
     _divisible('warmstart.batch_size', ws.batch_size, n_dev, 'the device count')
     _multiple('warmstart.steps', ws.steps, 'warmstart.steps_per_call', ws.steps_per_call)
     _multiple('warmstart.eval_every', ws.eval_every, 'warmstart.steps_per_call', ws.steps_per_call)
     if ckpt_every is not None:
       _multiple('train.ckpt_every', ckpt_every, 'warmstart.steps_per_call', ws.steps_per_call)
     if not 0.0 <= float(ws.stop_at_accuracy) <= 1.0:
-      raise ValueError(
+      raise ConfigError(
         f'config.warmstart.stop_at_accuracy must be in [0, 1]; got {ws.stop_at_accuracy!r}.'
       )
   if _has(config, 'data') and _has(config, 'warmstart'):
     if config.warmstart.batch_size > config.data.num_train:
-      raise ValueError('config.warmstart.batch_size exceeds config.data.num_train.')
+      raise ConfigError(
+        f'config.warmstart.batch_size={config.warmstart.batch_size} exceeds '
+        f'config.data.num_train={config.data.num_train}.'
+      )
     if _has(config, 'eval') and config.eval.num_prompts > config.data.num_test:
-      raise ValueError(
+      raise ConfigError(
         f'config.eval.num_prompts={config.eval.num_prompts} exceeds config.data.num_test='
         f'{config.data.num_test}.'
       )
+  if 'init_from' in config:
+    if config.init_from and not os.path.isdir(config.init_from):
+      raise ConfigError(
+        f'config.init_from={config.init_from!r} is not a directory (give a workdir of an '
+        'earlier run, or its checkpoints/warmstart directory).'
+      )
+  return config
+
+
+def _in_unit(path, value):
+  if not 0.0 <= float(value) <= 1.0:
+    raise ConfigError(f'config.{path} must be in [0, 1]; got {value!r}.')
+
+
+def _nonnegative(path, value):
+  if not float(value) >= 0:
+    raise ConfigError(f'config.{path} must be >= 0; got {value!r}.')
+
+
+def validate_ppo(config):
+  """Checks a gymnax PPO config (configs/ppo_gymnax.py); raises ConfigError. Returns `config`."""
+  from jaxca import ppo  # local: keeps config_lib light
+
+  try:
+    import gymnax  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    gymnax = None
+  if gymnax is not None and config.env.name not in gymnax.registered_envs:
+    raise ConfigError(
+      f'Unknown config.env.name={config.env.name!r}; choose from {list(gymnax.registered_envs)}.'
+    )
+  if config.env.max_steps_in_episode < 0:
+    raise ConfigError(
+      f'config.env.max_steps_in_episode must be >= 0 (0 keeps the default); '
+      f'got {config.env.max_steps_in_episode!r}.'
+    )
+  _positive('num_seeds', config.num_seeds)
+  _positive('rollout.num_envs', config.rollout.num_envs)
+  _positive('rollout.num_steps', config.rollout.num_steps)
+  if not config.network.hidden_sizes or any(
+    isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in config.network.hidden_sizes
+  ):
+    raise ConfigError(
+      f'config.network.hidden_sizes must be positive ints; got {config.network.hidden_sizes!r}.'
+    )
+  p = config.ppo
+  _in_unit('ppo.gamma', p.gamma)
+  _in_unit('ppo.lambda_', p.lambda_)
+  for key in ('clip_eps', 'vf_coef', 'ent_coef'):
+    _nonnegative(f'ppo.{key}', p[key])
+  _positive('ppo.num_epochs', p.num_epochs)
+  _positive('ppo.num_minibatches', p.num_minibatches)
+  if p.advantage_norm not in ppo.ADVANTAGE_NORMS:
+    raise ConfigError(
+      f'Unknown config.ppo.advantage_norm={p.advantage_norm!r}; '
+      f'choose from {list(ppo.ADVANTAGE_NORMS)}.'
+    )
+  batch = config.rollout.num_envs * config.rollout.num_steps
+  _divisible(
+    'rollout.num_envs * rollout.num_steps', batch, p.num_minibatches, 'config.ppo.num_minibatches'
+  )
+  _optim('optim', config.optim)
+  _positive('train.total_timesteps', config.train.total_timesteps)
+  _positive('train.num_chunks', config.train.num_chunks)
+  updates = config.train.total_timesteps // batch
+  if updates < 1:
+    raise ConfigError(
+      f'config.train.total_timesteps={config.train.total_timesteps} is less than one update '
+      f'(rollout.num_envs * rollout.num_steps = {batch}).'
+    )
+  if updates % config.train.num_chunks:
+    raise ConfigError(
+      f'config.train.num_chunks={config.train.num_chunks} must divide the {updates} updates '
+      f'(train.total_timesteps // (rollout.num_envs * rollout.num_steps)).'
+    )
   return config

@@ -7,12 +7,21 @@ One RL iteration (`make_rl_update`):
   1. sample G responses per prompt with the current policy (`sampling.sample`);
   2. score them with the task's verifier (sequence reward [B]), put the reward on
      the last valid response token (token-level rewards [B, N]);
-  3. one teacher-forced pass computes the old log-probs (and values for GAE), one
-     pass with the frozen reference computes the reference log-probs (only when
-     the KL coefficient is non-zero);
-  4. the estimator (`jaxca.estimators`) turns rewards into advantages/returns;
+  3. one teacher-forced pass computes the old log-probs (and values with a value
+     head), one pass with the frozen reference computes the reference log-probs
+     (only when the KL coefficient is non-zero);
+  4. providers fill exactly the `jaxca.types.Trajectory` fields the estimator
+     `requires` (`PROVIDERS`, extendable per call), and the estimator
+     (`jaxca.estimators`) turns the trajectory into advantages/returns;
   5. `num_epochs` x `num_minibatches` PPO-clip steps (`train.minibatch_epochs`)
      on `pg + kl_coef * KL_k3 - ent_coef * H + vf_coef * value_loss`.
+
+Two-phase iterations (`make_rl_phases`): `collect` (steps 1-3, returns `RolloutData`),
+then host-side work on the batch (e.g. Monte-Carlo values of its step prefixes, supplied as
+`host_fields`), then `update` (steps 4-5 on that fixed batch). `make_rl_update` is the two
+phases composed inside one function (no host fields). Optional pieces: a separate critic
+network with its own optimiser, and a `loss_mask` field (`LEARNER_FIELDS`) that restricts
+the loss to some tokens.
 
 States are plain dicts of arrays (checkpointable with orbax, no keys, no Python
 objects): `step` [] int32, `params`, `opt_state`, and `ref_params` when the KL
@@ -33,8 +42,9 @@ from jaxca import losses
 from jaxca import ops
 from jaxca import sampling
 from jaxca import train as train_lib
+from jaxca import types
 from jaxca.networks import transformer
-from jaxca.tasks import arith
+from jaxca.tasks import base as tasks_base
 
 REWARDS = ('outcome', 'exact_match', 'process')
 
@@ -71,7 +81,7 @@ def _get(cfg, name, default=None):
   return getattr(cfg, name, default)
 
 
-def prompt_mask(task: arith.Task, prompts: jax.Array) -> jax.Array:
+def prompt_mask(task: tasks_base.Task, prompts: jax.Array) -> jax.Array:
   """[P, Lp] bool: True at real (non-PAD) prompt tokens."""
   return prompts != task.vocab.pad_id
 
@@ -100,35 +110,125 @@ def last_token_rewards(seq_rewards: jax.Array, mask: jax.Array) -> jax.Array:
 def sequence_rewards(task, kind: str, responses, mask, batch) -> jax.Array:
   """Token-level rewards [B, N] of kind 'outcome' | 'exact_match' | 'process'.
 
-  `batch` holds the per-row `answers` [B], `targets` [B, 2K] and
-  `intermediates` [B, K] (already repeated G times).
+  'outcome' / 'exact_match': the task's verifier score on the last valid token;
+  'process': the task's per-step correctness on the token closing each step
+  (`Task.parse_steps`). `batch` holds the per-row arrays (already repeated G times).
   """
   if kind == 'outcome':
-    r = arith.outcome_reward(task, responses, mask, batch['answers'])
-    return last_token_rewards(r, mask)
+    return last_token_rewards(task.outcome(responses, mask, batch), mask)
   if kind == 'exact_match':
-    r = arith.exact_match(task, responses, mask, batch['targets'])
-    return last_token_rewards(r, mask)
+    return last_token_rewards(task.exact_match(responses, mask, batch), mask)
   if kind == 'process':
-    return jnp.where(
-      mask, arith.process_rewards(task, responses, mask, batch['intermediates']), 0.0
-    )
+    step_ids = task.parse_steps(responses, mask).step_ids
+    correct = task.step_correct(responses, mask, batch)
+    closers = ops.step_closers(step_ids, correct.shape[-1], mask=mask)
+    return jnp.where(closers, ops.to_tokens(correct, step_ids), 0.0)
   raise ValueError(f'Unknown reward {kind!r}; choose from {list(REWARDS)}.')
 
 
 def reward_positions(task, kind: str, responses, mask, batch) -> jax.Array:
-  """[B, N] bool: the tokens that can carry a reward (for `min_form`'s `reward_mask`).
+  """[B, N] bool: the tokens that can carry a reward.
 
-  'process': the token closing each step (`arith.step_correctness` positions);
-  otherwise the last valid token.
+  'process': the token closing each step; otherwise the last valid token.
   """
+  del batch
+  if kind == 'process':
+    steps = task.parse_steps(responses, mask)
+    return ops.step_closers(steps.step_ids, steps.kinds.shape[-1], mask=mask)
   n = mask.shape[-1]
   pos = jnp.arange(n, dtype=jnp.int32)
-  if kind == 'process':
-    _, positions = arith.step_correctness(task, responses, mask, batch['intermediates'])
-    return jnp.any(positions[..., :, None] == pos[None, None, :], axis=-2) & mask
   last = jnp.max(jnp.where(mask, pos[None, :], -1), axis=-1, keepdims=True)
   return mask & (pos[None, :] == last)
+
+
+class RolloutContext:
+  """What a provider may read, computed lazily and at most once per rollout.
+
+  Attributes:
+    task: the task; `batch`: per-row arrays (repeated G times);
+    responses [B, N] int32, mask [B, N] bool, rewards [B, N] float32;
+    log_probs [B, N] float32 (old policy, 0 where masked); values [B, N] or None
+    (value head); response_logits [B, N, V] float32 (divided by the temperature);
+    group_size G (rows p*G .. p*G+G-1 answer prompt p); steps (`Task.parse_steps`,
+    lazily).
+  """
+
+  def __init__(self, **kwargs):
+    self.__dict__.update(kwargs)
+    self._steps = None
+
+  @property
+  def steps(self):
+    if self._steps is None:
+      self._steps = self.task.parse_steps(self.responses, self.mask)
+    return self._steps
+
+
+def _provide_values(ctx):
+  if ctx.values is None:
+    raise ValueError('The estimator requires `values`: use a policy with a value head.')
+  return dict(values=jnp.where(ctx.mask, ctx.values, 0.0))
+
+
+def _provide_groups(ctx):
+  b = ctx.mask.shape[0]
+  g = ctx.group_size
+  return dict(
+    group_ids=jnp.arange(b, dtype=jnp.int32) // g, num_groups=b // g, groups_contiguous=True
+  )
+
+
+def _provide_step_rewards(ctx):
+  step_ids = ctx.steps.step_ids
+  return dict(step_rewards=ops.to_steps(ctx.rewards, step_ids, step_ids.shape[-1], mask=ctx.mask))
+
+
+def _provide_anchors(ctx):
+  anchors = ctx.task.anchors(ctx.responses, ctx.mask, ctx.batch, ctx.steps)
+  if anchors is None:
+    raise ValueError('The estimator requires `anchor_ids`, which this task does not define.')
+  return dict(anchor_ids=anchors)
+
+
+# Trajectory field -> provider(ctx) -> dict of Trajectory fields. `rewards` and `mask`
+# are always filled. Pass `providers={name: fn}` to the learner to add or override one.
+PROVIDERS: Dict[str, Callable] = {
+  'values': _provide_values,
+  'bootstrap_value': lambda ctx: dict(bootstrap_value=jnp.zeros(ctx.mask.shape[:1], jnp.float32)),
+  'log_probs': lambda ctx: dict(log_probs=ctx.log_probs),
+  'entropies': lambda ctx: dict(
+    entropies=jnp.where(ctx.mask, losses.entropy_from_logits(ctx.response_logits), 0.0)
+  ),
+  'group_ids': _provide_groups,
+  'step_ids': lambda ctx: dict(step_ids=ctx.steps.step_ids),
+  'step_rewards': _provide_step_rewards,
+  'anchor_ids': _provide_anchors,
+}
+
+
+def check_providers(estimator, providers=None, *, value_head: Optional[bool] = None) -> dict:
+  """The providers for `estimator.requires`; one ValueError lists every field nobody provides."""
+  table = dict(PROVIDERS, **(providers or {}))
+  need = [f for f in estimator.requires if f not in ('rewards', 'mask')]
+  lacking = [f for f in need if f not in table]
+  if lacking:
+    raise ValueError(
+      f'Estimator {estimator.name!r} requires Trajectory field(s) {lacking} that no provider '
+      f'fills; pass providers={{name: fn(ctx) -> dict}} (built-in: {sorted(PROVIDERS)}).'
+    )
+  if value_head is False and 'values' in need and 'values' not in (providers or {}):
+    raise ValueError(
+      f'Estimator {estimator.name!r} requires `values`: use a policy with a value head.'
+    )
+  return {f: table[f] for f in need}
+
+
+def build_trajectory(ctx: RolloutContext, fields: dict) -> types.Trajectory:
+  """Calls each provider of `fields` (name -> provider) on `ctx`; returns the Trajectory."""
+  kwargs = {}
+  for provide in fields.values():
+    kwargs.update(provide(ctx))
+  return types.Trajectory(rewards=ctx.rewards, mask=ctx.mask).replace(**kwargs)
 
 
 def _forward(policy, params, tokens, valid, prompt_len, temperature):
@@ -139,9 +239,48 @@ def _forward(policy, params, tokens, valid, prompt_len, temperature):
   return logits, log_probs, values
 
 
+class RolloutData(NamedTuple):
+  """Phase 1 of an iteration: the sampled batch and the old policy's view of it.
+
+  Everything a provider may read (`RolloutContext`) and everything the update needs,
+  as arrays, so the learner can stop after sampling, let the host add Trajectory fields
+  (e.g. Monte-Carlo values from extra completions, which need host-side de-duplication)
+  and then finish the iteration on this fixed batch (`make_rl_phases`).
+
+  Attributes:
+    batch: dict of per-row arrays (the task's batch keys, repeated G times) [B, ...].
+    tokens, valid: [B, L] prompt followed by the response, and its mask.
+    responses: [B, N] int32; mask: [B, N] bool; rewards: [B, N] float32.
+    log_probs: [B, N] old-policy log-probs (0 where masked).
+    ref_log_probs: [B, N] reference log-probs (zeros when the KL term is off).
+    values: [B, N] float32 values (policy value head or separate critic) or None.
+    response_logits: [B, N, V] float32 old-policy logits / temperature.
+    lengths: [B] int32 response lengths.
+  """
+
+  batch: Any
+  tokens: jax.Array
+  valid: jax.Array
+  responses: jax.Array
+  mask: jax.Array
+  rewards: jax.Array
+  log_probs: jax.Array
+  ref_log_probs: jax.Array
+  values: Optional[jax.Array]
+  response_logits: jax.Array
+  lengths: jax.Array
+
+
+# Trajectory fields the learner itself reads when present (providers for them are called
+# whenever given, required by the estimator or not):
+#   loss_mask [B, N] bool: ANDed into the response mask of the policy (and value) loss,
+#   e.g. SPO's probability mask (arXiv 2505.23564, Sec. 3.3).
+LEARNER_FIELDS = ('loss_mask',)
+
+
 def make_rollout_fn(
   policy: transformer.Policy,
-  task: arith.Task,
+  task: tasks_base.Task,
   estimator,
   *,
   group_size: int,
@@ -149,30 +288,97 @@ def make_rollout_fn(
   reward: str = 'outcome',
   use_ref: bool = False,
   max_new_tokens: Optional[int] = None,
+  providers: Optional[Dict[str, Callable]] = None,
+  host_fields: tuple = (),
+  critic=None,
 ) -> Callable:
-  """Returns rollout(params, ref_params, batch, key) -> (Rollout, metrics).
+  """Returns rollout(params, ref_params, batch, key, hparams=None) -> (Rollout, metrics).
 
   Args:
-    policy: the language policy (with a value head iff `estimator.needs_values`).
-    task: the task (vocab and verifiers).
-    estimator: a `jaxca.estimators.Estimator`.
+    policy: the language policy (with a value head if the estimator requires `values`
+      and no separate `critic` is given).
+    task: a `jaxca.tasks.Task` (vocab, verifiers, step parsing).
+    estimator: a `jaxca.estimators.Estimator`; the rollout fills exactly the
+      Trajectory fields in `estimator.requires`.
     group_size: G, samples per prompt.
     temperature: sampling temperature (also used for every log-prob).
     reward: one of REWARDS.
     use_ref: compute reference log-probs with `ref_params` (for the KL term).
     max_new_tokens: N; default `task.response_len`.
+    providers: extra or overriding providers, {field: fn(RolloutContext) -> dict
+      of Trajectory fields}; a field outside `types.FIELDS` goes to `extras`. A
+      provider of a `LEARNER_FIELDS` entry (`loss_mask`) is always called.
+    host_fields: Trajectory fields supplied from outside the jitted rollout (see
+      `make_rl_phases`); no provider is needed for them.
+    critic: optional separate critic (`networks.critic.make_critic`); its values
+      replace the policy's value head (pass `critic_params` to the functions).
 
-  The returned function takes `batch` = dict(prompts [P, Lp] int32, answers [P],
-  targets [P, 2K], intermediates [P, K]) and a PRNG key.
+  The returned function takes `batch` = dict of the task's `batch_keys` ([P, ...]
+  per prompt), a PRNG key and optional estimator hyper-parameters (a pytree like
+  `estimator.hparams`, traced, so sweeping them does not recompile); with a critic,
+  also `critic_params=`; with `host_fields`, `fields=` (a dict of those arrays).
+
+  Raises:
+    ValueError: (at build time) a required field has no provider, or the
+      estimator compares rows within groups and `group_size` < 2.
   """
+  collect, finish = _make_rollout_parts(
+    policy,
+    task,
+    estimator,
+    group_size=group_size,
+    temperature=temperature,
+    reward=reward,
+    use_ref=use_ref,
+    max_new_tokens=max_new_tokens,
+    providers=providers,
+    host_fields=host_fields,
+    critic=critic,
+  )
+
+  def rollout(params, ref_params, batch, key, hparams=None, critic_params=None, fields=None):
+    data = collect(params, ref_params, batch, key, critic_params)
+    return finish(data, fields or {}, hparams)
+
+  return rollout
+
+
+def _make_rollout_parts(
+  policy,
+  task,
+  estimator,
+  *,
+  group_size,
+  temperature,
+  reward,
+  use_ref,
+  max_new_tokens,
+  providers,
+  host_fields,
+  critic,
+):
+  """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
+  finish(data, fields, hparams) -> (Rollout, metrics))."""
   if reward not in REWARDS:
     raise ValueError(f'Unknown reward {reward!r}; choose from {list(REWARDS)}.')
-  if estimator.needs_groups and group_size < 2:
-    raise ValueError(f'Estimator {estimator.name!r} needs group_size >= 2; got {group_size}.')
+  host_fields = tuple(host_fields)
+  table = {f: (lambda ctx: {}) for f in host_fields}
+  table.update(providers or {})
+  has_values = bool(policy.module.value_head) or critic is not None
+  fields = check_providers(estimator, table, value_head=has_values)
+  fields = {f: p for f, p in fields.items() if f not in host_fields}
+  for name in LEARNER_FIELDS:
+    if name in (providers or {}) and name not in host_fields:
+      fields[name] = providers[name]
+  if 'group_ids' in fields and group_size < 2:
+    raise ValueError(
+      f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
+      f'got {group_size}.'
+    )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
 
-  def rollout(params, ref_params, batch, key):
+  def collect(params, ref_params, batch, key, critic_params=None):
     prompts = batch['prompts']
     lp = prompts.shape[1]
     samples = sampling.sample(
@@ -187,16 +393,18 @@ def make_rollout_fn(
       eos_id=voc.eos_id,
       pad_id=voc.pad_id,
     )
-    rep = {
-      k: jnp.repeat(batch[k], group_size, axis=0)
-      for k in ('answers', 'targets', 'intermediates')
-      if k in batch
-    }
+    rep = {k: jnp.repeat(v, group_size, axis=0) for k, v in batch.items()}
     mask = samples.mask
     rewards = sequence_rewards(task, reward, samples.responses, mask, rep)
-    _, old_log_probs, values = _forward(
+    logits, old_log_probs, values = _forward(
       policy, params, samples.tokens, samples.valid, lp, temperature
     )
+    if critic is not None:
+      if critic_params is None:
+        raise ValueError('a rollout with a separate critic needs `critic_params`.')
+      values = transformer.response_values(
+        critic.apply(critic_params, samples.tokens, samples.valid), lp
+      )
     old_log_probs = jnp.where(mask, old_log_probs, 0.0)
     if use_ref:
       _, ref_log_probs, _ = _forward(
@@ -205,43 +413,70 @@ def make_rollout_fn(
       ref_log_probs = jnp.where(mask, ref_log_probs, 0.0)
     else:
       ref_log_probs = jnp.zeros_like(old_log_probs)
-    est_kwargs = {}
-    if estimator.needs_values:
-      if values is None:
-        raise ValueError(f'Estimator {estimator.name!r} needs a policy with a value head.')
-      est_kwargs['values'] = jnp.where(mask, values, 0.0)
-      est_kwargs['bootstrap_value'] = jnp.zeros(mask.shape[:1], jnp.float32)
-    if estimator.needs_groups:
-      est_kwargs['group_size'] = group_size
-    if estimator.name == 'min_form':
-      est_kwargs['reward_mask'] = reward_positions(task, reward, samples.responses, mask, rep)
-      est_kwargs['group_size'] = group_size  # PURE's RLOO-style baseline within each group
-    targets = estimator(rewards, mask, **est_kwargs)
+    return RolloutData(
+      batch=rep,
+      tokens=samples.tokens,
+      valid=samples.valid,
+      responses=samples.responses,
+      mask=mask,
+      rewards=rewards,
+      log_probs=old_log_probs,
+      ref_log_probs=ref_log_probs,
+      values=values,
+      response_logits=logits[:, lp - 1 : -1] / temperature,
+      lengths=samples.lengths,
+    )
+
+  def finish(data, extra, hparams=None):
+    missing = [f for f in host_fields if f not in extra]
+    if missing:
+      raise ValueError(f'host fields {missing} were not supplied to the update.')
+    mask = data.mask
+    ctx = RolloutContext(
+      task=task,
+      batch=data.batch,
+      responses=data.responses,
+      mask=mask,
+      rewards=data.rewards,
+      log_probs=data.log_probs,
+      values=data.values,
+      response_logits=data.response_logits,
+      group_size=group_size,
+    )
+    traj = build_trajectory(ctx, fields)
+    if extra:
+      traj = traj.replace(**{k: jnp.asarray(v) for k, v in extra.items()})
+    targets = estimator(traj, hparams)
     advantages = jax.lax.stop_gradient(jnp.where(mask, targets.advantages, 0.0))
     returns = jax.lax.stop_gradient(jnp.where(mask, targets.returns, 0.0))
-    old_values = jnp.zeros_like(old_log_probs) if values is None else jnp.where(mask, values, 0.0)
-    seq_reward = jnp.sum(rewards, axis=1)
-    correct = arith.outcome_reward(task, samples.responses, mask, rep['answers'])
+    values = data.values
+    old_values = jnp.zeros_like(data.log_probs) if values is None else jnp.where(mask, values, 0.0)
+    seq_reward = jnp.sum(data.rewards, axis=1)
+    correct = task.outcome(data.responses, mask, data.batch)
     metrics = dict(
       reward=jnp.mean(seq_reward),
       accuracy=jnp.mean(correct),
-      response_length=jnp.mean(samples.lengths.astype(jnp.float32)),
+      response_length=jnp.mean(data.lengths.astype(jnp.float32)),
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
+    loss_mask = mask
+    if traj.get('loss_mask') is not None:
+      loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
+      metrics['loss_token_frac'] = jnp.sum(loss_mask) / jnp.maximum(jnp.sum(mask), 1)
     batch_out = Rollout(
-      tokens=samples.tokens,
-      valid=samples.valid,
-      mask=mask,
-      old_log_probs=jax.lax.stop_gradient(old_log_probs),
-      ref_log_probs=jax.lax.stop_gradient(ref_log_probs),
+      tokens=data.tokens,
+      valid=data.valid,
+      mask=loss_mask,
+      old_log_probs=jax.lax.stop_gradient(data.log_probs),
+      ref_log_probs=jax.lax.stop_gradient(data.ref_log_probs),
       old_values=jax.lax.stop_gradient(old_values),
       advantages=advantages,
       returns=returns,
     )
     return batch_out, metrics
 
-  return rollout
+  return collect, finish
 
 
 def _frac_constant_groups(correct, group_size):
@@ -265,8 +500,8 @@ def make_ppo_loss(
 ) -> Callable:
   """Returns loss_fn(params, rollout: Rollout) -> (loss, aux) for token-level PPO.
 
-  loss = ppo_clip(agg_mode) + kl_coef * agg(k3(pi || pi_ref)) - ent_coef * agg(H)
-         + vf_coef * value_loss   (the value term only when vf_coef > 0).
+  `losses.ppo_objective` (shared with the gymnax PPO): ppo_clip(agg_mode)
+  + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi || pi_ref)).
   """
   losses.check_agg_mode(agg_mode)
 
@@ -275,43 +510,27 @@ def make_ppo_loss(
       policy, params, rb.tokens, rb.valid, prompt_len, temperature
     )
     mask = rb.mask
-    log_probs = jnp.where(mask, log_probs, 0.0)
-    pg, aux = losses.ppo_policy_loss(
-      log_probs,
+    if vf_coef and values is None:
+      raise ValueError('vf_coef > 0 needs a policy with a value head.')
+    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
+    return losses.ppo_objective(
+      jnp.where(mask, log_probs, 0.0),
       rb.old_log_probs,
       rb.advantages,
       mask,
       clip_eps=clip_eps,
       clip_eps_high=clip_eps_high,
       agg_mode=agg_mode,
+      entropy=losses.entropy_from_logits(resp_logits),
+      ent_coef=ent_coef,
+      values=None if values is None else jnp.where(mask, values, 0.0),
+      returns=rb.returns,
+      old_values=rb.old_values,
+      vf_coef=vf_coef,
+      vf_clip=vf_clip,
+      ref_log_probs=rb.ref_log_probs,
+      kl_coef=kl_coef,
     )
-    total = pg
-    aux = dict(aux, pg_loss=pg)
-    if kl_coef:
-      kl = losses.aggregate(losses.kl_k3(log_probs, rb.ref_log_probs, mask), mask, agg_mode)
-      total = total + kl_coef * kl
-      aux['kl_ref'] = kl
-    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
-    entropy = losses.aggregate(
-      jnp.where(mask, losses.entropy_from_logits(resp_logits), 0.0), mask, agg_mode
-    )
-    aux['entropy'] = jax.lax.stop_gradient(entropy)
-    if ent_coef:
-      total = total - ent_coef * entropy
-    if vf_coef:
-      if values is None:
-        raise ValueError('vf_coef > 0 needs a policy with a value head.')
-      vl = losses.value_loss(
-        jnp.where(mask, values, 0.0),
-        rb.returns,
-        mask,
-        old_values=rb.old_values if vf_clip else None,
-        clip_eps=vf_clip,
-        agg_mode=agg_mode,
-      )
-      total = total + vf_coef * vl
-      aux['value_loss'] = vl
-    return total, aux
 
   return loss_fn
 
@@ -328,11 +547,27 @@ def make_init(
   return init
 
 
-def init_from_params(params, tx: optax.GradientTransformation, *, with_ref: bool = False):
-  """A fresh state (step 0, fresh optimizer) around `params` (e.g. a warm start)."""
+def init_from_params(
+  params,
+  tx: optax.GradientTransformation,
+  *,
+  with_ref: bool = False,
+  critic_params=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
+):
+  """A fresh state (step 0, fresh optimizer) around `params` (e.g. a warm start).
+
+  With `critic_params` (a separate critic, see `make_rl_phases`) the state also holds
+  them and `critic_opt_state = critic_tx.init(critic_params)`.
+  """
   state = dict(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
   if with_ref:
     state['ref_params'] = jax.tree.map(jnp.copy, params)
+  if critic_params is not None:
+    if critic_tx is None:
+      raise ValueError('`critic_params` need their optimiser `critic_tx`.')
+    state['critic_params'] = critic_params
+    state['critic_opt_state'] = critic_tx.init(critic_params)
   return state
 
 
@@ -367,9 +602,24 @@ def _params_finite(params):
   return jnp.all(jnp.stack(leaves)).astype(jnp.float32)
 
 
-def make_rl_update(
+class RLPhases(NamedTuple):
+  """One RL iteration in two jittable phases, with a host step possible in between.
+
+  Attributes:
+    collect: (state, batch, key) -> RolloutData: sample G responses per prompt and
+      score them with the old policy (and critic).
+    update: (state, data, fields, key, hparams=None) -> (state, metrics): providers,
+      estimator and the PPO epochs on the fixed batch `data`; `fields` is a dict of
+      the `host_fields` arrays (e.g. `mc_values` [B, S]) computed between the phases.
+  """
+
+  collect: Callable
+  update: Callable
+
+
+def make_rl_phases(
   policy: transformer.Policy,
-  task: arith.Task,
+  task: tasks_base.Task,
   estimator,
   tx: optax.GradientTransformation,
   *,
@@ -380,8 +630,133 @@ def make_rl_update(
   reward: str = 'outcome',
   loss_cfg: Any = None,
   shuffle: bool = True,
+  providers: Optional[Dict[str, Callable]] = None,
+  host_fields: tuple = (),
+  critic=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
+) -> RLPhases:
+  """An RL iteration split at the point where host-side providers can run.
+
+  Some Trajectory fields cannot be computed inside one jitted iteration: Monte-Carlo
+  values (VinePPO, arXiv 2410.01679; SPO, arXiv 2505.23564) de-duplicate the states of
+  the batch on the host and sample a data-dependent number of completions. The caller
+  jits `collect` and `update` separately and computes `host_fields` in between from the
+  `RolloutData` (with the current parameters and its own key); `make_rl_update` is the
+  single-jit composition with no host fields. Same arguments as `make_rl_update`, plus:
+
+  Args:
+    host_fields: names of the Trajectory fields the caller supplies to `update`.
+    critic: optional separate critic (`networks.critic.make_critic`, e.g. initialised
+      from the policy trunk by `critic_params_from_policy`): its values feed the
+      estimator, and it is trained on the clipped value loss (`loss_cfg.vf_coef`,
+      `loss_cfg.vf_clip`) by its own optimiser `critic_tx` over the same minibatches.
+      The state then holds `critic_params` and `critic_opt_state` (`init_from_params`).
+    critic_tx: the critic's optimiser (required with `critic`).
+  """
+  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
+  has_critic = 'values' in estimator.requires
+  vf_coef = float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0) if has_critic else 0.0
+  vf_clip = _get(loss_cfg, 'vf_clip', None) or None
+  agg_mode = _get(loss_cfg, 'agg_mode', 'token_mean')
+  if critic is not None and critic_tx is None:
+    raise ValueError('a separate critic needs its optimiser `critic_tx`.')
+  collect, finish = _make_rollout_parts(
+    policy,
+    task,
+    estimator,
+    group_size=group_size,
+    temperature=temperature,
+    reward=reward,
+    use_ref=kl_coef > 0,
+    max_new_tokens=None,
+    providers=providers,
+    host_fields=host_fields,
+    critic=critic,
+  )
+  loss_fn = make_ppo_loss(
+    policy,
+    prompt_len=task.prompt_len,
+    temperature=temperature,
+    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
+    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
+    agg_mode=agg_mode,
+    kl_coef=kl_coef,
+    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
+    vf_coef=0.0 if critic is not None else vf_coef,
+    vf_clip=vf_clip,
+  )
+  grad_step = train_lib.make_gradient_step(loss_fn, tx)
+  critic_step = None
+  if critic is not None:
+    lp = task.prompt_len
+
+    def critic_loss(cparams, rb: Rollout):
+      values = transformer.response_values(critic.apply(cparams, rb.tokens, rb.valid), lp)
+      v = losses.value_loss(
+        jnp.where(rb.mask, values, 0.0),
+        rb.returns,
+        rb.mask,
+        old_values=rb.old_values,
+        clip_eps=vf_clip,
+        agg_mode=agg_mode,
+      )
+      return vf_coef * v, dict(value_loss=v)
+
+    critic_step = train_lib.make_gradient_step(critic_loss, critic_tx)
+
+  def collect_fn(state, batch, key):
+    return collect(state['params'], state.get('ref_params'), batch, key, state.get('critic_params'))
+
+  def update(state, data, fields, key, hparams=None):
+    rb, roll_metrics = finish(data, fields, hparams)
+    (params, opt_state), step_metrics = train_lib.minibatch_epochs(
+      grad_step,
+      (state['params'], state['opt_state']),
+      rb,
+      key,
+      num_epochs=num_epochs,
+      num_minibatches=num_minibatches,
+      shuffle=shuffle,
+    )
+    new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
+    metrics = dict(roll_metrics)
+    metrics.update({k: jnp.mean(v) for k, v in step_metrics.items()})
+    if critic_step is not None:  # same minibatches (same key), its own optimiser
+      (cparams, copt), cmetrics = train_lib.minibatch_epochs(
+        critic_step,
+        (state['critic_params'], state['critic_opt_state']),
+        rb,
+        key,
+        num_epochs=num_epochs,
+        num_minibatches=num_minibatches,
+        shuffle=shuffle,
+      )
+      new_state.update(critic_params=cparams, critic_opt_state=copt)
+      metrics.update({f'critic_{k}': jnp.mean(v) for k, v in cmetrics.items()})
+    metrics['params_finite'] = _params_finite(params)
+    return new_state, metrics
+
+  return RLPhases(collect_fn, update)
+
+
+def make_rl_update(
+  policy: transformer.Policy,
+  task: tasks_base.Task,
+  estimator,
+  tx: optax.GradientTransformation,
+  *,
+  group_size: int,
+  num_epochs: int = 1,
+  num_minibatches: int = 1,
+  temperature: float = 1.0,
+  reward: str = 'outcome',
+  loss_cfg: Any = None,
+  shuffle: bool = True,
+  providers: Optional[Dict[str, Callable]] = None,
+  critic=None,
+  critic_tx: Optional[optax.GradientTransformation] = None,
 ) -> Callable:
-  """Returns update(state, batch, key) -> (state, metrics): one whole RL iteration.
+  """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
   Args:
     policy, task, estimator, tx: the parts (see `make_rollout_fn`).
@@ -391,65 +766,49 @@ def make_rl_update(
     loss_cfg: ConfigDict/dict with clip_eps, clip_eps_high, agg_mode, kl_coef,
       ent_coef, vf_coef, vf_clip (all optional; see `make_ppo_loss`).
     shuffle: permute rows between minibatches.
+    providers: extra Trajectory providers (see `make_rollout_fn`).
+    critic, critic_tx: a separate critic and its optimiser (see `make_rl_phases`).
+
+  `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
 
   `metrics` holds scalars: rollout statistics, the mean over epochs/minibatches
   of the loss terms, `grad_norm`, and `params_finite` (1.0 iff every new
   parameter is finite) so the caller can stop before saving a broken state.
+  It is `make_rl_phases`'s collect and update composed with no host fields.
   """
-  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
-  vf_coef = float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0) if estimator.needs_values else 0.0
-  rollout = make_rollout_fn(
+  phases = make_rl_phases(
     policy,
     task,
     estimator,
+    tx,
     group_size=group_size,
+    num_epochs=num_epochs,
+    num_minibatches=num_minibatches,
     temperature=temperature,
     reward=reward,
-    use_ref=kl_coef > 0,
+    loss_cfg=loss_cfg,
+    shuffle=shuffle,
+    providers=providers,
+    critic=critic,
+    critic_tx=critic_tx,
   )
-  loss_fn = make_ppo_loss(
-    policy,
-    prompt_len=task.prompt_len,
-    temperature=temperature,
-    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
-    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
-    agg_mode=_get(loss_cfg, 'agg_mode', 'token_mean'),
-    kl_coef=kl_coef,
-    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
-    vf_coef=vf_coef,
-    vf_clip=_get(loss_cfg, 'vf_clip', None) or None,
-  )
-  grad_step = train_lib.make_gradient_step(loss_fn, tx)
 
-  def update(state, batch, key):
+  def update(state, batch, key, hparams=None):
     sample_key, epoch_key = jax.random.split(key)
-    rb, roll_metrics = rollout(state['params'], state.get('ref_params'), batch, sample_key)
-    (params, opt_state), step_metrics = train_lib.minibatch_epochs(
-      grad_step,
-      (state['params'], state['opt_state']),
-      rb,
-      epoch_key,
-      num_epochs=num_epochs,
-      num_minibatches=num_minibatches,
-      shuffle=shuffle,
-    )
-    new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
-    metrics = dict(roll_metrics)
-    metrics.update({k: jnp.mean(v) for k, v in step_metrics.items()})
-    metrics['params_finite'] = _params_finite(params)
-    return new_state, metrics
+    data = phases.collect(state, batch, sample_key)
+    return phases.update(state, data, {}, epoch_key, hparams)
 
   return update
 
 
-def target_mask(task: arith.Task, targets: jax.Array) -> jax.Array:
+def target_mask(task: tasks_base.Task, targets: jax.Array) -> jax.Array:
   """[b, N] bool: target tokens up to and including the first EOS (and not PAD)."""
   is_eos = targets == task.vocab.eos_id
   after = (jnp.cumsum(is_eos, axis=-1) - is_eos) > 0
   return ~after & (targets != task.vocab.pad_id)
 
 
-def make_sft_loss(policy: transformer.Policy, task: arith.Task) -> Callable:
+def make_sft_loss(policy: transformer.Policy, task: tasks_base.Task) -> Callable:
   """Returns loss_fn(params, batch) -> (loss, aux): teacher-forced cross-entropy.
 
   `batch` = dict(prompts [b, Lp] int32, targets [b, N] int32). The loss is the
@@ -476,7 +835,7 @@ def make_sft_loss(policy: transformer.Policy, task: arith.Task) -> Callable:
 
 
 def make_sft_update(
-  policy: transformer.Policy, task: arith.Task, tx: optax.GradientTransformation
+  policy: transformer.Policy, task: tasks_base.Task, tx: optax.GradientTransformation
 ) -> Callable:
   """Returns update(state, batch) -> (state, metrics): one supervised warm-start step."""
   grad_step = train_lib.make_gradient_step(make_sft_loss(policy, task), tx)
@@ -489,12 +848,11 @@ def make_sft_update(
   return update
 
 
-def make_eval_fn(policy: transformer.Policy, task: arith.Task) -> Callable:
+def make_eval_fn(policy: transformer.Policy, task: tasks_base.Task) -> Callable:
   """Returns evaluate(params, batch) -> dict of [P] float32 per-prompt scores (greedy decoding).
 
-  Scores: `exact_match` (whole chain right), `final_answer` (outcome reward),
-  `step_accuracy` (mean per-step correctness). Average them on the host or in
-  the caller's jit.
+  Scores: the task's `eval_metrics` (arith: `exact_match`, `final_answer`,
+  `step_accuracy`). Average them on the host or in the caller's jit.
   """
   voc = task.vocab
 
@@ -512,13 +870,7 @@ def make_eval_fn(policy: transformer.Policy, task: arith.Task) -> Callable:
       pad_id=voc.pad_id,
       greedy=True,
     )
-    r, m = samples.responses, samples.mask
-    steps, _ = arith.step_correctness(task, r, m, batch['intermediates'])
-    return dict(
-      exact_match=arith.exact_match(task, r, m, batch['targets']),
-      final_answer=arith.outcome_reward(task, r, m, batch['answers']),
-      step_accuracy=jnp.mean(steps, axis=-1),
-    )
+    return task.eval_metrics(samples.responses, samples.mask, batch)
 
   return evaluate
 

@@ -120,6 +120,102 @@ def ppo_policy_loss(
   return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 
+ADVANTAGE_NORMS = ('none', 'minibatch')
+
+
+def ppo_objective(
+  log_probs: jax.Array,
+  old_log_probs: jax.Array,
+  advantages: jax.Array,
+  mask: jax.Array,
+  *,
+  clip_eps: float = 0.2,
+  clip_eps_high: Optional[float] = None,
+  agg_mode: str = 'token_mean',
+  advantage_norm: str = 'none',
+  entropy: Optional[jax.Array] = None,
+  ent_coef: float = 0.0,
+  values: Optional[jax.Array] = None,
+  returns: Optional[jax.Array] = None,
+  old_values: Optional[jax.Array] = None,
+  vf_coef: float = 0.0,
+  vf_clip: Optional[float] = None,
+  ref_log_probs: Optional[jax.Array] = None,
+  kl_coef: float = 0.0,
+):
+  """The one PPO objective of jaxca (LM learner and gymnax PPO), arXiv 1707.06347 Eq. 9.
+
+  loss = ppo_clip(A) + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi||pi_ref))
+
+  Terms are aggregated with `agg_mode` over `mask`; the value term needs
+  `values` and `returns` and enters when `vf_coef` is non-zero (PPO-clipped
+  around `old_values` when `vf_clip` is set); the KL term needs `ref_log_probs`
+  and enters when `kl_coef` is non-zero; the entropy (per token, e.g.
+  `entropy_from_logits`) is reported whenever given.
+
+  Args:
+    log_probs, old_log_probs, advantages, mask: as `ppo_policy_loss`.
+    clip_eps, clip_eps_high, agg_mode: as `ppo_policy_loss`.
+    advantage_norm: 'none', or 'minibatch' to whiten the advantages over this
+      (mini)batch's valid entries first (`ops.masked_whiten`, biased variance,
+      as PureJaxRL / CleanRL). Whitening over a whole batch belongs in the
+      estimator chain (`estimators` stage 'whiten'), the other place that calls
+      `ops.masked_whiten`.
+    entropy: optional [..., T] per-token entropy of the current policy.
+    ent_coef: entropy bonus coefficient (needs `entropy` when non-zero).
+    values, returns, old_values, vf_coef, vf_clip: the value term.
+    ref_log_probs, kl_coef: the KL-to-reference term.
+
+  Returns:
+    (loss scalar, aux dict: pg_loss, clip_frac, approx_kl, ratio_mean, and
+    entropy / value_loss / kl_ref when those terms exist).
+  """
+  if advantage_norm not in ADVANTAGE_NORMS:
+    raise ValueError(
+      f'Unknown advantage_norm {advantage_norm!r}; choose from {list(ADVANTAGE_NORMS)}.'
+    )
+  if advantage_norm == 'minibatch':
+    advantages = ops.masked_whiten(advantages, mask, unbiased=False)
+  pg, aux = ppo_policy_loss(
+    log_probs,
+    old_log_probs,
+    advantages,
+    mask,
+    clip_eps=clip_eps,
+    clip_eps_high=clip_eps_high,
+    agg_mode=agg_mode,
+  )
+  total = pg
+  aux = dict(aux, pg_loss=pg)
+  if vf_coef:
+    if values is None or returns is None:
+      raise ValueError('ppo_objective: vf_coef != 0 needs `values` and `returns`.')
+    vl = value_loss(
+      values,
+      returns,
+      mask,
+      old_values=old_values if vf_clip else None,
+      clip_eps=vf_clip,
+      agg_mode=agg_mode,
+    )
+    total = total + vf_coef * vl
+    aux['value_loss'] = vl
+  if entropy is not None:
+    ent = aggregate(jnp.where(mask, entropy, 0.0), mask, agg_mode)
+    if ent_coef:
+      total = total - ent_coef * ent
+    aux['entropy'] = jax.lax.stop_gradient(ent)
+  elif ent_coef:
+    raise ValueError('ppo_objective: ent_coef != 0 needs `entropy`.')
+  if kl_coef:
+    if ref_log_probs is None:
+      raise ValueError('ppo_objective: kl_coef != 0 needs `ref_log_probs`.')
+    kl = aggregate(kl_k3(log_probs, ref_log_probs, mask), mask, agg_mode)
+    total = total + kl_coef * kl
+    aux['kl_ref'] = kl
+  return total, aux
+
+
 def value_loss(
   values: jax.Array,
   returns: jax.Array,

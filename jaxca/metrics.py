@@ -2,8 +2,9 @@
 
 TensorBoard files are written with tensorboardX (no TensorFlow). Every record
 is one JSON object per line with at least `step` (int); other values are
-scalars or strings (non-finite floats are written as the strings 'nan' / 'inf'
-/ '-inf' so the file stays valid JSON).
+scalars, strings or flat lists of numbers (e.g. one value per vmapped seed;
+TensorBoard gets their mean). Non-finite floats are written as the strings
+'nan' / 'inf' / '-inf' so the file stays valid JSON.
 
 Resuming: `Writer(workdir, keep=pred)` first rewrites `metrics.jsonl` keeping
 only the records for which `pred(record)` is True (e.g. those written up to the
@@ -37,12 +38,24 @@ def _scalar(v):
   if isinstance(v, str):
     return v
   v = np.asarray(v)
+  if v.ndim == 1 and v.dtype.kind in 'fiub':
+    return [_scalar(x) for x in v]
   if v.size != 1:
-    raise ValueError(f'metrics: expected a scalar, got an array of shape {v.shape}.')
+    raise ValueError(f'metrics: expected a scalar or a flat list, got shape {v.shape}.')
   v = v.reshape(()).item()
   if isinstance(v, float) and not math.isfinite(v):
     return str(v)
   return v
+
+
+def _board_value(v):
+  """A number for TensorBoard (lists: their mean), or None."""
+  if isinstance(v, list):
+    nums = [float(x) for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return float(np.mean(nums)) if nums and len(nums) == len(v) else None
+  if isinstance(v, (int, float)) and not isinstance(v, bool):
+    return v
+  return None
 
 
 def summarize(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, float]:
@@ -136,8 +149,9 @@ class Writer:
     if self._tensorboard:
       board = self._board(str(record.get('phase', 'main')))
       for k, v in record.items():
-        if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):
-          board.add_scalar(k, v, int(step))
+        value = _board_value(v) if k != 'step' else None
+        if value is not None:
+          board.add_scalar(k, value, int(step))
     return record
 
   def close(self):

@@ -2,15 +2,17 @@
 
 One update = `rollout` (jaxca/rollout.py) -> time-limit bootstrap folding
 (`rollout.td_inputs`) -> `credit.gae` -> `train.minibatch_epochs` over the
-flattened `[B*T]` batch with `losses.ppo_policy_loss`, `losses.value_loss`
-(PPO-clipped around the sampling-time values) and `losses.entropy_from_logits`.
+flattened `[B*T]` batch with `losses.ppo_objective` (the objective the LM learner
+uses too: clipped surrogate, value loss PPO-clipped around the sampling-time values,
+entropy bonus).
 Everything is pure; the experiment jits/vmaps/scans it.
 
 Advantage normalisation (`advantage_norm`):
   'minibatch'  whiten within each minibatch inside the loss (PureJaxRL, CleanRL);
   'batch'      whiten once over the whole rollout batch before the epochs;
   'none'       raw GAE advantages.
-Whitening uses the biased variance, `(A - mean) / sqrt(var + 1e-8)`.
+Whitening is `ops.masked_whiten` with the biased variance, `(A - mean) / sqrt(var + 1e-8)`
+(inside `losses.ppo_objective` for 'minibatch').
 
 The per-update key is `fold_in(base_key, state.step)`, so no key lives in the
 state and a resumed run is bit-exact.
@@ -94,19 +96,22 @@ def make_loss(
 
   def loss_fn(params, mb):
     logits, values = apply_fn(params, mb['obs'])
-    log_probs = rollout_lib.log_prob(logits, mb['actions'])
-    adv = mb['advantages']
-    if advantage_norm == 'minibatch':
-      adv = ops.masked_whiten(adv, mb['mask'], unbiased=False)
-    pg, pg_metrics = losses.ppo_policy_loss(
-      log_probs, mb['log_probs'], adv, mb['mask'], clip_eps=clip_eps
+    loss, aux = losses.ppo_objective(
+      rollout_lib.log_prob(logits, mb['actions']),
+      mb['log_probs'],
+      mb['advantages'],
+      mb['mask'],
+      clip_eps=clip_eps,
+      advantage_norm='minibatch' if advantage_norm == 'minibatch' else 'none',
+      entropy=losses.entropy_from_logits(logits),
+      ent_coef=ent_coef,
+      values=values,
+      returns=mb['returns'],
+      old_values=mb['values'],
+      vf_coef=vf_coef,
+      vf_clip=value_clip_eps,
     )
-    vf = losses.value_loss(
-      values, mb['returns'], mb['mask'], old_values=mb['values'], clip_eps=value_clip_eps
-    )
-    ent = ops.masked_mean(losses.entropy_from_logits(logits), mb['mask'])
-    loss = pg + vf_coef * vf - ent_coef * ent
-    return loss, dict(pg_loss=pg, value_loss=vf, entropy=ent, **pg_metrics)
+    return loss, aux
 
   return loss_fn
 

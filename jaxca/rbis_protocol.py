@@ -1,7 +1,7 @@
 """The RBIS paper's tabular control protocol: online off-policy control with per-start traces.
 
-The pure, vmappable pieces of the RBIS control protocol (Daley et al., ICML 2023,
-arXiv 2301.11321, §5): epsilon-greedy behaviour and target policies recomputed from the live
+The pure, vmappable pieces of the RBIS control protocol (Daley et al., ICML 2023;
+arXiv 2301.11321): epsilon-greedy behaviour and target policies recomputed from the live
 Q every step, expected-SARSA TD errors, online updates
 `Q(S_k, A_k) += alpha * gamma^(t-k) beta_{k,t} delta_t` for every start time k of the
 current episode through `jaxca.credit.traces`, Q snapshots at episode ends and evaluation

@@ -13,6 +13,12 @@ forward pass every step; it is the baseline of `experiments/bench_sampling.py` a
 cross-check in the tests. Both paths use the same per-step keys, so they sample the same
 tokens up to float rounding of the logits.
 
+`sample_from_prefixes` completes U prefixes (e.g. the partial responses whose Monte-Carlo
+values VinePPO / SPO estimate) n times each with one prefill per prefix; `jaxca.prefixes`
+de-duplicates the prefixes and buckets U on the host, `credit.mc.mc_values` averages the
+completions' rewards (`finished` tells which completions ended; `compact` turns a completed
+`prompt ++ response` state into a plain response for a verifier).
+
 Log-probabilities are those of the policy the train step optimises at the sampling
 temperature: `log_softmax(logits / temperature)[token]`. They equal
 `networks.response_log_probs(policy.apply(params, s.tokens, s.valid).logits, s.tokens, Lp,
@@ -95,6 +101,8 @@ def sample(
     params: its parameters.
     key: PRNG key (ignored when `greedy`).
     prompts: [P, Lp] int32, LEFT-padded prompts; each row needs at least one real token.
+      With `use_cache=True` any padding works (the first token is drawn from the logits at
+      each row's last real token; see `sample_from_prefixes`).
     prompt_mask: [P, Lp] bool, True for real prompt tokens.
     num_samples: G, samples per prompt (static).
     max_new_tokens: N, generated columns (static); Lp + N <= policy.max_len.
@@ -147,7 +155,7 @@ def sample(
     cache = cache._replace(
       layers=jax.tree.map(rep, cache.layers), valid=rep(cache.valid), count=rep(cache.count)
     )
-    logits = rep(out.logits[:, -1])
+    logits = rep(_at_last_valid(out.logits, prompt_mask))
 
     def step(carry, key):
       cache, logits, done = carry
@@ -188,3 +196,112 @@ def sample(
     mask=mask,
     lengths=mask.sum(axis=1).astype(jnp.int32),
   )
+
+
+def _at_last_valid(x: jax.Array, valid: jax.Array) -> jax.Array:
+  """x[b, l_b] for each row's last valid column l_b (column 0 for a row with none): [B, ...]."""
+  length = valid.shape[1]
+  last = length - 1 - jnp.argmax(valid[:, ::-1], axis=1)
+  last = jnp.where(jnp.any(valid, axis=1), last, 0)
+  return jnp.take_along_axis(x, last.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+
+
+def sample_from_prefixes(
+  policy: transformer.Policy,
+  params,
+  key: jax.Array,
+  prefixes: jax.Array,
+  prefix_mask: jax.Array,
+  *,
+  num_samples: int,
+  max_new_tokens: int,
+  temperature: float = 1.0,
+  eos_id: int,
+  pad_id: int,
+  greedy: bool = False,
+) -> Samples:
+  """`num_samples` completions of each of U prefixes, prefilling every prefix once.
+
+  The Monte-Carlo value estimates of VinePPO (arXiv 2410.01679, Sec. 4) and SPO (arXiv
+  2505.23564, Sec. 3.2) complete many partial responses ("states" s = prompt + the first
+  steps of a response) K times each. Re-prefilling each state K times would cost more than
+  the decode for short completions; here the U states are prefilled ONCE ([U, L] through the
+  model, writing the KV cache), the cache is repeated `num_samples` times on the batch axis,
+  and the U * n rows are decoded together (row `u * n + i` is the i-th completion of prefix
+  u). The result equals repeating every prefix n times and prefilling the U * n rows (same
+  key: the same tokens up to float rounding of the logits; tested).
+
+  Prefixes may be padded anywhere: a prefix is the sequence of its valid tokens in order
+  (positions are `cumsum(valid) - 1`), and the first new token is drawn from the logits at
+  each row's LAST valid column. So a state can be given as the full `prompt ++ response`
+  row with the response tokens after the state masked out (right padding inside the row;
+  see `credit.mc.step_prefixes`) without moving tokens. Host-side de-duplication and
+  power-of-two bucketing of U live in `jaxca.prefixes`.
+
+  Args:
+    policy: a `networks.transformer.Policy`.
+    params: its parameters.
+    key: PRNG key (ignored when `greedy`).
+    prefixes: [U, L] int32 tokens; each row needs at least one valid token.
+    prefix_mask: [U, L] bool, True for the tokens of the prefix.
+    num_samples: n, completions per prefix (static).
+    max_new_tokens: N, generated columns (static); L + N <= policy.max_len.
+    temperature: as in `sample` (traceable).
+    eos_id: end-of-sequence token; a completion stops after it.
+    pad_id: token emitted (mask False) after EOS.
+    greedy: take the argmax instead of sampling.
+
+  Returns:
+    `Samples` with U * n rows (row `u * n + i`); `tokens`/`valid` are the repeated prefix
+    followed by the completion. With right-padded prefixes the logits of a completion's first
+    token sit at the prefix's last valid column (not at column L - 1) when recomputing
+    log-probabilities with `policy.apply` on `tokens`/`valid`.
+  """
+  return sample(
+    policy,
+    params,
+    key,
+    prefixes,
+    prefix_mask,
+    num_samples=num_samples,
+    max_new_tokens=max_new_tokens,
+    temperature=temperature,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    greedy=greedy,
+    use_cache=True,
+  )
+
+
+def finished(samples: Samples, eos_id: int) -> jax.Array:
+  """[B] bool: the response emitted `eos_id` (False for one cut off at `max_new_tokens`)."""
+  return jnp.any((samples.responses == eos_id) & samples.mask, axis=1)
+
+
+def compact(tokens: jax.Array, valid: jax.Array, length: int, pad_id: int):
+  """Moves the valid tokens of each row to the front, in order: (tokens, mask) [B, length].
+
+  Turns a completed state (`Samples.tokens[:, Lp:]` / `Samples.valid[:, Lp:]` of
+  `sample_from_prefixes` on `prompt ++ response` rows: the response tokens of the state, a
+  gap, then the completion) into an ordinary right-padded response for a verifier. Valid
+  tokens beyond `length` are dropped.
+
+  Args:
+    tokens: [B, L] int32.
+    valid: [B, L] bool.
+    length: static output width.
+    pad_id: fill token of the padding.
+
+  Returns:
+    ([B, length] int32 tokens, [B, length] bool mask), `mask[b] = arange(length) < n_b` with
+    n_b = min(valid[b].sum(), length).
+  """
+  order = jnp.argsort(~valid, axis=1, stable=True)  # valid columns first, in order
+  moved = jnp.take_along_axis(tokens, order, axis=1)
+  count = jnp.sum(valid, axis=1)
+  width = tokens.shape[1]
+  if length > width:
+    moved = jnp.concatenate([moved, jnp.full((tokens.shape[0], length - width), pad_id)], axis=1)
+  moved = moved[:, :length].astype(jnp.int32)
+  mask = jnp.arange(length)[None, :] < count[:, None]
+  return jnp.where(mask, moved, pad_id), mask

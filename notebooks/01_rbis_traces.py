@@ -36,19 +36,36 @@
 # `experiments/rbis_gridworld.py`.
 #
 # Set `JAXCA_SMOKE=1` to run quickly (CI does); the sweep plot then reads the committed
-# `results/rbis_gridworld.csv`, or runs a tiny smoke sweep if that file is missing.
+# `results/rbis_gridworld.csv`, or runs a tiny smoke sweep (in a temporary directory) if
+# that file is missing. The notebook finds the repository root itself, so it runs from
+# `notebooks/` (as Jupyter starts it) or from the root (as a script).
 
 # %%
 import os
+import pathlib
+import sys
 import tempfile
 
-import jax
-import jax.numpy as jnp
-import matplotlib.pyplot as plt
-import numpy as np
 
-from jaxca import credit
-from jaxca.credit import traces
+def find_repo_root(start=None):
+  """The nearest directory at or above `start` (default: cwd) holding jaxca/ and configs/."""
+  start = pathlib.Path(start or os.getcwd()).resolve()
+  for path in (start, *start.parents):
+    if (path / 'jaxca' / '__init__.py').exists() and (path / 'configs').is_dir():
+      return path
+  raise FileNotFoundError(f'no jaxca checkout (jaxca/ and configs/) at or above {start}')
+
+
+ROOT = find_repo_root()
+sys.path.insert(0, str(ROOT))  # this checkout's jaxca, configs/ and experiments/
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxca import credit  # noqa: E402
+from jaxca.credit import traces  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
 LAMBDA = 0.9
@@ -162,26 +179,28 @@ plt.show()
 #
 # `python -m experiments.rbis_gridworld --config configs/rbis_gridworld.py` runs 4 methods
 # x 11 lambdas x 1000 seeds of online expected-SARSA control with these traces, using the
-# paper's step sizes, and writes `results/rbis_gridworld.csv` (AUC of the smoothed
-# evaluation return over 3000 steps, mean +- 95% CI).
+# paper's step sizes, and writes `runs/rbis_gridworld/rbis_gridworld.csv` (AUC of the
+# smoothed evaluation return over 3000 steps, mean +- 95% CI); the committed 1000-seed
+# sweep is `results/rbis_gridworld.csv`.
 
 # %%
-CSV = os.path.join('results', 'rbis_gridworld.csv')
-if not os.path.exists(CSV):
-  if not SMOKE:
-    raise FileNotFoundError(
-      f'{CSV} is missing: run python -m experiments.rbis_gridworld --config '
-      'configs/rbis_gridworld.py first.'
-    )
+CSV = ROOT / 'results' / 'rbis_gridworld.csv'
+if CSV.exists():
+  rows = np.genfromtxt(CSV, delimiter=',', names=True, dtype=None, encoding='utf-8')
+elif SMOKE:  # a tiny sweep in a temporary directory (never into results/)
   from configs import rbis_gridworld as config_module
   from experiments import rbis_gridworld as experiment
 
-  workdir = tempfile.mkdtemp()
-  experiment.run(config_module.get_config('smoke'), workdir)
-  CSV = os.path.join(workdir, 'rbis_gridworld.csv')
-
-rows = np.genfromtxt(CSV, delimiter=',', names=True, dtype=None, encoding='utf-8')
-print(f'{CSV}: {len(rows)} rows, {int(rows["num_seeds"][0])} seeds per setting')
+  with tempfile.TemporaryDirectory() as workdir:
+    experiment.run(config_module.get_config('smoke'), workdir)
+    CSV = pathlib.Path(workdir) / 'rbis_gridworld.csv'
+    rows = np.genfromtxt(CSV, delimiter=',', names=True, dtype=None, encoding='utf-8')
+else:
+  raise FileNotFoundError(
+    f'{CSV} is missing: run python -m experiments.rbis_gridworld --config '
+    'configs/rbis_gridworld.py --workdir results first.'
+  )
+print(f'{CSV.name}: {len(rows)} rows, {int(rows["num_seeds"][0])} seeds per setting')
 fig, ax = plt.subplots(figsize=(7, 4))
 for m in traces.TRACE_METHODS:
   sel = rows[rows['method'] == m]

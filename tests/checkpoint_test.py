@@ -32,7 +32,7 @@ def _assert_tree_equal(a, b):
 class CheckpointerTest(absltest.TestCase):
   def setUp(self):
     super().setUp()
-    self.dir = tempfile.mkdtemp()
+    self.dir = self.enter_context(tempfile.TemporaryDirectory())
 
   def test_restore_or_init_initialises_when_empty(self):
     with checkpoint.Checkpointer(self.dir, every=1) as ckpt:
@@ -94,8 +94,15 @@ class CheckpointerTest(absltest.TestCase):
       ckpt.maybe_save(3, _state(4))
     params = checkpoint.load_params(self.dir)
     _assert_tree_equal(params, _state(4)['params'])
+    empty = os.path.join(self.dir, 'empty')
+    os.makedirs(empty)
     with self.assertRaisesRegex(FileNotFoundError, 'no checkpoint'):
-      checkpoint.load_params(os.path.join(self.dir, 'missing'))
+      checkpoint.load_params(empty)
+    # A missing directory is an error and is not created (orbax would create it).
+    missing = os.path.join(self.dir, 'missing')
+    with self.assertRaisesRegex(FileNotFoundError, 'not a directory'):
+      checkpoint.load_params(missing)
+    self.assertFalse(os.path.exists(missing))
 
   def test_bad_interval(self):
     with self.assertRaisesRegex(ValueError, 'every'):

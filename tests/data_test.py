@@ -177,3 +177,13 @@ def test_get_batch_sources_agree(built):
   from_arrays = data.get_batch(data.to_arrays(src), idx)
   _assert_batches_equal([from_source, from_source], [from_list, from_arrays])
   np.testing.assert_array_equal(from_source['prompts'][0], from_source['prompts'][2])
+
+
+def test_building_prints_one_line_and_no_download_message(tmp_path, capsys):
+  data.build(arith.ArithConfig(num_steps=1), tmp_path, num_train=16, num_test=4)
+  out = capsys.readouterr()
+  text = out.out + out.err
+  assert 'Downloading' not in text and 'downloaded and prepared' not in text, text
+  assert text.count('\n') == 1 and 'building the arith_chains dataset (16 train / 4 test)' in text
+  data.build(arith.ArithConfig(num_steps=1), tmp_path, num_train=16, num_test=4)
+  assert capsys.readouterr().out == ''  # already prepared: silent

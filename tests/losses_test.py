@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxca import losses
+from jaxca import ops
 from tests.reference import losses as ref
 
 
@@ -111,6 +112,49 @@ class ValueEntropyKlTest(parameterized.TestCase):
     d = ref_lp.astype(np.float64) - lp
     np.testing.assert_allclose(got, np.where(mask, np.exp(d) - d - 1, 0.0), rtol=1e-5, atol=1e-6)
     self.assertTrue(np.all(got >= 0))
+
+
+class PPOObjectiveTest(absltest.TestCase):
+  def test_objective_is_the_sum_of_its_terms(self):
+    rng = np.random.default_rng(0)
+    shape = (3, 5)
+    lp, old, ref_lp, adv, v, ret, old_v, ent = (
+      rng.normal(size=shape).astype(np.float32) for _ in range(8)
+    )
+    mask = rng.random(shape) > 0.3
+    for agg in losses.AGG_MODES:
+      total, aux = losses.ppo_objective(
+        lp,
+        old,
+        adv,
+        mask,
+        agg_mode=agg,
+        advantage_norm='minibatch',
+        entropy=ent,
+        ent_coef=0.1,
+        values=v,
+        returns=ret,
+        old_values=old_v,
+        vf_coef=0.5,
+        vf_clip=0.2,
+        ref_log_probs=ref_lp,
+        kl_coef=0.3,
+      )
+      white = ops.masked_whiten(adv, mask, unbiased=False)
+      pg, _ = losses.ppo_policy_loss(lp, old, white, mask, agg_mode=agg)
+      vl = losses.value_loss(v, ret, mask, old_values=old_v, clip_eps=0.2, agg_mode=agg)
+      h = losses.aggregate(np.where(mask, ent, 0.0), mask, agg)
+      kl = losses.aggregate(losses.kl_k3(lp, ref_lp, mask), mask, agg)
+      np.testing.assert_allclose(total, pg + 0.5 * vl - 0.1 * h + 0.3 * kl, rtol=1e-5)
+      for key, want in (('pg_loss', pg), ('value_loss', vl), ('entropy', h), ('kl_ref', kl)):
+        np.testing.assert_allclose(aux[key], want, rtol=1e-5)
+    base, aux = losses.ppo_objective(lp, old, adv, mask)
+    np.testing.assert_allclose(base, losses.ppo_policy_loss(lp, old, adv, mask)[0])
+    self.assertNotIn('value_loss', aux)
+    with self.assertRaisesRegex(ValueError, 'advantage_norm'):
+      losses.ppo_objective(lp, old, adv, mask, advantage_norm='batch')
+    with self.assertRaisesRegex(ValueError, 'entropy'):
+      losses.ppo_objective(lp, old, adv, mask, ent_coef=0.1)
 
 
 if __name__ == '__main__':

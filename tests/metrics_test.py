@@ -30,18 +30,20 @@ def _run(workdir, start=0.4, gain=0.1):
 
 class WriterTest(absltest.TestCase):
   def test_records_tensorboard_and_non_finite_values(self):
-    workdir = tempfile.mkdtemp()
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
     w = metrics.Writer(workdir)
     rec = w.write(3, dict(phase='rl', loss=np.float32('nan'), n=np.int64(2), name='x'))
     w.close()
     self.assertEqual(rec, dict(step=3, phase='rl', loss='nan', n=2, name='x'))
     self.assertEqual(metrics.read(workdir), [rec])
     self.assertNotEmpty(os.listdir(os.path.join(workdir, 'tensorboard', 'rl')))
+    # Flat arrays (one value per seed) become lists; anything else is an error.
+    self.assertEqual(metrics.Writer(None).write(0, dict(x=np.arange(2.0)))['x'], [0.0, 1.0])
     with self.assertRaisesRegex(ValueError, 'scalar'):
-      metrics.Writer(None).write(0, dict(x=np.zeros(2)))
+      metrics.Writer(None).write(0, dict(x=np.zeros((2, 2))))
 
   def test_keep_drops_records_after_the_resume_point(self):
-    workdir = tempfile.mkdtemp()
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
     _run(workdir)
     w = metrics.Writer(workdir, keep=lambda r: r['phase'] == 'warmstart' or r['step'] <= 10)
     self.assertEqual(
@@ -60,7 +62,7 @@ class WriterTest(absltest.TestCase):
 
 class ResultsTest(absltest.TestCase):
   def test_run_summary_results_and_compare(self):
-    root = tempfile.mkdtemp()
+    root = self.enter_context(tempfile.TemporaryDirectory())
     a, b = os.path.join(root, 'a'), os.path.join(root, 'b')
     _run(a)
     _run(b, start=0.3, gain=0.2)

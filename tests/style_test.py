@@ -12,7 +12,7 @@ PATHS = ['jaxca', 'experiments', 'configs', 'tests', 'notebooks', 'setup.py']
 def _ruff(*args):
   exe = shutil.which('ruff')
   cmd = [exe] if exe else [sys.executable, '-m', 'ruff']
-  return subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True)
+  return subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_ruff_check():

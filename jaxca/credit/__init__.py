@@ -14,15 +14,21 @@ Modules: `gae`, `returns`, `group`, `min_form`, `offpolicy` (offline targets) an
 `traces` (the same trajectory-aware traces as online per-start recursions); the
 private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
-`token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD).
+`token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
+`gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
+and the VinePPO / SPO-chain segment advantages.
 """
 
+from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups
+from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
 from jaxca.credit.gae import gae
+from jaxca.credit.gigpo import group_ids_from_keys
 from jaxca.credit.group import group_relative
 from jaxca.credit.min_form import min_form_returns
 from jaxca.credit.min_form import min_form_rewards
+from jaxca.credit.min_form import pure_baseline
 from jaxca.credit.offpolicy import OFF_POLICY_METHODS
 from jaxca.credit.offpolicy import off_policy_returns
 from jaxca.credit.returns import discounted_returns
@@ -40,6 +46,8 @@ __all__ = (
   'discounted_returns',
   'fai',
   'gae',
+  'gigpo',
+  'group_ids_from_keys',
   'group_relative',
   'grpo_s_advantages',
   'grpo_s_rewards',
@@ -47,9 +55,11 @@ __all__ = (
   'gtpo_rewards',
   'hicra',
   'hicra_official',
+  'mc',
   'min_form_returns',
   'min_form_rewards',
   'off_policy_returns',
+  'pure_baseline',
   'token_credit',
   'traces',
   'waad',

@@ -7,6 +7,7 @@ nothing under jit and see per-example shapes under vmap.
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -77,3 +78,16 @@ def choice(name: str, value: str, choices: Sequence[str]) -> str:
   if value not in choices:
     raise ValueError(f'Unknown `{name}`={value!r}; choose from {sorted(choices)}.')
   return value
+
+
+def in_unit_interval(name: str, x) -> None:
+  """A concrete `x` (Python number or array, not a tracer) must lie in [0, 1] everywhere.
+
+  Traced values (under jit/vmap, e.g. a swept lambda) cannot be inspected and pass.
+  """
+  if isinstance(x, jax.core.Tracer):
+    return
+  arr = np.asarray(x, np.float64)
+  if not np.all((arr >= 0.0) & (arr <= 1.0)):  # NaN fails too
+    bad = arr[~((arr >= 0.0) & (arr <= 1.0))].ravel()[0]
+    raise ValueError(f'`{name}` must be in [0, 1]; got {bad!r}.')

@@ -60,7 +60,8 @@ def gae(
     bootstrap_value: [...] float32 (the batch shape of `rewards`, without the
       time axis); V(s_T), the state after the last step (use 0 or d=0 for
       terminated trajectories).
-    lambda_: scalar, or shaped like `rewards`; traceable (vmap it to sweep lambda).
+    lambda_: scalar, or shaped like `rewards`, in [0, 1] (a concrete value
+      outside raises ValueError); traceable (vmap it to sweep lambda).
     mask: optional bool, shaped like `rewards`; True where the policy acted.
     time_major: False (default): time is the last axis. True: time is the first
       axis, for callers whose data is already `[T, ...]` (e.g. environment
@@ -77,6 +78,7 @@ def gae(
   _checks.same_shape('rewards', rewards, values=values, discounts=discounts)
   bootstrap_value = _checks.as_float('bootstrap_value', bootstrap_value)
   _checks.batch_shape('bootstrap_value', bootstrap_value, 'rewards', rewards, time_major)
+  _checks.in_unit_interval('lambda_', lambda_)
   lambda_ = _checks.scalar_or_same('lambda_', lambda_, 'rewards', rewards)
   shape = rewards.shape
   if mask is not None:

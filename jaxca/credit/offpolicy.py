@@ -5,8 +5,8 @@ One target per step,
   delta_t = r_t + d_t * expected_next_q_t - q_taken_t
   G_k = q_taken_k + sum_{t>=k} (prod_{i=k}^{t-1} d_i) * beta_{k,t} * delta_t,   beta_{k,k} = 1,
 
-with the trace coefficient `beta` chosen by `method` (Daley et al., arXiv 2301.11321, §3;
-`rho_i = exp(log_rhos_i)`, `pi_i = target_probs_i`, `n = t - k`):
+with the trace coefficient `beta` chosen by `method` (arXiv 2301.11321; `rho_i = exp(log_rhos_i)`,
+`pi_i = target_probs_i`, `n = t - k`):
 
   'is'                 prod_{i=k+1}^{t} lambda * rho_i
   'q_lambda'           lambda^n                                  (Harutyunyan et al. Q^pi(lambda))
@@ -24,7 +24,7 @@ Algorithms.
     for prefix sums `C` of a per-step log increment and quantities `E_k` (depending on the
     start only, through the steps before a split point) and `F_t` (the end only, after it):
       rbis:               C = cumsum(log rho - log lambda), lambda^n * exp(C_t - max_{[k,t]} C)
-                          (the reflected-random-walk / range-minimum form);
+                          (the reflected-random-walk / range-minimum form of the RBIS recursion);
       recursive_retrace:  C = cumsum(log rho + log lambda),
                           exp(C_t - max(C_k, max_{(k,t]} C - log lambda))  (unrolled recursion);
       truncated_is:       C = cumsum(log rho), lambda^n * exp(C_t - max(C_k, C_t)).

@@ -2,8 +2,8 @@
 
 These are the update rules of the trajectory-aware traces of Daley et al. (ICML 2023)
 and the per-decision Retrace, written for an *online* learner that keeps one trace
-coefficient `beta_{k,t}` per past start time `k` of the current episode (Daley et al.,
-arXiv 2301.11321, §3-4). At every step `t` the learner
+coefficient `beta_{k,t}` per past start time `k` of the current episode (arXiv
+2301.11321). At every step `t` the learner
 
   1. `advance`s every stored start `k < t` with the new step's ratio
      `rho_t = pi(a_t|s_t) / mu(a_t|s_t)` (given as `log_rho`),

@@ -44,7 +44,8 @@ class PolicyOutput(NamedTuple):
   """Outputs of the policy network.
 
   Attributes:
-    logits: [B, T, V] float32; `logits[:, t]` is the distribution of token `t + 1`.
+    logits: [B, T, V] float32; `logits[:, t]` is the distribution of token `t + 1` (None for
+      a critic built without a logits head).
     values: [B, T] float32 value of the state after token `t`, or None without a value head.
     attention: [B, layers, heads, T, T] float32 attention probabilities (query, key) of the
       non-cached forward when called with `return_attention=True`, else None.
@@ -166,6 +167,8 @@ class Transformer(nn.Module):
     mlp_ratio: MLP hidden width is `mlp_ratio * width`.
     dtype: compute dtype of the trunk; parameters stay float32, heads are float32.
     value_head: also output a float32 scalar value per position.
+    logits_head: output the logits (False for a separate critic, see `networks.critic`:
+      `PolicyOutput.logits` is then None).
   """
 
   vocab_size: int
@@ -176,6 +179,7 @@ class Transformer(nn.Module):
   mlp_ratio: int = 4
   dtype: Any = jnp.float32
   value_head: bool = False
+  logits_head: bool = True
 
   @nn.compact
   def __call__(
@@ -245,7 +249,9 @@ class Transformer(nn.Module):
       y = nn.Dense(self.width, dtype=self.dtype, name=f'mlp_out_{i}')(nn.gelu(y))
       x = x + y
     x = nn.RMSNorm(dtype=jnp.float32, name='final_norm')(x.astype(jnp.float32))
-    logits = nn.Dense(self.vocab_size, dtype=jnp.float32, name='logits')(x)
+    logits = None
+    if self.logits_head:
+      logits = nn.Dense(self.vocab_size, dtype=jnp.float32, name='logits')(x)
     values = nn.Dense(1, dtype=jnp.float32, name='value')(x)[..., 0] if self.value_head else None
     new_cache = None
     if cache is not None:

@@ -24,12 +24,15 @@ How a response is read by every verifier:
 
 from collections.abc import Mapping
 import dataclasses
+import math
 from typing import Any
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxca.tasks import base
 
 OPS = ('add', 'sub', 'mul')
 _OP_SYMBOLS = {'add': '+', 'sub': '-', 'mul': '*'}
@@ -46,17 +49,27 @@ class ArithConfig:
       2 <= m <= 1000.
     ops: the operations drawn uniformly per step, a non-empty subset of
       ('add', 'sub', 'mul') (order is irrelevant; duplicates are rejected).
+      The string 'invertible' means every op with only invertible operands:
+      `+a`, `-a` with a in 1..m-1 and `*a` with a a unit of Z_m other than 1
+      ({3, 7, 9} for m = 10), so a wrong intermediate value makes the answer
+      wrong unless a later error cancels it (stored as `invertible=True`).
     operand_range: inclusive (low, high) range of the operands a_i, sampled
       uniformly; None means (0, m-1). The start value x0 is always uniform on
-      0..m-1.
+      0..m-1. Not combinable with invertible ops.
+    invertible: set by `ops='invertible'`: the op is drawn uniformly, then its
+      operand uniformly from that op's invertible operands.
   """
 
   num_steps: int = 2
   modulus: int = 10
   ops: tuple[str, ...] = OPS
   operand_range: tuple[int, int] | None = None
+  invertible: bool = False
 
   def __post_init__(self):
+    if isinstance(self.ops, str) and self.ops == 'invertible':
+      object.__setattr__(self, 'ops', OPS)
+      object.__setattr__(self, 'invertible', True)
     if isinstance(self.ops, str):
       raise ValueError(
         f'`ops` must be a sequence of op names from {OPS}; got the string {self.ops!r}.'
@@ -83,6 +96,29 @@ class ArithConfig:
           f'{self.modulus - 1}; got {self.operand_range!r}.'
         )
       object.__setattr__(self, 'operand_range', (lo, hi))
+    object.__setattr__(self, 'invertible', bool(self.invertible))
+    if self.invertible:
+      if self.operand_range is not None:
+        raise ValueError('`operand_range` cannot be combined with invertible ops.')
+      if len(self.step_choices) == 0:
+        raise ValueError(f'No invertible operands for modulus {self.modulus}.')
+
+  @property
+  def operands_of(self) -> dict[str, tuple[int, ...]]:
+    """The operands each op draws from."""
+    lo, hi = self.operand_bounds
+    if not self.invertible:
+      return {op: tuple(range(lo, hi + 1)) for op in self.ops}
+    m = self.modulus
+    units = tuple(a for a in range(2, m) if math.gcd(a, m) == 1)
+    table = {'add': tuple(range(1, m)), 'sub': tuple(range(1, m)), 'mul': units}
+    return {op: table[op] for op in self.ops}
+
+  @property
+  def step_choices(self) -> tuple[tuple[int, int], ...]:
+    """Every (op index, operand) pair a step can take, in enumeration order."""
+    per_op = self.operands_of
+    return tuple((i, a) for i, op in enumerate(self.ops) for a in per_op[op])
 
   @property
   def operand_bounds(self) -> tuple[int, int]:
@@ -96,6 +132,8 @@ class ArithConfig:
     out = f'k{self.num_steps}_m{self.modulus}_{ops}'
     if self.operand_range is not None:
       out += f'_r{self.operand_range[0]}-{self.operand_range[1]}'
+    if self.invertible:
+      out += '_inv'
     return out
 
 
@@ -236,9 +274,70 @@ class Task:
   config: ArithConfig
   vocab: Vocab
 
+  batch_keys = ('prompts', 'targets', 'answers', 'intermediates')
+
   @property
   def num_steps(self) -> int:
     return self.config.num_steps
+
+  # --------------------------------------------------- the `jaxca.tasks.Task` interface
+
+  def load_data(self, data_dir: str, *, num_train: int, num_test: int, seed: int = 0):
+    """Host side: builds (if needed) and opens the tfds dataset; {'train', 'test'} sources."""
+    from jaxca.tasks import arith_data  # local: tensorflow_datasets only when data is needed
+
+    return arith_data.load(self.config, data_dir, num_train=num_train, num_test=num_test, seed=seed)
+
+  def outcome(self, responses, mask, batch) -> jax.Array:
+    """[B] `outcome_reward` against `batch['answers']`."""
+    return outcome_reward(self, responses, mask, batch['answers'])
+
+  def exact_match(self, responses, mask, batch) -> jax.Array:
+    """[B] `exact_match` against `batch['targets']`."""
+    return exact_match(self, responses, mask, batch['targets'])
+
+  def parse_steps(self, responses, mask) -> base.Steps:
+    """`parse_steps(self, responses, mask)`."""
+    return parse_steps(self, responses, mask)
+
+  def step_correct(self, responses, mask, batch) -> jax.Array:
+    """[B, S = N] `step_correctness` of segment i at step i (0 for steps i >= K)."""
+    correct, _ = step_correctness(self, responses, mask, batch['intermediates'])
+    n = jnp.shape(responses)[-1]
+    k = correct.shape[-1]
+    if k >= n:
+      return correct[..., :n]
+    return jnp.concatenate([correct, jnp.zeros(correct.shape[:-1] + (n - k,), correct.dtype)], -1)
+
+  def anchors(self, responses, mask, batch, steps: base.Steps) -> jax.Array:
+    """[B, S] int32 hash of (problem, step index, value written by the previous step).
+
+    The state at the start of step s is the prompt plus what the response wrote so
+    far; on a chain only the last written value matters for what comes next, so two
+    responses to one problem share an anchor at step s iff they wrote the same value
+    at step s - 1 (GiGPO's anchor states, arXiv 2505.10978). -1 at absent steps.
+    """
+    prompts = jnp.asarray(batch['prompts']).astype(jnp.uint32)
+    h = jnp.full(prompts.shape[:-1], 2166136261, jnp.uint32)
+    for j in range(prompts.shape[-1]):
+      h = (h ^ prompts[..., j]) * jnp.uint32(16777619)
+    prev = jnp.concatenate(
+      [jnp.full(steps.values.shape[:-1] + (1,), -1, jnp.int32), steps.values[..., :-1]], -1
+    )
+    idx = _lead(jnp.arange(steps.values.shape[-1], dtype=jnp.uint32), steps.values.ndim)
+    a = (h[..., None] ^ (idx * jnp.uint32(0x9E3779B1))) * jnp.uint32(16777619)
+    a = (a ^ prev.astype(jnp.uint32)) * jnp.uint32(16777619)
+    a = (a >> 1).astype(jnp.int32)  # non-negative
+    return jnp.where(steps.valid, a, -1)
+
+  def eval_metrics(self, responses, mask, batch):
+    """Per-row `exact_match`, `final_answer` (outcome) and `step_accuracy` (mean over K)."""
+    steps, _ = step_correctness(self, responses, mask, batch['intermediates'])
+    return dict(
+      exact_match=exact_match(self, responses, mask, batch['targets']),
+      final_answer=outcome_reward(self, responses, mask, batch['answers']),
+      step_accuracy=jnp.mean(steps, axis=-1),
+    )
 
   @property
   def prompt_len(self) -> int:
@@ -251,8 +350,11 @@ class Task:
   @property
   def num_problems(self) -> int:
     """Size of the problem space: m * (len(ops) * number of operands) ** K."""
-    lo, hi = self.config.operand_bounds
-    per_step = len(self.config.ops) * (hi - lo + 1)
+    if self.config.invertible:
+      per_step = len(self.config.step_choices)
+    else:
+      lo, hi = self.config.operand_bounds
+      per_step = len(self.config.ops) * (hi - lo + 1)
     return self.config.modulus * per_step**self.config.num_steps
 
   def generate(
@@ -326,6 +428,14 @@ class Task:
     lo, hi = cfg.operand_bounds
     x0 = rng.integers(0, cfg.modulus, size=n, dtype=np.int64)
     op_idx = rng.integers(0, len(cfg.ops), size=(n, cfg.num_steps))
+    if cfg.invertible:
+      per_op = [cfg.operands_of[op] for op in cfg.ops]
+      table = np.zeros((len(per_op), max(map(len, per_op))), np.int64)
+      for i, vals in enumerate(per_op):
+        table[i, : len(vals)] = vals
+      sizes = np.asarray([len(v) for v in per_op])
+      pick = rng.integers(0, sizes[op_idx])
+      return x0, op_idx, table[op_idx, pick]
     operands = rng.integers(lo, hi + 1, size=(n, cfg.num_steps), dtype=np.int64)
     return x0, op_idx, operands
 
@@ -336,7 +446,12 @@ class Task:
     n_ops, per_step = len(cfg.ops), len(cfg.ops) * (hi - lo + 1)
     idx = np.arange(self.num_problems, dtype=np.int64)
     x0, rest = idx % cfg.modulus, idx // cfg.modulus
+    if cfg.invertible:
+      choices = np.asarray(cfg.step_choices, np.int64)
+      per_step = len(choices)
     digits = np.stack([(rest // per_step**i) % per_step for i in range(cfg.num_steps)], axis=1)
+    if cfg.invertible:
+      return x0, choices[digits, 0], choices[digits, 1]
     return x0, digits % n_ops, lo + digits // n_ops
 
   def _assemble(self, x0, op_idx, operands) -> dict[str, np.ndarray]:
@@ -561,3 +676,39 @@ def process_rewards(task: Task, responses, mask, intermediates) -> jax.Array:
   n = jnp.shape(responses)[-1]
   onehot = positions[..., None] == _lead(jnp.arange(n, dtype=jnp.int32), positions.ndim + 1)
   return jnp.sum(jnp.where(onehot, correct[..., None], 0.0), axis=-2)
+
+
+def parse_steps(task: Task, responses, mask) -> base.Steps:
+  """Cuts responses into steps: a step ends at a delimiter (STEP or EOS) or at the last valid token.
+
+  Only tokens up to the first EOS that are masked in belong to a step. A step is
+  a value step iff it holds exactly one token besides its delimiter and that
+  token is a number; anything else is malformed.
+
+  Args:
+    task: the Task.
+    responses: [..., N] int32 response tokens.
+    mask: [..., N] bool.
+
+  Returns:
+    `base.Steps` with S = N.
+  """
+  responses = jnp.asarray(responses).astype(jnp.int32)
+  mask = jnp.asarray(mask)
+  voc = task.vocab
+  n = responses.shape[-1]
+  p = _parse(task, responses, mask)
+  delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
+  seg = jnp.cumsum(delim, axis=-1, dtype=jnp.int32) - delim
+  step_ids = jnp.where(p.valid, seg, -1)
+  content = p.valid & ~delim
+  steps = _lead(jnp.arange(n, dtype=jnp.int32)[:, None], seg.ndim + 1)  # [1.., S, 1]
+  member = step_ids[..., None, :] == steps  # [..., S, N]
+  valid = jnp.any(member, axis=-1)
+  in_content = member & content[..., None, :]
+  count = jnp.sum(in_content, axis=-1)
+  token = jnp.sum(jnp.where(in_content, p.tokens[..., None, :], 0), axis=-1)
+  is_value = valid & (count == 1) & voc.is_number(token)
+  kinds = jnp.where(valid, jnp.where(is_value, base.STEP_VALUE, base.STEP_MALFORMED), -1)
+  values = jnp.where(is_value, token - voc.num_offset, -1)
+  return base.Steps(step_ids, kinds.astype(jnp.int32), values.astype(jnp.int32), valid)

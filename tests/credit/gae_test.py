@@ -227,6 +227,20 @@ class GaeTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, '`rewards`'):
       credit.gae(np.float32(1.0), np.float32(1.0), np.float32(1.0), np.float32(0.0), 0.9)
 
+  def test_concrete_lambda_outside_unit_interval_is_rejected(self):
+    a = testing.random_gae_inputs(8, (2, T))
+    for bad in (1.5, -1.0, float('nan'), np.array([0.5] * (T - 1) + [1.01], np.float32)):
+      with self.assertRaisesRegex(ValueError, r'`lambda_` must be in \[0, 1\]'):
+        credit.gae(
+          **{**a, 'lambda_': np.broadcast_to(bad, a['rewards'].shape) if np.ndim(bad) else bad}
+        )
+    for ok in (0.0, 1.0):
+      credit.gae(**{**a, 'lambda_': ok})
+    # A traced lambda cannot be checked and is allowed (sweeps under vmap/jit).
+    lams = jnp.array([0.0, 0.5, 1.0])
+    out = jax.jit(jax.vmap(lambda lam: credit.gae(**{**a, 'lambda_': lam})[0]))(lams)
+    self.assertEqual(out.shape, (3, 2, T))
+
 
 if __name__ == '__main__':
   absltest.main()

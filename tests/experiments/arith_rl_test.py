@@ -14,7 +14,6 @@ and shares a persistent compilation cache between its runs (restored after).
 
 import json
 import os
-import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -68,7 +67,8 @@ class ArithRLTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls._tmp = tempfile.TemporaryDirectory()
+    cls.root = cls._tmp.name
     cls.data_dir = os.path.join(cls.root, 'data')
     cls.full_dir = os.path.join(cls.root, 'full')
     cls.config = _config(cls.data_dir)
@@ -76,7 +76,7 @@ class ArithRLTest(absltest.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    shutil.rmtree(cls.root, ignore_errors=True)
+    cls._tmp.cleanup()
     super().tearDownClass()
 
   def test_smoke_run_writes_results(self):
@@ -150,6 +150,14 @@ class ArithRLTest(absltest.TestCase):
     ):
       with self.assertRaisesRegex(ValueError, message):
         arith_rl.train(_config(self.data_dir, **overrides), None)
+
+  def test_summary_line_states_the_result_and_where_it_is(self):
+    line = arith_rl.summary_line(metrics.read(self.full_dir), self.full_dir, 'grpo')
+    self.assertRegex(
+      line,
+      r'^warm start \d+\.\d% -> RL \(grpo, 4 steps\) \d+\.\d% held-out exact match '
+      r'\([+-]\d+\.\d\) in \d+ s; results in .*results\.md$',
+    )
 
   def test_config_json_round_trip(self):
     self.assertEqual(json.loads(self.config.to_json_best_effort())['credit']['estimator'], 'grpo')

@@ -3,7 +3,6 @@
 import csv
 import math
 import os
-import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -11,6 +10,7 @@ from absl.testing import absltest
 from configs import bench_credit as bench_config
 from experiments import bench_credit
 from jaxca import bench
+from jaxca.benchmarks import credit as bench_credit_lib
 
 
 class InterleavedTest(absltest.TestCase):
@@ -38,8 +38,7 @@ class InterleavedTest(absltest.TestCase):
 class BenchCreditSmokeTest(absltest.TestCase):
   def test_smoke_writes_every_row(self):
     cfg = bench_config.get_config('smoke')
-    workdir = tempfile.mkdtemp(prefix='bench_credit_test_')
-    self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
     bench_credit.run(cfg, workdir)
     for ext in ('md', 'csv', 'json'):
       self.assertTrue(os.path.exists(os.path.join(workdir, f'bench_credit.{ext}')))
@@ -84,7 +83,7 @@ class BenchCreditSmokeTest(absltest.TestCase):
       dict(section='offpolicy', contender='jaxca', kernel='rbis', shape='8x4096', median_ms=6.0),
     ]
     cfg = {'offpolicy': {'ts': '1024,4096', 'methods': 'rbis,retrace'}}
-    table = bench_credit._scaling_table(records, cfg)
+    table = bench_credit_lib.scaling_table(records, cfg)
     self.assertIn('| rbis | 2.000 | 6.000 | 3.00 | 4x / 16x |', table)
     self.assertIn('| retrace | n/a | n/a | n/a |', table)
 

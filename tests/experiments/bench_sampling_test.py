@@ -22,6 +22,12 @@ def test_smoke_writes_results(tmp_path):
   assert saved['speedup'] == pytest.approx(result['speedup']) and result['speedup'] > 0
   # Both contenders sample the same tokens from the same keys (the cache changes only speed).
   assert saved['same_tokens_fraction'] == 1.0 and saved['max_abs_log_prob_diff'] < 1e-4
+  mc = saved['mc_prefix']
+  assert set(mc['contenders']) == {'shared_prefill', 'naive_prefill'}
+  assert mc['num_completions'] == cfg.mc_num_prefixes * cfg.mc_num_samples
+  assert all(r['completions_per_s'] > 0 for r in mc['contenders'].values())
+  assert mc['same_tokens_fraction'] == 1.0 and mc['speedup'] > 0
   with open(os.path.join(tmp_path, 'results.md')) as f:
     text = f.read()
   assert 'python -m experiments.bench_sampling' in text and '| kv_cache |' in text
+  assert '| shared_prefill |' in text and 'completions/s' in text

@@ -16,7 +16,7 @@ class BenchTrainStepSmokeTest(absltest.TestCase):
     prev = jax.config.values['jax_disable_most_optimizations']
     jax.config.update('jax_disable_most_optimizations', True)  # compile time dominates
     try:
-      workdir = tempfile.mkdtemp()
+      workdir = self.enter_context(tempfile.TemporaryDirectory())
       result = bench_train_step.run(bench_config.get_config('smoke'), workdir)
     finally:
       jax.config.update('jax_disable_most_optimizations', prev)

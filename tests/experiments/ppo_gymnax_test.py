@@ -40,8 +40,7 @@ def read_rows(workdir):
 
 class PPOGymnaxSmokeTest(absltest.TestCase):
   def test_cli_writes_results_and_resumes_exactly(self):
-    workdir = tempfile.mkdtemp(prefix='ppo_gymnax_smoke_')
-    self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
     config = config_lib.get_config('smoke')
     run_cli(workdir)
     for name in ('config.json', 'final.json', 'final.csv', 'curve.png', 'metrics.jsonl'):

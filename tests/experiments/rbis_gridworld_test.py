@@ -97,7 +97,6 @@ def test_smoothed_curve_matches_official_semantics():
 
 def test_smoke_run_writes_results(tmp_path):
   cfg = config_module.get_config('smoke')
-  cfg.checkpoint_dir = str(tmp_path / 'ckpt')
   cfg.checkpoint_every = 2
   rows = experiment.run(cfg, str(tmp_path))
   with open(tmp_path / 'rbis_gridworld.csv') as f:
@@ -112,7 +111,7 @@ def test_smoke_run_writes_results(tmp_path):
     'rbis_gridworld.json',
   ):
     assert os.path.getsize(tmp_path / name) > 0
-  assert not os.path.exists(tmp_path / 'ckpt' / 'state.npz')  # removed after success
+  assert not os.path.exists(tmp_path / experiment.CHECKPOINT)  # removed after success
   # lambda = 0: every method is one-step expected SARSA with the same step size and seeds.
   at_zero = {r['method']: float(r['auc_mean']) for r in table if float(r['lambda']) == 0.0}
   assert len(set(at_zero.values())) == 1, at_zero

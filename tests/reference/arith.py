@@ -105,3 +105,31 @@ def steps(tokens, mask, intermediates, ids) -> tuple:
       correct.append(0.0)
       positions.append(last_valid)
   return correct, positions
+
+
+def parse_steps(tokens, mask, ids, num_slots) -> tuple:
+  """(step_ids [N], kinds [S], values [S]) by a loop: kinds 0 value, 2 malformed, -1 absent."""
+  seq = read(tokens, mask, ids)
+  n = len(tokens)
+  step_ids = [-1] * n
+  contents = []
+  cur, step = [], 0
+  for i, tok in enumerate(seq):
+    if not mask[i]:
+      continue
+    step_ids[i] = step
+    if tok in (ids['step'], ids['eos']):
+      contents.append(cur)
+      cur, step = [], step + 1
+    else:
+      cur.append(tok)
+  if any(s == step for s in step_ids):  # an open last step
+    contents.append(cur)
+  kinds = [-1] * num_slots
+  values = [-1] * num_slots
+  for s, toks in enumerate(contents):
+    if len(toks) == 1 and is_number(toks[0], ids):
+      kinds[s], values[s] = 0, toks[0] - ids['offset']
+    else:
+      kinds[s] = 2
+  return step_ids, kinds, values

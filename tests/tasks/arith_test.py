@@ -435,3 +435,114 @@ def test_verifier_input_errors_name_the_argument():
     arith.exact_match(task, resp, mask, data['targets'][:, :3])
   with pytest.raises(ValueError, match='`responses`'):
     arith.exact_match(task, resp.astype(np.float32), mask, data['targets'])
+
+
+# ----------------------------------------------------------------------------- Task interface
+
+
+@JIT
+def test_parse_steps_matches_loop_and_process_rewards_match_step_correct(use_jit):
+  task = arith.make_task(num_steps=3, modulus=10)
+  voc = task.vocab
+  ids = ref.ids_of(voc)
+  rng = np.random.default_rng(0)
+  data = task.generate(1, 40)
+  n = task.response_len + 2
+  resp = _pad(data['targets'], n)
+  noise = rng.choice([voc.step_id, voc.eos_id, voc.pad_id, 8, 9, 12], size=resp.shape)
+  resp = np.where(rng.random(resp.shape) < 0.3, noise, resp).astype(np.int32)
+  mask = rng.random(resp.shape) > 0.1
+  parse = jax.jit(task.parse_steps) if use_jit else task.parse_steps
+  steps = parse(resp, mask)
+  for b in range(len(resp)):
+    want_ids, want_kinds, want_values = ref.parse_steps(resp[b], mask[b], ids, n)
+    np.testing.assert_array_equal(steps.step_ids[b], want_ids)
+    np.testing.assert_array_equal(steps.kinds[b], want_kinds)
+    np.testing.assert_array_equal(steps.values[b], want_values)
+  # Per-step correctness placed on step closers == the verifier's process rewards.
+  from jaxca import lm
+
+  batch = {k: np.asarray(v) for k, v in data.items()}
+  got = lm.sequence_rewards(task, 'process', resp, mask, batch)
+  want = arith.process_rewards(task, resp, mask, data['intermediates'])
+  np.testing.assert_array_equal(got, np.where(mask, want, 0.0))
+  correct = task.step_correct(resp, mask, batch)
+  assert correct.shape == (40, n)
+  np.testing.assert_array_equal(correct[:, 3:], 0.0)
+
+
+def test_anchors_share_state_exactly_when_the_previous_value_matches():
+  task = arith.make_task(num_steps=2, modulus=10)
+  voc = task.vocab
+  data = task.generate(0, 1)
+  prompts = np.repeat(data['prompts'], 3, axis=0)
+  t = data['targets'][0]
+  wrong = t.copy()
+  wrong[0] = voc.number_id((data['intermediates'][0, 0] + 1) % 10)
+  resp = np.stack([t, t, wrong]).astype(np.int32)
+  mask = np.ones(resp.shape, bool)
+  steps = task.parse_steps(resp, mask)
+  a = np.asarray(task.anchors(resp, mask, {'prompts': prompts}, steps))
+  assert a.shape == (3, resp.shape[1]) and a.dtype == np.int32
+  assert a[0, 0] == a[1, 0] == a[2, 0]  # same problem, nothing written yet
+  assert a[0, 1] == a[1, 1] != a[2, 1]  # different first value
+  np.testing.assert_array_equal(a[:, 2:], -1)
+  other = task.generate(5, 1)['prompts']
+  b = np.asarray(
+    task.anchors(resp[:1], mask[:1], {'prompts': other}, task.parse_steps(resp[:1], mask[:1]))
+  )
+  assert b[0, 0] != a[0, 0]
+
+
+def test_no_module_outside_tasks_imports_arith():
+  import pathlib
+  import re
+
+  root = pathlib.Path(__file__).resolve().parents[2]
+  pattern = re.compile(
+    r'^\s*(from jaxca\.tasks import arith\b|import jaxca\.tasks\.arith'
+    r'|from jaxca\.tasks\.arith import)',
+    re.M,
+  )
+  offenders = [
+    str(p.relative_to(root))
+    for d in ('jaxca', 'experiments', 'configs')
+    for p in (root / d).rglob('*.py')
+    if 'tasks' not in p.relative_to(root).parts and pattern.search(p.read_text())
+  ]
+  assert not offenders, offenders
+
+
+@pytest.mark.parametrize('distinct', [False, True])
+def test_invertible_ops_draw_only_invertible_operands(distinct):
+  task = arith.make_task(num_steps=2, modulus=10, ops='invertible')
+  assert task.config.invertible and task.config.name == 'k2_m10_add-sub-mul_inv'
+  assert task.config.operands_of['mul'] == (3, 7, 9)
+  assert task.num_problems == 10 * 21**2
+  data = task.generate(0, 3000, distinct=distinct)
+  ids = ref.ids_of(task.vocab)
+  seen = set()
+  for prompt, inter in zip(data['prompts'][:500], data['intermediates'][:500]):
+    x0, ops, operands = ref.parse_prompt(prompt, ids)
+    assert ref.chain(x0, ops, operands, 10) == inter.tolist()
+    for op, a in zip(ops, operands):
+      assert (a in (3, 7, 9)) if op == 'mul' else (1 <= a <= 9)
+      seen.add((op, a))
+  assert len(seen) == 21
+  if distinct:
+    assert len({p.tobytes() for p in data['prompts']}) == 3000
+  assert tasks.make('arith', ml_collections.ConfigDict(dict(ops='invertible'))).config.invertible
+  with pytest.raises(ValueError, match='operand_range'):
+    arith.make_task(ops='invertible', operand_range=(1, 3))
+
+
+def test_default_task_draws_are_unchanged():
+  """The default task's first problems, pinned (the flagship depends on them)."""
+  task = arith.make_task(num_steps=2, modulus=10)
+  np.testing.assert_array_equal(
+    task.generate(0, 3)['prompts'],
+    [[1, 16, 5, 16, 5, 14, 2], [1, 14, 5, 17, 5, 13, 2], [1, 13, 5, 14, 5, 17, 2]],
+  )
+  test = task.generate(1, 2000, split='test', distinct=True)['prompts']
+  np.testing.assert_array_equal(test[:2], [[1, 12, 5, 11, 6, 14, 2], [1, 14, 6, 8, 7, 17, 2]])
+  assert int(test.sum()) == 104884

@@ -1,0 +1,1027 @@
+"""VinePPO / SPO-chain (Monte-Carlo step values) vs PPO-GAE (a value network) vs GRPO.
+
+Commands, arms and settings: configs/mc_credit.py. Composition only: the estimators are
+`jaxca.estimators` / `jaxca.mc_stages` spec strings; Monte-Carlo values are host fields of
+the two-phase learner (`lm.make_rl_phases`): `collect` (jitted) samples the batch, the host
+builds the states (`credit.mc.step_prefixes`), de-duplicates and buckets them
+(`prefixes.mc_step_values`) and completes them with shared prefill
+(`mc_stages.mc_complete_and_score`, jitted once per power-of-two bucket), then `update`
+(jitted) runs the estimator and the PPO epochs. Every jitted function is compiled ahead
+of time per input shape, so compile time is measured apart from run time.
+
+Not resumable: a rerun into the same workdir recomputes the arms (the warm start is
+cached in `<workdir>/warmstart`).
+"""
+
+import functools
+import json
+import os
+import sys
+import time
+
+from absl import app
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxca import checkpoint
+from jaxca import lm
+from jaxca import mc_stages
+from jaxca import prefixes
+from jaxca import runs
+from jaxca import sampling
+from jaxca import tasks
+from jaxca.credit import mc
+from jaxca.networks import critic as critic_lib
+from jaxca.networks import transformer
+
+NAME = 'mc_credit'
+MC_KINDS = ('', 'steps', 'spo')
+
+
+def validate(config):
+  """Raises runs.ConfigError on settings the experiment cannot run."""
+  for name, arm in config.arms.items():
+    if arm.mc not in MC_KINDS:
+      raise runs.ConfigError(f'arms.{name}.mc must be one of {MC_KINDS}; got {arm.mc!r}.')
+    if arm.mc and arm.mc_samples < 1:
+      raise runs.ConfigError(f'arms.{name}: an MC arm needs mc_samples >= 1.')
+  need = 2 * config.task.num_steps + 3 + 4 * config.task.num_steps + 2
+  if config.policy.max_len < need:
+    raise runs.ConfigError(
+      f'policy.max_len must cover prompt + response + a next step + an MC completion ({need}); got '
+      f'{config.policy.max_len}.'
+    )
+  if config.rl.prompts * config.rl.group_size % config.rl.num_minibatches:
+    raise runs.ConfigError('rl.prompts * rl.group_size must divide into rl.num_minibatches.')
+  if config.probe.enabled and 'ppo_gae' not in config.arms:
+    raise runs.ConfigError('the value probe needs the ppo_gae arm.')
+
+
+class Aot:
+  """A jitted function compiled ahead of time once per input signature (times measured)."""
+
+  def __init__(self, fn):
+    self.jitted = jax.jit(fn)
+    self.compiled = {}
+    self.compile_s = 0.0
+
+  def __call__(self, *args):
+    leaves, tree = jax.tree.flatten(args)
+    sig = (tree, tuple((np.shape(x), str(getattr(x, 'dtype', type(x)))) for x in leaves))
+    fn = self.compiled.get(sig)
+    if fn is None:
+      t = time.time()
+      fn = self.compiled[sig] = self.jitted.lower(*args).compile()
+      self.compile_s += time.time() - t
+    return fn(*args)
+
+
+def _sync(x):
+  return jax.block_until_ready(x)
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def build(config):
+  task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
+  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
+  policy = transformer.make_policy(pcfg, vocab_size=task.vocab.size)
+  critic = critic_lib.make_critic(pcfg, vocab_size=task.vocab.size)
+  return task, policy, critic
+
+
+def _estimator(config, arm):
+  return mc_stages.make(
+    arm.estimator,
+    gamma=1.0,
+    lambda_=1.0,
+    prob_threshold=config.spo.prob_threshold,
+    cut_interval=config.spo.cut_interval,
+  )
+
+
+class Arm:
+  """The jitted pieces of one arm (shared by its seeds)."""
+
+  def __init__(self, name, config, task, policy, critic):
+    self.name, self.cfg = name, config.arms[name]
+    self.est = _estimator(config, self.cfg)
+    rl = config.rl
+    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    self.critic = critic if self.cfg.critic else None
+    self.ctx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.critic.lr))
+    providers = {}
+    if self.cfg.mc == 'spo':
+      providers['loss_mask'] = mc_stages.loss_mask_provider(config.spo.prob_threshold)
+    loss_cfg = dict(config.loss.to_dict(), vf_coef=config.critic.vf_coef)
+    loss_cfg['vf_clip'] = config.critic.vf_clip
+    phases = lm.make_rl_phases(
+      policy,
+      task,
+      self.est,
+      self.tx,
+      group_size=rl.group_size,
+      num_epochs=rl.num_epochs,
+      num_minibatches=rl.num_minibatches,
+      temperature=rl.temperature,
+      loss_cfg=loss_cfg,
+      providers=providers,
+      host_fields=('mc_values',) if self.cfg.mc else (),
+      critic=self.critic,
+      critic_tx=self.ctx if self.critic else None,
+    )
+    self.collect = Aot(phases.collect)
+    self.update = Aot(phases.update)
+    self.states = Aot(functools.partial(_states, task, self.cfg.mc, config.spo))
+    self.complete = None
+    if self.cfg.mc:
+      self.complete = Aot(
+        functools.partial(
+          _complete, policy, task, self.cfg.mc_samples, task.response_len, rl.temperature
+        )
+      )
+
+  def compile_s(self):
+    parts = (self.collect, self.update, self.states) + ((self.complete,) if self.complete else ())
+    return sum(p.compile_s for p in parts)
+
+
+def _complete(policy, task, n, max_new, temperature, params, key, tokens, mask, rows):
+  return mc_stages.mc_complete_and_score(
+    policy,
+    task,
+    params,
+    key,
+    tokens,
+    mask,
+    rows,
+    num_samples=n,
+    max_new_tokens=max_new,
+    temperature=temperature,
+  )
+
+
+def _states(task, kind, spo, data):
+  """[B, S, L] states before each step (VinePPO) or SPO cut, S = N."""
+  if kind == 'spo':
+    ids = mc.spo_segments(data.log_probs, data.mask, spo.prob_threshold, spo.cut_interval)
+  else:
+    ids = task.parse_steps(data.responses, data.mask).step_ids
+  prompts = data.tokens[:, : task.prompt_len]
+  pmask = data.valid[:, : task.prompt_len]
+  n = data.mask.shape[-1]
+  return mc.step_prefixes(prompts, pmask, data.responses, data.mask, ids, n)
+
+
+# ----------------------------------------------------------------------------- warm start
+
+
+def warm_start(config, task, policy, train, test, evaluate, workdir):
+  """SFT until held-out greedy exact match first reaches the band; cached in the workdir."""
+  ws = config.warmstart
+  path = os.path.join(workdir, 'warmstart')
+  info_path = os.path.join(workdir, 'warmstart.json')
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      info = json.load(f)
+    params = checkpoint.load_params(path)
+    runs.note(f'warm start: reused ({info["steps"]} steps, exact match {info["exact_match"]:.3f})')
+    return jax.tree.map(jnp.asarray, params), info
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(ws.lr))
+  state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
+  update = jax.jit(lm.make_sft_update(policy, task, tx))
+  rng = np.random.default_rng(config.seeds[0] + 7)
+  t0, em, step, curve = time.time(), 0.0, 0, []
+  while step < ws.max_steps:
+    idx = rng.integers(0, len(train['prompts']), ws.batch_size)
+    state, _ = update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
+    step += 1
+    if step % ws.eval_every == 0:
+      em = evaluate(state['params'], test)['exact_match']
+      curve.append((step, em))
+      runs.at(f'warm start step {step}')
+      if em >= ws.band[0]:
+        break
+  info = dict(steps=step, exact_match=float(em), seconds=time.time() - t0, curve=curve)
+  if workdir:
+    ckpt = checkpoint.Checkpointer(path, every=1, max_to_keep=1)
+    ckpt.maybe_save(step, dict(params=state['params']), force=True)
+    ckpt.close()
+    with open(info_path, 'w') as f:
+      json.dump(info, f)
+  runs.note(f'warm start: {step} steps, held-out exact match {em:.3f} ({info["seconds"]:.0f} s)')
+  return state['params'], info
+
+
+# ----------------------------------------------------------------------------- learning runs
+
+
+def run_arm(config, arm, task, params0, critic_init, seed, train, test, evaluate, keep=()):
+  """One learning run; returns (records, snapshots {iteration: (params, critic_params)})."""
+  rl = config.rl
+  key = jax.random.key(seed)
+  cparams = None
+  if arm.critic is not None:
+    cparams = critic_lib.critic_params_from_policy(arm.critic, params0, critic_init(seed))
+  state = lm.init_from_params(params0, arm.tx, critic_params=cparams, critic_tx=arm.ctx)
+  hp = jax.tree.map(jnp.asarray, arm.est.hparams)
+  records, snaps = [], {}
+  wall = policy_tok = mc_tok = 0.0
+  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, tokens=0.0, policy_tokens=0.0)
+  rec0['mc_tokens'] = 0.0
+  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  records.append(rec0)
+  it = 0
+  while it < rl.iterations and wall < rl.max_wall_s:
+    it += 1
+    rng = np.random.default_rng([seed, it])
+    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
+    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
+    k_iter = jax.random.fold_in(key, it)
+    k_sample, k_mc, k_update = jax.random.split(k_iter, 3)
+    t0 = time.time()
+    c0 = arm.compile_s()
+    data = _sync(arm.collect(state, batch, k_sample))
+    t1, c1 = time.time(), arm.compile_s()
+    fields, mc_stats = {}, dict(mc_states=0.0, mc_bucket=0.0, mc_tokens_iter=0.0)
+    if arm.complete is not None:
+      tokens, smask, exists = jax.device_get(arm.states(data))
+      rows = jax.device_get(data.batch)
+
+      def complete(t, m, r, _params=state['params'], _k=k_mc):
+        return jax.device_get(arm.complete(_params, _k, t, m, r))
+
+      res = prefixes.mc_step_values(
+        complete,
+        tokens,
+        smask,
+        exists,
+        rows,
+        num_samples=arm.cfg.mc_samples,
+        minimum_bucket=rl.mc_min_bucket,
+      )
+      fields['mc_values'] = jnp.asarray(res.values)
+      mc_stats = dict(
+        mc_states=float(res.num_unique),
+        mc_bucket=float(res.bucket),
+        mc_tokens_iter=float(res.samples['generated']),
+        mc_state_slots=float(np.asarray(exists).sum()),
+      )
+    t2, c2 = time.time(), arm.compile_s()
+    state, m = arm.update(state, data, fields, k_update, hp)
+    m = jax.device_get(_sync(m))
+    t3, c3 = time.time(), arm.compile_s()
+    compile_iter = c3 - c0
+    wall += (t3 - t0) - compile_iter
+    p_tok = float(np.asarray(data.lengths).sum())
+    policy_tok += p_tok
+    mc_tok += mc_stats['mc_tokens_iter']
+    rec = dict(
+      arm=arm.name,
+      seed=seed,
+      iteration=it,
+      wall=wall,
+      policy_tokens=policy_tok,
+      mc_tokens=mc_tok,
+      tokens=policy_tok + mc_tok,
+      sample_s=(t1 - t0) - (c1 - c0),  # phase seconds without ahead-of-time compiles
+      mc_s=(t2 - t1) - (c2 - c1),
+      train_s=(t3 - t2) - (c3 - c2),
+      compile_s=compile_iter,
+      **mc_stats,
+      **{k: float(v) for k, v in m.items()},
+    )
+    if not np.isfinite(rec['loss']):
+      raise FloatingPointError(f'{arm.name} seed {seed}: non-finite loss at iteration {it}.')
+    if it % rl.eval_every == 0 or it in keep:
+      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+    records.append(rec)
+    if it in keep:
+      snaps[it] = jax.device_get((state['params'], state.get('critic_params')))
+    runs.at(f'{arm.name} seed {seed} iteration {it}')
+  if 'eval_exact_match' not in records[-1]:
+    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  if -1 in keep:
+    snaps[it] = jax.device_get((state['params'], state.get('critic_params')))
+  return records, snaps
+
+
+# ----------------------------------------------------------------------------- value probe
+
+
+def _last_valid(mask):
+  mask = np.asarray(mask)
+  return mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1)
+
+
+def _rankdata(x):
+  x = np.asarray(x, np.float64)
+  order = np.argsort(x, kind='stable')
+  ranks = np.empty(len(x))
+  ranks[order] = np.arange(len(x))
+  for v in np.unique(x):  # average ties
+    sel = x == v
+    ranks[sel] = ranks[sel].mean()
+  return ranks
+
+
+def _pearson(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.std() == 0 or b.std() == 0:
+    return float('nan')
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def auc(scores, labels):
+  """ROC AUC (Mann-Whitney, ties count half); nan without both classes."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+  pos, neg = scores[labels], scores[~labels]
+  if not len(pos) or not len(neg):
+    return float('nan')
+  r = _rankdata(np.concatenate([pos, neg]))
+  return float((r[: len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
+
+
+def pairwise_accuracy(truth, pred, min_gap=0.0, ties_wrong=False):
+  """(accuracy, pairs) over pairs within each state; truth/pred: lists of arrays."""
+  hit = total = 0
+  for t, p in zip(truth, pred):
+    for i in range(len(t)):
+      for j in range(i + 1, len(t)):
+        if abs(t[i] - t[j]) < max(min_gap, 1e-12) and not ties_wrong:
+          continue
+        total += 1
+        hit += (t[i] - t[j]) * (p[i] - p[j]) > 0
+  return (hit / total if total else float('nan')), total
+
+
+class Prober:
+  """MC values (chunked, one compile per sample count) and critic values of states."""
+
+  def __init__(self, config, task, policy, critic):
+    self.task, self.policy, self.critic, self.cfg = task, policy, critic, config.probe
+    self.fns = {}
+    self.critic_fn = jax.jit(critic.apply)
+    self.temperature = config.rl.temperature
+
+  def mc(self, params, key, tokens, mask, rows, n):
+    """[U] MC-n values of U prefixes (rows: per-prefix batch data)."""
+    if n not in self.fns:
+      self.fns[n] = jax.jit(
+        functools.partial(
+          _complete, self.policy, self.task, n, self.task.response_len, self.temperature
+        )
+      )
+    u, c = len(tokens), self.cfg.chunk
+    out = []
+    for s in range(0, u, c):
+      sl = np.arange(s, s + c) % u
+      r, f, _ = self.fns[n](
+        params,
+        jax.random.fold_in(key, s),
+        tokens[sl],
+        mask[sl],
+        {k: v[sl] for k, v in rows.items()},
+      )
+      out.append(np.asarray(mc.mc_values(r, f, n)))
+    return np.concatenate(out)[:u]
+
+  def critic_values(self, cparams, tokens, mask):
+    v = np.asarray(self.critic_fn(cparams, jnp.asarray(tokens), jnp.asarray(mask)))
+    return v[np.arange(len(v)), _last_valid(mask)]
+
+
+def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
+  """Table B rows of one checkpoint (critic, MC-K) and counts."""
+  pc = config.probe
+  voc = task.vocab
+  lp, n = task.prompt_len, task.response_len
+  keys = iter(jax.random.split(key, 64))
+  sample = jax.jit(
+    functools.partial(
+      sampling.sample,
+      policy,
+      num_samples=pc.samples,
+      max_new_tokens=n,
+      eos_id=voc.eos_id,
+      pad_id=voc.pad_id,
+    )
+  )
+
+  def on_policy(num_prompts):
+    b = {k: v[:num_prompts] for k, v in test.items()}
+    pm = lm.prompt_mask(task, jnp.asarray(b['prompts']))
+    s = sample(params, next(keys), jnp.asarray(b['prompts']), pm)
+    rows = {k: np.repeat(v, pc.samples, axis=0) for k, v in b.items()}
+    return s, rows
+
+  def grid(s, rows):
+    steps = task.parse_steps(s.responses, s.mask)
+    return (
+      jax.device_get(
+        mc.step_prefixes(s.tokens[:, :lp], s.valid[:, :lp], s.responses, s.mask, steps.step_ids, n)
+      ),
+      steps,
+    )
+
+  # --- value prediction: 256 deduplicated boundary states, stratified by depth.
+  s, rows = on_policy(pc.prompts)
+  (tokens, smask, exists), _ = grid(s, rows)
+  p = prefixes.plan(tokens, smask, exists)
+  u = p.num_unique
+  depth = np.zeros(u, int)
+  flat_inv = p.inverse.reshape(-1)
+  for i, v in enumerate(flat_inv):
+    if v >= 0:
+      depth[v] = i % n
+  rng = np.random.default_rng(0)
+  chosen = []
+  by_depth = [rng.permutation(np.flatnonzero(depth == d)).tolist() for d in range(n)]
+  while len(chosen) < min(pc.states, u):
+    for lst in by_depth:
+      if lst and len(chosen) < min(pc.states, u):
+        chosen.append(lst.pop())
+  chosen = np.array(sorted(chosen))
+  st_tok, st_mask = p.tokens[chosen], p.mask[chosen]
+  st_rows = {k: v[p.rows[chosen]] for k, v in rows.items()}
+  truth = prober.mc(params, next(keys), st_tok, st_mask, st_rows, pc.truth_samples)
+  preds = {'critic': prober.critic_values(cparams, st_tok, st_mask)}
+  for k in pc.mc_ks:
+    preds[f'MC-{k}'] = prober.mc(params, next(keys), st_tok, st_mask, st_rows, k)
+  out = {
+    name: dict(mae=float(np.mean(np.abs(v - truth))), pearson=_pearson(v, truth))
+    for name, v in preds.items()
+  }
+  for name, v in preds.items():
+    out[name]['spearman'] = _pearson(_rankdata(v), _rankdata(truth))
+  # --- ranking of alternative next steps.
+  m = min(pc.rank_states, len(chosen))
+  rsel = rng.choice(len(chosen), m, replace=False)
+  cand_fn = jax.jit(
+    functools.partial(
+      sampling.sample_from_prefixes,
+      policy,
+      num_samples=pc.rank_candidates,
+      max_new_tokens=2,
+      eos_id=voc.eos_id,
+      pad_id=voc.pad_id,
+    )
+  )
+  cs = jax.device_get(cand_fn(params, next(keys), st_tok[rsel], st_mask[rsel]))
+  truth_q, pred_q = [], {name: [] for name in preds}
+  kept = 0
+  sa_tok, sa_mask, sa_rows, groups = [], [], [], []
+  for j in range(m):
+    acts = {}
+    for c in range(pc.rank_candidates):
+      row = j * pc.rank_candidates + c
+      valid = cs.mask[row]
+      act = tuple(int(t) for t in cs.responses[row][valid])
+      # One step: the value token and its separator (STEP or EOS); cut after a separator.
+      for cut, t in enumerate(act):
+        if t in (voc.step_id, voc.eos_id):
+          act = act[: cut + 1]
+          break
+      acts.setdefault(act, row)
+    values = {a[0] for a in acts if a}
+    if len(values) < pc.min_alternatives:
+      continue
+    kept += 1
+    members = []
+    for act, row in acts.items():
+      if not act:
+        continue
+      members.append(len(sa_tok))
+      sa_tok.append(cs.tokens[row][: st_tok.shape[1] + len(act)])
+      sa_mask.append(cs.valid[row][: st_tok.shape[1] + len(act)])
+      sa_rows.append(rsel[j])
+    groups.append(members)
+  rank = {}
+  if kept:
+    width = st_tok.shape[1] + 2
+    pad = lambda a, fill: np.stack(  # noqa: E731
+      [np.concatenate([x, np.full(width - len(x), fill, x.dtype)]) for x in a]
+    )
+    sa_t, sa_m = pad(sa_tok, voc.pad_id), pad(sa_mask, False)
+    sa_r = {k: v[np.array(sa_rows)] for k, v in st_rows.items()}
+    q_true = prober.mc(params, next(keys), sa_t, sa_m, sa_r, pc.truth_samples)
+    q_pred = {'critic': prober.critic_values(cparams, sa_t, sa_m)}
+    for k in pc.mc_ks:
+      q_pred[f'MC-{k}'] = prober.mc(params, next(keys), sa_t, sa_m, sa_r, k)
+    truth_q = [q_true[g] for g in groups]
+    for name in preds:
+      pred_q[name] = [q_pred[name][g] for g in groups]
+      a1, n1 = pairwise_accuracy(truth_q, pred_q[name], min_gap=0.1)
+      a2, n2 = pairwise_accuracy(truth_q, pred_q[name], ties_wrong=True)
+      rank[name] = dict(rank_acc=a1, rank_pairs=n1, rank_acc_paper=a2, rank_pairs_paper=n2)
+  for name in preds:
+    out[name].update(rank.get(name, dict(rank_acc=float('nan'), rank_acc_paper=float('nan'))))
+    out[name]['rank_states'] = kept
+  # --- step-error AUC on on-policy responses: detect the first wrong step from -A_i.
+  s, rows = on_policy(pc.auc_prompts)
+  (tokens, smask, exists), steps = grid(s, rows)
+  correct = np.asarray(task.step_correct(s.responses, s.mask, rows)) > 0
+  exists = np.asarray(exists)
+  outcome = np.asarray(task.outcome(s.responses, s.mask, rows))
+  labels, keep = [], []
+  for b in range(exists.shape[0]):
+    nb = int(exists[b].sum())
+    wrong = [i for i in range(nb) if not correct[b, i]]
+    last = wrong[0] if wrong else nb - 1
+    for i in range(last + 1):
+      labels.append(bool(wrong) and i == last)
+      keep.append((b, i))
+  p = prefixes.plan(tokens, smask, exists)
+  prow = {k: v[p.rows] for k, v in rows.items()}
+  state_vals = {'critic': prober.critic_values(cparams, p.tokens, p.mask)}
+  for k in pc.mc_ks:
+    state_vals[f'MC-{k}'] = prober.mc(params, next(keys), p.tokens, p.mask, prow, k)
+  for name, v in state_vals.items():
+    grid_v = p.scatter(v)
+    scores = []
+    for b, i in keep:
+      nb = int(exists[b].sum())
+      after = outcome[b] if i == nb - 1 else grid_v[b, i + 1]
+      scores.append(-(after - grid_v[b, i]))
+    out[name]['step_error_auc'] = auc(scores, labels)
+    out[name]['completions'] = int(name.split('-')[1]) if name.startswith('MC') else 0
+  out['_counts'] = dict(states=len(chosen), rank_states=kept, auc_steps=len(labels))
+  out['_counts']['auc_first_errors'] = int(np.sum(labels))
+  return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _eval_at(recs, axis, x):
+  """Eval exact match of the last evaluation with recs[axis] <= x."""
+  best = None
+  for r in recs:
+    if 'eval_exact_match' in r and r[axis] <= x + 1e-9:
+      best = r['eval_exact_match']
+  return best
+
+
+def _auc_vs(recs, axis, x_max):
+  """Mean eval accuracy over [0, x_max] (step function through the evaluations)."""
+  pts = [(r[axis], r['eval_exact_match']) for r in recs if 'eval_exact_match' in r]
+  if x_max <= 0:
+    return pts[0][1]
+  total = 0.0
+  for (x0, y0), (x1, _) in zip(pts, pts[1:] + [(float('inf'), None)]):
+    lo, hi = min(x0, x_max), min(x1, x_max)
+    total += y0 * max(hi - lo, 0.0)
+  return total / x_max
+
+
+def _iters_to(recs, threshold):
+  for r in recs:
+    if r['iteration'] > 0 and 'eval_exact_match' in r and r['eval_exact_match'] >= threshold:
+      return r['iteration']
+  return None
+
+
+def summarize(records, seeds, arms):
+  by = {
+    (a, s): [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms for s in seeds
+  }
+  out = {}
+  for s in seeds:
+    w_min = min(by[(a, s)][-1]['wall'] for a in arms)
+    t_min = min(by[(a, s)][-1]['tokens'] for a in arms)
+    i_min = min(by[(a, s)][-1]['iteration'] for a in arms)
+    warm = by[(arms[0], s)][0]['eval_exact_match']
+    best = max(r.get('eval_exact_match', 0.0) for a in arms for r in by[(a, s)])
+    half = warm + 0.5 * (best - warm)
+    for a in arms:
+      recs = by[(a, s)]
+      last = recs[-1]
+      its = [r for r in recs if r['iteration'] > 0]
+      wall_mc = sum(r['mc_s'] for r in its)
+      wall_all = sum(r['sample_s'] + r['mc_s'] + r['train_s'] for r in its)
+      out[(a, s)] = dict(
+        iters=last['iteration'],
+        tokens=last['tokens'],
+        policy_tokens=last['policy_tokens'],
+        mc_tokens=last['mc_tokens'],
+        s_per_iter=last['wall'] / max(last['iteration'], 1),
+        mc_share=100.0 * wall_mc / max(wall_all, 1e-9),
+        acc_iter20=_eval_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
+        acc_equal_iter=_eval_at(recs, 'iteration', i_min),
+        acc_equal_wall=_eval_at(recs, 'wall', w_min),
+        acc_equal_tokens=_eval_at(recs, 'tokens', t_min),
+        final=last['eval_exact_match'],
+        auc_wall=_auc_vs(recs, 'wall', w_min),
+        iters_to_half=_iters_to(recs, half),
+        warm=warm,
+        half=half,
+        equal=dict(wall=w_min, tokens=t_min, iteration=i_min),
+        compile_s=sum(r.get('compile_s', 0.0) for r in recs),
+        mc_tokens_first=np.mean([r.get('mc_tokens_iter', 0.0) for r in its[:5]]) if its else 0.0,
+        mc_tokens_last=np.mean([r.get('mc_tokens_iter', 0.0) for r in its[-5:]]) if its else 0.0,
+      )
+  return out
+
+
+def _f(x, pct=False, digits=2):
+  if x is None or (isinstance(x, float) and not np.isfinite(x)):
+    return '-'
+  return f'{100 * x:.1f}' if pct else f'{x:.{digits}f}'
+
+
+def _cell(rows, key, pct=False, digits=2):
+  vals = [r[key] for r in rows]
+  if any(v is None for v in vals):
+    return ' / '.join(_f(v, pct, digits) for v in vals)
+  mean = float(np.mean(vals))
+  if len(vals) == 1:
+    return _f(mean, pct, digits)
+  return f'{_f(mean, pct, digits)} ({", ".join(_f(v, pct, digits) for v in vals)})'
+
+
+def table_a(summary, seeds, arms, config):
+  ep = config.rl.prompts * config.rl.group_size
+  lines = [
+    '| arm | iters | episodes | generated tokens (policy + MC) | s/iter | MC share of wall % | '
+    'acc @ iter 20 | acc @ equal iters | acc @ equal wall-clock | acc @ equal generated tokens '
+    '| final acc | AUC vs wall |',
+    '|---' * 12 + '|',
+  ]
+  for a in arms:
+    rows = [summary[(a, s)] for s in seeds]
+    toks = ' / '.join(f'{r["policy_tokens"]:.0f} + {r["mc_tokens"]:.0f}' for r in rows)
+    lines.append(
+      f'| {a} | {_cell(rows, "iters", digits=0)} | '
+      f'{" / ".join(str(int(r["iters"]) * ep) for r in rows)} | {toks} | '
+      f'{_cell(rows, "s_per_iter")} | {_cell(rows, "mc_share", digits=1)} | '
+      f'{_cell(rows, "acc_iter20", True)} | {_cell(rows, "acc_equal_iter", True)} | '
+      f'{_cell(rows, "acc_equal_wall", True)} | {_cell(rows, "acc_equal_tokens", True)} | '
+      f'{_cell(rows, "final", True)} | {_cell(rows, "auc_wall", True)} |'
+    )
+  return '\n'.join(lines)
+
+
+def table_b(probe):
+  lines = [
+    '| estimator | ckpt iter | MAE | Pearson | Spearman | rank-acc (\\|ΔQ\\*\\|≥0.1) | '
+    'rank-acc (paper, ties wrong) | states with ≥3 alternatives | step-error AUC | '
+    'completions per state |',
+    '|---' * 10 + '|',
+  ]
+  for ck, res in probe.items():
+    for name, r in res.items():
+      if name.startswith('_'):
+        continue
+      lines.append(
+        f'| {name} | {ck} | {_f(r["mae"], digits=3)} | {_f(r["pearson"])} | '
+        f'{_f(r["spearman"])} | {_f(r["rank_acc"])} | {_f(r["rank_acc_paper"])} | '
+        f'{r["rank_states"]} | {_f(r["step_error_auc"])} | {r["completions"] or "0 (critic)"} |'
+      )
+  return '\n'.join(lines)
+
+
+def expected_vs_observed(summary, seeds, arms, probe):
+  """The confirm/refute rules, applied to the measurements."""
+  out = []
+  if 'vineppo_k9' in arms and 'ppo_gae' in arms:
+    v = [summary[('vineppo_k9', s)] for s in seeds]
+    p = [summary[('ppo_gae', s)] for s in seeds]
+    ge = [
+      a['acc_equal_wall'] >= b['acc_equal_wall'] and a['auc_wall'] >= b['auc_wall']
+      for a, b in zip(v, p)
+    ]
+    refuted = [b['acc_equal_wall'] >= a['acc_equal_wall'] for a, b in zip(v, p)]
+    if all(ge) and all(refuted):
+      verdict = 'TIED (equal accuracy at equal wall-clock: neither confirmed nor refuted)'
+    elif all(ge):
+      verdict = 'CONFIRMED'
+    elif all(refuted):
+      verdict = 'REFUTED'
+    else:
+      verdict = 'MIXED (seeds disagree)'
+    detail = '; '.join(
+      f'seed {s}: VinePPO {100 * a["acc_equal_wall"]:.1f}% (AUC {100 * a["auc_wall"]:.1f}) vs '
+      f'PPO-GAE {100 * b["acc_equal_wall"]:.1f}% (AUC {100 * b["auc_wall"]:.1f})'
+      for s, a, b in zip(seeds, v, p)
+    )
+    out.append(
+      '- **"MC credit beats the value network"** (expected: VinePPO accuracy at equal '
+      'wall-clock and AUC-vs-wall >= PPO-GAE in every seed; refuted if PPO-GAE is at or above '
+      f'VinePPO at equal wall-clock). Observed: {detail}. **{verdict}.**'
+    )
+  if 'vineppo_k9' in arms:
+    parts, ok = [], []
+    for s in seeds:
+      its = {a: summary[(a, s)]['iters_to_half'] for a in arms}
+      v = its['vineppo_k9']
+      others = [its[a] for a in ('grpo', 'ppo_gae') if a in its]
+      ok.append(v is not None and all(o is None or v < o for o in others))
+      half = summary[('vineppo_k9', s)]['half']
+      parts.append(
+        f'seed {s} (threshold {100 * half:.1f}%): '
+        + ', '.join(f'{a} {its[a] if its[a] is not None else "never"}' for a in arms)
+      )
+    v = [summary[('vineppo_k9', s)] for s in seeds]
+    if not any(r['half'] > r['warm'] for r in v):
+      verdict = 'NOT TESTABLE (no arm improved on the warm start: the threshold is the start)'
+    else:
+      verdict = 'CONFIRMED' if all(ok) else 'NOT CONFIRMED'
+    out.append(
+      '- **"Fewer updates"** (expected: VinePPO reaches warm + 0.5 (best - warm) in fewer '
+      f'iterations than GRPO and PPO-GAE; evaluations every few iterations). Observed '
+      f'iterations: {"; ".join(parts)}. **{verdict}.**'
+    )
+  if probe:
+    last = list(probe)[-1]
+    crit = probe[last]['critic']['rank_acc']
+    mc9 = probe[last].get('MC-9', {}).get('rank_acc', float('nan'))
+    if np.isfinite(crit) and crit >= 0.8:
+      verdict = 'REFUTED at this scale (the critic ranks next steps well)'
+    elif np.isfinite(crit) and crit <= 0.6 and np.isfinite(mc9) and mc9 >= 0.8:
+      verdict = 'CONSISTENT with VinePPO'
+    else:
+      verdict = 'INCONCLUSIVE (between the thresholds, or too few ranked states)'
+    out.append(
+      '- **Value quality** (expected per VinePPO: critic rank-accuracy <= 0.6 with MC-9 >= 0.8; '
+      f'critic >= 0.8 refutes the claim at this scale). Observed at checkpoint {last}: critic '
+      f'{_f(crit)}, MC-9 {_f(mc9)} (|ΔQ*| >= 0.1 pairs). **{verdict}.**'
+    )
+  if 'spo_chain_k9' in arms:
+    parts = []
+    for s in seeds:
+      r = summary[('spo_chain_k9', s)]
+      g = summary[('grpo', s)] if 'grpo' in arms else summary[(arms[0], s)]
+      parts.append(
+        f'seed {s}: final {100 * r["final"]:.1f}% (GRPO {100 * g["final"]:.1f}%), equal wall '
+        f'{100 * r["acc_equal_wall"]:.1f}%, MC tokens/iter {r["mc_tokens_first"]:.0f} (first 5) '
+        f'-> {r["mc_tokens_last"]:.0f} (last 5)'
+      )
+    out.append(
+      '- **SPO-chain** (reported on the same axes; its MC cost should fall as the policy '
+      f'becomes confident). Observed: {"; ".join(parts)}.'
+    )
+  return '\n'.join(out)
+
+
+def plot(records, seeds, arms, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for i, a in enumerate(arms):
+    for s in seeds:
+      pts = [r for r in records if r['arm'] == a and r['seed'] == s and 'eval_exact_match' in r]
+      for ax, key in zip(axes, ('iteration', 'tokens', 'wall')):
+        ax.plot(
+          [r[key] for r in pts],
+          [r['eval_exact_match'] for r in pts],
+          color=f'C{i}',
+          ls='-' if s == seeds[0] else '--',
+          marker='o',
+          ms=3,
+          label=a if s == seeds[0] else None,
+        )
+  for ax, lab in zip(axes, ('iteration', 'generated tokens (policy + MC)', 'wall-clock s (train)')):
+    ax.set_xlabel(lab)
+    ax.set_ylabel('held-out greedy exact match')
+    ax.grid(alpha=0.3)
+  axes[0].legend()
+  fig.suptitle('F6: accuracy vs iteration, generated tokens and wall-clock (dashed: seed 2)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_probe(probe, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  cks = list(probe)
+  names = [n for n in probe[cks[0]] if not n.startswith('_')]
+  for ax, key, lab in zip(
+    axes,
+    ('mae', 'rank_acc', 'step_error_auc'),
+    ('MAE vs V*', 'rank accuracy (|dQ*|>=0.1)', 'step-error AUC'),
+  ):
+    for j, name in enumerate(names):
+      ax.bar(
+        np.arange(len(cks)) + j * 0.8 / len(names),
+        [probe[c][name][key] for c in cks],
+        width=0.8 / len(names),
+        label=name,
+      )
+    ax.set_xticks(np.arange(len(cks)) + 0.4 - 0.4 / len(names))
+    ax.set_xticklabels([f'iter {c}' for c in cks])
+    ax.set_title(lab)
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _load():
+  try:
+    return float(os.getloadavg()[0])
+  except OSError:
+    return float('nan')
+
+
+def run(config, workdir):
+  t_start = time.time()
+  load_start = _load()
+  task, policy, critic = build(config)
+  train = task.generate(config.seeds[0], config.data.num_train, split='train')
+  test = task.generate(config.seeds[0] + 1, config.data.num_test, split='test')
+  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
+  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+
+  def evaluate(params, batch):
+    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
+
+  params0, ws_info = warm_start(config, task, policy, train, test, evaluate, workdir)
+  arms = list(config.arms)
+  built = {a: Arm(a, config, task, policy, critic) for a in arms}
+
+  def critic_init(seed):
+    return jax.random.key(10_000 + seed)
+
+  keep = ()
+  if config.probe.enabled:
+    keep = tuple(config.probe.checkpoints)
+  records, snaps = [], {}
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  with open(metrics_path, 'w') as f:
+    for s in config.seeds:
+      for a in arms:
+        k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
+        recs, sn = run_arm(
+          config, built[a], task, params0, critic_init, s, train, test, evaluate, k
+        )
+        if sn:
+          snaps = sn
+        for r in recs:
+          f.write(json.dumps(r) + '\n')
+        f.flush()
+        records.extend(recs)
+        last = recs[-1]
+        runs.note(
+          f'{a} seed {s}: {last["iteration"]} iterations, {last["wall"]:.1f} s, exact match '
+          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
+        )
+  t_learn = time.time() - t_start
+  probe = {}
+  t_probe = time.time()
+  if config.probe.enabled:
+    prober = Prober(config, task, policy, critic)
+    for it in sorted(snaps):
+      params, cparams = snaps[it]
+      probe[it] = probe_checkpoint(
+        config, task, policy, prober, params, cparams, test, jax.random.key(500 + it)
+      )
+      runs.note(f'probe at PPO-GAE iteration {it}: done')
+    with open(os.path.join(workdir, 'probe.json'), 'w') as f:
+      json.dump({str(k): v for k, v in probe.items()}, f, indent=1)
+  t_probe = time.time() - t_probe
+  summary = summarize(records, list(config.seeds), arms)
+  plot(records, list(config.seeds), arms, os.path.join(workdir, 'f6_learning.png'))
+  if probe:
+    plot_probe(probe, os.path.join(workdir, 'f_probe.png'))
+  compiles = {a: built[a].compile_s() for a in arms}
+  write_results(
+    config,
+    workdir,
+    summary,
+    arms,
+    probe,
+    ws_info,
+    dict(
+      total_s=time.time() - t_start,
+      learn_s=t_learn,
+      probe_s=t_probe,
+      load_start=load_start,
+      load_end=_load(),
+      compiles=compiles,
+    ),
+  )
+  s0 = config.seeds[0]
+  line = ', '.join(f'{a} {100 * summary[(a, s0)]["final"]:.1f}%' for a in arms)
+  return (
+    f'mc_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> seed {s0}: {line} in '
+    f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+def _commit():
+  try:
+    import subprocess  # pylint: disable=g-import-not-at-top
+
+    return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
+    ).stdout.strip()
+  except Exception:  # noqa: BLE001
+    return 'unknown'
+
+
+def write_results(config, workdir, summary, arms, probe, ws_info, times):
+  seeds = list(config.seeds)
+  eq = summary[(arms[0], seeds[0])]['equal']
+  cores = os.cpu_count()
+  command = ' '.join(['python -m experiments.mc_credit'] + sys.argv[1:])
+  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
+  text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
+
+Command: `{command}`, commit `{_commit()}`. Hardware: {cores}-core CPU
+({jax.devices()[0].platform}); the machine was shared with other jobs: load average
+{times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
+seconds are inflated and noisy; the equal-iteration and equal-generated-token columns do not
+depend on load. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
+start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds per arm
+(ahead of time, excluded from the budget): {compiles}.
+
+Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
+{config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}
+steps until held-out greedy exact match first reached {config.warmstart.band[0]:.0%}
+(reached {100 * ws_info['exact_match']:.1f}%). Each arm: {config.rl.prompts} prompts x
+G={config.rl.group_size} per iteration, PPO-clip 0.2, {config.rl.num_epochs} epoch x
+{config.rl.num_minibatches} minibatches, Adam {config.rl.lr}, no KL, no entropy bonus;
+stop at {config.rl.iterations} iterations or {config.rl.max_wall_s:.0f} s of training wall
+clock (compile and evaluation excluded); held-out greedy evaluation on
+{config.data.num_test} prompts every {config.rl.eval_every} iterations. Seeds: {seeds}.
+PPO-GAE: separate critic (SFT trunk + fresh head), clipped value loss (clip
+{config.critic.vf_clip}, coefficient {config.critic.vf_coef}), critic Adam
+{config.critic.lr}; GAE gamma = lambda = 1, whitened. VinePPO: MC values at every step
+boundary (identical states de-duplicated, V(s_0) shared by a prompt's G responses),
+unfinished completions score 0, whitened. SPO-chain: cut tokens p_old < {config.spo.prob_threshold},
+interval {config.spo.cut_interval:.0f}, MC values before each cut, A = 0 where p_old > threshold,
+loss and whitening on p_old < threshold tokens only.
+
+Readings implemented: SPO-chain uses cutpoint interval 1 as the design specifies for short
+responses (the official code's default is 5; responses here are at most
+{2 * config.task.num_steps} tokens, so interval 5 would leave at most one cut per response
+and was not run); the tokens before the first cut get advantage 0 (the official
+first-segment-zero behaviour). VinePPO follows Eq. 5 of arXiv 2410.01679 with gamma = 1.
+Training data are generated on the host by the task (`task.generate`, train/test split by
+problem hash), not read from the tfds dataset.
+
+## Table A: learning runs
+
+Cells: mean over seeds (per-seed values in brackets); accuracy in %. Equal iterations /
+wall-clock / generated tokens use, per seed, the smallest final value across arms (seed
+{seeds[0]}: {eq['iteration']} iterations, {eq['wall']:.1f} s, {eq['tokens']:.0f} tokens),
+reading the last evaluation at or before it. AUC vs wall: mean accuracy over
+[0, equal wall-clock] (step function through the evaluations). "-" where a run did not
+get that far.
+
+{table_a(summary, seeds, arms, config)}
+
+![F6](f6_learning.png)
+
+## Table B: value-prediction probe (PPO-GAE critic, seed {seeds[0]})
+
+V\\* and Q\\* are MC-{config.probe.truth_samples} at T=1. States: {config.probe.prompts} held-out
+prompts x {config.probe.samples} on-policy samples, boundary states de-duplicated, up to
+{config.probe.states} drawn stratified by depth. Ranking: up to {config.probe.rank_states}
+states x {config.probe.rank_candidates} sampled next steps (distinct steps kept), states with
+at least {config.probe.min_alternatives} distinct next values. Step-error AUC: first wrong step
+(from the verifier) vs the correct steps before it, scored by -A_i, over
+{config.probe.auc_prompts * config.probe.samples} on-policy responses.
+
+{table_b(probe) if probe else '(probe disabled)'}
+
+{'![probe](f_probe.png)' if probe else ''}
+
+Counts per checkpoint: {json.dumps({str(k): v['_counts'] for k, v in probe.items()})}
+
+## Expected vs observed
+
+{expected_vs_observed(summary, seeds, arms, probe)}
+
+Settings tried: this configuration only (no tuning runs).
+"""
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(text)
+
+
+EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
+
+
+if __name__ == '__main__':
+  runs.define_flags(NAME)
+  app.run(main)

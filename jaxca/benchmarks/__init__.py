@@ -1,0 +1,1 @@
+"""Benchmarks of jaxca components (host-side; timing protocol in `jaxca.bench`)."""

@@ -1,0 +1,388 @@
+"""The command-line harness every experiment's `main` uses (host-side: files, flags, exits).
+
+One place decides, for every `python -m experiments.<name>` run:
+
+  * **Where it writes.** `--workdir` if given, else `runs/<name>/` (git-ignored),
+    printed at the start. Nothing writes into `results/` (committed results) unless
+    that path is given explicitly, and a smoke config (`--config ...py:smoke`)
+    refuses to write there at all.
+  * **Order.** The config is validated before anything is written; a workdir that
+    already holds a `config.json` is compared with the new config first
+    (`check_resume`): any difference outside the experiment's `safe_keys` (number
+    of steps, evaluation / checkpoint cadence: keys that do not change what is
+    computed) refuses the run with one line naming every differing key, its old
+    and new value and how to proceed (a new `--workdir`, or
+    `--allow_config_change`); a refused run leaves `config.json` untouched.
+  * **Errors.** A `ConfigError` (config_lib) or usage error prints one line on
+    stderr and exits with status 2, no traceback (`--debug` shows it). Ctrl-C
+    stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
+    prints where it stopped and that rerunning the same command resumes (exit 130).
+    A non-finite loss stops a run with the last good checkpoint (`check_finite`).
+  * **The end.** The experiment's `run` returns one summary line (what it
+    measured, where it wrote); it is printed and stored with the config in
+    `done.json`. Rerunning a complete run (same config) prints that line and
+    exits without rewriting anything, unless `--rewrite` is given.
+  * **Noise.** absl/JAX/orbax INFO logs are off (`--debug` or `-v` turn them on);
+    the full config goes to `config.json`, `--dry_run` prints it without running.
+"""
+
+import dataclasses
+import json
+import logging as pylogging
+import os
+import signal
+import sys
+from typing import Any
+from typing import Callable
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
+
+from jaxca.config_lib import ConfigError
+
+RUNS_DIR = 'runs'
+RESULTS_DIR = 'results'
+CONFIG_FILE = 'config.json'
+DONE_FILE = 'done.json'
+
+__all__ = [
+  'ConfigError',
+  'Experiment',
+  'at',
+  'check_finite',
+  'check_resume',
+  'config_diff',
+  'define_flags',
+  'flatten',
+  'main',
+  'note',
+  'resolve_workdir',
+]
+
+_state = {'position': None, 'stop': False}
+
+
+def at(position: str):
+  """Marks a safe stopping point and records where the run is (e.g. 'RL step 40 of 1000').
+
+  Experiments call it between chunks. After a Ctrl-C under `main`, the next call
+  raises KeyboardInterrupt here, so a run never stops inside a checkpoint save.
+  """
+  _state['position'] = position
+  if _state['stop']:
+    _state['stop'] = False
+    raise KeyboardInterrupt
+
+
+def _stop_at_next_step(signum, frame):
+  del signum, frame
+  _state['stop'] = True
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+  print(
+    '\nCtrl-C: stopping at the end of the current step (Ctrl-C again to stop now).',
+    file=sys.stderr,
+    flush=True,
+  )
+
+
+def note(message: str):
+  """One line for the user (stdout, flushed); progress bars go to stderr."""
+  print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------- config drift
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (JSON-ready configs)."""
+  out = {}
+  for k, v in tree.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, Mapping):
+      out.update(flatten(v, key + '.'))
+    else:
+      out[key] = v
+  return out
+
+
+_ABSENT = '(absent)'
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
+  """[(key, old value, new value)] for every flattened key that differs, sorted."""
+  a, b = flatten(old), flatten(new)
+  return [
+    (k, a.get(k, _ABSENT), b.get(k, _ABSENT))
+    for k in sorted(set(a) | set(b))
+    if a.get(k, _ABSENT) != b.get(k, _ABSENT)
+  ]
+
+
+def config_json(config) -> dict:
+  """The config as the JSON dict written to `config.json` (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def read_json(path: str) -> Optional[dict]:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_resume(
+  workdir: str, config, safe_keys: Sequence[str] = (), allow_change: bool = False
+) -> list:
+  """Compares `config` with `<workdir>/config.json`; raises ConfigError on unsafe changes.
+
+  Returns the differing (key, old, new) triples that are allowed (safe keys, or
+  any with `allow_change`); empty for a new workdir.
+  """
+  old = read_json(os.path.join(workdir, CONFIG_FILE))
+  if old is None:
+    return []
+  diffs = config_diff(old, config_json(config))
+  unsafe = [d for d in diffs if d[0] not in safe_keys]
+  if unsafe and not allow_change:
+    changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in unsafe)
+    safe = ', '.join(safe_keys) if safe_keys else 'none'
+    raise ConfigError(
+      f'the config differs from the run in {workdir} ({CONFIG_FILE}): {changes}. '
+      'Resuming would mix two configs: pass a new --workdir, or --allow_config_change to '
+      f'resume with the new values (keys that may change on resume: {safe}).'
+    )
+  return diffs
+
+
+def is_smoke(config_arg: Optional[str]) -> bool:
+  """True for `--config configs/x.py:smoke` (or `:smoke=true,...`)."""
+  _, _, args = (config_arg or '').partition(':')
+  for item in args.split(','):
+    key, _, value = item.partition('=')
+    if key.strip() == 'smoke' and value.strip().lower() in ('', 'true', '1', 'yes'):
+      return True
+  return False
+
+
+def _inside(path: str, root: str) -> bool:
+  path, root = os.path.realpath(path), os.path.realpath(root)
+  return path == root or path.startswith(root + os.sep)
+
+
+def resolve_workdir(workdir: Optional[str], name: str, *, smoke: bool = False) -> str:
+  """`workdir`, or `runs/<name>` when None; a smoke config may not write under results/."""
+  if not workdir:
+    return os.path.join(RUNS_DIR, name)
+  if smoke and _inside(workdir, RESULTS_DIR):
+    raise ConfigError(
+      f'--workdir={workdir} is under {RESULTS_DIR}/ (committed results) and this is a smoke '
+      f'config; write smoke runs elsewhere (the default is {RUNS_DIR}/{name}).'
+    )
+  return workdir
+
+
+# ----------------------------------------------------------------------------- finite losses
+
+
+def check_finite(
+  metrics: Mapping[str, Any],
+  keys: Sequence[str],
+  *,
+  phase: str,
+  step: int,
+  checkpointer=None,
+):
+  """Raises FloatingPointError if any entry of `metrics[k]` (k in keys) is not finite.
+
+  The message names the phase, the step, the offending values and the last good
+  checkpoint of `checkpointer` (a `jaxca.checkpoint.Checkpointer`, waited for), so
+  the user knows what a rerun resumes from. Nothing is saved by this function.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  bad = {
+    k: np.asarray(metrics[k], np.float64)
+    for k in keys
+    if k in metrics and not np.all(np.isfinite(np.asarray(metrics[k], np.float64)))
+  }
+  if not bad:
+    return
+  last, where = None, '(no workdir)'
+  if checkpointer is not None:
+    checkpointer.wait()
+    last, where = checkpointer.latest_step(), checkpointer.directory
+  values = ', '.join(f'{k} {v.ravel().tolist()[:8]}' for k, v in bad.items())
+  raise FloatingPointError(
+    f'Non-finite loss or parameters in the {phase} phase at step {step} ({values}); stopping '
+    f'without saving. The last good checkpoint is step {last} in {where}; fix the config '
+    '(e.g. a smaller optim.lr) and rerun to resume from it.'
+  )
+
+
+# ----------------------------------------------------------------------------- flags and main
+
+
+@dataclasses.dataclass
+class Experiment:
+  """What `main` needs to know about one experiment.
+
+  Attributes:
+    name: the default workdir is `runs/<name>`.
+    run: run(config, workdir) -> one summary line (what was measured, where written).
+    validate: validate(config) raises ConfigError; called before anything is written.
+    safe_keys: flattened config keys that may differ when resuming a workdir.
+    setup: optional setup() called first (e.g. distributed init, JAX flags).
+  """
+
+  name: str
+  run: Callable[[Any, str], str]
+  validate: Callable[[Any], Any]
+  safe_keys: Sequence[str] = ()
+  setup: Optional[Callable[[], None]] = None
+
+
+def define_flags(name: str, config_help: str = ''):
+  """--config, --workdir and the harness switches (called by `if __name__ == '__main__'`)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file(
+    'config', None, config_help or f'configs/{name}.py[:smoke,key=value]', lock_config=True
+  )
+  flags.DEFINE_string(
+    'workdir', None, f'Output directory (default {RUNS_DIR}/{name}); rerun to resume.'
+  )
+  flags.DEFINE_bool('dry_run', False, 'Validate and print the resolved config; write nothing.')
+  flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume a workdir although the config differs from its own.'
+  )
+  flags.DEFINE_bool('rewrite', False, 'Run again although the workdir holds a complete run.')
+  flags.DEFINE_bool('debug', False, 'Tracebacks for config errors, INFO logs (absl, orbax, JAX).')
+
+
+class _Quiet(pylogging.Filter):
+  """Drops orbax INFO (one line per save), tfds's warnings about its own builder config and
+  library tracebacks of a Ctrl-C."""
+
+  def filter(self, record):
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+      return False  # Ctrl-C inside a library call: `guarded` prints one line instead
+    if 'orbax' in record.pathname:
+      return record.levelno >= pylogging.WARNING
+    if 'tensorflow_datasets' in record.pathname:
+      return record.levelno >= pylogging.ERROR
+    return True
+
+
+def quiet_logs(debug: bool = False):
+  """INFO logs off (absl, JAX backends, orbax saves, tfds builders) unless `debug`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  if debug:
+    return
+  logging.get_absl_handler().addFilter(_Quiet())
+  if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)
+  for name in ('jax._src.xla_bridge', 'orbax', 'absl', 'tensorflow_datasets'):
+    pylogging.getLogger(name).setLevel(pylogging.WARNING)
+
+
+def fail(message: str, code: int = 2):
+  """Prints `<prog>: error: message` on stderr (one line) and exits with `code`."""
+  prog = os.path.basename(sys.argv[0]) if sys.argv else 'jaxca'
+  if prog in ('__main__.py', '-m', '-c', ''):
+    prog = 'jaxca'
+  print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def guarded(fn: Callable[[], Any], debug: bool = False):
+  """Calls fn(); config/usage errors and Ctrl-C become one line and an exit status."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  try:
+    return fn()
+  except (ConfigError, app.UsageError) as e:
+    if debug:
+      raise
+    fail(str(e).strip().replace('\n', ' '))
+  except KeyboardInterrupt:
+    where = f' at {_state["position"]}' if _state['position'] else ''
+    print(
+      f'\nInterrupted{where}. Rerun the same command to resume from the last checkpoint.',
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(130)
+
+
+def main(experiment: Experiment) -> Callable[[Sequence[str]], None]:
+  """The `main(argv)` for `absl.app.run`: validate, check the workdir, run, summarise."""
+
+  def _main(argv):
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    FLAGS = flags.FLAGS  # noqa: N806
+    quiet_logs(FLAGS.debug)
+    guarded(lambda: _run(experiment, argv, FLAGS), FLAGS.debug)
+
+  return _main
+
+
+def _run(experiment, argv, FLAGS):  # noqa: N803
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; options are --flags.')
+  config = FLAGS.config
+  if config is None:
+    raise app.UsageError(f'--config is required, e.g. --config configs/{experiment.name}.py')
+  signal.signal(signal.SIGINT, _stop_at_next_step)
+  if experiment.setup is not None:
+    experiment.setup()
+  experiment.validate(config)
+  smoke = is_smoke(config_flags.get_config_filename(FLAGS['config']))
+  workdir = resolve_workdir(FLAGS.workdir, experiment.name, smoke=smoke)
+  if FLAGS.dry_run:
+    note(str(config).rstrip())
+    note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
+    return
+  diffs = check_resume(workdir, config, experiment.safe_keys, FLAGS.allow_config_change)
+  done = read_json(os.path.join(workdir, DONE_FILE))
+  if done is not None and done.get('config') == config_json(config) and not FLAGS.rewrite:
+    note(f'{workdir} holds a complete run of this config; nothing to do.')
+    note(done.get('summary', ''))
+    note('(--rewrite runs it again into the same workdir; a new --workdir starts afresh.)')
+    return
+  primary = _is_primary()
+  if primary:
+    os.makedirs(workdir, exist_ok=True)
+    resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
+    if diffs:
+      note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))
+    _write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))
+    if done is not None:
+      os.remove(os.path.join(workdir, DONE_FILE))
+    note(f'{experiment.name}: {"resuming" if resumed else "writing to"} {workdir}/ (config.json)')
+  summary = experiment.run(config, workdir)
+  if primary:
+    _write_json(os.path.join(workdir, DONE_FILE), dict(summary=summary, config=config_json(config)))
+  note(summary)
+
+
+def _is_primary():
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return jax.process_index() == 0
+  except Exception:  # noqa: BLE001 -- no JAX backend: a single process
+    return True
+
+
+def _write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)

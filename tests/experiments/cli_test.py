@@ -1,0 +1,213 @@
+"""The experiments' command line (jaxca.runs): where runs write, drift, errors, summaries, noise.
+
+Every run is a subprocess with smoke configs and JAX_DISABLE_MOST_OPTIMIZATIONS=1;
+most of them stop before any training (validation, drift checks, complete runs),
+so they cost one Python start each. Every call has a timeout, so a hang fails
+with the captured output.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from configs import arith_rl as arith_config
+from jaxca import runs
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TIMEOUT_S = 300
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
+  return env
+
+
+def cli(name, *args, cwd=ROOT, smoke=True):
+  config = f'{ROOT}/configs/{name}.py' + (':smoke' if smoke else '')
+  cmd = [sys.executable, '-m', f'experiments.{name}', '--config', config, *args]
+  return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def _digest(path):
+  return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def _one_line_error(proc, *fragments):
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  return lines[0]
+
+
+def test_config_error_is_one_line_exit_2_and_writes_nothing(tmp_path):
+  workdir = tmp_path / 'w'
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.prompts_per_step=-4')
+  _one_line_error(proc, 'config.rl.prompts_per_step must be a positive int; got -4')
+  assert not workdir.exists()
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.credit.estimator=nope')
+  _one_line_error(proc, "config.credit.estimator='nope'", 'rloo')
+  assert not workdir.exists()
+  # --debug shows the traceback.
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.credit.estimator=nope', '--debug')
+  assert proc.returncode != 0 and 'Traceback' in proc.stderr
+
+
+def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
+  missing = tmp_path / 'missing'
+  proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
+  _one_line_error(proc, 'config.init_from=', 'is not a directory')
+  assert not missing.exists() and not (tmp_path / 'w').exists()
+
+
+def test_ppo_gymnax_rejects_bad_sizes_and_learning_rates(tmp_path):
+  for flag, message in (
+    ('--config.rollout.num_envs=0', 'config.rollout.num_envs must be a positive int; got 0'),
+    ('--config.optim.lr=-1', 'config.optim.lr must be > 0; got -1'),
+  ):
+    _one_line_error(cli('ppo_gymnax', f'--workdir={tmp_path / "w"}', flag), message)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_config_drift_is_refused_and_config_json_untouched(tmp_path):
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(
+    json.dumps(runs.config_json(arith_config.get_config('smoke')), indent=2)
+  )
+  before = _digest(workdir / 'config.json')
+  proc = cli(
+    'arith_rl',
+    f'--workdir={workdir}',
+    '--config.credit.estimator=rloo',
+    '--config.policy.width=32',
+  )
+  line = _one_line_error(
+    proc,
+    "config.credit.estimator: 'grpo' -> 'rloo'",
+    'config.policy.width: 16 -> 32',
+    '--allow_config_change',
+    'new --workdir',
+  )
+  assert 'rl.steps' in line  # the keys that may change are listed
+  assert _digest(workdir / 'config.json') == before
+  assert sorted(os.listdir(workdir)) == ['config.json']
+
+
+def test_complete_run_is_reported_not_redone(tmp_path):
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  config = runs.config_json(arith_config.get_config('smoke'))
+  (workdir / 'config.json').write_text(json.dumps(config))
+  (workdir / 'done.json').write_text(json.dumps(dict(summary='THE SUMMARY', config=config)))
+  before = {p: _digest(workdir / p) for p in os.listdir(workdir)}
+  proc = cli('arith_rl', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'complete run' in proc.stdout and 'THE SUMMARY' in proc.stdout
+  assert 'Resumed' not in proc.stdout + proc.stderr
+  assert {p: _digest(workdir / p) for p in os.listdir(workdir)} == before
+
+
+def test_smoke_config_never_writes_into_results(tmp_path):
+  for name in ('rbis_gridworld', 'bench_credit', 'arith_rl'):
+    proc = cli(name, '--workdir=results/x', cwd=tmp_path)
+    _one_line_error(proc, 'results/', 'smoke')
+  assert os.listdir(tmp_path) == []
+
+
+def test_dry_run_prints_the_config_and_writes_nothing(tmp_path):
+  proc = cli('rbis_gridworld', '--dry_run', cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert 'num_seeds: 4' in proc.stdout
+  assert os.path.join('runs', 'rbis_gridworld') in proc.stdout
+  assert os.listdir(tmp_path) == []
+
+
+def test_default_workdir_summary_and_quiet_output(tmp_path):
+  """ppo_gymnax smoke without --workdir: runs/ppo_gymnax, a closing summary, no log noise."""
+  proc = cli('ppo_gymnax', cwd=tmp_path)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  workdir = tmp_path / 'runs' / 'ppo_gymnax'
+  for name in ('config.json', 'done.json', 'final.json', 'curve.png', 'metrics.jsonl'):
+    assert (workdir / name).exists(), name
+  out = proc.stdout.strip().splitlines()
+  assert 'runs/ppo_gymnax' in out[0]
+  assert out[-1].startswith('PPO on CartPole-v1: final episode return')
+  assert 'runs/ppo_gymnax/final.json' in out[-1]
+  assert len(out) <= 3, proc.stdout
+  noise = ('orbax', 'Config:', "Unable to initialize backend 'tpu'", 'Traceback')
+  for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+    assert not any(n in line for n in noise), line
+    assert not (line[:1] in 'IW' and line[1:5].isdigit()), line  # absl INFO / WARNING lines
+  final = json.loads((workdir / 'final.json').read_text())
+  assert final['title'] == 'PPO (jaxca) on CartPole-v1'
+  # Rerun: complete, nothing rewritten.
+  before = _digest(workdir / 'final.json'), _digest(workdir / 'metrics.jsonl')
+  again = cli('ppo_gymnax', cwd=tmp_path)
+  assert again.returncode == 0 and 'complete run' in again.stdout, again.stdout + again.stderr
+  assert (_digest(workdir / 'final.json'), _digest(workdir / 'metrics.jsonl')) == before
+
+
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path):
+  err = tmp_path / 'stderr.txt'
+  cmd = [
+    sys.executable,
+    '-m',
+    'experiments.arith_rl',
+    '--config',
+    f'{ROOT}/configs/arith_rl.py:smoke',
+    f'--workdir={tmp_path / "w"}',
+    '--config.rl.steps=100000',
+  ]
+  with open(err, 'w') as f:
+    proc = subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=f,
+      text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+      deadline = time.time() + TIMEOUT_S
+      while 'RL grpo:' not in err.read_text() and time.time() < deadline:
+        assert proc.poll() is None, err.read_text()
+        time.sleep(0.5)
+      time.sleep(2)  # a few RL chunks
+      proc.send_signal(signal.SIGINT)
+      proc.communicate(timeout=60)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+  text = err.read_text()
+  assert proc.returncode == 130, text[-2000:]
+  assert 'Traceback' not in text, text[-3000:]
+  assert 'Ctrl-C: stopping at the end of the current step' in text
+  assert 'Interrupted at RL step' in text and 'Rerun the same command to resume' in text
+
+
+def test_compare_without_workdir_writes_under_runs(tmp_path):
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  dirs = []
+  for name, final in (('a', 0.5), ('b', 0.7)):
+    w = metrics.Writer(str(tmp_path / name), tensorboard=False)
+    for step, em in ((0, 0.4), (10, final)):
+      w.write(step, dict(phase='rl', eval_exact_match=em, eval_final_answer=em, time=1.0 + step))
+    w.close()
+    dirs.append(str(tmp_path / name))
+  proc = cli('arith_rl', '--compare', ','.join(dirs), cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  out = tmp_path / 'runs' / 'arith_rl_compare'
+  assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
+  assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
+  _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')

@@ -1,0 +1,161 @@
+"""multiturn.rollout and make_update: env replay, loss on actions only, log-probs, a 2nd env."""
+
+from typing import NamedTuple
+
+from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxca import estimators
+from jaxca import lm
+from jaxca import multiturn
+from jaxca.envs import keydoor
+from jaxca.envs import token_env
+from jaxca.networks import transformer
+
+G = 4
+
+
+def _policy(vocab_size, max_len=64):
+  cfg = dict(width=32, depth=1, num_heads=2, max_len=max_len, dtype='float32', value_head=False)
+  return transformer.make_policy(ml_collections.ConfigDict(cfg), vocab_size=vocab_size)
+
+
+class Counter(token_env.TokenEnv):
+  """A second environment: count up from the task's start; reaching `goal` ends with reward 1.
+
+  Actions: 0 = +1, 1 = +0. Tokens: 0 pad, 1 BOS, 2..9 digits (value mod 8).
+  """
+
+  vocab_size, pad_id, prompt_len, obs_len, horizon = 12, 0, 2, 1, 5
+  action_ids = (10, 11)
+
+  class State(NamedTuple):
+    value: jax.Array
+    goal: jax.Array
+
+  def prompt(self, task):
+    return jnp.stack([jnp.int32(1), 2 + task['goal'] % 8]).astype(jnp.int32)
+
+  def reset(self, task):
+    return self.State(task['start'], task['goal'])
+
+  def observe(self, state):
+    return (2 + state.value % 8)[None].astype(jnp.int32)
+
+  def anchor(self, state):
+    return state.value.astype(jnp.int32)
+
+  def step(self, state, action):
+    value = state.value + (action == 0)
+    done = value == state.goal
+    return self.State(value, state.goal), done.astype(jnp.float32), done
+
+
+class RolloutTest(absltest.TestCase):
+  def setUp(self):
+    super().setUp()
+    self.env = keydoor.make(size=4, num_walls=1, horizon=8, num_layouts=4, seed=1)
+    self.policy = _policy(self.env.vocab_size)
+    self.params = self.policy.init(jax.random.key(0))
+    self.tasks = self.env.sample_tasks(jax.random.key(1), 6)
+
+  def _rollout(self, key=2, **kw):
+    fn = jax.jit(
+      lambda p, k, t: multiturn.rollout(self.policy, p, k, self.env, t, group_size=G, **kw)
+    )
+    return jax.device_get(fn(self.params, jax.random.key(key), self.tasks))
+
+  def test_tokens_replay_the_env_and_mask_only_actions(self):
+    s = self._rollout()
+    lp, k = self.env.prompt_len, self.env.obs_len + 1
+    b = s.tokens.shape[0]
+    self.assertEqual(s.tokens.shape, (b, lp + self.env.horizon * k))
+    for row in range(b):
+      task = jax.tree.map(lambda x: x[row // G], self.tasks)
+      np.testing.assert_array_equal(s.tokens[row, :lp], self.env.prompt(task))
+      state = self.env.reset(task)
+      done = False
+      for t in range(self.env.horizon):
+        block = s.tokens[row, lp + t * k : lp + (t + 1) * k]
+        cols = slice(t * k, (t + 1) * k)
+        if done:
+          self.assertFalse(s.active[row, t])
+          self.assertFalse(s.valid[row, lp + t * k : lp + (t + 1) * k].any())
+          self.assertFalse(s.mask[row, cols].any())
+          self.assertEqual(s.anchors[row, t], -1)
+          continue
+        np.testing.assert_array_equal(block[:-1], self.env.observe(state))
+        # observation tokens carry no loss, the action token does
+        np.testing.assert_array_equal(s.mask[row, cols], [False] * (k - 1) + [True])
+        self.assertEqual(s.anchors[row, t], int(self.env.anchor(state)))
+        a = s.actions[row, t]
+        self.assertEqual(block[-1], self.env.action_ids[a])
+        self.assertEqual(s.action_pos[row, t], t * k + k - 1)
+        state, reward, d = self.env.step(state, a)
+        self.assertEqual(s.rewards[row, t], float(reward))
+        self.assertEqual(s.done[row, t], bool(d))
+        done = bool(d)
+
+  def test_log_probs_match_teacher_forcing_and_are_normalised_over_actions(self):
+    s = self._rollout(temperature=0.7)
+    lp, ent = multiturn.action_log_probs(
+      self.policy, self.params, s.tokens, s.valid, self.env.prompt_len, self.env.action_ids, 0.7
+    )
+    np.testing.assert_allclose(np.where(s.mask, lp, 0.0), s.log_probs, atol=1e-5)
+    self.assertTrue(np.all(np.asarray(ent) <= np.log(4) + 1e-5))
+
+  def test_greedy_is_deterministic(self):
+    a, b = self._rollout(key=3, greedy=True), self._rollout(key=4, greedy=True)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+
+  def test_history_ids(self):
+    actions = np.asarray([[0, 1, 2], [0, 1, 3], [0, 2, 2], [1, -1, -1]], np.int32)
+    active = actions >= 0
+    h = np.asarray(multiturn.history_ids(jnp.asarray(actions), jnp.asarray(active)))
+    self.assertTrue(np.all(h[:, 0] == h[0, 0]))  # empty history
+    self.assertEqual(h[0, 1], h[1, 1])
+    self.assertEqual(h[0, 2], h[1, 2])
+    self.assertNotEqual(h[0, 2], h[2, 2])
+    self.assertEqual(h[0, 1], h[2, 1])  # same first action
+    np.testing.assert_array_equal(h[3, 1:], -1)
+
+  def test_update_runs_and_fills_exactly_the_required_fields(self):
+    est = estimators.make('gigpo_episode + gigpo_step', history=True)
+    tx = optax.adam(1e-3)
+    update = jax.jit(
+      multiturn.make_update(self.policy, self.env, est, tx, group_size=G, num_minibatches=2)
+    )
+    state, m, batch = update(lm.init_from_params(self.params, tx), self.tasks, jax.random.key(5))
+    self.assertTrue(all(np.isfinite(float(v)) for v in m.values()))
+    self.assertEqual(int(state['step']), 1)
+    self.assertIsNotNone(batch.traj.get('history_ids'))
+    self.assertIsNone(batch.traj.values)
+    np.testing.assert_allclose(batch.traj.rewards.sum(-1), batch.samples.returns)
+    self.assertFalse(np.any(np.asarray(batch.advantages)[~np.asarray(batch.samples.mask)]))
+
+
+class SecondEnvTest(absltest.TestCase):
+  def test_counter_env_runs_through_the_same_rollout(self):
+    env = Counter()
+    policy = _policy(env.vocab_size, max_len=32)
+    params = policy.init(jax.random.key(0))
+    tasks = dict(start=jnp.asarray([0, 1], jnp.int32), goal=jnp.asarray([2, 3], jnp.int32))
+    s = multiturn.rollout(policy, params, jax.random.key(1), env, tasks, group_size=3)
+    self.assertEqual(s.tokens.shape, (6, 2 + 5 * 2))
+    for row in range(6):
+      value, goal = int(tasks['start'][row // 3]), int(tasks['goal'][row // 3])
+      for t in range(5):
+        if not s.active[row, t]:
+          break
+        self.assertEqual(s.anchors[row, t], value)
+        value += int(s.actions[row, t] == 0)
+        self.assertEqual(bool(s.done[row, t]), value == goal)
+      self.assertEqual(float(s.returns[row]), float(value == goal))
+
+
+if __name__ == '__main__':
+  absltest.main()

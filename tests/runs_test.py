@@ -1,0 +1,128 @@
+"""jaxca.runs (where runs write, config drift, finite checks) and config validation messages."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import arith_rl as arith_config
+from configs import ppo_gymnax as ppo_config
+from jaxca import config_lib
+from jaxca import runs
+
+
+def _write_config(workdir, config):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, runs.CONFIG_FILE), 'w') as f:
+    json.dump(runs.config_json(config), f)
+
+
+def test_flatten_and_diff():
+  old = {'a': 1, 'b': {'c': 2, 'd': [1, 2]}}
+  new = {'a': 1, 'b': {'c': 3, 'd': [1, 2], 'e': 'x'}}
+  assert runs.flatten(new) == {'a': 1, 'b.c': 3, 'b.d': [1, 2], 'b.e': 'x'}
+  assert runs.config_diff(old, new) == [('b.c', 2, 3), ('b.e', '(absent)', 'x')]
+  assert runs.config_diff(old, old) == []
+
+
+def test_check_resume_refuses_unsafe_changes_and_names_every_key(tmp_path):
+  _write_config(tmp_path, arith_config.get_config('smoke'))
+  assert runs.check_resume(str(tmp_path), arith_config.get_config('smoke')) == []
+  new = arith_config.get_config('smoke')
+  new.credit.estimator = 'rloo'
+  new.policy.width = 32
+  with pytest.raises(runs.ConfigError) as e:
+    runs.check_resume(str(tmp_path), new, safe_keys=('rl.steps',))
+  msg = str(e.value)
+  assert "config.credit.estimator: 'grpo' -> 'rloo'" in msg
+  assert 'config.policy.width: 16 -> 32' in msg
+  assert '--workdir' in msg and '--allow_config_change' in msg and 'rl.steps' in msg
+  assert '\n' not in msg
+  # Explicitly allowed: the differences are returned.
+  assert len(runs.check_resume(str(tmp_path), new, allow_change=True)) == 2
+
+
+def test_check_resume_allows_safe_keys(tmp_path):
+  _write_config(tmp_path, arith_config.get_config('smoke'))
+  new = arith_config.get_config('smoke')
+  new.rl.steps = 8
+  assert runs.check_resume(str(tmp_path), new, safe_keys=('rl.steps',)) == [('rl.steps', 4, 8)]
+
+
+def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert runs.resolve_workdir(None, 'x') == os.path.join('runs', 'x')
+  assert runs.resolve_workdir('results/x', 'x') == 'results/x'  # explicit, full config
+  for path in ('results', 'results/x', './results/x/y'):
+    with pytest.raises(runs.ConfigError, match='smoke'):
+      runs.resolve_workdir(path, 'x', smoke=True)
+  assert runs.resolve_workdir('results_other', 'x', smoke=True) == 'results_other'
+  assert not os.path.exists(tmp_path / 'runs')  # resolving writes nothing
+
+
+def test_is_smoke():
+  assert runs.is_smoke('configs/x.py:smoke')
+  assert runs.is_smoke('configs/x.py:num_seeds=3,smoke')
+  assert runs.is_smoke('configs/x.py:smoke=true')
+  assert not runs.is_smoke('configs/x.py')
+  assert not runs.is_smoke('configs/x.py:smoke=false')
+  assert not runs.is_smoke(None)
+
+
+class _Ckpt:
+  directory = '/w/checkpoints'
+
+  def wait(self):
+    pass
+
+  def latest_step(self):
+    return 6
+
+
+def test_check_finite_names_phase_step_and_last_checkpoint():
+  runs.check_finite(dict(loss=np.ones(3)), ('loss', 'missing'), phase='RL', step=4)
+  with pytest.raises(FloatingPointError, match=r'RL phase at step 8.*step 6 in /w/checkpoints'):
+    runs.check_finite(
+      dict(loss=np.array([1.0, np.nan])), ('loss',), phase='RL', step=8, checkpointer=_Ckpt()
+    )
+
+
+@pytest.mark.parametrize(
+  'path,value,message',
+  [
+    ('rl.prompts_per_step', -4, r'^config\.rl\.prompts_per_step must be a positive int; got -4\.$'),
+    ('credit.estimator', 'nope', r"^Unknown config\.credit\.estimator='nope'; choose from .*rloo"),
+    ('task.name', 'sudoku', r"^Unknown config\.task\.name='sudoku'; choose from \['arith'\]"),
+    ('init_from', '/no/such/dir', r"^config\.init_from='/no/such/dir' is not a directory"),
+  ],
+)
+def test_arith_config_errors_name_the_full_key(path, value, message):
+  config = arith_config.get_config('smoke')
+  section, _, key = path.rpartition('.')
+  (config[section] if section else config)[key] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config)
+  assert not os.path.exists('/no/such/dir')
+
+
+@pytest.mark.parametrize(
+  'path,value,message',
+  [
+    ('rollout.num_envs', 0, r'config\.rollout\.num_envs must be a positive int; got 0'),
+    ('optim.lr', -1.0, r'config\.optim\.lr must be > 0; got -1'),
+    ('ppo.lambda_', 1.5, r'config\.ppo\.lambda_ must be in \[0, 1\]'),
+    ('ppo.num_minibatches', 3, r'divisible by config\.ppo\.num_minibatches'),
+    ('ppo.advantage_norm', 'x', r"config\.ppo\.advantage_norm='x'; choose from"),
+    ('train.num_chunks', 3, r'config\.train\.num_chunks=3 must divide the 4 updates'),
+    ('env.name', 'NotAnEnv-v0', r"config\.env\.name='NotAnEnv-v0'; choose from .*CartPole-v1"),
+    ('num_seeds', 0, r'config\.num_seeds must be a positive int'),
+  ],
+)
+def test_ppo_config_is_validated(path, value, message):
+  config = ppo_config.get_config('smoke')
+  config_lib.validate_ppo(config)
+  section, _, key = path.rpartition('.')
+  (config[section] if section else config)[key] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate_ppo(config)
