@@ -140,10 +140,12 @@ class RolloutContext:
   Attributes:
     task: the task; `batch`: per-row arrays (repeated G times);
     responses [B, N] int32, mask [B, N] bool, rewards [B, N] float32;
-    log_probs [B, N] float32 (old policy, 0 where masked); values [B, N] or None
-    (value head); response_logits [B, N, V] float32 (divided by the temperature);
-    group_size G (rows p*G .. p*G+G-1 answer prompt p); steps (`Task.parse_steps`,
-    lazily).
+    log_probs [B, N] float32 (old policy, 0 where masked); ref_log_probs [B, N]
+    float32 (reference policy; None unless the rollout uses it); values [B, N] or
+    None (value head); response_logits [B, N, V] float32 (divided by the
+    temperature); group_size G (rows p*G .. p*G+G-1 answer prompt p); key (a PRNG
+    key of this rollout, independent of the sampling key, e.g. for a noisy reward
+    model); steps (`Task.parse_steps`, lazily).
   """
 
   def __init__(self, **kwargs):
@@ -176,6 +178,12 @@ def _provide_step_rewards(ctx):
   return dict(step_rewards=ops.to_steps(ctx.rewards, step_ids, step_ids.shape[-1], mask=ctx.mask))
 
 
+def _provide_ref_log_probs(ctx):
+  if ctx.ref_log_probs is None:
+    raise ValueError('The estimator requires `ref_log_probs`: the rollout must use the reference.')
+  return dict(ref_log_probs=ctx.ref_log_probs)
+
+
 def _provide_anchors(ctx):
   anchors = ctx.task.anchors(ctx.responses, ctx.mask, ctx.batch, ctx.steps)
   if anchors is None:
@@ -196,6 +204,7 @@ PROVIDERS: Dict[str, Callable] = {
   'step_ids': lambda ctx: dict(step_ids=ctx.steps.step_ids),
   'step_rewards': _provide_step_rewards,
   'anchor_ids': _provide_anchors,
+  'ref_log_probs': _provide_ref_log_probs,  # goes to `Trajectory.extras`
 }
 
 
@@ -243,6 +252,7 @@ def make_rollout_fn(
   use_ref: bool = False,
   max_new_tokens: Optional[int] = None,
   providers: Optional[Dict[str, Callable]] = None,
+  metrics_fn: Optional[Callable] = None,
 ) -> Callable:
   """Returns rollout(params, ref_params, batch, key, hparams=None) -> (Rollout, metrics).
 
@@ -254,10 +264,13 @@ def make_rollout_fn(
     group_size: G, samples per prompt.
     temperature: sampling temperature (also used for every log-prob).
     reward: one of REWARDS.
-    use_ref: compute reference log-probs with `ref_params` (for the KL term).
+    use_ref: compute reference log-probs with `ref_params` (for the KL term);
+      also on when the estimator requires `ref_log_probs` (KL in the reward).
     max_new_tokens: N; default `task.response_len`.
     providers: extra or overriding providers, {field: fn(RolloutContext) -> dict
       of Trajectory fields}; a field outside `types.FIELDS` goes to `extras`.
+    metrics_fn: optional `fn(ctx, traj, targets) -> dict` of extra scalar
+      metrics (traced), merged into the rollout metrics.
 
   The returned function takes `batch` = dict of the task's `batch_keys` ([P, ...]
   per prompt), a PRNG key and optional estimator hyper-parameters (a pytree like
@@ -277,8 +290,10 @@ def make_rollout_fn(
     )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
+  use_ref = use_ref or 'ref_log_probs' in fields
 
   def rollout(params, ref_params, batch, key, hparams=None):
+    ctx_key = jax.random.fold_in(key, 1)  # the sampling key itself stays as it was
     prompts = batch['prompts']
     lp = prompts.shape[1]
     samples = sampling.sample(
@@ -305,8 +320,10 @@ def make_rollout_fn(
         policy, ref_params, samples.tokens, samples.valid, lp, temperature
       )
       ref_log_probs = jnp.where(mask, ref_log_probs, 0.0)
+      ctx_ref = ref_log_probs
     else:
       ref_log_probs = jnp.zeros_like(old_log_probs)
+      ctx_ref = None
     ctx = RolloutContext(
       task=task,
       batch=rep,
@@ -314,9 +331,11 @@ def make_rollout_fn(
       mask=mask,
       rewards=rewards,
       log_probs=old_log_probs,
+      ref_log_probs=ctx_ref,
       values=values,
       response_logits=logits[:, lp - 1 : -1] / temperature,
       group_size=group_size,
+      key=ctx_key,
     )
     traj = build_trajectory(ctx, fields)
     targets = estimator(traj, hparams)
@@ -332,6 +351,8 @@ def make_rollout_fn(
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
+    if metrics_fn is not None:
+      metrics.update(metrics_fn(ctx, traj, targets))
     batch_out = Rollout(
       tokens=samples.tokens,
       valid=samples.valid,
@@ -468,6 +489,7 @@ def make_rl_update(
   loss_cfg: Any = None,
   shuffle: bool = True,
   providers: Optional[Dict[str, Callable]] = None,
+  metrics_fn: Optional[Callable] = None,
 ) -> Callable:
   """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
@@ -479,7 +501,9 @@ def make_rl_update(
     loss_cfg: ConfigDict/dict with clip_eps, clip_eps_high, agg_mode, kl_coef,
       ent_coef, vf_coef, vf_clip (all optional; see `make_ppo_loss`).
     shuffle: permute rows between minibatches.
-    providers: extra Trajectory providers (see `make_rollout_fn`).
+    providers, metrics_fn: extra Trajectory providers and rollout metrics (see
+      `make_rollout_fn`). An estimator that requires `ref_log_probs` needs a
+      state with `ref_params` (`init_from_params(..., with_ref=True)`).
 
   `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
 
@@ -499,6 +523,7 @@ def make_rl_update(
     reward=reward,
     use_ref=kl_coef > 0,
     providers=providers,
+    metrics_fn=metrics_fn,
   )
   loss_fn = make_ppo_loss(
     policy,
