@@ -421,7 +421,9 @@ def _pure(
     }
     outcome = jnp.sum(shaped, axis=-1)
     last_step = valid & (jnp.arange(s) == jnp.sum(valid, axis=-1, keepdims=True) - 1)
-    seq = jnp.where(last_step, row_group_relative(outcome, row_valid, traj, 'rloo', 0.0)[:, None], 0)
+    seq = jnp.where(
+      last_step, row_group_relative(outcome, row_valid, traj, 'rloo', 0.0)[:, None], 0
+    )
     based = _select(hp['baseline_id'], [shaped, by_mode['token'], by_mode['step'], seq])
     closers = ops.step_closers(step_ids, s)
     r = jnp.where(closers, ops.to_tokens(based, step_ids), 0.0)

@@ -667,7 +667,7 @@ def _filler_tokens(task: Task, p: _Parsed, delim):
 
 
 def _outcome_with_fillers(task: Task, p: _Parsed, ans_tok) -> jax.Array:
-  """Correct iff EOS-terminated, exactly K steps besides fillers, each one number, the last right."""
+  """Correct iff EOS-terminated with exactly K non-filler steps, each one number, the last right."""
   voc, k = task.vocab, task.num_steps
   delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
   skip, vdelim = _filler_tokens(task, p, delim)
