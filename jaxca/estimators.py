@@ -420,7 +420,7 @@ def _pure(
       for mode in ('token', 'step')
     }
     outcome = jnp.sum(shaped, axis=-1)
-    last_step = valid & (jnp.arange(s) == jnp.sum(valid, axis=-1, keepdims=True) - 1)
+    last_step = valid & (jnp.arange(s)[None, :] == jnp.sum(valid, axis=-1, keepdims=True) - 1)
     seq = jnp.where(
       last_step, row_group_relative(outcome, row_valid, traj, 'rloo', 0.0)[:, None], 0
     )
