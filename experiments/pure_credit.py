@@ -370,6 +370,7 @@ def run(config, workdir):
       hp = arm_hparams(parts.estimator, arm, config)
       state = rl_init(ws_params)
       key = jax.random.fold_in(jax.random.key(config.seed), 100 + seed)
+      fresh = arm['prm'] not in compile_s  # this arm's first chunk compiles
       t_arm = time.time()
       rec = dict(
         phase='rl',
@@ -404,6 +405,12 @@ def run(config, workdir):
         runs.at(f'{arm_name} seed {seed}, iteration {it} of {rl.iterations}')
       bar.close()
       walls[(arm_name, seed)] = time.time() - t_arm
+      per_it = (walls[(arm_name, seed)] - (compile_s[arm['prm']] if fresh else 0.0)) / rl.iterations
+      runs.note(
+        f'{arm_name} seed {seed}: {rl.iterations} iterations in {walls[(arm_name, seed)]:.0f} s '
+        f'({per_it:.2f} s/iteration incl. evaluation, compile excluded); compile '
+        f'{compile_s.get(arm["prm"], 0.0):.0f} s'
+      )
       if not config.smoke:
         _write_samples(workdir, parts, state['params'], test_b, arm_name, seed)
   writer.close()
