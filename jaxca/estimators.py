@@ -38,6 +38,27 @@ Source stages (`SOURCES`):
     asserts 1). With `mask_separators=True` (PURE's default) the advantage at
     every step closer (separators, EOS or the last token) is 0. `returns` are
     the returns of the transformed rewards before any baseline.
+  * `'pure'` (PURE's whole reward pipeline, arXiv 2504.15275 Sec. 3 and its
+    code's `process_experiences`; requires step_ids, step_rewards, group_ids,
+    and `vr_reference` [B] (extras) unless `verifiable=False`, log_probs and
+    `ref_log_probs` (extras) unless `kl_in_reward=False`). Every choice is a
+    traced hyper-parameter, so one compile serves every arm: the PRM scores
+    (times `prm_coef`; 0 gives a verifiable-reward-only learner) are
+    transformed (`transform_id` 0 'sum': unchanged, PURE's sum-form
+    "gamma-decay"; 1 'softmin': `credit.min_form_rewards` at `temperature`;
+    2 'strict_min': the step rewards whose suffix sums are the paper's
+    `credit.min_form_returns`), baselined (`baseline_id` 0 'none', 1 'token',
+    2 'step': `credit.pure_baseline`; 3 'seq': only the RLOO of the outcome
+    `O_i - mean_{j!=i} O_j` on the last step), placed on the step closers;
+    the verifiable reward `v = solved - 1` (solved = the row's sum of
+    `rewards`, the verifier's outcome) on rows whose prompt has a reference
+    (`vr_reference` > 0, or every row with `vr_all` = 1; 0 elsewhere), RLOO'd
+    within groups, is added times `vr_coef` on the last valid token; the k1
+    KL to the reference policy is subtracted per token times `kl_coef`; the
+    advantage is the reverse cumulative sum (gamma = 1) and, with
+    `mask_separators` (PURE's default), 0 at every step closer (separators,
+    EOS, the last token). Follow with `whiten(skip_zeros=True)`. The string
+    options `transform` / `baseline` set the default ids.
 
   * `'gigpo_episode'` (GiGPO, arXiv 2505.10978 Eq. 3; requires group_ids,
     step_ids, step_rewards): `credit.gigpo.episode_advantages` of the episode
@@ -82,6 +103,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxca import credit
+from jaxca import kl
 from jaxca import ops
 from jaxca import types
 from jaxca.credit import _checks
@@ -419,6 +441,102 @@ def _step_groups(name, state_default, turn_default):
   return build
 
 
+# ----------------------------------------------------------------------------- PURE (full pipeline)
+
+PURE_TRANSFORMS = ('sum', 'softmin', 'strict_min')  # transform_id 0, 1, 2
+PURE_BASELINES = ('none', 'token', 'step', 'seq')  # baseline_id 0, 1, 2, 3
+
+
+def _select(index, options):
+  """options[round(index)] for a traced scalar index (every option is computed)."""
+  i = jnp.round(jnp.asarray(index, jnp.float32))
+  out = options[-1]
+  for j in range(len(options) - 2, -1, -1):
+    out = jnp.where(i == j, options[j], out)
+  return out
+
+
+def _pure(
+  temperature=0.1,
+  transform: str = 'softmin',
+  baseline: str = 'token',
+  prm_coef=1.0,
+  vr_coef=0.0,
+  vr_all=0.0,
+  kl_coef=1e-3,
+  mask_separators: bool = True,
+  verifiable: bool = True,
+  kl_in_reward: bool = True,
+) -> Stage:
+  _checks.choice('transform', transform, PURE_TRANSFORMS)
+  _checks.choice('baseline', baseline, PURE_BASELINES)
+  requires = ('step_ids', 'step_rewards', 'group_ids')
+  requires += ('vr_reference',) if verifiable else ()
+  requires += ('log_probs', 'ref_log_probs') if kl_in_reward else ()
+
+  def apply(traj, prev, hp):
+    del prev
+    mask = traj.mask
+    s = traj.num_steps
+    step_ids = jnp.where(mask, traj.step_ids, -1)
+    count = ops.to_steps(jnp.ones_like(traj.rewards), step_ids, s, 'count')
+    valid = count > 0
+    row_valid = jnp.any(mask, axis=-1)
+    pr = hp['prm_coef'] * jnp.where(valid, _checks.as_float('step_rewards', traj.step_rewards), 0.0)
+    strict = credit.min_form_returns(pr, mask=valid)  # steps 0..K-1 occur (contiguous)
+    strict = jnp.where(valid, strict - jnp.pad(strict[:, 1:], ((0, 0), (0, 1))), 0.0)
+    soft = credit.min_form_rewards(pr, hp['temperature'], mask=valid)
+    shaped = _select(hp['transform_id'], [pr, soft, strict])
+    ids = traj.group_ids
+    if traj.groups_contiguous:
+      ids = jnp.arange(mask.shape[0], dtype=jnp.int32) // (mask.shape[0] // traj.num_groups)
+    lengths = ops.masked_count(mask, axis=-1)
+    by_mode = {
+      mode: credit.pure_baseline(
+        shaped, valid, count - 1.0, lengths, ids, traj.num_groups, mode, row_valid=row_valid
+      )
+      for mode in ('token', 'step')
+    }
+    outcome = jnp.sum(shaped, axis=-1)
+    last_step = valid & (jnp.arange(s)[None, :] == jnp.sum(valid, axis=-1, keepdims=True) - 1)
+    seq = jnp.where(
+      last_step, row_group_relative(outcome, row_valid, traj, 'rloo', 0.0)[:, None], 0
+    )
+    based = _select(hp['baseline_id'], [shaped, by_mode['token'], by_mode['step'], seq])
+    closers = ops.step_closers(step_ids, s)
+    r = jnp.where(closers, ops.to_tokens(based, step_ids), 0.0)
+    if verifiable:
+      solved = ops.masked_sum(traj.rewards, mask, axis=-1)
+      has_ref = (jnp.asarray(traj.get('vr_reference')) > 0) | (hp['vr_all'] > 0.5)
+      v = jnp.where(has_ref, solved - 1.0, 0.0)
+      v_hat = row_group_relative(v, row_valid, traj, 'rloo', 0.0)
+      last_tok = ops.step_closers(jnp.where(mask, 0, -1), 1)
+      r = r + hp['vr_coef'] * jnp.where(last_tok, v_hat[:, None], 0.0)
+    if kl_in_reward:
+      r = kl.penalize_rewards(
+        r, traj.log_probs, traj.get('ref_log_probs'), mask, hp['kl_coef'], estimator='k1'
+      )
+    ones = jnp.ones_like(r)
+    adv = credit.discounted_returns(r, ones, 0.0, mask=mask)
+    ret = credit.discounted_returns(
+      jnp.where(closers, ops.to_tokens(shaped, step_ids), 0.0), ones, 0.0, mask=mask
+    )
+    if mask_separators:
+      adv = jnp.where(closers, 0.0, adv)
+    return Targets(adv, ret)
+
+  hparams = dict(
+    temperature=temperature,
+    transform_id=float(PURE_TRANSFORMS.index(transform)),
+    baseline_id=float(PURE_BASELINES.index(baseline)),
+    prm_coef=prm_coef,
+    vr_coef=vr_coef,
+    vr_all=vr_all,
+    kl_coef=kl_coef,
+  )
+  return Stage('pure', requires, hparams, apply)
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -446,9 +564,10 @@ SOURCES: dict[str, Callable[..., Stage]] = {
   'gigpo_episode': _gigpo_episode,
   'gigpo_step': _step_groups('gigpo_step', 1.0, 0.0),
   'turn_step': _step_groups('turn_step', 0.0, 1.0),
+  'pure': _pure,
 }
 TRANSFORMS: dict[str, Callable[..., Stage]] = {'whiten': _whiten}
-ESTIMATORS = ('gae', 'grpo', 'dr_grpo', 'rloo', 'min_form', 'reinforce')
+ESTIMATORS = ('gae', 'grpo', 'dr_grpo', 'rloo', 'min_form', 'reinforce', 'pure')
 
 
 def _accepts(builder) -> set:

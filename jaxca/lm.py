@@ -147,10 +147,12 @@ class RolloutContext:
   Attributes:
     task: the task; `batch`: per-row arrays (repeated G times);
     responses [B, N] int32, mask [B, N] bool, rewards [B, N] float32;
-    log_probs [B, N] float32 (old policy, 0 where masked); values [B, N] or None
-    (value head); response_logits [B, N, V] float32 (divided by the temperature);
-    group_size G (rows p*G .. p*G+G-1 answer prompt p); steps (`Task.parse_steps`,
-    lazily).
+    log_probs [B, N] float32 (old policy, 0 where masked); ref_log_probs [B, N]
+    float32 (reference policy; None unless the rollout uses it); values [B, N] or
+    None (value head); response_logits [B, N, V] float32 (divided by the
+    temperature); group_size G (rows p*G .. p*G+G-1 answer prompt p); key (a PRNG
+    key of this rollout, independent of the sampling key, e.g. for a noisy reward
+    model); steps (`Task.parse_steps`, lazily).
   """
 
   def __init__(self, **kwargs):
@@ -183,6 +185,12 @@ def _provide_step_rewards(ctx):
   return dict(step_rewards=ops.to_steps(ctx.rewards, step_ids, step_ids.shape[-1], mask=ctx.mask))
 
 
+def _provide_ref_log_probs(ctx):
+  if ctx.ref_log_probs is None:
+    raise ValueError('The estimator requires `ref_log_probs`: the rollout must use the reference.')
+  return dict(ref_log_probs=ctx.ref_log_probs)
+
+
 def _provide_anchors(ctx):
   anchors = ctx.task.anchors(ctx.responses, ctx.mask, ctx.batch, ctx.steps)
   if anchors is None:
@@ -203,6 +211,7 @@ PROVIDERS: Dict[str, Callable] = {
   'step_ids': lambda ctx: dict(step_ids=ctx.steps.step_ids),
   'step_rewards': _provide_step_rewards,
   'anchor_ids': _provide_anchors,
+  'ref_log_probs': _provide_ref_log_probs,  # goes to `Trajectory.extras`
 }
 
 
@@ -256,6 +265,8 @@ class RolloutData(NamedTuple):
     values: [B, N] float32 values (policy value head or separate critic) or None.
     response_logits: [B, N, V] float32 old-policy logits / temperature.
     lengths: [B] int32 response lengths.
+    key: a PRNG key of this rollout for providers (`RolloutContext.key`), folded from
+      the sampling key so sampling is unchanged.
   """
 
   batch: Any
@@ -269,6 +280,7 @@ class RolloutData(NamedTuple):
   values: Optional[jax.Array]
   response_logits: jax.Array
   lengths: jax.Array
+  key: jax.Array
 
 
 # Trajectory fields the learner itself reads when present (providers for them are called
@@ -291,6 +303,7 @@ def make_rollout_fn(
   providers: Optional[Dict[str, Callable]] = None,
   host_fields: tuple = (),
   critic=None,
+  metrics_fn: Optional[Callable] = None,
 ) -> Callable:
   """Returns rollout(params, ref_params, batch, key, hparams=None) -> (Rollout, metrics).
 
@@ -303,7 +316,8 @@ def make_rollout_fn(
     group_size: G, samples per prompt.
     temperature: sampling temperature (also used for every log-prob).
     reward: one of REWARDS.
-    use_ref: compute reference log-probs with `ref_params` (for the KL term).
+    use_ref: compute reference log-probs with `ref_params` (for the KL term);
+      also on when the estimator requires `ref_log_probs` (KL in the reward).
     max_new_tokens: N; default `task.response_len`.
     providers: extra or overriding providers, {field: fn(RolloutContext) -> dict
       of Trajectory fields}; a field outside `types.FIELDS` goes to `extras`. A
@@ -312,6 +326,8 @@ def make_rollout_fn(
       `make_rl_phases`); no provider is needed for them.
     critic: optional separate critic (`networks.critic.make_critic`); its values
       replace the policy's value head (pass `critic_params` to the functions).
+    metrics_fn: optional `fn(ctx, traj, targets) -> dict` of extra scalar
+      metrics (traced), merged into the rollout metrics.
 
   The returned function takes `batch` = dict of the task's `batch_keys` ([P, ...]
   per prompt), a PRNG key and optional estimator hyper-parameters (a pytree like
@@ -334,6 +350,7 @@ def make_rollout_fn(
     providers=providers,
     host_fields=host_fields,
     critic=critic,
+    metrics_fn=metrics_fn,
   )
 
   def rollout(params, ref_params, batch, key, hparams=None, critic_params=None, fields=None):
@@ -356,6 +373,7 @@ def _make_rollout_parts(
   providers,
   host_fields,
   critic,
+  metrics_fn=None,
 ):
   """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
   finish(data, fields, hparams) -> (Rollout, metrics))."""
@@ -370,6 +388,7 @@ def _make_rollout_parts(
   for name in LEARNER_FIELDS:
     if name in (providers or {}) and name not in host_fields:
       fields[name] = providers[name]
+  use_ref = use_ref or 'ref_log_probs' in fields
   if 'group_ids' in fields and group_size < 2:
     raise ValueError(
       f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
@@ -425,6 +444,7 @@ def _make_rollout_parts(
       values=values,
       response_logits=logits[:, lp - 1 : -1] / temperature,
       lengths=samples.lengths,
+      key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
     )
 
   def finish(data, extra, hparams=None):
@@ -439,9 +459,11 @@ def _make_rollout_parts(
       mask=mask,
       rewards=data.rewards,
       log_probs=data.log_probs,
+      ref_log_probs=data.ref_log_probs if use_ref else None,
       values=data.values,
       response_logits=data.response_logits,
       group_size=group_size,
+      key=data.key,
     )
     traj = build_trajectory(ctx, fields)
     if extra:
@@ -460,6 +482,8 @@ def _make_rollout_parts(
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
+    if metrics_fn is not None:
+      metrics.update(metrics_fn(ctx, traj, targets))
     loss_mask = mask
     if traj.get('loss_mask') is not None:
       loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
@@ -634,6 +658,7 @@ def make_rl_phases(
   host_fields: tuple = (),
   critic=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
+  metrics_fn: Optional[Callable] = None,
 ) -> RLPhases:
   """An RL iteration split at the point where host-side providers can run.
 
@@ -652,6 +677,9 @@ def make_rl_phases(
       `loss_cfg.vf_clip`) by its own optimiser `critic_tx` over the same minibatches.
       The state then holds `critic_params` and `critic_opt_state` (`init_from_params`).
     critic_tx: the critic's optimiser (required with `critic`).
+    metrics_fn: extra rollout metrics (see `make_rollout_fn`). An estimator that
+      requires `ref_log_probs` needs a state with `ref_params`
+      (`init_from_params(..., with_ref=True)`).
   """
   kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
   has_critic = 'values' in estimator.requires
@@ -672,6 +700,7 @@ def make_rl_phases(
     providers=providers,
     host_fields=host_fields,
     critic=critic,
+    metrics_fn=metrics_fn,
   )
   loss_fn = make_ppo_loss(
     policy,
@@ -755,6 +784,7 @@ def make_rl_update(
   providers: Optional[Dict[str, Callable]] = None,
   critic=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
+  metrics_fn: Optional[Callable] = None,
 ) -> Callable:
   """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
@@ -766,7 +796,8 @@ def make_rl_update(
     loss_cfg: ConfigDict/dict with clip_eps, clip_eps_high, agg_mode, kl_coef,
       ent_coef, vf_coef, vf_clip (all optional; see `make_ppo_loss`).
     shuffle: permute rows between minibatches.
-    providers: extra Trajectory providers (see `make_rollout_fn`).
+    providers, metrics_fn: extra Trajectory providers and rollout metrics (see
+      `make_rollout_fn`).
     critic, critic_tx: a separate critic and its optimiser (see `make_rl_phases`).
 
   `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
@@ -791,6 +822,7 @@ def make_rl_update(
     providers=providers,
     critic=critic,
     critic_tx=critic_tx,
+    metrics_fn=metrics_fn,
   )
 
   def update(state, batch, key, hparams=None):

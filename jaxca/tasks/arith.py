@@ -58,6 +58,15 @@ class ArithConfig:
       0..m-1. Not combinable with invertible ops.
     invertible: set by `ops='invertible'`: the op is drawn uniformly, then its
       operand uniformly from that op's invertible operands.
+    filler_rate: probability that a generated target gets one filler step
+      `THINK ;` at a uniformly drawn slot among its K+1 step slots (a
+      "reflection" step that carries no value, the step a process reward model
+      can be hacked with: PURE, arXiv 2504.15275). Any value > 0 adds the THINK
+      token to the vocabulary and makes the verifiers skip filler steps; 0 (the
+      default) leaves the task exactly as without this knob.
+    max_response_len: N, the response length samplers get (and the length of
+      `targets`, PAD after EOS); 0 means the canonical 2K. Must be >= 2K (>= 2K+2
+      with fillers, so a target with a filler fits).
   """
 
   num_steps: int = 2
@@ -65,6 +74,8 @@ class ArithConfig:
   ops: tuple[str, ...] = OPS
   operand_range: tuple[int, int] | None = None
   invertible: bool = False
+  filler_rate: float = 0.0
+  max_response_len: int = 0
 
   def __post_init__(self):
     if isinstance(self.ops, str) and self.ops == 'invertible':
@@ -102,6 +113,15 @@ class ArithConfig:
         raise ValueError('`operand_range` cannot be combined with invertible ops.')
       if len(self.step_choices) == 0:
         raise ValueError(f'No invertible operands for modulus {self.modulus}.')
+    rate = float(self.filler_rate)
+    if not 0.0 <= rate <= 1.0:
+      raise ValueError(f'`filler_rate` must be in [0, 1]; got {self.filler_rate!r}.')
+    object.__setattr__(self, 'filler_rate', rate)
+    n = self.max_response_len
+    least = 2 * self.num_steps + (2 if rate > 0 else 0)
+    if not isinstance(n, (int, np.integer)) or (n != 0 and n < least):
+      raise ValueError(f'`max_response_len` must be 0 or an int >= {least}; got {n!r}.')
+    object.__setattr__(self, 'max_response_len', int(n))
 
   @property
   def operands_of(self) -> dict[str, tuple[int, ...]]:
@@ -134,7 +154,16 @@ class ArithConfig:
       out += f'_r{self.operand_range[0]}-{self.operand_range[1]}'
     if self.invertible:
       out += '_inv'
+    if self.filler_rate > 0:
+      out += f'_fill{self.filler_rate:g}'
+    if self.max_response_len:
+      out += f'_n{self.max_response_len}'
     return out
+
+  @property
+  def think(self) -> bool:
+    """Whether the task has filler steps (and the THINK token)."""
+    return self.filler_rate > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +171,8 @@ class Vocab:
   """Token ids. The layout depends on the modulus only (all op tokens always exist).
 
   ids: PAD=0, BOS=1, '='=2, STEP(';')=3, EOS=4, '+'=5, '-'=6, '*'=7, then the
-  number n in 0..m-1 is token 8+n; `size` = 8+m.
+  number n in 0..m-1 is token 8+n; `size` = 8+m. With `think=True` (a task with
+  filler steps) THINK = 8+m is appended and `size` = 9+m.
   """
 
   modulus: int
@@ -155,10 +185,16 @@ class Vocab:
   sub_id: int = 6
   mul_id: int = 7
   num_offset: int = 8
+  think: bool = False
 
   @property
   def size(self) -> int:
-    return self.num_offset + self.modulus
+    return self.num_offset + self.modulus + int(self.think)
+
+  @property
+  def think_id(self) -> int:
+    """The THINK token (filler step content); -1 when the vocabulary has none."""
+    return self.num_offset + self.modulus if self.think else -1
 
   @property
   def op_ids(self) -> dict[str, int]:
@@ -170,7 +206,7 @@ class Vocab:
 
   def is_number(self, tokens):
     """Elementwise: is the token a number (works on NumPy and JAX arrays)."""
-    return (tokens >= self.num_offset) & (tokens < self.size)
+    return (tokens >= self.num_offset) & (tokens < self.num_offset + self.modulus)
 
   def _names(self) -> dict[int, str]:
     names = {
@@ -181,6 +217,8 @@ class Vocab:
       self.eos_id: '<eos>',
     }
     names.update({self.op_ids[op]: sym for op, sym in _OP_SYMBOLS.items()})
+    if self.think:
+      names[self.think_id] = 'THINK'
     return names
 
   def decode(self, tokens, *, skip_pad: bool = True) -> str:
@@ -192,7 +230,7 @@ class Vocab:
         continue
       if t in names:
         out.append(names[t])
-      elif self.num_offset <= t < self.size:
+      elif self.num_offset <= t < self.num_offset + self.modulus:
         out.append(str(t - self.num_offset))
       else:
         out.append(f'<unk:{t}>')
@@ -267,8 +305,8 @@ class Task:
     config: the ArithConfig.
     vocab: the Vocab.
     prompt_len: 2K+3.
-    response_len: 2K, the canonical response length incl. EOS (= the number of
-      new tokens a sampler needs).
+    response_len: N = `config.max_response_len` or 2K, the canonical response
+      length incl. EOS (= the number of new tokens a sampler needs).
   """
 
   config: ArithConfig
@@ -345,7 +383,7 @@ class Task:
 
   @property
   def response_len(self) -> int:
-    return 2 * self.config.num_steps
+    return self.config.max_response_len or 2 * self.config.num_steps
 
   @property
   def num_problems(self) -> int:
@@ -367,6 +405,31 @@ class Task:
     distinct: bool = False,
   ) -> dict[str, np.ndarray]:
     """Draws `n` problems on the host (deterministic given the seed).
+
+    The problems come from `draw_problems` (same arguments). With `filler_rate`
+    > 0 each target then gets a filler step with that probability (`add_fillers`,
+    drawn from the same generator after the problems); with `max_response_len`
+    the targets are padded with PAD to that length.
+    """
+    rng = _as_generator(seed_or_rng)
+    out = self.draw_problems(rng, n, split=split, test_fraction=test_fraction, distinct=distinct)
+    if self.config.think:
+      out['targets'] = add_fillers(self, out['intermediates'], rng)
+    elif self.response_len > out['targets'].shape[1]:
+      pad = self.response_len - out['targets'].shape[1]
+      out['targets'] = np.pad(out['targets'], ((0, 0), (0, pad)), constant_values=self.vocab.pad_id)
+    return out
+
+  def draw_problems(
+    self,
+    seed_or_rng,
+    n: int,
+    *,
+    split: str | None = None,
+    test_fraction: float = 0.1,
+    distinct: bool = False,
+  ) -> dict[str, np.ndarray]:
+    """Draws `n` problems with canonical targets on the host (deterministic given the seed).
 
     Args:
       seed_or_rng: an int seed (or anything `np.random.default_rng` accepts)
@@ -483,6 +546,39 @@ class Task:
     }
 
 
+def add_fillers(task: Task, intermediates, seed_or_rng) -> np.ndarray:
+  """Host side: targets with filler steps, [n, N] int32 (PAD after EOS).
+
+  Row i gets, with probability `filler_rate`, one step `THINK` at a slot drawn
+  uniformly from the K+1 slots (before value step 1, ..., after value step K):
+  e.g. K=3, slot 1 -> `x1 ; THINK ; x2 ; x3 EOS`, slot 3 -> `x1 ; x2 ; x3 ; THINK EOS`.
+
+  Args:
+    task: a task with `filler_rate` > 0.
+    intermediates: [n, K] int values x_1..x_K.
+    seed_or_rng: an int seed or a `np.random.Generator` (advanced in place).
+  """
+  if not task.config.think:
+    raise ValueError('add_fillers needs a task with filler_rate > 0.')
+  rng = _as_generator(seed_or_rng)
+  voc, k = task.vocab, task.num_steps
+  inter = np.asarray(intermediates)
+  n = len(inter)
+  has = rng.random(n) < task.config.filler_rate
+  slot = rng.integers(0, k + 1, size=n)
+  out = np.full((n, task.response_len), voc.pad_id, np.int32)
+  for i in range(n):
+    contents = [voc.number_id(int(v)) for v in inter[i]]
+    if has[i]:
+      contents.insert(int(slot[i]), voc.think_id)
+    row = []
+    for c in contents:
+      row += [c, voc.step_id]
+    row[-1] = voc.eos_id
+    out[i, : len(row)] = row
+  return out
+
+
 def make_task(cfg: ArithConfig | Mapping[str, Any] | Any = None, **kwargs) -> Task:
   """Builds a Task from an ArithConfig, a ConfigDict / mapping of its fields, or keyword args.
 
@@ -502,7 +598,7 @@ def make_task(cfg: ArithConfig | Mapping[str, Any] | Any = None, **kwargs) -> Ta
     if fields.get('operand_range') is not None:
       fields['operand_range'] = tuple(fields['operand_range'])
     cfg = ArithConfig(**fields)
-  return Task(config=cfg, vocab=Vocab(modulus=cfg.modulus))
+  return Task(config=cfg, vocab=Vocab(modulus=cfg.modulus, think=cfg.think))
 
 
 # ----------------------------------------------------------------------------- verifiers (JAX)
@@ -555,11 +651,45 @@ def _parse(task: Task, responses, mask) -> _Parsed:
   return _Parsed(jnp.where(valid, tok, voc.pad_id), upto, valid, has_eos, eos_pos)
 
 
+def _filler_tokens(task: Task, p: _Parsed, delim):
+  """(skip, value_delim) [..., N] bool: the tokens of filler steps and the other delimiters.
+
+  A filler step is a THINK token right after the start or a delimiter and right
+  before a delimiter; `skip` marks its THINK and its delimiter, `value_delim`
+  the delimiters that close every other step.
+  """
+  is_think = p.tokens == task.vocab.think_id
+  prev = jnp.concatenate([jnp.ones_like(delim[..., :1]), delim[..., :-1]], axis=-1)
+  nxt = jnp.concatenate([delim[..., 1:], jnp.zeros_like(delim[..., :1])], axis=-1)
+  fill = is_think & prev & nxt
+  fill_delim = delim & jnp.concatenate([jnp.zeros_like(fill[..., :1]), fill[..., :-1]], axis=-1)
+  return fill | fill_delim, delim & ~fill_delim
+
+
+def _outcome_with_fillers(task: Task, p: _Parsed, ans_tok) -> jax.Array:
+  """Correct iff EOS-terminated with exactly K non-filler steps, each one number, the last right."""
+  voc, k = task.vocab, task.num_steps
+  delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
+  skip, vdelim = _filler_tokens(task, p, delim)
+  seg = jnp.cumsum(vdelim, axis=-1, dtype=jnp.int32) - vdelim
+  content = p.upto & ~delim & ~skip
+  steps = _lead(jnp.arange(k, dtype=jnp.int32)[:, None], seg.ndim + 1)
+  in_seg = (seg[..., None, :] == steps) & content[..., None, :]
+  count = jnp.sum(in_seg, axis=-1)
+  value = jnp.sum(jnp.where(in_seg, p.tokens[..., None, :], 0), axis=-1)
+  n_seg = jnp.sum(vdelim, axis=-1)
+  well_formed = jnp.all((count == 1) & voc.is_number(value), axis=-1)
+  return p.has_eos & (n_seg == k) & well_formed & (value[..., k - 1] == ans_tok)
+
+
 def outcome_reward(
   task: Task, responses, mask, answers, *, require_format: bool = True
 ) -> jax.Array:
   """Final-answer reward: 1.0 iff the response's final answer is correct.
 
+  With fillers (`filler_rate` > 0) the filler steps (`THINK ;`, anywhere) are
+  skipped first and the rest must be that layout (EOS-terminated, exactly K
+  steps of one number each, the last one `answers`).
   With `require_format=True` (default) the response, up to its first EOS, must
   have the canonical layout `n ; n ; ... ; n EOS` with exactly K numbers, and
   its last number must equal `answers`; the intermediate VALUES are not checked
@@ -581,6 +711,8 @@ def outcome_reward(
   p = _parse(task, responses, mask)
   voc, k = task.vocab, task.num_steps
   ans_tok = voc.number_id(answers)
+  if require_format and voc.think:
+    return _outcome_with_fillers(task, p, ans_tok).astype(jnp.float32)
   if require_format:
     if responses.shape[-1] < 2 * k:
       return jnp.zeros(responses.shape[:-1], jnp.float32)
@@ -648,12 +780,18 @@ def step_correctness(task: Task, responses, mask, intermediates) -> tuple[jax.Ar
   n = responses.shape[-1]
   p = _parse(task, responses, mask)
   delim = p.valid & ((p.tokens == voc.step_id) | (p.tokens == voc.eos_id))
-  seg = jnp.cumsum(delim, axis=-1, dtype=jnp.int32) - delim  # exclusive count = segment index
+  content = p.upto & ~delim
+  if voc.think:  # filler steps are skipped: step i is the i-th step that is not a filler
+    skip, delim_v = _filler_tokens(task, p, delim)
+    content = content & ~skip
+  else:
+    delim_v = delim
+  seg = jnp.cumsum(delim_v, axis=-1, dtype=jnp.int32) - delim_v  # exclusive count = segment index
   steps = _lead(jnp.arange(k, dtype=jnp.int32)[:, None], seg.ndim + 1)  # [1.., K, 1]
-  in_seg = (seg[..., None, :] == steps) & (p.upto & ~delim)[..., None, :]  # [..., K, N]
+  in_seg = (seg[..., None, :] == steps) & content[..., None, :]  # [..., K, N]
   count = jnp.sum(in_seg, axis=-1)
   value = jnp.sum(jnp.where(in_seg, p.tokens[..., None, :], 0), axis=-1)
-  closer = (seg[..., None, :] == steps) & delim[..., None, :]  # [..., K, N]
+  closer = (seg[..., None, :] == steps) & delim_v[..., None, :]  # [..., K, N]
   closed = jnp.any(closer, axis=-1)
   correct = closed & (count == 1) & (value == voc.number_id(inter))
   pos = _lead(jnp.arange(n, dtype=jnp.int32), p.valid.ndim)
@@ -683,7 +821,8 @@ def parse_steps(task: Task, responses, mask) -> base.Steps:
 
   Only tokens up to the first EOS that are masked in belong to a step. A step is
   a value step iff it holds exactly one token besides its delimiter and that
-  token is a number; anything else is malformed.
+  token is a number, a filler step (tasks with `filler_rate` > 0) iff that
+  token is THINK; anything else is malformed.
 
   Args:
     task: the Task.
@@ -710,5 +849,8 @@ def parse_steps(task: Task, responses, mask) -> base.Steps:
   token = jnp.sum(jnp.where(in_content, p.tokens[..., None, :], 0), axis=-1)
   is_value = valid & (count == 1) & voc.is_number(token)
   kinds = jnp.where(valid, jnp.where(is_value, base.STEP_VALUE, base.STEP_MALFORMED), -1)
+  if voc.think:
+    is_filler = valid & (count == 1) & (token == voc.think_id)
+    kinds = jnp.where(is_filler, base.STEP_FILLER, kinds)
   values = jnp.where(is_value, token - voc.num_offset, -1)
   return base.Steps(step_ids, kinds.astype(jnp.int32), values.astype(jnp.int32), valid)

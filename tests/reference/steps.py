@@ -85,3 +85,71 @@ def pure_pipeline(groups, temperature=0.1, baseline='token', transform='softmin'
       advs.append(ret)
     out.append(advs)
   return out
+
+
+def pure_full(step_ids, mask, step_rewards, group_ids, solved, has_ref, log_probs, ref_log_probs,
+              hp, mask_sep=True):  # fmt: skip
+  """PURE's whole reward pipeline on [B, T] arrays, row by row (before whitening).
+
+  hp: temperature, transform ('sum' | 'softmin' | 'strict_min'), baseline ('none' | 'token' |
+  'step' | 'seq'), prm_coef, vr_coef, vr_all, kl_coef. Steps are the distinct step ids of a
+  row's valid tokens; a step's closer is its last valid token; `solved` [B] is the verifier's
+  outcome, `has_ref` [B] whether the prompt has a reference answer.
+  """
+  b, t_len = mask.shape
+  rows = []
+  for i in range(b):
+    ks = sorted({int(step_ids[i, t]) for t in range(t_len) if mask[i, t] and step_ids[i, t] >= 0})
+    closers = [max(t for t in range(t_len) if mask[i, t] and step_ids[i, t] == k) for k in ks]
+    ntok = [sum(1 for t in range(t_len) if mask[i, t] and step_ids[i, t] == k) for k in ks]
+    pr = np.array([hp['prm_coef'] * float(step_rewards[i, k]) for k in ks], np.float64)
+    if hp['transform'] == 'softmin' and len(pr):
+      z = -pr / hp['temperature']
+      w = np.exp(z - z.max())
+      shaped = w / w.sum() * pr
+    elif hp['transform'] == 'strict_min' and len(pr):
+      g = [min(pr[k:]) for k in range(len(pr))] + [0.0]
+      shaped = np.array([g[k] - g[k + 1] for k in range(len(pr))])
+    else:
+      shaped = pr.copy()
+    rows.append(dict(ks=ks, closers=closers, ntok=ntok, shaped=shaped,
+                     outcome=float(np.sum(shaped)), length=int(np.sum(mask[i]))))  # fmt: skip
+  out = np.zeros((b, t_len))
+  for i in range(b):
+    row = rows[i]
+    if row['length'] == 0:
+      continue
+    others = [j for j in range(b) if j != i and group_ids[j] == group_ids[i] and rows[j]['length']]
+    r = row['shaped'].copy()
+    if hp['baseline'] == 'token':
+      den = sum(rows[j]['length'] for j in others)
+      base = sum(rows[j]['outcome'] for j in others) / den if den else 0.0
+      r = r - base * (np.array(row['ntok']) - 1)
+    elif hp['baseline'] == 'step':
+      base = np.mean([rows[j]['outcome'] / len(rows[j]['ks']) for j in others]) if others else 0.0
+      r = r - base
+    elif hp['baseline'] == 'seq':
+      mean = np.mean([rows[j]['outcome'] for j in others]) if others else row['outcome']
+      r = np.zeros_like(r)
+      r[-1] = row['outcome'] - mean if others else 0.0
+    tok = np.zeros(t_len)
+    for k, t in enumerate(row['closers']):
+      tok[t] += r[k]
+
+    def v(j):
+      return (solved[j] - 1.0) if (has_ref[j] or hp['vr_all'] > 0.5) else 0.0
+
+    v_hat = v(i) - np.mean([v(j) for j in others]) if others else 0.0
+    last = max(t for t in range(t_len) if mask[i, t])
+    tok[last] += hp['vr_coef'] * v_hat
+    for t in range(t_len):
+      if mask[i, t]:
+        tok[t] -= hp['kl_coef'] * (log_probs[i, t] - ref_log_probs[i, t])
+    acc = 0.0
+    for t in reversed(range(t_len)):
+      if mask[i, t]:
+        acc += tok[t]
+        out[i, t] = acc
+    if mask_sep:
+      out[i, row['closers']] = 0.0
+  return out

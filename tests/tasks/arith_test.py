@@ -546,3 +546,82 @@ def test_default_task_draws_are_unchanged():
   test = task.generate(1, 2000, split='test', distinct=True)['prompts']
   np.testing.assert_array_equal(test[:2], [[1, 12, 5, 11, 6, 14, 2], [1, 14, 6, 8, 7, 17, 2]])
   assert int(test.sum()) == 104884
+
+
+# ----------------------------------------------------------------------------- filler steps
+
+
+def _filler_task(**kw):
+  return arith.make_task(
+    num_steps=3, modulus=10, ops='invertible', filler_rate=0.2, max_response_len=24, **kw
+  )
+
+
+def test_default_task_has_no_think_token_and_is_unchanged():
+  default = arith.make_task(num_steps=3, modulus=10, ops='invertible')
+  assert default.vocab.size == 18 and default.vocab.think_id == -1
+  assert default.response_len == 6 and default.config.name == 'k3_m10_add-sub-mul_inv'
+  with pytest.raises(ValueError, match='THINK'):
+    default.vocab.encode('1 ; THINK <eos>')
+  filler = _filler_task()
+  assert filler.vocab.size == 19 and filler.vocab.think_id == 18
+  assert not filler.vocab.is_number(np.int32(18))
+  assert filler.response_len == 24 and filler.config.name.endswith('_fill0.2_n24')
+  # The problems are the default task's (the fillers are drawn after them).
+  a, b = default.generate(3, 50), filler.generate(3, 50)
+  for k in ('prompts', 'answers', 'intermediates'):
+    np.testing.assert_array_equal(a[k], b[k])
+  np.testing.assert_array_equal(
+    b['targets'][:, :6][~(b['targets'] == 18).any(1)], a['targets'][~(b['targets'] == 18).any(1)]
+  )
+
+
+def test_filler_targets_rate_slots_and_verifiers():
+  task = _filler_task()
+  data = task.generate(0, 4000)
+  t = data['targets']
+  assert t.shape == (4000, 24)
+  n_think = (t == task.vocab.think_id).sum(1)
+  assert set(np.unique(n_think)) == {0, 1}
+  assert abs(n_think.mean() - 0.2) < 0.03
+  # The filler's slot (how many values precede it) is uniform over the K+1 slots.
+  slots = [int(np.sum(task.vocab.is_number(r[: list(r).index(18)]))) for r in t[n_think == 1]]
+  counts = np.bincount(slots, minlength=4)
+  assert counts.min() > 0.7 * counts.mean()
+  mask = t != task.vocab.pad_id
+  np.testing.assert_array_equal(np.asarray(task.outcome(t, mask, data)), 1.0)
+  correct, _ = arith.step_correctness(task, t, mask, data['intermediates'])
+  np.testing.assert_array_equal(np.asarray(correct), 1.0)
+  kinds = np.asarray(task.parse_steps(t, mask).kinds)
+  np.testing.assert_array_equal((kinds == arith.base.STEP_FILLER).sum(1), n_think)
+
+
+@pytest.mark.parametrize(
+  'text,want',
+  [
+    ('1 ; 2 ; 3 <eos>', 1.0),
+    ('THINK ; 1 ; THINK ; 2 ; 3 <eos>', 1.0),
+    ('1 ; 2 ; 3 ; THINK <eos>', 1.0),  # THINK steps are allowed anywhere
+    ('1 ; 2 ; 3 ; <eos>', 0.0),  # an empty (malformed) step
+    ('1 ; THINK THINK ; 2 ; 3 <eos>', 0.0),  # not a filler step: malformed
+    ('1 ; 2 ; 3 ; 3 <eos>', 0.0),  # K+1 value steps
+    ('2 ; 3 <eos>', 0.0),  # K-1 value steps
+    ('1 ; 2 ; 3 ; THINK', 0.0),  # no EOS
+    ('9 ; 9 ; 3 <eos>', 1.0),  # only the last value is checked
+  ],
+)
+def test_filler_outcome(text, want):
+  task = _filler_task()
+  r = task.vocab.encode(text)
+  resp = np.zeros(24, np.int32)
+  resp[: len(r)] = r
+  mask = np.arange(24) < len(r)
+  assert float(arith.outcome_reward(task, resp, mask, np.int32(3))) == want
+
+
+def test_filler_knob_validation():
+  with pytest.raises(ValueError, match='filler_rate'):
+    arith.make_task(filler_rate=1.5)
+  with pytest.raises(ValueError, match='max_response_len'):
+    arith.make_task(num_steps=3, filler_rate=0.2, max_response_len=7)
+  assert arith.make_task(num_steps=2, max_response_len=8).generate(0, 3)['targets'].shape == (3, 8)

@@ -1,0 +1,107 @@
+r"""PURE reproduction: sum-form process-reward credit is reward-hacked, min-form is not.
+
+PURE (arXiv 2504.15275) on arithmetic chains with a hackable scripted PRM (filler
+THINK steps score +f > c): one shared warm start, then arms A1-A4 x 2 seeds of
+PPO-clip from it, all in one process with one compile (the arm is a traced
+hyper-parameter of the `pure` estimator stage).
+
+  python -m experiments.pure_credit --config configs/pure_credit.py \
+      --workdir results/pure_credit                 # default: A1-A4, 2 seeds (~15 min)
+  python -m experiments.pure_credit --config configs/pure_credit.py:pilot   # ~1-2 min
+  python -m experiments.pure_credit --config configs/pure_credit.py:smoke   # seconds
+  python -m experiments.pure_credit --config configs/pure_credit.py:full    # ablations, 3 seeds
+
+Without --workdir a run writes to runs/pure_credit. A run is not resumed mid-way:
+rerunning an unfinished workdir starts it over (a finished one is not rerun).
+
+Writes: config.json, metrics.jsonl, results.md (table, expected vs observed),
+f1_curves.png, f2_goodhart.png, f3_step_accuracy.png, samples.json.
+"""
+
+import ml_collections
+
+from configs import common
+
+# Arm name -> (PRM variant, `pure` stage choices). Transforms: sum | softmin | strict_min;
+# baselines: none | token | step | seq; vr: fraction of prompts with a reference (0, 0.1, 1).
+ARMS = {
+  'A1_vr_only': dict(prm='B', transform='softmin', baseline='token', prm_coef=0.0, vr=1.0),
+  'A2_sum_prm': dict(prm='B', transform='sum', baseline='token', prm_coef=1.0, vr=0.0),
+  'A3_min_prm': dict(prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.0),
+  'A4_min_prm_vr10': dict(prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.1),
+  # :full ablations
+  'A5_sum_prm_vr10': dict(prm='B', transform='sum', baseline='token', prm_coef=1.0, vr=0.1),
+  'A2a_sum_prmA': dict(prm='A', transform='sum', baseline='token', prm_coef=1.0, vr=0.0),
+  'A3a_min_prmA': dict(prm='A', transform='softmin', baseline='token', prm_coef=1.0, vr=0.0),
+  'A2s_sum_seq': dict(prm='B', transform='sum', baseline='seq', prm_coef=1.0, vr=0.0),
+  'A3s_min_seq': dict(prm='B', transform='softmin', baseline='seq', prm_coef=1.0, vr=0.0),
+  'A3m_strict_min': dict(prm='B', transform='strict_min', baseline='token', prm_coef=1.0, vr=0.0),
+}
+DEFAULT_ARMS = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
+FULL_ARMS = tuple(ARMS)
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, smoke=False, pilot=False, full=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.seeds = (0, 1)  # RL seeds (sampling and batch order); the warm start is shared
+  c.task = dict(
+    name='arith',
+    num_steps=3,
+    modulus=10,
+    ops='invertible',
+    filler_rate=0.2,
+    max_response_len=24,
+  )
+  c.data = dict(num_train=20_000, num_test=512)
+  c.policy = dict(width=128, depth=2, num_heads=4, mlp_ratio=4, max_len=40, dtype='float32')
+  c.warmstart = dict(
+    max_steps=1500,
+    batch_size=64,
+    steps_per_call=10,
+    eval_every=10,  # a multiple of steps_per_call
+    target_low=0.20,  # stop when held-out greedy accuracy first reaches the band [low, high]
+    target_high=0.40,
+    lr=1e-3,
+    think_probe_prompts=256,  # sampled (T=1) responses to count THINK steps at warm start
+  )
+  # The scripted PRM (jaxca.prm.scripted_prm); 'B' arms are blind on the first value step.
+  c.prm = dict(c=0.6, w=-0.8, f=0.9, noise='none', noise_sigma=0.3)
+  # `pure` estimator stage (jaxca.estimators) followed by whiten(skip_zeros=True).
+  c.credit = dict(temperature=0.1, kl_coef=1e-3, mask_separators=True, vr_coef=1.0)
+  c.arms = DEFAULT_ARMS
+  c.rl = dict(
+    iterations=60,
+    prompts_per_iter=32,
+    group_size=8,
+    temperature=1.0,
+    num_epochs=1,
+    num_minibatches=2,
+    iters_per_call=5,  # RL iterations per jitted chunk (lax.scan)
+    lr=2e-4,
+  )
+  c.loss = dict(clip_eps=0.2, agg_mode='token_mean', kl_coef=0.0, ent_coef=0.0)
+  c.eval = dict(every=10, num_prompts=512)  # every: a multiple of rl.iters_per_call
+  c.smoke = False
+  if arg.pilot:
+    c.seeds = (0,)
+    c.arms = ('A2_sum_prm', 'A3_min_prm')
+    c.rl.update(iterations=10)
+    c.eval.update(every=10)
+  if arg.full:
+    c.seeds = (0, 1, 2)
+    c.arms = FULL_ARMS
+  if arg.smoke:
+    c.smoke = True
+    c.seeds = (0,)
+    c.arms = ('A2_sum_prm', 'A3_min_prm')
+    c.task.update(num_steps=2, max_response_len=12)
+    c.data.update(num_train=512, num_test=32)
+    c.policy.update(width=32, depth=1, num_heads=2, max_len=24)
+    c.warmstart.update(
+      max_steps=20, batch_size=16, steps_per_call=10, eval_every=10, think_probe_prompts=16
+    )
+    c.rl.update(iterations=3, prompts_per_iter=8, group_size=4, iters_per_call=3)
+    c.eval.update(every=3, num_prompts=32)
+  return c
