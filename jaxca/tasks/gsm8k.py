@@ -181,6 +181,10 @@ class Task:
     response_len: N, the number of new tokens sampled.
     instruction: prompt text, with `{question}` for the question.
     system: optional system message for a chat template.
+    pad_token: the padding token (default the tokenizer's `pad_token`, else its EOS). It
+      must never occur in a prompt (the learner masks prompts by `prompts != pad_id`);
+      `encode` checks this. Llama 3 tokenizers, whose EOS ends every chat turn, need one,
+      e.g. '<|finetune_right_pad_id|>'.
   """
 
   batch_keys = ('prompts', 'targets', 'answers')
@@ -193,11 +197,17 @@ class Task:
     response_len: int = 256,
     instruction: str = INSTRUCTION,
     system: str | None = None,
+    pad_token: str | None = None,
   ):
     if '{question}' not in instruction:
       raise ValueError('`instruction` must contain "{question}".')
     self.tokenizer = tokenizer
-    self.vocab = Vocab(tokenizer.pad_id, tokenizer.eos_id, tokenizer.vocab_size)
+    pad_id = tokenizer.pad_id
+    if pad_token:
+      pad_id = tokenizer.token_id(pad_token)
+      if pad_id is None:
+        raise ValueError(f'`pad_token` {pad_token!r} is not a token of the tokenizer.')
+    self.vocab = Vocab(pad_id, tokenizer.eos_id, tokenizer.vocab_size)
     self.prompt_len = int(prompt_len)
     self.response_len = int(response_len)
     self.instruction = instruction
@@ -213,20 +223,25 @@ class Task:
     then padding; cut at N), answers [P, ANSWER_WIDTH] uint8 (the normalised final number).
     Records whose prompt exceeds Lp are dropped.
     """
-    tok, n = self.tokenizer, self.response_len
+    tok, n, pad = self.tokenizer, self.response_len, self.vocab.pad_id
     prompts, targets, answers, kept = [], [], [], []
     for i, r in enumerate(records):
       ids = tok.prompt_ids(self.instruction.format(question=r['question']), system=self.system)
       if len(ids) > self.prompt_len:
         continue
+      if pad in ids:
+        raise ValueError(
+          f'A prompt contains the padding token {tok.backend.id_to_token(pad)!r} (id {pad}); '
+          'set `pad_token` to a token that never occurs in prompts.'
+        )
       target = (tok.encode(r['answer'], add_special_tokens=False) + [tok.eos_id])[:n]
       prompts.append(ids)
-      targets.append(target + [tok.pad_id] * (n - len(target)))
+      targets.append(target + [pad] * (n - len(target)))
       answers.append(_to_bytes(reference_answer(r['answer'])))
       kept.append(i)
     if not kept:
       raise ValueError(f'No record fits `prompt_len` {self.prompt_len}.')
-    ids, _ = tokenizer_lib.left_pad(prompts, self.prompt_len, tok.pad_id)
+    ids, _ = tokenizer_lib.left_pad(prompts, self.prompt_len, pad)
     arrays = dict(prompts=ids, targets=np.asarray(targets, np.int32), answers=np.stack(answers, 0))
     return arrays, np.asarray(kept)
 
@@ -352,13 +367,14 @@ class Task:
 def make_task(cfg: Any = None, **kwargs) -> Task:
   """`Task` from a config / mapping / kwargs with `tokenizer` (a directory with
   tokenizer.json, or a `Tokenizer`) and optional `prompt_len`, `response_len`,
-  `instruction`, `system`."""
+  `instruction`, `system`, `pad_token` (empty strings mean the defaults)."""
   options = {}
   if cfg is not None:
     options.update(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
   options.update(kwargs)
+  options = {k: v for k, v in options.items() if v != '' or k == 'tokenizer'}
   tok = options.pop('tokenizer', None)
-  if tok is None:
+  if not tok:
     raise ValueError('The gsm8k task needs `tokenizer` (a directory with tokenizer.json).')
   if isinstance(tok, str):
     tok = tokenizer_lib.Tokenizer.load(tok)

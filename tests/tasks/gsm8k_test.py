@@ -204,3 +204,18 @@ def test_make_by_name(tmp_path, tok):
   task = tasks.make('gsm8k', {'tokenizer': str(tok_dir)}, response_len=16)
   assert task.response_len == 16 and task.prompt_len == 256
   assert task.vocab.eos_id == task.tokenizer.token_id('<|im_end|>')
+
+
+def test_pad_token_must_not_occur_in_prompts(tok):
+  # With the end-of-turn token as padding (as for a tokenizer without a pad token), chat
+  # prompts contain it: refused with the fix.
+  task = gsm8k.Task(tok, prompt_len=128, response_len=8, pad_token='<|im_end|>', system='Hi.')
+  with pytest.raises(ValueError, match='pad_token'):
+    task.encode(RECORDS[:2])
+  with pytest.raises(ValueError, match='not a token'):
+    gsm8k.Task(tok, pad_token='<|nope|>')
+  ok = gsm8k.Task(
+    tok, prompt_len=128, response_len=8, pad_token='<|im_start|>', instruction='{question}'
+  )
+  with pytest.raises(ValueError, match='pad_token'):  # every chat prompt starts with it
+    ok.encode(RECORDS[:1])
