@@ -58,6 +58,7 @@ def get_config(arg=None):
       intermediate_size=1216,
       num_layers=6,
       num_heads=7,
+      num_kv_heads=1,  # 7 query heads per key-value head, as 14 / 2
       head_dim=32,
     )
     c.dtype = 'float32'
