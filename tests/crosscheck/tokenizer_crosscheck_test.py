@@ -4,6 +4,9 @@ Hugging Face templates rely on)."""
 
 import pytest
 
+pytest.importorskip(  # transformers' tokenizers load without torch, but the extra brings both
+  'torch', reason='cross-check reference: pip install -e ".[crosscheck]" (CPU torch suffices)'
+)
 transformers = pytest.importorskip(
   'transformers', reason='cross-check reference: pip install -e ".[crosscheck]"'
 )
