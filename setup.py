@@ -24,6 +24,10 @@ setup(
     'matplotlib>=3.8',  # result plots written by experiments
     'tqdm>=4.66',  # progress bars on long runs
     'tensorboardX>=2.6',  # TensorBoard event files without TensorFlow
+    'safetensors>=0.4',  # reads Hugging Face checkpoints (jaxca.networks.hf)
+    'tokenizers>=0.19',  # tokenizer.json text <-> ids (jaxca.tokenizer)
+    'jinja2>=3.1',  # chat templates of pretrained checkpoints (jaxca.tokenizer)
+    'pyarrow>=14',  # Parquet files of GSM8K-format datasets (jaxca.tasks.gsm8k)
   ],
   extras_require={
     'test': [
@@ -35,6 +39,12 @@ setup(
       'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
       'nbclient>=0.10',  # tests run every notebook in a Jupyter kernel
       'ipykernel>=6.29',
+    ],
+    # Reference implementations for tests/crosscheck only (jaxca never imports them).
+    # torch: install the CPU build first where pip would otherwise pick a CUDA one.
+    'crosscheck': [
+      'torch>=2.4',
+      'transformers>=4.45',
     ],
     # pip install -e ".[notebooks]": open notebooks/*.py (jupytext) in JupyterLab.
     'notebooks': [

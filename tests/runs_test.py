@@ -93,7 +93,7 @@ def test_check_finite_names_phase_step_and_last_checkpoint():
   [
     ('rl.prompts_per_step', -4, r'^config\.rl\.prompts_per_step must be a positive int; got -4\.$'),
     ('credit.estimator', 'nope', r"^Unknown config\.credit\.estimator='nope'; choose from .*rloo"),
-    ('task.name', 'sudoku', r"^Unknown config\.task\.name='sudoku'; choose from \['arith'\]"),
+    ('task.name', 'sudoku', r"^Unknown config\.task\.name='sudoku'; choose from \['arith', 'gsm8k"),
     ('init_from', '/no/such/dir', r"^config\.init_from='/no/such/dir' is not a directory"),
   ],
 )

@@ -88,17 +88,20 @@ def init_cache(module: 'Transformer', batch_size: int, size: int) -> KVCache:
   """An empty cache with room for `size` columns (prompt length + new tokens).
 
   Args:
-    module: the `Transformer` whose keys/values will be cached.
+    module: the `Transformer` whose keys/values will be cached, or any module with the same
+      cache layout (`depth`, `max_len`, `dtype`, and `num_kv_heads`/`head_dim` where they
+      differ from `num_heads`/`width // num_heads`, as in `networks.hf`).
     batch_size: number of rows B.
     size: number of columns S; at most `module.max_len`.
 
   Returns:
-    A `KVCache` of zeros in the module's compute dtype.
+    A `KVCache` of zeros in the module's compute dtype, keys/values `[B, S, Hkv, Dh]`.
   """
   if size > module.max_len:
     raise ValueError(f'cache `size` {size} exceeds the model `max_len` {module.max_len}.')
-  head_dim = module.width // module.num_heads
-  shape = (batch_size, size, module.num_heads, head_dim)
+  head_dim = getattr(module, 'head_dim', None) or module.width // module.num_heads
+  kv_heads = getattr(module, 'num_kv_heads', None) or module.num_heads
+  shape = (batch_size, size, kv_heads, head_dim)
   layers = tuple(
     LayerCache(jnp.zeros(shape, module.dtype), jnp.zeros(shape, module.dtype))
     for _ in range(module.depth)

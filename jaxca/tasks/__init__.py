@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxca.tasks import arith
+from jaxca.tasks import gsm8k
 
 TASKS: dict[str, Callable[..., Any]] = {
   'arith': arith.make_task,
+  'gsm8k': gsm8k.make_task,
 }
 
 
@@ -22,4 +24,4 @@ def make(name: str, cfg: Any = None, **kwargs) -> Any:
   return TASKS[name](cfg, **kwargs)
 
 
-__all__ = ('TASKS', 'arith', 'make')
+__all__ = ('TASKS', 'arith', 'gsm8k', 'make')

@@ -153,7 +153,7 @@ def test_bad_config_raises(kwargs, match):
 
 
 def test_unknown_task_name_lists_choices():
-  with pytest.raises(ValueError, match=r"Unknown task 'sudoku'.*\['arith'\]"):
+  with pytest.raises(ValueError, match=r"Unknown task 'sudoku'.*\['arith', 'gsm8k'\]"):
     tasks.make('sudoku')
   with pytest.raises(ValueError, match=r'Unknown arith task field.*known'):
     tasks.make('arith', num_stepz=2)
