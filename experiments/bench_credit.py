@@ -56,10 +56,24 @@ def validate(cfg):
     bench_credit.shapes(cfg.shapes)
     bench_credit.shapes(cfg.group.contiguous)
     [int(t) for t in bench_credit.items(cfg.offpolicy.ts)]
+    trace_shape = bench_credit.shapes(cfg.targets.trace_shape)
+    gae_shapes = bench_credit.shapes(cfg.targets.gae_shapes)
+    scaling_ts = [int(t) for t in bench_credit.items(cfg.targets.scaling_ts)]
   except ValueError as e:
     raise runs.ConfigError(
-      f'config.shapes / group.contiguous must be "BxT" lists, offpolicy.ts ints: {e}'
+      'config.shapes / group.contiguous / targets.trace_shape / targets.gae_shapes must be '
+      f'"BxT" lists, offpolicy.ts / targets.scaling_ts ints: {e}'
     ) from None
+  if len(trace_shape) != 1 or len(trace_shape[0]) != 2 or any(len(s) != 2 for s in gae_shapes):
+    raise runs.ConfigError(
+      f'config.targets.trace_shape must be one "BxT" and targets.gae_shapes "BxT" pairs; got '
+      f'{cfg.targets.trace_shape!r}, {cfg.targets.gae_shapes!r}.'
+    )
+  if len(scaling_ts) != 2 or scaling_ts[0] <= 0 or scaling_ts[1] % scaling_ts[0]:
+    raise runs.ConfigError(
+      'config.targets.scaling_ts must be two positive ints "T0,T1" with T1 a multiple of T0; '
+      f'got {cfg.targets.scaling_ts!r}.'
+    )
   return cfg
 
 
@@ -97,6 +111,7 @@ def run(cfg, workdir=None):
     copy_gbps_end=copy_end,
     copy_spread=pooled.spread,
     config=cfg.to_dict(),
+    targets=bench_credit.targets(records, cfg),
   )
   if workdir:
     bench_credit.write(workdir, records, summary)
@@ -115,10 +130,12 @@ def summary_line(records, summary, workdir):
     return f'{np.median(xs):.1f}x' if xs else 'n/a'
 
   n = len({(r['section'], r['kernel'], r['shape']) for r in records})
+  verdicts = [t['verdict'] for t in summary['targets']]
   return (
     f'{n} kernel rows timed: median speed-up of jaxca over vmapped rlax {median("rlax")}, over '
-    f'NumPy loops {median("numpy")}; copy bandwidth {summary["copy_gbps"]:.1f} GB/s; report in '
-    f'{os.path.join(workdir, NAME + ".md")}'
+    f'NumPy loops {median("numpy")}; copy bandwidth {summary["copy_gbps"]:.1f} GB/s; issue 14 '
+    f'targets met {verdicts.count("met")} of {len(verdicts)} ({verdicts.count("n/a")} n/a); '
+    f'report in {os.path.join(workdir, NAME + ".md")}'
   )
 
 
@@ -143,6 +160,10 @@ def _command():
 
 def _run(cfg, workdir):
   records, summary = run(cfg, workdir)
+  # Per row: time / baseline and % of the copy bandwidth; then one line per target.
+  runs.note(bench_credit.report(records, summary))
+  for line in bench_credit.targets_lines(summary['targets']):
+    runs.note(line)
   return summary_line(records, summary, workdir)
 
 

@@ -11,6 +11,15 @@ still a placeholder (NotImplementedError) gives an 'n/a' row. The NumPy
 contenders are plain per-timestep loops, vectorised over the batch (float32), as
 a NumPy user would write them; they are baselines to time against, the
 correctness references of the kernels are in tests/reference/.
+
+Every row names one contender as its baseline (`Row.baseline`): vmapped rlax for
+GAE, discounted returns, the per-decision off-policy methods (and, as a yardstick,
+the other standard kernels), jaxca's own per-decision `retrace` at the same
+(batch, T) for the trajectory-aware traces, NumPy for the group estimators. Each
+contender's record has its time divided by the baseline's (`time_vs_baseline`) and,
+once the experiment has measured the copy bandwidth, its fraction of it
+(`frac_copy_bw`). `targets` checks the performance targets of the GAE and
+trajectory-aware kernels on those records (met / not met / n/a).
 """
 
 from collections.abc import Callable
@@ -58,6 +67,8 @@ class Row:
   thunks: dict[str, Callable]
   labels: dict[str, str]
   note: str = ''
+  baseline: str = 'rlax'  # the contender every time in the row is divided by
+  time_major: tuple[str, ...] = ()  # contenders whose outputs are [T, B] (compared transposed)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -250,6 +261,8 @@ def standard_rows(cfg, key):
     lam = cfg.lambda_
     r, v, d, bv, m = (x[k] for k in ('rewards', 'values', 'discounts', 'bootstrap', 'mask'))
     nr, nv, nd, nbv, nm = (n[k] for k in ('rewards', 'values', 'discounts', 'bootstrap', 'mask'))
+    # Time-major copies for the `time_major=True` contenders: transposed once, before timing.
+    rt, vt, dt, mt = jax.block_until_ready(tuple(jnp.transpose(y) for y in (r, v, d, m)))
     thunks, labels = {}, {}
     if rlax is not None and cfg.rlax:
       v_ext = jnp.concatenate([v, bv[:, None]], axis=1)  # rlax's native values[T+1], built once
@@ -262,6 +275,12 @@ def standard_rows(cfg, key):
         mask = m if kernel == 'gae_masked' else None
         f = jax.jit(lambda r, v, d, bv, mask: credit.gae(r, v, d, bv, lam, mask=mask))
         row_thunks['jaxca'] = lambda f=f, mask=mask: f(r, v, d, bv, mask)
+        ftm = jax.jit(
+          lambda r, v, d, bv, mask: credit.gae(r, v, d, bv, lam, mask=mask, time_major=True)
+        )
+        mask_tm = mt if mask is not None else None
+        row_thunks['jaxca_tm'] = lambda ftm=ftm, mask_tm=mask_tm: ftm(rt, vt, dt, bv, mask_tm)
+        row_labels['jaxca_tm'] = 'credit.gae(time_major=True), inputs already [T,B]'
         nmask = nm if kernel == 'gae_masked' else None
         row_thunks['numpy'] = lambda nmask=nmask: _np_gae(nr, nv, nd, nbv, lam, nmask)
         row_labels['numpy'] = 'NumPy loop over t'
@@ -271,7 +290,6 @@ def standard_rows(cfg, key):
           if cfg.gae_variants:
             tm = jax.jit(lambda r, v, d, bv: _gae_time_major(r, v, d, bv, lam))
             tr = jax.jit(lambda *a: jax.tree.map(jnp.transpose, tm(*[jnp.transpose(y) for y in a])))
-            rt, vt, dt = r.T, v.T, d.T
             row_thunks['scan_tm_transpose'] = lambda: tr(r, v, d, bv)
             row_labels['scan_tm_transpose'] = 'lax.scan over [T,B] incl. transposes'
             row_thunks['scan_tm_native'] = lambda: tm(rt, vt, dt, bv)
@@ -284,17 +302,21 @@ def standard_rows(cfg, key):
           row_thunks,
           row_labels,
           'mask: 1 byte/step counted as 0.25 array' if mask is not None else '',
+          time_major=('jaxca_tm', 'scan_tm_native'),
         )
       elif kernel == 'discounted_returns':
         f = jax.jit(credit.discounted_returns)
         row_thunks['jaxca'] = lambda: f(r, d, bv)
+        ftm = jax.jit(functools.partial(credit.discounted_returns, time_major=True))
+        row_thunks['jaxca_tm'] = lambda: ftm(rt, dt, bv)
+        row_labels['jaxca_tm'] = 'credit.discounted_returns(time_major=True), inputs [T,B]'
         row_thunks['numpy'] = lambda: _np_discounted_returns(nr, nd, nbv)
         row_labels['numpy'] = 'NumPy loop over t'
         if 'rlax' in row_thunks:
           g = jax.jit(jax.vmap(rlax.discounted_returns))
           row_thunks['rlax'] = lambda: g(r, d, bv)
           row_labels['rlax'] = 'vmap(rlax.discounted_returns)'
-        yield Row('standard', kernel, shape, 3, row_thunks, row_labels)
+        yield Row('standard', kernel, shape, 3, row_thunks, row_labels, time_major=('jaxca_tm',))
       elif kernel == 'group_relative':
         f = jax.jit(lambda s: credit.group_relative(s, mode='grpo'))
         row_thunks['jaxca'] = lambda: f(r)
@@ -348,6 +370,7 @@ def group_rows(cfg, key):
       },
       {'numpy': 'NumPy bincount'},
       f'{num_groups} shuffled groups via group_ids',
+      baseline='numpy',
     )
     g = jax.jit(lambda s, mode=mode: credit.group_relative(s, mode=mode))
     yield Row(
@@ -358,13 +381,29 @@ def group_rows(cfg, key):
       {'jaxca': lambda g=g: g(grid), 'numpy': lambda mode=mode: _np_group_last_axis(ngrid, mode)},
       {'numpy': 'NumPy vectorised'},
       'groups on the last axis',
+      baseline='numpy',
     )
 
 
 def offpolicy_rows(cfg, key):
-  """Issue 3: every method at batch cfg.offpolicy.batch and T in cfg.offpolicy.ts."""
+  """Issue 3: every method at batch cfg.offpolicy.batch and T in cfg.offpolicy.ts.
+
+  Trajectory-aware rows also time jaxca's per-decision `retrace` at the same (batch, T), their
+  baseline (issue 14), and, for 'rbis' and 'recursive_retrace', the differentiable divide and
+  conquer (`jaxca_dc`) next to the default O(T) monotonic stack (`jaxca`).
+  """
   methods = items(cfg.offpolicy.methods)
   lam = cfg.offpolicy.lambda_
+
+  def jitted(method, args, tp, differentiable=False):
+    probs = tp if method == 'tree_backup' else None
+    f = jax.jit(
+      lambda *a: credit.off_policy_returns(
+        *a, lam, method, target_probs=probs, differentiable=differentiable
+      )
+    )
+    return lambda: f(*args)
+
   for length in [int(t) for t in items(cfg.offpolicy.ts)]:
     if not methods:
       return
@@ -372,16 +411,20 @@ def offpolicy_rows(cfg, key):
     args = tuple(x[k] for k in ('values', 'expected_next_q', 'rewards', 'discounts', 'log_rhos'))
     nargs = tuple(n[k] for k in ('values', 'expected_next_q', 'rewards', 'discounts', 'log_rhos'))
     tp, ntp = x['target_probs'], n['target_probs']
+    retrace = jitted('retrace', args, tp)  # compiled once per T, shared by the trajectory rows
     for method in methods:
-      probs = tp if method == 'tree_backup' else None
-      f = jax.jit(
-        lambda *a, method=method, probs=probs: credit.off_policy_returns(
-          *a, lam, method, target_probs=probs
-        )
-      )
-      thunks = {'jaxca': lambda f=f: f(*args)}
+      thunks = {'jaxca': jitted(method, args, tp)}
       labels = {}
       quadratic = method in TRAJECTORY_AWARE
+      if quadratic:
+        labels['jaxca'] = (
+          'credit (divide and conquer)' if method == 'truncated_is' else 'credit (O(T) stack)'
+        )
+        if method != 'truncated_is':
+          thunks['jaxca_dc'] = jitted(method, args, tp, differentiable=True)
+          labels['jaxca_dc'] = 'credit, differentiable=True (divide and conquer)'
+        thunks['jaxca_retrace'] = retrace
+        labels['jaxca_retrace'] = 'credit retrace (yardstick)'
       if not quadratic or length <= cfg.offpolicy.numpy_quadratic_max_t:
         thunks['numpy'] = lambda method=method: _np_off_policy(*nargs, ntp, lam, method)
         labels['numpy'] = 'NumPy O(T^2) loop' if quadratic else 'NumPy loop over t'
@@ -401,6 +444,7 @@ def offpolicy_rows(cfg, key):
         6 + (method == 'tree_backup'),
         thunks,
         labels,
+        baseline='jaxca_retrace' if quadratic else 'rlax',
       )
 
 
@@ -420,14 +464,15 @@ def _try(thunk):
     return f'error: {type(e).__name__}: {str(e).splitlines()[0][:160]}', 0.0
 
 
-def _max_rel_diff(out, ref):
+def _max_rel_diff(out, ref, time_major=False):
+  """max |out - ref| / max(1, max |ref|) over the outputs; `out` is [T, B] if `time_major`."""
   a, b = jax.tree.leaves(out), jax.tree.leaves(ref)
   if len(a) != len(b):
     a, b = a[:1], b[:1]
   worst = 0.0
   for x, y in zip(a, b):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape and x.T.shape == y.shape:
+    if time_major:
       x = x.T
     if x.shape != y.shape:
       return float('nan')
@@ -472,6 +517,7 @@ def run_row(row, cfg):
       shape='x'.join(map(str, row.shape)),
       contender=name,
       label=row.labels.get(name, 'jaxca.credit'),
+      baseline=row.baseline,
       bytes=int(num_bytes),
       note='; '.join(filter(None, [notes.get(name), row.note])),
     )
@@ -486,8 +532,12 @@ def run_row(row, cfg):
       )
       if 'jaxca' in timings:
         rec['jaxca_speedup'] = t.median_s / timings['jaxca'].median_s
-      if 'numpy' in outputs and name != 'numpy':
-        rec['max_rel_diff_vs_numpy'] = _max_rel_diff(outputs[name], outputs['numpy'])
+      if row.baseline in timings:
+        rec['time_vs_baseline'] = t.median_s / timings[row.baseline].median_s
+      if 'numpy' in outputs and name != 'numpy' and 'yardstick' not in rec['label']:
+        rec['max_rel_diff_vs_numpy'] = _max_rel_diff(
+          outputs[name], outputs['numpy'], name in row.time_major
+        )
     records.append(rec)
   return records
 
@@ -507,6 +557,8 @@ CSV_FIELDS = (
   'bytes',
   'gbps',
   'frac_copy_bw',
+  'baseline',
+  'time_vs_baseline',
   'jaxca_speedup',
   'max_rel_diff_vs_numpy',
   'note',
@@ -520,44 +572,157 @@ def fmt(value, spec):
 
 
 def summary_table(records, section):
-  by_row = {}
-  for rec in records:
-    if rec['section'] == section:
-      by_row.setdefault((rec['kernel'], rec['shape']), {})[rec['contender']] = rec
+  """One line per contender: its time, GB/s, % of the copy bandwidth, time / row baseline."""
   lines = [
-    '| kernel | shape | jaxca ms | GB/s | % copy BW | baseline | baseline ms | speedup '
-    '| NumPy ms (reps) | speedup vs NumPy | max rel diff vs NumPy | notes |',
-    '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|',
+    '| kernel | shape | contender | what | ms | reps | spread | GB/s | % copy BW '
+    '| time / baseline | max rel diff vs NumPy | first call s | notes |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ]
-  for (kernel, shape), recs in by_row.items():
-    j, b, n = recs.get('jaxca', {}), recs.get('rlax', {}), recs.get('numpy', {})
-    frac = j.get('frac_copy_bw')
+  for rec in records:
+    if rec['section'] != section:
+      continue
+    frac = rec.get('frac_copy_bw')
+    ratio = fmt(rec.get('time_vs_baseline'), '.2f')
+    if rec['contender'] == rec.get('baseline') and rec.get('median_ms'):
+      ratio = '1 (baseline)'
     lines.append(
-      f'| {kernel} | {shape} | {fmt(j.get("median_ms"), ".3f")} | {fmt(j.get("gbps"), ".2f")} '
-      f'| {fmt(frac and 100 * frac, ".0f")} | {b.get("label", "-")} '
-      f'| {fmt(b.get("median_ms"), ".3f")} | {fmt(b.get("jaxca_speedup"), ".2f")} '
-      f'| {fmt(n.get("median_ms"), ".2f")} ({n.get("reps", 0)}) '
-      f'| {fmt(n.get("jaxca_speedup"), ".1f")} | {fmt(j.get("max_rel_diff_vs_numpy"), ".1e")} '
-      f'| {j.get("note", "")} |'
+      f'| {rec["kernel"]} | {rec["shape"]} | {rec["contender"]} | {rec["label"]} '
+      f'| {fmt(rec.get("median_ms"), ".3f")} | {rec.get("reps", 0)} '
+      f'| {fmt(rec.get("spread"), ".2f")} | {fmt(rec.get("gbps"), ".2f")} '
+      f'| {fmt(frac and 100 * frac, ".1f")} | {ratio} '
+      f'| {fmt(rec.get("max_rel_diff_vs_numpy"), ".1e")} | {fmt(rec.get("first_s"), ".2f")} '
+      f'| {rec.get("note", "")} |'
     )
   return '\n'.join(lines)
 
 
-def extras_table(records):
-  lines = [
-    '| shape | contender | what | median ms | reps | spread | jaxca speedup vs it '
-    '| max rel diff vs NumPy |',
-    '|---|---|---|---:|---:|---:|---:|---:|',
-  ]
-  for rec in records:
-    if rec['section'] == 'standard' and rec['kernel'] == 'gae' and rec['contender'] != 'numpy':
-      lines.append(
-        f'| {rec["shape"]} | {rec["contender"]} | {rec["label"]} '
-        f'| {fmt(rec.get("median_ms"), ".3f")} | {rec.get("reps", 0)} '
-        f'| {fmt(rec.get("spread"), ".2f")} | {fmt(rec.get("jaxca_speedup"), ".2f")} '
-        f'| {fmt(rec.get("max_rel_diff_vs_numpy"), ".1e")} |'
-      )
+# Issue 14 targets (ratios of medians timed in the same run).
+T1_MAX, T1_STRETCH = 20.0, 5.0  # slowest trajectory-aware trace / jaxca retrace, at [8, 4096]
+T2A_MIN = 1.5  # vmapped rlax GAE / time-major credit.gae
+T2B_MIN = 1.0  # vmapped rlax GAE / batch-major credit.gae
+T2C_MAX = 1.3  # masked / unmasked credit.gae, same layout and shape
+SCALING_MAX = 8.0  # trajectory-aware jaxca time at T1 / at T0 (T1 = 4 T0; quadratic = 16x)
+
+
+def _verdict(ok):
+  return 'n/a' if ok is None else ('met' if ok else 'not met')
+
+
+def targets(records, cfg):
+  """The issue 14 performance targets, checked on the records of one run.
+
+  Shapes come from `cfg['targets']`. Returns one dict per target: `target` (id), `what`
+  (the criterion), `value` (the measured ratios) and `verdict` ('met', 'not met', or 'n/a'
+  when a row it needs was not timed).
+  """
+  ms = {
+    (r['kernel'], r['shape'], r['contender']): r.get('median_ms')
+    for r in records
+    if r['section'] in ('standard', 'offpolicy')
+  }
+
+  def ratio(num, den):
+    a, b = ms.get(num), ms.get(den)
+    return a / b if a and b else None
+
+  def show(pairs, spec='.2f'):
+    return ', '.join(f'{k} ' + ('n/a' if v is None else f'{v:{spec}}x') for k, v in pairs)
+
+  out = []
+  # T1: trajectory-aware traces vs per-decision retrace, at the same (batch, T).
+  shape = cfg['targets']['trace_shape']
+  per = {m: ratio((m, shape, 'jaxca'), (m, shape, 'jaxca_retrace')) for m in TRAJECTORY_AWARE}
+  dc = {
+    f'{m} (differentiable)': ratio((m, shape, 'jaxca_dc'), (m, shape, 'jaxca_retrace'))
+    for m in TRAJECTORY_AWARE
+    if (m, shape, 'jaxca_dc') in ms
+  }
+  slowest = None if None in per.values() else max(per.values())
+  stretch = (
+    '' if slowest is None else f'; stretch <= {T1_STRETCH:g}: ' + _verdict(slowest <= T1_STRETCH)
+  )
+  out.append(
+    dict(
+      target='T1',
+      what=f'slowest of jaxca {", ".join(TRAJECTORY_AWARE)} / jaxca retrace at {shape} '
+      f'<= {T1_MAX:g} (stretch <= {T1_STRETCH:g})',
+      value=f'{show(per.items())}; slowest {fmt(slowest, ".2f")}x{stretch}'
+      + (f' (not in the target: {show(dc.items())})' if dc else ''),
+      verdict=_verdict(None if slowest is None else slowest <= T1_MAX),
+    )
+  )
+  # T2: GAE at the issue's shapes.
+  gae_shapes = items(cfg['targets']['gae_shapes'])
+
+  def check(what, pairs, ok):
+    vals = [v for _, v in pairs]
+    verdict = None if not vals or None in vals else all(ok(v) for v in vals)
+    return dict(what=what, value=show(pairs), verdict=_verdict(verdict))
+
+  out.append(
+    dict(
+      target='T2a',
+      **check(
+        f'vmap(rlax GAE) / credit.gae(time_major=True) >= {T2A_MIN:g}',
+        [(s, ratio(('gae', s, 'rlax'), ('gae', s, 'jaxca_tm'))) for s in gae_shapes],
+        lambda v: v >= T2A_MIN,
+      ),
+    )
+  )
+  out.append(
+    dict(
+      target='T2b',
+      **check(
+        f'vmap(rlax GAE) / credit.gae (batch-major) >= {T2B_MIN:g}',
+        [(s, ratio(('gae', s, 'rlax'), ('gae', s, 'jaxca'))) for s in gae_shapes],
+        lambda v: v >= T2B_MIN,
+      ),
+    )
+  )
+  out.append(
+    dict(
+      target='T2c',
+      **check(
+        f'masked / unmasked credit.gae <= {T2C_MAX:g}, batch-major (jaxca) and time-major '
+        '(jaxca_tm)',
+        [
+          (f'{c} {s}', ratio(('gae_masked', s, c), ('gae', s, c)))
+          for s in gae_shapes
+          for c in ('jaxca', 'jaxca_tm')
+        ],
+        lambda v: v <= T2C_MAX,
+      ),
+    )
+  )
+  # Scaling of the trajectory-aware traces in T (issue 3).
+  t0, t1 = (int(t) for t in items(cfg['targets']['scaling_ts']))
+  batch = shape.split('x')[0]
+  out.append(
+    dict(
+      target='scaling',
+      **check(
+        f'jaxca trajectory-aware time at T={t1} / at T={t0}, batch {batch}, '
+        f'< {SCALING_MAX:g} (linear {t1 // t0}x, quadratic {(t1 // t0) ** 2}x)',
+        [
+          (m, ratio((m, f'{batch}x{t1}', 'jaxca'), (m, f'{batch}x{t0}', 'jaxca')))
+          for m in TRAJECTORY_AWARE
+        ],
+        lambda v: v < SCALING_MAX,
+      ),
+    )
+  )
+  return out
+
+
+def targets_table(checked):
+  lines = ['| target | criterion | measured | verdict |', '|---|---|---|---|']
+  lines += [f'| {c["target"]} | {c["what"]} | {c["value"]} | **{c["verdict"]}** |' for c in checked]
   return '\n'.join(lines)
+
+
+def targets_lines(checked):
+  """One printable line per target: 'T1 met: criterion: measured'."""
+  return [f'{c["target"]} {c["verdict"]}: {c["what"]}: {c["value"]}' for c in checked]
 
 
 def scaling_table(records, cfg):
@@ -585,7 +750,7 @@ def scaling_table(records, cfg):
 
 
 def report(records, summary):
-  """The markdown report (also printed)."""
+  """The markdown report: environment, copy bandwidth, targets, one table per section."""
   env, cfg = summary['env'], summary['config']
   spreads = [
     r['spread'] for r in records if r.get('spread') is not None and not math.isnan(r['spread'])
@@ -607,15 +772,25 @@ def report(records, summary):
     'per shape, no donation. NumPy contenders: the first call is timed, at most '
     f'{cfg["reps"]} calls and stop after {cfg["numpy_budget_s"]} s (reps column). '
     'GB/s = 4 bytes x (float32 [B,T] input + output arrays) x B x T / median time (bootstrap [B] '
-    'and scalars not counted). speedup = baseline ms / jaxca ms. rlax baselines are jitted '
+    'and scalars not counted); % copy BW = that GB/s / the copy bandwidth above. '
+    "time / baseline = median ms / the row baseline's median ms (timed in the same interleaved "
+    'rounds; < 1 = faster): vmapped rlax for GAE, discounted returns and the per-decision '
+    'off-policy methods (the rlax GAE yardstick for the other standard kernels), jaxca '
+    '`retrace` at the same (batch, T) for the trajectory-aware traces, NumPy for the group '
+    'estimators. rlax baselines are jitted '
     '`jax.vmap` of the per-trajectory function, fed its native layout (values[T+1] built before '
-    'timing); the GAE one also returns `adv + values`. "(yardstick)" = rlax GAE (or retrace) at '
-    'the same shape where rlax has no equivalent kernel. rel diff = max |out - NumPy| / '
-    'max(1, max |NumPy|) over all outputs.',
+    'timing); the GAE one also returns `adv + values`. `jaxca_tm` = the `time_major=True` '
+    'kernel on inputs transposed to [T,B] once before timing (same bytes). "(yardstick)" = a '
+    'contender computing a different quantity at the same shape (no rel diff). rel diff = '
+    'max |out - NumPy| / max(1, max |NumPy|) over all outputs.',
     f'Noise: median spread (p90-p10)/median over all contenders '
     f'{fmt(float(np.median(spreads)) if spreads else None, ".2f")}, max '
     f'{fmt(max(spreads) if spreads else None, ".2f")}; load average at start '
     f'{env.get("loadavg_1_5_15")}, at end {env.get("loadavg_end")}.',
+    '',
+    '## Issue 14 targets',
+    '',
+    targets_table(summary['targets']) if 'targets' in summary else '(not computed)',
     '',
     '## Kernels at the standard shapes (issue 2)',
     '',
@@ -630,10 +805,6 @@ def report(records, summary):
     summary_table(records, 'offpolicy'),
     '',
     scaling_table(records, cfg),
-    '',
-    '## GAE contenders (all timed in the same interleaved rounds)',
-    '',
-    extras_table(records),
     '',
   ]
   return '\n'.join(parts)

@@ -1,11 +1,13 @@
 """Smoke test of the kernel benchmark (structure and baseline agreement; no timing asserts)."""
 
 import csv
+import json
 import math
 import os
 import tempfile
 
 from absl.testing import absltest
+import numpy as np
 
 from configs import bench_credit as bench_config
 from experiments import bench_credit
@@ -72,10 +74,35 @@ class BenchCreditSmokeTest(absltest.TestCase):
         diff = float(rec['max_rel_diff_vs_numpy'])
         self.assertFalse(math.isnan(diff), rec)
         self.assertLess(diff, 1e-3, rec)
+    # Every issue 14 contender ran and matched NumPy (checked above); every record has its
+    # time / baseline and its fraction of the copy bandwidth.
+    contenders = {(r['kernel'], r['contender']) for r in records if r['median_ms']}
+    for kernel in ('gae', 'gae_masked', 'discounted_returns'):
+      self.assertIn((kernel, 'jaxca_tm'), contenders)
+    for method in ('recursive_retrace', 'rbis'):
+      self.assertIn((method, 'jaxca_dc'), contenders)
+    for method in bench_credit_lib.TRAJECTORY_AWARE:
+      self.assertIn((method, 'jaxca_retrace'), contenders)
+    for rec in records:
+      if rec['median_ms']:
+        self.assertGreater(float(rec['time_vs_baseline']), 0.0, rec)
+        self.assertGreater(float(rec['frac_copy_bw']), 0.0, rec)
     with open(os.path.join(workdir, 'bench_credit.md')) as f:
       text = f.read()
     self.assertIn('Copy bandwidth', text)
     self.assertIn('python -m experiments.bench_credit', text)
+    self.assertIn('| % copy BW | time / baseline |', text)
+    self.assertIn('| jaxca_tm |', text)
+    self.assertIn('| jaxca_dc |', text)
+    # The targets summary: one line per target, each met / not met (scaling: one T, so n/a).
+    with open(os.path.join(workdir, 'bench_credit.json')) as f:
+      checked = json.load(f)['targets']
+    self.assertEqual([c['target'] for c in checked], ['T1', 'T2a', 'T2b', 'T2c', 'scaling'])
+    for c in checked:
+      self.assertIn(c['verdict'], ('met', 'not met') if c['target'] != 'scaling' else ('n/a',))
+      self.assertIn(f'| {c["target"]} | {c["what"]} | {c["value"]} | **{c["verdict"]}** |', text)
+    self.assertIn('rbis', checked[0]['value'])
+    self.assertIn('rbis (differentiable)', checked[0]['value'])
 
   def test_scaling_table_reports_the_cost_ratio(self):
     records = [
@@ -86,6 +113,70 @@ class BenchCreditSmokeTest(absltest.TestCase):
     table = bench_credit_lib.scaling_table(records, cfg)
     self.assertIn('| rbis | 2.000 | 6.000 | 3.00 | 4x / 16x |', table)
     self.assertIn('| retrace | n/a | n/a | n/a |', table)
+
+
+def _record(kernel, shape, contender, ms, section='standard'):
+  return dict(section=section, kernel=kernel, shape=shape, contender=contender, median_ms=ms)
+
+
+class TargetsTest(absltest.TestCase):
+  CFG = {
+    'targets': {
+      'trace_shape': '8x4096',
+      'gae_shapes': '256x2048,4096x128',
+      'scaling_ts': '1024,4096',
+    }
+  }
+
+  def records(self, trace_ms=3.0, tm_ms=1.0, masked_ms=1.2, t1024_ms=1.0):
+    recs = []
+    for s in ('256x2048', '4096x128'):
+      recs += [
+        _record('gae', s, 'rlax', 1.6),
+        _record('gae', s, 'jaxca', 1.0),
+        _record('gae', s, 'jaxca_tm', tm_ms),
+        _record('gae_masked', s, 'jaxca', masked_ms),
+        _record('gae_masked', s, 'jaxca_tm', masked_ms * tm_ms),
+      ]
+    for m in bench_credit_lib.TRAJECTORY_AWARE:
+      recs += [
+        _record(m, '8x4096', 'jaxca', trace_ms, 'offpolicy'),
+        _record(m, '8x4096', 'jaxca_retrace', 1.0, 'offpolicy'),
+        _record(m, '8x1024', 'jaxca', t1024_ms, 'offpolicy'),
+      ]
+    return recs
+
+  def verdicts(self, **kwargs):
+    return {
+      c['target']: c['verdict'] for c in bench_credit_lib.targets(self.records(**kwargs), self.CFG)
+    }
+
+  def test_all_met(self):
+    self.assertEqual(
+      self.verdicts(),
+      {'T1': 'met', 'T2a': 'met', 'T2b': 'met', 'T2c': 'met', 'scaling': 'met'},
+    )
+    (t1,) = [c for c in bench_credit_lib.targets(self.records(), self.CFG) if c['target'] == 'T1']
+    self.assertIn('rbis 3.00x', t1['value'])
+    self.assertIn('stretch <= 5: met', t1['value'])
+
+  def test_each_target_can_fail(self):
+    self.assertEqual(self.verdicts(trace_ms=21.0)['T1'], 'not met')
+    t1 = bench_credit_lib.targets(self.records(trace_ms=6.0), self.CFG)[0]
+    self.assertEqual(t1['verdict'], 'met')
+    self.assertIn('stretch <= 5: not met', t1['value'])
+    self.assertEqual(self.verdicts(tm_ms=1.1)['T2a'], 'not met')  # 1.6 / 1.1 < 1.5
+    self.assertEqual(self.verdicts(masked_ms=1.4)['T2c'], 'not met')
+    self.assertEqual(self.verdicts(t1024_ms=0.3)['scaling'], 'not met')  # 3.0 / 0.3 = 10x
+    recs = [r for r in self.records() if r['contender'] != 'jaxca' or r['kernel'] != 'gae']
+    verdicts = {c['target']: c['verdict'] for c in bench_credit_lib.targets(recs, self.CFG)}
+    self.assertEqual(verdicts['T2b'], 'n/a')  # a row that was not timed
+    self.assertEqual(verdicts['T2c'], 'n/a')
+
+  def test_time_major_outputs_are_compared_transposed(self):
+    ref = np.arange(16.0, dtype=np.float32).reshape(4, 4)  # square: the layout is not visible
+    self.assertEqual(bench_credit_lib._max_rel_diff(ref.T, ref, time_major=True), 0.0)
+    self.assertGreater(bench_credit_lib._max_rel_diff(ref.T, ref), 0.1)
 
 
 if __name__ == '__main__':
