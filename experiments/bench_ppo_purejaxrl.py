@@ -185,7 +185,11 @@ EXPERIMENT = runs.Experiment(
   NAME,
   run,
   validate=validate,
-  resume_hint='A benchmark does not resume: rerun the same command to start it again.',
+  # A hang here is most likely jaxlib 0.10.2's batched-LAPACK deadlock (orthogonal init of
+  # vmapped seeds on a few-core CPU): BUILD_NOTES.md > Gotchas, issue 17.
+  resume_hint='A benchmark does not resume: rerun the same command to start it again. If '
+  'every thread idles in block_until_ready, rerun it pinned to one CPU (taskset -c 0 '
+  'python -m ...): jaxlib 0.10.2 can deadlock on batched QR (BUILD_NOTES.md > Gotchas).',
 )
 
 
