@@ -44,15 +44,19 @@ def jaxca_program(cfg, num_seeds):
   """Returns (compiled fn, args, env steps per seed); fn returns final return per seed."""
   init, update, num_updates, spu = ppo_gymnax.build(cfg)
 
-  def one_seed(key):
-    init_key, loop_key = jax.random.split(key)
-    state, metrics = jax.lax.scan(
-      lambda s, _: update(s, loop_key), init(init_key), None, length=num_updates
-    )
+  def one_seed(state, loop_key):
+    state, metrics = jax.lax.scan(lambda s, _: update(s, loop_key), state, None, length=num_updates)
     return metrics['episode_return'][-1]
 
+  def train(keys):
+    init_keys, loop_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    # Seeds are initialised one at a time (`lax.map`): a vmapped orthogonal init is a
+    # batched QR, which deadlocks jaxlib 0.10.2's CPU worker pool (Gotchas, issue 17).
+    states = jax.lax.map(init, init_keys)
+    return jax.vmap(one_seed)(states, loop_keys)
+
   keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
-  return jax.jit(jax.vmap(one_seed)), (keys,), num_updates * spu
+  return jax.jit(train), (keys,), num_updates * spu
 
 
 def load_purejaxrl(path):
