@@ -44,15 +44,19 @@ def jaxca_program(cfg, num_seeds):
   """Returns (compiled fn, args, env steps per seed); fn returns final return per seed."""
   init, update, num_updates, spu = ppo_gymnax.build(cfg)
 
-  def one_seed(key):
-    init_key, loop_key = jax.random.split(key)
-    state, metrics = jax.lax.scan(
-      lambda s, _: update(s, loop_key), init(init_key), None, length=num_updates
-    )
+  def one_seed(state, loop_key):
+    state, metrics = jax.lax.scan(lambda s, _: update(s, loop_key), state, None, length=num_updates)
     return metrics['episode_return'][-1]
 
+  def train(keys):
+    init_keys, loop_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    # Seeds are initialised one at a time (`lax.map`): a vmapped orthogonal init is a
+    # batched QR, which deadlocks jaxlib 0.10.2's CPU worker pool (Gotchas, issue 17).
+    states = jax.lax.map(init, init_keys)
+    return jax.vmap(one_seed)(states, loop_keys)
+
   keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
-  return jax.jit(jax.vmap(one_seed)), (keys,), num_updates * spu
+  return jax.jit(train), (keys,), num_updates * spu
 
 
 def load_purejaxrl(path):
@@ -141,12 +145,14 @@ def run(cfg, workdir):
       else:
         fn, args, steps = purejaxrl_program(module, cfg.ppo, num_seeds)
       compile_s, runners[name] = compile_and_time(name, fn, args, steps, num_seeds, timed)
+      runs.at(f'{name} compiled for {num_seeds} seeds', next_compiles=name == 'jaxca')
       entry[name] = dict(compile_s=compile_s, env_steps_per_seed=steps)
       logging.info('%s, %d seeds: compile %.1f s', name, num_seeds, compile_s)
-    for _ in range(cfg.repeats):
+    for r in range(cfg.repeats):
       for name, run_once in runners.items():
         entry[name]['final_return_per_seed'] = run_once().tolist()
         logging.info('%s', timed[-1])
+        runs.at(f'timed run {r + 1} of {cfg.repeats} of {name} with {num_seeds} seeds')
     for name in runners:
       sps = [r['sps'] for r in timed if r['system'] == name and r['seeds'] == num_seeds]
       entry[name].update(sps_timed=sps, sps_median=statistics.median(sps))
@@ -179,7 +185,16 @@ def run(cfg, workdir):
   )
 
 
-EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
+EXPERIMENT = runs.Experiment(
+  NAME,
+  run,
+  validate=validate,
+  # A hang here is most likely jaxlib 0.10.2's batched-LAPACK deadlock (orthogonal init of
+  # vmapped seeds on a few-core CPU): BUILD_NOTES.md > Gotchas, issue 17.
+  resume_hint='A benchmark does not resume: rerun the same command to start it again. If '
+  'every thread idles in block_until_ready, rerun it pinned to one CPU (taskset -c 0 '
+  'python -m ...): jaxlib 0.10.2 can deadlock on batched QR (BUILD_NOTES.md > Gotchas).',
+)
 
 
 def main(argv):

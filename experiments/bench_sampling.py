@@ -71,7 +71,7 @@ def run(config, workdir=None, command=None) -> dict:
   }
   outputs = {}
   logging.info('Compiling and timing %s x %d interleaved runs', list(thunks), config.reps)
-  timings = bench.interleaved(thunks, config.reps, outputs=outputs)
+  timings = bench.interleaved(thunks, config.reps, outputs=outputs, progress=runs.at)
 
   batch = config.num_prompts * config.num_samples
   steps = batch * config.max_new_tokens
@@ -210,7 +210,12 @@ def _run(config, workdir):
   )
 
 
-EXPERIMENT = runs.Experiment(NAME, _run, validate=lambda config: config)
+EXPERIMENT = runs.Experiment(
+  NAME,
+  _run,
+  validate=lambda config: config,
+  resume_hint='A benchmark does not resume: rerun the same command to start it again.',
+)
 
 
 def main(argv):

@@ -59,7 +59,7 @@ def run(config, workdir=None) -> dict:
     'sample_only': lambda: sample_fn(rl_state['params'], rl_batch['prompts'], key),
     'sft_step': lambda: sft_fn(sft_state, sft_batch),
   }
-  timings = bench.interleaved(thunks, config.reps)
+  timings = bench.interleaved(thunks, config.reps, progress=runs.at)
   length = task.prompt_len + task.response_len
   tokens = {'rl_iteration': p * g * length, 'sample_only': p * g * length, 'sft_step': b * length}
   rows = {
@@ -117,6 +117,7 @@ EXPERIMENT = runs.Experiment(
   _run,
   validate=lambda config: config_lib.validate(config.arith),
   setup=lambda: jax.config.update('jax_threefry_partitionable', True),
+  resume_hint='A benchmark does not resume: rerun the same command to start it again.',
 )
 
 

@@ -76,6 +76,7 @@ def interleaved(
   min_reps: int = 1,
   no_warmup: Collection[str] = (),
   outputs: dict[str, Any] | None = None,
+  progress: Callable[..., Any] | None = None,
 ) -> dict[str, Timing]:
   """Times several contenders in interleaved rounds (A, B, A, B, ...).
 
@@ -89,6 +90,9 @@ def interleaved(
     no_warmup: names whose first call is timed rather than discarded (plain NumPy code has
       nothing to compile; `first_s` is then the first timed call).
     outputs: if given, filled with name -> the result of that contender's first call.
+    progress: if given, called as `progress(position, next_compiles)` after every call
+      (e.g. `jaxca.runs.at`, the harness's watchdog and Ctrl-C point); `next_compiles`
+      is True while warm-up calls (compilations) remain.
 
   Returns:
     name -> Timing.
@@ -99,13 +103,15 @@ def interleaved(
   budget_s = budget_s or {}
   times = {name: [] for name in names}
   first = {}
-  for name in names:
+  progress = progress or (lambda position, next_compiles: None)
+  for i, name in enumerate(names):
     out, seconds = _call(thunks[name])
     first[name] = seconds
     if outputs is not None:
       outputs[name] = out
     if name in no_warmup:
       times[name].append(seconds)
+    progress(f'warm-up call of {name}', i + 1 < len(names))
   for round_index in range(reps):
     offset = round_index % len(names)
     for name in names[offset:] + names[:offset]:
@@ -114,6 +120,7 @@ def interleaved(
       if done >= reps or (name in budget_s and done >= min_reps and spent >= budget_s[name]):
         continue
       times[name].append(time_once(thunks[name]))
+      progress(f'timed call {len(times[name])} of {reps} of {name}', False)
   return {name: Timing(tuple(times[name]), first[name]) for name in names}
 
 

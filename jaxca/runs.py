@@ -18,6 +18,12 @@ One place decides, for every `python -m experiments.<name>` run:
     stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
     prints where it stopped and that rerunning the same command resumes (exit 130).
     A non-finite loss stops a run with the last good checkpoint (`check_finite`).
+  * **Hangs.** A watchdog (`Watchdog`) expects progress (a call of `at`) at least every
+    `--watchdog_s` seconds (default 900; 0 turns it off; the first step, which compiles,
+    and a step announced with `at(..., next_compiles=True)` get `--watchdog_first_s`,
+    default 3600). When none comes it prints which step the run was on, that rerunning
+    the same command resumes, and the stack of every thread, then exits with status
+    124 (a hung XLA computation otherwise waits forever without using CPU).
   * **The end.** The experiment's `run` returns one summary line (what it
     measured, where it wrote); it is printed and stored with the config in
     `done.json`. Rerunning a complete run (same config) prints that line and
@@ -27,11 +33,14 @@ One place decides, for every `python -m experiments.<name>` run:
 """
 
 import dataclasses
+import faulthandler
 import json
 import logging as pylogging
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Any
 from typing import Callable
 from typing import Mapping
@@ -44,10 +53,12 @@ RUNS_DIR = 'runs'
 RESULTS_DIR = 'results'
 CONFIG_FILE = 'config.json'
 DONE_FILE = 'done.json'
+WATCHDOG_EXIT = 124  # like timeout(1)
 
 __all__ = [
   'ConfigError',
   'Experiment',
+  'Watchdog',
   'at',
   'check_finite',
   'check_resume',
@@ -59,19 +70,103 @@ __all__ = [
   'resolve_workdir',
 ]
 
-_state = {'position': None, 'stop': False}
+_RESUME = 'Rerun the same command to resume from the last checkpoint.'
+_state = dict(position=None, stop=False, watchdog=None, steps=0, stall_at=0, resume_hint='')
 
 
-def at(position: str):
+def at(position: str, next_compiles: bool = False):
   """Marks a safe stopping point and records where the run is (e.g. 'RL step 40 of 1000').
 
   Experiments call it between chunks. After a Ctrl-C under `main`, the next call
   raises KeyboardInterrupt here, so a run never stops inside a checkpoint save.
+  Each call is progress for the watchdog; `next_compiles=True` says the next step
+  compiles a new program, so it gets the first-step allowance (`--watchdog_first_s`).
   """
   _state['position'] = position
+  _state['steps'] += 1
+  if _state['watchdog'] is not None:
+    _state['watchdog'].progress(position, next_compiles)
+  if _state['steps'] == _state['stall_at']:  # --debug_stall_at: simulates a hung step
+    while True:
+      time.sleep(1)
   if _state['stop']:
     _state['stop'] = False
     raise KeyboardInterrupt
+
+
+class Watchdog:
+  """Exits the process, with every thread's stack, when no progress comes in time.
+
+  A daemon thread waits for `progress` calls. If `first_s` (before the first call,
+  or after one with `next_compiles`) or `timeout_s` (otherwise) pass without one, it
+  writes to stderr which step the run was on, how to resume and every thread's
+  Python stack (`faulthandler.dump_traceback`), then calls `os._exit(WATCHDOG_EXIT)`.
+  Should the thread never get the GIL, `faulthandler.dump_traceback_later`
+  (a C thread, re-armed at every call) dumps the stacks and exits (status 1) a
+  minute later. `timeout_s <= 0` disables it.
+  """
+
+  def __init__(self, timeout_s: float, first_s: float, resume_hint: str = '', file=None):
+    self.timeout_s, self.first_s = float(timeout_s), max(float(first_s), float(timeout_s))
+    self.resume_hint = resume_hint or _RESUME
+    self.file = file or sys.stderr
+    self._position, self._deadline = 'before the first step (compiling)', None
+    self._cond = threading.Condition()
+    self._closed = False
+    self._thread = None
+
+  @property
+  def enabled(self) -> bool:
+    return self.timeout_s > 0
+
+  def start(self):
+    if self.enabled:
+      self._arm(self.first_s)
+      self._thread = threading.Thread(target=self._watch, name='jaxca-watchdog', daemon=True)
+      self._thread.start()
+    return self
+
+  def progress(self, position: str, next_compiles: bool = False):
+    if self.enabled and not self._closed:
+      self._position = position
+      self._arm(self.first_s if next_compiles else self.timeout_s)
+
+  def close(self):
+    if self.enabled:
+      with self._cond:
+        self._closed = True
+        self._cond.notify_all()
+      faulthandler.cancel_dump_traceback_later()
+
+  def _arm(self, seconds):
+    with self._cond:
+      self._limit, self._deadline = seconds, time.monotonic() + seconds
+      self._cond.notify_all()
+    faulthandler.dump_traceback_later(seconds + 60, exit=True, file=self.file)
+
+  def _watch(self):
+    with self._cond:
+      while not self._closed:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+          return self._fire()
+        self._cond.wait(left)
+
+  def _fire(self):
+    self.file.write(
+      f'\nwatchdog: no progress for {self._limit:.0f} s; the run is stuck {self._position}'
+      if self._position.startswith('before')
+      else f'\nwatchdog: no progress for {self._limit:.0f} s after {self._position}'
+    )
+    self.file.write(
+      f'. {self.resume_hint} (--watchdog_s=0 turns this check off; --watchdog_s / '
+      '--watchdog_first_s set the limits.) Stacks of every thread:\n'
+    )
+    self.file.flush()
+    faulthandler.dump_traceback(file=self.file, all_threads=True)
+    self.file.flush()
+    sys.stdout.flush()
+    os._exit(WATCHDOG_EXIT)
 
 
 def _stop_at_next_step(signum, frame):
@@ -232,6 +327,8 @@ class Experiment:
     validate: validate(config) raises ConfigError; called before anything is written.
     safe_keys: flattened config keys that may differ when resuming a workdir.
     setup: optional setup() called first (e.g. distributed init, JAX flags).
+    resume_hint: what a Ctrl-C or the watchdog tells the user about resuming (default:
+      rerunning the same command resumes from the last checkpoint).
   """
 
   name: str
@@ -239,6 +336,7 @@ class Experiment:
   validate: Callable[[Any], Any]
   safe_keys: Sequence[str] = ()
   setup: Optional[Callable[[], None]] = None
+  resume_hint: str = ''
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -258,6 +356,18 @@ def define_flags(name: str, config_help: str = ''):
   )
   flags.DEFINE_bool('rewrite', False, 'Run again although the workdir holds a complete run.')
   flags.DEFINE_bool('debug', False, 'Tracebacks for config errors, INFO logs (absl, orbax, JAX).')
+  flags.DEFINE_float(
+    'watchdog_s',
+    900,
+    "Exit (status 124, with every thread's stack) after this many seconds without progress "
+    '(a hang); 0 turns the watchdog off.',
+  )
+  flags.DEFINE_float(
+    'watchdog_first_s', 3600, "The watchdog's limit for the first step (it compiles)."
+  )
+  flags.DEFINE_integer(
+    'debug_stall_at', 0, 'Testing: hang at the N-th step (0: never) to exercise the watchdog.'
+  )
 
 
 class _Quiet(pylogging.Filter):
@@ -310,7 +420,7 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
   except KeyboardInterrupt:
     where = f' at {_state["position"]}' if _state['position'] else ''
     print(
-      f'\nInterrupted{where}. Rerun the same command to resume from the last checkpoint.',
+      f'\nInterrupted{where}. {_state["resume_hint"] or _RESUME}',
       file=sys.stderr,
       flush=True,
     )
@@ -340,6 +450,8 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   if config is None:
     raise app.UsageError(f'--config is required, e.g. --config configs/{experiment.name}.py')
   signal.signal(signal.SIGINT, _stop_at_next_step)
+  _state['stall_at'] = FLAGS.debug_stall_at
+  _state['resume_hint'] = experiment.resume_hint
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)
@@ -366,7 +478,14 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     if done is not None:
       os.remove(os.path.join(workdir, DONE_FILE))
     note(f'{experiment.name}: {"resuming" if resumed else "writing to"} {workdir}/ (config.json)')
-  summary = experiment.run(config, workdir)
+  watchdog = _state['watchdog'] = Watchdog(
+    FLAGS.watchdog_s, FLAGS.watchdog_first_s, experiment.resume_hint
+  ).start()
+  try:
+    summary = experiment.run(config, workdir)
+  finally:
+    watchdog.close()
+    _state['watchdog'] = None
   if primary:
     _write_json(os.path.join(workdir, DONE_FILE), dict(summary=summary, config=config_json(config)))
   note(summary)

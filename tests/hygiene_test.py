@@ -3,11 +3,15 @@
 * No `tempfile.mkdtemp` anywhere (tests use pytest's `tmp_path` or a
   `TemporaryDirectory` that is cleaned up; library code a `TemporaryDirectory`).
 * Every `subprocess.run` / `subprocess.check_output` in tests/ has a `timeout=`, so a hang
-  fails with the captured output instead of blocking CI.
+  fails with the captured output (shown by tests/conftest.py) instead of blocking CI.
 """
 
 import ast
 import pathlib
+import subprocess
+import sys
+
+from tests import conftest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = [
@@ -41,3 +45,19 @@ def test_every_subprocess_call_in_tests_has_a_timeout():
     if not any(k.arg == 'timeout' for k in n.keywords)
   ]
   assert not missing, f'subprocess calls without timeout=: {missing}'
+
+
+def test_a_timed_out_subprocess_shows_its_output():
+  try:
+    subprocess.run(
+      [sys.executable, '-c', 'import time; print("got this far", flush=True); time.sleep(60)'],
+      capture_output=True,
+      text=True,
+      timeout=5,
+    )
+  except subprocess.TimeoutExpired as e:
+    sections = conftest.timeout_output(e)
+  else:
+    raise AssertionError('the subprocess did not time out')
+  assert any('stdout' in title and 'got this far' in text for title, text in sections), sections
+  assert conftest.timeout_output(ValueError('x')) == []
