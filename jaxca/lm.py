@@ -356,6 +356,7 @@ def _make_rollout_parts(
   providers,
   host_fields,
   critic,
+  metrics_fn=None,
 ):
   """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
   finish(data, fields, hparams) -> (Rollout, metrics))."""
@@ -460,6 +461,8 @@ def _make_rollout_parts(
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
+    if metrics_fn is not None:
+      metrics.update(metrics_fn(data, advantages))
     loss_mask = mask
     if traj.get('loss_mask') is not None:
       loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
@@ -634,6 +637,7 @@ def make_rl_phases(
   host_fields: tuple = (),
   critic=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
+  metrics_fn: Optional[Callable] = None,
 ) -> RLPhases:
   """An RL iteration split at the point where host-side providers can run.
 
@@ -652,6 +656,8 @@ def make_rl_phases(
       `loss_cfg.vf_clip`) by its own optimiser `critic_tx` over the same minibatches.
       The state then holds `critic_params` and `critic_opt_state` (`init_from_params`).
     critic_tx: the critic's optimiser (required with `critic`).
+    metrics_fn: optional `(data: RolloutData, advantages [B, N]) -> dict of scalars`, merged
+      into the update's metrics (e.g. where the credit went, per token class).
   """
   kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
   has_critic = 'values' in estimator.requires
@@ -672,6 +678,7 @@ def make_rl_phases(
     providers=providers,
     host_fields=host_fields,
     critic=critic,
+    metrics_fn=metrics_fn,
   )
   loss_fn = make_ppo_loss(
     policy,
