@@ -19,6 +19,7 @@ their results are ignored.
 import dataclasses
 from typing import Any
 from typing import Callable
+from typing import Optional
 
 import numpy as np
 
@@ -235,6 +236,7 @@ def mc_step_values(
   *,
   num_samples: int,
   minimum_bucket: int = 1,
+  chunk: Optional[int] = None,
 ) -> MCResult:
   """Like `mc_value_grid`, for a verifier that needs per-row data (e.g. the answer).
 
@@ -248,6 +250,10 @@ def mc_step_values(
     batch: dict of [B, ...] per-row arrays.
     num_samples: n, completions per state.
     minimum_bucket: smallest number of prefixes sampled at once.
+    chunk: optional power of two; at most this many prefixes per `complete_fn` call (the
+      bucket is cut into equal chunks, so one compile serves them all; bounds memory when
+      there are many states, e.g. one per token boundary). `complete_fn` is then called
+      once per chunk, in order: fold a call counter into its key for independent chunks.
 
   Returns:
     `MCResult` whose `samples` is `dict(generated=...)`: the number of tokens generated for
@@ -255,7 +261,18 @@ def mc_step_values(
   """
   p = plan(tokens, mask, state_valid, minimum_bucket=minimum_bucket)
   rows = {k: np.asarray(v)[p.rows] for k, v in batch.items()}
-  rewards, finished, generated = complete_fn(p.tokens, p.mask, rows)
+  if chunk is None or p.bucket <= chunk:
+    rewards, finished, generated = complete_fn(p.tokens, p.mask, rows)
+  else:
+    if chunk < 1 or chunk & (chunk - 1):
+      raise ValueError(f'`chunk` must be a power of two; got {chunk}.')
+    parts = []
+    for s in range(0, p.bucket, chunk):
+      sl = slice(s, s + chunk)
+      parts.append(complete_fn(p.tokens[sl], p.mask[sl], {k: v[sl] for k, v in rows.items()}))
+    rewards, finished, generated = (
+      np.concatenate([np.asarray(x[i]) for x in parts]) for i in range(3)
+    )
   values = np.asarray(mc.mc_values(rewards, finished, num_samples))
   real = int(np.asarray(generated)[: p.num_unique * num_samples].sum())
   return MCResult(p.scatter(values), p.num_unique, p.bucket, dict(generated=real))

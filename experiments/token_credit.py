@@ -1,0 +1,945 @@
+"""Token-credit probes: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD).
+
+Commands, arms and settings: configs/token_credit.py. Composition only: the estimators are
+`jaxca.token_stages` spec strings on the two-phase learner (`lm.make_rl_phases`); HICRA's
+planning set is a host field (`token_stages.fai_planning`, one extra non-cached forward per
+iteration); the oracle credit A* of Part A is `credit.mc.vineppo_advantages` with one "step"
+per token, from MC values at every token boundary (`credit.mc.step_prefixes`,
+`prefixes.mc_step_values` with chunks, `mc_stages.mc_complete_and_score`). The warm start and
+the ahead-of-time compile wrapper are those of `experiments/mc_credit.py`.
+
+Part B runs first; Part A then diagnoses the warm start and the final GRPO parameters of the
+first seed (the "trained" checkpoint). Not resumable (the warm start is cached in
+`<workdir>/warmstart`).
+"""
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import mc_credit
+from jaxca import lm
+from jaxca import losses
+from jaxca import prefixes
+from jaxca import runs
+from jaxca import sampling
+from jaxca import tasks
+from jaxca import token_stages
+from jaxca.credit import mc
+from jaxca.credit import token_credit as tc
+from jaxca.networks import transformer
+
+NAME = 'token_credit'
+PLANNING = ('', 'fai', 'sep')
+Aot = mc_credit.Aot
+
+
+def validate(config):
+  """Raises runs.ConfigError on settings the experiment cannot run."""
+  for name, arm in config.arms.items():
+    if arm.planning not in PLANNING:
+      raise runs.ConfigError(f'arms.{name}.planning must be one of {PLANNING}.')
+    if arm.planning and 'hicra' not in arm.estimator:
+      raise runs.ConfigError(f'arms.{name}: a planning set needs a hicra stage.')
+  if 'grpo' not in config.arms:
+    raise runs.ConfigError('the grpo arm is needed (baseline and Part A checkpoint).')
+  need = 2 * config.task.num_steps + 3 + 4 * config.task.num_steps
+  if config.policy.max_len < need:
+    raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
+  if config.part_a.mc_chunk & (config.part_a.mc_chunk - 1):
+    raise runs.ConfigError('part_a.mc_chunk must be a power of two.')
+
+
+def build(config):
+  task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
+  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
+  return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
+
+
+# ----------------------------------------------------------------------------- token classes
+
+
+def token_classes(task, responses, mask):
+  """[B, N] int: 1..K value token of step k, K+1 STEP, K+2 EOS, K+3 other; 0 masked."""
+  voc, k = task.vocab, task.num_steps
+  responses, mask = np.asarray(responses), np.asarray(mask)
+  step_ids = np.asarray(task.parse_steps(jnp.asarray(responses), jnp.asarray(mask)).step_ids)
+  cls = np.full(responses.shape, k + 3)
+  num = (responses >= voc.num_offset) & (responses < voc.size)
+  cls = np.where(num & (step_ids >= 0) & (step_ids < k), step_ids + 1, cls)
+  cls = np.where(responses == voc.step_id, k + 1, cls)
+  cls = np.where(responses == voc.eos_id, k + 2, cls)
+  return np.where(mask, cls, 0)
+
+
+def class_names(k):
+  return [f'value step {i}' for i in range(1, k + 1)] + ['STEP', 'EOS', 'other']
+
+
+def first_error(task, responses, mask, batch, correct):
+  """[B] int position of the first wrong value token of a wrong response (-1 otherwise)."""
+  ok, _ = task_step_correct(task, responses, mask, batch)
+  step_ids = np.asarray(task.parse_steps(jnp.asarray(responses), jnp.asarray(mask)).step_ids)
+  mask = np.asarray(mask)
+  out = np.full(len(mask), -1)
+  for b in range(len(mask)):
+    if correct[b] or not mask[b].any():
+      continue
+    bad = np.flatnonzero(ok[b] < 0.5)
+    step = bad[0] if len(bad) else task.num_steps
+    pos = np.flatnonzero((step_ids[b] == step) & mask[b])
+    out[b] = pos[0] if len(pos) else np.flatnonzero(mask[b])[-1]
+  return out
+
+
+def task_step_correct(task, responses, mask, batch):
+  from jaxca.tasks import arith  # local: the arithmetic verifier's per-step correctness
+
+  ok, pos = arith.step_correctness(
+    task, jnp.asarray(responses), jnp.asarray(mask), jnp.asarray(batch['intermediates'])
+  )
+  return np.asarray(ok), np.asarray(pos)
+
+
+# ----------------------------------------------------------------------------- Part B
+
+
+def _class_metrics(task):
+  voc = task.vocab
+
+  def metrics_fn(data, traj, targets):  # data: the rollout context (responses, mask, ...)
+    del traj
+    a = jnp.abs(jnp.where(data.mask, targets.advantages, 0.0))
+    num = voc.is_number(data.responses) & data.mask
+    out = dict(
+      adv_value=jnp.sum(a * num) / jnp.maximum(jnp.sum(num), 1),
+      adv_step=jnp.sum(a * (data.responses == voc.step_id))
+      / jnp.maximum(jnp.sum((data.responses == voc.step_id) & data.mask), 1),
+      adv_eos=jnp.sum(a * (data.responses == voc.eos_id))
+      / jnp.maximum(jnp.sum((data.responses == voc.eos_id) & data.mask), 1),
+    )
+    return out
+
+  return metrics_fn
+
+
+class Arm:
+  """The jitted pieces of one Part B arm (shared by its seeds)."""
+
+  def __init__(self, name, config, task, policy):
+    self.name, self.cfg = name, config.arms[name]
+    cr = config.credit
+    self.est = token_stages.make(
+      self.cfg.estimator,
+      pooling=self.cfg.pooling,
+      alpha1=cr.alpha1,
+      alpha2=cr.alpha2,
+      beta1=cr.beta1,
+      beta2=cr.beta2,
+      hicra_alpha=cr.hicra_alpha,
+      hicra_top_fraction=cr.hicra_top_fraction,
+    )
+    rl = config.rl
+    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    providers, host = {}, ()
+    if self.cfg.planning == 'sep':
+      providers['planning'] = token_stages.token_planning_provider(task.vocab.step_id)
+    elif self.cfg.planning == 'fai':
+      host = ('planning',)
+    phases = lm.make_rl_phases(
+      policy,
+      task,
+      self.est,
+      self.tx,
+      group_size=rl.group_size,
+      num_epochs=rl.num_epochs,
+      num_minibatches=rl.num_minibatches,
+      temperature=rl.temperature,
+      loss_cfg=config.loss.to_dict(),
+      providers=providers,
+      host_fields=host,
+      metrics_fn=_class_metrics(task),
+    )
+    self.collect = Aot(phases.collect)
+    self.update = Aot(phases.update)
+    self.planning = None
+    if host:
+      fn = functools.partial(token_stages.fai_planning, policy)
+      self.planning = Aot(
+        lambda p, t, v, f: fn(p, t, v, task.prompt_len, f)  # noqa: E731
+      )
+    self.fai_fraction = jnp.float32(cr.fai_fraction)
+
+  def compile_s(self):
+    parts = (self.collect, self.update) + ((self.planning,) if self.planning else ())
+    return sum(p.compile_s for p in parts)
+
+
+def run_arm(config, arm, params0, seed, train, test, evaluate):
+  """One learning run; returns (records, final params)."""
+  rl = config.rl
+  key = jax.random.key(seed)
+  state = lm.init_from_params(params0, arm.tx)
+  hp = jax.tree.map(jnp.asarray, arm.est.hparams)
+  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0)
+  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  records, wall, it = [rec0], 0.0, 0
+  while it < rl.iterations and wall < rl.max_wall_s:
+    it += 1
+    rng = np.random.default_rng([seed, it])
+    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
+    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
+    k_sample, k_update = jax.random.split(jax.random.fold_in(key, it))
+    t0, c0 = time.time(), arm.compile_s()
+    data = arm.collect(state, batch, k_sample)
+    fields = {}
+    if arm.planning is not None:
+      fields['planning'] = arm.planning(state['params'], data.tokens, data.valid, arm.fai_fraction)
+    state, m = arm.update(state, data, fields, k_update, hp)
+    m = jax.device_get(jax.block_until_ready(m))
+    compile_iter = arm.compile_s() - c0
+    wall += time.time() - t0 - compile_iter
+    rec = dict(arm=arm.name, seed=seed, iteration=it, wall=wall, compile_s=compile_iter)
+    rec.update({k: float(v) for k, v in m.items()})
+    if not np.isfinite(rec['loss']):
+      raise FloatingPointError(f'{arm.name} seed {seed}: non-finite loss at iteration {it}.')
+    if it % rl.eval_every == 0:
+      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+    records.append(rec)
+    runs.at(f'{arm.name} seed {seed} iteration {it}')
+  if 'eval_exact_match' not in records[-1]:
+    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  return records, jax.device_get(state['params'])
+
+
+# ----------------------------------------------------------------------------- Part A
+
+
+def _complete(policy, task, n, temperature, params, key, tokens, mask, rows):
+  return mc_credit._complete(
+    policy, task, n, task.response_len, temperature, params, key, tokens, mask, rows
+  )  # noqa: E501,SLF001
+
+
+class Diagnoser:
+  """Part A: per-token signals and oracle credit of on-policy samples (jitted once)."""
+
+  def __init__(self, config, task, policy):
+    self.cfg, self.task, self.policy = config.part_a, task, policy
+    voc = task.vocab
+    self.temperature = config.rl.temperature
+    self.sample = jax.jit(
+      functools.partial(
+        sampling.sample,
+        policy,
+        num_samples=self.cfg.samples,
+        max_new_tokens=task.response_len,
+        eos_id=voc.eos_id,
+        pad_id=voc.pad_id,
+      )
+    )
+    self.forward = jax.jit(functools.partial(self._forward, policy, task.prompt_len))
+    self.complete = Aot(functools.partial(_complete, policy, task, self.cfg.mc_samples, 1.0))
+    self.windows = tuple(float(w) for w in self.cfg.windows)
+
+  @staticmethod
+  def _forward(policy, lp, params, tokens, valid, windows):
+    out = policy.apply(params, tokens, valid, return_attention=True)
+    logits = out.logits.astype(jnp.float32)
+    ent = losses.entropy_from_logits(logits[:, lp - 1 : -1])
+    logp = transformer.response_log_probs(logits, tokens, lp)
+    response = valid & (jnp.arange(valid.shape[-1]) >= lp)[None, :]
+    metrics = [token_stages.attention_metrics(out.attention, valid, response, w) for w in windows]
+    return dict(
+      entropy=ent,
+      log_prob=logp,
+      distance=metrics[0].distance,
+      global_heads=metrics[0].global_heads,
+      fai_global=metrics[0].fai_global,
+      fai_all=metrics[0].fai_all,
+      waad=jnp.stack([m.waad for m in metrics], axis=0),
+    )
+
+  def run(self, params, test, key):
+    task, cfg = self.task, self.cfg
+    voc, lp, n = task.vocab, task.prompt_len, task.response_len
+    k_sample, k_mc = jax.random.split(key)
+    batch = {k: np.asarray(v[: cfg.prompts]) for k, v in test.items()}
+    prompts = jnp.asarray(batch['prompts'])
+    s = self.sample(params, k_sample, prompts, lm.prompt_mask(task, prompts))
+    rep = {k: np.repeat(v, cfg.samples, axis=0) for k, v in batch.items()}
+    f = jax.device_get(self.forward(params, s.tokens, s.valid, self.windows))
+    responses, mask = np.asarray(s.responses), np.asarray(s.mask)
+    correct = np.asarray(task.outcome(s.responses, s.mask, rep)) > 0.5
+    b = len(mask)
+    ids = np.arange(b) // cfg.samples
+    ent = np.where(mask, f['entropy'], 0.0)
+    # GTPO token rewards and GRPO-S sequence rewards; weights = the entropy bonus |r~ - r|.
+    r_gtpo = np.asarray(tc.gtpo_rewards(ent, correct, mask, jnp.asarray(ids), cfg.prompts))
+    sign = np.where(correct, 1.0, -1.0)[:, None]
+    w_gtpo = np.where(mask, np.abs(r_gtpo - sign), 0.0)
+    r_grpo_s = np.asarray(tc.grpo_s_rewards(ent, correct, mask, jnp.asarray(ids), cfg.prompts))
+    # Oracle A*: MC values at every token boundary (one "step" per token).
+    step_ids = np.where(mask, np.arange(n)[None, :], -1).astype(np.int32)
+    pmask = np.asarray(s.valid)[:, :lp]
+    tokens, smask, exists = jax.device_get(
+      mc.step_prefixes(np.asarray(s.tokens)[:, :lp], pmask, responses, mask, step_ids, n)
+    )
+    calls = [0]
+
+    def complete(t, m, rows):
+      calls[0] += 1
+      kk = jax.random.fold_in(k_mc, calls[0])
+      return jax.device_get(self.complete(params, kk, t, m, rows))
+
+    t0 = time.time()
+    res = prefixes.mc_step_values(
+      complete,
+      tokens,
+      smask,
+      exists,
+      rep,
+      num_samples=cfg.mc_samples,
+      minimum_bucket=min(cfg.mc_chunk, 64),
+      chunk=cfg.mc_chunk,
+    )
+    mc_s = time.time() - t0
+    a_star = np.asarray(
+      mc.vineppo_advantages(step_ids, res.values, correct.astype(np.float32), mask)
+    )
+    err = first_error(task, responses, mask, rep, correct)
+    return dict(
+      prompts=np.asarray(s.tokens)[:, :lp],
+      responses=responses,
+      mask=mask,
+      correct=correct,
+      group=ids,
+      entropy=ent,
+      prob=np.where(mask, np.exp(f['log_prob']), 0.0),
+      fai_global=f['fai_global'][:, lp:],
+      fai_all=f['fai_all'][:, lp:],
+      fai_prompt=f['fai_global'][:, :lp],
+      fai_prompt_all=f['fai_all'][:, :lp],
+      waad=f['waad'][:, :, lp:],
+      distance=f['distance'],
+      global_heads=f['global_heads'],
+      gtpo_reward=r_gtpo,
+      gtpo_weight=w_gtpo,
+      grpo_s_reward=r_grpo_s,
+      a_star=a_star,
+      values=res.values,
+      first_error=err,
+      classes=token_classes(task, responses, mask),
+      mc_states=np.int64(res.num_unique),
+      mc_slots=np.int64(np.asarray(exists).sum()),
+      mc_seconds=np.float64(mc_s),
+    ), voc
+
+
+def _soft_top(w, m, fraction):
+  """Expected top-k indicator with random tie-breaking: k = ceil(fraction * n)."""
+  v = w[m]
+  n = len(v)
+  k = math.ceil(fraction * n - 1e-3)
+  out = np.zeros(n)
+  if k == 0:
+    return out, 0
+  order = np.sort(v)[::-1]
+  thr = order[k - 1]
+  above = v > thr
+  tied = v == thr
+  out[above] = 1.0
+  out[tied] = (k - above.sum()) / tied.sum()
+  return out, k
+
+
+def _spearman(a, b):
+  ra, rb = mc_credit._rankdata(a), mc_credit._rankdata(b)  # noqa: SLF001
+  if ra.std() == 0 or rb.std() == 0:
+    return float('nan')
+  return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def credit_maps(d, config):
+  """{method: [B, N] weights} of Table D."""
+  alpha = config.credit.hicra_alpha
+  mask, k = d['mask'], config.task.num_steps
+  frac = config.part_a.top_fraction
+  fai_top = np.asarray(tc.top_fraction_mask(d['fai_global'], mask, frac))
+  waad_top = np.asarray(tc.top_fraction_mask(d['waad'][1], mask, frac))
+  ent_top = np.asarray(tc.top_fraction_mask(d['entropy'], mask, config.credit.hicra_top_fraction))
+  sep = d['classes'] == k + 1
+  # HICRA acts on GRPO's advantage sign: (1 + alpha) on S where A > 0, (1 - alpha) where A < 0.
+  grp = d['group']
+  mean = np.array([d['correct'][grp == g].mean() for g in grp])
+  a_sign = np.sign(d['correct'] - mean)[:, None]
+  lengths = mask.sum(1)
+  long = lengths > np.array([lengths[grp == g].mean() for g in grp])
+  one = mask.astype(np.float64)
+  maps = {
+    'GRPO': one,
+    'entropy': d['entropy'],
+    'GTPO': d['gtpo_weight'],
+    'FAI-top-20%': one + alpha * fai_top,
+    'HICRA-sep': one + alpha * a_sign * sep,
+    'HICRA-FAI': one + alpha * a_sign * fai_top,
+    'HICRA-official': one + alpha * (ent_top & (a_sign > 0) & long[:, None]),
+    'WAAD-peak': one + alpha * waad_top,
+    'oracle': np.abs(d['a_star']),
+  }
+  return {name: np.where(mask, w, 0.0) for name, w in maps.items()}
+
+
+def table_d_rows(d, config):
+  maps = credit_maps(d, config)
+  mask, target = d['mask'], np.abs(d['a_star'])
+  fmt = d['classes'] >= config.task.num_steps + 1
+  frac = config.part_a.top_fraction
+  rows = {}
+  for name, w in maps.items():
+    rho, hits, prec, extra_fmt, extra_all = [], [], [], 0.0, 0.0
+    for b in range(len(mask)):
+      m = mask[b]
+      if m.sum() < 2:
+        continue
+      wb, tb = w[b][m], target[b][m]
+      if m.sum() >= 3:
+        r = _spearman(wb, tb)
+        if np.isfinite(r):
+          rho.append(r)
+      e = d['first_error'][b]
+      if e >= 0:
+        top = np.flatnonzero(wb == wb.max())
+        pos = np.flatnonzero(m)
+        hits.append(float(np.flatnonzero(pos == e)[0] in top) / len(top))
+      sw, kk = _soft_top(w[b], m, frac)
+      st, _ = _soft_top(target[b], m, frac)
+      if kk:
+        prec.append(float((sw * st).sum() / kk))
+      excess = np.maximum(wb - wb.mean(), 0.0)
+      extra_fmt += float(excess[fmt[b][m]].sum())
+      extra_all += float(excess.sum())
+    rows[name] = dict(
+      spearman=float(np.mean(rho)) if rho else float('nan'),
+      spearman_n=len(rho),
+      hit1=float(np.mean(hits)) if hits else float('nan'),
+      hit_n=len(hits),
+      precision=float(np.mean(prec)) if prec else float('nan'),
+      format_share=extra_fmt / extra_all if extra_all > 0 else float('nan'),
+    )
+  rows['_chance_hit1'] = rows['GRPO']['hit1']  # uniform weights: 1/L in expectation
+  return rows
+
+
+def table_c_rows(d, config):
+  k = config.task.num_steps
+  names = class_names(k)
+  cls, mask = d['classes'], d['mask']
+  abs_a = np.abs(d['a_star'])
+  total = abs_a[mask].sum()
+  errs = [(b, d['first_error'][b]) for b in range(len(mask)) if d['first_error'][b] >= 0]
+  rows = []
+  for c, name in enumerate(names, start=1):
+    sel = cls == c
+    cnt = int(sel.sum())
+    err_in = sum(cls[b, e] == c for b, e in errs)
+
+    def mean(x, sel=sel, cnt=cnt):
+      return float(x[sel].mean()) if cnt else float('nan')
+
+    rows.append(
+      dict(
+        name=name,
+        count=cnt,
+        entropy=mean(d['entropy']),
+        prob=mean(d['prob']),
+        fai_global=mean(d['fai_global']),
+        fai_all=mean(d['fai_all']),
+        waad=mean(d['waad'][1]),
+        abs_a=mean(abs_a),
+        share_a=float(abs_a[sel].sum() / total) if total > 0 else float('nan'),
+        p_err=err_in / len(errs) if errs else float('nan'),
+      )
+    )
+  return rows
+
+
+def prompt_fai_rows(d, task):
+  voc = task.vocab
+  p = d['prompts']
+  ops = (p == voc.add_id) | (p == voc.sub_id) | (p == voc.mul_id)
+  operands = np.zeros_like(ops)
+  operands[:, 1:] = ops[:, :-1]
+  out = {}
+  for name, sel in (('prompt op', ops), ('prompt operand', operands)):
+    out[name] = (
+      int(sel.sum()),
+      float(d['fai_prompt'][sel].mean()),
+      float(d['fai_prompt_all'][sel].mean()),
+    )
+  return out
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _f(x, digits=2, pct=False):
+  if x is None or (isinstance(x, float) and not np.isfinite(x)):
+    return '-'
+  return f'{100 * x:.1f}' if pct else f'{x:.{digits}f}'
+
+
+def table_c(rows, prompt_rows):
+  out = [
+    '| class | count | mean H | mean p | FAI (global heads) | FAI (all heads) | WAAD (W=4) | '
+    'mean \\|A*\\| | share of Σ\\|A*\\| | P(first error ∈ class \\| wrong) |',
+    '|---' * 10 + '|',
+  ]
+  for r in rows:
+    out.append(
+      f'| {r["name"]} | {r["count"]} | {_f(r["entropy"], 3)} | {_f(r["prob"], 3)} | '
+      f'{_f(r["fai_global"], 3)} | {_f(r["fai_all"], 3)} | {_f(r["waad"], 3)} | '
+      f'{_f(r["abs_a"], 3)} | {_f(r["share_a"], 3)} | {_f(r["p_err"], 3)} |'
+    )
+  for name, (cnt, fg, fa) in prompt_rows.items():
+    out.append(f'| {name} (FAI only) | {cnt} | - | - | {_f(fg, 3)} | {_f(fa, 3)} | - | - | - | - |')
+  return '\n'.join(out)
+
+
+def table_d(rows):
+  out = [
+    '| method | mean per-response Spearman(w, \\|A*\\|) (n) | first-error hit@1 (n; chance '
+    f'{_f(rows["_chance_hit1"], 3)}) | precision of top-20% vs top-20% \\|A*\\| | '
+    'share of extra credit on format tokens |',
+    '|---' * 5 + '|',
+  ]
+  for name, r in rows.items():
+    if name.startswith('_'):
+      continue
+    out.append(
+      f'| {name} | {_f(r["spearman"], 3)} ({r["spearman_n"]}) | {_f(r["hit1"], 3)} '
+      f'({r["hit_n"]}) | {_f(r["precision"], 3)} | {_f(r["format_share"], 3)} |'
+    )
+  return '\n'.join(out)
+
+
+def head_table(d, config):
+  h = config.policy.num_heads
+  out = [
+    '| layer | head | mean attention distance (response queries) | split |',
+    '|---|---|---|---|',
+  ]
+  for i, (dist, glob) in enumerate(zip(d['distance'], d['global_heads'])):
+    out.append(f'| {i // h} | {i % h} | {dist:.2f} | {"global" if glob else "local"} |')
+  return '\n'.join(out)
+
+
+def waad_sweep(d, config):
+  out = []
+  target = np.abs(d['a_star'])
+  for j, w in enumerate(config.part_a.windows):
+    rho = []
+    for b in range(len(d['mask'])):
+      m = d['mask'][b]
+      if m.sum() >= 3:
+        r = _spearman(d['waad'][j][b][m], target[b][m])
+        if np.isfinite(r):
+          rho.append(r)
+    out.append(f'W={w}: {_f(float(np.mean(rho)) if rho else float("nan"), 3)}')
+  return ', '.join(out)
+
+
+def plot_f7(d, task, config, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  wrong = [b for b in range(len(d['mask'])) if d['first_error'][b] >= 0]
+  right = [b for b in range(len(d['mask'])) if d['correct'][b]]
+  n_ex = config.part_a.examples
+  picks = (wrong[: (3 * n_ex) // 4] + right)[:n_ex]
+  cols = 2
+  rows = max(1, math.ceil(len(picks) / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(12, 2.2 * rows), squeeze=False)
+  names = ['H', 'FAI', 'WAAD', 'GTPO w', 'A*']
+  for ax, b in zip(axes.ravel(), picks):
+    m = d['mask'][b]
+    n = int(m.sum())
+    mat = np.stack(
+      [d['entropy'][b], d['fai_global'][b], d['waad'][1][b], d['gtpo_weight'][b], d['a_star'][b]]
+    )[:, :n]
+    scale = np.maximum(np.abs(mat).max(axis=1, keepdims=True), 1e-9)
+    ax.imshow(mat / scale, cmap='RdBu_r', vmin=-1, vmax=1, aspect='auto')
+    ax.set_yticks(range(5))
+    ax.set_yticklabels(names, fontsize=7)
+    words = task.vocab.decode(d['responses'][b][:n], skip_pad=False).split()
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(words, fontsize=8)
+    e = d['first_error'][b]
+    if e >= 0:
+      ax.add_patch(plt.Rectangle((e - 0.5, -0.5), 1, 5, fill=False, ec='lime', lw=2))
+    ax.set_title(f'{"correct" if d["correct"][b] else "wrong"} (row-normalised)', fontsize=8)
+  for ax in axes.ravel()[len(picks) :]:
+    ax.axis('off')
+  fig.suptitle('F7: per-token signals (rows scaled to max |x|; green box: first wrong value token)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_part_b(records, seeds, arms, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for i, a in enumerate(arms):
+    for s in seeds:
+      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
+      ev = [r for r in rs if 'eval_exact_match' in r]
+      ls = '-' if s == seeds[0] else '--'
+      lab = a if s == seeds[0] else None
+      for ax, key in zip(axes[:2], ('iteration', 'wall')):
+        ax.plot(
+          [r[key] for r in ev], [r['eval_exact_match'] for r in ev], f'C{i}', ls=ls, label=lab
+        )
+      tr = [r for r in rs if r['iteration'] > 0]
+      axes[2].plot([r['iteration'] for r in tr], [r['accuracy'] for r in tr], f'C{i}', ls=ls)
+  axes[0].set_xlabel('iteration')
+  axes[1].set_xlabel('training wall-clock s')
+  axes[2].set_xlabel('iteration')
+  axes[0].set_ylabel('held-out greedy exact match')
+  axes[2].set_ylabel('training-batch accuracy (T=1)')
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def part_b_summary(records, seeds, arms):
+  out = {}
+  for a in arms:
+    for s in seeds:
+      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
+      tr = [r for r in rs if r['iteration'] > 0]
+      out[(a, s)] = dict(
+        start=rs[0]['eval_exact_match'],
+        final=rs[-1]['eval_exact_match'],
+        iterations=rs[-1]['iteration'],
+        wall=rs[-1]['wall'],
+        adv_value=float(np.mean([r['adv_value'] for r in tr])) if tr else float('nan'),
+        adv_step=float(np.mean([r['adv_step'] for r in tr])) if tr else float('nan'),
+        adv_eos=float(np.mean([r['adv_eos'] for r in tr])) if tr else float('nan'),
+      )
+  return out
+
+
+def table_b(summary, seeds, arms, config):
+  out = [
+    '| arm | reading | iterations | train s | held-out exact match: start → final (per seed) | '
+    'Δ vs GRPO (per seed, points) | mean \\|A\\| value / STEP / EOS tokens (seed 0) |',
+    '|---' * 7 + '|',
+  ]
+  for a in arms:
+    per = [summary[(a, s)] for s in seeds]
+    delta = [100 * (p['final'] - summary[('grpo', s)]['final']) for p, s in zip(per, seeds)]
+    p0 = per[0]
+    out.append(
+      f'| {a} | {config.arms[a].label} | {"/".join(str(p["iterations"]) for p in per)} | '
+      f'{"/".join(format(p["wall"], ".0f") for p in per)} | '
+      + ', '.join(f'{100 * p["start"]:.1f} → {100 * p["final"]:.1f}' for p in per)
+      + f' | {", ".join(f"{x:+.1f}" for x in delta)} | '
+      f'{p0["adv_value"]:.3f} / {p0["adv_step"]:.3f} / {p0["adv_eos"]:.3f} |'
+    )
+  return '\n'.join(out)
+
+
+def expected_vs_observed(diag, summary, seeds, arms):
+  d_rows = diag['rows_d']
+  fai, gtpo, grpo = d_rows['FAI-top-20%'], d_rows['GTPO'], d_rows['GRPO']
+  chance_p = grpo['precision']
+  chance_h = d_rows['_chance_hit1']
+  c_rows = diag['rows_c']
+  out = []
+  # FAI marks the answer-determining tokens.
+  fai_rho = diag['fai_spearman']
+  ok = fai_rho > 0.3 and fai['precision'] >= 2 * chance_p
+  out.append(
+    '- **FAI marks the answer-determining tokens** (expected: Spearman(FAI, |A*|) > 0.3 and '
+    f'FAI top-20% precision ≥ 2× chance). Observed: Spearman {_f(fai_rho, 3)}, precision '
+    f'{_f(fai["precision"], 3)} vs chance {_f(chance_p, 3)}. '
+    f'**{"CONFIRMED" if ok else "NOT CONFIRMED"}.**'
+  )
+  best = max(c_rows, key=lambda r: -1 if not np.isfinite(r['fai_global']) else r['fai_global'])
+  sep = fai['format_share'] > 0.5 or best['name'] in ('STEP', 'EOS')
+  out.append(
+    '- **FAI concentrated on separators** (refutes FAI as a credit signal here). Observed: '
+    f'share of FAI-top-20% extra credit on STEP/EOS tokens {_f(fai["format_share"], 3)}; '
+    f'highest mean FAI class: {best["name"]} ({_f(best["fai_global"], 3)}). '
+    f'**{"YES: REFUTES FAI as a credit signal here" if sep else "NO"}.**'
+  )
+  gains = {
+    a: [100 * (summary[(a, s)]['final'] - summary[('grpo', s)]['final']) for s in seeds]
+    for a in arms
+  }
+  g = gains.get('gtpo', [0.0])
+  hit = gtpo['hit1']
+  if hit > 2 * chance_h or all(x >= 5 for x in g):
+    verdict = 'SUPPORTS GTPO'
+  elif hit <= 1.5 * chance_h and not all(x >= 5 for x in g):
+    verdict = 'CONSISTENT with the prediction (a negative result for entropy weighting here)'
+  else:
+    verdict = 'INCONCLUSIVE (hit@1 between 1.5x and 2x chance, no gain)'
+  out.append(
+    '- **GTPO: entropy marks decisive tokens** (negative if hit@1 ≈ chance and no accuracy '
+    'gain; supports GTPO if hit@1 > 2× chance or +5 points in every seed). Observed: hit@1 '
+    f'{_f(hit, 3)} vs chance {_f(chance_h, 3)}; GTPO − GRPO final exact match per seed '
+    f'{", ".join(f"{x:+.1f}" for x in g)} points. **{verdict}.** (For comparison, raw '
+    f'entropy H_t: hit@1 {_f(d_rows["entropy"]["hit1"], 3)}, top-20% precision '
+    f"{_f(d_rows['entropy']['precision'], 3)}; GTPO's bonus in wrong responses goes to "
+    'confident tokens, the inverse of H.)'
+  )
+  for a in ('hicra_fai', 'hicra_official'):
+    if a in gains:
+      h = gains[a]
+      v = (
+        'SUPPORTS HICRA (directional)' if all(x >= 5 for x in h) else 'NOT SUPPORTED at this scale'
+      )
+      out.append(
+        f'- **HICRA ({a}): credit to planning tokens helps** (directional at 2 seeds; supported '
+        f'if +5 points over GRPO in every seed). Observed: {", ".join(f"{x:+.1f}" for x in h)} '
+        f'points. **{v}.**'
+      )
+  return '\n'.join(out)
+
+
+def _load():
+  try:
+    return float(os.getloadavg()[0])
+  except OSError:
+    return float('nan')
+
+
+def diagnose(diagnoser, config, params, test, key, name, workdir):
+  d, _ = diagnoser.run(params, test, key)
+  np.savez_compressed(os.path.join(workdir, f'part_a_{name}.npz'), **d)
+  rows_d = table_d_rows(d, config)
+  fai_rho = []
+  for b in range(len(d['mask'])):
+    m = d['mask'][b]
+    if m.sum() >= 3:
+      r = _spearman(d['fai_global'][b][m], np.abs(d['a_star'][b][m]))
+      if np.isfinite(r):
+        fai_rho.append(r)
+  return dict(
+    d=d,
+    rows_c=table_c_rows(d, config),
+    rows_d=rows_d,
+    prompt=prompt_fai_rows(d, diagnoser.task),
+    fai_spearman=float(np.mean(fai_rho)) if fai_rho else float('nan'),
+  )
+
+
+def run(config, workdir):
+  t_start = time.time()
+  load_start = _load()
+  task, policy = build(config)
+  train = task.generate(config.seeds[0], config.data.num_train, split='train')
+  test = task.generate(config.seeds[0] + 1, config.data.num_test, split='test')
+  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
+  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+
+  def evaluate(params, batch):
+    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
+
+  params0, ws_info = mc_credit.warm_start(config, task, policy, train, test, evaluate, workdir)
+  arms = list(config.arms)
+  built = {a: Arm(a, config, task, policy) for a in arms}
+  records, grpo_final = [], None
+  t_b = time.time()
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for s in config.seeds:
+      for a in arms:
+        recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
+        if a == 'grpo' and s == config.seeds[0]:
+          grpo_final = final
+        for r in recs:
+          f.write(json.dumps(r) + '\n')
+        f.flush()
+        records.extend(recs)
+        runs.note(
+          f'{a} seed {s}: {recs[-1]["iteration"]} iterations, {recs[-1]["wall"]:.1f} s, exact '
+          f'match {100 * recs[0]["eval_exact_match"]:.1f}% -> '
+          f'{100 * recs[-1]["eval_exact_match"]:.1f}%'
+        )
+  t_b = time.time() - t_b
+  t_a = time.time()
+  diagnoser = Diagnoser(config, task, policy)
+  diags = {}
+  for i, (name, params) in enumerate((('warm', params0), ('grpo', grpo_final))):
+    diags[name] = diagnose(diagnoser, config, params, test, jax.random.key(900 + i), name, workdir)
+    runs.note(f'Part A ({name}): {diags[name]["d"]["mc_states"]} MC states')
+  t_a = time.time() - t_a
+  plot_f7(diags['warm']['d'], task, config, os.path.join(workdir, 'f7_heatmaps.png'))
+  seeds = list(config.seeds)
+  summary = part_b_summary(records, seeds, arms)
+  plot_part_b(records, seeds, arms, os.path.join(workdir, 'f_part_b.png'))
+  times = dict(
+    total_s=time.time() - t_start,
+    part_a_s=t_a,
+    part_b_s=t_b,
+    load_start=load_start,
+    load_end=_load(),
+    compiles={a: built[a].compile_s() for a in arms},
+    mc_compile=diagnoser.complete.compile_s,
+  )
+  write_results(config, workdir, diags, summary, arms, ws_info, times)
+  s0 = seeds[0]
+  line = ', '.join(f'{a} {100 * summary[(a, s0)]["final"]:.1f}%' for a in arms)
+  return (
+    f'token_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> seed {s0}: {line} in '
+    f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+def _mean(x, sel):
+  return float(x[sel].mean()) if sel.any() else float('nan')
+
+
+def write_results(config, workdir, diags, summary, arms, ws_info, times):
+  seeds = list(config.seeds)
+  command = ' '.join(['python -m experiments.token_credit'] + sys.argv[1:])
+  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
+  pa, cr = config.part_a, config.credit
+  sections = []
+  for name, title in (('warm', 'warm start'), ('grpo', f'GRPO after Part B (seed {seeds[0]})')):
+    dg = diags[name]
+    d = dg['d']
+    sections.append(
+      f"""### Checkpoint: {title}
+
+{len(d['mask'])} responses ({pa.prompts} held-out prompts x {pa.samples}), accuracy
+{100 * d['correct'].mean():.1f}%; MC-{pa.mc_samples} at {int(d['mc_slots'])} token boundaries,
+{int(d['mc_states'])} distinct states after de-duplication ({d['mc_seconds']:.0f} s).
+
+**Table C** (per token class; FAI/WAAD = our operationalisation):
+
+{table_c(dg['rows_c'], dg['prompt'])}
+
+**Table D** (credit-map quality; hit@1 with ties counted fractionally, precision with ties
+broken at random in expectation; "extra credit" = the weight above the response's mean):
+
+{table_d(dg['rows_d'])}
+
+Spearman(FAI global, \\|A*\\|) per response, mean: {_f(dg['fai_spearman'], 3)}. WAAD window
+sweep, mean per-response Spearman(WAAD, \\|A*\\|): {waad_sweep(d, config)}. GRPO-S sequence
+rewards: mean {_f(_mean(d['grpo_s_reward'], d['correct']), 3)} (correct),
+{_f(_mean(d['grpo_s_reward'], ~d['correct'] & d['mask'].any(1)), 3)} (wrong).
+
+Per-head split (mean backward attention distance over response queries; global = above the
+median):
+
+{head_table(d, config)}
+"""
+    )
+  text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
+
+Command: `{command}`, commit `{mc_credit._commit()}`. Hardware: {os.cpu_count()}-core CPU
+({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
+at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
+time {times['total_s']:.0f} s in all: Part B {times['part_b_s']:.0f} s (incl. warm start
+reuse/compiles), Part A {times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time,
+excluded from each run's training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
+
+Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
+{config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
+start SFT for {ws_info['steps']} steps until held-out greedy exact match first reached
+{config.warmstart.band[0]:.0%} ({100 * ws_info['exact_match']:.1f}%).
+
+Readings implemented (labelled; constants unverified against the papers):
+- GTPO (arXiv 2508.04349 Eq. 3, 5, 6): alpha1={cr.alpha1}, alpha2={cr.alpha2} (one
+  transcription says alpha1=0.9); the pooling of Eq. 6 could not be read from the paper, so
+  both are run: **joint group pool** (`gtpo`, our default reading) and the **literal separate
+  O+/O- pools** (`gtpo_separate`, under which alpha1 cancels and the outcome sign is lost;
+  a unit test shows the cancellation). eps=1e-6 is added to every entropy.
+- GRPO-S: beta1={cr.beta1}, beta2={cr.beta2}, joint pool.
+- HICRA (arXiv 2509.03646): **paper form** `A + alpha|A|1[t∈S]`, alpha={cr.hicra_alpha},
+  with S = the top-{cr.fai_fraction:.0%} tokens of each response by global-head FAI,
+  recomputed on every rollout batch (one extra non-cached forward; the head split is
+  recomputed on that batch) (`hicra_fai`); **official-code form** (as transcribed from the
+  released code): `A *= 1+alpha` on the top-{cr.hicra_top_fraction:.0%} entropy tokens of
+  responses with A > 0 and length above the group mean (`hicra_official`).
+- FAI / WAAD (arXiv 2510.13554; no official code found; **our operationalisation**): heads =
+  every (layer, head) pair; global heads = mean backward attention distance over response
+  queries above the median; FAI_s = mean attention from later response tokens to token s
+  (global heads; also all heads); WAAD_t = Σ_s Ā^loc_(t,s) min(t−s, W) with the local heads,
+  W=4 in the tables (sweep {tuple(pa.windows)}); "WAAD-peak" = the top-20% WAAD tokens.
+  Response token t sits at column Lp+t (FAI/WAAD read there); its entropy and probability
+  come from the logits at column Lp+t−1.
+- Oracle A*_t = V(y≤t) − V(y<t), V = MC-{pa.mc_samples} at T=1 from every token boundary
+  (identical states de-duplicated; unfinished completions score 0), the last token R − V.
+- Shared loss: DAPO-style token-mean PPO-clip with clip-higher (ε_low 0.2, ε_high 0.28), no
+  KL, no dynamic sampling, through the learner's existing PPO objective
+  (`lm.make_ppo_loss` → `losses.ppo_objective`, which takes `clip_eps_high`); the learner
+  cannot select `jaxca/objectives.py` generically, so that module is not used here.
+- Part A's "trained" checkpoint is the final GRPO policy of Part B (seed {seeds[0]}), not a
+  separate 60-iteration GRPO run. Part C (`arith-route`) and the `:full` "oracle-weighted
+  GRPO" arm were not implemented.
+
+## Part A: diagnostics (no training)
+
+{chr(10).join(sections)}
+
+![F7](f7_heatmaps.png)
+
+## Part B: short training comparison
+
+{len(seeds)} seeds, each run stops at {config.rl.iterations} iterations or
+{config.rl.max_wall_s:.0f} s of training wall clock (compile and evaluation excluded); held-out
+greedy exact match on {config.data.num_test} prompts every {config.rl.eval_every} iterations.
+{config.rl.prompts} prompts x G={config.rl.group_size}, Adam {config.rl.lr}, 1 epoch x
+{config.rl.num_minibatches} minibatches. Directional only at {len(seeds)} seeds.
+
+{table_b(summary, seeds, arms, config)}
+
+![Part B](f_part_b.png)
+
+## Expected vs observed
+
+Warm start (Part A):
+
+{expected_vs_observed(diags['warm'], summary, seeds, arms)}
+
+GRPO checkpoint (Part A on the trained policy; Part B rows repeated):
+
+{expected_vs_observed(diags['grpo'], summary, seeds, arms)}
+
+Settings tried: this configuration only (no tuning runs).
+"""
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(text)
+
+
+EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
+
+
+if __name__ == '__main__':
+  runs.define_flags(NAME)
+  app.run(main)
