@@ -103,12 +103,10 @@ def first_error(task, responses, mask, batch, correct):
 
 
 def task_step_correct(task, responses, mask, batch):
-  from jaxca.tasks import arith  # local: the arithmetic verifier's per-step correctness
-
-  ok, pos = arith.step_correctness(
-    task, jnp.asarray(responses), jnp.asarray(mask), jnp.asarray(batch['intermediates'])
-  )
-  return np.asarray(ok), np.asarray(pos)
+  """[B, S] per-step correctness through the Task interface (steps >= K read 0)."""
+  rows = {k: jnp.asarray(v) for k, v in batch.items()}
+  ok = task.step_correct(jnp.asarray(responses), jnp.asarray(mask), rows)
+  return np.asarray(ok), None
 
 
 # ----------------------------------------------------------------------------- Part B

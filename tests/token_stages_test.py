@@ -209,8 +209,10 @@ class PlanningAndLearnerTest(absltest.TestCase):
     tx = optax.adam(1e-3)
     est = token_stages.make('grpo | hicra')
 
-    def metrics_fn(data, adv):
-      return dict(sep_adv=jnp.sum(jnp.abs(adv) * (data.responses == TASK.vocab.step_id)))
+    def metrics_fn(ctx, traj, targets):
+      del traj
+      adv = jnp.where(ctx.mask, targets.advantages, 0.0)
+      return dict(sep_adv=jnp.sum(jnp.abs(adv) * (ctx.responses == TASK.vocab.step_id)))
 
     phases = lm.make_rl_phases(
       policy, TASK, est, tx, group_size=4, host_fields=('planning',), metrics_fn=metrics_fn
