@@ -73,15 +73,6 @@ def all_finite(tree: Mapping[str, Any], keys: Sequence[str]) -> bool:
   return all(np.all(np.isfinite(np.asarray(tree[k], np.float64))) for k in keys if k in tree)
 
 
-def write_config(workdir: str, config) -> str:
-  """Writes `config` (an ml_collections ConfigDict) to `<workdir>/config.json`; returns the path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  with open(path, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  return path
-
-
 def read(workdir: str) -> List[Record]:
   """All records of `workdir/metrics.jsonl` (an empty list if there is none)."""
   path = os.path.join(workdir, FILENAME)
