@@ -460,7 +460,7 @@ def write_report(workdir, config, records, runs_, timing):
     '# GiGPO vs GRPO on KeyDoor (multi-turn)',
     '',
     f'Command: `python -m experiments.gigpo_keydoor --config {_config_arg()} '
-    f'--workdir {workdir}`; commit `{_commit()}`.',
+    f'--workdir {workdir}`; commit `{runs.git_commit()}`.',
     f'Hardware: {jax.devices()[0].platform.upper()} x{jax.device_count()}, '
     f'{os.cpu_count()} host cores, load average at the end {_load()}. Wall time '
     f'{timing["wall_s"]:.0f} s for all {len(runs_)} runs together (first iteration incl. '
@@ -542,18 +542,6 @@ def _config_arg():
     return config_flags.get_config_filename(FLAGS['config']) if FLAGS.is_parsed() else '?'
   except Exception:  # noqa: BLE001
     return 'configs/gigpo_keydoor.py'
-
-
-def _commit():
-  import subprocess  # noqa: PLC0415
-
-  try:
-    out = subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
-    )
-    return out.stdout.strip() or 'unknown'
-  except Exception:  # noqa: BLE001
-    return 'unknown'
 
 
 def _load():

@@ -924,17 +924,6 @@ def run(config, workdir):
   )
 
 
-def _commit():
-  try:
-    import subprocess  # pylint: disable=g-import-not-at-top
-
-    return subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
-    ).stdout.strip()
-  except Exception:  # noqa: BLE001
-    return 'unknown'
-
-
 def write_results(config, workdir, summary, arms, probe, ws_info, times):
   seeds = list(config.seeds)
   eq = summary[(arms[0], seeds[0])]['equal']
@@ -943,7 +932,7 @@ def write_results(config, workdir, summary, arms, probe, ws_info, times):
   compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
   text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
 
-Command: `{command}`, commit `{_commit()}`. Hardware: {cores}-core CPU
+Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {cores}-core CPU
 ({jax.devices()[0].platform}); the machine was shared with other jobs: load average
 {times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
 seconds are inflated and noisy; the equal-iteration and equal-generated-token columns do not

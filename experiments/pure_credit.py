@@ -14,7 +14,6 @@ import collections
 import json
 import os
 import platform
-import subprocess
 import time
 
 from absl import app
@@ -285,15 +284,6 @@ def batches(data, batch_size, seed, num, per_call):
 # ----------------------------------------------------------------------------- run
 
 
-def _git_commit():
-  try:
-    return subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True
-    ).stdout.strip()
-  except Exception:  # noqa: BLE001
-    return 'unknown'
-
-
 def run(config, workdir):
   """Warm start, then every arm x seed; writes metrics.jsonl, results.md and figures."""
   start = time.time()
@@ -420,7 +410,7 @@ def run(config, workdir):
     wall_s=time.time() - start,
     load_start=load_start,
     load_end=os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'),
-    commit=_git_commit(),
+    commit=runs.git_commit(),
     cpu=platform.processor() or platform.machine(),
     cpus=os.cpu_count(),
   )

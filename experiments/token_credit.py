@@ -855,7 +855,7 @@ median):
     )
   text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
 
-Command: `{command}`, commit `{mc_credit._commit()}`. Hardware: {os.cpu_count()}-core CPU
+Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
 ({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
 at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
 time {times['total_s']:.0f} s in all: Part B {times['part_b_s']:.0f} s (incl. warm start

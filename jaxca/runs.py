@@ -38,6 +38,7 @@ import json
 import logging as pylogging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -211,6 +212,17 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
     for k in sorted(set(a) | set(b))
     if a.get(k, _ABSENT) != b.get(k, _ABSENT)
   ]
+
+
+def git_commit() -> str:
+  """The short commit of the checkout the run starts from ('unknown' outside git), for reports."""
+  try:
+    out = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
+    )
+    return out.stdout.strip() or 'unknown'
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
 
 
 def config_json(config) -> dict:
