@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from scipy import stats
 
 from jaxca import checkpoint
 from jaxca import lm
@@ -318,17 +319,6 @@ def _last_valid(mask):
   return mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1)
 
 
-def _rankdata(x):
-  x = np.asarray(x, np.float64)
-  order = np.argsort(x, kind='stable')
-  ranks = np.empty(len(x))
-  ranks[order] = np.arange(len(x))
-  for v in np.unique(x):  # average ties
-    sel = x == v
-    ranks[sel] = ranks[sel].mean()
-  return ranks
-
-
 def _pearson(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.std() == 0 or b.std() == 0:
@@ -342,8 +332,8 @@ def auc(scores, labels):
   pos, neg = scores[labels], scores[~labels]
   if not len(pos) or not len(neg):
     return float('nan')
-  r = _rankdata(np.concatenate([pos, neg]))
-  return float((r[: len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
+  r = stats.rankdata(np.concatenate([pos, neg]))  # 1-based, ties averaged
+  return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def pairwise_accuracy(truth, pred, min_gap=0.0, ties_wrong=False):
@@ -457,7 +447,7 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
     for name, v in preds.items()
   }
   for name, v in preds.items():
-    out[name]['spearman'] = _pearson(_rankdata(v), _rankdata(truth))
+    out[name]['spearman'] = _pearson(stats.rankdata(v), stats.rankdata(truth))
   # --- ranking of alternative next steps.
   m = min(pc.rank_states, len(chosen))
   rsel = rng.choice(len(chosen), m, replace=False)

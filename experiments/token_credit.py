@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from scipy import stats
 
 from experiments import mc_credit
 from jaxca import lm
@@ -362,7 +363,7 @@ def _soft_top(w, m, fraction):
 
 
 def _spearman(a, b):
-  ra, rb = mc_credit._rankdata(a), mc_credit._rankdata(b)  # noqa: SLF001
+  ra, rb = stats.rankdata(a), stats.rankdata(b)
   if ra.std() == 0 or rb.std() == 0:
     return float('nan')
   return float(np.corrcoef(ra, rb)[0, 1])
