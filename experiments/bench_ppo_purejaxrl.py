@@ -9,7 +9,10 @@ wrapped in gymnax's own `LegacyStepAPIWrapper` (5-value step, done = terminated 
 truncated) with `info` reduced to the `discount` entry older gymnax returned
 (so PureJaxRL does not pay for stacking the new `final_observation` field);
 its wrappers.py imports brax and navix at module level, which get empty stubs.
-PureJaxRL's `DEBUG` printing callback is off.
+PureJaxRL's `DEBUG` printing callback is off. Its orthogonal initialiser is swapped for
+`jaxca.networks.mlp.orthogonal` (the same values; when vmapped over seeds the QR runs as a
+loop), since a vmapped batched QR deadlocks jaxlib 0.10.2 on a 2-core CPU (issue 17); both
+systems' timed programs then initialise their seeds the same way.
 """
 
 import importlib.util
@@ -28,6 +31,7 @@ import numpy as np
 
 from experiments import ppo_gymnax
 from jaxca import runs
+from jaxca.networks import mlp
 
 FLAGS = flags.FLAGS
 
@@ -50,9 +54,7 @@ def jaxca_program(cfg, num_seeds):
 
   def train(keys):
     init_keys, loop_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    # Seeds are initialised one at a time (`lax.map`): a vmapped orthogonal init is a
-    # batched QR, which deadlocks jaxlib 0.10.2's CPU worker pool (Gotchas, issue 17).
-    states = jax.lax.map(init, init_keys)
+    states = jax.vmap(init)(init_keys)  # vmap-safe orthogonal init (networks.mlp)
     return jax.vmap(one_seed)(states, loop_keys)
 
   keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
@@ -84,6 +86,7 @@ def load_purejaxrl(path):
     return Legacy(env), params
 
   module.gymnax = types.SimpleNamespace(make=make)
+  module.orthogonal = mlp.orthogonal  # same values; vmap-safe (module docstring)
   return module
 
 
@@ -189,11 +192,9 @@ EXPERIMENT = runs.Experiment(
   NAME,
   run,
   validate=validate,
-  # A hang here is most likely jaxlib 0.10.2's batched-LAPACK deadlock (orthogonal init of
-  # vmapped seeds on a few-core CPU): BUILD_NOTES.md > Gotchas, issue 17.
   resume_hint='A benchmark does not resume: rerun the same command to start it again. If '
-  'every thread idles in block_until_ready, rerun it pinned to one CPU (taskset -c 0 '
-  'python -m ...): jaxlib 0.10.2 can deadlock on batched QR (BUILD_NOTES.md > Gotchas).',
+  'every thread idles in block_until_ready, attach gdb (BUILD_NOTES.md > Gotchas, issue 17: '
+  'jaxlib 0.10.2 deadlocks on batched LAPACK calls; this benchmark avoids the known one).',
 )
 
 

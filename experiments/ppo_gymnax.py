@@ -76,10 +76,9 @@ def _make_train_fns(config):
   def run_chunk(state, base_key):
     return jax.lax.scan(lambda s, _: update(s, base_key), state, None, length=per_chunk)
 
-  # Seeds are initialised one at a time (`lax.map`, bit-identical to vmap): a vmapped
-  # orthogonal init is a batched QR, which deadlocks jaxlib 0.10.2's CPU worker pool on
-  # few-core machines (BUILD_NOTES.md > Gotchas, issue 17).
-  init_fn = jax.jit(lambda keys: jax.lax.map(init, keys))
+  # Vmapped init is safe: `networks.mlp.orthogonal` runs its QR as a loop over seeds (a
+  # batched QR deadlocks jaxlib 0.10.2's CPU worker pool; BUILD_NOTES.md > Gotchas).
+  init_fn = jax.jit(jax.vmap(init))
   chunk_fn = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
   return init_fn, chunk_fn, num_updates, per_chunk, steps_per_update
 

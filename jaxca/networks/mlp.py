@@ -25,6 +25,24 @@ ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def orthogonal(scale: float = 1.0) -> Callable:
+  """Flax's orthogonal initializer (Saxe et al. 2013, arXiv 1312.6120), vmap-safe on CPU.
+
+  Same values as `flax.linen.initializers.orthogonal(scale)`, but when vmapped (e.g. over
+  seeds) the QR runs as a loop over the batch (`jax.custom_batching.sequential_vmap`)
+  instead of one batched LAPACK call: jaxlib 0.10.2 splits batched LAPACK calls over the
+  CPU worker pool and blocks on them, which deadlocks when as many run at once as the pool
+  has threads (a vmapped actor-critic init on 2 cores hangs; see BUILD_NOTES, issue 17).
+  Initialisation runs once per run, so the loop costs nothing that matters.
+  """
+  base = nn.initializers.orthogonal(scale)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.custom_batching.sequential_vmap(lambda k: base(k, shape, dtype))(key)
+
+  return init
+
+
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """Activation by name; unknown names fail with the list of choices."""
   if name not in ACTIVATIONS:
@@ -57,7 +75,7 @@ class ActorCritic(nn.Module):
     """
     act = get_activation(self.activation)
     obs = obs.astype(jnp.float32)
-    hidden_init = nn.initializers.orthogonal(np.sqrt(2.0))
+    hidden_init = orthogonal(np.sqrt(2.0))
     zeros = nn.initializers.zeros_init()
 
     def tower(x, out_dim, out_gain, name):
@@ -65,7 +83,7 @@ class ActorCritic(nn.Module):
         x = act(nn.Dense(width, kernel_init=hidden_init, bias_init=zeros, name=f'{name}_{i}')(x))
       return nn.Dense(
         out_dim,
-        kernel_init=nn.initializers.orthogonal(out_gain),
+        kernel_init=orthogonal(out_gain),
         bias_init=zeros,
         name=f'{name}_out',
       )(x)
