@@ -120,6 +120,47 @@ def make_reset(env, env_params, *, num_envs: int) -> Callable[[jax.Array], EnvCa
   return reset
 
 
+def _plain_gymnax_step(env) -> bool:
+  """True if `env` uses gymnax's own `Environment.step` (step_env + auto-reset)."""
+  from gymnax.environments import environment  # pylint: disable=g-import-not-at-top
+
+  return getattr(type(env), 'step', None) is environment.Environment.step
+
+
+def _split_pairs(keys: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """`jax.random.split(k)` for every key of a [T, B] key array: ([T, B], [T, B])."""
+  pairs = jax.vmap(jax.vmap(jax.random.split))(keys)
+  return pairs[:, :, 0], pairs[:, :, 1]
+
+
+def _step_with_reset(env, env_params, step_keys, state, action, reset):
+  """gymnax 1.0 `Environment.step` for B envs, with the reset state drawn beforehand.
+
+  `step_keys` are the first halves of `split(key)` of each env's step key, `reset` the
+  `reset_env(second half)` (obs, state); the selection is gymnax's, so the result equals
+  `vmap(env.step)` (to float rounding of the fused dynamics).
+  """
+  obs_st, state_st, reward, terminated, info = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
+    step_keys, state, action, env_params
+  )
+  truncated = jax.vmap(env.is_truncated, in_axes=(0, None))(state_st, env_params)
+  done = jnp.logical_or(terminated, truncated)
+
+  def pick(reset_leaf, step_leaf):
+    return jnp.where(done.reshape(done.shape + (1,) * (step_leaf.ndim - 1)), reset_leaf, step_leaf)
+
+  obs_re, state_re = reset
+  info = {**info, 'terminated': terminated, 'truncated': truncated, 'final_observation': obs_st}
+  return (
+    jax.tree.map(pick, obs_re, obs_st),
+    jax.tree.map(pick, state_re, state_st),
+    reward,
+    terminated,
+    truncated,
+    info,
+  )
+
+
 def make_rollout(
   env,
   env_params,
@@ -128,6 +169,7 @@ def make_rollout(
   num_envs: int,
   num_steps: int,
   gamma: float,
+  predraw_resets: bool = True,
 ) -> Callable[[Any, EnvCarry, jax.Array], Tuple[EnvCarry, Trajectory]]:
   """Builds a pure rollout for a discrete-action gymnax environment.
 
@@ -137,23 +179,45 @@ def make_rollout(
     num_envs: B, environments stepped in parallel (static).
     num_steps: T, steps per segment (static).
     gamma: discount factor (traceable).
+    predraw_resets: draw the auto-reset states of all T x B steps in one batched call
+      before the time loop instead of inside every step (gymnax's `step` resets every
+      env at every step and keeps the reset only where the episode ended; on CPU each
+      draw is a rolled threefry loop inside the scan). The trajectory equals stepping
+      with `env.step`: bit for bit on CartPole, to float rounding where XLA fuses longer
+      dynamics differently (Acrobot, <= 2.4e-7; tested); the reset states of a segment are held in
+      memory (T x B states). Ignored for environments that override `step`.
 
   Returns:
     rollout(params, carry, key) -> (carry, Trajectory with [B, T] leaves).
   """
+  predraw = predraw_resets and _plain_gymnax_step(env)
 
   def rollout(params, carry: EnvCarry, key: jax.Array):
     keys = jax.random.split(key, (num_steps, 2))
     env_keys = jax.vmap(lambda k: jax.random.split(k, num_envs))(keys[:, 1])
 
+    if predraw:
+      step_keys, reset_keys = _split_pairs(env_keys)
+      resets = jax.vmap(
+        jax.vmap(env.reset_env, in_axes=(0, None)), in_axes=(0, None)
+      )(reset_keys, env_params)  # fmt: skip
+      xs = (keys[:, 0], step_keys, resets)
+    else:
+      xs = (keys[:, 0], env_keys, None)
+
     def step(c: EnvCarry, xs):
-      act_key, env_key = xs
+      act_key, env_key, reset = xs
       logits, value = apply_fn(params, c.obs)
       action = jax.random.categorical(act_key, logits).astype(jnp.int32)
       logp = log_prob(logits, action)
-      obs, env_state, reward, terminated, truncated, info = jax.vmap(
-        env.step, in_axes=(0, 0, 0, None)
-      )(env_key, c.env_state, action, env_params)
+      if predraw:
+        obs, env_state, reward, terminated, truncated, info = _step_with_reset(
+          env, env_params, env_key, c.env_state, action, reset
+        )
+      else:
+        obs, env_state, reward, terminated, truncated, info = jax.vmap(
+          env.step, in_axes=(0, 0, 0, None)
+        )(env_key, c.env_state, action, env_params)
       reward = reward.astype(jnp.float32)
       done = jnp.logical_or(terminated, truncated)
       ep_ret = c.episode_return + reward
@@ -180,7 +244,7 @@ def make_rollout(
       )
       return new, record
 
-    carry, rec = jax.lax.scan(step, carry, (keys[:, 0], env_keys))
+    carry, rec = jax.lax.scan(step, carry, xs)
     # One batched pass for V(true final obs) and V(s_T), outside the time loop.
     final_obs = rec.pop('final_obs')
     num_steps_, num_envs_, dim = final_obs.shape
