@@ -165,5 +165,5 @@ def test_smoke_cli_runs_every_arm_from_one_warm_start(tmp_path):
   # (sampled before any update) are the same for every arm.
   for key in ('eval_exact_match', 'eval_step_accuracy'):
     assert len({by[a][0][key] for a in arms}) == 1, key
-  for key in ('reward', 'response_length', 'entropy'):
+  for key in ('reward', 'accuracy', 'response_length'):  # (entropy: aggregated as the loss)
     assert len({by[a][1][key] for a in arms}) == 1, key
