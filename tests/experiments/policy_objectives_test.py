@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from configs import policy_objectives as config_mod
@@ -167,3 +169,24 @@ def test_smoke_cli_runs_every_arm_from_one_warm_start(tmp_path):
     assert len({by[a][0][key] for a in arms}) == 1, key
   for key in ('reward', 'accuracy', 'response_length'):  # (entropy: aggregated as the loss)
     assert len({by[a][1][key] for a in arms}) == 1, key
+
+
+def _grads(loss_cfg, lp, old, adv, mask):
+  fn = objectives.from_config(loss_cfg)
+  return jax.grad(lambda x: fn(x, old, adv, mask)[0])(lp)
+
+
+def test_the_arms_gradients_coincide_on_policy_and_differ_off_policy():
+  """Why the config needs more than one gradient step per batch (configs docstring)."""
+  c = _config(None)
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  old = -jax.random.uniform(k1, (8, 6), minval=0.1, maxval=3.0)
+  adv = jax.random.normal(k2, (8, 6))
+  mask = jax.random.uniform(k3, (8, 6)) < 0.8
+  on = {a: _grads(po.arm_loss(c, a), old, old, adv, mask) for a in c.run_arms}
+  for a in ('clip_higher', 'cispo'):
+    np.testing.assert_allclose(on[a], on['ppo_clip'], rtol=1e-6, atol=1e-7)
+  lp = old + 0.3 * jax.random.normal(jax.random.key(1), old.shape)  # ratios far from 1
+  off = {a: _grads(po.arm_loss(c, a), lp, old, adv, mask) for a in c.run_arms}
+  for a, b in (('ppo_clip', 'clip_higher'), ('ppo_clip', 'cispo'), ('ppo_clip', 'gspo')):
+    assert not np.allclose(off[a], off[b], atol=1e-6), (a, b)
