@@ -25,10 +25,12 @@ are off-policy (r != 1), where the clip ranges and the CISPO weights act. More p
 (e.g. 4 minibatches, arith_rl's note) collapsed the entropy from a 40% warm start; 2 x 2
 doubles the update cost of arith_rl's 1 x 1, which the wall-clock budget allows.
 
-No KL, no entropy bonus (arith_rl uses ent_coef 0.01): the objective is the only thing
-that changes. Every arm runs rl.iterations steps (the same for every arm, so the "vs step"
-curves end together) unless rl.max_wall_s of training wall clock (compile and evaluation
-excluded; a safety cap for a loaded machine) comes first.
+Shared by every arm: no KL; arith_rl's entropy bonus 0.01 (in a pilot without it, PPO-clip's
+entropy fell from 0.49 to 0.07 in 250 steps and held-out exact match from 35.7% to 28.5%;
+with it: 0.52 -> 0.13 and 34.4%). Only the objective changes between arms. Every arm runs
+rl.iterations steps (the same for every arm, so the "vs step" curves end together) unless
+rl.max_wall_s of training wall clock (compile and evaluation excluded; a safety cap for a
+loaded machine) comes first.
 """
 
 import ml_collections
@@ -81,7 +83,7 @@ def get_config(arg=None):
     eval_every=25,
   )
   # The shared loss keys; each arm's `loss` overrides them (jaxca.objectives.from_config).
-  c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=0.0)
+  c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=0.01)
   # The arm definitions, and which of them run in which order (a ConfigDict sorts its keys).
   c.arms = {k: dict(v) for k, v in ARMS.items()}
   c.run_arms = tuple(ARMS)

@@ -65,7 +65,7 @@ def validate(config):
         f'arms.{name}.loss.objective must be one of {sorted(objectives.OBJECTIVES)}; got {obj!r}.'
       ) from None
     try:
-      objectives.from_config(loss)
+      lm.loss_options(loss)  # the learner's own check of the whole loss section
     except (ValueError, TypeError) as e:
       raise runs.ConfigError(f'arms.{name}.loss: {e}') from None
   try:
@@ -427,9 +427,9 @@ G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.
 epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}
 gradient steps, {rl.num_epochs * rl.num_minibatches - 1} of them off-policy: with one step
 every ratio is 1 and PPO-clip, clip-higher and CISPO coincide), Adam {rl.lr} with grad-norm
-clip 1.0, fresh optimiser state, no KL, no entropy bonus; {rl.iterations} steps or
-{rl.max_wall_s:.0f} s of training wall clock, whichever first; held-out greedy exact match on
-{config.data.num_test} prompts every {rl.eval_every} steps. Seeds {seeds}: a seed fixes the
+clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
+{rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
+held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps. Seeds {seeds}: a seed fixes the
 batches and sampling keys, identical across arms. Arms (only the loss differs):
 
 {arm_lines}

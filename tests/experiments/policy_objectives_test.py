@@ -60,6 +60,7 @@ def test_default_arms_are_the_four_objectives_with_their_reference_settings():
     (lambda c: c.rl.update(num_minibatches=3), 'must divide'),
     (lambda c: c.arms.ppo_clip.loss.update(agg_mode='mean'), 'arms.ppo_clip.loss'),
     (lambda c: c.credit.update(estimator='nope'), 'config.credit'),
+    (lambda c: c.loss.update(kl_estimator='k9'), 'arms.ppo_clip.loss'),
   ],
 )
 def test_bad_configs_are_refused_with_one_line(override, match):
@@ -169,6 +170,9 @@ def test_smoke_cli_runs_every_arm_from_one_warm_start(tmp_path):
     assert len({by[a][0][key] for a in arms}) == 1, key
   for key in ('reward', 'accuracy', 'response_length'):  # (entropy: aggregated as the loss)
     assert len({by[a][1][key] for a in arms}) == 1, key
+  # Each arm's objective reaches the learner: GSPO reports its sequence ratio, PPO-clip does not.
+  assert all('seq_ratio_mean' in r for r in by['gspo'][1:])
+  assert not any('seq_ratio_mean' in r for a in ('ppo_clip', 'clip_higher', 'cispo') for r in by[a])
 
 
 def _grads(loss_cfg, lp, old, adv, mask):
