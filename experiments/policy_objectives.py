@@ -430,7 +430,8 @@ every ratio is 1 and PPO-clip, clip-higher and CISPO coincide), Adam {rl.lr} wit
 clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
 {rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
 held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps.
-Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms. Arms (only the loss differs):
+Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms.
+Arms (only the loss differs):
 
 {arm_lines}
 
