@@ -34,7 +34,14 @@ from jaxca.networks import transformer
 NAME = 'policy_objectives'
 Aot = mc_credit.Aot
 # The objectives' own metrics (jaxca.objectives), reported when an arm produces them.
-OBJECTIVE_METRICS = ('clip_frac', 'clip_frac_lower', 'ppo_kl', 'ratio_mean', 'seq_ratio_mean')
+OBJECTIVE_METRICS = (
+  'clip_frac',
+  'clip_frac_lower',
+  'approx_kl',
+  'ppo_kl',
+  'ratio_mean',
+  'seq_ratio_mean',
+)
 
 
 def arm_loss(config, name) -> dict:
@@ -439,7 +446,8 @@ Train s: training wall clock of a run (sampling + update), ahead-of-time compila
 evaluation excluded; compile s: the arm's one compilation, counted in its first seed.
 The objective's metrics are means over the run's steps and minibatches (`jaxca.objectives`:
 clip_frac = share of tokens on the clipped branch, for CISPO the share whose IS weight was
-clipped; ppo_kl = mean of log pi_old - log pi; seq_ratio_mean: GSPO's sequence ratio).
+clipped; approx_kl / ppo_kl = the learner's / the objective's KL(old || new)
+estimate; seq_ratio_mean: GSPO's sequence ratio).
 
 ## Runs
 
