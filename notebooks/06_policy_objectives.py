@@ -123,7 +123,8 @@ if (RESULTS / 'results.md').exists():
   workdir = RESULTS
 else:
   print(f'No committed results in {RESULTS}; running the smoke config (numbers mean nothing).')
-  workdir = pathlib.Path(tempfile.mkdtemp(prefix='policy_objectives_smoke_'))
+  smoke_dir = tempfile.TemporaryDirectory(prefix='policy_objectives_smoke_')  # removed on exit
+  workdir = pathlib.Path(smoke_dir.name)
   jax.config.update('jax_disable_most_optimizations', True)  # compile time dominates a smoke run
   smoke = po_config.get_config('smoke')
   po.validate(smoke)
