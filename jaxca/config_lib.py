@@ -109,6 +109,12 @@ def validate(config, device_count: Optional[int] = None):
     for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):
       if key in config.loss and not float(config.loss[key]) >= 0:
         raise ConfigError(f'config.loss.{key} must be >= 0; got {config.loss[key]!r}.')
+    from jaxca import lm  # local, as below
+
+    try:
+      lm.loss_options(config.loss)  # objective, hyper-parameters, KL estimator and controller
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f'config.loss: {e}') from None
   if _has(config, 'policy') and 'dtype' in config.policy:
     if config.policy.dtype not in DTYPES:
       raise ConfigError(

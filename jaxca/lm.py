@@ -28,6 +28,7 @@ objects): `step` [] int32, `params`, `opt_state`, and `ref_params` when the KL
 term is on. Nothing here is jitted; the experiment jits whole iterations.
 """
 
+import functools
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -38,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxca import kl as kl_lib
 from jaxca import losses
+from jaxca import objectives
 from jaxca import ops
 from jaxca import sampling
 from jaxca import train as train_lib
@@ -61,6 +64,8 @@ class Rollout(NamedTuple):
     old_values: [B, N] float32 V_old(s_t) (zeros without a value head).
     advantages: [B, N] float32 estimator advantages (0 where `mask` is False).
     returns: [B, N] float32 estimator returns (value targets).
+    rollout_log_probs: [B, N] float32 log-probs recorded by the sampler (0 where masked), for
+      rollout correction (`loss.rollout_correction`); None when not recorded.
   """
 
   tokens: jax.Array
@@ -71,6 +76,7 @@ class Rollout(NamedTuple):
   old_values: jax.Array
   advantages: jax.Array
   returns: jax.Array
+  rollout_log_probs: Optional[jax.Array] = None
 
 
 def _get(cfg, name, default=None):
@@ -267,6 +273,8 @@ class RolloutData(NamedTuple):
     lengths: [B] int32 response lengths.
     key: a PRNG key of this rollout for providers (`RolloutContext.key`), folded from
       the sampling key so sampling is unchanged.
+    rollout_log_probs: [B, N] float32 the sampler's own log-probs of its tokens (0 where
+      masked; `sampling.Samples.log_probs`), or None.
   """
 
   batch: Any
@@ -281,6 +289,7 @@ class RolloutData(NamedTuple):
   response_logits: jax.Array
   lengths: jax.Array
   key: jax.Array
+  rollout_log_probs: Optional[jax.Array] = None
 
 
 # Trajectory fields the learner itself reads when present (providers for them are called
@@ -374,9 +383,13 @@ def _make_rollout_parts(
   host_fields,
   critic,
   metrics_fn=None,
+  reward_kl=None,
 ):
   """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
-  finish(data, fields, hparams) -> (Rollout, metrics))."""
+  finish(data, fields, hparams) -> (Rollout, metrics)).
+
+  `reward_kl` = (coef, estimator) puts the KL to the reference in the token rewards
+  (`kl.penalize_rewards`) before the estimator runs."""
   if reward not in REWARDS:
     raise ValueError(f'Unknown reward {reward!r}; choose from {list(REWARDS)}.')
   host_fields = tuple(host_fields)
@@ -388,7 +401,7 @@ def _make_rollout_parts(
   for name in LEARNER_FIELDS:
     if name in (providers or {}) and name not in host_fields:
       fields[name] = providers[name]
-  use_ref = use_ref or 'ref_log_probs' in fields
+  use_ref = use_ref or 'ref_log_probs' in fields or reward_kl is not None
   if 'group_ids' in fields and group_size < 2:
     raise ValueError(
       f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
@@ -445,6 +458,7 @@ def _make_rollout_parts(
       response_logits=logits[:, lp - 1 : -1] / temperature,
       lengths=samples.lengths,
       key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
+      rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),
     )
 
   def finish(data, extra, hparams=None):
@@ -452,12 +466,22 @@ def _make_rollout_parts(
     if missing:
       raise ValueError(f'host fields {missing} were not supplied to the update.')
     mask = data.mask
+    rewards = data.rewards
+    kl_metrics = {}
+    if reward_kl is not None:
+      coef, kl_estimator = reward_kl
+      rewards = kl_lib.penalize_rewards(
+        rewards, data.log_probs, data.ref_log_probs, mask, coef, estimator=kl_estimator
+      )
+      kl_metrics['kl_reward'] = ops.masked_mean(
+        kl_lib.estimate(data.log_probs, data.ref_log_probs, mask, kl_estimator), mask
+      )
     ctx = RolloutContext(
       task=task,
       batch=data.batch,
       responses=data.responses,
       mask=mask,
-      rewards=data.rewards,
+      rewards=rewards,
       log_probs=data.log_probs,
       ref_log_probs=data.ref_log_probs if use_ref else None,
       values=data.values,
@@ -481,6 +505,7 @@ def _make_rollout_parts(
       response_length=jnp.mean(data.lengths.astype(jnp.float32)),
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
+      **kl_metrics,
     )
     if metrics_fn is not None:
       metrics.update(metrics_fn(ctx, traj, targets))
@@ -497,6 +522,9 @@ def _make_rollout_parts(
       old_values=jax.lax.stop_gradient(old_values),
       advantages=advantages,
       returns=returns,
+      rollout_log_probs=None
+      if data.rollout_log_probs is None
+      else jax.lax.stop_gradient(data.rollout_log_probs),
     )
     return batch_out, metrics
 
@@ -507,6 +535,114 @@ def _frac_constant_groups(correct, group_size):
   """Share of prompts whose G samples all got the same reward (no group signal)."""
   g = correct.reshape(-1, group_size)
   return jnp.mean((jnp.max(g, axis=1) == jnp.min(g, axis=1)).astype(jnp.float32))
+
+
+# Keys of a learner's `loss` config section (all optional; see `loss_options`).
+LOSS_KEYS = (
+  'objective',
+  'clip_eps',
+  'clip_eps_high',
+  'dual_clip_c',
+  'agg_mode',
+  'norm_length',
+  'objective_kwargs',
+  'rollout_correction',
+  'kl_coef',
+  'kl_estimator',
+  'kl_in_reward',
+  'kl_ctrl',
+  'ent_coef',
+  'vf_coef',
+  'vf_clip',
+)
+
+
+class LossOptions(NamedTuple):
+  """A validated `loss` config section (`loss_options`).
+
+  Attributes:
+    objective: the policy term (`objectives.from_config`), or None for plain PPO-clip
+      (`losses.ppo_policy_loss`, the same kernel with this module's metric names).
+    objective_name: its canonical name ('ppo_clip', 'gspo', ...).
+    clip_eps, clip_eps_high, agg_mode: PPO-clip parameters and the aggregation of every term.
+    kl_coef: coefficient of the KL to the reference (0: off); in the loss, or in the rewards
+      when `kl_in_reward`.
+    kl_estimator: 'k1' | 'k2' | 'k3' | 'abs' (`kl.estimate`; 'k3' is `losses.kl_k3`).
+    kl_in_reward: put `kl_coef * KL` in the token rewards (`kl.penalize_rewards`) instead of
+      the loss.
+    ent_coef, vf_coef, vf_clip: entropy bonus and value term (`losses.ppo_objective`).
+  """
+
+  objective: Optional[Callable]
+  objective_name: str
+  clip_eps: float
+  clip_eps_high: Optional[float]
+  agg_mode: str
+  kl_coef: float
+  kl_estimator: str
+  kl_in_reward: bool
+  ent_coef: float
+  vf_coef: float
+  vf_clip: Optional[float]
+
+
+def loss_options(loss_cfg: Any = None) -> LossOptions:
+  """Reads and validates a `loss` config section (ConfigDict, dict or None).
+
+  Keys (all optional; the defaults are plain token-level PPO-clip with eps 0.2):
+    objective, clip_eps, clip_eps_high, dual_clip_c, agg_mode, norm_length, objective_kwargs,
+      rollout_correction: the policy term, built by `objectives.from_config` (names:
+      `objectives.OBJECTIVES`; a rollout correction compares the learner's log-probs with the
+      sampler's, `Rollout.rollout_log_probs`).
+    kl_coef (default 0: off), kl_estimator ('k3'), kl_in_reward (False): the KL to the
+      frozen reference, in the loss (GRPO, arXiv 2402.03300 Eq. 3) or in the rewards (PPO-RLHF,
+      Ziegler et al. arXiv 1909.08593).
+    kl_ctrl: None or 'fixed' (a constant `kl_coef`). The adaptive controller
+      (`kl.adaptive_controller`) needs state the learner does not carry: rejected.
+    ent_coef, vf_coef, vf_clip: as `losses.ppo_objective`.
+
+  Raises:
+    ValueError: an unknown key, objective, hyper-parameter, KL estimator or controller (the
+      message names the key and the allowed values).
+  """
+  if loss_cfg is not None and hasattr(loss_cfg, 'keys'):
+    unknown = sorted(set(loss_cfg.keys()) - set(LOSS_KEYS))
+    if unknown:
+      raise ValueError(f'Unknown loss option(s) {unknown}; choose from {list(LOSS_KEYS)}.')
+  name = objectives.check_name(_get(loss_cfg, 'objective', None) or 'ppo_clip')
+  agg_mode = losses.check_agg_mode(_get(loss_cfg, 'agg_mode', None) or 'token_mean')
+  policy_term = objectives.from_config(loss_cfg)  # validates names and hyper-parameters
+  plain = (
+    name == 'ppo_clip'
+    and not _get(loss_cfg, 'dual_clip_c', None)
+    and not _get(loss_cfg, 'objective_kwargs', None)
+    and not _get(loss_cfg, 'rollout_correction', None)
+    and _get(loss_cfg, 'norm_length', None) is None
+  )
+  estimator = kl_lib.check_estimator(_get(loss_cfg, 'kl_estimator', None) or 'k3')
+  ctrl = _get(loss_cfg, 'kl_ctrl', None)
+  kind = _get(ctrl, 'kind', None) if hasattr(ctrl, 'get') else ctrl
+  if kind not in (None, 'fixed'):
+    raise ValueError(
+      f"loss.kl_ctrl={kind!r} is not supported by the LM learner; choose None or 'fixed' (the "
+      'adaptive controller needs state the learner does not carry).'
+    )
+  kl_in_reward = _get(loss_cfg, 'kl_in_reward', False)
+  if kl_in_reward not in (None, False, True):
+    raise ValueError(f'loss.kl_in_reward must be True or False; got {kl_in_reward!r}.')
+  return LossOptions(
+    objective=None if plain else policy_term,
+    objective_name=name,
+    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
+    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
+    agg_mode=agg_mode,
+    kl_coef=float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0),
+    kl_estimator=estimator,
+    kl_in_reward=bool(kl_in_reward),
+    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
+    vf_coef=float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0),
+    vf_clip=_get(loss_cfg, 'vf_clip', None) or None,
+  )
 
 
 def make_ppo_loss(
@@ -521,15 +657,24 @@ def make_ppo_loss(
   ent_coef: float = 0.0,
   vf_coef: float = 0.0,
   vf_clip: Optional[float] = None,
+  objective: Optional[Callable] = None,
+  kl_estimator: str = 'k3',
 ) -> Callable:
-  """Returns loss_fn(params, rollout: Rollout) -> (loss, aux) for token-level PPO.
+  """Returns loss_fn(params, rollout: Rollout, key=None) -> (loss, aux) for token-level PPO.
 
-  `losses.ppo_objective` (shared with the gymnax PPO): ppo_clip(agg_mode)
-  + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi || pi_ref)).
+  `losses.ppo_objective` (shared with the gymnax PPO): pg(agg_mode) + vf_coef * value_loss
+  - ent_coef * agg(H) + kl_coef * agg(KL(pi || pi_ref)), with pg PPO-clip (`clip_eps`,
+  `clip_eps_high`) or `objective` (from `objectives.make` / `from_config`; it receives the
+  rollout's `rollout_log_probs` for its rollout correction and `key`, e.g. for clip-cov), and
+  the KL estimated per token by `kl_estimator` (`kl.estimate`; 'k3' = `losses.kl_k3`).
   """
   losses.check_agg_mode(agg_mode)
+  kl_estimator = kl_lib.check_estimator(kl_estimator)
+  kl_fn = None
+  if kl_estimator != 'k3':
+    kl_fn = functools.partial(kl_lib.estimate, estimator=kl_estimator)
 
-  def loss_fn(params, rb: Rollout):
+  def loss_fn(params, rb: Rollout, key=None):
     logits, log_probs, values = _forward(
       policy, params, rb.tokens, rb.valid, prompt_len, temperature
     )
@@ -537,6 +682,9 @@ def make_ppo_loss(
     if vf_coef and values is None:
       raise ValueError('vf_coef > 0 needs a policy with a value head.')
     resp_logits = logits[:, prompt_len - 1 : -1] / temperature
+    policy_loss = None
+    if objective is not None:
+      policy_loss = functools.partial(objective, rollout_log_probs=rb.rollout_log_probs, key=key)
     return losses.ppo_objective(
       jnp.where(mask, log_probs, 0.0),
       rb.old_log_probs,
@@ -554,6 +702,8 @@ def make_ppo_loss(
       vf_clip=vf_clip,
       ref_log_probs=rb.ref_log_probs,
       kl_coef=kl_coef,
+      policy_loss=policy_loss,
+      kl_fn=kl_fn,
     )
 
   return loss_fn
@@ -681,11 +831,13 @@ def make_rl_phases(
       requires `ref_log_probs` needs a state with `ref_params`
       (`init_from_params(..., with_ref=True)`).
   """
-  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
+  opts = loss_options(loss_cfg)
+  kl_coef = opts.kl_coef
   has_critic = 'values' in estimator.requires
-  vf_coef = float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0) if has_critic else 0.0
-  vf_clip = _get(loss_cfg, 'vf_clip', None) or None
-  agg_mode = _get(loss_cfg, 'agg_mode', 'token_mean')
+  vf_coef = opts.vf_coef if has_critic else 0.0
+  vf_clip = opts.vf_clip
+  agg_mode = opts.agg_mode
+  reward_kl = (kl_coef, opts.kl_estimator) if (opts.kl_in_reward and kl_coef > 0) else None
   if critic is not None and critic_tx is None:
     raise ValueError('a separate critic needs its optimiser `critic_tx`.')
   collect, finish = _make_rollout_parts(
@@ -701,20 +853,33 @@ def make_rl_phases(
     host_fields=host_fields,
     critic=critic,
     metrics_fn=metrics_fn,
+    reward_kl=reward_kl,
   )
   loss_fn = make_ppo_loss(
     policy,
     prompt_len=task.prompt_len,
     temperature=temperature,
-    clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
-    clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
+    clip_eps=opts.clip_eps,
+    clip_eps_high=opts.clip_eps_high,
     agg_mode=agg_mode,
-    kl_coef=kl_coef,
-    ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
+    kl_coef=0.0 if reward_kl is not None else kl_coef,
+    ent_coef=opts.ent_coef,
     vf_coef=0.0 if critic is not None else vf_coef,
     vf_clip=vf_clip,
+    objective=opts.objective,
+    kl_estimator=opts.kl_estimator,
   )
-  grad_step = train_lib.make_gradient_step(loss_fn, tx)
+  keyed = opts.objective_name == 'clip_cov'  # draws its tokens: one key per minibatch
+  if keyed:
+    inner_step = train_lib.make_gradient_step(lambda p, mb: loss_fn(p, mb[0], key=mb[1]), tx)
+
+    def grad_step(carry, rb):
+      params, opt_state, step_key = carry
+      step_key, sub = jax.random.split(step_key)
+      (params, opt_state), m = inner_step((params, opt_state), (rb, sub))
+      return (params, opt_state, step_key), m
+  else:
+    grad_step = train_lib.make_gradient_step(loss_fn, tx)
   critic_step = None
   if critic is not None:
     lp = task.prompt_len
@@ -738,15 +903,19 @@ def make_rl_phases(
 
   def update(state, data, fields, key, hparams=None):
     rb, roll_metrics = finish(data, fields, hparams)
-    (params, opt_state), step_metrics = train_lib.minibatch_epochs(
+    carry = (state['params'], state['opt_state'])
+    if keyed:  # the loss's key stream, independent of the permutation keys
+      carry = carry + (jax.random.fold_in(key, 2),)
+    carry, step_metrics = train_lib.minibatch_epochs(
       grad_step,
-      (state['params'], state['opt_state']),
+      carry,
       rb,
       key,
       num_epochs=num_epochs,
       num_minibatches=num_minibatches,
       shuffle=shuffle,
     )
+    params, opt_state = carry[:2]
     new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
     metrics = dict(roll_metrics)
     metrics.update({k: jnp.mean(v) for k, v in step_metrics.items()})

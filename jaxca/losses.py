@@ -17,6 +17,7 @@ Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
 verl's hyphenated names ('token-mean', ...) are accepted too.
 """
 
+from typing import Callable
 from typing import Optional
 
 import jax
@@ -87,6 +88,9 @@ def ppo_policy_loss(
 ):
   """PPO clipped surrogate, `-min(r A, clip(r, 1-eps_low, 1+eps_high) A)`, aggregated.
 
+  A thin view of `jaxca.objectives.ppo_clip` (the one PPO-clip kernel; arXiv 1707.06347 Eq. 7)
+  that keeps this module's metric names.
+
   Args:
     log_probs: [..., T] float32; log pi_theta(a_t | s_t), differentiated.
     old_log_probs: [..., T] float32; log pi_old at sampling time (gradient stopped).
@@ -99,25 +103,35 @@ def ppo_policy_loss(
   Returns:
     (loss scalar, metrics dict with clip_frac, approx_kl (k3 of old vs new), ratio_mean).
   """
+  from jaxca import objectives  # noqa: PLC0415  objectives builds on this module
+
   if not (log_probs.shape == old_log_probs.shape == advantages.shape == mask.shape):
     raise ValueError(
       'ppo_policy_loss: `log_probs`, `old_log_probs`, `advantages` and `mask` must share a '
       f'shape; got {log_probs.shape}, {old_log_probs.shape}, {advantages.shape}, {mask.shape}.'
     )
-  high = clip_eps if clip_eps_high is None else clip_eps_high
-  log_ratio = jnp.where(mask, log_probs - jax.lax.stop_gradient(old_log_probs), 0.0)
-  ratio = jnp.exp(log_ratio)
-  adv = jax.lax.stop_gradient(jnp.where(mask, advantages, 0.0))
-  unclipped = ratio * adv
-  clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + high) * adv
-  loss_mat = -jnp.minimum(unclipped, clipped)
-  loss = aggregate(loss_mat, mask, agg_mode, norm_length)
-  metrics = dict(
-    clip_frac=ops.masked_mean((clipped < unclipped).astype(jnp.float32), mask),
-    approx_kl=ops.masked_mean(jnp.expm1(log_ratio) - log_ratio, mask),
-    ratio_mean=ops.masked_mean(ratio, mask),
+  loss, aux = objectives.ppo_clip(
+    log_probs,
+    old_log_probs,
+    advantages,
+    mask,
+    eps_low=clip_eps,
+    eps_high=clip_eps_high,
+    agg_mode=agg_mode,
+    norm_length=norm_length,
   )
-  return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
+  metrics = dict(
+    clip_frac=aux['clip_frac'],
+    approx_kl=approx_kl(log_probs, old_log_probs, mask),
+    ratio_mean=aux['ratio_mean'],
+  )
+  return loss, metrics
+
+
+def approx_kl(log_probs: jax.Array, old_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
+  """Masked mean k3 estimate of KL(pi_old || pi_theta), `r - 1 - log r` (a metric; no gradient)."""
+  log_ratio = jnp.where(mask, log_probs - old_log_probs, 0.0)
+  return jax.lax.stop_gradient(ops.masked_mean(jnp.expm1(log_ratio) - log_ratio, mask))
 
 
 ADVANTAGE_NORMS = ('none', 'minibatch')
@@ -142,10 +156,14 @@ def ppo_objective(
   vf_clip: Optional[float] = None,
   ref_log_probs: Optional[jax.Array] = None,
   kl_coef: float = 0.0,
+  policy_loss: Optional[Callable] = None,
+  kl_fn: Optional[Callable] = None,
 ):
   """The one PPO objective of jaxca (LM learner and gymnax PPO), arXiv 1707.06347 Eq. 9.
 
-  loss = ppo_clip(A) + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi||pi_ref))
+  loss = pg + vf_coef * value_loss - ent_coef * agg(H) + kl_coef * agg(k3(pi||pi_ref))
+
+  with pg the PPO-clip surrogate, or any policy objective passed as `policy_loss`.
 
   Terms are aggregated with `agg_mode` over `mask`; the value term needs
   `values` and `returns` and enters when `vf_coef` is non-zero (PPO-clipped
@@ -165,6 +183,11 @@ def ppo_objective(
     ent_coef: entropy bonus coefficient (needs `entropy` when non-zero).
     values, returns, old_values, vf_coef, vf_clip: the value term.
     ref_log_probs, kl_coef: the KL-to-reference term.
+    policy_loss: optional policy term `fn(log_probs, old_log_probs, advantages, mask) ->
+      (loss, metrics)` replacing PPO-clip (e.g. an objective of `jaxca.objectives.make`);
+      `clip_eps` and `clip_eps_high` are then unused. None: `ppo_policy_loss`.
+    kl_fn: optional per-token KL estimator `fn(log_probs, ref_log_probs, mask) -> [..., T]`
+      (e.g. `functools.partial(kl.estimate, estimator='k2')`); None: `kl_k3`.
 
   Returns:
     (loss scalar, aux dict: pg_loss, clip_frac, approx_kl, ratio_mean, and
@@ -176,15 +199,19 @@ def ppo_objective(
     )
   if advantage_norm == 'minibatch':
     advantages = ops.masked_whiten(advantages, mask, unbiased=False)
-  pg, aux = ppo_policy_loss(
-    log_probs,
-    old_log_probs,
-    advantages,
-    mask,
-    clip_eps=clip_eps,
-    clip_eps_high=clip_eps_high,
-    agg_mode=agg_mode,
-  )
+  if policy_loss is None:
+    pg, aux = ppo_policy_loss(
+      log_probs,
+      old_log_probs,
+      advantages,
+      mask,
+      clip_eps=clip_eps,
+      clip_eps_high=clip_eps_high,
+      agg_mode=agg_mode,
+    )
+  else:
+    pg, aux = policy_loss(log_probs, old_log_probs, advantages, mask)
+    aux = dict(aux, approx_kl=approx_kl(log_probs, old_log_probs, mask))
   total = pg
   aux = dict(aux, pg_loss=pg)
   if vf_coef:
@@ -210,7 +237,8 @@ def ppo_objective(
   if kl_coef:
     if ref_log_probs is None:
       raise ValueError('ppo_objective: kl_coef != 0 needs `ref_log_probs`.')
-    kl = aggregate(kl_k3(log_probs, ref_log_probs, mask), mask, agg_mode)
+    per_token = (kl_k3 if kl_fn is None else kl_fn)(log_probs, ref_log_probs, mask)
+    kl = aggregate(per_token, mask, agg_mode)
     total = total + kl_coef * kl
     aux['kl_ref'] = kl
   return total, aux

@@ -1,0 +1,487 @@
+"""Policy objectives from one warm start with one estimator: PPO-clip, clip-higher, GSPO, CISPO.
+
+Commands, arms and settings: configs/policy_objectives.py. Composition only: one supervised
+warm start (`experiments.mc_credit.warm_start`, cached in `<workdir>/warmstart`), then every
+arm x seed of `lm.make_rl_update` from it with the same GRPO estimator, optimiser, batches
+and sampling keys; an arm is its `loss` section (`jaxca.objectives.from_config` keys:
+`objective`, `clip_eps`, `clip_eps_high`, `agg_mode`, ...). Each arm's update is compiled
+ahead of time once (`mc_credit.Aot`) and shared by its seeds, so the training wall clock of
+a run excludes compilation and evaluation (both reported). Not resumable: a rerun of an
+unfinished workdir recomputes the arms (the warm start is reused). Where runs write, config
+drift, errors and the closing line: `jaxca.runs`.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import mc_credit
+from jaxca import estimators
+from jaxca import lm
+from jaxca import objectives
+from jaxca import runs
+from jaxca import tasks
+from jaxca.networks import transformer
+
+NAME = 'policy_objectives'
+Aot = mc_credit.Aot
+# The objectives' own metrics (jaxca.objectives), reported when an arm produces them.
+OBJECTIVE_METRICS = (
+  'clip_frac',
+  'clip_frac_lower',
+  'approx_kl',
+  'ppo_kl',
+  'ratio_mean',
+  'seq_ratio_mean',
+)
+
+
+def arm_loss(config, name) -> dict:
+  """The loss section of arm `name`: the shared `config.loss` with the arm's keys over it."""
+  return dict(config.loss.to_dict(), **config.arms[name].loss.to_dict())
+
+
+def validate(config):
+  """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
+  if not config.seeds:
+    raise runs.ConfigError('config.seeds is empty.')
+  if not config.run_arms:
+    raise runs.ConfigError('config.run_arms is empty.')
+  unknown = [a for a in config.run_arms if a not in config.arms]
+  if unknown:
+    raise runs.ConfigError(
+      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
+    )
+  if len(set(config.run_arms)) != len(config.run_arms):
+    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  for name in config.run_arms:
+    loss = arm_loss(config, name)
+    obj = loss.get('objective') or 'ppo_clip'
+    try:
+      objectives.check_name(obj)
+    except ValueError:
+      raise runs.ConfigError(
+        f'arms.{name}.loss.objective must be one of {sorted(objectives.OBJECTIVES)}; got {obj!r}.'
+      ) from None
+    try:
+      lm.loss_options(loss)  # the learner's own check of the whole loss section
+    except (ValueError, TypeError) as e:
+      raise runs.ConfigError(f'arms.{name}.loss: {e}') from None
+  try:
+    estimators.from_config(config.credit)
+  except ValueError as e:
+    raise runs.ConfigError(f'config.credit: {e}') from None
+  rl = config.rl
+  if rl.num_epochs * rl.num_minibatches < 2:
+    raise runs.ConfigError(
+      'rl.num_epochs * rl.num_minibatches must be >= 2; got '
+      f'{rl.num_epochs} x {rl.num_minibatches}: with one gradient step per batch every ratio '
+      'is 1 and PPO-clip, clip-higher and CISPO give the same gradient.'
+    )
+  if rl.group_size < 2:
+    raise runs.ConfigError(f'rl.group_size must be >= 2 (GRPO groups); got {rl.group_size}.')
+  if (rl.prompts * rl.group_size) % rl.num_minibatches:
+    raise runs.ConfigError(
+      f'rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * rl.group_size '
+      f'({rl.prompts * rl.group_size}).'
+    )
+  if rl.prompts > config.data.num_train:
+    raise runs.ConfigError('rl.prompts must be <= data.num_train.')
+  if rl.iterations < 1 or rl.eval_every < 1:
+    raise runs.ConfigError('rl.iterations and rl.eval_every must be >= 1.')
+  task = make_task(config)
+  need = task.prompt_len + task.response_len
+  if config.policy.max_len < need:
+    raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
+
+
+def make_task(config):
+  try:
+    return tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
+  except ValueError as e:
+    raise runs.ConfigError(f'config.task: {e}') from None
+
+
+def build(config):
+  """(task, policy): composition only."""
+  task = make_task(config)
+  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
+  return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
+
+
+class Arm:
+  """The ahead-of-time compiled RL update of one arm (shared by its seeds)."""
+
+  def __init__(self, name, config, task, policy, estimator):
+    self.name, self.label = name, config.arms[name].label
+    self.loss = arm_loss(config, name)
+    rl = config.rl
+    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    self.update = Aot(
+      lm.make_rl_update(
+        policy,
+        task,
+        estimator,
+        self.tx,
+        group_size=rl.group_size,
+        num_epochs=rl.num_epochs,
+        num_minibatches=rl.num_minibatches,
+        temperature=rl.temperature,
+        reward='outcome',
+        loss_cfg=self.loss,
+      )
+    )
+    self.hparams = jax.tree.map(jnp.asarray, estimator.hparams)
+
+
+def run_arm(config, arm, params0, seed, train, test, evaluate):
+  """One learning run from the warm start; returns its records (iteration 0 = warm start)."""
+  rl = config.rl
+  key = jax.random.key(seed)
+  state = lm.init_from_params(params0, arm.tx)
+  t_run = time.time()
+  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, elapsed=0.0, compile_s=0.0)
+  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  records, wall, it = [rec0], 0.0, 0
+  while it < rl.iterations and wall < rl.max_wall_s:
+    it += 1
+    rng = np.random.default_rng([seed, it])  # the same batches for every arm of a seed
+    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
+    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
+    t0, c0 = time.time(), arm.update.compile_s
+    state, m = arm.update(state, batch, jax.random.fold_in(key, it), arm.hparams)
+    m = jax.device_get(jax.block_until_ready(m))
+    compile_iter = arm.update.compile_s - c0
+    wall += time.time() - t0 - compile_iter
+    rec = dict(arm=arm.name, seed=seed, iteration=it, wall=wall, compile_s=compile_iter)
+    rec.update({k: float(v) for k, v in m.items()})
+    if not (np.isfinite(rec['loss']) and rec.get('params_finite', 1.0) == 1.0):
+      raise FloatingPointError(
+        f'{arm.name} seed {seed}: non-finite loss or parameters at iteration {it}; try a '
+        'smaller rl.lr.'
+      )
+    if it % rl.eval_every == 0:
+      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+    rec['elapsed'] = time.time() - t_run
+    records.append(rec)
+    runs.at(f'{arm.name} seed {seed} iteration {it}')
+  if 'eval_exact_match' not in records[-1]:
+    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+    records[-1]['elapsed'] = time.time() - t_run
+  return records
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def _eval_at(recs, axis, x):
+  """Exact match of the last evaluation with recs[axis] <= x (None if there is none)."""
+  out = None
+  for r in recs:
+    if 'eval_exact_match' in r and r[axis] <= x + 1e-9:
+      out = r['eval_exact_match']
+  return out
+
+
+def summarize(records, seeds, arms):
+  """{(arm, seed): final / best accuracy, steps, seconds, the objective's mean metrics}."""
+  out = {}
+  for s in seeds:
+    by = {a: [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms}
+    w_min = min(by[a][-1]['wall'] for a in arms)
+    for a in arms:
+      recs = by[a]
+      its = [r for r in recs if r['iteration'] > 0]
+      evals = [r['eval_exact_match'] for r in recs if 'eval_exact_match' in r]
+      last = recs[-1]
+      row = dict(
+        warm=recs[0]['eval_exact_match'],
+        final=last['eval_exact_match'],
+        best=max(evals),
+        steps=last['iteration'],
+        wall=last['wall'],
+        elapsed=last['elapsed'],
+        s_per_step=last['wall'] / max(last['iteration'], 1),
+        compile_s=sum(r['compile_s'] for r in recs),
+        acc_equal_wall=_eval_at(recs, 'wall', w_min),
+        equal_wall=w_min,
+        train_accuracy=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
+      )
+      for k in OBJECTIVE_METRICS + ('entropy',):
+        vals = [r[k] for r in its if k in r]
+        row[k] = float(np.mean(vals)) if vals else None
+      out[(a, s)] = row
+  return out
+
+
+def _pct(x):
+  return '-' if x is None else f'{100 * x:.1f}'
+
+
+def _num(x, digits=3):
+  return '-' if x is None else f'{x:.{digits}g}'
+
+
+def table_runs(summary, seeds, arms, config):
+  rows = [summary[(a, s)] for a in arms for s in seeds]
+  cols = [k for k in OBJECTIVE_METRICS if any(r[k] is not None for r in rows)]
+  head = (
+    '| arm | seed | warm start % | final % | best % | steps | train s | s/step | compile s | '
+    + ' | '.join(f'{k} (mean)' for k in cols)
+    + ' |'
+  )
+  lines = [head, '|' + '---|' * (9 + len(cols))]
+  for a in arms:
+    for s in seeds:
+      r = summary[(a, s)]
+      cells = [
+        a,
+        str(s),
+        _pct(r['warm']),
+        _pct(r['final']),
+        _pct(r['best']),
+        str(r['steps']),
+        f'{r["wall"]:.1f}',
+        f'{r["s_per_step"]:.3f}',
+        f'{r["compile_s"]:.1f}',
+      ] + [_num(r[k]) for k in cols]
+      lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def table_means(summary, seeds, arms, config):
+  lines = [
+    '| arm | objective | final % (mean; per seed) | best % (mean) | at equal train wall % | '
+    'train s/step |',
+    '|---|---|---|---|---|---|',
+  ]
+  for a in arms:
+    rows = [summary[(a, s)] for s in seeds]
+    per = ', '.join(_pct(r['final']) for r in rows)
+    eq = [r['acc_equal_wall'] for r in rows]
+    eq_cell = '-' if any(e is None for e in eq) else _pct(float(np.mean(eq)))
+    lines.append(
+      f'| {a} | {config.arms[a].label} | {_pct(np.mean([r["final"] for r in rows]))} ({per}) | '
+      f'{_pct(np.mean([r["best"] for r in rows]))} | {eq_cell} | '
+      f'{np.mean([r["s_per_step"] for r in rows]):.3f} |'
+    )
+  return '\n'.join(lines)
+
+
+def verdict(summary, seeds, arms):
+  """One honest sentence: are the arms' differences larger than the seed-to-seed spread?"""
+  means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
+  best, worst = max(means, key=means.get), min(means, key=means.get)
+  gap = means[best] - means[worst]
+  if gap == 0:
+    return f'Every arm ends at {_pct(means[best])}%: no difference at all at this scale.'
+  if len(seeds) < 2:
+    return (
+      f'Highest final accuracy: {best} ({_pct(means[best])}%), lowest {worst} '
+      f'({_pct(means[worst])}%); one seed only, so no claim about differences.'
+    )
+  spread = max(
+    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
+    for a in arms
+  )
+  head = (
+    f'Mean final accuracy ranges from {_pct(means[worst])}% ({worst}) to {_pct(means[best])}% '
+    f'({best}), a gap of {100 * gap:.1f} points; the largest seed-to-seed difference within an '
+    f'arm is {100 * spread:.1f} points.'
+  )
+  if gap <= spread:
+    return head + (
+      f' At this scale ({len(seeds)} seeds) the arms are indistinguishable: the differences '
+      'between objectives are within seed noise.'
+    )
+  return head + (
+    f' The gap exceeds the seed spread, but with {len(seeds)} seeds this is suggestive only, '
+    'not significant.'
+  )
+
+
+def plot(records, seeds, arms, config, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for i, a in enumerate(arms):
+    for j, s in enumerate(seeds):
+      recs = [r for r in records if r['arm'] == a and r['seed'] == s]
+      pts = [r for r in recs if 'eval_exact_match' in r]
+      style = dict(color=f'C{i}', ls='-' if j == 0 else '--', marker='o', ms=3)
+      label = config.arms[a].label if j == 0 else None
+      for ax, key in zip(axes[:2], ('iteration', 'wall')):
+        ax.plot([r[key] for r in pts], [r['eval_exact_match'] for r in pts], label=label, **style)
+      its = [r for r in recs if r['iteration'] > 0 and 'clip_frac' in r]
+      if its:
+        w = min(5, len(its))
+        y = np.convolve([r['clip_frac'] for r in its], np.ones(w) / w, mode='valid')
+        axes[2].plot(
+          [r['iteration'] for r in its][len(its) - len(y) :],
+          y,
+          color=f'C{i}',
+          ls='-' if j == 0 else '--',
+        )
+  for ax, lab in zip(axes[:2], ('RL step', 'training wall clock, s (compile and eval excluded)')):
+    ax.set_xlabel(lab)
+    ax.set_ylabel('held-out greedy exact match')
+    ax.grid(alpha=0.3)
+  axes[2].set_xlabel('RL step')
+  axes[2].set_ylabel('clip fraction (5-step mean)')
+  axes[2].set_yscale('symlog', linthresh=1e-3)
+  axes[2].grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(
+    f'policy objectives with GRPO advantages (solid: seed {seeds[0]}'
+    + (f', dashed: seed {seeds[1]}' if len(seeds) > 1 else '')
+    + ')'
+  )
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def load_average():
+  try:
+    return float(os.getloadavg()[0])
+  except (OSError, AttributeError):
+    return float('nan')
+
+
+def run(config, workdir):
+  """Warm start, then every arm x seed; writes metrics.jsonl, results.md and curves.png."""
+  t_start, load_start = time.time(), load_average()
+  task, policy = build(config)
+  seeds, arms = list(config.seeds), list(config.run_arms)
+  train = task.generate(seeds[0], config.data.num_train, split='train')
+  test = task.generate(seeds[0] + 1, config.data.num_test, split='test')
+  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
+  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+
+  def evaluate(params, batch):
+    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
+
+  params0, ws_info = mc_credit.warm_start(config, task, policy, train, test, evaluate, workdir)
+  estimator = estimators.from_config(config.credit)
+  built = {a: Arm(a, config, task, policy, estimator) for a in arms}
+  records = []
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for s in seeds:
+      for a in arms:
+        recs = run_arm(config, built[a], params0, s, train, test, evaluate)
+        for r in recs:
+          f.write(json.dumps(r) + '\n')
+        f.flush()
+        records.extend(recs)
+        last = recs[-1]
+        runs.note(
+          f'{a} seed {s}: {last["iteration"]} steps, {last["wall"]:.1f} s training, exact match '
+          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
+        )
+  summary = summarize(records, seeds, arms)
+  plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
+  times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=load_average())
+  write_results(config, workdir, summary, ws_info, times)
+  line = ', '.join(f'{a} {_pct(np.mean([summary[(a, s)]["final"] for s in seeds]))}%' for a in arms)
+  steps = sorted({summary[(a, s)]['steps'] for a in arms for s in seeds})
+  steps_txt = str(steps[0]) if len(steps) == 1 else f'{steps[0]}-{steps[-1]}'
+  return (
+    f'policy_objectives: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out '
+    f'exact match (mean of {len(seeds)} seed(s), {steps_txt} steps): {line}; '
+    f'{times["total_s"]:.0f} s in all; results in {os.path.join(workdir, "results.md")}'
+  )
+
+
+def write_results(config, workdir, summary, ws_info, times):
+  seeds, arms = list(config.seeds), list(config.run_arms)
+  rl = config.rl
+  command = ' '.join(['python -m experiments.policy_objectives'] + sys.argv[1:])
+  arm_lines = '\n'.join(
+    f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`' for a in arms
+  )
+  text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
+
+Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
+({jax.devices()[0].platform}); load average {times['load_start']:.1f} at the start and
+{times['load_end']:.1f} at the end (a loaded machine inflates the seconds; the per-step
+columns do not depend on load, runs are reproducible). Wall time {times['total_s']:.0f} s in
+all (warm start, compiles, evaluations and {len(arms)} arms x {len(seeds)} seed(s)).
+
+Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
+{tuple(config.task.ops)}, train/test problems generated on the host (`task.generate`,
+{config.data.num_train} train, {config.data.num_test} held-out); policy {config.policy.depth}
+layers, d={config.policy.width}, {config.policy.num_heads} heads. One warm start shared by
+every run: SFT (Adam {config.warmstart.lr}, batch {config.warmstart.batch_size}) for
+{ws_info['steps']} steps, stopped at the first evaluation with held-out greedy exact match >=
+{config.warmstart.band[0]:.0%} (reached {100 * ws_info['exact_match']:.1f}%). Each run:
+estimator `{config.credit.estimator}` (the same for every arm), {rl.prompts} prompts x
+G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.num_epochs}
+epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}
+gradient steps, {rl.num_epochs * rl.num_minibatches - 1} of them off-policy: with one step
+every ratio is 1 and PPO-clip, clip-higher and CISPO coincide), Adam {rl.lr} with grad-norm
+clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
+{rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
+held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps.
+Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms.
+Arms (only the loss differs):
+
+{arm_lines}
+
+Train s: training wall clock of a run (sampling + update), ahead-of-time compilation and
+evaluation excluded; compile s: the arm's one compilation, counted in its first seed.
+The objective's metrics are means over the run's steps and minibatches (`jaxca.objectives`:
+clip_frac = share of tokens on the clipped branch, for CISPO the share whose IS weight was
+clipped; approx_kl / ppo_kl = the learner's / the objective's KL(old || new)
+estimate; seq_ratio_mean: GSPO's sequence ratio).
+
+## Runs
+
+{table_runs(summary, seeds, arms, config)}
+
+## Per arm (mean over seeds)
+
+"At equal train wall": accuracy of the last evaluation within the shortest training wall clock
+of the arms of the same seed, averaged over seeds.
+
+{table_means(summary, seeds, arms, config)}
+
+![accuracy vs step and wall clock](curves.png)
+
+## Reading
+
+{verdict(summary, seeds, arms)}
+
+Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); the
+objectives' hyper-parameters are their papers' / reference implementations' defaults, not
+tuned for this task. CISPO's loss value is not comparable with the others' (it is -w A log pi);
+only its gradient is meaningful.
+"""
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(text)
+
+
+EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
+
+
+def main(argv):
+  runs.main(EXPERIMENT)(argv)
+
+
+if __name__ == '__main__':
+  runs.define_flags(NAME)
+  app.run(main)

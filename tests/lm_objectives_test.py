@@ -1,0 +1,274 @@
+"""The LM learner's policy term chosen by config (`lm.loss_options`, `objectives.from_config`)."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from configs import arith_rl as arith_rl_config
+from jaxca import config_lib
+from jaxca import estimators
+from jaxca import kl
+from jaxca import lm
+from jaxca import losses
+from jaxca import objectives
+from jaxca import ops
+from jaxca import tasks
+from jaxca.networks import transformer
+
+TASK = tasks.make('arith', num_steps=1, modulus=5)  # prompt 5 tokens, response 2 tokens
+G = 2
+
+
+def setUpModule():  # noqa: N802  compile time dominates these tests; results are unaffected
+  global _OPT
+  _OPT = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+
+
+def tearDownModule():  # noqa: N802
+  jax.config.update('jax_disable_most_optimizations', _OPT)
+
+
+_OPT = False
+
+
+def _policy(value_head=False):
+  cfg = ml_collections.ConfigDict(
+    dict(width=16, depth=1, num_heads=2, max_len=8, dtype='float32', value_head=value_head)
+  )
+  return transformer.make_policy(cfg, vocab_size=TASK.vocab.size)
+
+
+def _batch(n=4, seed=0):
+  return {k: jnp.asarray(v) for k, v in TASK.generate(seed, n).items()}
+
+
+def _old_ppo_policy_loss(log_probs, old_log_probs, advantages, mask, clip_eps, agg_mode):
+  """The learner's PPO-clip term before objectives were selectable (kept to pin the default)."""
+  log_ratio = jnp.where(mask, log_probs - jax.lax.stop_gradient(old_log_probs), 0.0)
+  ratio = jnp.exp(log_ratio)
+  adv = jax.lax.stop_gradient(jnp.where(mask, advantages, 0.0))
+  loss_mat = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+  return losses.aggregate(loss_mat, mask, agg_mode)
+
+
+class _Rollout:
+  """One GRPO rollout of a tiny policy, with old log-probs moved off the current ones."""
+
+  @classmethod
+  def make(cls, value_head=False):
+    policy = _policy(value_head)
+    params = policy.init(jax.random.key(0))
+    ref_params = policy.init(jax.random.key(3))
+    est = estimators.make('gae' if value_head else 'grpo')
+    rollout = lm.make_rollout_fn(policy, TASK, est, group_size=G, use_ref=True)
+    rb, _ = jax.jit(rollout)(params, ref_params, _batch(), jax.random.key(1))
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=rb.mask.shape).astype(np.float32)
+    adv = rng.normal(size=rb.mask.shape).astype(np.float32)
+    rb = rb._replace(
+      old_log_probs=jnp.where(rb.mask, rb.old_log_probs + 0.3 * noise, 0.0),
+      advantages=jnp.where(rb.mask, adv, 0.0),
+    )
+    return policy, params, rb
+
+
+class DefaultIsUnchangedTest(absltest.TestCase):
+  def test_flagship_default_loss_and_grads_equal_the_old_path(self):
+    """The arith_rl loss section builds the same PPO loss, bit for bit, as before."""
+    cfg = arith_rl_config.get_config().loss
+    opts = lm.loss_options(cfg)
+    self.assertIsNone(opts.objective)  # plain PPO-clip: losses.ppo_policy_loss
+    policy, params, rb = _Rollout.make(value_head=True)
+    lp = TASK.prompt_len
+    new = lm.make_ppo_loss(
+      policy,
+      prompt_len=lp,
+      clip_eps=opts.clip_eps,
+      clip_eps_high=opts.clip_eps_high,
+      agg_mode=opts.agg_mode,
+      kl_coef=opts.kl_coef,
+      ent_coef=opts.ent_coef,
+      vf_coef=opts.vf_coef,
+      vf_clip=opts.vf_clip,
+      objective=opts.objective,
+      kl_estimator=opts.kl_estimator,
+    )
+
+    def old(params, rb):
+      out = policy.apply(params, rb.tokens, rb.valid)
+      logits = out.logits.astype(jnp.float32)
+      log_probs = transformer.response_log_probs(logits, rb.tokens, lp)
+      values = jnp.where(rb.mask, transformer.response_values(out.values, lp), 0.0)
+      log_probs = jnp.where(rb.mask, log_probs, 0.0)
+      pg = _old_ppo_policy_loss(
+        log_probs, rb.old_log_probs, rb.advantages, rb.mask, 0.2, 'token_mean'
+      )
+      ent = losses.aggregate(
+        jnp.where(rb.mask, losses.entropy_from_logits(logits[:, lp - 1 : -1]), 0.0), rb.mask
+      )
+      vl = losses.value_loss(values, rb.returns, rb.mask)
+      return pg + 0.5 * vl - 0.01 * ent
+
+    for wrap in (lambda f: f, jax.jit):
+      (got, _), got_g = wrap(jax.value_and_grad(new, has_aux=True))(params, rb)
+      want, want_g = wrap(jax.value_and_grad(old))(params, rb)
+      np.testing.assert_array_equal(got, want)
+      jax.tree.map(np.testing.assert_array_equal, got_g, want_g)
+
+  def test_plain_ppo_clip_through_objectives_equals_the_default(self):
+    policy, params, rb = _Rollout.make()
+    base = lm.make_ppo_loss(policy, prompt_len=TASK.prompt_len, clip_eps_high=0.28)
+    via = lm.make_ppo_loss(
+      policy,
+      prompt_len=TASK.prompt_len,
+      objective=objectives.from_config(dict(clip_eps=0.2, clip_eps_high=0.28)),
+    )
+    (l0, a0), g0 = jax.value_and_grad(base, has_aux=True)(params, rb)
+    (l1, a1), g1 = jax.value_and_grad(via, has_aux=True)(params, rb)
+    np.testing.assert_array_equal(l0, l1)
+    jax.tree.map(np.testing.assert_array_equal, g0, g1)
+    for k in ('clip_frac', 'approx_kl', 'ratio_mean', 'pg_loss'):
+      np.testing.assert_array_equal(a0[k], a1[k])
+
+
+class SelectionTest(parameterized.TestCase):
+  @parameterized.parameters(*objectives.OBJECTIVES)
+  def test_every_objective_runs_through_the_rl_update(self, name):
+    policy = _policy()
+    tx = optax.adam(1e-3)
+    loss_cfg = dict(objective=name, ent_coef=0.01)
+    if name == 'cispo':
+      loss_cfg.update(rollout_correction=dict(preset='icepop'))
+    if name == 'gspo':
+      loss_cfg.update(kl_coef=0.1, kl_estimator='k2')
+    if name == 'reinforce':
+      loss_cfg.update(kl_coef=0.1, kl_in_reward=True, kl_estimator='k1')
+    update = jax.jit(
+      lm.make_rl_update(
+        policy,
+        TASK,
+        estimators.make('grpo'),
+        tx,
+        group_size=G,
+        num_epochs=2,
+        num_minibatches=2,
+        loss_cfg=loss_cfg,
+      )
+    )
+    state = lm.make_init(policy, tx, with_ref=True)(jax.random.key(0))
+    state, m = update(state, _batch(seed=1), jax.random.key(1))
+    self.assertTrue(np.isfinite(m['loss']), name)
+    self.assertEqual(float(m['params_finite']), 1.0)
+    if name == 'cispo':
+      self.assertIn('rollout_is_weight_mean', m)
+    if name == 'gspo':
+      self.assertIn('kl_ref', m)
+    if name == 'reinforce':
+      self.assertIn('kl_reward', m)
+      self.assertNotIn('kl_ref', m)
+
+  def test_the_choice_reaches_the_loss(self):
+    """Away from ratio 1 the objectives differ; each equals its kernel on the same log-probs."""
+    policy, params, rb = _Rollout.make()
+    lp = TASK.prompt_len
+    logits = policy.apply(params, rb.tokens, rb.valid).logits.astype(jnp.float32)
+    log_probs = jnp.where(rb.mask, transformer.response_log_probs(logits, rb.tokens, lp), 0.0)
+    got = {}
+    for name in ('ppo_clip', 'cispo', 'gspo', 'gpg'):
+      fn = lm.make_ppo_loss(policy, prompt_len=lp, objective=objectives.make(name))
+      got[name], aux = fn(params, rb)
+      want, _ = getattr(objectives, name)(log_probs, rb.old_log_probs, rb.advantages, rb.mask)
+      np.testing.assert_allclose(aux['pg_loss'], want, rtol=1e-6)
+    self.assertLen({round(float(v), 6) for v in got.values()}, 4)
+
+  def test_rollout_correction_uses_the_sampler_log_probs(self):
+    policy, params, rb = _Rollout.make()
+    # Recorded by the sampler: equal to the teacher-forced recompute up to float error.
+    self.assertIsNotNone(rb.rollout_log_probs)
+    self.assertEqual(float(jnp.abs(jnp.where(rb.mask, 0.0, rb.rollout_log_probs)).sum()), 0.0)
+    cfg = dict(rollout_correction=dict(level='token', mode='truncate', high=1.2))
+    fn = lm.make_ppo_loss(policy, prompt_len=TASK.prompt_len, objective=objectives.from_config(cfg))
+    plain = lm.make_ppo_loss(policy, prompt_len=TASK.prompt_len)
+    shifted = rb._replace(rollout_log_probs=jnp.where(rb.mask, rb.old_log_probs - 0.5, 0.0))
+    loss_c, aux = fn(params, shifted)
+    np.testing.assert_allclose(aux['rollout_is_weight_mean'], 1.2, rtol=1e-5)  # all truncated
+    np.testing.assert_allclose(loss_c, 1.2 * plain(params, rb)[0], rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, 'rollout_log_probs'):
+      fn(params, rb._replace(rollout_log_probs=None))
+
+  def test_kl_estimator_in_the_loss(self):
+    policy, params, rb = _Rollout.make()
+    lp = TASK.prompt_len
+    logits = policy.apply(params, rb.tokens, rb.valid).logits.astype(jnp.float32)
+    log_probs = jnp.where(rb.mask, transformer.response_log_probs(logits, rb.tokens, lp), 0.0)
+    for est in ('k1', 'k2', 'k3', 'abs'):
+      fn = lm.make_ppo_loss(policy, prompt_len=lp, kl_coef=0.5, kl_estimator=est)
+      _, aux = fn(params, rb)
+      want = ops.masked_mean(kl.estimate(log_probs, rb.ref_log_probs, rb.mask, est), rb.mask)
+      np.testing.assert_allclose(aux['kl_ref'], want, rtol=1e-5, atol=1e-7)
+
+  def test_kl_in_the_reward_moves_the_advantages(self):
+    policy = _policy()
+    params = policy.init(jax.random.key(0))
+    other = policy.init(jax.random.key(3))
+    tx = optax.sgd(0.0)
+    state = dict(lm.init_from_params(params, tx, with_ref=True), ref_params=other)
+    outs = {}
+    for in_reward in (False, True):
+      cfg = dict(kl_coef=1.0, kl_in_reward=in_reward, kl_estimator='k1')
+      phases = lm.make_rl_phases(
+        policy, TASK, estimators.make('reinforce'), tx, group_size=G, loss_cfg=cfg
+      )
+      data = jax.jit(phases.collect)(state, _batch(), jax.random.key(1))
+      _, m = jax.jit(phases.update)(state, data, {}, jax.random.key(2))
+      outs[in_reward] = (data, m)
+    data, m = outs[True]
+    self.assertIn('kl_reward', m)
+    self.assertNotIn('kl_ref', m)
+    self.assertIn('kl_ref', outs[False][1])
+    k1 = kl.estimate(data.log_probs, data.ref_log_probs, data.mask, 'k1')
+    np.testing.assert_allclose(m['kl_reward'], ops.masked_mean(k1, data.mask), rtol=1e-5)
+    # Same batch, same task reward; the penalised rewards give other advantages.
+    np.testing.assert_array_equal(m['reward'], outs[False][1]['reward'])
+    self.assertNotAlmostEqual(float(m['adv_abs_mean']), float(outs[False][1]['adv_abs_mean']), 4)
+
+
+class ValidationTest(parameterized.TestCase):
+  @parameterized.parameters(
+    (dict(objective='ppo2'), 'Unknown policy objective'),
+    (dict(objective='sapo', objective_kwargs=dict(tau=1.0)), 'unknown hyper-parameters'),
+    (dict(kl_estimator='k4'), 'Unknown KL estimator'),
+    (dict(kl_ctrl='adaptive'), "kl_ctrl='adaptive'"),
+    (dict(kl_ctrl=dict(kind='adaptive', target=0.1, horizon=100)), 'kl_ctrl'),
+    (dict(clip_ratio=0.2), r"Unknown loss option\(s\) \['clip_ratio'\]"),
+    (dict(rollout_correction=dict(preset='tis')), 'preset'),
+    (dict(agg_mode='mean'), 'aggregation'),
+  )
+  def test_bad_options_fail_at_build_time(self, cfg, message):
+    with self.assertRaisesRegex(ValueError, message):
+      lm.make_rl_phases(
+        _policy(), TASK, estimators.make('grpo'), optax.sgd(0.1), group_size=G, loss_cfg=cfg
+      )
+
+  def test_config_validation_names_the_section(self):
+    config = arith_rl_config.get_config('smoke')
+    config.loss.objective = 'ppo2'
+    with self.assertRaisesRegex(config_lib.ConfigError, r'config\.loss: .*ppo2.*ppo_clip'):
+      config_lib.validate(config)
+
+  def test_key_reaches_clip_cov(self):
+    """Clip-cov's draw uses the key the learner passes (different keys, different tokens)."""
+    policy, params, rb = _Rollout.make()
+    obj = objectives.make('clip_cov', clip_cov_ratio=0.3, clip_cov_lb=-1e9, clip_cov_ub=1e9)
+    fn = lm.make_ppo_loss(policy, prompt_len=TASK.prompt_len, objective=obj)
+    losses_by_key = {float(fn(params, rb, key=jax.random.key(i))[0]) for i in range(6)}
+    self.assertGreater(len(losses_by_key), 1)
+
+
+if __name__ == '__main__':
+  absltest.main()
