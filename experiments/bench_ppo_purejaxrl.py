@@ -1,7 +1,7 @@
 """jaxca vs PureJaxRL PPO: one process, same hyper-parameters. See configs/bench_ppo_purejaxrl.py.
 
 Each system's whole training (init + all updates, seeds vmapped) is one jitted
-program, AOT-compiled and timed separately; the timed runs alternate
+program, AOT-compiled and timed separately, then run once untimed; the timed runs alternate
 (jaxca, purejaxrl, jaxca, ...) so both see the same machine load.
 
 PureJaxRL shim (gymnax 1.0): `gymnax.make` inside purejaxrl/ppo.py returns the env
@@ -113,6 +113,7 @@ def compile_and_time(name, fn, args, steps, num_seeds, repeats_out):
   t0 = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))  # untimed warm-up: first-call allocations
 
   def run():
     t = time.perf_counter()
@@ -162,7 +163,12 @@ def run(cfg, workdir):
       entry[name]['final_return_mean'] = float(np.mean(entry[name]['final_return_per_seed']))
     pairs = [r for r in timed if r['seeds'] == num_seeds]
     ratios = [a['sps'] / b['sps'] for a, b in zip(pairs[::2], pairs[1::2])]
-    entry['ratio_jaxca_over_purejaxrl'] = dict(timed=ratios, median=statistics.median(ratios))
+    entry['ratio_jaxca_over_purejaxrl'] = dict(
+      timed=ratios, min=min(ratios), median=statistics.median(ratios), max=max(ratios)
+    )
+    entry['compile_ratio_jaxca_over_purejaxrl'] = (
+      entry['jaxca']['compile_s'] / entry['purejaxrl']['compile_s']
+    )
   lo, hi = (str(s) for s in (min(cfg.seed_counts), max(cfg.seed_counts)))
   for name in ('jaxca', 'purejaxrl'):
     results[f'{name}_vmap_speedup_{hi}_over_{lo}'] = (
@@ -181,9 +187,23 @@ def run(cfg, workdir):
           e = entry[name]
           f.write(f'| {s} | {name} | {e["compile_s"]:.1f} | {e["sps_median"]:,.0f} | '
                   f'{e["final_return_mean"]:.1f} |\n')  # fmt: skip
-  ratio = results['seeds'][hi]['ratio_jaxca_over_purejaxrl']['median']
+      f.write(
+        f'\njaxca / PureJaxRL env steps/s over {cfg.repeats} alternating pairs '
+        '(min / median / max of the per-pair ratios); compile-time ratio:\n\n'
+      )
+      for s, entry in results['seeds'].items():
+        r = entry['ratio_jaxca_over_purejaxrl']
+        f.write(
+          f'* {s} seeds: {r["min"]:.3f} / {r["median"]:.3f} / {r["max"]:.3f}; '
+          f'compile {entry["compile_ratio_jaxca_over_purejaxrl"]:.2f}x\n'
+        )
+      f.write(f'\nload average at the end: {os.getloadavg()}\n')
+  per = ', '.join(
+    f'{s} seeds {e["ratio_jaxca_over_purejaxrl"]["median"]:.2f}x'
+    for s, e in results['seeds'].items()
+  )
   return (
-    f'jaxca PPO runs at {ratio:.2f}x the env steps/s of PureJaxRL with {hi} seeds; '
+    f'jaxca PPO env steps/s over PureJaxRL (median of {cfg.repeats} pairs): {per}; '
     f'table in {os.path.join(workdir, "bench.md")}'
   )
 
