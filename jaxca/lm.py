@@ -37,8 +37,10 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxca import dapo
 from jaxca import kl as kl_lib
 from jaxca import losses
 from jaxca import objectives
@@ -384,12 +386,14 @@ def _make_rollout_parts(
   critic,
   metrics_fn=None,
   reward_kl=None,
+  reward_shaping=None,
 ):
   """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
   finish(data, fields, hparams) -> (Rollout, metrics)).
 
   `reward_kl` = (coef, estimator) puts the KL to the reference in the token rewards
-  (`kl.penalize_rewards`) before the estimator runs."""
+  (`kl.penalize_rewards`) before the estimator runs; `reward_shaping` (`REWARD_SHAPING_KEYS`)
+  adds DAPO's overlong punishment / filtering."""
   if reward not in REWARDS:
     raise ValueError(f'Unknown reward {reward!r}; choose from {list(REWARDS)}.')
   host_fields = tuple(host_fields)
@@ -409,6 +413,7 @@ def _make_rollout_parts(
     )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
+  buffer_len, penalty_factor, overlong_filter = _reward_shaping(reward_shaping, num_new)
 
   def collect(params, ref_params, batch, key, critic_params=None):
     prompts = batch['prompts']
@@ -476,6 +481,10 @@ def _make_rollout_parts(
       kl_metrics['kl_reward'] = ops.masked_mean(
         kl_lib.estimate(data.log_probs, data.ref_log_probs, mask, kl_estimator), mask
       )
+    if buffer_len:
+      penalty = dapo.overlong_penalty(data.lengths, num_new, buffer_len, penalty_factor)
+      rewards = rewards + last_token_rewards(penalty, mask)
+      kl_metrics['overlong_penalty'] = jnp.mean(penalty)
     ctx = RolloutContext(
       task=task,
       batch=data.batch,
@@ -513,6 +522,10 @@ def _make_rollout_parts(
     if traj.get('loss_mask') is not None:
       loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
       metrics['loss_token_frac'] = jnp.sum(loss_mask) / jnp.maximum(jnp.sum(mask), 1)
+    if overlong_filter:
+      cut = dapo.truncated(data.responses, mask, voc.eos_id)
+      loss_mask = loss_mask & ~cut[:, None]
+      metrics['frac_truncated'] = jnp.mean(cut.astype(jnp.float32))
     batch_out = Rollout(
       tokens=data.tokens,
       valid=data.valid,
@@ -529,6 +542,32 @@ def _make_rollout_parts(
     return batch_out, metrics
 
   return collect, finish
+
+
+# Keys of the learner's `reward_shaping` option (DAPO, arXiv 2503.14476, Sec. 3.4).
+REWARD_SHAPING_KEYS = ('overlong_buffer', 'overlong_penalty', 'overlong_filter')
+
+
+def _reward_shaping(cfg, max_len):
+  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict."""
+  if not cfg:
+    return 0, 1.0, False
+  unknown = sorted(set(cfg.keys()) - set(REWARD_SHAPING_KEYS))
+  if unknown:
+    raise ValueError(
+      f'Unknown reward_shaping option(s) {unknown}; choose from {list(REWARD_SHAPING_KEYS)}.'
+    )
+  buffer_len = int(_get(cfg, 'overlong_buffer', 0) or 0)
+  if not 0 <= buffer_len <= max_len:
+    raise ValueError(
+      f'reward_shaping.overlong_buffer must be in [0, {max_len}] (the response length); '
+      f'got {buffer_len}.'
+    )
+  factor = _get(cfg, 'overlong_penalty', None)
+  factor = 1.0 if factor is None else float(factor)
+  if factor < 0:
+    raise ValueError(f'reward_shaping.overlong_penalty must be >= 0; got {factor}.')
+  return buffer_len, factor, bool(_get(cfg, 'overlong_filter', False))
 
 
 def _frac_constant_groups(correct, group_size):
@@ -809,6 +848,7 @@ def make_rl_phases(
   critic=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
   metrics_fn: Optional[Callable] = None,
+  reward_shaping: Any = None,
 ) -> RLPhases:
   """An RL iteration split at the point where host-side providers can run.
 
@@ -830,6 +870,11 @@ def make_rl_phases(
     metrics_fn: extra rollout metrics (see `make_rollout_fn`). An estimator that
       requires `ref_log_probs` needs a state with `ref_params`
       (`init_from_params(..., with_ref=True)`).
+    reward_shaping: None or a dict (`REWARD_SHAPING_KEYS`, DAPO arXiv 2503.14476 Sec. 3.4):
+      `overlong_buffer` L_cache > 0 adds `dapo.overlong_penalty(length, N, L_cache,
+      overlong_penalty)` (default factor 1.0) to each sequence reward, on its last token, before
+      the estimator; `overlong_filter=True` masks responses without EOS out of the loss.
+      Metrics `overlong_penalty` (mean) and `frac_truncated`.
   """
   opts = loss_options(loss_cfg)
   kl_coef = opts.kl_coef
@@ -854,6 +899,7 @@ def make_rl_phases(
     critic=critic,
     metrics_fn=metrics_fn,
     reward_kl=reward_kl,
+    reward_shaping=reward_shaping,
   )
   loss_fn = make_ppo_loss(
     policy,
@@ -937,6 +983,93 @@ def make_rl_phases(
   return RLPhases(collect_fn, update)
 
 
+def _take_rows(data: RolloutData, rows) -> RolloutData:
+  """Host (NumPy) copy of `data` restricted to `rows` (the key is kept as is)."""
+  out = jax.tree.map(lambda x: np.asarray(x)[rows], data._replace(key=None))
+  return out._replace(key=data.key)
+
+
+def collect_dynamic(
+  collect: Callable,
+  state,
+  next_batch: Callable[[], Any],
+  key: jax.Array,
+  *,
+  group_size: int,
+  max_gen_batches: int,
+):
+  """DAPO dynamic sampling (arXiv 2503.14476, Sec. 3.2, Eq. 11), on the host.
+
+  Calls `collect` on fresh prompt batches until the kept groups (`dapo.informative_groups`
+  of the summed token rewards: not all G rewards equal) number P, the prompts of one batch,
+  or `max_gen_batches` batches have been generated; keeps the first P informative groups in
+  order. The result has exactly P*G rows, so the jitted `update` keeps its shapes. If fewer
+  than P informative groups were found, the missing groups are padding rows: copies of
+  generated rows with an all-False response mask and zero rewards, log-probs and values,
+  which add nothing to any loss term or normaliser (a short batch is a smaller batch, not a
+  reweighted one; reusing kept groups instead would count them twice). verl instead raises
+  after `max_num_gen_batches`.
+
+  Args:
+    collect: `RLPhases.collect` (jitted by the caller): (state, batch, key) -> RolloutData.
+    state: the learner state.
+    next_batch: () -> dict of the task's per-prompt arrays [P, ...]; called once per
+      generation batch.
+    key: generation batch i samples with `jax.random.fold_in(key, i)`.
+    group_size: G.
+    max_gen_batches: at most this many `collect` calls (>= 1).
+
+  Returns:
+    (RolloutData with P*G host rows, metrics: `gen_batches`, `frac_groups_kept` (kept /
+    generated groups), `groups_short` (P minus the informative groups found, >= 0),
+    `gen_reward` (mean sequence reward over every generated response)).
+  """
+  if int(max_gen_batches) < 1:
+    raise ValueError(f'max_gen_batches must be >= 1; got {max_gen_batches}.')
+  pieces, kept, generated, rewards_seen = [], 0, 0, []
+  first, target = None, None
+  for i in range(int(max_gen_batches)):
+    data = collect(state, next_batch(), jax.random.fold_in(key, i))
+    seq = np.asarray(data.rewards).sum(axis=1)
+    keep = np.asarray(dapo.informative_groups(seq, group_size))
+    if first is None:
+      first, target = data, keep.shape[0]
+    rewards_seen.append(seq)
+    generated += keep.shape[0]
+    kept += int(keep.sum())
+    pieces.append(_take_rows(data, np.nonzero(np.repeat(keep, group_size))[0]))
+    if kept >= target:
+      break
+  rows = target * group_size
+  out = jax.tree.map(lambda *xs: np.concatenate(xs)[:rows], *[p._replace(key=None) for p in pieces])
+  short = max(target - kept, 0)
+  if short:
+    pad = _take_rows(first, np.arange(short * group_size))._replace(key=None)
+    n = pad.mask.shape[1]
+
+    def zero(x):
+      return None if x is None else np.zeros_like(x)
+
+    pad = pad._replace(
+      valid=np.concatenate([pad.valid[:, :-n], np.zeros_like(pad.mask)], axis=1),
+      mask=np.zeros_like(pad.mask),
+      rewards=zero(pad.rewards),
+      log_probs=zero(pad.log_probs),
+      ref_log_probs=zero(pad.ref_log_probs),
+      rollout_log_probs=zero(pad.rollout_log_probs),
+      values=zero(pad.values),
+      lengths=zero(pad.lengths),
+    )
+    out = jax.tree.map(lambda a, b: np.concatenate([a, b]), out, pad)
+  metrics = dict(
+    gen_batches=float(len(pieces)),
+    frac_groups_kept=kept / generated,
+    groups_short=float(short),
+    gen_reward=float(np.mean(np.concatenate(rewards_seen))),
+  )
+  return out._replace(key=first.key), metrics
+
+
 def make_rl_update(
   policy: transformer.Policy,
   task: tasks_base.Task,
@@ -954,6 +1087,7 @@ def make_rl_update(
   critic=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
   metrics_fn: Optional[Callable] = None,
+  reward_shaping: Any = None,
 ) -> Callable:
   """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
@@ -968,6 +1102,7 @@ def make_rl_update(
     providers, metrics_fn: extra Trajectory providers and rollout metrics (see
       `make_rollout_fn`).
     critic, critic_tx: a separate critic and its optimiser (see `make_rl_phases`).
+    reward_shaping: DAPO's overlong punishment / filtering (see `make_rl_phases`).
 
   `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
 
@@ -992,6 +1127,7 @@ def make_rl_update(
     critic=critic,
     critic_tx=critic_tx,
     metrics_fn=metrics_fn,
+    reward_shaping=reward_shaping,
   )
 
   def update(state, batch, key, hparams=None):
