@@ -137,12 +137,28 @@ def _gae_time_major(rewards, values, discounts, bootstrap_value, lambda_, mask):
     zeros = jnp.zeros_like(bootstrap_value)
     return _recurrence.reverse_linear_scan(deltas, discounts * lambda_, zeros)
   if lambda_.ndim == 0:
-    a = jnp.where(mask, (1.0 - lambda_) * values + lambda_ * rewards, 0.0)
-    b = jnp.where(mask, lambda_ * discounts, 1.0)
-    c = _recurrence.reverse_linear_scan(a, b, bootstrap_value)
-    c_next = jnp.concatenate([c[1:], bootstrap_value[None]], axis=0)
-    return jnp.where(mask, rewards - values + discounts * c_next, 0.0)
+    return _masked_scan(rewards, values, discounts, bootstrap_value, lambda_, mask)
   return _two_carry_scan(rewards, values, discounts, bootstrap_value, lambda_, mask)
+
+
+def _masked_scan(rewards, values, discounts, bootstrap_value, lambda_, mask):
+  """Masked GAE, scalar lambda, time-major [T, N], in ONE reverse scan.
+
+  Carries c_{t+1} = V + lambda * A of the next valid step (the bootstrap value after the
+  last); a valid step emits A_t = r_t - V_t + d_t c_{t+1} and updates
+  c_t = (1 - lambda) V_t + lambda r_t + lambda d_t c_{t+1}; a masked step emits 0 and
+  passes c through. The same recurrence as the batch-major path, but the inputs are read
+  once inside the scan (no separate coefficient, shift and output passes).
+  """
+
+  def body(c_next, x):
+    r, v, d, m = x
+    adv = r - v + d * c_next
+    c = jnp.where(m, v + lambda_ * adv, c_next)
+    return c, jnp.where(m, adv, 0.0)
+
+  _, adv = jax.lax.scan(body, bootstrap_value, (rewards, values, discounts, mask), reverse=True)
+  return adv
 
 
 def _two_carry_scan(rewards, values, discounts, bootstrap_value, lambda_, mask):
