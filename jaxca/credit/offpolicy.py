@@ -75,6 +75,7 @@ import jax.numpy as jnp
 from jaxca.credit import _checks
 from jaxca.credit import _divide_and_conquer
 from jaxca.credit import _monotonic_stack
+from jaxca.credit import _sorted_levels
 
 OFF_POLICY_METHODS = (
   'is',
@@ -163,6 +164,10 @@ def off_policy_returns(
   elif method in _monotonic_stack.METHODS and not differentiable:
     args = jax.lax.stop_gradient((delta, d2, x2, lam))
     u = _monotonic_stack.trajectory_aware(*args[:3], m2, args[3], method)
+    q2 = jax.lax.stop_gradient(q2)
+  elif method == 'truncated_is' and not differentiable:
+    args = jax.lax.stop_gradient((delta, d2, x2, lam))
+    u = _sorted_levels.truncated_is(*args[:3], m2, args[3])
     q2 = jax.lax.stop_gradient(q2)
   else:
     u = _divide_and_conquer.trajectory_aware(delta, d2, x2, m2, lam, method)

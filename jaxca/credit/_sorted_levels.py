@@ -1,0 +1,188 @@
+"""Private engine: exact O(T log T) truncated IS targets from one sort (forward only).
+
+`truncated_is(delta, d, x, mask, lam)` returns `U = G - q` for 'truncated_is' (Daley et al.,
+ICML 2023, arXiv 2301.11321), the same quantity as `_divide_and_conquer.trajectory_aware`.
+
+With `C_t = sum_{i<=t} log rho_i` and `w(k, t) = prod_{i=k}^{t-1} lambda d_i`,
+
+  U_k = delta_k + sum_{t>k} w(k, t) min(1, exp(C_t - C_k)) delta_t,
+
+a two-dimensional dominance sum over (time, C). Every pair k < t is counted at the one level
+of the binary split of time where k lies in the left child and t in the right child of a
+block; there `w(k, t) = f_k e_t / delta_t` with `f_k` the product of the links from k to the
+end of the left child and `e_t` delta_t times those from the start of the right child
+(both computed bottom-up by block products, all factors <= 1). In the block's order by C,
+a left element s needs
+
+  lower_s = sum_{right t before s} e_t exp(C_t - C_s)    (C_t <= C_s; ties give 1 either way)
+  upper_s = sum_{right t after s} e_t,
+
+the first a stable linear recurrence `z_p = exp(C_{p-1} - C_p) (z_{p-1} + [p-1 right]
+e_{p-1})` (decays <= 1) and the second a suffix sum, both reset at block starts. The block
+orders come from one sort: the order inside a parent block is split stably by the child bit
+into the two children's orders (top-down, a count and a scatter per level). All levels'
+recurrences then run as one `lax.scan` over the positions with levels x rows as lanes, and
+the results are scattered back to time order. Work O(T log T); the sort of the float keys
+is done as a least-significant-digit radix of key-only integer sorts (indices packed into
+the spare bits), which XLA:CPU sorts several times faster than a sort with a payload.
+
+C is a double-float prefix sum (hi + lo, compensated summation), so `C_t - C_s` keeps float32
+relative accuracy however far the walk has gone; the order uses `hi` (ties broken by time;
+pairs whose `hi` tie differ by less than one float32 ulp of |C|, and their decay is
+clamped at 1). Exponents are <= 0 and every product is <= 1, so e^+-30 ratios cannot
+overflow; rho = 0 and d = 0 enter as zero links. The scans and scatters are not meant for
+autodiff: `offpolicy` returns these targets as stop-gradient constants and keeps the
+divide and conquer for `differentiable=True`.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxca.credit import _divide_and_conquer
+
+
+def truncated_is(delta, d, x, mask, lam):
+  """U = G - q for truncated_is. Inputs [N, T] float32, masked steps zeroed."""
+  n_rows, t_len = delta.shape
+  if t_len == 0:
+    return delta
+  rows = jnp.arange(n_rows)[:, None]
+  pos = _divide_and_conquer._compact(mask)
+  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
+  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
+  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
+  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
+  lam_zero = lam == 0.0
+  lam_s = jnp.where(lam_zero, 1.0, lam).astype(jnp.float32)
+  link = jnp.where(zero_next, 0.0, d_c) * lam_s
+  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+
+  n_levels = max(0, math.ceil(math.log2(t_len)))
+  p_len = 1 << n_levels
+  pad = ((0, 0), (0, p_len - t_len))
+  u = delta_c
+  if n_levels:
+    u = u + _pairs(jnp.pad(delta_c, pad), jnp.pad(link, pad), jnp.pad(x_c, pad))[:, :t_len]
+  u = jnp.where(lam_zero, delta_c, u)
+  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+
+
+def _prefix_sum2(x):
+  """Compensated prefix sums of [N, P] float32, time-major: [P, N] (hi, lo), hi + lo = cumsum."""
+
+  def step(carry, x_t):
+    hi, lo = carry
+    s = hi + x_t
+    bp = s - hi
+    lo = lo + ((hi - (s - bp)) + (x_t - bp))  # TwoSum error of hi + x_t
+    hi = s + lo
+    lo = lo - (hi - s)
+    return (hi, lo), (hi, lo)
+
+  zeros = jnp.zeros(x.shape[:1], x.dtype)
+  _, (hi, lo) = jax.lax.scan(step, (zeros, zeros), x.T)
+  return hi, lo
+
+
+def _sortable_bits(x):
+  """uint32 keys with the order of the float32 values (-0.0 < 0.0; no NaN here)."""
+  b = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  return jnp.where(b >> 31 == 1, ~b, b | jnp.uint32(1 << 31))
+
+
+def argsort(keys):
+  """Stable ascending argsort of [N, P] float32 along the last axis (P a power of 2, <= 2**16).
+
+  Least-significant-digit radix over the 32 key bits in digits of 32 - log2(P) bits: every
+  pass sorts plain uint32 words (digit above, position in the previous pass's order below),
+  which are distinct, so no payload and no stable sort are needed.
+  """
+  p_len = keys.shape[-1]
+  b = max(1, (p_len - 1).bit_length())
+  if 2 * b > 32:
+    raise ValueError(f'argsort supports at most 2**16 positions; got {p_len}.')
+  width = 32 - b
+  bits = _sortable_bits(keys)
+  low_mask = jnp.uint32((1 << b) - 1)
+  perm = jnp.broadcast_to(jnp.arange(p_len, dtype=jnp.uint32), keys.shape)  # order so far
+  for shift in range(0, 32, width):
+    digit = (jnp.take_along_axis(bits, perm.astype(jnp.int32), -1) >> shift) & jnp.uint32(
+      (1 << min(width, 32 - shift)) - 1
+    )
+    rank = jnp.arange(p_len, dtype=jnp.uint32)
+    words = jax.lax.sort((digit << b) | rank, dimension=-1)
+    perm = jnp.take_along_axis(perm, (words & low_mask).astype(jnp.int32), -1)
+  return perm.astype(jnp.int32)
+
+
+def _pairs(delta, link, x):
+  """sum_{t>k} w(k, t) min(1, exp(C_t - C_k)) delta_t for [N, P], P = 2**L >= 2.
+
+  Works time-major ([P, N], [P, L, N] with L the levels), so that the scan over positions
+  needs no transposes.
+  """
+  n_rows, p_len = delta.shape
+  n_levels = p_len.bit_length() - 1
+  delta, link = delta.T, link.T  # [P, N]
+  hi, lo = _prefix_sum2(x)  # [P, N]
+  cols = jnp.arange(n_rows)
+
+  # Block products, bottom-up: level l pairs children of size s = 2**l. fs[l]: links from k
+  # to the end of k's child; es[l]: delta_t times the links from the start of t's child.
+  f_l, e_l = link, delta
+  fs, es = [], []
+  first_half = jnp.arange(2)[:, None, None] == 0
+  for level in range(n_levels):
+    fs.append(f_l)
+    es.append(e_l)
+    s = 1 << level
+    f4 = f_l.reshape(-1, 2, s, n_rows)
+    e4 = e_l.reshape(-1, 2, s, n_rows)
+    f_l = jnp.where(first_half, f4 * f4[:, 1:2, :1], f4).reshape(p_len, n_rows)
+    e_l = jnp.where(first_half, e4, e4 * f4[:, 0:1, :1]).reshape(p_len, n_rows)
+
+  # Orders inside the parent blocks (size 2s) of every level, top-down from one sort.
+  perm = argsort(hi.T).T  # [P, N]
+  perms = [None] * n_levels
+  idx = jnp.arange(p_len)[:, None]
+  for level in reversed(range(n_levels)):
+    perms[level] = perm
+    if level:
+      s = 1 << level
+      bit = (perm >> level) & 1
+      ones = jnp.cumsum(bit.reshape(-1, 2 * s, n_rows), 1).reshape(p_len, n_rows) - bit
+      within = idx % (2 * s)
+      new = idx - within + jnp.where(bit == 1, s + ones, within - ones)
+      perm = jnp.zeros_like(perm).at[new, cols].set(perm)
+  perms = jnp.stack(perms, 1)  # [P, L, N]
+
+  # Everything in each level's order, all levels at once: [P, L, N].
+  g_hi = jnp.take_along_axis(hi[:, None], perms, 0)
+  g_lo = jnp.take_along_axis(lo[:, None], perms, 0)
+  g_e = jnp.take_along_axis(jnp.stack(es, 1), perms, 0)
+  levels = jnp.arange(n_levels)[:, None]
+  within = idx[..., None] % (2 << levels)  # [P, L, 1]
+  first, last = within == 0, within == (2 << levels) - 1
+  right = ((perms >> levels) & 1) == 1
+  re = jnp.where(right, g_e, 0.0)
+
+  def prev(a):
+    return jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]], 0)
+
+  gap = jnp.minimum((prev(g_hi) - g_hi) + (prev(g_lo) - g_lo), 0.0)
+  alpha = jnp.where(first, 0.0, jnp.exp(jnp.where(first, 0.0, gap)))
+  # Upper sums run backwards: reversed, so that one forward scan does both.
+  last_r = last[::-1]
+  coef = jnp.stack([alpha, jnp.broadcast_to(jnp.where(last_r, 0.0, 1.0), alpha.shape)], 1)
+  add = jnp.stack([alpha * prev(re), jnp.where(last_r, 0.0, prev(re[::-1]))], 1)
+
+  def step(y, ca):
+    y = ca[0] * y + ca[1]
+    return y, y
+
+  _, ys = jax.lax.scan(step, jnp.zeros(coef.shape[1:], coef.dtype), (coef, add))
+  total = jnp.where(right, 0.0, ys[:, 0] + ys[::-1, 1])
+  back = jnp.zeros_like(total).at[perms, levels[None], cols].set(total)
+  return jnp.sum(jnp.stack(fs, 1) * back, 1).T
