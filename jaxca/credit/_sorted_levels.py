@@ -111,7 +111,7 @@ def argsort(keys):
     digit = (jnp.take_along_axis(bits, perm.astype(jnp.int32), -1) >> shift) & jnp.uint32(
       (1 << min(width, 32 - shift)) - 1
     )
-    rank = jnp.arange(p_len, dtype=jnp.uint32)
+    rank = jnp.broadcast_to(jnp.arange(p_len, dtype=jnp.uint32), keys.shape)
     words = jax.lax.sort((digit << b) | rank, dimension=-1)
     perm = jnp.take_along_axis(perm, (words & low_mask).astype(jnp.int32), -1)
   return perm.astype(jnp.int32)
@@ -127,13 +127,13 @@ def _pairs(delta, link, x):
   n_levels = p_len.bit_length() - 1
   delta, link = delta.T, link.T  # [P, N]
   hi, lo = _prefix_sum2(x)  # [P, N]
-  cols = jnp.arange(n_rows)
+  cols = jnp.arange(n_rows)[None]
 
   # Block products, bottom-up: level l pairs children of size s = 2**l. fs[l]: links from k
   # to the end of k's child; es[l]: delta_t times the links from the start of t's child.
   f_l, e_l = link, delta
   fs, es = [], []
-  first_half = jnp.arange(2)[:, None, None] == 0
+  first_half = jnp.arange(2)[None, :, None, None] == 0
   for level in range(n_levels):
     fs.append(f_l)
     es.append(e_l)
@@ -162,7 +162,7 @@ def _pairs(delta, link, x):
   g_hi = jnp.take_along_axis(hi[:, None], perms, 0)
   g_lo = jnp.take_along_axis(lo[:, None], perms, 0)
   g_e = jnp.take_along_axis(jnp.stack(es, 1), perms, 0)
-  levels = jnp.arange(n_levels)[:, None]
+  levels = jnp.arange(n_levels)[None, :, None]
   within = idx[..., None] % (2 << levels)  # [P, L, 1]
   first, last = within == 0, within == (2 << levels) - 1
   right = ((perms >> levels) & 1) == 1
@@ -184,5 +184,5 @@ def _pairs(delta, link, x):
 
   _, ys = jax.lax.scan(step, jnp.zeros(coef.shape[1:], coef.dtype), (coef, add))
   total = jnp.where(right, 0.0, ys[:, 0] + ys[::-1, 1])
-  back = jnp.zeros_like(total).at[perms, levels[None], cols].set(total)
+  back = jnp.zeros_like(total).at[perms, levels, cols[None]].set(total)
   return jnp.sum(jnp.stack(fs, 1) * back, 1).T
