@@ -117,6 +117,26 @@ def argsort(keys):
   return perm.astype(jnp.int32)
 
 
+def _count_before(bit, size):
+  """Exclusive count of ones before each position inside aligned blocks of `size`: [P, N] int.
+
+  Chunks of up to 64 positions are counted by a matrix product with a triangular matrix
+  (exact: small integers in float32), the chunks of a block by a short cumsum.
+  """
+  p_len, n_rows = bit.shape
+  chunk = min(size, 64)
+  tri = jnp.tril(jnp.ones((chunk, chunk), jnp.float32), -1)
+  b = bit.astype(jnp.float32).reshape(-1, chunk, n_rows)
+  local = jnp.einsum('ij,bjn->bin', tri, b).astype(jnp.int32)  # ones before, inside the chunk
+  if chunk == size:
+    return local.reshape(p_len, n_rows)
+  totals = (local[:, -1] + bit.reshape(-1, chunk, n_rows)[:, -1]).reshape(-1, size // chunk, n_rows)
+  offsets = jnp.cumsum(totals, 1) - totals
+  return (local.reshape(-1, size // chunk, chunk, n_rows) + offsets[:, :, None]).reshape(
+    p_len, n_rows
+  )
+
+
 def _pairs(delta, link, x):
   """sum_{t>k} w(k, t) min(1, exp(C_t - C_k)) delta_t for [N, P], P = 2**L >= 2.
 
@@ -159,7 +179,7 @@ def _pairs(delta, link, x):
     if level:
       s = 1 << level
       bit = (perm >> level) & 1
-      ones_before = jnp.cumsum(bit.reshape(-1, 2 * s, n_rows), 1).reshape(p_len, n_rows) - bit
+      ones_before = _count_before(bit, 2 * s)
       within = idx % (2 * s)
       new = idx - within + jnp.where(bit == 1, s + ones_before, within - ones_before)
       perm = jnp.zeros_like(perm).at[new, cols].set(perm)
