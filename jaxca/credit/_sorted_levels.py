@@ -137,6 +137,24 @@ def _count_before(bit, size):
   )
 
 
+# Levels whose pairs (inside aligned blocks of 2**DENSE_LEVELS steps) are summed directly.
+DENSE_LEVELS = 3
+
+
+def _dense_pairs(delta, link, hi, lo, size):
+  """The pairs k < t inside aligned blocks of `size` steps, directly: [P, N] (time-major)."""
+  p_len = delta.shape[0]
+  offset = (jnp.arange(p_len) % size)[:, None]
+  ahead = lambda a, j: jnp.concatenate([a[j:], jnp.zeros_like(a[:j])], 0)  # noqa: E731  a[p + j]
+  w = link  # links k .. t - 1
+  acc = jnp.zeros_like(delta)
+  for j in range(1, size):
+    gap = jnp.minimum((ahead(hi, j) - hi) + (ahead(lo, j) - lo), 0.0)
+    acc = acc + jnp.where(offset + j < size, w * jnp.exp(gap) * ahead(delta, j), 0.0)
+    w = w * ahead(link, j)
+  return acc
+
+
 def _pairs(delta, link, x):
   """sum_{t>k} w(k, t) min(1, exp(C_t - C_k)) delta_t for [N, P], P = 2**L >= 2.
 
@@ -148,9 +166,15 @@ def _pairs(delta, link, x):
   n_levels = p_len.bit_length() - 1
   delta, link = delta.T, link.T  # [P, N]
   hi, lo = _prefix_sum2(x)  # [P, N]
+  n_dense = min(DENSE_LEVELS, n_levels)
+  near = _dense_pairs(delta, link, hi, lo, 1 << n_dense)
+  if n_dense == n_levels:
+    return near.T
   cols = jnp.arange(n_rows)[None]
   pos = jnp.arange(p_len)
-  masks = ((1 << jnp.arange(n_levels)) - 1)[:, None]  # [L, 1]: s - 1, s = 2**l the child size
+  lv = jnp.arange(n_dense, n_levels)  # the sorted levels
+  n_sorted = n_levels - n_dense
+  masks = ((1 << lv) - 1)[:, None]  # [L, 1]: s - 1, s = 2**l the child size
 
   # fs[p, l]: links from p to the end of its child at level l; es[p, l]: delta_p times the
   # links from the start of its child. Sequential products, as in the per-decision scan.
@@ -164,7 +188,7 @@ def _pairs(delta, link, x):
     e = jnp.where((p & masks) == 0, 1.0, e * link_prev[None])
     return e, e
 
-  ones = jnp.ones((n_levels, n_rows), link.dtype)
+  ones = jnp.ones((n_sorted, n_rows), link.dtype)
   _, fs = jax.lax.scan(suffix, ones, (pos, link), reverse=True)  # [P, L, N]
   link_prev = jnp.concatenate([jnp.zeros_like(link[:1]), link[:-1]], 0)
   _, es = jax.lax.scan(prefix, ones, (pos, link_prev))
@@ -172,11 +196,11 @@ def _pairs(delta, link, x):
 
   # Orders inside the parent blocks (size 2s) of every level, top-down from one sort.
   perm = argsort(hi.T).T  # [P, N]
-  perms = [None] * n_levels
+  perms = [None] * n_sorted
   idx = pos[:, None]
-  for level in reversed(range(n_levels)):
-    perms[level] = perm
-    if level:
+  for level in reversed(range(n_dense, n_levels)):
+    perms[level - n_dense] = perm
+    if level > n_dense:
       s = 1 << level
       bit = (perm >> level) & 1
       ones_before = _count_before(bit, 2 * s)
@@ -188,7 +212,7 @@ def _pairs(delta, link, x):
   # Each level's order: C and e of the element at each position, and whether it is right.
   g_hi = jnp.take_along_axis(hi[:, None], perms, 0)
   g_lo = jnp.take_along_axis(lo[:, None], perms, 0)
-  levels = jnp.arange(n_levels)[None, :, None]
+  levels = lv[None, :, None]
   right = ((perms >> levels) & 1) == 1
   g_re = jnp.where(right, jnp.take_along_axis(es, perms, 0), 0.0)
   parent = 2 * masks + 1  # 2s - 1
@@ -212,9 +236,9 @@ def _pairs(delta, link, x):
     u = jnp.where((p & parent) == parent, 0.0, u + re0)
     return (u, re), u
 
-  zeros = jnp.zeros((n_levels, n_rows), hi.dtype)
+  zeros = jnp.zeros((n_sorted, n_rows), hi.dtype)
   _, z = jax.lax.scan(lower, (zeros,) * 2, (alpha, g_re))
   _, u = jax.lax.scan(upper, (zeros,) * 2, (pos, g_re), reverse=True)
   total = jnp.where(right, 0.0, z + u)
-  back = jnp.zeros_like(total).at[perms, levels, cols[None]].set(total)
-  return jnp.sum(fs * back, 1).T
+  back = jnp.zeros_like(total).at[perms, jnp.arange(n_sorted)[None, :, None], cols[None]].set(total)
+  return (near + jnp.sum(fs * back, 1)).T
