@@ -11,8 +11,8 @@ a two-dimensional dominance sum over (time, C). Every pair k < t is counted at t
 of the binary split of time where k lies in the left child and t in the right child of a
 block; there `w(k, t) = f_k e_t / delta_t` with `f_k` the product of the links from k to the
 end of the left child and `e_t` delta_t times those from the start of the right child
-(both computed bottom-up by block products, all factors <= 1). In the block's order by C,
-a left element s needs
+(sequential products of factors <= 1, as in the per-decision scan). In the block's
+order by C, a left element s needs
 
   lower_s = sum_{right t before s} e_t exp(C_t - C_s)    (C_t <= C_s; ties give 1 either way)
   upper_s = sum_{right t after s} e_t,
@@ -20,11 +20,14 @@ a left element s needs
 the first a stable linear recurrence `z_p = exp(C_{p-1} - C_p) (z_{p-1} + [p-1 right]
 e_{p-1})` (decays <= 1) and the second a suffix sum, both reset at block starts. The block
 orders come from one sort: the order inside a parent block is split stably by the child bit
-into the two children's orders (top-down, a count and a scatter per level). All levels'
-recurrences then run as one `lax.scan` over the positions with levels x rows as lanes, and
-the results are scattered back to time order. Work O(T log T); the sort of the float keys
-is done as a least-significant-digit radix of key-only integer sorts (indices packed into
-the spare bits), which XLA:CPU sorts several times faster than a sort with a payload.
+into the two children's orders (top-down; the counts by a small triangular matrix product,
+then a scatter per level). All levels' recurrences run as `lax.scan`s over the positions
+with levels x rows as lanes (XLA:CPU runs a scan with a multiply-add body far faster than
+the same work as separate passes), and the results are scattered back to time order. The
+lowest `DENSE_LEVELS` levels (pairs inside aligned blocks of 8 steps) are summed directly.
+Work O(T log T). The sort of the float keys is a least-significant-digit radix of key-only
+integer sorts (indices packed into the spare bits), which XLA:CPU sorts several times
+faster than a sort with a payload.
 
 C is a double-float prefix sum (hi + lo, compensated summation), so `C_t - C_s` keeps float32
 relative accuracy however far the walk has gone; the order uses `hi` (ties broken by time;
@@ -93,16 +96,17 @@ def _sortable_bits(x):
 
 
 def argsort(keys):
-  """Stable ascending argsort of [N, P] float32 along the last axis (P a power of 2, <= 2**16).
+  """Stable ascending argsort of [N, P] float32 along the last axis (-0.0 before 0.0).
 
-  Least-significant-digit radix over the 32 key bits in digits of 32 - log2(P) bits: every
-  pass sorts plain uint32 words (digit above, position in the previous pass's order below),
-  which are distinct, so no payload and no stable sort are needed.
+  Least-significant-digit radix over the 32 key bits in digits of 32 - ceil(log2 P) bits
+  (two passes up to P = 2**16, three up to 2**21): every pass sorts plain uint32 words
+  (digit above, position in the previous pass's order below), which are distinct, so no
+  payload and no stable sort are needed.
   """
   p_len = keys.shape[-1]
   b = max(1, (p_len - 1).bit_length())
-  if 2 * b > 32:
-    raise ValueError(f'argsort supports at most 2**16 positions; got {p_len}.')
+  if b > 24:
+    raise ValueError(f'argsort supports at most 2**24 positions; got {p_len}.')
   width = 32 - b
   bits = _sortable_bits(keys)
   low_mask = jnp.uint32((1 << b) - 1)

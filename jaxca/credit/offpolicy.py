@@ -61,7 +61,7 @@ Algorithms.
     taken in its order by C: the orders of all blocks come top-down from one sort of C (a
     stable split by the child bit per level), and a left element's sums over the right
     child become, in that order, a decaying linear recurrence (decays exp(C_prev - C) <= 1)
-    and a suffix sum; all levels run as one `lax.scan` over positions. C is a compensated
+    and a suffix sum; all levels run together in scans over positions. C is a compensated
     (double-float) prefix sum, so differences keep float32 relative accuracy. Returned as
     constants like the stack path; `differentiable=True` selects the divide and conquer.
   * rho = 0 (log_rhos = -inf) and d = 0 both cut every trace that crosses them: for the
