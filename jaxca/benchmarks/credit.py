@@ -389,8 +389,9 @@ def offpolicy_rows(cfg, key):
   """Issue 3: every method at batch cfg.offpolicy.batch and T in cfg.offpolicy.ts.
 
   Trajectory-aware rows also time jaxca's per-decision `retrace` at the same (batch, T), their
-  baseline (issue 14), and, for 'rbis' and 'recursive_retrace', the differentiable divide and
-  conquer (`jaxca_dc`) next to the default O(T) monotonic stack (`jaxca`).
+  baseline (issue 14), and the differentiable divide and conquer (`jaxca_dc`) next to the
+  default forward-only path (`jaxca`: O(T) monotonic stack for 'rbis' and
+  'recursive_retrace', O(T log T) sorted levels for 'truncated_is').
   """
   methods = items(cfg.offpolicy.methods)
   lam = cfg.offpolicy.lambda_
@@ -418,11 +419,10 @@ def offpolicy_rows(cfg, key):
       quadratic = method in TRAJECTORY_AWARE
       if quadratic:
         labels['jaxca'] = (
-          'credit (divide and conquer)' if method == 'truncated_is' else 'credit (O(T) stack)'
+          'credit (O(T log T) sorted levels)' if method == 'truncated_is' else 'credit (O(T) stack)'
         )
-        if method != 'truncated_is':
-          thunks['jaxca_dc'] = jitted(method, args, tp, differentiable=True)
-          labels['jaxca_dc'] = 'credit, differentiable=True (divide and conquer)'
+        thunks['jaxca_dc'] = jitted(method, args, tp, differentiable=True)
+        labels['jaxca_dc'] = 'credit, differentiable=True (divide and conquer)'
         thunks['jaxca_retrace'] = retrace
         labels['jaxca_retrace'] = 'credit retrace (yardstick)'
       if not quadratic or length <= cfg.offpolicy.numpy_quadratic_max_t:

@@ -54,9 +54,16 @@ Algorithms.
     not reverse-differentiable, so these targets are returned as constants
     (`jax.lax.stop_gradient`), which is how TD learners use them; `differentiable=True`
     selects the divide and conquer (differentiable with plain autodiff, O(T log^2 T)).
-    'truncated_is' always uses the divide and conquer: its clipping compares the start with
-    each end point only (not a running maximum), a two-dimensional dominance sum with no
-    stack structure.
+  * 'truncated_is' by default (`differentiable=False`) uses an exact O(T log T) forward-only
+    algorithm (`_sorted_levels`): its clipping compares the start with each end point only
+    (not a running maximum), a two-dimensional dominance sum over (time, C) with no stack
+    structure. The same binary split of time counts every pair once, but each block is
+    taken in its order by C: the orders of all blocks come top-down from one sort of C (a
+    stable split by the child bit per level), and a left element's sums over the right
+    child become, in that order, a decaying linear recurrence (decays exp(C_prev - C) <= 1)
+    and a suffix sum; all levels run together in scans over positions. C is a compensated
+    (double-float) prefix sum, so differences keep float32 relative accuracy. Returned as
+    constants like the stack path; `differentiable=True` selects the divide and conquer.
   * rho = 0 (log_rhos = -inf) and d = 0 both cut every trace that crosses them: for the
     trajectory-aware methods they are folded into a zero "link" weight and the log ratio is
     replaced by 0 before any arithmetic, so -inf never meets +inf.
@@ -75,6 +82,7 @@ import jax.numpy as jnp
 from jaxca.credit import _checks
 from jaxca.credit import _divide_and_conquer
 from jaxca.credit import _monotonic_stack
+from jaxca.credit import _sorted_levels
 
 OFF_POLICY_METHODS = (
   'is',
@@ -114,11 +122,13 @@ def off_policy_returns(
     target_probs: [..., T] float, pi(a_t|s_t); required by 'tree_backup', ignored otherwise.
     mask: optional [..., T] bool, True where the policy acted; masked steps are transparent
       and their targets are 0.
-    differentiable: only for 'rbis' and 'recursive_retrace'. False (default): the O(T)
-      monotonic-stack algorithm, whose targets are constants under autodiff (zero
-      gradient, as with `jax.lax.stop_gradient`), the fast path for TD targets. True: the
-      O(T log^2 T) divide and conquer, differentiable with respect to every input. Both
-      compute the same values. The other methods are always differentiable.
+    differentiable: only for the trajectory-aware methods ('truncated_is', 'rbis',
+      'recursive_retrace'). False (default): the forward-only fast path (O(T) monotonic
+      stack for rbis / recursive_retrace, O(T log T) sorted levels for truncated_is), whose
+      targets are constants under autodiff (zero gradient, as with `jax.lax.stop_gradient`):
+      the default because every learner uses these returns as stop-gradient TD targets.
+      True: the O(T log^2 T) divide and conquer, differentiable with respect to every
+      input. Both compute the same values. The other methods are always differentiable.
 
   Returns:
     [..., T] float32 targets G_k.
@@ -163,6 +173,10 @@ def off_policy_returns(
   elif method in _monotonic_stack.METHODS and not differentiable:
     args = jax.lax.stop_gradient((delta, d2, x2, lam))
     u = _monotonic_stack.trajectory_aware(*args[:3], m2, args[3], method)
+    q2 = jax.lax.stop_gradient(q2)
+  elif method == 'truncated_is' and not differentiable:
+    args = jax.lax.stop_gradient((delta, d2, x2, lam))
+    u = _sorted_levels.truncated_is(*args[:3], m2, args[3])
     q2 = jax.lax.stop_gradient(q2)
   else:
     u = _divide_and_conquer.trajectory_aware(delta, d2, x2, m2, lam, method)

@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxca import credit
 from jaxca import testing
+from jaxca.credit import _sorted_levels
 from tests.reference import offpolicy as ref
 
 METHODS = credit.OFF_POLICY_METHODS
@@ -22,7 +23,7 @@ SHAPE = (4, 50)
 
 def _paths(method):
   """`differentiable` values that select different algorithms for `method`."""
-  return (False, True) if method in ('rbis', 'recursive_retrace') else (False,)
+  return (False, True) if method in TRAJECTORY_AWARE else (False,)
 
 
 def _inputs(seed, shape, *, ratio_scale=1.0, p_zero_rho=0.1, p_terminal=0.1, mask_kind='mixed'):
@@ -217,10 +218,11 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     for i, lam in enumerate(np.asarray(lams)):
       _close(got[i], _ref(args, lam, method))
 
-  @parameterized.parameters('rbis', 'recursive_retrace')
-  def test_monotonic_stack_equals_divide_and_conquer(self, method):
-    # The two exact algorithms on random inputs: more rows than one sweep group (37 > 32),
-    # short and single-step rows, large ratios, terminations, zero ratios and masks.
+  @parameterized.parameters(*TRAJECTORY_AWARE)
+  def test_forward_only_equals_divide_and_conquer(self, method):
+    # The two exact algorithms (monotonic stack or sorted levels vs divide and conquer) on
+    # random inputs: more rows than one sweep group (37 > 32), short and single-step rows,
+    # large ratios, terminations, zero ratios and masks.
     cases = [((37, 64), 3.0, 1), ((3, 1), 2.0, 2), ((5, 200), 1.0, 3), ((2, 2, 33), 30.0, 4)]
     for shape, scale, seed in cases:
       args = _inputs(seed, shape, ratio_scale=scale, p_zero_rho=0.05)
@@ -230,7 +232,7 @@ class OffPolicyReturnsTest(parameterized.TestCase):
         self.assertTrue(np.all(np.isfinite(fast)))
         _close(fast, np.asarray(slow, np.float64), tol=1e-5)
 
-  @parameterized.parameters('rbis', 'recursive_retrace')
+  @parameterized.parameters(*TRAJECTORY_AWARE)
   def test_default_path_is_a_constant_target(self, method):
     # differentiable=False: the targets are stop-gradient constants (zero gradient, no error).
     args = _inputs(13, (3, 20), ratio_scale=2.0)
@@ -242,6 +244,42 @@ class OffPolicyReturnsTest(parameterized.TestCase):
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(args['q_taken'], args['rewards'])
     for g in grads:
       np.testing.assert_array_equal(g, 0.0)
+
+  def test_truncated_is_ties_zero_ratios_and_huge_ratios(self):
+    # Integer log-ratios make the cumulative log-ratio C tie exactly and often (the clip
+    # min(1, P_t / P_k) is 1 at a tie, whichever side the sorted-levels path puts it), mixed
+    # with rho = 0, e^+-30 ratios, terminations and masks; T = 77 (not a power of 2).
+    rng = np.random.default_rng(21)
+    args = _inputs(21, (3, 77), ratio_scale=1.0, p_zero_rho=0.05)
+    x = rng.integers(-1, 2, (3, 77)).astype(np.float32)
+    x[1] = 0.0  # on-policy row: every C equal
+    x[2, ::7] = rng.choice([-30.0, 30.0], x[2, ::7].shape)
+    x[rng.random((3, 77)) < 0.05] = -np.inf
+    args['log_rhos'] = x
+    for lam in (0.0, 0.5, 1.0):
+      want = _ref(args, lam, 'truncated_is')
+      for got in (
+        JIT(**args, lambda_=np.float32(lam), method='truncated_is'),
+        credit.off_policy_returns(**args, lambda_=lam, method='truncated_is'),
+      ):
+        self.assertTrue(np.all(np.isfinite(got)))
+        _close(got, want, tol=2e-5)
+
+  def test_sorted_levels_argsort_is_a_stable_sort(self):
+    # The radix argsort behind the truncated_is path, against NumPy's stable sort: ties,
+    # signed zeros, huge and tiny magnitudes, and both 2-digit cases (P = 2 and P = 4096).
+    rng = np.random.default_rng(22)
+    for p_len in (2, 8, 4096):
+      keys = rng.normal(size=(4, p_len)).astype(np.float32)
+      keys[0] = np.round(keys[0]) + np.float32(0.0)  # ties (and no -0.0: see row 1)
+      keys[1, ::2], keys[1, 1::2] = 0.0, -0.0
+      keys[2] *= np.float32(1e30) ** rng.integers(-1, 2, p_len)
+      keys[3] = 1.0
+      got = np.asarray(jax.jit(_sorted_levels.argsort)(jnp.asarray(keys)))
+      want = np.argsort(keys, -1, kind='stable')
+      np.testing.assert_array_equal(got[[0, 2, 3]], want[[0, 2, 3]])
+      # NumPy treats -0.0 == 0.0; the radix order puts every -0.0 first, each group stably.
+      np.testing.assert_array_equal(got[1], np.concatenate([want[1][1::2], want[1][::2]]))
 
   def test_bad_inputs_name_the_argument(self):
     args = _inputs(12, (2, 6))
