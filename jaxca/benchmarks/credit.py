@@ -281,6 +281,11 @@ def standard_rows(cfg, key):
         mask_tm = mt if mask is not None else None
         row_thunks['jaxca_tm'] = lambda ftm=ftm, mask_tm=mask_tm: ftm(rt, vt, dt, bv, mask_tm)
         row_labels['jaxca_tm'] = 'credit.gae(time_major=True), inputs already [T,B]'
+        if kernel == 'gae_masked':  # T2c: the same calls without the mask, interleaved here
+          row_thunks['jaxca_nomask'] = lambda f=f: f(r, v, d, bv, None)
+          row_labels['jaxca_nomask'] = 'credit.gae without the mask (yardstick for T2c)'
+          row_thunks['jaxca_tm_nomask'] = lambda ftm=ftm: ftm(rt, vt, dt, bv, None)
+          row_labels['jaxca_tm_nomask'] = 'time_major=True without the mask (yardstick for T2c)'
         nmask = nm if kernel == 'gae_masked' else None
         row_thunks['numpy'] = lambda nmask=nmask: _np_gae(nr, nv, nd, nbv, lam, nmask)
         row_labels['numpy'] = 'NumPy loop over t'
@@ -302,7 +307,7 @@ def standard_rows(cfg, key):
           row_thunks,
           row_labels,
           'mask: 1 byte/step counted as 0.25 array' if mask is not None else '',
-          time_major=('jaxca_tm', 'scan_tm_native'),
+          time_major=('jaxca_tm', 'scan_tm_native', 'jaxca_tm_nomask'),
         )
       elif kernel == 'discounted_returns':
         f = jax.jit(credit.discounted_returns)
@@ -684,9 +689,9 @@ def targets(records, cfg):
       target='T2c',
       **check(
         f'masked / unmasked credit.gae <= {T2C_MAX:g}, batch-major (jaxca) and time-major '
-        '(jaxca_tm)',
+        '(jaxca_tm), both calls interleaved in the gae_masked row',
         [
-          (f'{c} {s}', ratio(('gae_masked', s, c), ('gae', s, c)))
+          (f'{c} {s}', ratio(('gae_masked', s, c), ('gae_masked', s, f'{c}_nomask')))
           for s in gae_shapes
           for c in ('jaxca', 'jaxca_tm')
         ],

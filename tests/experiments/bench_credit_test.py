@@ -136,6 +136,9 @@ class TargetsTest(absltest.TestCase):
         _record('gae', s, 'jaxca_tm', tm_ms),
         _record('gae_masked', s, 'jaxca', masked_ms),
         _record('gae_masked', s, 'jaxca_tm', masked_ms * tm_ms),
+        # T2c's reference: the unmasked calls, interleaved in the masked row.
+        _record('gae_masked', s, 'jaxca_nomask', 1.0),
+        _record('gae_masked', s, 'jaxca_tm_nomask', tm_ms),
       ]
     for m in bench_credit_lib.TRAJECTORY_AWARE:
       recs += [
@@ -170,6 +173,8 @@ class TargetsTest(absltest.TestCase):
     recs = [r for r in self.records() if r['contender'] != 'jaxca' or r['kernel'] != 'gae']
     verdicts = {c['target']: c['verdict'] for c in bench_credit_lib.targets(recs, self.CFG)}
     self.assertEqual(verdicts['T2b'], 'n/a')  # a row that was not timed
+    recs = [r for r in self.records() if r['contender'] != 'jaxca_nomask']
+    verdicts = {c['target']: c['verdict'] for c in bench_credit_lib.targets(recs, self.CFG)}
     self.assertEqual(verdicts['T2c'], 'n/a')
 
   def test_time_major_outputs_are_compared_transposed(self):
