@@ -30,6 +30,7 @@ from scipy import stats
 from jaxca import checkpoint
 from jaxca import lm
 from jaxca import mc_stages
+from jaxca import metrics
 from jaxca import prefixes
 from jaxca import runs
 from jaxca import sampling
@@ -547,15 +548,6 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
 # ----------------------------------------------------------------------------- tables
 
 
-def _eval_at(recs, axis, x):
-  """Eval exact match of the last evaluation with recs[axis] <= x."""
-  best = None
-  for r in recs:
-    if 'eval_exact_match' in r and r[axis] <= x + 1e-9:
-      best = r['eval_exact_match']
-  return best
-
-
 def _auc_vs(recs, axis, x_max):
   """Mean eval accuracy over [0, x_max] (step function through the evaluations)."""
   pts = [(r[axis], r['eval_exact_match']) for r in recs if 'eval_exact_match' in r]
@@ -600,10 +592,10 @@ def summarize(records, seeds, arms):
         mc_tokens=last['mc_tokens'],
         s_per_iter=last['wall'] / max(last['iteration'], 1),
         mc_share=100.0 * wall_mc / max(wall_all, 1e-9),
-        acc_iter20=_eval_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
-        acc_equal_iter=_eval_at(recs, 'iteration', i_min),
-        acc_equal_wall=_eval_at(recs, 'wall', w_min),
-        acc_equal_tokens=_eval_at(recs, 'tokens', t_min),
+        acc_iter20=metrics.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
+        acc_equal_iter=metrics.value_at(recs, 'iteration', i_min),
+        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
+        acc_equal_tokens=metrics.value_at(recs, 'tokens', t_min),
         final=last['eval_exact_match'],
         auc_wall=_auc_vs(recs, 'wall', w_min),
         iters_to_half=_iters_to(recs, half),

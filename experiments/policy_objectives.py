@@ -26,6 +26,7 @@ import optax
 from experiments import mc_credit
 from jaxca import estimators
 from jaxca import lm
+from jaxca import metrics
 from jaxca import objectives
 from jaxca import runs
 from jaxca import tasks
@@ -182,15 +183,6 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
 # ----------------------------------------------------------------------------- summaries
 
 
-def _eval_at(recs, axis, x):
-  """Exact match of the last evaluation with recs[axis] <= x (None if there is none)."""
-  out = None
-  for r in recs:
-    if 'eval_exact_match' in r and r[axis] <= x + 1e-9:
-      out = r['eval_exact_match']
-  return out
-
-
 def summarize(records, seeds, arms):
   """{(arm, seed): final / best accuracy, steps, seconds, the objective's mean metrics}."""
   out = {}
@@ -211,7 +203,7 @@ def summarize(records, seeds, arms):
         elapsed=last['elapsed'],
         s_per_step=last['wall'] / max(last['iteration'], 1),
         compile_s=sum(r['compile_s'] for r in recs),
-        acc_equal_wall=_eval_at(recs, 'wall', w_min),
+        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
         equal_wall=w_min,
         train_accuracy=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
       )

@@ -168,6 +168,21 @@ def eval_curve(records: Sequence[Record], phase: str, key: str) -> Dict[str, np.
   )
 
 
+def value_at(
+  records: Sequence[Record], axis: str, x: float, key: str = 'eval_exact_match'
+) -> Optional[float]:
+  """`key` of the last record that has it with `record[axis] <= x` (None if there is none).
+
+  The score reached within a budget (steps, wall seconds, tokens) of a run whose records are
+  in order; used to compare runs at equal budget.
+  """
+  out = None
+  for r in records:
+    if key in r and r[axis] <= x + 1e-9:
+      out = r[key]
+  return out
+
+
 def _fmt(x, pct=True):
   if x is None or (isinstance(x, float) and not math.isfinite(x)):
     return '-'

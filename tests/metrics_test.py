@@ -61,6 +61,19 @@ class WriterTest(absltest.TestCase):
 
 
 class ResultsTest(absltest.TestCase):
+  def test_value_at_is_the_last_score_within_the_budget(self):
+    recs = [
+      dict(step=0, wall=0.0, eval_exact_match=0.3),
+      dict(step=5, wall=4.0, loss=1.0),  # no evaluation in this record
+      dict(step=10, wall=9.0, eval_exact_match=0.5),
+      dict(step=20, wall=21.0, eval_exact_match=0.4),
+    ]
+    self.assertIsNone(metrics.value_at(recs, 'wall', -1.0))
+    self.assertEqual(metrics.value_at(recs, 'wall', 8.9), 0.3)
+    self.assertEqual(metrics.value_at(recs, 'wall', 9.0), 0.5)  # the budget is inclusive
+    self.assertEqual(metrics.value_at(recs, 'step', 100), 0.4)
+    self.assertEqual(metrics.value_at(recs, 'step', 7, key='loss'), 1.0)
+
   def test_run_summary_results_and_compare(self):
     root = self.enter_context(tempfile.TemporaryDirectory())
     a, b = os.path.join(root, 'a'), os.path.join(root, 'b')
