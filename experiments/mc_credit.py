@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from scipy import stats
 
-from jaxca import checkpoint
+from jaxca import bench
 from jaxca import lm
 from jaxca import mc_stages
 from jaxca import metrics
@@ -35,6 +35,7 @@ from jaxca import prefixes
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
+from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
@@ -60,25 +61,6 @@ def validate(config):
     raise runs.ConfigError('rl.prompts * rl.group_size must divide into rl.num_minibatches.')
   if config.probe.enabled and 'ppo_gae' not in config.arms:
     raise runs.ConfigError('the value probe needs the ppo_gae arm.')
-
-
-class Aot:
-  """A jitted function compiled ahead of time once per input signature (times measured)."""
-
-  def __init__(self, fn):
-    self.jitted = jax.jit(fn)
-    self.compiled = {}
-    self.compile_s = 0.0
-
-  def __call__(self, *args):
-    leaves, tree = jax.tree.flatten(args)
-    sig = (tree, tuple((np.shape(x), str(getattr(x, 'dtype', type(x)))) for x in leaves))
-    fn = self.compiled.get(sig)
-    if fn is None:
-      t = time.time()
-      fn = self.compiled[sig] = self.jitted.lower(*args).compile()
-      self.compile_s += time.time() - t
-    return fn(*args)
 
 
 def _sync(x):
@@ -136,12 +118,12 @@ class Arm:
       critic=self.critic,
       critic_tx=self.ctx if self.critic else None,
     )
-    self.collect = Aot(phases.collect)
-    self.update = Aot(phases.update)
-    self.states = Aot(functools.partial(_states, task, self.cfg.mc, config.spo))
+    self.collect = bench.Aot(phases.collect)
+    self.update = bench.Aot(phases.update)
+    self.states = bench.Aot(functools.partial(_states, task, self.cfg.mc, config.spo))
     self.complete = None
     if self.cfg.mc:
-      self.complete = Aot(
+      self.complete = bench.Aot(
         functools.partial(
           _complete, policy, task, self.cfg.mc_samples, task.response_len, rl.temperature
         )
@@ -177,46 +159,6 @@ def _states(task, kind, spo, data):
   pmask = data.valid[:, : task.prompt_len]
   n = data.mask.shape[-1]
   return mc.step_prefixes(prompts, pmask, data.responses, data.mask, ids, n)
-
-
-# ----------------------------------------------------------------------------- warm start
-
-
-def warm_start(config, task, policy, train, test, evaluate, workdir):
-  """SFT until held-out greedy exact match first reaches the band; cached in the workdir."""
-  ws = config.warmstart
-  path = os.path.join(workdir, 'warmstart')
-  info_path = os.path.join(workdir, 'warmstart.json')
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      info = json.load(f)
-    params = checkpoint.load_params(path)
-    runs.note(f'warm start: reused ({info["steps"]} steps, exact match {info["exact_match"]:.3f})')
-    return jax.tree.map(jnp.asarray, params), info
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(ws.lr))
-  state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
-  update = jax.jit(lm.make_sft_update(policy, task, tx))
-  rng = np.random.default_rng(config.seeds[0] + 7)
-  t0, em, step, curve = time.time(), 0.0, 0, []
-  while step < ws.max_steps:
-    idx = rng.integers(0, len(train['prompts']), ws.batch_size)
-    state, _ = update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
-    step += 1
-    if step % ws.eval_every == 0:
-      em = evaluate(state['params'], test)['exact_match']
-      curve.append((step, em))
-      runs.at(f'warm start step {step}')
-      if em >= ws.band[0]:
-        break
-  info = dict(steps=step, exact_match=float(em), seconds=time.time() - t0, curve=curve)
-  if workdir:
-    ckpt = checkpoint.Checkpointer(path, every=1, max_to_keep=1)
-    ckpt.maybe_save(step, dict(params=state['params']), force=True)
-    ckpt.close()
-    with open(info_path, 'w') as f:
-      json.dump(info, f)
-  runs.note(f'warm start: {step} steps, held-out exact match {em:.3f} ({info["seconds"]:.0f} s)')
-  return state['params'], info
 
 
 # ----------------------------------------------------------------------------- learning runs
@@ -833,7 +775,7 @@ def run(config, workdir):
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
   arms = list(config.arms)
   built = {a: Arm(a, config, task, policy, critic) for a in arms}
 

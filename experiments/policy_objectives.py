@@ -1,11 +1,11 @@
 """Policy objectives from one warm start with one estimator: PPO-clip, clip-higher, GSPO, CISPO.
 
 Commands, arms and settings: configs/policy_objectives.py. Composition only: one supervised
-warm start (`experiments.mc_credit.warm_start`, cached in `<workdir>/warmstart`), then every
+warm start (`jaxca.warmstart`, cached in `<workdir>/warmstart`), then every
 arm x seed of `lm.make_rl_update` from it with the same GRPO estimator, optimiser, batches
 and sampling keys; an arm is its `loss` section (`jaxca.objectives.from_config` keys:
 `objective`, `clip_eps`, `clip_eps_high`, `agg_mode`, ...). Each arm's update is compiled
-ahead of time once (`mc_credit.Aot`) and shared by its seeds, so the training wall clock of
+ahead of time once (`jaxca.bench.Aot`) and shared by its seeds, so the training wall clock of
 a run excludes compilation and evaluation (both reported). Not resumable: a rerun of an
 unfinished workdir recomputes the arms (the warm start is reused). Where runs write, config
 drift, errors and the closing line: `jaxca.runs`.
@@ -23,17 +23,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import mc_credit
+from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import objectives
 from jaxca import runs
 from jaxca import tasks
+from jaxca import warmstart
 from jaxca.networks import transformer
 
 NAME = 'policy_objectives'
-Aot = mc_credit.Aot
 # The objectives' own metrics (jaxca.objectives), reported when an arm produces them.
 OBJECTIVE_METRICS = (
   'clip_frac',
@@ -126,7 +126,7 @@ class Arm:
     self.loss = arm_loss(config, name)
     rl = config.rl
     self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
-    self.update = Aot(
+    self.update = bench.Aot(
       lm.make_rl_update(
         policy,
         task,
@@ -368,7 +368,7 @@ def run(config, workdir):
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = mc_credit.warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
   estimator = estimators.from_config(config.credit)
   built = {a: Arm(a, config, task, policy, estimator) for a in arms}
   records = []

@@ -5,8 +5,8 @@ Commands, arms and settings: configs/token_credit.py. Composition only: the esti
 planning set is a host field (`token_stages.fai_planning`, one extra non-cached forward per
 iteration); the oracle credit A* of Part A is `credit.mc.vineppo_advantages` with one "step"
 per token, from MC values at every token boundary (`credit.mc.step_prefixes`,
-`prefixes.mc_step_values` with chunks, `mc_stages.mc_complete_and_score`). The warm start and
-the ahead-of-time compile wrapper are those of `experiments/mc_credit.py`.
+`prefixes.mc_step_values` with chunks, `mc_stages.mc_complete_and_score`). The warm start is
+`jaxca.warmstart` and the ahead-of-time compile wrapper `jaxca.bench.Aot`.
 
 Part B runs first; Part A then diagnoses the warm start and the final GRPO parameters of the
 first seed (the "trained" checkpoint). Not resumable (the warm start is cached in
@@ -28,21 +28,22 @@ import numpy as np
 import optax
 from scipy import stats
 
-from experiments import mc_credit
+from jaxca import bench
 from jaxca import lm
 from jaxca import losses
+from jaxca import mc_stages
 from jaxca import prefixes
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
 from jaxca import token_stages
+from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
 from jaxca.networks import transformer
 
 NAME = 'token_credit'
 PLANNING = ('', 'fai', 'sep')
-Aot = mc_credit.Aot
 
 
 def validate(config):
@@ -169,12 +170,12 @@ class Arm:
       host_fields=host,
       metrics_fn=_class_metrics(task),
     )
-    self.collect = Aot(phases.collect)
-    self.update = Aot(phases.update)
+    self.collect = bench.Aot(phases.collect)
+    self.update = bench.Aot(phases.update)
     self.planning = None
     if host:
       fn = functools.partial(token_stages.fai_planning, policy)
-      self.planning = Aot(
+      self.planning = bench.Aot(
         lambda p, t, v, f: fn(p, t, v, task.prompt_len, f)  # noqa: E731
       )
     self.fai_fraction = jnp.float32(cr.fai_fraction)
@@ -225,9 +226,10 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
 
 
 def _complete(policy, task, n, temperature, params, key, tokens, mask, rows):
-  return mc_credit._complete(
-    policy, task, n, task.response_len, temperature, params, key, tokens, mask, rows
-  )  # noqa: E501,SLF001
+  return mc_stages.mc_complete_and_score(
+    policy, task, params, key, tokens, mask, rows,
+    num_samples=n, max_new_tokens=task.response_len, temperature=temperature,
+  )  # fmt: skip
 
 
 class Diagnoser:
@@ -248,7 +250,7 @@ class Diagnoser:
       )
     )
     self.forward = jax.jit(functools.partial(self._forward, policy, task.prompt_len))
-    self.complete = Aot(functools.partial(_complete, policy, task, self.cfg.mc_samples, 1.0))
+    self.complete = bench.Aot(functools.partial(_complete, policy, task, self.cfg.mc_samples, 1.0))
     self.windows = tuple(float(w) for w in self.cfg.windows)
 
   @staticmethod
@@ -764,7 +766,7 @@ def run(config, workdir):
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = mc_credit.warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
   arms = list(config.arms)
   built = {a: Arm(a, config, task, policy) for a in arms}
   records, grpo_final = [], None
