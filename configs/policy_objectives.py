@@ -65,7 +65,7 @@ def get_config(arg=None):
   c.task = dict(name='arith', num_steps=2, modulus=10, ops=('add', 'sub', 'mul'))
   c.data = dict(num_train=20_000, num_test=512)  # generated on the host (task.generate)
   c.policy = dict(width=128, depth=2, num_heads=4, max_len=16, dtype='float32', value_head=False)
-  # Supervised warm start (experiments.mc_credit.warm_start): stop at the first evaluation
+  # Supervised warm start (jaxca.warmstart.warm_start): stop at the first evaluation
   # with held-out greedy exact match >= band[0].
   c.warmstart = dict(max_steps=400, batch_size=64, eval_every=10, band=(0.35, 1.0), lr=1e-3)
   c.credit = dict(estimator='grpo')  # a jaxca.estimators name or spec, the same for every arm
