@@ -19,22 +19,11 @@ from jaxca import types
 from jaxca.credit import mc
 from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
+from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
+from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.reference import mc as ref
 
 T, S = 9, 9
-
-
-def setUpModule():  # noqa: N802  compile time dominates these tests; results are unaffected
-  global _OPT
-  _OPT = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-
-
-def tearDownModule():  # noqa: N802
-  jax.config.update('jax_disable_most_optimizations', _OPT)
-
-
-_OPT = False
 
 
 def _traj(rng, b=5, mask_kind='random'):

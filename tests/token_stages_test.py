@@ -17,22 +17,11 @@ from jaxca import tasks
 from jaxca import token_stages
 from jaxca import types
 from jaxca.networks import transformer
+from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
+from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.reference import token_credit as ref
 
 P, G, T = 4, 4, 7
-
-
-def setUpModule():  # noqa: N802  compile time dominates these tests; results are unaffected
-  global _OPT
-  _OPT = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-
-
-def tearDownModule():  # noqa: N802
-  jax.config.update('jax_disable_most_optimizations', _OPT)
-
-
-_OPT = False
 
 
 def _traj(seed, contiguous=True):
