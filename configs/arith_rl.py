@@ -76,6 +76,15 @@ def get_config(arg=None):
     num_epochs=1,
     num_minibatches=1,  # 4 collapsed the entropy (and exact match) from a 40% warm start
     steps_per_call=10,  # RL iterations per jitted chunk (lax.scan)
+    # DAPO (arXiv 2503.14476) options, off by default (jaxca.lm.REWARD_SHAPING_KEYS, Sec. 3.4):
+    # overlong_buffer L_cache > 0 adds Eq. 13's length penalty (times overlong_penalty) to
+    # the reward; overlong_filter masks responses without EOS out of the loss.
+    reward_shaping=dict(overlong_buffer=0, overlong_penalty=1.0, overlong_filter=False),
+    # Dynamic sampling (Sec. 3.2, Eq. 11): drop groups whose G rewards are all equal and
+    # generate more batches (at most max_gen_batches) until P groups are kept
+    # (jaxca.lm.collect_dynamic). Needs steps_per_call=1 (one iteration per call).
+    dynamic_sampling=False,
+    max_gen_batches=3,
   )
   c.loss = dict(
     clip_eps=0.2,

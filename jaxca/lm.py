@@ -413,7 +413,7 @@ def _make_rollout_parts(
     )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
-  buffer_len, penalty_factor, overlong_filter = _reward_shaping(reward_shaping, num_new)
+  buffer_len, penalty_factor, overlong_filter = reward_shaping_options(reward_shaping, num_new)
 
   def collect(params, ref_params, batch, key, critic_params=None):
     prompts = batch['prompts']
@@ -548,8 +548,11 @@ def _make_rollout_parts(
 REWARD_SHAPING_KEYS = ('overlong_buffer', 'overlong_penalty', 'overlong_filter')
 
 
-def _reward_shaping(cfg, max_len):
-  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict."""
+def reward_shaping_options(cfg, max_len: int):
+  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict.
+
+  `max_len` is the response length N (the generation cap). Raises ValueError naming the key
+  and the allowed values."""
   if not cfg:
     return 0, 1.0, False
   unknown = sorted(set(cfg.keys()) - set(REWARD_SHAPING_KEYS))

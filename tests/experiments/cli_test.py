@@ -211,3 +211,28 @@ def test_compare_without_workdir_writes_under_runs(tmp_path):
   assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
   assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
   _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
+
+
+def test_arith_rl_dapo_options_run_end_to_end(tmp_path):
+  """Dynamic sampling + overlong shaping/filtering, on through the command line (smoke)."""
+  workdir = tmp_path / 'dapo'
+  dapo = [
+    '--config.rl.dynamic_sampling=True',
+    '--config.rl.max_gen_batches=2',
+    '--config.rl.reward_shaping.overlong_buffer=1',
+    '--config.rl.reward_shaping.overlong_filter=True',
+  ]
+  # dynamic sampling runs one iteration per call: the smoke config's steps_per_call=2 is refused.
+  proc = cli('arith_rl', f'--workdir={workdir}', *dapo)
+  _one_line_error(proc, 'config.rl.steps_per_call must be 1; got 2')
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.reward_shaping.overlong_buffer=-1')
+  _one_line_error(proc, 'config.rl: reward_shaping.overlong_buffer must be in [0, ', 'got -1')
+  assert not workdir.exists()
+  proc = cli('arith_rl', f'--workdir={workdir}', *dapo, '--config.rl.steps_per_call=1')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  rl = [r for r in records if r['phase'] == 'rl' and 'loss' in r]
+  assert [r['step'] for r in rl] == [1, 2, 3, 4], rl
+  for r in rl:
+    assert 1 <= r['gen_batches'] <= 2 and 0 <= r['frac_groups_kept'] <= 1, r
+    assert r['groups_short'] >= 0 and r['overlong_penalty'] <= 0 and 'frac_truncated' in r, r
