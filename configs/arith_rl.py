@@ -91,6 +91,11 @@ def get_config(arg=None):
     clip_eps_high=0.0,  # 0 means = clip_eps
     agg_mode='token_mean',
     kl_coef=0.0,
+    # 'fixed' or 'adaptive' (Ziegler et al., arXiv 1909.08593 Eq. 2: kl_coef moves towards
+    # KL = kl_target over kl_horizon responses; needs kl_coef > 0; jaxca.kl.adaptive_controller)
+    kl_ctrl='fixed',
+    kl_target=0.1,
+    kl_horizon=10000.0,
     ent_coef=0.01,  # keeps exploring: without it the entropy collapses (see results)
     vf_coef=0.5,
     vf_clip=0.0,

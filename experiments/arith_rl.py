@@ -72,6 +72,8 @@ def build(config):
   sft_tx = train_lib.make_optimizer(config.warmstart.optim)
   rl_tx = train_lib.make_optimizer(config.optim)
   with_ref = config.loss.kl_coef > 0
+  opts = lm.loss_options(config.loss)  # an adaptive KL coefficient lives in the RL state
+  kl_state = opts.kl_coef if opts.kl_ctrl == 'adaptive' else None
   shaping = config.rl.get('reward_shaping')
   learner = dict(
     group_size=config.rl.group_size,
@@ -92,7 +94,7 @@ def build(config):
     estimator,
     lm.make_init(policy, sft_tx),
     lm.make_sft_update(policy, task, sft_tx),
-    lambda params: lm.init_from_params(params, rl_tx, with_ref=with_ref),
+    lambda params: lm.init_from_params(params, rl_tx, with_ref=with_ref, kl_coef=kl_state),
     rl_update,
     lm.make_eval_fn(policy, task),
     rl_phases,
