@@ -213,8 +213,18 @@ def test_compare_without_workdir_writes_under_runs(tmp_path):
   _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
 
 
-def test_arith_rl_dapo_options_run_end_to_end(tmp_path):
-  """Dynamic sampling + overlong shaping/filtering, on through the command line (smoke)."""
+def _rl_records(workdir):
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [
+    {k: v for k, v in r.items() if k not in ('time', 'cpu_time')}
+    for r in records
+    if r['phase'] == 'rl' and 'loss' in r
+  ]
+
+
+def test_arith_rl_dapo_options_and_adaptive_kl_run_end_to_end_and_resume(tmp_path):
+  """Dynamic sampling, overlong shaping/filtering and the adaptive KL coefficient, on through
+  the command line (smoke); a run stopped at step 2 and resumed ends as an uninterrupted one."""
   workdir = tmp_path / 'dapo'
   dapo = [
     '--config.rl.dynamic_sampling=True',
@@ -227,12 +237,29 @@ def test_arith_rl_dapo_options_run_end_to_end(tmp_path):
   _one_line_error(proc, 'config.rl.steps_per_call must be 1; got 2')
   proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.reward_shaping.overlong_buffer=-1')
   _one_line_error(proc, 'config.rl: reward_shaping.overlong_buffer must be in [0, ', 'got -1')
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.loss.kl_ctrl=adaptive')
+  _one_line_error(proc, "kl_ctrl='adaptive' starts from loss.kl_coef, which must be > 0")
   assert not workdir.exists()
-  proc = cli('arith_rl', f'--workdir={workdir}', *dapo, '--config.rl.steps_per_call=1')
+  on = [
+    *dapo,
+    '--config.rl.steps_per_call=1',
+    '--config.loss.kl_coef=0.05',
+    '--config.loss.kl_ctrl=adaptive',
+    '--config.loss.kl_horizon=16.0',
+  ]
+  proc = cli('arith_rl', f'--workdir={workdir}', *on)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  rl = [r for r in records if r['phase'] == 'rl' and 'loss' in r]
+  rl = _rl_records(workdir)
   assert [r['step'] for r in rl] == [1, 2, 3, 4], rl
   for r in rl:
     assert 1 <= r['gen_batches'] <= 2 and 0 <= r['frac_groups_kept'] <= 1, r
     assert r['groups_short'] >= 0 and r['overlong_penalty'] <= 0 and 'frac_truncated' in r, r
+  coefs = [r['kl_coef'] for r in rl]
+  assert abs(coefs[0] - 0.05) < 1e-8 and len(set(coefs)) == 4, coefs  # moves every iteration
+  # Stopped after step 2 (rl.steps may change on resume), then resumed to step 4.
+  resumed = tmp_path / 'resumed'
+  proc = cli('arith_rl', f'--workdir={resumed}', *on, '--config.rl.steps=2')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  proc = cli('arith_rl', f'--workdir={resumed}', *on)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert _rl_records(resumed) == rl
