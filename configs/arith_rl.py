@@ -76,12 +76,26 @@ def get_config(arg=None):
     num_epochs=1,
     num_minibatches=1,  # 4 collapsed the entropy (and exact match) from a 40% warm start
     steps_per_call=10,  # RL iterations per jitted chunk (lax.scan)
+    # DAPO (arXiv 2503.14476) options, off by default (jaxca.lm.REWARD_SHAPING_KEYS, Sec. 3.4):
+    # overlong_buffer L_cache > 0 adds Eq. 13's length penalty (times overlong_penalty) to
+    # the reward; overlong_filter masks responses without EOS out of the loss.
+    reward_shaping=dict(overlong_buffer=0, overlong_penalty=1.0, overlong_filter=False),
+    # Dynamic sampling (Sec. 3.2, Eq. 11): drop groups whose G rewards are all equal and
+    # generate more batches (at most max_gen_batches) until P groups are kept
+    # (jaxca.lm.collect_dynamic). Needs steps_per_call=1 (one iteration per call).
+    dynamic_sampling=False,
+    max_gen_batches=3,
   )
   c.loss = dict(
     clip_eps=0.2,
     clip_eps_high=0.0,  # 0 means = clip_eps
     agg_mode='token_mean',
     kl_coef=0.0,
+    # 'fixed' or 'adaptive' (Ziegler et al., arXiv 1909.08593 Eq. 2: kl_coef moves towards
+    # KL = kl_target over kl_horizon responses; needs kl_coef > 0; jaxca.kl.adaptive_controller)
+    kl_ctrl='fixed',
+    kl_target=0.1,
+    kl_horizon=10000.0,
     ent_coef=0.01,  # keeps exploring: without it the entropy collapses (see results)
     vf_coef=0.5,
     vf_clip=0.0,

@@ -57,7 +57,7 @@ def define_flags():
 
 
 Parts = collections.namedtuple(
-  'Parts', 'task policy estimator sft_init sft_update rl_init rl_update evaluate'
+  'Parts', 'task policy estimator sft_init sft_update rl_init rl_update evaluate rl_phases'
 )
 BATCH_KEYS = ('prompts', 'targets', 'answers', 'intermediates')
 
@@ -72,27 +72,32 @@ def build(config):
   sft_tx = train_lib.make_optimizer(config.warmstart.optim)
   rl_tx = train_lib.make_optimizer(config.optim)
   with_ref = config.loss.kl_coef > 0
-  rl_update = lm.make_rl_update(
-    policy,
-    task,
-    estimator,
-    rl_tx,
+  opts = lm.loss_options(config.loss)  # an adaptive KL coefficient lives in the RL state
+  kl_state = opts.kl_coef if opts.kl_ctrl == 'adaptive' else None
+  shaping = config.rl.get('reward_shaping')
+  learner = dict(
     group_size=config.rl.group_size,
     num_epochs=config.rl.num_epochs,
     num_minibatches=config.rl.num_minibatches,
     temperature=config.rl.temperature,
     reward=config.rl.reward,
     loss_cfg=config.loss,
+    reward_shaping=None if shaping is None else shaping.to_dict(),
   )
+  rl_update = lm.make_rl_update(policy, task, estimator, rl_tx, **learner)
+  # Dynamic sampling runs the two phases with the host loop `lm.collect_dynamic` between them.
+  dynamic = config.rl.get('dynamic_sampling', False)
+  rl_phases = lm.make_rl_phases(policy, task, estimator, rl_tx, **learner) if dynamic else None
   return Parts(
     task,
     policy,
     estimator,
     lm.make_init(policy, sft_tx),
     lm.make_sft_update(policy, task, sft_tx),
-    lambda params: lm.init_from_params(params, rl_tx, with_ref=with_ref),
+    lambda params: lm.init_from_params(params, rl_tx, with_ref=with_ref, kl_coef=kl_state),
     rl_update,
     lm.make_eval_fn(policy, task),
+    rl_phases,
   )
 
 
@@ -137,11 +142,7 @@ def _train(config, workdir, data_dir):
   def rl_chunk(state, batches, key):
     def body(s, b):
       s, m = parts.rl_update(s, b, jax.random.fold_in(key, s['step']))
-      if nan_after >= 0:  # fault injection (tests): poison the params after that step
-        s['params'] = jax.tree.map(
-          lambda p: jax.numpy.where(s['step'] > nan_after, np.nan, p), s['params']
-        )
-      return s, m
+      return _poison(s, nan_after), m
 
     return jax.lax.scan(body, state, batches)
 
@@ -233,13 +234,21 @@ def _train(config, workdir, data_dir):
       if rl_step < config.rl.steps:
         runs.note(f'resumed RL from step {rl_step}')
     step, k = int(rl_step or 0), config.rl.steps_per_call
-    batches = _chunks(src['train'], config.rl.prompts_per_step, config.seed + 1, step, k)
     rl_key = jax.random.fold_in(key, 1)
+    if parts.rl_phases is not None:
+      advance = _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_after)
+    else:
+      batches = _chunks(src['train'], config.rl.prompts_per_step, config.seed + 1, step, k)
+
+      def advance(state, step):
+        del step  # the chunk reads it from the state
+        state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)
+        return state, jax.device_get(m)
+
     runs.at(f'RL step {step} of {config.rl.steps}')
     with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
       while step < config.rl.steps:
-        state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)
-        m = jax.device_get(m)
+        state, m = advance(state, step)
         step += k
         stop_if_bad(m, 'RL', step, rl_ckpt)
         rec = dict(phase='rl', **metrics.summarize(m))
@@ -265,6 +274,54 @@ def _train(config, workdir, data_dir):
       'from the start of the run (warm start included).',
     )
   return state
+
+
+def _poison(state, nan_after):
+  """Fault injection (tests): NaN params after RL step `nan_after` (-1: off)."""
+  if nan_after < 0:
+    return state
+  state['params'] = jax.tree.map(
+    lambda p: jax.numpy.where(state['step'] > nan_after, np.nan, p), state['params']
+  )
+  return state
+
+
+def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_after):
+  """advance(state, step) -> (state, metrics) for DAPO dynamic sampling: one RL iteration.
+
+  Generation batch i of iteration `step` reads the prompts of data step
+  `step * max_gen_batches + i`, so a resumed run sees the prompts an uninterrupted one
+  would. The sampling and epoch keys come from `fold_in(rl_key, step)`.
+  """
+  rl = config.rl
+  phases = parts.rl_phases
+  row_sh = parallel.batch_sharding(mesh, batch_axis=0)
+  collect = jax.jit(phases.collect, in_shardings=(repl, row_sh, repl))
+
+  def update_fn(state, rows, key):
+    state, m = phases.update(state, rows, {}, key)
+    return _poison(state, nan_after), m
+
+  update = jax.jit(update_fn, out_shardings=repl, donate_argnums=0)
+
+  def advance(state, step):
+    it = data.batch_iterator(
+      src['train'], rl.prompts_per_step, seed=config.seed + 1, start_step=step * rl.max_gen_batches
+    )
+    sample_key, epoch_key = jax.random.split(jax.random.fold_in(rl_key, step))
+    rows, gen = lm.collect_dynamic(
+      collect,
+      state,
+      lambda: {k: v for k, v in next(it).items() if k in BATCH_KEYS},
+      sample_key,
+      group_size=rl.group_size,
+      max_gen_batches=rl.max_gen_batches,
+    )
+    rows = parallel.shard_batch(rows._replace(key=None), mesh, 0)._replace(key=rows.key)
+    state, m = update(state, rows, epoch_key)
+    return state, dict(jax.device_get(m), **gen)
+
+  return advance
 
 
 def _warm_start(

@@ -157,6 +157,7 @@ def validate(config, device_count: Optional[int] = None):
     )
     _divisible('rl minibatch size', batch // rl.num_minibatches, n_dev, 'the device count')
     _multiple('rl.steps', rl.steps, 'rl.steps_per_call', rl.steps_per_call)
+    _dapo_options(rl, task)
     if ckpt_every is not None:
       _positive('train.ckpt_every', ckpt_every)
       _multiple('train.ckpt_every', ckpt_every, 'rl.steps_per_call', rl.steps_per_call)
@@ -198,6 +199,34 @@ def validate(config, device_count: Optional[int] = None):
         'earlier run, or its checkpoints/warmstart directory).'
       )
   return config
+
+
+def _dapo_options(rl, task):
+  """`rl.reward_shaping`, `rl.dynamic_sampling`, `rl.max_gen_batches` (DAPO, arXiv 2503.14476)."""
+  from jaxca import lm  # local, as in `validate`
+
+  if rl.get('reward_shaping') is not None:
+    max_len = task.response_len if task is not None else 1 << 30
+    try:
+      lm.reward_shaping_options(rl.reward_shaping, max_len)
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f'config.rl: {e}') from None
+  dynamic = rl.get('dynamic_sampling', False)
+  if dynamic not in (True, False):
+    raise ConfigError(f'config.rl.dynamic_sampling must be True or False; got {dynamic!r}.')
+  if 'max_gen_batches' in rl:
+    _positive('rl.max_gen_batches', rl.max_gen_batches)
+  if dynamic:
+    if rl.steps_per_call != 1:
+      raise ConfigError(
+        'config.rl.dynamic_sampling=True generates a data-dependent number of batches per '
+        f'iteration, so config.rl.steps_per_call must be 1; got {rl.steps_per_call}.'
+      )
+    if rl.group_size < 2:
+      raise ConfigError(
+        'config.rl.dynamic_sampling=True keeps groups whose G rewards differ: '
+        f'config.rl.group_size must be >= 2; got {rl.group_size}.'
+      )
 
 
 def _in_unit(path, value):

@@ -389,7 +389,7 @@ def _make_rollout_parts(
   reward_shaping=None,
 ):
   """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
-  finish(data, fields, hparams) -> (Rollout, metrics)).
+  finish(data, fields, hparams, kl_coef=None) -> (Rollout, metrics)).
 
   `reward_kl` = (coef, estimator) puts the KL to the reference in the token rewards
   (`kl.penalize_rewards`) before the estimator runs; `reward_shaping` (`REWARD_SHAPING_KEYS`)
@@ -413,7 +413,7 @@ def _make_rollout_parts(
     )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
-  buffer_len, penalty_factor, overlong_filter = _reward_shaping(reward_shaping, num_new)
+  buffer_len, penalty_factor, overlong_filter = reward_shaping_options(reward_shaping, num_new)
 
   def collect(params, ref_params, batch, key, critic_params=None):
     prompts = batch['prompts']
@@ -466,7 +466,7 @@ def _make_rollout_parts(
       rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),
     )
 
-  def finish(data, extra, hparams=None):
+  def finish(data, extra, hparams=None, kl_coef=None):
     missing = [f for f in host_fields if f not in extra]
     if missing:
       raise ValueError(f'host fields {missing} were not supplied to the update.')
@@ -475,6 +475,7 @@ def _make_rollout_parts(
     kl_metrics = {}
     if reward_kl is not None:
       coef, kl_estimator = reward_kl
+      coef = coef if kl_coef is None else kl_coef  # a traced (adaptive) coefficient
       rewards = kl_lib.penalize_rewards(
         rewards, data.log_probs, data.ref_log_probs, mask, coef, estimator=kl_estimator
       )
@@ -548,8 +549,11 @@ def _make_rollout_parts(
 REWARD_SHAPING_KEYS = ('overlong_buffer', 'overlong_penalty', 'overlong_filter')
 
 
-def _reward_shaping(cfg, max_len):
-  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict."""
+def reward_shaping_options(cfg, max_len: int):
+  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict.
+
+  `max_len` is the response length N (the generation cap). Raises ValueError naming the key
+  and the allowed values."""
   if not cfg:
     return 0, 1.0, False
   unknown = sorted(set(cfg.keys()) - set(REWARD_SHAPING_KEYS))
@@ -590,6 +594,8 @@ LOSS_KEYS = (
   'kl_estimator',
   'kl_in_reward',
   'kl_ctrl',
+  'kl_target',
+  'kl_horizon',
   'ent_coef',
   'vf_coef',
   'vf_clip',
@@ -610,6 +616,9 @@ class LossOptions(NamedTuple):
     kl_in_reward: put `kl_coef * KL` in the token rewards (`kl.penalize_rewards`) instead of
       the loss.
     ent_coef, vf_coef, vf_clip: entropy bonus and value term (`losses.ppo_objective`).
+    kl_ctrl: 'fixed' (a constant `kl_coef`) or 'adaptive' (`kl.adaptive_controller` from
+      `kl_coef` with `kl_target`, `kl_horizon`; the coefficient is learner state).
+    kl_target, kl_horizon: the adaptive controller's target KL and horizon (None if fixed).
   """
 
   objective: Optional[Callable]
@@ -623,6 +632,9 @@ class LossOptions(NamedTuple):
   ent_coef: float
   vf_coef: float
   vf_clip: Optional[float]
+  kl_ctrl: str = 'fixed'
+  kl_target: Optional[float] = None
+  kl_horizon: Optional[float] = None
 
 
 def loss_options(loss_cfg: Any = None) -> LossOptions:
@@ -636,8 +648,11 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
     kl_coef (default 0: off), kl_estimator ('k3'), kl_in_reward (False): the KL to the
       frozen reference, in the loss (GRPO, arXiv 2402.03300 Eq. 3) or in the rewards (PPO-RLHF,
       Ziegler et al. arXiv 1909.08593).
-    kl_ctrl: None or 'fixed' (a constant `kl_coef`). The adaptive controller
-      (`kl.adaptive_controller`) needs state the learner does not carry: rejected.
+    kl_ctrl: None or 'fixed' (a constant `kl_coef`), or 'adaptive': the proportional
+      controller of Ziegler et al. (arXiv 1909.08593, Eq. 2; `kl.adaptive_controller`) starting
+      at `kl_coef` (> 0), with `kl_target` and `kl_horizon` (> 0; verl's defaults 0.1 and
+      10000). The learner keeps the coefficient in its state (`init_from_params(kl_coef=)`)
+      and updates it once per iteration (see `make_rl_phases`).
     ent_coef, vf_coef, vf_clip: as `losses.ppo_objective`.
 
   Raises:
@@ -659,13 +674,24 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
     and _get(loss_cfg, 'norm_length', None) is None
   )
   estimator = kl_lib.check_estimator(_get(loss_cfg, 'kl_estimator', None) or 'k3')
-  ctrl = _get(loss_cfg, 'kl_ctrl', None)
-  kind = _get(ctrl, 'kind', None) if hasattr(ctrl, 'get') else ctrl
-  if kind not in (None, 'fixed'):
+  ctrl = _get(loss_cfg, 'kl_ctrl', None) or 'fixed'
+  if ctrl not in ('fixed', 'adaptive'):
     raise ValueError(
-      f"loss.kl_ctrl={kind!r} is not supported by the LM learner; choose None or 'fixed' (the "
-      'adaptive controller needs state the learner does not carry).'
+      f"loss.kl_ctrl={ctrl!r} is not supported; choose None, 'fixed' or 'adaptive' (the adaptive "
+      "controller's target and horizon are the loss keys 'kl_target' and 'kl_horizon')."
     )
+  kl_coef = float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0)
+  kl_target = kl_horizon = None
+  if ctrl == 'adaptive':
+    kl_target, kl_horizon = _get(loss_cfg, 'kl_target', None), _get(loss_cfg, 'kl_horizon', None)
+    if kl_coef <= 0:
+      raise ValueError(
+        f"loss.kl_ctrl='adaptive' starts from loss.kl_coef, which must be > 0; got {kl_coef}."
+      )
+    for key, v in (('kl_target', kl_target), ('kl_horizon', kl_horizon)):
+      if v is None or not float(v) > 0:
+        raise ValueError(f"loss.kl_ctrl='adaptive' needs loss.{key} > 0; got {v!r}.")
+    kl_target, kl_horizon = float(kl_target), float(kl_horizon)
   kl_in_reward = _get(loss_cfg, 'kl_in_reward', False)
   if kl_in_reward not in (None, False, True):
     raise ValueError(f'loss.kl_in_reward must be True or False; got {kl_in_reward!r}.')
@@ -675,12 +701,15 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
     clip_eps=float(_get(loss_cfg, 'clip_eps', 0.2)),
     clip_eps_high=_get(loss_cfg, 'clip_eps_high', None) or None,
     agg_mode=agg_mode,
-    kl_coef=float(_get(loss_cfg, 'kl_coef', 0.0) or 0.0),
+    kl_coef=kl_coef,
     kl_estimator=estimator,
     kl_in_reward=bool(kl_in_reward),
     ent_coef=float(_get(loss_cfg, 'ent_coef', 0.0) or 0.0),
     vf_coef=float(_get(loss_cfg, 'vf_coef', 0.0) or 0.0),
     vf_clip=_get(loss_cfg, 'vf_clip', None) or None,
+    kl_ctrl=ctrl,
+    kl_target=kl_target,
+    kl_horizon=kl_horizon,
   )
 
 
@@ -767,13 +796,17 @@ def init_from_params(
   with_ref: bool = False,
   critic_params=None,
   critic_tx: Optional[optax.GradientTransformation] = None,
+  kl_coef: Optional[float] = None,
 ):
   """A fresh state (step 0, fresh optimizer) around `params` (e.g. a warm start).
 
   With `critic_params` (a separate critic, see `make_rl_phases`) the state also holds
-  them and `critic_opt_state = critic_tx.init(critic_params)`.
+  them and `critic_opt_state = critic_tx.init(critic_params)`. With `kl_coef` it holds the
+  adaptive KL coefficient `kl_coef` ([] float32; `loss.kl_ctrl='adaptive'`).
   """
   state = dict(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
+  if kl_coef is not None:
+    state['kl_coef'] = jnp.asarray(kl_coef, jnp.float32)
   if with_ref:
     state['ref_params'] = jax.tree.map(jnp.copy, params)
   if critic_params is not None:
@@ -875,6 +908,13 @@ def make_rl_phases(
       overlong_penalty)` (default factor 1.0) to each sequence reward, on its last token, before
       the estimator; `overlong_filter=True` masks responses without EOS out of the loss.
       Metrics `overlong_penalty` (mean) and `frac_truncated`.
+
+  With `loss_cfg.kl_ctrl='adaptive'` the KL coefficient is `state['kl_coef']`
+  (`init_from_params(kl_coef=)`), traced into the loss (or the reward penalty); after the
+  epochs it is updated once by `kl.adaptive_controller` (Ziegler et al., arXiv 1909.08593,
+  Eq. 2) from the batch's masked-mean KL of the sampling policy to the reference
+  (`kl_estimator`), with n_steps = the batch's response count. Metrics `kl_coef` (the
+  coefficient this iteration used) and `kl_measured`.
   """
   opts = loss_options(loss_cfg)
   kl_coef = opts.kl_coef
@@ -901,22 +941,25 @@ def make_rl_phases(
     reward_kl=reward_kl,
     reward_shaping=reward_shaping,
   )
-  loss_fn = make_ppo_loss(
-    policy,
-    prompt_len=task.prompt_len,
-    temperature=temperature,
-    clip_eps=opts.clip_eps,
-    clip_eps_high=opts.clip_eps_high,
-    agg_mode=agg_mode,
-    kl_coef=0.0 if reward_kl is not None else kl_coef,
-    ent_coef=opts.ent_coef,
-    vf_coef=0.0 if critic is not None else vf_coef,
-    vf_clip=vf_clip,
-    objective=opts.objective,
-    kl_estimator=opts.kl_estimator,
-  )
   keyed = opts.objective_name == 'clip_cov'  # draws its tokens: one key per minibatch
-  if keyed:
+
+  def make_grad_step(coef):
+    loss_fn = make_ppo_loss(
+      policy,
+      prompt_len=task.prompt_len,
+      temperature=temperature,
+      clip_eps=opts.clip_eps,
+      clip_eps_high=opts.clip_eps_high,
+      agg_mode=agg_mode,
+      kl_coef=0.0 if reward_kl is not None else coef,
+      ent_coef=opts.ent_coef,
+      vf_coef=0.0 if critic is not None else vf_coef,
+      vf_clip=vf_clip,
+      objective=opts.objective,
+      kl_estimator=opts.kl_estimator,
+    )
+    if not keyed:
+      return train_lib.make_gradient_step(loss_fn, tx)
     inner_step = train_lib.make_gradient_step(lambda p, mb: loss_fn(p, mb[0], key=mb[1]), tx)
 
     def grad_step(carry, rb):
@@ -924,8 +967,14 @@ def make_rl_phases(
       step_key, sub = jax.random.split(step_key)
       (params, opt_state), m = inner_step((params, opt_state), (rb, sub))
       return (params, opt_state, step_key), m
+
+    return grad_step
+
+  adaptive = opts.kl_ctrl == 'adaptive'
+  if adaptive:  # the coefficient is traced from the state: the step is built per update
+    controller = kl_lib.adaptive_controller(kl_coef, opts.kl_target, opts.kl_horizon)
   else:
-    grad_step = train_lib.make_gradient_step(loss_fn, tx)
+    grad_step = make_grad_step(kl_coef)
   critic_step = None
   if critic is not None:
     lp = task.prompt_len
@@ -948,12 +997,23 @@ def make_rl_phases(
     return collect(state['params'], state.get('ref_params'), batch, key, state.get('critic_params'))
 
   def update(state, data, fields, key, hparams=None):
-    rb, roll_metrics = finish(data, fields, hparams)
+    coef, step_fn = None, None
+    if adaptive:
+      if 'kl_coef' not in state:
+        raise ValueError(
+          "loss.kl_ctrl='adaptive' keeps the KL coefficient in the learner state: build it with "
+          '`init_from_params(..., kl_coef=loss.kl_coef)`.'
+        )
+      coef = state['kl_coef']
+      step_fn = make_grad_step(coef)
+    else:
+      step_fn = grad_step
+    rb, roll_metrics = finish(data, fields, hparams, kl_coef=coef)
     carry = (state['params'], state['opt_state'])
     if keyed:  # the loss's key stream, independent of the permutation keys
       carry = carry + (jax.random.fold_in(key, 2),)
     carry, step_metrics = train_lib.minibatch_epochs(
-      grad_step,
+      step_fn,
       carry,
       rb,
       key,
@@ -977,6 +1037,14 @@ def make_rl_phases(
       )
       new_state.update(critic_params=cparams, critic_opt_state=copt)
       metrics.update({f'critic_{k}': jnp.mean(v) for k, v in cmetrics.items()})
+    if adaptive:  # Ziegler et al. Eq. 2, once per iteration, from the sampling policy's KL
+      measured = ops.masked_mean(
+        kl_lib.estimate(data.log_probs, data.ref_log_probs, data.mask, opts.kl_estimator),
+        data.mask,
+      )
+      n_steps = data.mask.shape[0]  # responses in the batch, as verl passes the batch size
+      new_state['kl_coef'] = controller.update(kl_lib.ControllerState(coef), measured, n_steps).coef
+      metrics.update(kl_coef=coef, kl_measured=measured)
     metrics['params_finite'] = _params_finite(params)
     return new_state, metrics
 

@@ -234,7 +234,7 @@ def ppo_objective(
     aux['entropy'] = jax.lax.stop_gradient(ent)
   elif ent_coef:
     raise ValueError('ppo_objective: ent_coef != 0 needs `entropy`.')
-  if kl_coef:
+  if isinstance(kl_coef, jax.core.Tracer) or kl_coef:  # traced: an adaptive coefficient
     if ref_log_probs is None:
       raise ValueError('ppo_objective: kl_coef != 0 needs `ref_log_probs`.')
     per_token = (kl_k3 if kl_fn is None else kl_fn)(log_probs, ref_log_probs, mask)

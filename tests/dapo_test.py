@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from configs import arith_rl as arith_rl_config
 from jaxca import dapo
 from jaxca import estimators
 from jaxca import lm
@@ -264,6 +265,17 @@ class LearnerTest(absltest.TestCase):
         group_size=G,
         reward_shaping=dict(buffer=2),
       )
+
+  def test_the_flagship_defaults_are_off(self):
+    """configs/arith_rl.py's DAPO options, as given, change nothing (the update is unchanged)."""
+    c = arith_rl_config.get_config()
+    n = TASK.response_len
+    off = lm.reward_shaping_options(None, n)
+    self.assertEqual(lm.reward_shaping_options(c.rl.reward_shaping.to_dict(), n), off)
+    self.assertEqual(off, (0, 1.0, False))
+    self.assertFalse(c.rl.dynamic_sampling)
+    on = dict(c.rl.reward_shaping.to_dict(), overlong_buffer=1, overlong_filter=True)
+    self.assertEqual(lm.reward_shaping_options(on, n), (1, 1.0, True))
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ from jaxca import objectives
 from jaxca import ops
 from jaxca import tasks
 from jaxca.networks import transformer
+from tests.reference import objectives as ref
 
 TASK = tasks.make('arith', num_steps=1, modulus=5)  # prompt 5 tokens, response 2 tokens
 G = 2
@@ -238,13 +239,89 @@ class SelectionTest(parameterized.TestCase):
     self.assertNotAlmostEqual(float(m['adv_abs_mean']), float(outs[False][1]['adv_abs_mean']), 4)
 
 
+class AdaptiveKLTest(absltest.TestCase):
+  """`loss.kl_ctrl='adaptive'`: the coefficient is learner state, traced into the loss."""
+
+  H = 8.0  # horizon: with B = 8 responses each update moves the coefficient by up to 20%
+
+  def _run(self, target, iters=4, kl_in_reward=False, estimator='grpo'):
+    policy = _policy()
+    params, other = policy.init(jax.random.key(0)), policy.init(jax.random.key(3))
+    tx = optax.sgd(0.0)  # the policy stays put: the KL to `other` stays far from 0
+    cfg = dict(kl_coef=0.1, kl_ctrl='adaptive', kl_target=target, kl_horizon=self.H)
+    cfg.update(kl_in_reward=kl_in_reward, kl_estimator='k1' if kl_in_reward else 'k3')
+    phases = lm.make_rl_phases(
+      policy, TASK, estimators.make(estimator), tx, group_size=G, loss_cfg=cfg
+    )
+    state = dict(lm.init_from_params(params, tx, with_ref=True, kl_coef=0.1), ref_params=other)
+    collect, update = jax.jit(phases.collect), jax.jit(phases.update)
+    out = []
+    for i in range(iters):
+      data = collect(state, _batch(seed=i), jax.random.key(10 + i))
+      new_state, m = update(state, data, {}, jax.random.key(20 + i))
+      out.append((state, data, m))
+      state = new_state
+    return out, state, update, cfg
+
+  def test_follows_the_controller_and_moves_the_right_way(self):
+    for target, direction in ((1e-4, 1.0), (1e3, -1.0)):
+      out, final, _, cfg = self._run(target)
+      kls = []
+      for state, data, m in out:
+        want = ops.masked_mean(
+          kl.estimate(data.log_probs, data.ref_log_probs, data.mask, 'k3'), data.mask
+        )
+        np.testing.assert_allclose(m['kl_measured'], want, rtol=1e-6)
+        np.testing.assert_array_equal(m['kl_coef'], state['kl_coef'])  # the one it used
+        kls.append(float(m['kl_measured']))
+      self.assertGreater(min(kls), 1e-3)
+      b = out[0][1].mask.shape[0]
+      coefs = ref.adaptive_kl(0.1, kls, b, target, self.H)
+      used = [float(m['kl_coef']) for _, _, m in out] + [float(final['kl_coef'])]
+      np.testing.assert_allclose(used, [0.1] + coefs, rtol=1e-5)
+      self.assertTrue(np.all(direction * np.diff(used) > 0), (target, used))
+      # The controller's kernel gives the same sequence.
+      ctrl = kl.make_controller('adaptive', coef=0.1, target=target, horizon=self.H)
+      s = ctrl.init()
+      for k in kls:
+        s = ctrl.update(s, k, b)
+      np.testing.assert_allclose(s.coef, used[-1], rtol=1e-5)
+
+  def test_the_coefficient_reaches_the_loss_and_the_reward(self):
+    out, _, update, _ = self._run(1e-4, iters=1)
+    state, data, m = out[0]
+    _, m2 = update(dict(state, kl_coef=jnp.float32(0.7)), data, {}, jax.random.key(20))
+    self.assertEqual(float(m2['kl_coef']), np.float32(0.7))
+    np.testing.assert_allclose(m2['loss'] - m['loss'], (0.7 - 0.1) * m['kl_ref'], rtol=1e-4)
+    out, _, update, _ = self._run(1e-4, iters=1, kl_in_reward=True, estimator='reinforce')
+    state, data, m = out[0]
+    self.assertNotIn('kl_ref', m)
+    _, m2 = update(dict(state, kl_coef=jnp.float32(0.7)), data, {}, jax.random.key(20))
+    self.assertNotAlmostEqual(float(m2['adv_abs_mean']), float(m['adv_abs_mean']), 4)
+
+  def test_state_without_the_coefficient_is_refused(self):
+    policy = _policy()
+    tx = optax.sgd(0.0)
+    cfg = dict(kl_coef=0.1, kl_ctrl='adaptive', kl_target=0.1, kl_horizon=10.0)
+    phases = lm.make_rl_phases(
+      policy, TASK, estimators.make('grpo'), tx, group_size=G, loss_cfg=cfg
+    )
+    state = lm.init_from_params(policy.init(jax.random.key(0)), tx, with_ref=True)
+    data = jax.jit(phases.collect)(state, _batch(), jax.random.key(1))
+    with self.assertRaisesRegex(ValueError, r'init_from_params\(\.\.\., kl_coef='):
+      phases.update(state, data, {}, jax.random.key(2))
+
+
 class ValidationTest(parameterized.TestCase):
   @parameterized.parameters(
     (dict(objective='ppo2'), 'Unknown policy objective'),
     (dict(objective='sapo', objective_kwargs=dict(tau=1.0)), 'unknown hyper-parameters'),
     (dict(kl_estimator='k4'), 'Unknown KL estimator'),
-    (dict(kl_ctrl='adaptive'), "kl_ctrl='adaptive'"),
-    (dict(kl_ctrl=dict(kind='adaptive', target=0.1, horizon=100)), 'kl_ctrl'),
+    (dict(kl_ctrl='pid'), "kl_ctrl='pid'.*'fixed' or 'adaptive'"),
+    (dict(kl_ctrl=dict(kind='adaptive', target=0.1, horizon=100)), 'kl_ctrl.*kl_target'),
+    (dict(kl_ctrl='adaptive', kl_target=0.1, kl_horizon=100), r'kl_coef, which must be > 0'),
+    (dict(kl_ctrl='adaptive', kl_coef=0.1, kl_horizon=100), r'loss\.kl_target > 0; got None'),
+    (dict(kl_ctrl='adaptive', kl_coef=0.1, kl_target=0.1, kl_horizon=0), r'kl_horizon > 0'),
     (dict(clip_ratio=0.2), r"Unknown loss option\(s\) \['clip_ratio'\]"),
     (dict(rollout_correction=dict(preset='tis')), 'preset'),
     (dict(agg_mode='mean'), 'aggregation'),

@@ -211,3 +211,55 @@ def test_compare_without_workdir_writes_under_runs(tmp_path):
   assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
   assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
   _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
+
+
+def _rl_records(workdir):
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [
+    {k: v for k, v in r.items() if k not in ('time', 'cpu_time')}
+    for r in records
+    if r['phase'] == 'rl' and 'loss' in r
+  ]
+
+
+def test_arith_rl_dapo_options_and_adaptive_kl_run_end_to_end_and_resume(tmp_path):
+  """Dynamic sampling, overlong shaping/filtering and the adaptive KL coefficient, on through
+  the command line (smoke); a run stopped at step 2 and resumed ends as an uninterrupted one."""
+  workdir = tmp_path / 'dapo'
+  dapo = [
+    '--config.rl.dynamic_sampling=True',
+    '--config.rl.max_gen_batches=2',
+    '--config.rl.reward_shaping.overlong_buffer=1',
+    '--config.rl.reward_shaping.overlong_filter=True',
+  ]
+  # dynamic sampling runs one iteration per call: the smoke config's steps_per_call=2 is refused.
+  proc = cli('arith_rl', f'--workdir={workdir}', *dapo)
+  _one_line_error(proc, 'config.rl.steps_per_call must be 1; got 2')
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.reward_shaping.overlong_buffer=-1')
+  _one_line_error(proc, 'config.rl: reward_shaping.overlong_buffer must be in [0, ', 'got -1')
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.loss.kl_ctrl=adaptive')
+  _one_line_error(proc, "kl_ctrl='adaptive' starts from loss.kl_coef, which must be > 0")
+  assert not workdir.exists()
+  on = [
+    *dapo,
+    '--config.rl.steps_per_call=1',
+    '--config.loss.kl_coef=0.05',
+    '--config.loss.kl_ctrl=adaptive',
+    '--config.loss.kl_horizon=16.0',
+  ]
+  proc = cli('arith_rl', f'--workdir={workdir}', *on)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  rl = _rl_records(workdir)
+  assert [r['step'] for r in rl] == [1, 2, 3, 4], rl
+  for r in rl:
+    assert 1 <= r['gen_batches'] <= 2 and 0 <= r['frac_groups_kept'] <= 1, r
+    assert r['groups_short'] >= 0 and r['overlong_penalty'] <= 0 and 'frac_truncated' in r, r
+  coefs = [r['kl_coef'] for r in rl]
+  assert abs(coefs[0] - 0.05) < 1e-8 and len(set(coefs)) == 4, coefs  # moves every iteration
+  # Stopped after step 2 (rl.steps may change on resume), then resumed to step 4.
+  resumed = tmp_path / 'resumed'
+  proc = cli('arith_rl', f'--workdir={resumed}', *on, '--config.rl.steps=2')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  proc = cli('arith_rl', f'--workdir={resumed}', *on)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert _rl_records(resumed) == rl
