@@ -238,18 +238,27 @@ def read_json(path: str) -> Optional[dict]:
 
 
 def check_resume(
-  workdir: str, config, safe_keys: Sequence[str] = (), allow_change: bool = False
+  workdir: str,
+  config,
+  safe_keys: Sequence[str] = (),
+  allow_change: bool = False,
+  overridden: Sequence[str] = (),
 ) -> list:
   """Compares `config` with `<workdir>/config.json`; raises ConfigError on unsafe changes.
 
-  Returns the differing (key, old, new) triples that are allowed (safe keys, or
-  any with `allow_change`); empty for a new workdir.
+  A key the run's config.json lacks (added to the config file since the run) at the value
+  the config file gives it (not in `overridden`, the keys set on the command line) is not a
+  change: new options are added off by default, so the run already computed that value.
+
+  Returns the differing (key, old, new) triples that are allowed (safe keys, keys added
+  since the run at their defaults, or any with `allow_change`); empty for a new workdir.
   """
   old = read_json(os.path.join(workdir, CONFIG_FILE))
   if old is None:
     return []
   diffs = config_diff(old, config_json(config))
-  unsafe = [d for d in diffs if d[0] not in safe_keys]
+  added = {k for k, o, _ in diffs if o == _ABSENT and k not in set(overridden)}
+  unsafe = [d for d in diffs if d[0] not in safe_keys and d[0] not in added]
   if unsafe and not allow_change:
     changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in unsafe)
     safe = ', '.join(safe_keys) if safe_keys else 'none'
@@ -473,7 +482,10 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     note(str(config).rstrip())
     note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
     return
-  diffs = check_resume(workdir, config, experiment.safe_keys, FLAGS.allow_config_change)
+  overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
+  diffs = check_resume(
+    workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
+  )
   done = read_json(os.path.join(workdir, DONE_FILE))
   if done is not None and done.get('config') == config_json(config) and not FLAGS.rewrite:
     note(f'{workdir} holds a complete run of this config; nothing to do.')

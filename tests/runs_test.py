@@ -50,6 +50,22 @@ def test_check_resume_allows_safe_keys(tmp_path):
   assert runs.check_resume(str(tmp_path), new, safe_keys=('rl.steps',)) == [('rl.steps', 4, 8)]
 
 
+def test_check_resume_accepts_keys_added_since_the_run_at_their_defaults(tmp_path):
+  # A run written before a config key existed: its config.json lacks the key. At the config
+  # file's value the key is not drift; set on the command line (overridden) it is.
+  old = runs.config_json(arith_config.get_config('smoke'))
+  del old['rl']['dynamic_sampling']
+  with open(os.path.join(tmp_path, runs.CONFIG_FILE), 'w') as f:
+    json.dump(old, f)
+  new = arith_config.get_config('smoke')
+  assert runs.check_resume(str(tmp_path), new) == [('rl.dynamic_sampling', '(absent)', False)]
+  with pytest.raises(runs.ConfigError, match='rl.dynamic_sampling'):
+    runs.check_resume(str(tmp_path), new, overridden=('rl.dynamic_sampling',))
+  new.credit.estimator = 'rloo'  # a changed key is still refused
+  with pytest.raises(runs.ConfigError, match='credit.estimator'):
+    runs.check_resume(str(tmp_path), new)
+
+
 def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert runs.resolve_workdir(None, 'x') == os.path.join('runs', 'x')
