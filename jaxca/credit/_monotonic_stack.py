@@ -147,8 +147,10 @@ def _sweep_group(packed, theta, scale):
     known = jnp.where(boundary, 1.0, known)
     pop = has & (r <= theta)
     # Merge the top's segment (factors <= 1: the exponents are <= 0 where used).
-    ga = ga + jnp.where(pop, w * jnp.exp(jnp.minimum(r - theta, 0.0)) * g_top, 0.0)
-    gs = gs + jnp.where(pop & (r <= 0.0), w * jnp.exp(jnp.minimum(r, 0.0)) * g_top, 0.0)
+    # One exponential: exp(r) = exp(r - theta) / scale where r <= 0 (scale = exp(-theta)).
+    wg = w * jnp.exp(jnp.minimum(r - theta, 0.0)) * g_top
+    ga = ga + jnp.where(pop, wg, 0.0)
+    gs = gs + jnp.where(pop & (r <= 0.0), wg / scale, 0.0)
     return jnp.stack([
       jnp.where(pop, below, top),
       jnp.where(pop, r + gap, r),
