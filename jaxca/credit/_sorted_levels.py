@@ -89,6 +89,22 @@ def _prefix_sum2(x):
   return hi, lo
 
 
+def _take0(a, idx):
+  """`jnp.take_along_axis(a, idx, 0)` (idx broadcast against a's trailing axes) as a gather
+  from the flattened array, which XLA:CPU runs about 1.5x faster than the batched gather."""
+  inner = math.prod(a.shape[1:])
+  return a.reshape(-1)[idx * inner + jnp.arange(inner).reshape((1,) + a.shape[1:])]
+
+
+def _put0(idx, vals):
+  """The inverse of `_take0` for a permutation `idx` along axis 0: out[idx[p, ...], ...] =
+  vals[p, ...], one flat scatter with unique indices."""
+  inner = math.prod(vals.shape[1:])
+  flat = (idx * inner + jnp.arange(inner).reshape((1,) + vals.shape[1:])).reshape(-1)
+  out = jnp.zeros(vals.size, vals.dtype).at[flat].set(vals.reshape(-1), unique_indices=True)
+  return out.reshape(vals.shape)
+
+
 def _sortable_bits(x):
   """uint32 keys with the order of the float32 values (-0.0 < 0.0; no NaN here)."""
   b = jax.lax.bitcast_convert_type(x, jnp.uint32)
@@ -174,7 +190,6 @@ def _pairs(delta, link, x):
   near = _dense_pairs(delta, link, hi, lo, 1 << n_dense)
   if n_dense == n_levels:
     return near.T
-  cols = jnp.arange(n_rows)[None]
   pos = jnp.arange(p_len)
   lv = jnp.arange(n_dense, n_levels)  # the sorted levels
   n_sorted = n_levels - n_dense
@@ -210,15 +225,15 @@ def _pairs(delta, link, x):
       ones_before = _count_before(bit, 2 * s)
       within = idx % (2 * s)
       new = idx - within + jnp.where(bit == 1, s + ones_before, within - ones_before)
-      perm = jnp.zeros_like(perm).at[new, cols].set(perm)
+      perm = _put0(new, perm)
   perms = jnp.stack(perms, 1)  # [P, L, N]
 
   # Each level's order: C and e of the element at each position, and whether it is right.
-  g_hi = jnp.take_along_axis(hi[:, None], perms, 0)
-  g_lo = jnp.take_along_axis(lo[:, None], perms, 0)
+  g_hi = _take0(hi[:, None], perms)
+  g_lo = _take0(lo[:, None], perms)
   levels = lv[None, :, None]
   right = ((perms >> levels) & 1) == 1
-  g_re = jnp.where(right, jnp.take_along_axis(es, perms, 0), 0.0)
+  g_re = jnp.where(right, _take0(es, perms), 0.0)
   parent = 2 * masks + 1  # 2s - 1
   # Decays exp(C_{p-1} - C_p) <= 1 in every parent block, 0 at its start: vectorised here,
   # the scans below only multiply and add (XLA:CPU runs small scan bodies much faster).
@@ -244,5 +259,5 @@ def _pairs(delta, link, x):
   _, z = jax.lax.scan(lower, (zeros,) * 2, (alpha, g_re))
   _, u = jax.lax.scan(upper, (zeros,) * 2, (pos, g_re), reverse=True)
   total = jnp.where(right, 0.0, z + u)
-  back = jnp.zeros_like(total).at[perms, jnp.arange(n_sorted)[None, :, None], cols[None]].set(total)
+  back = _put0(perms, total)
   return (near + jnp.sum(fs * back, 1)).T
