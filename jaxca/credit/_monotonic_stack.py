@@ -111,7 +111,7 @@ def _sweep_group(packed, theta, scale, anchored):
   in one [T + 1, 6, n] buffer (row T: the empty stack, and a dump). One `while_loop`
   iteration makes `UNROLLED_POPS` pop attempts for every row; once no row popped in its
   last attempt, `R[k]` is written for all rows with one `dynamic_update_slice` and the
-  sweep moves to k - 1. The per-row state is one [9, n] array and the per-row reads are
+  sweep moves to k - 1. The per-row state is one [5, n] (rbis) or [8, n] array and the reads are
   unrolled `dynamic_slice`s, which keeps the loop body to a few XLA:CPU operations and the
   buffer updated in place (batched gathers from it were measured to cost a copy per step).
   """

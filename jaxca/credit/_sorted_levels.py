@@ -126,15 +126,15 @@ def argsort(keys):
   width = 32 - b
   bits = _sortable_bits(keys)
   low_mask = jnp.uint32((1 << b) - 1)
-  perm = jnp.broadcast_to(jnp.arange(p_len, dtype=jnp.uint32), keys.shape)  # order so far
+  rank = jnp.broadcast_to(jnp.arange(p_len, dtype=jnp.uint32), keys.shape)
+  perm = None  # order so far (None: the identity, so the first pass gathers nothing)
   for shift in range(0, 32, width):
-    digit = (jnp.take_along_axis(bits, perm.astype(jnp.int32), -1) >> shift) & jnp.uint32(
-      (1 << min(width, 32 - shift)) - 1
-    )
-    rank = jnp.broadcast_to(jnp.arange(p_len, dtype=jnp.uint32), keys.shape)
+    ordered = bits if perm is None else jnp.take_along_axis(bits, perm, -1)
+    digit = (ordered >> shift) & jnp.uint32((1 << min(width, 32 - shift)) - 1)
     words = jax.lax.sort((digit << b) | rank, dimension=-1)
-    perm = jnp.take_along_axis(perm, (words & low_mask).astype(jnp.int32), -1)
-  return perm.astype(jnp.int32)
+    step = (words & low_mask).astype(jnp.int32)
+    perm = step if perm is None else jnp.take_along_axis(perm, step, -1)
+  return perm
 
 
 def _count_before(bit, size):
