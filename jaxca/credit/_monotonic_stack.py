@@ -73,7 +73,7 @@ def trajectory_aware(delta, d, x, mask, lam, method):
   # Per start k: delta_k, link_k to k + 1 and the key of k + 1 relative to the start key of
   # k (k + 1 enters the stack as an anchor); the last one is never used.
   r0 = jnp.pad(inc[:, 1:], ((0, 0), (0, 1))) + theta
-  u = _sweep(jnp.stack([delta_c, link, r0], axis=-1), theta, scale)
+  u = _sweep(jnp.stack([delta_c, link, r0], axis=-1), theta, scale, method != 'rbis')
   u = jnp.where(lam_zero, delta_c, u)
   return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
 
@@ -91,19 +91,19 @@ READ_CHUNK = 8
 UNROLLED_POPS = 4
 
 
-def _sweep(packed, theta, scale):
+def _sweep(packed, theta, scale, anchored):
   """All rows. packed: [N, T, 3] (delta_k, link_k, key of k+1 relative to start k). [N, T]."""
   n_rows, t_len, _ = packed.shape
   if n_rows <= GROUP_ROWS:
-    return _sweep_group(packed, theta, scale)
+    return _sweep_group(packed, theta, scale, anchored)
   n_groups = -(-n_rows // GROUP_ROWS)
   pad = n_groups * GROUP_ROWS - n_rows
   packed = jnp.pad(packed, ((0, pad), (0, 0), (0, 0))).reshape(n_groups, GROUP_ROWS, t_len, 3)
-  u = jax.lax.map(lambda a: _sweep_group(a, theta, scale), packed)
+  u = jax.lax.map(lambda a: _sweep_group(a, theta, scale, anchored), packed)
   return u.reshape(-1, t_len)[:n_rows]
 
 
-def _sweep_group(packed, theta, scale):
+def _sweep_group(packed, theta, scale, anchored):
   """A few rows in lockstep over the starts k = T-1 .. 0. packed: [n, T, 3]. Returns [n, T].
 
   The stack is a linked list through per-start records `R[k] = (G_k, key gap to the entry
@@ -111,7 +111,7 @@ def _sweep_group(packed, theta, scale):
   in one [T + 1, 6, n] buffer (row T: the empty stack, and a dump). One `while_loop`
   iteration makes `UNROLLED_POPS` pop attempts for every row; once no row popped in its
   last attempt, `R[k]` is written for all rows with one `dynamic_update_slice` and the
-  sweep moves to k - 1. The per-row state is one [9, n] array and the per-row reads are
+  sweep moves to k - 1. The per-row state is one [5, n] (rbis) or [8, n] array and the reads are
   unrolled `dynamic_slice`s, which keeps the loop body to a few XLA:CPU operations and the
   buffer updated in place (batched gathers from it were measured to cost a copy per step).
   """
@@ -135,42 +135,46 @@ def _sweep_group(packed, theta, scale):
 
   def attempt(state, records):
     """One pop attempt for every row. State rows: top (as float), key of the top relative to
-    the start key, weight from the start to the top, start-segment sum, anchor-segment sum,
-    U_k, U_k known, popped in this attempt, weighted total below the final top."""
-    top, r, w, gs, ga, u, known, _, _ = state
+    the start key, weight from the start to the top, weighted total below the top, the
+    start-segment sum and, with anchored keys only, the anchor-segment sum, U_k and whether
+    U_k is known."""
+    top, r, w, _, gs = state[:5]
     g_top, gap, w_below, total, below = read(records, top)
     has = top < empty
     rest = jnp.where(has, w * total, 0.0)
+    pop = has & (r <= theta)
+    # Merge the top's segment (factors <= 1: the exponents are <= 0 where used).
+    wg = w * jnp.exp(jnp.minimum(r - theta, 0.0)) * g_top
+    new = [jnp.where(pop, below, top), jnp.where(pop, r + gap, r), jnp.where(pop, w * w_below, w)]
+    if not anchored:  # theta = 0: the start segment is the anchor segment, U_k = gs + rest.
+      return jnp.stack(new + [rest, gs + jnp.where(pop, wg, 0.0)])
+    ga, u, known = state[5:]
     # U_k is fixed once the start-segment pops are over (r only grows along the stack).
     boundary = (known == 0.0) & ~(has & (r <= 0.0))
     u = jnp.where(boundary, gs + rest, u)
     known = jnp.where(boundary, 1.0, known)
-    pop = has & (r <= theta)
-    # Merge the top's segment (factors <= 1: the exponents are <= 0 where used).
-    ga = ga + jnp.where(pop, w * jnp.exp(jnp.minimum(r - theta, 0.0)) * g_top, 0.0)
-    gs = gs + jnp.where(pop & (r <= 0.0), w * jnp.exp(jnp.minimum(r, 0.0)) * g_top, 0.0)
-    return jnp.stack([
-      jnp.where(pop, below, top),
-      jnp.where(pop, r + gap, r),
-      jnp.where(pop, w * w_below, w),
-      gs, ga, u, known, pop.astype(jnp.float32), rest,
-    ])  # fmt: skip
+    # One exponential: exp(r) = exp(r - theta) / scale where r <= 0 (scale = exp(-theta)).
+    gs = gs + jnp.where(pop & (r <= 0.0), wg / scale, 0.0)
+    return jnp.stack(new + [rest, gs, ga + jnp.where(pop, wg, 0.0), u, known])
 
   def start(k):
     """State for the start k: k + 1 (its record just written) on top unless cut."""
     delta, link, r0 = jax.lax.dynamic_index_in_dim(packed_tm, k, keepdims=False).T
     top = jnp.where(link == 0.0, empty, (k + 1).astype(jnp.float32))
     zeros = jnp.zeros_like(delta)
-    return jnp.stack([top, r0, link, delta, scale * delta, zeros, zeros, zeros, zeros])
+    extra = [scale * delta, zeros, zeros] if anchored else []
+    return jnp.stack([top, r0, link, zeros, delta] + extra)
 
   def body(carry):
     k, state, records = carry
     for _ in range(UNROLLED_POPS):
+      last = state
       state = attempt(state, records)
-    top, r, w, _, ga, u, _, pop, rest = state
-    # Every row done popping: write R[k] and move to k - 1. Otherwise keep popping (the
-    # write then goes to the dump row T).
-    done = ~jnp.any(pop > 0.0)
+    top, r, w, rest, gs = state[:5]
+    ga, u = (state[5], state[6]) if anchored else (gs, gs + rest)
+    # Every row done popping (no top moved in the last attempt): write R[k] and move to
+    # k - 1. Otherwise keep popping (the write then goes to the dump row T).
+    done = jnp.all(top == last[0])
     record = jnp.stack([ga, r - theta, w, ga + rest, top, u])
     records = jax.lax.dynamic_update_slice(records, record[None], (jnp.where(done, k, t_len), 0, 0))
     new_k = jnp.where(done, k - 1, k)

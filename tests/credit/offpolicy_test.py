@@ -75,8 +75,9 @@ class OffPolicyReturnsTest(parameterized.TestCase):
   @parameterized.parameters(*BOUNDED)
   def test_large_ratios_finite_and_match_float64(self, method):
     # log-ratios up to +-30 (rho up to 1e13) over 50 steps: the bounded methods never overflow.
+    # A tiny lambda puts the recursive_retrace anchor keys far above the start keys.
     args = _inputs(3, SHAPE, ratio_scale=30.0, p_zero_rho=0.05)
-    for lam in (0.0, 0.5, 0.95, 1.0):
+    for lam in (0.0, 1e-30, 1e-4, 0.5, 0.95, 1.0):
       for diff in _paths(method):
         got = JIT(**args, lambda_=np.float32(lam), method=method, differentiable=diff)
         self.assertTrue(np.all(np.isfinite(got)))
