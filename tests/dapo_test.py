@@ -14,23 +14,12 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import tasks
 from jaxca.networks import transformer
+from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
+from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.reference import dapo as ref
 
 TASK = tasks.make('arith', num_steps=1, modulus=5)  # prompt 5 tokens, response 2 tokens
 G = 2
-
-
-def setUpModule():  # noqa: N802  compile time dominates these tests; results are unaffected
-  global _OPT
-  _OPT = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-
-
-def tearDownModule():  # noqa: N802
-  jax.config.update('jax_disable_most_optimizations', _OPT)
-
-
-_OPT = False
 
 
 class KernelTest(parameterized.TestCase):
