@@ -11,27 +11,15 @@ import math
 import jax
 import jax.numpy as jnp
 
-
-def _compact(mask):
-  """Per-row stable permutation putting the valid steps first: position of each step. [N, T]."""
-  valid = mask.astype(jnp.int32)
-  n_valid = valid.sum(-1, keepdims=True)
-  return jnp.where(mask, jnp.cumsum(valid, -1) - 1, n_valid + jnp.cumsum(1 - valid, -1) - 1)
+from jaxca.credit import _compaction
 
 
 def trajectory_aware(delta, d, x, mask, lam, method):
   """U = G - q for truncated_is / recursive_retrace / rbis. Inputs [N, T], masked steps zeroed."""
-  n_rows, t_len = delta.shape
-  rows = jnp.arange(n_rows)[:, None]
-  pos = _compact(mask)
-  # Compact: valid steps first; the invalid ones become trailing padding with delta = d = 0.
-  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
-  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
-
-  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
-  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
-  link_d = jnp.where(zero_next, 0.0, d_c)
-  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+  t_len = delta.shape[1]
+  # Valid steps first (masked ones become trailing padding), zero ratios folded into links.
+  c = _compaction.compact(delta, d, x, mask)
+  delta_c, link_d, x_c = c.delta, c.link, c.x
 
   # lambda = 0: the general branch runs with a harmless lambda and is discarded (double where).
   lam_zero = lam == 0.0
@@ -56,7 +44,7 @@ def trajectory_aware(delta, d, x, mask, lam, method):
   u = jax.lax.fori_loop(0, n_levels, body, dlt) if n_levels else dlt
   u = u[:, :t_len]
   u = jnp.where(lam_zero, delta_c, u)
-  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+  return _compaction.restore(u, c)
 
 
 def _seg_scan(combine, values, within, size, n_bits, reverse=False):

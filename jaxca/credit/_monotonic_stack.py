@@ -34,32 +34,20 @@ keeps the divide-and-conquer engine for gradients.
 import jax
 import jax.numpy as jnp
 
+from jaxca.credit import _compaction
+
 METHODS = ('recursive_retrace', 'rbis')
-
-
-def _compact(mask):
-  """Per-row stable permutation putting the valid steps first: position of each step. [N, T]."""
-  valid = mask.astype(jnp.int32)
-  n_valid = valid.sum(-1, keepdims=True)
-  return jnp.where(mask, jnp.cumsum(valid, -1) - 1, n_valid + jnp.cumsum(1 - valid, -1) - 1)
 
 
 def trajectory_aware(delta, d, x, mask, lam, method):
   """U = G - q for recursive_retrace / rbis. Inputs [N, T] float32, masked steps zeroed."""
   if method not in METHODS:
     raise ValueError(f'method must be one of {METHODS}; got {method!r}.')
-  n_rows, t_len = delta.shape
+  t_len = delta.shape[1]
   if t_len == 0:
     return delta
-  rows = jnp.arange(n_rows)[:, None]
-  pos = _compact(mask)
-  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
-  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
-
-  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
-  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
-  link = jnp.where(zero_next, 0.0, d_c)
-  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+  c = _compaction.compact(delta, d, x, mask)  # valid steps first, zero ratios cut the links
+  delta_c, link, x_c = c.delta, c.link, c.x
 
   # lambda = 0: the general branch runs with a harmless lambda and is discarded (double where).
   lam_zero = lam == 0.0
@@ -75,7 +63,7 @@ def trajectory_aware(delta, d, x, mask, lam, method):
   r0 = jnp.pad(inc[:, 1:], ((0, 0), (0, 1))) + theta
   u = _sweep(jnp.stack([delta_c, link, r0], axis=-1), theta, scale, method != 'rbis')
   u = jnp.where(lam_zero, delta_c, u)
-  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+  return _compaction.restore(u, c)
 
 
 # Rows swept together in one loop; more rows go group by group. On XLA:CPU a loop iteration

@@ -43,24 +43,19 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxca.credit import _divide_and_conquer
+from jaxca.credit import _compaction
 
 
 def truncated_is(delta, d, x, mask, lam):
   """U = G - q for truncated_is. Inputs [N, T] float32, masked steps zeroed."""
-  n_rows, t_len = delta.shape
+  t_len = delta.shape[1]
   if t_len == 0:
     return delta
-  rows = jnp.arange(n_rows)[:, None]
-  pos = _divide_and_conquer._compact(mask)
-  scatter = lambda a: jnp.zeros_like(a).at[rows, pos].set(a)  # noqa: E731
-  delta_c, d_c, x_c = scatter(delta), scatter(d), scatter(x)
-  # rho = 0 at step i+1 cuts every trace through it, exactly like d_i = 0.
-  zero_next = jnp.concatenate([x_c[:, 1:] == -jnp.inf, jnp.zeros((n_rows, 1), bool)], axis=1)
+  c = _compaction.compact(delta, d, x, mask)  # valid steps first, zero ratios cut the links
+  delta_c, x_c = c.delta, c.x
   lam_zero = lam == 0.0
   lam_s = jnp.where(lam_zero, 1.0, lam).astype(jnp.float32)
-  link = jnp.where(zero_next, 0.0, d_c) * lam_s
-  x_c = jnp.where(x_c == -jnp.inf, 0.0, x_c)
+  link = c.link * lam_s
 
   n_levels = max(0, math.ceil(math.log2(t_len)))
   p_len = 1 << n_levels
@@ -69,7 +64,7 @@ def truncated_is(delta, d, x, mask, lam):
   if n_levels:
     u = u + _pairs(jnp.pad(delta_c, pad), jnp.pad(link, pad), jnp.pad(x_c, pad))[:, :t_len]
   u = jnp.where(lam_zero, delta_c, u)
-  return u[rows, pos]  # back to the original positions (masked ones are zeroed by the caller)
+  return _compaction.restore(u, c)
 
 
 def _prefix_sum2(x):
