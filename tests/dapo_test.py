@@ -4,7 +4,6 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -12,14 +11,12 @@ from configs import arith_rl as arith_rl_config
 from jaxca import dapo
 from jaxca import estimators
 from jaxca import lm
-from jaxca import tasks
-from jaxca.networks import transformer
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
+from tests.lm_fixtures import TASK
+from tests.lm_fixtures import G
+from tests.lm_fixtures import tiny_policy as _policy
 from tests.reference import dapo as ref
-
-TASK = tasks.make('arith', num_steps=1, modulus=5)  # prompt 5 tokens, response 2 tokens
-G = 2
 
 
 class KernelTest(parameterized.TestCase):
@@ -161,13 +158,6 @@ class DynamicSamplingTest(absltest.TestCase):
         group_size=G,
         max_gen_batches=0,
       )
-
-
-def _policy():
-  cfg = ml_collections.ConfigDict(
-    dict(width=16, depth=1, num_heads=2, max_len=8, dtype='float32', value_head=False)
-  )
-  return transformer.make_policy(cfg, vocab_size=TASK.vocab.size)
 
 
 class LearnerTest(absltest.TestCase):

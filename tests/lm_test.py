@@ -4,7 +4,6 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -12,26 +11,14 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import losses
 from jaxca import ops
-from jaxca import tasks
 from jaxca import types
-from jaxca.networks import transformer
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
+from tests.lm_fixtures import TASK
+from tests.lm_fixtures import G
+from tests.lm_fixtures import batch as _batch
+from tests.lm_fixtures import tiny_policy as _policy
 from tests.reference import lm as ref
-
-TASK = tasks.make('arith', num_steps=1, modulus=5)  # prompt 5 tokens, response 2 tokens
-G = 2
-
-
-def _policy(value_head=False):
-  cfg = ml_collections.ConfigDict(
-    dict(width=16, depth=1, num_heads=2, max_len=8, dtype='float32', value_head=value_head)
-  )
-  return transformer.make_policy(cfg, vocab_size=TASK.vocab.size)
-
-
-def _batch(n=4, seed=0):
-  return {k: jnp.asarray(v) for k, v in TASK.generate(seed, n).items()}
 
 
 class RewardPlacementTest(parameterized.TestCase):
