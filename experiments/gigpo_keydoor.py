@@ -24,10 +24,10 @@ from jaxca import checkpoint
 from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
-from jaxca import multiturn
 from jaxca import runs
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor
+from jaxca.lm import multiturn
 from jaxca.networks import transformer
 
 FLAGS = flags.FLAGS

@@ -1,11 +1,11 @@
 """VinePPO / SPO-chain (Monte-Carlo step values) vs PPO-GAE (a value network) vs GRPO.
 
 Commands, arms and settings: configs/mc_credit.py. Composition only: the estimators are
-`jaxca.estimators` / `jaxca.mc_stages` spec strings; Monte-Carlo values are host fields of
+`jaxca.estimators` spec strings; Monte-Carlo values are host fields of
 the two-phase learner (`lm.make_rl_phases`): `collect` (jitted) samples the batch, the host
 builds the states (`credit.mc.step_prefixes`), de-duplicates and buckets them
 (`prefixes.mc_step_values`) and completes them with shared prefill
-(`mc_stages.mc_complete_and_score`, jitted once per power-of-two bucket), then `update`
+(`providers_lib.mc_complete_and_score`, jitted once per power-of-two bucket), then `update`
 (jitted) runs the estimator and the PPO epochs. Every jitted function is compiled ahead
 of time per input shape, so compile time is measured apart from run time.
 
@@ -28,8 +28,8 @@ import optax
 from scipy import stats
 
 from jaxca import bench
+from jaxca import estimators
 from jaxca import lm
-from jaxca import mc_stages
 from jaxca import metrics
 from jaxca import prefixes
 from jaxca import runs
@@ -37,6 +37,7 @@ from jaxca import sampling
 from jaxca import tasks
 from jaxca import warmstart
 from jaxca.credit import mc
+from jaxca.lm import providers as providers_lib
 from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
 
@@ -79,12 +80,14 @@ def build(config):
 
 
 def _estimator(config, arm):
-  return mc_stages.make(
-    arm.estimator,
-    gamma=1.0,
-    lambda_=1.0,
-    prob_threshold=config.spo.prob_threshold,
-    cut_interval=config.spo.cut_interval,
+  return estimators.from_config(  # config values: options the arm's spec ignores are fine
+    dict(
+      estimator=arm.estimator,
+      gamma=1.0,
+      lambda_=1.0,
+      prob_threshold=config.spo.prob_threshold,
+      cut_interval=config.spo.cut_interval,
+    )
   )
 
 
@@ -100,7 +103,7 @@ class Arm:
     self.ctx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.critic.lr))
     providers = {}
     if self.cfg.mc == 'spo':
-      providers['loss_mask'] = mc_stages.loss_mask_provider(config.spo.prob_threshold)
+      providers['loss_mask'] = providers_lib.loss_mask_provider(config.spo.prob_threshold)
     loss_cfg = dict(config.loss.to_dict(), vf_coef=config.critic.vf_coef)
     loss_cfg['vf_clip'] = config.critic.vf_clip
     phases = lm.make_rl_phases(
@@ -135,7 +138,7 @@ class Arm:
 
 
 def _complete(policy, task, n, max_new, temperature, params, key, tokens, mask, rows):
-  return mc_stages.mc_complete_and_score(
+  return providers_lib.mc_complete_and_score(
     policy,
     task,
     params,

@@ -43,8 +43,8 @@ FLAGS = flags.FLAGS
 NAME = 'pure_credit'
 SAFE_KEYS = ()
 BATCH_KEYS = ('prompts', 'targets', 'answers', 'intermediates', 'index')
-TRANSFORMS = estimators.PURE_TRANSFORMS
-BASELINES = estimators.PURE_BASELINES
+TRANSFORMS = estimators.pure.PURE_TRANSFORMS
+BASELINES = estimators.pure.PURE_BASELINES
 
 
 def define_flags():

@@ -1,11 +1,11 @@
 """Token-credit probes: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD).
 
 Commands, arms and settings: configs/token_credit.py. Composition only: the estimators are
-`jaxca.token_stages` spec strings on the two-phase learner (`lm.make_rl_phases`); HICRA's
-planning set is a host field (`token_stages.fai_planning`, one extra non-cached forward per
+`jaxca.estimators` spec strings on the two-phase learner (`lm.make_rl_phases`); HICRA's
+planning set is a host field (`providers_lib.fai_planning`, one extra non-cached forward per
 iteration); the oracle credit A* of Part A is `credit.mc.vineppo_advantages` with one "step"
 per token, from MC values at every token boundary (`credit.mc.step_prefixes`,
-`prefixes.mc_step_values` with chunks, `mc_stages.mc_complete_and_score`). The warm start is
+`prefixes.mc_step_values` with chunks, `providers_lib.mc_complete_and_score`). The warm start is
 `jaxca.warmstart` and the ahead-of-time compile wrapper `jaxca.bench.Aot`.
 
 Part B runs first; Part A then diagnoses the warm start and the final GRPO parameters of the
@@ -29,17 +29,17 @@ import optax
 from scipy import stats
 
 from jaxca import bench
+from jaxca import estimators
 from jaxca import lm
 from jaxca import losses
-from jaxca import mc_stages
 from jaxca import prefixes
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
-from jaxca import token_stages
 from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
+from jaxca.lm import providers as providers_lib
 from jaxca.networks import transformer
 
 NAME = 'token_credit'
@@ -139,21 +139,23 @@ class Arm:
   def __init__(self, name, config, task, policy):
     self.name, self.cfg = name, config.arms[name]
     cr = config.credit
-    self.est = token_stages.make(
-      self.cfg.estimator,
-      pooling=self.cfg.pooling,
-      alpha1=cr.alpha1,
-      alpha2=cr.alpha2,
-      beta1=cr.beta1,
-      beta2=cr.beta2,
-      hicra_alpha=cr.hicra_alpha,
-      hicra_top_fraction=cr.hicra_top_fraction,
+    self.est = estimators.from_config(  # config values: options a spec ignores are fine
+      dict(
+        estimator=self.cfg.estimator,
+        pooling=self.cfg.pooling,
+        alpha1=cr.alpha1,
+        alpha2=cr.alpha2,
+        beta1=cr.beta1,
+        beta2=cr.beta2,
+        hicra_alpha=cr.hicra_alpha,
+        hicra_top_fraction=cr.hicra_top_fraction,
+      )
     )
     rl = config.rl
     self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
     providers, host = {}, ()
     if self.cfg.planning == 'sep':
-      providers['planning'] = token_stages.token_planning_provider(task.vocab.step_id)
+      providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
     elif self.cfg.planning == 'fai':
       host = ('planning',)
     phases = lm.make_rl_phases(
@@ -174,7 +176,7 @@ class Arm:
     self.update = bench.Aot(phases.update)
     self.planning = None
     if host:
-      fn = functools.partial(token_stages.fai_planning, policy)
+      fn = functools.partial(providers_lib.fai_planning, policy)
       self.planning = bench.Aot(
         lambda p, t, v, f: fn(p, t, v, task.prompt_len, f)  # noqa: E731
       )
@@ -226,7 +228,7 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
 
 
 def _complete(policy, task, n, temperature, params, key, tokens, mask, rows):
-  return mc_stages.mc_complete_and_score(
+  return providers_lib.mc_complete_and_score(
     policy, task, params, key, tokens, mask, rows,
     num_samples=n, max_new_tokens=task.response_len, temperature=temperature,
   )  # fmt: skip
@@ -260,7 +262,7 @@ class Diagnoser:
     ent = losses.entropy_from_logits(logits[:, lp - 1 : -1])
     logp = transformer.response_log_probs(logits, tokens, lp)
     response = valid & (jnp.arange(valid.shape[-1]) >= lp)[None, :]
-    metrics = [token_stages.attention_metrics(out.attention, valid, response, w) for w in windows]
+    metrics = [providers_lib.attention_metrics(out.attention, valid, response, w) for w in windows]
     return dict(
       entropy=ent,
       log_prob=logp,

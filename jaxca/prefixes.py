@@ -244,7 +244,7 @@ def mc_step_values(
     complete_fn: (prefixes [U_bucket, L], prefix_mask [U_bucket, L], rows) ->
       (rewards [U_bucket * n], finished [U_bucket * n] bool, generated [U_bucket * n] int),
       where `rows` = {k: batch[k][plan.rows]} holds the batch data of each prefix's row;
-      e.g. a jitted `mc_stages.mc_complete_and_score` closed over the policy, parameters
+      e.g. a jitted `lm.providers.mc_complete_and_score` closed over the policy, parameters
       and a fresh key.
     tokens, mask, state_valid: the [B, S] grid of states (`credit.mc.step_prefixes`).
     batch: dict of [B, ...] per-row arrays.

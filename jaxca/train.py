@@ -113,3 +113,9 @@ def minibatch_epochs(
     return jax.lax.scan(step, carry, minibatches)
 
   return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
+
+
+def params_finite(params) -> jax.Array:
+  """[] float32: 1.0 iff every leaf of `params` is finite (traced; a NaN guard before saving)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]
+  return jnp.all(jnp.stack(leaves)).astype(jnp.float32)

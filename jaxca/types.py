@@ -158,3 +158,12 @@ def check_requires(traj: Trajectory, requires, who: str) -> None:
       f'{who} requires Trajectory field(s) {lacking}, which are absent{hint}; '
       f'it requires {list(requires)}.'
     )
+
+
+def config_get(cfg, name: str, default=None):
+  """`cfg[name]` of a ConfigDict, dict or object (attribute), `default` if absent or cfg is None."""
+  if cfg is None:
+    return default
+  if hasattr(cfg, 'get'):
+    return cfg.get(name, default)
+  return getattr(cfg, name, default)

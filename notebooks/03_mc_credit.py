@@ -54,13 +54,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxca import estimators  # noqa: E402
 from jaxca import lm  # noqa: E402
-from jaxca import mc_stages  # noqa: E402
 from jaxca import prefixes  # noqa: E402
 from jaxca import sampling  # noqa: E402
 from jaxca import tasks  # noqa: E402
 from jaxca import types  # noqa: E402
 from jaxca.credit import mc  # noqa: E402
+from jaxca.lm import providers as providers_lib  # noqa: E402
 from jaxca.networks import transformer  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
@@ -176,7 +177,7 @@ rows = {k: np.repeat(v, G, axis=0) for k, v in batch.items()}
 n = task.response_len
 outcome = np.asarray(task.outcome(s.responses, s.mask, rows))
 complete = jax.jit(
-  lambda t, m, r: mc_stages.mc_complete_and_score(
+  lambda t, m, r: providers_lib.mc_complete_and_score(
     policy, task, params, jax.random.key(2), t, m, r, num_samples=NUM_MC, max_new_tokens=n
   )
 )
@@ -203,11 +204,11 @@ traj = types.Trajectory(
 )
 spo_ids = mc.spo_segments(s.log_probs, s.mask, 0.9, 1)
 maps = {
-  'VinePPO': mc_stages.make('vineppo')(traj).advantages,
-  'SPO-chain': mc_stages.make('spo_chain')(
+  'VinePPO': estimators.make('vineppo')(traj).advantages,
+  'SPO-chain': estimators.make('spo_chain')(
     traj.replace(mc_values=jnp.asarray(mc_grid(spo_ids)))
   ).advantages,
-  'GRPO': mc_stages.make('grpo')(traj).advantages,
+  'GRPO': estimators.make('grpo')(traj).advantages,
 }
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
 for ax, (name, adv) in zip(axes, maps.items()):

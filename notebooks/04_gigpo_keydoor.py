@@ -52,9 +52,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxca import multiturn  # noqa: E402
 from jaxca.credit import gigpo  # noqa: E402
 from jaxca.envs import keydoor  # noqa: E402
+from jaxca.lm import multiturn  # noqa: E402
 from jaxca.networks import transformer  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'

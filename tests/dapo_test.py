@@ -1,4 +1,4 @@
-"""DAPO options: overlong punishment / filtering and dynamic sampling (jaxca.dapo, lm)."""
+"""DAPO options: overlong punishment / filtering and dynamic sampling (jaxca.lm.dapo, jaxca.lm)."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -8,9 +8,9 @@ import numpy as np
 import optax
 
 from configs import arith_rl as arith_rl_config
-from jaxca import dapo
 from jaxca import estimators
 from jaxca import lm
+from jaxca.lm import dapo
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.lm_fixtures import TASK

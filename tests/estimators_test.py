@@ -44,6 +44,31 @@ def _traj(rewards, mask, **kw):
   return Trajectory(rewards=jnp.asarray(rewards), mask=jnp.asarray(mask), **kw)
 
 
+def _legacy(rewards, mask, *, values=None, group_size=None, reward_mask=None):
+  """The Trajectory of the call form before it existed: contiguous groups of `group_size`,
+  steps closed at `reward_mask` (default: the last valid token), S = T."""
+  rewards, mask = jnp.asarray(rewards, jnp.float32), jnp.asarray(mask)
+  b, t = rewards.shape
+  kw = {}
+  if group_size is not None:
+    kw = dict(
+      group_ids=jnp.arange(b, dtype=jnp.int32) // group_size,
+      num_groups=b // group_size,
+      groups_contiguous=True,
+    )
+  if reward_mask is None:
+    reward_mask = ops.step_closers(jnp.where(mask, 0, -1), 1)
+  closer = jnp.asarray(reward_mask) & mask
+  before = jnp.cumsum(closer, axis=-1, dtype=jnp.int32) - closer
+  total = jnp.sum(closer, axis=-1, keepdims=True, dtype=jnp.int32)
+  step_ids = jnp.where(mask & (before < total), before, -1)
+  step_rewards = ops.to_steps(jnp.where(closer, rewards, 0.0), step_ids, t, 'sum')
+  v = None if values is None else jnp.asarray(values)
+  return Trajectory(
+    rewards=rewards, mask=mask, values=v, step_ids=step_ids, step_rewards=step_rewards, **kw
+  )
+
+
 def _ref_whiten(x, mask):
   v = x[mask].astype(np.float64)
   out = (x - v.mean()) / np.sqrt(v.var(ddof=1) + 1e-8)
@@ -58,7 +83,7 @@ class EstimatorsTest(parameterized.TestCase):
     self.assertIn('values', est.requires)
     traj = _traj(rewards, mask, values=jnp.asarray(values))
     got = jax.jit(est)(traj)
-    legacy = jax.jit(lambda r, m, v: est(r, m, values=v))(rewards, mask, values)
+    legacy = jax.jit(lambda r, m, v: est(_legacy(r, m, values=v)))(rewards, mask, values)
     adv = np.zeros((B, T))
     ret = np.zeros((B, T))
     for b in range(B):
@@ -79,7 +104,9 @@ class EstimatorsTest(parameterized.TestCase):
     if layout == 'contiguous':
       traj = _traj(rewards, mask, group_ids=IDS, num_groups=P, groups_contiguous=True)
       got = est(traj)
-      np.testing.assert_array_equal(est(rewards, mask, group_size=G).advantages, got.advantages)
+      np.testing.assert_array_equal(
+        est(_legacy(rewards, mask, group_size=G)).advantages, got.advantages
+      )
     else:
       perm = np.random.default_rng(2).permutation(B)
       traj = _traj(rewards[perm], mask[perm], group_ids=IDS[perm], num_groups=P)
@@ -120,20 +147,20 @@ class EstimatorsTest(parameterized.TestCase):
     rewards = np.where(reward_mask, rng.uniform(-1, 1, (B, T)), 0.0).astype(np.float32)
     est = estimators.make('min_form', temperature=0.2, baseline='none', mask_separators=False)
     self.assertNotIn('group_ids', est.requires)
-    got = est(rewards, mask, reward_mask=reward_mask)
+    got = est(_legacy(rewards, mask, reward_mask=reward_mask))
     want = _pr(rewards, mask, reward_mask)
     np.testing.assert_allclose(got.advantages, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.returns, want, rtol=1e-5, atol=1e-6)
     # Default reward_mask = last valid token: one step, weight 1, return = outcome score.
     out_rewards, _, _ = _rollout(3)
-    got = est(out_rewards, mask)
+    got = est(_legacy(out_rewards, mask))
     want = np.stack(
       [ref.discounted_returns(out_rewards[b], np.ones(T), 0.0, mask[b]) for b in range(B)]
     )
     np.testing.assert_allclose(got.advantages, want, rtol=1e-5, atol=1e-6)
     # With an 'outcome' baseline, the other rows' mean outcome is subtracted (returns unchanged).
     est_o = estimators.make('min_form', temperature=0.2, baseline='outcome', mask_separators=False)
-    got_g = est_o(rewards, mask, reward_mask=reward_mask, group_size=G)
+    got_g = est_o(_legacy(rewards, mask, reward_mask=reward_mask, group_size=G))
     outcome = np.stack(
       [ref.min_form_rewards(rewards[b], 0.2, reward_mask[b]).sum() for b in range(B)]
     )
@@ -254,7 +281,7 @@ class EstimatorsTest(parameterized.TestCase):
       dict(estimator='rloo | whiten', eps=1e-6, gamma=1.0, whiten=False, temperature=0.1)
     )
     self.assertEqual([s.name for s in chain.post], ['whiten'])
-    self.assertContainsSubset({'gae', 'grpo', 'dr_grpo', 'rloo', 'min_form'}, estimators.ESTIMATORS)
+    self.assertContainsSubset({'gae', 'grpo', 'dr_grpo', 'rloo', 'min_form'}, estimators.STAGES)
     with self.assertRaisesRegex(ValueError, 'dr_grpo.*gae.*grpo.*min_form'):
       estimators.make('ppo')
     with self.assertRaisesRegex(ValueError, 'whiten'):
@@ -263,10 +290,10 @@ class EstimatorsTest(parameterized.TestCase):
       estimators.make('grpo', lamda=0.9)
     with self.assertRaisesRegex(ValueError, 'baseline'):
       estimators.make('min_form', baseline='tokens')
-    with self.assertRaisesRegex(ValueError, '`group_size`'):
-      estimators.make('rloo')(rewards, mask, group_size=4)
     with self.assertRaisesRegex(TypeError, '`mask`'):
-      estimators.make('rloo')(rewards, mask.astype(np.int32), group_size=G)
+      estimators.make('reinforce')(_traj(rewards, mask.astype(np.int32)))
+    with self.assertRaisesRegex(TypeError, 'Trajectory'):
+      estimators.make('rloo')(rewards)
     with self.assertRaisesRegex(ValueError, '`values`'):
       estimators.make('gae')(_traj(rewards, mask, values=values[:, :3]))
 

@@ -204,7 +204,7 @@ def _spy_stage(seen):
 
 class ProviderTest(absltest.TestCase):
   def test_toy_stage_with_a_new_field_runs_through_the_learner(self):
-    """A new estimator stage + a new Trajectory field, with no edit to jaxca/lm.py."""
+    """A new estimator stage + a new Trajectory field, with no edit to jaxca/lm/."""
     est = estimators.make('grpo + 0.5*toy_len', stages={'toy_len': _toy_stage}, scale=2.0)
     providers = {'resp_len': lambda ctx: dict(resp_len=ops.masked_count(ctx.mask, axis=-1))}
     with self.assertRaisesRegex(ValueError, 'resp_len'):

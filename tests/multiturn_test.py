@@ -11,9 +11,9 @@ import optax
 
 from jaxca import estimators
 from jaxca import lm
-from jaxca import multiturn
 from jaxca.envs import keydoor
 from jaxca.envs import token_env
+from jaxca.lm import multiturn
 from jaxca.networks import transformer
 
 G = 4

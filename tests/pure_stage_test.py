@@ -61,9 +61,9 @@ def hparams(est, **kw):
   term = dict(est.hparams['terms'][0])
   for k, v in kw.items():
     if k == 'transform':
-      term['transform_id'] = np.float32(estimators.PURE_TRANSFORMS.index(v))
+      term['transform_id'] = np.float32(estimators.pure.PURE_TRANSFORMS.index(v))
     elif k == 'baseline':
-      term['baseline_id'] = np.float32(estimators.PURE_BASELINES.index(v))
+      term['baseline_id'] = np.float32(estimators.pure.PURE_BASELINES.index(v))
     else:
       term[k] = np.float32(v)
   return dict(est.hparams, terms=(term,))
@@ -71,8 +71,8 @@ def hparams(est, **kw):
 
 class PureStageTest(parameterized.TestCase):
   @parameterized.product(
-    transform=estimators.PURE_TRANSFORMS,
-    baseline=estimators.PURE_BASELINES,
+    transform=estimators.pure.PURE_TRANSFORMS,
+    baseline=estimators.pure.PURE_BASELINES,
     vr=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0)),
     mask_sep=(True, False),
   )
@@ -160,8 +160,8 @@ class PureStageTest(parameterized.TestCase):
     est = estimators.make('pure | whiten', skip_zeros=True)
     fn = jax.jit(lambda traj, hp: est(traj, hp).advantages)
     outs = []
-    for transform in estimators.PURE_TRANSFORMS:
-      for baseline in estimators.PURE_BASELINES:
+    for transform in estimators.pure.PURE_TRANSFORMS:
+      for baseline in estimators.pure.PURE_BASELINES:
         outs.append(
           np.asarray(fn(trajectory(d), hparams(est, transform=transform, baseline=baseline)))
         )

@@ -3,7 +3,7 @@
 A `TokenEnv` talks to a language policy in tokens: a task becomes a prompt of
 `prompt_len` tokens, every turn starts with an observation of `obs_len` tokens
 (prefilled, no loss), and the policy answers with ONE action token drawn from
-`action_ids` (every other logit is masked). The rollout (`jaxca.multiturn`) only
+`action_ids` (every other logit is masked). The rollout (`jaxca.lm.multiturn`) only
 calls the methods below, each on ONE task / state (it vmaps them), so a second
 environment implements this class and needs no change to the rollout.
 

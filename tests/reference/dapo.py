@@ -1,4 +1,4 @@
-"""Slow, obviously correct NumPy references for jaxca.dapo (no jax import)."""
+"""Slow, obviously correct NumPy references for jaxca.lm.dapo (no jax import)."""
 
 import numpy as np
 

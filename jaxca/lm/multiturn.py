@@ -19,7 +19,7 @@ requires (`PROVIDERS`; one row per episode, the per-turn reward on the turn's
 action token, `step_ids` = turn index, `anchor_ids` = the env's anchor at the
 start of each turn), the estimator, then PPO-clip epochs
 (`losses.ppo_objective`, `train.minibatch_epochs`, the minibatch container
-`lm.Rollout`). Nothing here is jitted.
+`rollout_lib.Rollout`). Nothing here is jitted.
 """
 
 from typing import Callable
@@ -31,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxca import lm
 from jaxca import losses
 from jaxca import ops
 from jaxca import train as train_lib
 from jaxca import types
 from jaxca.envs import token_env
+from jaxca.lm import rollout as rollout_lib
 from jaxca.networks import transformer
 
 
@@ -326,10 +326,10 @@ def make_ppo_loss(
   agg_mode: str = 'token_mean',
   ent_coef: float = 0.0,
 ) -> Callable:
-  """Returns loss_fn(params, rb: lm.Rollout) -> (loss, aux): PPO-clip over action tokens."""
+  """Returns loss_fn(params, rb: Rollout) -> (loss, aux): PPO-clip over action tokens."""
   losses.check_agg_mode(agg_mode)
 
-  def loss_fn(params, rb: lm.Rollout):
+  def loss_fn(params, rb: rollout_lib.Rollout):
     logp, ent = action_log_probs(
       policy, params, rb.tokens, rb.valid, env.prompt_len, env.action_ids, temperature
     )
@@ -372,7 +372,7 @@ def make_update(
 ) -> Callable:
   """Returns update(state, tasks, key, hparams=None) -> (state, metrics, Batch).
 
-  `state` is `lm.init_from_params(params, tx)`; `tasks` a [P, ...] pytree of the
+  `state` is `learner.init_from_params(params, tx)`; `tasks` a [P, ...] pytree of the
   env's tasks; `hparams` the estimator's hyper-parameters (traced). Metrics:
   success (mean return), turns, the PPO terms, grad_norm, params_finite.
   """
@@ -395,7 +395,7 @@ def make_update(
     targets = estimator(traj, hparams)
     adv = jax.lax.stop_gradient(jnp.where(s.mask, targets.advantages, 0.0))
     zeros = jnp.zeros_like(old)
-    rb = lm.Rollout(s.tokens, s.valid, s.mask, old, zeros, zeros, adv, zeros)
+    rb = rollout_lib.Rollout(s.tokens, s.valid, s.mask, old, zeros, zeros, adv, zeros)
     (new_params, opt_state), m = train_lib.minibatch_epochs(
       grad_step,
       (params, state['opt_state']),

@@ -1,4 +1,4 @@
-"""jaxca.token_stages (GTPO, GRPO-S, HICRA stages; FAI planning sets) vs NumPy loops, and the
+"""jaxca.estimators.token (GTPO, GRPO-S, HICRA stages; FAI planning sets) vs NumPy loops, and the
 learner / MC hooks they use (`metrics_fn`, HICRA's host field, chunked MC completions)."""
 
 from absl.testing import absltest
@@ -14,8 +14,8 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import prefixes
 from jaxca import tasks
-from jaxca import token_stages
 from jaxca import types
+from jaxca.lm import providers as providers_lib
 from jaxca.networks import transformer
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
@@ -77,7 +77,7 @@ class StagesTest(parameterized.TestCase):
   @parameterized.product(pooling=('joint', 'separate'), contiguous=(True, False))
   def test_gtpo_stage_matches_reference(self, pooling, contiguous):
     traj, ent, mask, correct, ids = _traj(1, contiguous)
-    est = token_stages.make('gtpo', pooling=pooling)
+    est = estimators.make('gtpo', pooling=pooling)
     self.assertEqual(est.requires, ('rewards', 'mask', 'group_ids', 'entropies'))
     hp = jax.tree.map(jnp.asarray, est.hparams)
     hp['terms'][0]['alpha2'] = jnp.float32(0.3)  # traced hyper-parameter
@@ -89,15 +89,15 @@ class StagesTest(parameterized.TestCase):
   @parameterized.parameters('joint', 'separate')
   def test_grpo_s_stage_matches_reference(self, pooling):
     traj, ent, mask, correct, ids = _traj(2, contiguous=False)
-    est = token_stages.make('grpo_s', pooling=pooling, beta2=0.2)
+    est = estimators.make('grpo_s', pooling=pooling, beta2=0.2)
     got = self.variant(est)(traj).advantages
     want = ref.grpo_s_advantages(ent, correct, mask, ids, 1.0, 0.2, pooling)
     np.testing.assert_allclose(got, want, atol=2e-5)
 
   def test_separate_pools_cancel_alpha1_through_the_stage(self):
     traj, *_ = _traj(3)
-    est = token_stages.make('gtpo', pooling='separate')
-    joint = token_stages.make('gtpo')
+    est = estimators.make('gtpo', pooling='separate')
+    joint = estimators.make('gtpo')
     hp = jax.tree.map(jnp.asarray, est.hparams)
     big = jax.tree.map(jnp.asarray, est.hparams)
     big['terms'][0]['alpha1'] = jnp.float32(7.0)
@@ -112,7 +112,7 @@ class StagesTest(parameterized.TestCase):
   def test_hicra_paper_form(self, contiguous):
     traj, _, mask, correct, ids = _traj(4, contiguous)
     grpo = estimators.make('grpo')
-    est = token_stages.make('grpo | hicra', hicra_alpha=0.2)
+    est = estimators.make('grpo | hicra', hicra_alpha=0.2)
     self.assertIn('planning', est.requires)
     empty = traj.replace(planning=jnp.zeros(mask.shape, bool))
     np.testing.assert_array_equal(
@@ -126,7 +126,7 @@ class StagesTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_hicra_official_form(self):
     traj, ent, mask, correct, ids = _traj(5, contiguous=False)
-    est = token_stages.make('grpo | hicra_official')
+    est = estimators.make('grpo | hicra_official')
     got = self.variant(est)(traj).advantages
     base = _grpo_ref(correct, mask, ids)
     np.testing.assert_allclose(got, ref.hicra_official(base, ent, mask, ids, 0.2, 0.3), atol=2e-5)
@@ -138,12 +138,12 @@ class StagesTest(parameterized.TestCase):
 
   def test_unknown_pooling_raises(self):
     with self.assertRaisesRegex(ValueError, 'pooling'):
-      token_stages.make('gtpo', pooling='both')
+      estimators.make('gtpo', pooling='both')
 
   def test_missing_entropies_raise(self):
     traj, *_ = _traj(6)
     with self.assertRaisesRegex(ValueError, 'entropies'):
-      token_stages.make('gtpo')(traj.replace(entropies=None))
+      estimators.make('gtpo')(traj.replace(entropies=None))
 
 
 TASK = tasks.make('arith', num_steps=2, modulus=5, ops='invertible')
@@ -175,7 +175,7 @@ class PlanningAndLearnerTest(absltest.TestCase):
     state = lm.init_from_params(params, optax.sgd(0.0))
     data = phases.collect(state, _batch(), jax.random.key(1))
     lp = TASK.prompt_len
-    got = jax.jit(token_stages.fai_planning, static_argnums=(0, 4))(
+    got = jax.jit(providers_lib.fai_planning, static_argnums=(0, 4))(
       policy, params, data.tokens, data.valid, lp, 0.2
     )
     att = np.asarray(policy.apply(params, data.tokens, data.valid, return_attention=True).attention)
@@ -188,7 +188,7 @@ class PlanningAndLearnerTest(absltest.TestCase):
     fai = ref.fai(att, valid, heads, query_mask=resp)[:, lp:]
     want = ref.top_fraction_mask(fai, resp[:, lp:], 0.2)
     np.testing.assert_array_equal(got, want)
-    m = token_stages.attention_metrics(jnp.asarray(att), valid, resp, 4.0)
+    m = providers_lib.attention_metrics(jnp.asarray(att), valid, resp, 4.0)
     np.testing.assert_allclose(m.waad, ref.waad(att, valid, ~heads, 4), atol=1e-5)
     np.testing.assert_allclose(m.fai_all, ref.fai(att, valid, None, query_mask=resp), atol=1e-6)
 
@@ -196,7 +196,7 @@ class PlanningAndLearnerTest(absltest.TestCase):
     policy = _policy()
     params = policy.init(jax.random.key(0))
     tx = optax.adam(1e-3)
-    est = token_stages.make('grpo | hicra')
+    est = estimators.make('grpo | hicra')
 
     def metrics_fn(ctx, traj, targets):
       del traj
@@ -222,7 +222,7 @@ class PlanningAndLearnerTest(absltest.TestCase):
     tx = optax.adam(1e-3)
     update = jax.jit(
       lm.make_rl_update(
-        policy, TASK, token_stages.make('gtpo'), tx, group_size=4, loss_cfg=dict(clip_eps_high=0.28)
+        policy, TASK, estimators.make('gtpo'), tx, group_size=4, loss_cfg=dict(clip_eps_high=0.28)
       )
     )
     state = lm.init_from_params(policy.init(jax.random.key(0)), tx)

@@ -20,6 +20,8 @@ DAPO (Yu et al. 2025, arXiv 2503.14476):
 import jax
 import jax.numpy as jnp
 
+from jaxca import types
+
 
 def overlong_penalty(lengths, max_len: int, buffer_len: int, penalty_factor: float = 1.0):
   """[B] float32 soft overlong punishment of DAPO Eq. 13 (<= 0; see the module docstring).
@@ -55,3 +57,31 @@ def informative_groups(seq_rewards: jax.Array, group_size: int) -> jax.Array:
     )
   g = seq_rewards.reshape(-1, group_size)
   return g.max(axis=1) != g.min(axis=1)
+
+
+REWARD_SHAPING_KEYS = ('overlong_buffer', 'overlong_penalty', 'overlong_filter')
+
+
+def reward_shaping_options(cfg, max_len: int):
+  """(buffer_len or 0, penalty_factor, overlong_filter) from a `reward_shaping` dict.
+
+  `max_len` is the response length N (the generation cap). Raises ValueError naming the key
+  and the allowed values."""
+  if not cfg:
+    return 0, 1.0, False
+  unknown = sorted(set(cfg.keys()) - set(REWARD_SHAPING_KEYS))
+  if unknown:
+    raise ValueError(
+      f'Unknown reward_shaping option(s) {unknown}; choose from {list(REWARD_SHAPING_KEYS)}.'
+    )
+  buffer_len = int(types.config_get(cfg, 'overlong_buffer', 0) or 0)
+  if not 0 <= buffer_len <= max_len:
+    raise ValueError(
+      f'reward_shaping.overlong_buffer must be in [0, {max_len}] (the response length); '
+      f'got {buffer_len}.'
+    )
+  factor = types.config_get(cfg, 'overlong_penalty', None)
+  factor = 1.0 if factor is None else float(factor)
+  if factor < 0:
+    raise ValueError(f'reward_shaping.overlong_penalty must be >= 0; got {factor}.')
+  return buffer_len, factor, bool(types.config_get(cfg, 'overlong_filter', False))

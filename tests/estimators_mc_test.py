@@ -1,4 +1,4 @@
-"""jaxca.mc_stages (VinePPO / SPO-chain estimator stages, providers, MC scoring) and the
+"""jaxca.estimators.mc (VinePPO / SPO-chain estimator stages, providers, MC scoring) and the
 learner hooks they use (two-phase iterations with host fields, loss_mask, separate critic)."""
 
 from absl.testing import absltest
@@ -12,11 +12,11 @@ import optax
 
 from jaxca import estimators
 from jaxca import lm
-from jaxca import mc_stages
 from jaxca import prefixes
 from jaxca import tasks
 from jaxca import types
 from jaxca.credit import mc
+from jaxca.lm import providers as providers_lib
 from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
@@ -57,7 +57,7 @@ class StagesTest(parameterized.TestCase):
   @parameterized.parameters('random', 'full')
   def test_vineppo_stage_matches_reference(self, mask_kind):
     traj, outcome = _traj(np.random.default_rng(1), mask_kind=mask_kind)
-    est = mc_stages.make('vineppo')
+    est = estimators.make('vineppo')
     self.assertEqual(est.requires, ('rewards', 'mask', 'step_ids', 'mc_values'))
     got = self.variant(est)(traj)
     want = np.stack(
@@ -73,7 +73,7 @@ class StagesTest(parameterized.TestCase):
   @parameterized.parameters((0.9, 1), (0.5, 2), (0.9, 5))
   def test_spo_chain_stage_matches_reference_with_traced_hparams(self, threshold, interval):
     traj, outcome = _traj(np.random.default_rng(2))
-    est = mc_stages.make('spo_chain')
+    est = estimators.make('spo_chain')
     hp = jax.tree.map(np.asarray, est.hparams)
     hp['terms'][0]['prob_threshold'] = np.float32(threshold)
     hp['terms'][0]['cut_interval'] = np.float32(interval)
@@ -92,8 +92,8 @@ class StagesTest(parameterized.TestCase):
   @parameterized.parameters(0.9, 0.3)
   def test_prob_whiten_matches_reference(self, threshold):
     traj, _ = _traj(np.random.default_rng(3), b=7)
-    est = mc_stages.make('spo_chain | prob_whiten', prob_threshold=threshold)
-    raw = mc_stages.make('spo_chain', prob_threshold=threshold)(traj).advantages
+    est = estimators.make('spo_chain | prob_whiten', prob_threshold=threshold)
+    raw = estimators.make('spo_chain', prob_threshold=threshold)(traj).advantages
     got = self.variant(est)(traj).advantages
     want = ref.prob_whiten(raw, traj.log_probs, traj.mask, threshold)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -104,7 +104,7 @@ class StagesTest(parameterized.TestCase):
   def test_prob_whiten_with_no_low_probability_token_is_zero(self):
     traj, _ = _traj(np.random.default_rng(4))
     traj = traj.replace(log_probs=jnp.zeros_like(traj.log_probs))  # p = 1 everywhere
-    got = mc_stages.make('vineppo | prob_whiten')(traj).advantages
+    got = estimators.make('vineppo | prob_whiten')(traj).advantages
     np.testing.assert_array_equal(got, 0.0)
 
   def test_hand_example_vineppo(self):
@@ -117,7 +117,7 @@ class StagesTest(parameterized.TestCase):
       step_ids=jnp.array([[0, 0, 1, 1]]),
       mc_values=jnp.array([[0.5, 1.0, 0.0, 0.0]]),
     )
-    got = mc_stages.make('vineppo')(traj).advantages
+    got = estimators.make('vineppo')(traj).advantages
     np.testing.assert_allclose(got, [[0.5, 0.5, 0.0, 0.0]])
 
 
@@ -148,8 +148,8 @@ class LearnerHooksTest(absltest.TestCase):
     policy, _ = _policy()
     params = policy.init(jax.random.key(0))
     tx = optax.adam(1e-3)
-    est = mc_stages.make('spo_chain | prob_whiten')
-    providers = {'loss_mask': mc_stages.loss_mask_provider(0.9)}
+    est = estimators.make('spo_chain | prob_whiten')
+    providers = {'loss_mask': providers_lib.loss_mask_provider(0.9)}
     with self.assertRaisesRegex(ValueError, 'mc_values'):
       lm.make_rl_phases(policy, TASK, est, tx, group_size=G, providers=providers)
     phases = lm.make_rl_phases(
@@ -237,7 +237,7 @@ class MCScoringTest(absltest.TestCase):
 
     def complete(tok, m, rows):
       return jax.jit(
-        lambda p, k, t, mm, r: mc_stages.mc_complete_and_score(
+        lambda p, k, t, mm, r: providers_lib.mc_complete_and_score(
           policy, TASK, p, k, t, mm, r, num_samples=2, max_new_tokens=TASK.response_len
         )
       )(params, jax.random.key(0), tok, m, rows)
