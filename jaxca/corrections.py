@@ -155,7 +155,9 @@ def rollout_correction(
       weights = jnp.ones(mask.shape, jnp.float32)
 
   if kl_threshold is not None:
-    k = kl_lib.estimate(rollout, target, in_mask, kl_estimator)
+    # verl's `compute_rollout_rejection_mask` does not clamp its token k3 value (only the
+    # log-ratio, to [-20, 20]), unlike its KL penalty.
+    k = kl_lib.estimate(rollout, target, in_mask, kl_estimator, k3_bound=None)
     if kl_reduce == 'mean':
       seq_kl = ops.masked_mean(k, in_mask, axis=-1)
     elif kl_reduce == 'sum':
@@ -180,7 +182,9 @@ def rollout_correction(
 
   metrics['is_weight_mean'] = ops.masked_mean(weights, mask)
   metrics['frac_rejected'] = ops.masked_mean((in_mask & ~mask).astype(jnp.float32), in_mask)
-  metrics['mismatch_k3'] = ops.masked_mean(kl_lib.estimate(rollout, target, in_mask, 'k3'), in_mask)
+  metrics['mismatch_k3'] = ops.masked_mean(
+    kl_lib.estimate(rollout, target, in_mask, 'k3', k3_bound=None), in_mask
+  )
   return weights, mask, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 

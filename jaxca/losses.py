@@ -279,11 +279,25 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
-def kl_k3(log_probs: jax.Array, ref_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
+def kl_k3(
+  log_probs: jax.Array,
+  ref_log_probs: jax.Array,
+  mask: jax.Array,
+  *,
+  bound: Optional[float] = 10.0,
+) -> jax.Array:
   """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - log_probs.
 
   Unbiased and non-negative (Schulman, "Approximating KL divergence"); verl's
-  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. verl clamps d to [-20, 20]; so do we.
+  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. As verl's `kl_penalty_forward`
+  (verl/trainer/ppo/core_algos.py) we clamp d to [-20, 20] and then the k3 value itself to
+  [-bound, bound] = [-10, 10], so one token far from the reference cannot dominate a batch
+  (unclamped, a log-ratio of 25 gives 4.85e8). The gradient is 0 where either clamp is
+  active (as `torch.clamp`'s); the straight-through 'k3+' of `jaxca.kl` keeps k2's gradient
+  there. `bound=None` skips the value clamp (verl's rollout-rejection k3 is unclamped).
   """
   d = jnp.where(mask, jnp.clip(ref_log_probs - log_probs, -20.0, 20.0), 0.0)
-  return jnp.where(mask, jnp.expm1(d) - d, 0.0)
+  k = jnp.expm1(d) - d
+  if bound is not None:
+    k = jnp.clip(k, -bound, bound)
+  return jnp.where(mask, k, 0.0)

@@ -10,6 +10,7 @@ import numpy as np
 from jaxca import losses
 from jaxca import ops
 from tests.reference import losses as ref
+from tests.reference import objectives as objectives_ref
 
 
 def _inputs(seed, shape=(3, 7)):
@@ -112,6 +113,25 @@ class ValueEntropyKlTest(parameterized.TestCase):
     d = ref_lp.astype(np.float64) - lp
     np.testing.assert_allclose(got, np.where(mask, np.exp(d) - d - 1, 0.0), rtol=1e-5, atol=1e-6)
     self.assertTrue(np.all(got >= 0))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_kl_k3_value_is_clamped_as_verl(self):
+    # verl `kl_penalty_forward('low_var_kl')`: clamp(exp(kl) - kl - 1, -10, 10), kl = ref - logp
+    # clamped to [-20, 20]; the gradient is 0 where a clamp is active.
+    log_ratio = np.array([[-25.0, -5.0, -0.5, 0.5, 5.0, 25.0]], np.float32)  # logp - ref
+    ref_lp = np.full(log_ratio.shape, -30.0, np.float32)
+    lp = ref_lp + log_ratio
+    mask = np.ones(log_ratio.shape, bool)
+    got, grad = self.variant(jax.value_and_grad(lambda x: jnp.sum(losses.kl_k3(x, ref_lp, mask))))(
+      lp
+    )
+    want = [objectives_ref.verl_kl_penalty(a, b, 'low_var_kl') for a, b in zip(lp[0], ref_lp[0])]
+    np.testing.assert_allclose(
+      losses.kl_k3(lp, ref_lp, mask)[0], [v for v, _ in want], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(got, sum(v for v, _ in want), rtol=1e-5)
+    np.testing.assert_allclose(grad[0], [g for _, g in want], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(grad[0])[[0, 1, 5]], 0.0)  # clamped: k3 > 10
 
 
 class PPOObjectiveTest(absltest.TestCase):

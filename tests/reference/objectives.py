@@ -213,7 +213,7 @@ def gmpo(lp, old, adv, mask, eps_low, eps_high, is_weights=None):
 # ---------------------------------------------------------------- KL estimators
 
 
-def kl_estimate(lp, ref, mask, estimator):
+def kl_estimate(lp, ref, mask, estimator, k3_bound=10.0):
   out = _empty(lp.shape)
   for b, t in np.ndindex(lp.shape):
     if not mask[b, t]:
@@ -228,9 +228,41 @@ def kl_estimate(lp, ref, mask, estimator):
     elif estimator == 'k3':
       e = _clamp(-d, -20.0, 20.0)
       out[b, t] = math.exp(e) - e - 1.0
+      if k3_bound is not None:
+        out[b, t] = _clamp(out[b, t], -k3_bound, k3_bound)
     else:
       raise ValueError(estimator)
   return out
+
+
+def verl_kl_penalty(logprob, ref_logprob, name):
+  """verl's `kl_penalty` / `kl_penalty_forward` (verl/trainer/ppo/core_algos.py), one token.
+
+  Returns (value, d value / d logprob), the gradient as torch autograd gives it: `clamp` passes
+  the gradient only inside [min, max]; names ending in '+' (other than k2) take k2's gradient.
+  """
+  base = name[:-1] if name.endswith('+') else name
+  diff = float(logprob) - float(ref_logprob)
+  if base in ('kl', 'k1'):
+    value, grad = diff, 1.0
+  elif base == 'abs':
+    value, grad = abs(diff), float(np.sign(diff))
+  elif base in ('mse', 'k2'):
+    value, grad = 0.5 * diff * diff, diff
+  elif base in ('low_var_kl', 'k3'):
+    kl = -diff
+    kl_in = -20.0 <= kl <= 20.0
+    kl = _clamp(kl, -20.0, 20.0)
+    kld = math.exp(kl) - kl - 1.0
+    kld_in = -10.0 <= kld <= 10.0
+    value = _clamp(kld, -10.0, 10.0)
+    # d kld / d kl = exp(kl) - 1, d kl / d logprob = -1.
+    grad = -(math.exp(kl) - 1.0) if (kl_in and kld_in) else 0.0
+  else:
+    raise ValueError(name)
+  if name.endswith('+') and base not in ('mse', 'k2'):
+    grad = diff
+  return value, grad
 
 
 def adaptive_kl(init_coef, kls, n_steps, target, horizon):
@@ -298,6 +330,7 @@ def rollout_correction(
         np.array([[target[b, t] for t in idx]]),
         np.ones((1, len(idx)), bool),
         kl_estimator,
+        k3_bound=None,  # verl's rejection k3 is unclamped
       )[0]
       stat = {'mean': np.mean, 'sum': np.sum, 'max': np.max}[kl_reduce](ks)
       if stat > kl_threshold:
