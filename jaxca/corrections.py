@@ -25,9 +25,18 @@ KL(pi_rollout || pi_train) estimate (`jaxca.kl.estimate` on the rollout's tokens
 the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask.
 
 The weights are always returned with their gradient stopped (they change the measure, not the
-objective); the returned mask is the input mask AND every rejection. The weights multiply the
-per-token policy loss (verl and TRL both do so, for every objective), and the rejected tokens
-leave the loss *and its normaliser*.
+objective); the returned mask is the input mask AND every rejection. The rejected tokens leave
+the loss *and its normaliser*. Where the weights go depends on the target log-probs
+(`jaxca.objectives.make`, `correction_target`):
+  * decoupled ('old': pi_train = the learner's recomputed old log-probs): the weights multiply
+    every objective's per-token loss, as verl's `compute_policy_loss_*` do with
+    `rollout_is_weights` (verl/trainer/ppo/core_algos.py) and TRL does;
+  * bypass ('current': old log-probs = rollout log-probs, pi_train = the current policy): the
+    objective's ratio is already pi_theta / pi_rollout, so verl's
+    `compute_policy_loss_bypass_mode` computes the weights (for metrics) but applies only the
+    rejection mask to PPO-clip, and multiplies the weights into its REINFORCE loss only
+    (`loss_type='reinforce'`, `compute_policy_loss_reinforce`); jaxca multiplies them into
+    'gpg' only (no ratio of its own) and applies just the mask elsewhere.
 
 Deliberate differences: verl clamps log-weights to [-20, 20] (so do we); TRL's `*_mask` modes
 set the weight to 0 but keep the token in the normaliser, whereas jaxca removes it from the mask
