@@ -9,8 +9,11 @@ Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
   'token_mean'               sum(l * m) / sum(m)                 (DAPO; verl default)
   'seq_mean_token_mean'      mean over sequences of per-sequence token means
                              (original GRPO; sequences with no valid token are skipped)
-  'seq_mean_token_sum_norm'  sum(l * m) / (num_sequences * norm_length)  (Dr.GRPO;
-                             `norm_length` defaults to the padded length T)
+  'seq_mean_token_sum_norm'  sum(l * m) / (num_nonempty_sequences * norm_length)
+                             (Dr.GRPO; `norm_length` defaults to the padded length T): the
+                             'seq_mean_token_sum' value / norm_length, as verl's `agg_loss`
+                             (sequences with no valid token are not counted; TRL's
+                             'dr_grpo' counts every row)
   'token_sum'                sum(l * m)                          (no normaliser)
   'seq_mean_token_sum'       mean over sequences of per-sequence token sums
                              (verl's `seq-mean-token-sum`; empty sequences are skipped)
@@ -69,10 +72,11 @@ def aggregate(
     return ops.masked_mean(seq_mean, has_tok)
   if mode == 'seq_mean_token_sum':
     return ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
-  # seq_mean_token_sum_norm
+  # seq_mean_token_sum_norm: verl's `agg_loss` (verl/trainer/ppo/core_algos.py) divides the
+  # sum over non-empty sequences by their number, then by `loss_scale_factor` (default T).
   length = loss_mat.shape[-1] if norm_length is None else norm_length
-  num_seqs = max(1, loss_mat.size // max(1, loss_mat.shape[-1]))
-  return jnp.sum(seq_sum) / (num_seqs * jnp.asarray(length, loss_mat.dtype))
+  seq_mean = ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
+  return seq_mean / jnp.asarray(length, loss_mat.dtype)
 
 
 def ppo_policy_loss(

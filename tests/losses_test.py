@@ -33,6 +33,26 @@ class AggregateTest(parameterized.TestCase):
     got = self.variant(lambda l, m: losses.aggregate(l, m, mode))(loss_mat, mask)
     np.testing.assert_allclose(got, ref.aggregate(loss_mat, mask, mode), rtol=1e-5, atol=1e-6)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.product(
+    mode=['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'],
+    norm_length=[None, 11.0],
+  )
+  def test_matches_verl_agg_loss_with_an_empty_row(self, mode, norm_length):
+    # verl's `agg_loss`: seq-mean-token-sum-norm is the mean over non-empty rows of the row
+    # sums, / loss_scale_factor (default T); it used to divide by (all rows) * T here.
+    rng = np.random.default_rng(7)
+    loss_mat = rng.normal(size=(4, 6)).astype(np.float32)
+    mask = rng.random((4, 6)) < 0.6
+    mask[1] = False
+    fn = lambda l: losses.aggregate(l, mask, mode, norm_length)  # noqa: E731
+    got, grad = self.variant(jax.value_and_grad(fn))(loss_mat)
+    want, want_grad = objectives_ref.verl_agg_loss(
+      loss_mat.astype(np.float64), mask, mode, loss_scale_factor=norm_length
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7)
+
   def test_hyphenated_names_and_unknown_mode(self):
     l = jnp.ones((2, 3))
     m = jnp.ones((2, 3), bool)
