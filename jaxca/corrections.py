@@ -17,12 +17,17 @@ and is then bounded, by `mode`, to [low, high] (either bound may be None):
   'mask'       tokens (or whole sequences) with w outside [low, high] are removed from the
                mask; the kept weights are unchanged. MIS; with level 'token' and
                (low, high) = (0.5, 5.0) this is IcePop (Ling Team, arXiv 2510.18855).
-               TRL `vllm_importance_sampling_mode='*_mask'`; verl `rollout_rs='seq_sum_k1'`
-               (sequence) / `'seq_mean_k1'` (geometric, "Geo-RS") with ratio bounds.
+               TRL `vllm_importance_sampling_mode='*_mask'`; verl `rollout_rs='token_k1'`
+               (token) / `'seq_sum_k1'` (sequence) / `'seq_mean_k1'` (geometric, "Geo-RS").
+               verl's k1 band `rollout_rs_threshold='lo_hi'` bounds exp(k1) = pi_rollout /
+               pi_train, the inverse of w (`compute_rollout_rejection_mask`,
+               verl/trainer/ppo/rollout_corr_helper.py): it is jaxca's low = 1/hi,
+               high = 1/lo.
 
 Rejection by per-sequence KL (verl `rollout_rs='seq_{mean,sum,max}_k{1,2,3}'`): sequences whose
 KL(pi_rollout || pi_train) estimate (`jaxca.kl.estimate` on the rollout's tokens, reduced over
-the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask.
+the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask. Its k3 is
+not value-clamped (verl clamps k3 to [-10, 10] in its KL penalty but not here).
 
 The weights are always returned with their gradient stopped (they change the measure, not the
 objective); the returned mask is the input mask AND every rejection. The rejected tokens leave
@@ -39,9 +44,10 @@ the loss *and its normaliser*. Where the weights go depends on the target log-pr
     'gpg' only (no ratio of its own) and applies just the mask elsewhere.
 
 Deliberate differences: verl clamps log-weights to [-20, 20] (so do we); TRL's `*_mask` modes
-set the weight to 0 but keep the token in the normaliser, whereas jaxca removes it from the mask
-(verl's rejection semantics). verl's default threshold is 2.0 (upper only); TRL's is
-C_max = 3.0 with `sequence_mask`.
+and verl's IcePop (`rollout_is='token'`, `rollout_is_threshold='lo_hi'`, in
+`compute_rollout_correction_weights`) set the weight to 0 but keep the token in the normaliser,
+whereas jaxca removes it from the mask (verl's `rollout_rs` rejection semantics). verl's
+default threshold is 2.0 (upper only); TRL's is C_max = 3.0 with `sequence_mask`.
 """
 
 from typing import Callable
@@ -113,7 +119,8 @@ def rollout_correction(
       by KL only).
     mode: 'truncate' (TIS: clip the weights to [low, high]) or 'mask' (MIS: reject tokens or
       sequences whose weight is outside [low, high]).
-    low, high: bounds on w (not log w); None leaves that side open.
+    low, high: bounds on w = pi_train / pi_rollout (not log w); None leaves that side open.
+      verl's k1 rejection band 'lo_hi' bounds pi_rollout / pi_train: low = 1/hi, high = 1/lo.
     apply_weights: False returns weights of 1 (rejection only, e.g. verl's Geo-RS).
     normalize: divide the weights by their mean over the kept tokens ('token') or kept
       sequences (sequence levels), verl's `rollout_is_batch_normalize`.
