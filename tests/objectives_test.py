@@ -378,6 +378,31 @@ class MakeTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'rollout_log_probs'):
       fn(log_probs, old, adv, mask)
 
+  def test_icepop_vs_verl_decoupled_mode(self):
+    # verl decoupled mode: weights from old vs rollout multiply the vanilla PPO loss. jaxca's
+    # 'icepop' preset removes out-of-band tokens from the mask, which is verl's k1 rejection
+    # band (bounds on pi_rollout / pi_train: 1/5 .. 1/0.5) with untruncated weights; verl's own
+    # IcePop ('0.5_5.0') gives them weight 0 but keeps them in the normaliser.
+    log_probs, old, adv, mask = _inputs(31)
+    rollout = (old + np.random.default_rng(32).normal(0, 1.0, old.shape)).astype(np.float32)
+    fn = objectives.make('ppo_clip', dual_clip_c=3.0, correction=dict(preset='icepop'))
+    got = float(fn(log_probs, old, adv, mask, rollout_log_probs=rollout)[0])
+    lp, o, a, r = (np.asarray(x, np.float64) for x in (log_probs, old, adv, rollout))
+    pg, _ = ref.verl_vanilla_pg(lp, o, a, 0.2, 0.2)
+    log_ratio = o - r
+
+    def verl(weights, keep):
+      return ref.verl_agg_loss(pg * weights, keep, 'token-mean')[0]
+
+    keep = ref.verl_rollout_rejection_mask(log_ratio, mask, 'token_k1', (0.2, 2.0))
+    self.assertLess(keep.sum(), mask.sum())
+    tis_off = ref.verl_rollout_is_weights(log_ratio, mask, 'token', 1e30)
+    np.testing.assert_allclose(got, verl(tis_off, keep), rtol=2e-5, atol=1e-6)
+    verl_icepop = verl(ref.verl_rollout_is_weights(log_ratio, mask, 'token', (0.5, 5.0)), mask)
+    np.testing.assert_allclose(
+      verl_icepop * mask.sum() / keep.sum(), got, rtol=2e-5, atol=1e-6
+    )  # same sum, a normaliser counting the rejected tokens
+
   # verl's bypass mode (`compute_policy_loss_bypass_mode`): old log-probs = rollout log-probs,
   # weights and rejection against the current log-probs. The k1 band bounds
   # pi_rollout / pi_train to [lo, hi], so jaxca's ratio band is [1 / hi, 1 / lo].
