@@ -17,22 +17,37 @@ and is then bounded, by `mode`, to [low, high] (either bound may be None):
   'mask'       tokens (or whole sequences) with w outside [low, high] are removed from the
                mask; the kept weights are unchanged. MIS; with level 'token' and
                (low, high) = (0.5, 5.0) this is IcePop (Ling Team, arXiv 2510.18855).
-               TRL `vllm_importance_sampling_mode='*_mask'`; verl `rollout_rs='seq_sum_k1'`
-               (sequence) / `'seq_mean_k1'` (geometric, "Geo-RS") with ratio bounds.
+               TRL `vllm_importance_sampling_mode='*_mask'`; verl `rollout_rs='token_k1'`
+               (token) / `'seq_sum_k1'` (sequence) / `'seq_mean_k1'` (geometric, "Geo-RS").
+               verl's k1 band `rollout_rs_threshold='lo_hi'` bounds exp(k1) = pi_rollout /
+               pi_train, the inverse of w (`compute_rollout_rejection_mask`,
+               verl/trainer/ppo/rollout_corr_helper.py): it is jaxca's low = 1/hi,
+               high = 1/lo.
 
 Rejection by per-sequence KL (verl `rollout_rs='seq_{mean,sum,max}_k{1,2,3}'`): sequences whose
 KL(pi_rollout || pi_train) estimate (`jaxca.kl.estimate` on the rollout's tokens, reduced over
-the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask.
+the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask. Its k3 is
+not value-clamped (verl clamps k3 to [-10, 10] in its KL penalty but not here).
 
 The weights are always returned with their gradient stopped (they change the measure, not the
-objective); the returned mask is the input mask AND every rejection. The weights multiply the
-per-token policy loss (verl and TRL both do so, for every objective), and the rejected tokens
-leave the loss *and its normaliser*.
+objective); the returned mask is the input mask AND every rejection. The rejected tokens leave
+the loss *and its normaliser*. Where the weights go depends on the target log-probs
+(`jaxca.objectives.make`, `correction_target`):
+  * decoupled ('old': pi_train = the learner's recomputed old log-probs): the weights multiply
+    every objective's per-token loss, as verl's `compute_policy_loss_*` do with
+    `rollout_is_weights` (verl/trainer/ppo/core_algos.py) and TRL does;
+  * bypass ('current': old log-probs = rollout log-probs, pi_train = the current policy): the
+    objective's ratio is already pi_theta / pi_rollout, so verl's
+    `compute_policy_loss_bypass_mode` computes the weights (for metrics) but applies only the
+    rejection mask to PPO-clip, and multiplies the weights into its REINFORCE loss only
+    (`loss_type='reinforce'`, `compute_policy_loss_reinforce`); jaxca multiplies them into
+    'gpg' only (no ratio of its own) and applies just the mask elsewhere.
 
 Deliberate differences: verl clamps log-weights to [-20, 20] (so do we); TRL's `*_mask` modes
-set the weight to 0 but keep the token in the normaliser, whereas jaxca removes it from the mask
-(verl's rejection semantics). verl's default threshold is 2.0 (upper only); TRL's is
-C_max = 3.0 with `sequence_mask`.
+and verl's IcePop (`rollout_is='token'`, `rollout_is_threshold='lo_hi'`, in
+`compute_rollout_correction_weights`) set the weight to 0 but keep the token in the normaliser,
+whereas jaxca removes it from the mask (verl's `rollout_rs` rejection semantics). verl's
+default threshold is 2.0 (upper only); TRL's is C_max = 3.0 with `sequence_mask`.
 """
 
 from typing import Callable
@@ -104,7 +119,8 @@ def rollout_correction(
       by KL only).
     mode: 'truncate' (TIS: clip the weights to [low, high]) or 'mask' (MIS: reject tokens or
       sequences whose weight is outside [low, high]).
-    low, high: bounds on w (not log w); None leaves that side open.
+    low, high: bounds on w = pi_train / pi_rollout (not log w); None leaves that side open.
+      verl's k1 rejection band 'lo_hi' bounds pi_rollout / pi_train: low = 1/hi, high = 1/lo.
     apply_weights: False returns weights of 1 (rejection only, e.g. verl's Geo-RS).
     normalize: divide the weights by their mean over the kept tokens ('token') or kept
       sequences (sequence levels), verl's `rollout_is_batch_normalize`.
@@ -155,7 +171,9 @@ def rollout_correction(
       weights = jnp.ones(mask.shape, jnp.float32)
 
   if kl_threshold is not None:
-    k = kl_lib.estimate(rollout, target, in_mask, kl_estimator)
+    # verl's `compute_rollout_rejection_mask` does not clamp its token k3 value (only the
+    # log-ratio, to [-20, 20]), unlike its KL penalty.
+    k = kl_lib.estimate(rollout, target, in_mask, kl_estimator, k3_bound=None)
     if kl_reduce == 'mean':
       seq_kl = ops.masked_mean(k, in_mask, axis=-1)
     elif kl_reduce == 'sum':
@@ -180,7 +198,9 @@ def rollout_correction(
 
   metrics['is_weight_mean'] = ops.masked_mean(weights, mask)
   metrics['frac_rejected'] = ops.masked_mean((in_mask & ~mask).astype(jnp.float32), in_mask)
-  metrics['mismatch_k3'] = ops.masked_mean(kl_lib.estimate(rollout, target, in_mask, 'k3'), in_mask)
+  metrics['mismatch_k3'] = ops.masked_mean(
+    kl_lib.estimate(rollout, target, in_mask, 'k3', k3_bound=None), in_mask
+  )
   return weights, mask, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 

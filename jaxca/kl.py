@@ -10,6 +10,10 @@ http://joschu.net/blog/kl-approx.html):
   'k3'   exp(-d) + d - 1          unbiased and >= 0 (`losses.kl_k3`)     'low_var_kl' / GRPO
   'abs'  |d|                                                             'abs'
 
+k3 is clamped as in verl's `kl_penalty_forward` (verl/trainer/ppo/core_algos.py): d to
+[-20, 20], then the value to [-10, 10] (gradient 0 where the value clamp is active, except in
+'k3+'); `k3_bound=None` turns the value clamp off.
+
 A trailing '+' ('k1+', 'k3+', 'abs+') keeps the estimator's value but takes the gradient of k2
 (straight-through), as verl's `kl_penalty` does for names ending in '+': the expected gradient of
 k1 and k3 is not the gradient of the KL, k2's is. verl's alias names are accepted.
@@ -54,7 +58,12 @@ def check_estimator(name: str) -> str:
 
 
 def estimate(
-  log_probs: jax.Array, ref_log_probs: jax.Array, mask: jax.Array, estimator: str = 'k3'
+  log_probs: jax.Array,
+  ref_log_probs: jax.Array,
+  mask: jax.Array,
+  estimator: str = 'k3',
+  *,
+  k3_bound: Optional[float] = 10.0,
 ) -> jax.Array:
   """Per-token estimate of KL(pi || pi_ref) for tokens sampled from pi; 0 where masked.
 
@@ -63,6 +72,7 @@ def estimate(
     ref_log_probs: [..., T] float32; log pi_ref(a_t) (gradient stopped).
     mask: [..., T] bool; True where the policy acted.
     estimator: 'k1' | 'k2' | 'k3' | 'abs', optionally '+' (see the module docstring).
+    k3_bound: k3's value clamp, [-k3_bound, k3_bound] (verl's 10); None: no clamp.
 
   Returns:
     [..., T] float32 per-token estimates.
@@ -84,7 +94,7 @@ def estimate(
   elif base == 'abs':
     k = jnp.abs(d)
   else:
-    k = losses.kl_k3(log_probs, ref, mask)
+    k = losses.kl_k3(log_probs, ref, mask, bound=k3_bound)
   if name.endswith('+'):
     k2 = 0.5 * jnp.square(d)
     k = k2 - jax.lax.stop_gradient(k2) + jax.lax.stop_gradient(k)

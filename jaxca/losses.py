@@ -9,8 +9,11 @@ Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
   'token_mean'               sum(l * m) / sum(m)                 (DAPO; verl default)
   'seq_mean_token_mean'      mean over sequences of per-sequence token means
                              (original GRPO; sequences with no valid token are skipped)
-  'seq_mean_token_sum_norm'  sum(l * m) / (num_sequences * norm_length)  (Dr.GRPO;
-                             `norm_length` defaults to the padded length T)
+  'seq_mean_token_sum_norm'  sum(l * m) / (num_nonempty_sequences * norm_length)
+                             (Dr.GRPO; `norm_length` defaults to the padded length T): the
+                             'seq_mean_token_sum' value / norm_length, as verl's `agg_loss`
+                             (sequences with no valid token are not counted; TRL's
+                             'dr_grpo' counts every row)
   'token_sum'                sum(l * m)                          (no normaliser)
   'seq_mean_token_sum'       mean over sequences of per-sequence token sums
                              (verl's `seq-mean-token-sum`; empty sequences are skipped)
@@ -69,10 +72,11 @@ def aggregate(
     return ops.masked_mean(seq_mean, has_tok)
   if mode == 'seq_mean_token_sum':
     return ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
-  # seq_mean_token_sum_norm
+  # seq_mean_token_sum_norm: verl's `agg_loss` (verl/trainer/ppo/core_algos.py) divides the
+  # sum over non-empty sequences by their number, then by `loss_scale_factor` (default T).
   length = loss_mat.shape[-1] if norm_length is None else norm_length
-  num_seqs = max(1, loss_mat.size // max(1, loss_mat.shape[-1]))
-  return jnp.sum(seq_sum) / (num_seqs * jnp.asarray(length, loss_mat.dtype))
+  seq_mean = ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
+  return seq_mean / jnp.asarray(length, loss_mat.dtype)
 
 
 def ppo_policy_loss(
@@ -279,11 +283,25 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
-def kl_k3(log_probs: jax.Array, ref_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
+def kl_k3(
+  log_probs: jax.Array,
+  ref_log_probs: jax.Array,
+  mask: jax.Array,
+  *,
+  bound: Optional[float] = 10.0,
+) -> jax.Array:
   """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - log_probs.
 
   Unbiased and non-negative (Schulman, "Approximating KL divergence"); verl's
-  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. verl clamps d to [-20, 20]; so do we.
+  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. As verl's `kl_penalty_forward`
+  (verl/trainer/ppo/core_algos.py) we clamp d to [-20, 20] and then the k3 value itself to
+  [-bound, bound] = [-10, 10], so one token far from the reference cannot dominate a batch
+  (unclamped, a log-ratio of 25 gives 4.85e8). The gradient is 0 where either clamp is
+  active (as `torch.clamp`'s); the straight-through 'k3+' of `jaxca.kl` keeps k2's gradient
+  there. `bound=None` skips the value clamp (verl's rollout-rejection k3 is unclamped).
   """
   d = jnp.where(mask, jnp.clip(ref_log_probs - log_probs, -20.0, 20.0), 0.0)
-  return jnp.where(mask, jnp.expm1(d) - d, 0.0)
+  k = jnp.expm1(d) - d
+  if bound is not None:
+    k = jnp.clip(k, -bound, bound)
+  return jnp.where(mask, k, 0.0)

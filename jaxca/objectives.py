@@ -31,8 +31,9 @@ loss and the gradient even when they hold +-inf. With `r_t = exp(log_probs - old
 
 then `losses.aggregate(loss_mat * is_weights, mask, agg_mode)` (`is_weights` are rollout
 correction weights from `jaxca.corrections`, gradient stopped; GMPO takes their per-sequence
-geometric mean, as verl does). `make(name, **hyper_parameters)` builds one by name, with an
-optional rollout correction; `from_config(loss_cfg)` reads a config's `loss` section.
+geometric mean, as verl does; in bypass mode `make` passes them to 'gpg' only).
+`make(name, **hyper_parameters)` builds one by name, with an optional rollout correction;
+`from_config(loss_cfg)` reads a config's `loss` section.
 
 Where jaxca differs from verl / TRL on purpose, the objective's docstring says so. The common
 points: dual clipping is off by default (verl's `vanilla` always applies it with c = 3);
@@ -373,9 +374,11 @@ def reinforce(
     w_t = sg(min(r_t, is_max)),   l_t = -w_t A_t log pi_theta(a_t)
 
   On-policy (old = current) w = 1 and this is REINFORCE. `is_max` truncates the weight (TIS),
-  None = untruncated. verl's `compute_policy_loss_reinforce` (bypass mode, `loss_type=
-  'reinforce'`, default aggregation seq-mean-token-sum, the weights coming from its rollout
-  correction).
+  None = untruncated (the weight is still r_t; for no weight at all use `gpg`). With old =
+  rollout log-probs this is verl's bypass mode `loss_type='reinforce'`, `rollout_is='token'`,
+  `rollout_is_threshold=is_max` (`compute_policy_loss_reinforce`, whose own default
+  aggregation is seq-mean-token-sum; the bypass path passes the actor's `loss_agg_mode`);
+  verl's `rollout_is=None` there means no weight, i.e. `gpg`.
   """
   _check('reinforce', log_probs, old_log_probs, advantages, mask)
   lp, log_ratio, adv = _prepare(log_probs, old_log_probs, advantages, mask)
@@ -544,6 +547,9 @@ OBJECTIVES = {
 # verl's `policy_loss.loss_mode` names that differ from jaxca's.
 ALIASES = {'vanilla': 'ppo_clip', 'geo_mean': 'gmpo'}
 _COMMON = ('agg_mode', 'norm_length', 'is_weights')
+# Objectives with no importance ratio of their own: in bypass mode the weights are their only
+# correction (`make`, correction_target='current').
+_NO_OWN_RATIO = ('gpg',)
 
 
 def check_name(name: str) -> str:
@@ -583,8 +589,15 @@ def make(
     correction: None, a dict of `corrections.make` keywords (e.g. `dict(preset='icepop')`), or
       a callable `(target_log_probs, rollout_log_probs, mask) -> (weights, mask, metrics)`.
     correction_target: which learner log-probs the weights compare with the rollout's:
-      'old' (verl's decoupled mode: w = pi_old / pi_rollout) or 'current' (bypass mode:
-      w = sg(pi_theta) / pi_rollout, when `old_log_probs` are the rollout's own).
+      'old' (verl's decoupled mode: w = pi_old / pi_rollout, multiplied into every
+      objective's per-token loss) or 'current' (verl's bypass mode, for `old_log_probs` that
+      are the rollout's own: w = sg(pi_theta) / pi_rollout and the rejection use the current
+      log-probs). In bypass mode an objective with a ratio r = pi_theta / pi_old already
+      corrects by pi_theta / pi_rollout, so, as verl's `compute_policy_loss_bypass_mode`
+      (verl/trainer/ppo/core_algos.py) does for PPO-clip, only the rejection mask is applied
+      and the weights are reported, not multiplied in; they are multiplied into 'gpg' (no ratio
+      of its own), which is verl's bypass `loss_type='reinforce'` (`rollout_is` token or
+      sequence). `reinforce(is_max=c)` in bypass mode is the same as that with token weights.
     **hparams: the objective's hyper-parameters (see `hyperparameters(name)`).
 
   Returns:
@@ -619,6 +632,8 @@ def make(
         raise ValueError(f'{canon}: a rollout correction is configured; pass `rollout_log_probs`.')
       target = old_log_probs if correction_target == 'old' else log_probs
       is_weights, mask, corr_metrics = correction(target, rollout_log_probs, mask)
+      if correction_target == 'current' and canon not in _NO_OWN_RATIO:
+        is_weights = None  # bypass: the ratio is already against pi_rollout (no double count)
       metrics = {f'rollout_{k}': v for k, v in corr_metrics.items()}
     extra = dict(key=key) if takes_key else {}
     loss, obj_metrics = kernel(

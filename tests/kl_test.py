@@ -33,6 +33,30 @@ class EstimateTest(parameterized.TestCase):
       got, ref.kl_estimate(log_probs, ref_lp, mask, base), rtol=1e-5, atol=1e-6
     )
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters('k3', 'low_var_kl', 'k3+', 'low_var_kl+', 'k1', 'k2', 'abs')
+  def test_matches_verl_kl_penalty_at_large_log_ratios(self, name):
+    # verl clamps the k3 value to [-10, 10]: log-ratios of +-5 and +-25 hit the clamp or not.
+    log_ratio = np.array([[-25.0, -5.0, -0.5, 0.5, 5.0, 25.0]], np.float32)
+    ref_lp = np.full(log_ratio.shape, -30.0, np.float32)
+    log_probs = ref_lp + log_ratio
+    mask = np.ones(log_ratio.shape, bool)
+    got = self.variant(lambda lp: kl.estimate(lp, ref_lp, mask, name))(log_probs)
+    grad = self.variant(jax.grad(lambda lp: jnp.sum(kl.estimate(lp, ref_lp, mask, name))))(
+      log_probs
+    )
+    want = [ref.verl_kl_penalty(a, b, name) for a, b in zip(log_probs[0], ref_lp[0])]
+    np.testing.assert_allclose(got[0], [v for v, _ in want], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad[0], [g for _, g in want], rtol=1e-5, atol=1e-6)
+    if name.rstrip('+') in ('k3', 'low_var_kl'):
+      self.assertLessEqual(float(jnp.max(got)), 10.0)
+
+  def test_k3_bound_none_is_unclamped(self):
+    lp = np.array([[0.0, 0.0]], np.float32)
+    ref_lp = np.array([[5.0, -5.0]], np.float32)
+    got = kl.estimate(lp, ref_lp, np.ones((1, 2), bool), 'k3', k3_bound=None)
+    np.testing.assert_allclose(got[0], [np.exp(5.0) - 6.0, np.exp(-5.0) + 4.0], rtol=1e-5)
+
   def test_k3_is_losses_kl_k3(self):
     log_probs, ref_lp, mask = _inputs(2)
     np.testing.assert_array_equal(

@@ -10,6 +10,7 @@ import numpy as np
 from jaxca import losses
 from jaxca import ops
 from tests.reference import losses as ref
+from tests.reference import objectives as objectives_ref
 
 
 def _inputs(seed, shape=(3, 7)):
@@ -31,6 +32,26 @@ class AggregateTest(parameterized.TestCase):
     mask = rng.random(shape) < 0.6
     got = self.variant(lambda l, m: losses.aggregate(l, m, mode))(loss_mat, mask)
     np.testing.assert_allclose(got, ref.aggregate(loss_mat, mask, mode), rtol=1e-5, atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.product(
+    mode=['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'],
+    norm_length=[None, 11.0],
+  )
+  def test_matches_verl_agg_loss_with_an_empty_row(self, mode, norm_length):
+    # verl's `agg_loss`: seq-mean-token-sum-norm is the mean over non-empty rows of the row
+    # sums, / loss_scale_factor (default T); it used to divide by (all rows) * T here.
+    rng = np.random.default_rng(7)
+    loss_mat = rng.normal(size=(4, 6)).astype(np.float32)
+    mask = rng.random((4, 6)) < 0.6
+    mask[1] = False
+    fn = lambda l: losses.aggregate(l, mask, mode, norm_length)  # noqa: E731
+    got, grad = self.variant(jax.value_and_grad(fn))(loss_mat)
+    want, want_grad = objectives_ref.verl_agg_loss(
+      loss_mat.astype(np.float64), mask, mode, loss_scale_factor=norm_length
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7)
 
   def test_hyphenated_names_and_unknown_mode(self):
     l = jnp.ones((2, 3))
@@ -112,6 +133,25 @@ class ValueEntropyKlTest(parameterized.TestCase):
     d = ref_lp.astype(np.float64) - lp
     np.testing.assert_allclose(got, np.where(mask, np.exp(d) - d - 1, 0.0), rtol=1e-5, atol=1e-6)
     self.assertTrue(np.all(got >= 0))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_kl_k3_value_is_clamped_as_verl(self):
+    # verl `kl_penalty_forward('low_var_kl')`: clamp(exp(kl) - kl - 1, -10, 10), kl = ref - logp
+    # clamped to [-20, 20]; the gradient is 0 where a clamp is active.
+    log_ratio = np.array([[-25.0, -5.0, -0.5, 0.5, 5.0, 25.0]], np.float32)  # logp - ref
+    ref_lp = np.full(log_ratio.shape, -30.0, np.float32)
+    lp = ref_lp + log_ratio
+    mask = np.ones(log_ratio.shape, bool)
+    got, grad = self.variant(jax.value_and_grad(lambda x: jnp.sum(losses.kl_k3(x, ref_lp, mask))))(
+      lp
+    )
+    want = [objectives_ref.verl_kl_penalty(a, b, 'low_var_kl') for a, b in zip(lp[0], ref_lp[0])]
+    np.testing.assert_allclose(
+      losses.kl_k3(lp, ref_lp, mask)[0], [v for v, _ in want], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(got, sum(v for v, _ in want), rtol=1e-5)
+    np.testing.assert_allclose(grad[0], [g for _, g in want], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(grad[0])[[0, 1, 5]], 0.0)  # clamped: k3 > 10
 
 
 class PPOObjectiveTest(absltest.TestCase):

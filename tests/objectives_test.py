@@ -12,7 +12,6 @@ import ml_collections
 import numpy as np
 
 from configs import arith_rl
-from jaxca import corrections
 from jaxca import losses
 from jaxca import objectives
 from tests.reference import losses as ref_losses
@@ -379,19 +378,98 @@ class MakeTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'rollout_log_probs'):
       fn(log_probs, old, adv, mask)
 
-  def test_bypass_correction_uses_current_log_probs(self):
-    log_probs, old, adv, mask = _inputs(24)
-    correction = corrections.make(level='token', mode='truncate', high=1.5)
-    fn = objectives.make('reinforce', correction=correction, correction_target='current')
-    loss, grads = jax.value_and_grad(lambda lp: fn(lp, old, adv, mask, rollout_log_probs=old)[0])(
-      log_probs
-    )
-    w, _ = ref.rollout_correction(log_probs, old, mask, 'token', 'truncate', None, 1.5)
-    per_token = ref.reinforce(log_probs, old, adv, mask) * w
+  def test_icepop_vs_verl_decoupled_mode(self):
+    # verl decoupled mode: weights from old vs rollout multiply the vanilla PPO loss. jaxca's
+    # 'icepop' preset removes out-of-band tokens from the mask, which is verl's k1 rejection
+    # band (bounds on pi_rollout / pi_train: 1/5 .. 1/0.5) with untruncated weights; verl's own
+    # IcePop ('0.5_5.0') gives them weight 0 but keeps them in the normaliser.
+    log_probs, old, adv, mask = _inputs(31)
+    rollout = (old + np.random.default_rng(32).normal(0, 1.0, old.shape)).astype(np.float32)
+    fn = objectives.make('ppo_clip', dual_clip_c=3.0, correction=dict(preset='icepop'))
+    got = float(fn(log_probs, old, adv, mask, rollout_log_probs=rollout)[0])
+    lp, o, a, r = (np.asarray(x, np.float64) for x in (log_probs, old, adv, rollout))
+    pg, _ = ref.verl_vanilla_pg(lp, o, a, 0.2, 0.2)
+    log_ratio = o - r
+
+    def verl(weights, keep):
+      return ref.verl_agg_loss(pg * weights, keep, 'token-mean')[0]
+
+    keep = ref.verl_rollout_rejection_mask(log_ratio, mask, 'token_k1', (0.2, 2.0))
+    self.assertLess(keep.sum(), mask.sum())
+    tis_off = ref.verl_rollout_is_weights(log_ratio, mask, 'token', 1e30)
+    np.testing.assert_allclose(got, verl(tis_off, keep), rtol=2e-5, atol=1e-6)
+    verl_icepop = verl(ref.verl_rollout_is_weights(log_ratio, mask, 'token', (0.5, 5.0)), mask)
     np.testing.assert_allclose(
-      loss, ref_losses.aggregate(per_token, mask, 'seq_mean_token_sum'), rtol=2e-5, atol=1e-6
+      verl_icepop * mask.sum() / keep.sum(), got, rtol=2e-5, atol=1e-6
+    )  # same sum, a normaliser counting the rejected tokens
+
+  # verl's bypass mode (`compute_policy_loss_bypass_mode`): old log-probs = rollout log-probs,
+  # weights and rejection against the current log-probs. The k1 band bounds
+  # pi_rollout / pi_train to [lo, hi], so jaxca's ratio band is [1 / hi, 1 / lo].
+  BYPASS_CASES = {
+    # PPO-clip: the rejection mask only; the weights are not multiplied in.
+    'ppo_clip': (
+      dict(name='ppo_clip', eps_low=0.2, eps_high=0.28, dual_clip_c=3.0, agg_mode='token_mean'),
+      dict(level='token', mode='mask', low=1 / 1.2, high=1 / 0.7),
+      dict(
+        loss_type='ppo_clip',
+        rollout_is='token',
+        rollout_is_threshold=2.0,
+        rollout_rs='token_k1',
+        rollout_rs_threshold=(0.7, 1.2),
+        clip_low=0.2,
+        clip_high=0.28,
+      ),
+    ),
+    # REINFORCE with token TIS weights: jaxca's `reinforce(is_max)` ratio is that weight.
+    'reinforce': (
+      dict(name='reinforce', is_max=1.5, agg_mode='token_mean'),
+      dict(level='token', mode='mask', low=1 / 1.2, high=1 / 0.7),
+      dict(
+        loss_type='reinforce',
+        rollout_is='token',
+        rollout_is_threshold=1.5,
+        rollout_rs='token_k1',
+        rollout_rs_threshold=(0.7, 1.2),
+      ),
+    ),
+    # REINFORCE with sequence TIS weights and k3 rejection: 'gpg' takes the weights.
+    'gpg_sequence': (
+      dict(name='gpg', agg_mode='seq_mean_token_sum'),
+      dict(level='sequence', mode='truncate', high=1.5, kl_threshold=0.05, kl_reduce='mean'),
+      dict(
+        loss_type='reinforce',
+        rollout_is='sequence',
+        rollout_is_threshold=1.5,
+        rollout_rs='seq_mean_k3',
+        rollout_rs_threshold=0.05,
+        loss_agg_mode='seq-mean-token-sum',
+      ),
+    ),
+  }
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*BYPASS_CASES)
+  def test_bypass_correction_matches_verl(self, case):
+    obj_kw, corr_kw, verl_kw = self.BYPASS_CASES[case]
+    log_probs, rollout, adv, mask = _inputs(24)
+    obj_kw = dict(obj_kw)
+    fn = objectives.make(
+      obj_kw.pop('name'), correction=corr_kw, correction_target='current', **obj_kw
     )
-    self.assertTrue(np.all(np.isfinite(grads)))
+    (loss, metrics), grad = self.variant(
+      jax.value_and_grad(
+        lambda lp: fn(lp, rollout, adv, mask, rollout_log_probs=rollout), has_aux=True
+      )
+    )(log_probs)
+    args = [np.asarray(x, np.float64) for x in (log_probs, rollout, adv)]
+    want, want_grad = ref.verl_bypass_mode_loss(*args, mask, **verl_kw)
+    np.testing.assert_allclose(loss, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=2e-4, atol=1e-6)
+    # The case is not trivial: some tokens are rejected, most are kept.
+    self.assertGreater(float(metrics['rollout_frac_rejected']), 0.0)
+    self.assertLess(float(metrics['rollout_frac_rejected']), 0.7)
+    self.assertIn('rollout_is_weight_mean', metrics)
 
 
 if __name__ == '__main__':

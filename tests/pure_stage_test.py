@@ -155,6 +155,22 @@ class PureStageTest(parameterized.TestCase):
       np.asarray(rloo_est(traj).advantages), np.where(d['mask'], rloo[:, None], 0), atol=1e-6
     )
 
+  def test_row_with_no_step_gives_zero_not_nan(self):
+    # PURE's code divides a row's outcome by its number of steps (NaN for none, which its
+    # leave-one-out baseline spreads to the group); jaxca's PRM terms give 0 there.
+    d = random_batch(2)
+    self.assertTrue(d['mask'][1].any())
+    d['step_ids'][1] = -1  # row 1 has tokens but no step
+    est = estimators.make('pure')
+    fn = jax.jit(lambda traj, hp: est(traj, hp).advantages)
+    for transform in estimators.PURE_TRANSFORMS:
+      for baseline in estimators.PURE_BASELINES:
+        hp = hparams(est, transform=transform, baseline=baseline, vr_coef=0.0, kl_coef=0.0)
+        got = np.asarray(fn(trajectory(d), hp))
+        self.assertTrue(np.all(np.isfinite(got)), (transform, baseline))
+        np.testing.assert_array_equal(got[1], 0.0)
+        self.assertTrue(np.any(got[0] != 0.0))
+
   def test_one_compile_serves_every_arm(self):
     d = random_batch(1)
     est = estimators.make('pure | whiten', skip_zeros=True)

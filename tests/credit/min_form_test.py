@@ -10,6 +10,7 @@ import numpy as np
 from jaxca import credit
 from jaxca import testing
 from tests.reference import credit as ref
+from tests.reference import steps as step_ref
 
 T = 6
 
@@ -99,6 +100,45 @@ class MinFormTest(parameterized.TestCase):
       credit.min_form_rewards(r, np.ones(2, np.float32))
     with self.assertRaisesRegex(TypeError, '`rewards`'):
       credit.min_form_returns(np.zeros((2, T), np.int32))
+
+
+class PureNoStepRowTest(chex.TestCase):
+  """A row with no step at all: NaN in PURE's code, 0 in jaxca (README conventions table)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_row_with_no_step_gives_zero_where_pure_gives_nan(self):
+    rng = np.random.default_rng(6)
+    scores = rng.uniform(-1, 1, (4, 3)).astype(np.float32)
+    valid = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 0], [1, 0, 0]], bool)  # row 2: no step
+    n_steps = valid.sum(-1).astype(np.float64)
+    ids = np.zeros(4, np.int32)  # one group of 4
+    # PURE's soft-min weights: a softmax over a row of -inf, NaN; jaxca: 0.
+    official_soft = step_ref.pure_official_softmin(scores.astype(np.float64), valid, 0.1)
+    self.assertTrue(np.all(np.isnan(official_soft[2])))
+    shaped = np.asarray(self.variant(credit.min_form_rewards)(scores, 0.1, valid), np.float64)
+    np.testing.assert_array_equal(shaped[2], 0.0)
+    np.testing.assert_allclose(shaped[valid], official_soft[valid], rtol=1e-5, atol=1e-7)
+    # PURE's step baseline divides the row's outcome by its 0 steps: NaN, which reaches every
+    # row of its group through the leave-one-out baseline.
+    official = step_ref.pure_official_step_baseline(shaped, valid, n_steps, 4)
+    self.assertTrue(np.all(np.isnan(official[valid])))
+    fn = self.variant(
+      lambda rv: credit.pure_baseline(
+        shaped, valid, np.ones((4, 3)), n_steps, ids, 1, 'step', row_valid=rv
+      )
+    )
+    # Default `row_valid` (rows with a step): the row is left out of the statistics, output 0;
+    # the others get PURE's baseline over the rest of the group.
+    got = np.asarray(fn(None))
+    np.testing.assert_array_equal(got[2], 0.0)
+    keep = [0, 1, 3]
+    want = step_ref.pure_official_step_baseline(shaped[keep], valid[keep], n_steps[keep], 3)
+    np.testing.assert_allclose(got[keep], want, rtol=1e-5, atol=1e-6)
+    # `row_valid` True (the `pure` stage: rows with tokens): its reward per step counts as 0.
+    got = np.asarray(fn(np.ones(4, bool)))
+    np.testing.assert_array_equal(got[2], 0.0)
+    want = step_ref.pure_official_step_baseline(shaped, valid, np.maximum(n_steps, 1), 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 if __name__ == '__main__':

@@ -31,11 +31,13 @@ def aggregate(loss_mat, mask, mode):
       if vals:
         means.append(sum(vals) / len(vals))
     return sum(means) / max(len(means), 1)
-  if mode == 'seq_mean_token_sum_norm':
-    total = 0.0
+  if mode == 'seq_mean_token_sum_norm':  # over non-empty sequences, / T
+    total, rows = 0.0, 0
     for row_l, row_m in zip(flat_l, flat_m):
-      total += sum(l for l, m in zip(row_l, row_m) if m)
-    return total / (flat_l.shape[0] * flat_l.shape[1])
+      if any(row_m):
+        total += sum(l for l, m in zip(row_l, row_m) if m)
+        rows += 1
+    return total / (max(rows, 1) * flat_l.shape[1])
   if mode == 'token_sum':
     total = 0.0
     for row_l, row_m in zip(flat_l, flat_m):

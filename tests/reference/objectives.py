@@ -213,7 +213,7 @@ def gmpo(lp, old, adv, mask, eps_low, eps_high, is_weights=None):
 # ---------------------------------------------------------------- KL estimators
 
 
-def kl_estimate(lp, ref, mask, estimator):
+def kl_estimate(lp, ref, mask, estimator, k3_bound=10.0):
   out = _empty(lp.shape)
   for b, t in np.ndindex(lp.shape):
     if not mask[b, t]:
@@ -228,9 +228,41 @@ def kl_estimate(lp, ref, mask, estimator):
     elif estimator == 'k3':
       e = _clamp(-d, -20.0, 20.0)
       out[b, t] = math.exp(e) - e - 1.0
+      if k3_bound is not None:
+        out[b, t] = _clamp(out[b, t], -k3_bound, k3_bound)
     else:
       raise ValueError(estimator)
   return out
+
+
+def verl_kl_penalty(logprob, ref_logprob, name):
+  """verl's `kl_penalty` / `kl_penalty_forward` (verl/trainer/ppo/core_algos.py), one token.
+
+  Returns (value, d value / d logprob), the gradient as torch autograd gives it: `clamp` passes
+  the gradient only inside [min, max]; names ending in '+' (other than k2) take k2's gradient.
+  """
+  base = name[:-1] if name.endswith('+') else name
+  diff = float(logprob) - float(ref_logprob)
+  if base in ('kl', 'k1'):
+    value, grad = diff, 1.0
+  elif base == 'abs':
+    value, grad = abs(diff), float(np.sign(diff))
+  elif base in ('mse', 'k2'):
+    value, grad = 0.5 * diff * diff, diff
+  elif base in ('low_var_kl', 'k3'):
+    kl = -diff
+    kl_in = -20.0 <= kl <= 20.0
+    kl = _clamp(kl, -20.0, 20.0)
+    kld = math.exp(kl) - kl - 1.0
+    kld_in = -10.0 <= kld <= 10.0
+    value = _clamp(kld, -10.0, 10.0)
+    # d kld / d kl = exp(kl) - 1, d kl / d logprob = -1.
+    grad = -(math.exp(kl) - 1.0) if (kl_in and kld_in) else 0.0
+  else:
+    raise ValueError(name)
+  if name.endswith('+') and base not in ('mse', 'k2'):
+    grad = diff
+  return value, grad
 
 
 def adaptive_kl(init_coef, kls, n_steps, target, horizon):
@@ -298,6 +330,7 @@ def rollout_correction(
         np.array([[target[b, t] for t in idx]]),
         np.ones((1, len(idx)), bool),
         kl_estimator,
+        k3_bound=None,  # verl's rejection k3 is unclamped
       )[0]
       stat = {'mean': np.mean, 'sum': np.sum, 'max': np.max}[kl_reduce](ks)
       if stat > kl_threshold:
@@ -313,3 +346,142 @@ def rollout_correction(
     if mean > 1e-8:
       weights = weights / mean
   return weights, keep
+
+
+# ---------------------------------------------------------------- verl transcriptions
+# Line-by-line NumPy transcriptions of verl (github.com/verl-project/verl, formerly
+# volcengine/verl, at 1dda039, 2026-08-22), float64, single data-parallel rank. Each returns the
+# value and its gradient with respect to `log_prob` as torch autograd gives it (detached
+# tensors are constants).
+
+_SAFETY_BOUND = 20.0
+
+
+def verl_agg_loss(loss_mat, loss_mask, loss_agg_mode, loss_scale_factor=None):
+  """verl `core_algos.agg_loss` (dp_size 1, no global batch info): (loss, d loss / d loss_mat)."""
+  m = loss_mask.astype(np.float64)
+  if loss_agg_mode == 'token-mean':
+    coef = m / m.sum()
+  elif loss_agg_mode in ('seq-mean-token-sum', 'seq-mean-token-sum-norm'):
+    seq_mask = (m.sum(-1) > 0).astype(np.float64)
+    coef = m * seq_mask[:, None] / seq_mask.sum()
+    if loss_agg_mode == 'seq-mean-token-sum-norm':
+      coef = coef / (loss_mask.shape[-1] if loss_scale_factor is None else loss_scale_factor)
+  elif loss_agg_mode == 'seq-mean-token-mean':
+    counts = m.sum(-1)
+    seq_mask = (counts > 0).astype(np.float64)
+    coef = m / (counts + 1e-8)[:, None] * seq_mask[:, None] / seq_mask.sum()
+  else:
+    raise ValueError(loss_agg_mode)
+  return float(np.sum(loss_mat * coef)), coef
+
+
+def verl_rollout_is_weights(log_ratio, mask, rollout_is, threshold):
+  """verl `rollout_corr_helper.compute_rollout_correction_weights` (no batch normalisation).
+
+  `threshold`: a float (TIS: clamp at the upper bound) or a (lower, upper) pair (IcePop: weight
+  0 outside [lower, upper], the token staying in the mask).
+  """
+  m = mask.astype(np.float64)
+  if rollout_is == 'token':
+    raw = np.exp(np.clip(log_ratio, -_SAFETY_BOUND, _SAFETY_BOUND))
+  elif rollout_is == 'sequence':
+    s = np.sum(log_ratio * m, axis=-1, keepdims=True)
+    raw = np.broadcast_to(np.exp(np.clip(s, -_SAFETY_BOUND, _SAFETY_BOUND)), log_ratio.shape)
+  else:
+    raise ValueError(rollout_is)
+  raw = raw * m
+  if isinstance(threshold, tuple):
+    lo, hi = threshold
+    return np.where((raw >= lo) & (raw <= hi), raw, 0.0)
+  return np.minimum(raw, threshold)
+
+
+def verl_rollout_rejection_mask(log_ratio, mask, rollout_rs, threshold):
+  """verl `rollout_corr_helper.compute_rollout_rejection_mask` for one option.
+
+  `threshold`: (lower, upper) for the k1 options (bounds on exp(k1) = pi_rollout / pi_train),
+  an upper bound for k2 / k3.
+  """
+  m = mask.astype(np.float64)
+  safe = np.clip(log_ratio, -_SAFETY_BOUND, _SAFETY_BOUND)
+  token = {'k1': -safe, 'k2': 0.5 * safe**2, 'k3': np.exp(safe) - 1.0 - safe}[rollout_rs[-2:]]
+  if rollout_rs.startswith('token'):
+    stat = token
+  elif rollout_rs.startswith('seq_sum'):
+    stat = np.sum(token * m, axis=-1, keepdims=True)
+  elif rollout_rs.startswith('seq_mean'):
+    stat = np.sum(token * m, axis=-1, keepdims=True) / (m.sum(-1, keepdims=True) + 1e-8)
+  elif rollout_rs.startswith('seq_max'):
+    stat = np.max(np.where(mask, token, -np.inf), axis=-1, keepdims=True)
+    stat = np.where(stat == -np.inf, 0.0, stat)
+  else:
+    raise ValueError(rollout_rs)
+  if rollout_rs.endswith('k1'):
+    lo, hi = threshold
+    keep = (stat >= math.log(lo)) & (stat <= math.log(hi))
+  else:
+    keep = stat <= threshold
+  return mask & np.broadcast_to(keep, mask.shape)
+
+
+def verl_vanilla_pg(log_prob, old_log_prob, advantages, clip_low, clip_high, clip_ratio_c=3.0):
+  """verl `compute_policy_loss_vanilla`'s per-token `pg_losses` and their d / d log_prob."""
+  raw = log_prob - old_log_prob
+  nakl = np.clip(raw, -20.0, 20.0)
+  ratio = np.exp(nakl)
+  d_ratio = np.where(np.abs(raw) <= 20.0, ratio, 0.0)
+  a = advantages
+  pg1, d1 = -a * ratio, -a * d_ratio
+  clipped = np.clip(ratio, 1 - clip_low, 1 + clip_high)
+  inside = (ratio >= 1 - clip_low) & (ratio <= 1 + clip_high)
+  pg2, d2 = -a * clipped, np.where(inside, -a * d_ratio, 0.0)
+  clip1 = np.maximum(pg1, pg2)
+  dclip1 = np.where(pg1 > pg2, d1, np.where(pg2 > pg1, d2, 0.5 * (d1 + d2)))
+  pg3 = -a * clip_ratio_c
+  clip2 = np.minimum(pg3, clip1)
+  dclip2 = np.where(clip1 < pg3, dclip1, 0.0)
+  return np.where(a < 0, clip2, clip1), np.where(a < 0, dclip2, dclip1)
+
+
+def verl_bypass_mode_loss(
+  log_prob,
+  rollout_log_prob,
+  advantages,
+  response_mask,
+  *,
+  loss_type='ppo_clip',
+  rollout_is=None,
+  rollout_is_threshold=2.0,
+  rollout_rs=None,
+  rollout_rs_threshold=None,
+  loss_agg_mode='token-mean',
+  clip_low=0.2,
+  clip_high=0.2,
+  clip_ratio_c=3.0,
+):
+  """verl `core_algos.compute_policy_loss_bypass_mode` (old_log_prob = rollout_log_prob).
+
+  IS weights and the rejection mask are computed against the *current* log-probs (no grad);
+  'reinforce' multiplies the weights into `-A log_prob` (`compute_policy_loss_reinforce`),
+  'ppo_clip' does not (its ratio is already against the rollout policy) and only uses the
+  mask. Returns (loss, d loss / d log_prob).
+  """
+  log_ratio = log_prob - rollout_log_prob
+  weights = None
+  if rollout_is is not None and rollout_is_threshold is not None:
+    weights = verl_rollout_is_weights(log_ratio, response_mask, rollout_is, rollout_is_threshold)
+  mask = response_mask
+  if rollout_rs is not None:
+    mask = verl_rollout_rejection_mask(log_ratio, response_mask, rollout_rs, rollout_rs_threshold)
+  if loss_type == 'reinforce':
+    w = np.ones_like(log_prob) if weights is None else weights
+    pg, dpg = -advantages * log_prob * w, -advantages * w
+  elif loss_type == 'ppo_clip':
+    pg, dpg = verl_vanilla_pg(
+      log_prob, rollout_log_prob, advantages, clip_low, clip_high, clip_ratio_c
+    )
+  else:
+    raise ValueError(loss_type)
+  loss, coef = verl_agg_loss(pg, mask, loss_agg_mode)
+  return loss, coef * dpg

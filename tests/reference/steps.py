@@ -153,3 +153,34 @@ def pure_full(step_ids, mask, step_rewards, group_ids, solved, has_ref, log_prob
     if mask_sep:
       out[i, row['closers']] = 0.0
   return out
+
+
+def _torch_softmax(z):
+  """torch.softmax over the last axis, NaN for a row of all -inf as torch gives."""
+  with np.errstate(invalid='ignore'):
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def pure_official_softmin(process_reward, reward_mask, temperature=0.1):
+  """PURE's `turn_process_reward_logits_to_reward` (openrlhf/utils/utils.py, CJReinforce/PURE
+  at 41f9363) after its logits -> `p1 - p0` line: min-form weights on [B, K] step scores."""
+  process_reward = np.where(reward_mask, process_reward, 0.0)
+  weight = _torch_softmax(-np.where(reward_mask, process_reward, np.inf) / temperature)
+  with np.errstate(invalid='ignore'):
+    return weight * process_reward
+
+
+def pure_official_step_baseline(process_rewards, reward_masks, num_steps, n_samples_per_prompt):
+  """PURE's `process_experiences` (openrlhf/trainer/ppo_utils/experience_maker.py, same
+  commit), `--reward_baseline step`: [B, T] token process rewards (non-zero at step closers),
+  [B, T] bool closers, [B] step counts; groups are consecutive rows."""
+  n = n_samples_per_prompt
+  pr = process_rewards.reshape(-1, n, process_rewards.shape[1])
+  outcome_rewards = pr.sum(-1)
+  masks = reward_masks.reshape(-1, n, reward_masks.shape[1])
+  with np.errstate(invalid='ignore', divide='ignore'):
+    average_process_reward = outcome_rewards / num_steps.reshape(-1, n)
+    baseline = (average_process_reward.sum(-1, keepdims=True) - average_process_reward) / (n - 1)
+    out = np.where(masks, pr - baseline[..., None], 0.0)  # masked_fill(~reward_masks, 0)
+  return out.reshape(process_rewards.shape)
