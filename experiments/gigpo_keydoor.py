@@ -25,6 +25,7 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import multiturn
+from jaxca import report
 from jaxca import runs
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor

@@ -30,8 +30,8 @@ from scipy import stats
 from jaxca import bench
 from jaxca import lm
 from jaxca import mc_stages
-from jaxca import metrics
 from jaxca import prefixes
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -534,10 +534,10 @@ def summarize(records, seeds, arms):
         mc_tokens=last['mc_tokens'],
         s_per_iter=last['wall'] / max(last['iteration'], 1),
         mc_share=100.0 * wall_mc / max(wall_all, 1e-9),
-        acc_iter20=metrics.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
-        acc_equal_iter=metrics.value_at(recs, 'iteration', i_min),
-        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
-        acc_equal_tokens=metrics.value_at(recs, 'tokens', t_min),
+        acc_iter20=report.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
+        acc_equal_iter=report.value_at(recs, 'iteration', i_min),
+        acc_equal_wall=report.value_at(recs, 'wall', w_min),
+        acc_equal_tokens=report.value_at(recs, 'tokens', t_min),
         final=last['eval_exact_match'],
         auc_wall=_auc_vs(recs, 'wall', w_min),
         iters_to_half=_iters_to(recs, half),

@@ -26,8 +26,8 @@ import optax
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
-from jaxca import metrics
 from jaxca import objectives
+from jaxca import report
 from jaxca import runs
 from jaxca import tasks
 from jaxca import warmstart
@@ -203,7 +203,7 @@ def summarize(records, seeds, arms):
         elapsed=last['elapsed'],
         s_per_step=last['wall'] / max(last['iteration'], 1),
         compile_s=sum(r['compile_s'] for r in recs),
-        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
+        acc_equal_wall=report.value_at(recs, 'wall', w_min),
         equal_wall=w_min,
         train_accuracy=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
       )

@@ -32,6 +32,7 @@ from jaxca import losses
 from jaxca import metrics
 from jaxca import ops
 from jaxca import prm as prm_lib
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks

@@ -33,6 +33,7 @@ from jaxca import lm
 from jaxca import losses
 from jaxca import mc_stages
 from jaxca import prefixes
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
