@@ -316,6 +316,32 @@ def gate(
   return Gate(passed=bool(ok.all()), rule=rule, numbers=numbers)
 
 
+def arm_gate(
+  final: Mapping[Tuple[str, Any], float],
+  warm: Mapping[Tuple[str, Any], float],
+  seeds: Sequence[Any],
+  arms: Sequence[str],
+  baseline: str,
+  *,
+  noise_arm: str = NOISE_FLOOR_ARM,
+  margin: float = 0.08,
+) -> Optional[Gate]:
+  """`gate` from {(arm, seed): score} tables (None when the baseline arm did not run).
+
+  The baseline's finals vs its warm starts, and vs the `noise_arm`'s finals when that arm ran.
+  """
+  if baseline not in arms:
+    return None
+  noise = [final[(noise_arm, s)] for s in seeds] if noise_arm in arms else None
+  return gate(
+    [final[(baseline, s)] for s in seeds],
+    [warm[(baseline, s)] for s in seeds],
+    noise,
+    margin=margin,
+    baseline=baseline,
+  )
+
+
 def judge(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke: bool = False):
   """The claims' verdicts, or UNTESTABLE for every claim when the gate failed.
 
@@ -339,7 +365,10 @@ def judge(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke: bool 
 
 def expected_vs_observed(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke=False):
   """Markdown: the gate's line, then one line per judged claim."""
-  lines = [] if gate_result is None else [gate_result.line()]
+  if gate_result is None:
+    lines = ['- **Gate**: not applied: the run has no baseline arm.']
+  else:
+    lines = [gate_result.line()]
   if smoke:
     lines.append(f'- This is a smoke run: every verdict below is {SMOKE_LABEL}.')
   return '\n'.join(lines + [format_verdict(v) for v in judge(verdicts, gate_result, smoke)])

@@ -49,7 +49,9 @@ def test_smoke_cli_writes_results(tmp_path):
     assert os.path.exists(os.path.join(workdir, name)), name
   text = open(os.path.join(workdir, 'results.md')).read()
   assert '## Expected vs observed' in text
-  assert any(w in text for w in ('Confirmed', 'Refuted', 'Inconclusive', 'Not applicable'))
+  assert '**GiGPO beats GRPO**' in text and '**Gate**' in text
+  assert any(f'**{w}**' in text for w in ('CONFIRMED', 'REFUTED', 'INCONCLUSIVE', 'UNTESTABLE'))
+  assert '(smoke: not a result)' in text
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   config = config_module.get_config('smoke')
