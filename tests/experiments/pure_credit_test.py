@@ -46,7 +46,7 @@ class PureCreditSmokeTest(absltest.TestCase):
       self.assertIn(key, rl[0])
     # The smoke arms have no VR-only baseline: no gate, and every verdict is labelled.
     self.assertIn('**Gate**: not applied', text)
-    self.assertEqual(text.count('(smoke: not a result)'), 2)
+    self.assertEqual(text.count('(smoke: not a result)'), 3)  # the header line, H1, H2
 
   def test_verdicts_are_untestable_when_the_vr_only_baseline_does_not_learn(self):
     def arm(final, think, length=5.0):
