@@ -299,8 +299,9 @@ def gate(
     raise ValueError('baseline_final must hold one score per seed, got none.')
   gain = final - warm
   ok = np.isfinite(gain) & (gain >= margin - 1e-12)
-  rule = f'{baseline} must gain >= {100 * margin:.0f} points over its warm start in every seed'
-  numbers = {f'{baseline} final': final, 'warm start': warm, 'gain': gain}
+  rule = f'{baseline} must gain >= {100 * margin:g} points over its warm start in every seed'
+  pts = lambda x: [round(100 * float(v), 1) for v in x]  # noqa: E731
+  numbers = {f'{baseline} final %': pts(final), 'warm start %': pts(warm), 'gain': pts(gain)}
   if noise_floor_final is None:
     rule += ' (no shuffled-reward arm in this run: the noise floor is not checked)'
   else:
@@ -311,7 +312,7 @@ def gate(
       )
     ok &= np.isfinite(noise) & (final > noise)
     rule += ' and end above the shuffled-reward noise floor of the same seed'
-    numbers['noise floor final'] = noise
+    numbers['noise floor final %'] = pts(noise)
   numbers['seeds passing'] = f'{int(ok.sum())}/{ok.size}'
   return Gate(passed=bool(ok.all()), rule=rule, numbers=numbers)
 
@@ -345,8 +346,9 @@ def arm_gate(
 def judge(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke: bool = False):
   """The claims' verdicts, or UNTESTABLE for every claim when the gate failed.
 
-  A failed gate replaces each verdict by UNTESTABLE with the gate's rule and numbers; the
-  note keeps what the claim's own rule would have said. `smoke` marks every verdict as not
+  A failed gate replaces each verdict by UNTESTABLE; its rule states the gate's rule and
+  the claim's, its numbers the gate's and then the claim's, its note what the claim's own
+  rule would have said. `smoke` marks every verdict as not
   a result. `gate_result` None: no gate (the claims' own verdicts).
   """
   out = []
@@ -355,9 +357,9 @@ def judge(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke: bool 
       v = Verdict(
         claim=v.claim,
         outcome='UNTESTABLE',
-        rule=f'the baseline gate failed ({gate_result.rule})',
-        numbers=gate_result.numbers,
-        note=f'by its own rule ({v.rule}) it would read {v.outcome}',
+        rule=f'UNTESTABLE when the baseline gate fails ({gate_result.rule}); else {v.rule}',
+        numbers={**gate_result.numbers, **v.numbers},
+        note=f'the baseline gate failed; by its own rule the claim would read {v.outcome}',
       )
     out.append(dataclasses.replace(v, smoke=smoke))
   return out
