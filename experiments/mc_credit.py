@@ -462,13 +462,7 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
 def _auc_vs(recs, axis, x_max):
   """Mean eval accuracy over [0, x_max] (step function through the evaluations)."""
   pts = [(r[axis], r['eval_exact_match']) for r in recs if 'eval_exact_match' in r]
-  if x_max <= 0:
-    return pts[0][1]
-  total = 0.0
-  for (x0, y0), (x1, _) in zip(pts, pts[1:] + [(float('inf'), None)]):
-    lo, hi = min(x0, x_max), min(x1, x_max)
-    total += y0 * max(hi - lo, 0.0)
-  return total / x_max
+  return report.curve_auc([x for x, _ in pts], [y for _, y in pts], x_max)
 
 
 def _iters_to(recs, threshold):

@@ -3,7 +3,8 @@
 NumPy / SciPy only (no JAX); experiments and notebooks import it to turn `metrics.jsonl`
 records into numbers, markdown and figures.
 
-- Statistics: `auc` (ROC AUC as the Mann-Whitney U statistic), `pearson`, `spearman`,
+- Statistics: `auc` (ROC AUC as the Mann-Whitney U statistic), `curve_auc` (the mean of a
+  learning curve over a budget), `pearson`, `spearman`,
   `pairwise_accuracy` (the VinePPO action-ranking accuracy, McGill-NLP/VinePPO
   `analyzers/action_ranking_analyzer.py`), `seed_stats` (mean, sd and a percentile bootstrap
   95% CI over seeds, `scipy.stats.bootstrap`).
@@ -102,6 +103,20 @@ def pairwise_accuracy(truth, pred, min_gap: float = 0.0, ties_wrong: bool = Fals
     total += int(use.sum())
     hit += int(np.sum((dt * dp > 0) & use))
   return (hit / total if total else float('nan')), total
+
+
+def curve_auc(xs, ys, x_max: float) -> float:
+  """Mean of a learning curve over [0, x_max]: the step function holding ys[i] on [xs[i], xs[i+1]).
+
+  `xs` ascending, starting at 0 (the warm-start evaluation); the last value holds to x_max.
+  x_max <= 0: the first value.
+  """
+  xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+  if x_max <= 0:
+    return float(ys[0])
+  lo = np.minimum(xs, x_max)
+  hi = np.minimum(np.append(xs[1:], np.inf), x_max)
+  return float(np.sum(ys * np.maximum(hi - lo, 0.0)) / x_max)
 
 
 def bootstrap_ci(

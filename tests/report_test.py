@@ -112,6 +112,14 @@ class StatisticsTest(parameterized.TestCase):
     self.assertTrue(np.isnan(acc))
     self.assertEqual(n, 0)
 
+  def test_curve_auc_is_the_mean_of_the_step_function_on_a_fine_grid(self):
+    xs, ys = np.array([0.0, 2.0, 3.5, 7.0]), np.array([0.2, 0.5, 0.4, 0.9])
+    for x_max in (1.0, 3.5, 6.0, 10.0):
+      t = (np.arange(200_000) + 0.5) * x_max / 200_000
+      want = ys[np.searchsorted(xs, t, side='right') - 1].mean()
+      np.testing.assert_allclose(report.curve_auc(xs, ys, x_max), want, atol=1e-4)
+    self.assertEqual(report.curve_auc(xs, ys, 0.0), 0.2)
+
   def test_bootstrap_ci_matches_a_numpy_resampling_loop(self):
     x = np.array([0.42, 0.47, 0.51, 0.58, 0.61, 0.39])
     rng = np.random.default_rng(0)
