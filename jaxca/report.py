@@ -226,7 +226,7 @@ def _num(v):
   if isinstance(v, (list, tuple, np.ndarray)):
     return '[' + ', '.join(_num(x) for x in v) + ']'
   if isinstance(v, (float, np.floating)):
-    return fmt(float(v), 3) if math.isfinite(v) else str(float(v))
+    return f'{float(v):.4g}'
   return str(v)
 
 

@@ -178,7 +178,7 @@ class VerdictTest(parameterized.TestCase):
   def test_format_prints_outcome_rule_and_numbers(self):
     line = report.format_verdict(_claims()[1])
     self.assertEqual(
-      line, '- **C is hacked**: **REFUTED** (clean). Rule: THINK/resp > 3. Numbers: think 0.200.'
+      line, '- **C is hacked**: **REFUTED** (clean). Rule: THINK/resp > 3. Numbers: think 0.2.'
     )
 
   @parameterized.named_parameters(
