@@ -215,7 +215,7 @@ def summarize(records, seeds, arms):
 
 
 def _pct(x):
-  return '-' if x is None else f'{100 * x:.1f}'
+  return report.fmt(x, pct=True)
 
 
 def _num(x, digits=3):
