@@ -343,7 +343,7 @@ def _eps(x):
 
 def verdict(stats, smoke=False):
   """The confirm / refute rules of the design (see results.md) applied to `stats`."""
-  lines, confirmed_modes, refuted_modes, na = [], [], [], []
+  lines, confirmed_modes, refuted_modes, na, nums = [], [], [], [], {}
   for mode in ('mn', 'msn'):
     gi, gr = stats.get(f'gigpo_{mode}'), stats.get(f'grpo_{mode}')
     if gi is None or gr is None:
@@ -363,6 +363,11 @@ def verdict(stats, smoke=False):
       f'{_eps(t_gi)} vs {_eps(t_gr)} (reduction {100 * fall:.0f}%); rows in non-singleton '
       f'anchor groups at the end {100 * nonsingleton:.0f}%.'
     )
+    nums[f'{mode}: GiGPO / GRPO AUC %'] = (
+      f'{_rng(gi["auc"], digits=1)} / {_rng(gr["auc"], digits=1)}'
+    )
+    nums[f'{mode}: episodes-to-50% reduction %'] = 100 * fall
+    nums[f'{mode}: non-singleton rows %'] = 100 * nonsingleton
     if nonsingleton < 0.5:
       na.append(mode)
     elif wins.all() and fall >= 0.25:
@@ -391,7 +396,7 @@ def verdict(stats, smoke=False):
     'and episodes-to-50% fall by >= 25%; refuted if GiGPO <= GRPO within the seed range in both '
     'modes while >= 50% of rows are in non-singleton anchor groups; not applicable if the '
     'groups are mostly singletons',
-    {'modes confirmed': confirmed_modes, 'modes refuted': refuted_modes, 'modes singleton': na},
+    {**nums, 'modes confirmed': confirmed_modes, 'modes refuted': refuted_modes},
     note,
   )
   base = stats.get('grpo_msn')
