@@ -309,14 +309,25 @@ def gate(
     floor) final[s] > noise_floor_final[s]; a non-finite score fails.
   """
   final = np.asarray(baseline_final, np.float64).ravel()
-  warm = np.broadcast_to(np.asarray(warm_start, np.float64), final.shape)
   if not final.size:
     raise ValueError('baseline_final must hold one score per seed, got none.')
+  warm = np.asarray(warm_start, np.float64).ravel()
+  if warm.size not in (1, final.size):
+    raise ValueError(
+      f'warm_start must be one score or one per seed ({final.size}), got {warm.size}.'
+    )
+  if not margin >= 0:
+    raise ValueError(f'margin must be >= 0 (a gain over the warm start), got {margin}.')
+  warm = np.broadcast_to(warm, final.shape)
   gain = final - warm
   ok = np.isfinite(gain) & (gain >= margin - 1e-12)
   rule = f'{baseline} must gain >= {100 * margin:g} points over its warm start in every seed'
   pts = lambda x: [round(100 * float(v), 1) for v in x]  # noqa: E731
-  numbers = {f'{baseline} final %': pts(final), 'warm start %': pts(warm), 'gain': pts(gain)}
+  numbers = {
+    f'{baseline} final %': pts(final),
+    'warm start %': pts(warm),
+    'gain (points)': pts(gain),
+  }
   if noise_floor_final is None:
     rule += ' (no shuffled-reward arm in this run: the noise floor is not checked)'
   else:
@@ -363,8 +374,8 @@ def judge(verdicts: Sequence[Verdict], gate_result: Optional[Gate], smoke: bool 
 
   A failed gate replaces each verdict by UNTESTABLE; its rule states the gate's rule and
   the claim's, its numbers the gate's and then the claim's, its note what the claim's own
-  rule would have said. `smoke` marks every verdict as not
-  a result. `gate_result` None: no gate (the claims' own verdicts).
+  rule would have said. `smoke` marks every verdict as not a result. `gate_result` None:
+  no gate (the claims' own verdicts).
   """
   out = []
   for v in verdicts:

@@ -198,12 +198,32 @@ class VerdictTest(parameterized.TestCase):
     self.assertEqual(g.passed, passed)
     self.assertIn('GRPO must gain >= 8 points', g.rule)
     self.assertEqual('not checked' in g.rule, noise is None)
-    self.assertIn('gain', g.numbers)
+    self.assertIn('gain (points)', g.numbers)
     self.assertIn('PASSED' if passed else 'FAILED', g.line())
 
-  def test_gate_refuses_mismatched_noise_floor(self):
-    with self.assertRaisesRegex(ValueError, 'noise_floor_final must hold one score per seed'):
-      report.gate([0.5, 0.6], 0.4, [0.1])
+  def test_gate_refuses_bad_input_in_one_line(self):
+    for args, kw, match in (
+      (([0.5, 0.6], 0.4, [0.1]), {}, 'noise_floor_final must hold one score per seed'),
+      (([0.5, 0.6], [0.4, 0.4, 0.4]), {}, 'warm_start must be one score or one per seed'),
+      (([], 0.4), {}, 'baseline_final must hold one score per seed'),
+      (([0.5], 0.4), dict(margin=-0.1), 'margin must be >= 0'),
+    ):
+      with self.assertRaisesRegex(ValueError, match) as e:
+        report.gate(*args, **kw)
+      self.assertNotIn('\n', str(e.exception))
+
+  def test_arm_gate_reads_the_baseline_and_the_noise_floor_arm(self):
+    seeds = [0, 1]
+    warm = {(a, s): 0.4 for a in ('grpo', 'x', report.NOISE_FLOOR_ARM) for s in seeds}
+    final = {('grpo', 0): 0.5, ('grpo', 1): 0.6, ('x', 0): 0.1, ('x', 1): 0.1}
+    self.assertIsNone(report.arm_gate(final, warm, seeds, ['x'], 'grpo'))
+    g = report.arm_gate(final, warm, seeds, ['grpo', 'x'], 'grpo')
+    self.assertTrue(g.passed)
+    self.assertIn('not checked', g.rule)
+    final.update({(report.NOISE_FLOOR_ARM, 0): 0.2, (report.NOISE_FLOOR_ARM, 1): 0.65})
+    g = report.arm_gate(final, warm, seeds, ['grpo', report.NOISE_FLOOR_ARM], 'grpo')
+    self.assertFalse(g.passed)  # seed 1: the noise floor ends above the baseline
+    self.assertEqual(g.numbers['noise floor final %'], [20.0, 65.0])
 
   def test_a_baseline_that_does_not_learn_makes_every_claim_untestable(self):
     # Seed 1 ends below its warm start: no claim can be judged.
@@ -214,7 +234,7 @@ class VerdictTest(parameterized.TestCase):
     for v, orig in zip(judged, _claims()):
       self.assertIn('when the baseline gate fails (GRPO must gain', v.rule)
       self.assertIn(orig.rule, v.rule)
-      np.testing.assert_allclose(v.numbers['gain'], [15.0, -5.0, 20.0])
+      np.testing.assert_allclose(v.numbers['gain (points)'], [15.0, -5.0, 20.0])
       self.assertEqual({k: v.numbers[k] for k in orig.numbers}, orig.numbers)
       self.assertIn(f'gate failed; by its own rule the claim would read {orig.outcome}', v.note)
     text = report.expected_vs_observed(_claims(), g)
