@@ -407,7 +407,8 @@ def verdict(stats, smoke=False):
       base['greedy'][-1],
       base['greedy'][0],
       None if noise is None else noise['greedy'][-1],
-      baseline='grpo_msn (eval success, vs iteration 0)',
+      baseline='grpo_msn',
+      start='iteration-0 eval success (no warm start)',
     )
   judged = report.judge([claim], gate, smoke)
   head = judged[0].outcome

@@ -292,6 +292,7 @@ def gate(
   *,
   margin: float = 0.08,
   baseline: str = 'baseline',
+  start: str = 'warm start',
 ) -> Gate:
   """Did the baseline learn? Passes iff in EVERY seed it beats its warm start and the noise floor.
 
@@ -303,6 +304,7 @@ def gate(
       rule says so).
     margin: the gain over the warm start required in every seed (0.08 = 8 points).
     baseline: the baseline arm's name, for the rule text.
+    start: what `warm_start` is, for the rule text (e.g. 'iteration-0 score' without SFT).
 
   Returns:
     A Gate: passed iff for every seed s, final[s] - warm[s] >= margin and (with a noise
@@ -321,7 +323,7 @@ def gate(
   warm = np.broadcast_to(warm, final.shape)
   gain = final - warm
   ok = np.isfinite(gain) & (gain >= margin - 1e-12)
-  rule = f'{baseline} must gain >= {100 * margin:g} points over its warm start in every seed'
+  rule = f'{baseline} must gain >= {100 * margin:g} points over its {start} in every seed'
   pts = lambda x: [round(100 * float(v), 1) for v in x]  # noqa: E731
   numbers = {
     f'{baseline} final %': pts(final),
