@@ -313,7 +313,7 @@ def verdict(summary, seeds, arms, smoke=False, baseline='ppo_clip'):
   best, worst = max(means, key=means.get), min(means, key=means.get)
   gap, spread = means[best] - means[worst], _spread(summary, seeds, arms)
   beats = all(summary[(best, s)]['final'] > summary[(worst, s)]['final'] for s in seeds)
-  if gap == 0 or (len(seeds) >= 2 and gap <= spread):
+  if len(seeds) >= 2 and gap <= spread:
     outcome, note = 'REFUTED', 'indistinguishable at this scale'
   elif len(seeds) >= MIN_SEEDS and beats:
     outcome, note = 'CONFIRMED', ''
@@ -322,9 +322,9 @@ def verdict(summary, seeds, arms, smoke=False, baseline='ppo_clip'):
   claim = report.Verdict(
     'The objectives differ in final accuracy',
     outcome,
-    'refuted if the gap between the best and worst mean final accuracy is within the largest '
-    'within-arm seed range; confirmed if it exceeds it and the best arm beats the worst in '
-    f'every seed with >= {MIN_SEEDS} seeds; else inconclusive',
+    'with >= 2 seeds, refuted if the gap between the best and worst mean final accuracy is '
+    'within the largest within-arm seed range; confirmed if it exceeds it and the best arm '
+    f'beats the worst in every seed with >= {MIN_SEEDS} seeds; else inconclusive',
     {
       'best': f'{best} {_pct(means[best])}%',
       'worst': f'{worst} {_pct(means[worst])}%',
