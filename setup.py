@@ -20,6 +20,7 @@ setup(
     'ml-collections>=1.0',
     'absl-py>=2.1',
     'numpy>=1.26',
+    'scipy>=1.15',  # statistics of jaxca.report (bootstrap's rng argument: 1.15)
     'gymnax>=1.0',  # classic envs for experiments/ppo_gymnax.py
     'matplotlib>=3.8',  # result plots written by experiments
     'tqdm>=4.66',  # progress bars on long runs

@@ -99,6 +99,7 @@ def get_config(arg=None):
     c.rl.iterations = 10
     c.eval.every = 5
     c.num_seeds = 1
+  c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
     c.env.update(size=4, num_walls=0, horizon=8, num_layouts=4)
     c.policy.update(width=32, depth=1, num_heads=2, max_len=64)

@@ -85,6 +85,7 @@ def get_config(arg=None):
   if arg.full:
     c.seeds = [0, 1, 2]
     c.arms.vineppo_k3 = dict(estimator='vineppo | whiten', mc='steps', mc_samples=3, critic=False)
+  c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
     c.seeds = [0]
     c.task.num_steps = 2

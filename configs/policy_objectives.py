@@ -90,6 +90,7 @@ def get_config(arg=None):
   if arg.pilot:
     c.seeds = (0,)
     c.rl.update(iterations=50, eval_every=25)
+  c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
     c.seeds = (0,)
     c.data.update(num_train=256, num_test=16)

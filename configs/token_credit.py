@@ -86,6 +86,7 @@ def get_config(arg=None):
     c.arms.hicra_sep = dict(
       estimator='grpo | hicra', pooling='joint', planning='sep', label='HICRA paper form, S=STEP'
     )
+  c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
     c.seeds = [0]
     c.task.num_steps = 2

@@ -31,6 +31,7 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import parallel
+from jaxca import report
 from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
@@ -266,7 +267,7 @@ def _train(config, workdir, data_dir):
       if c:
         c.close()
   if workdir and jax.process_index() == 0:
-    metrics.write_results(
+    report.write_results(
       workdir,
       metrics.read(workdir),
       title=f'arith_rl: {parts.estimator.name} on {parts.task.config.name}',
@@ -368,7 +369,7 @@ def _warm_start(
 
 def summary_line(records, workdir, estimator):
   """The closing line: warm start -> RL held-out exact match, wall clock, where the results are."""
-  em = metrics.run_summary(records, 'eval_exact_match')
+  em = report.run_summary(records, 'eval_exact_match')
   if em['start'] is None:
     return f'no RL evaluation recorded; see {workdir}/metrics.jsonl'
   return (
@@ -399,7 +400,7 @@ def _compare(workdirs, out_dir):
     if not os.path.exists(os.path.join(w, metrics.FILENAME)):
       raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
   out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{NAME}_compare')
-  metrics.compare(workdirs, out_dir, title='arith_rl: estimators from the same warm start')
+  report.compare(workdirs, out_dir, title='arith_rl: estimators from the same warm start')
   runs.note(
     f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
   )

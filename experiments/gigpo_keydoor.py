@@ -24,6 +24,7 @@ from jaxca import checkpoint
 from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
+from jaxca import report
 from jaxca import runs
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor
@@ -329,11 +330,7 @@ def _anchor_name(arm):
 
 
 def _rng(x, pct=True, digits=0):
-  x = np.asarray(x, float)
-  f = (lambda v: f'{100 * v:.{digits}f}') if pct else (lambda v: f'{v:.{digits}f}')
-  if x.size == 1:
-    return f(x[0])
-  return f'{f(x.mean())} [{f(x.min())}, {f(x.max())}]'
+  return report.fmt_range(x, digits, pct)
 
 
 def _eps(x):
@@ -344,9 +341,9 @@ def _eps(x):
   return f'{reached.mean():.0f}' + ('' if len(reached) == len(x) else f' ({len(reached)}/{len(x)})')
 
 
-def verdict(stats):
+def verdict(stats, smoke=False):
   """The confirm / refute rules of the design (see results.md) applied to `stats`."""
-  lines, confirmed_modes, refuted_modes, na = [], [], [], []
+  lines, confirmed_modes, refuted_modes, na, nums = [], [], [], [], {}
   for mode in ('mn', 'msn'):
     gi, gr = stats.get(f'gigpo_{mode}'), stats.get(f'grpo_{mode}')
     if gi is None or gr is None:
@@ -366,6 +363,11 @@ def verdict(stats):
       f'{_eps(t_gi)} vs {_eps(t_gr)} (reduction {100 * fall:.0f}%); rows in non-singleton '
       f'anchor groups at the end {100 * nonsingleton:.0f}%.'
     )
+    nums[f'{mode}: GiGPO / GRPO AUC %'] = (
+      f'{_rng(gi["auc"], digits=1)} / {_rng(gr["auc"], digits=1)}'
+    )
+    nums[f'{mode}: episodes-to-50% reduction %'] = 100 * fall
+    nums[f'{mode}: non-singleton rows %'] = 100 * nonsingleton
     if nonsingleton < 0.5:
       na.append(mode)
     elif wins.all() and fall >= 0.25:
@@ -373,17 +375,44 @@ def verdict(stats):
     elif gi['auc'].mean() <= gr['auc'].max():
       refuted_modes.append(mode)
   if len(confirmed_modes) == 2:
-    head = '**Confirmed**: GiGPO beats GRPO in AUC in both modes and every seed, and reaches 50% '
-    head += 'with at least 25% fewer episodes.'
+    outcome, note = 'CONFIRMED', ''
   elif len(refuted_modes) == 2:
-    head = '**Refuted** at this scale: GiGPO <= GRPO (within the seed range) in both modes while '
-    head += 'most rows are in non-singleton anchor groups.'
+    outcome, note = 'REFUTED', 'at this scale'
   elif na:
-    head = f'**Not applicable** in mode(s) {na}: anchor groups are mostly singletons.'
+    outcome, note = (
+      'UNTESTABLE',
+      f'not applicable in mode(s) {na}: anchor groups are mostly singletons',
+    )
   else:
-    head = f'**Inconclusive**: confirmed in {confirmed_modes or "no mode"}, refuted in '
-    head += f'{refuted_modes or "no mode"} (the rule needs both modes to agree).'
-  out = [head, ''] + lines
+    outcome = 'INCONCLUSIVE'
+    note = (
+      f'confirmed in {confirmed_modes or "no mode"}, refuted in {refuted_modes or "no mode"}; '
+      'the rule needs both modes to agree'
+    )
+  claim = report.Verdict(
+    'GiGPO beats GRPO',
+    outcome,
+    'confirmed if GiGPO AUC > GRPO AUC in both modes (mean_norm, mean_std_norm) in every seed '
+    'and episodes-to-50% fall by >= 25%; refuted if GiGPO <= GRPO within the seed range in both '
+    'modes while >= 50% of rows are in non-singleton anchor groups; not applicable if the '
+    'groups are mostly singletons',
+    {**nums, 'modes confirmed': confirmed_modes, 'modes refuted': refuted_modes},
+    note,
+  )
+  base = stats.get('grpo_msn')
+  gate = None
+  if base is not None:
+    noise = stats.get(report.NOISE_FLOOR_ARM)
+    gate = report.gate(
+      base['greedy'][-1],
+      base['greedy'][0],
+      None if noise is None else noise['greedy'][-1],
+      baseline='grpo_msn',
+      start='iteration-0 eval success (no warm start)',
+    )
+  judged = report.judge([claim], gate, smoke)
+  head = judged[0].outcome
+  out = [report.expected_vs_observed([claim], gate, smoke), ''] + lines
   hist, grpo = stats.get('gigpo_msn_hist'), stats.get('grpo_msn')
   if hist is not None and grpo is not None:
     lo, hi = grpo['auc'].min(), grpo['auc'].max()
@@ -455,7 +484,7 @@ def write_report(workdir, config, records, runs_, timing):
   """results.md, F4.png, F5.png; returns the closing summary line."""
   stats = arm_stats(config, records, runs_)
   _plots(workdir, stats)
-  text, head = verdict(stats)
+  text, head = verdict(stats, config.get('smoke', False))
   lines = [
     '# GiGPO vs GRPO on KeyDoor (multi-turn)',
     '',
@@ -530,7 +559,7 @@ def write_report(workdir, config, records, runs_, timing):
     f.write('\n'.join(lines))
   best = max(stats, key=lambda k: stats[k]['auc'].mean())
   return (
-    f'{head.split(":")[0].strip("*")}; best AUC {best} {_rng(stats[best]["auc"], digits=1)}; '
+    f'{head}; best AUC {best} {_rng(stats[best]["auc"], digits=1)}; '
     f'{timing["wall_s"]:.0f} s; results in {os.path.join(workdir, "results.md")}'
   )
 

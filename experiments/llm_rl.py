@@ -32,6 +32,7 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import parallel
+from jaxca import report
 from jaxca import runs
 from jaxca import tokenizer as tokenizer_lib
 from jaxca import train as train_lib
@@ -301,7 +302,7 @@ def _train(config, workdir, model_path, data_path):
     if ckpt:
       ckpt.close()
   if workdir and jax.process_index() == 0:
-    metrics.write_results(
+    report.write_results(
       workdir,
       metrics.read(workdir),
       title=f'llm_rl: {parts.estimator.name} on {os.path.basename(os.path.normpath(data_path))}',
@@ -313,7 +314,7 @@ def _train(config, workdir, model_path, data_path):
 
 def summary_line(records, workdir, estimator):
   """Held-out final-answer accuracy before -> after RL, wall clock, where the results are."""
-  acc = metrics.run_summary(records, 'eval_final_answer')
+  acc = report.run_summary(records, 'eval_final_answer')
   if acc['start'] is None:
     return f'no evaluation recorded; see {workdir}/metrics.jsonl'
   return (

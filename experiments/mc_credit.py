@@ -25,13 +25,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from scipy import stats
 
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
-from jaxca import metrics
 from jaxca import prefixes
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -265,36 +264,6 @@ def _last_valid(mask):
   return mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1)
 
 
-def _pearson(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.std() == 0 or b.std() == 0:
-    return float('nan')
-  return float(np.corrcoef(a, b)[0, 1])
-
-
-def auc(scores, labels):
-  """ROC AUC (Mann-Whitney, ties count half); nan without both classes."""
-  scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
-  pos, neg = scores[labels], scores[~labels]
-  if not len(pos) or not len(neg):
-    return float('nan')
-  r = stats.rankdata(np.concatenate([pos, neg]))  # 1-based, ties averaged
-  return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def pairwise_accuracy(truth, pred, min_gap=0.0, ties_wrong=False):
-  """(accuracy, pairs) over pairs within each state; truth/pred: lists of arrays."""
-  hit = total = 0
-  for t, p in zip(truth, pred):
-    for i in range(len(t)):
-      for j in range(i + 1, len(t)):
-        if abs(t[i] - t[j]) < max(min_gap, 1e-12) and not ties_wrong:
-          continue
-        total += 1
-        hit += (t[i] - t[j]) * (p[i] - p[j]) > 0
-  return (hit / total if total else float('nan')), total
-
-
 class Prober:
   """MC values (chunked, one compile per sample count) and critic values of states."""
 
@@ -389,11 +358,11 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
   for k in pc.mc_ks:
     preds[f'MC-{k}'] = prober.mc(params, next(keys), st_tok, st_mask, st_rows, k)
   out = {
-    name: dict(mae=float(np.mean(np.abs(v - truth))), pearson=_pearson(v, truth))
+    name: dict(mae=float(np.mean(np.abs(v - truth))), pearson=report.pearson(v, truth))
     for name, v in preds.items()
   }
   for name, v in preds.items():
-    out[name]['spearman'] = _pearson(stats.rankdata(v), stats.rankdata(truth))
+    out[name]['spearman'] = report.spearman(v, truth)
   # --- ranking of alternative next steps.
   m = min(pc.rank_states, len(chosen))
   rsel = rng.choice(len(chosen), m, replace=False)
@@ -451,8 +420,8 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
     truth_q = [q_true[g] for g in groups]
     for name in preds:
       pred_q[name] = [q_pred[name][g] for g in groups]
-      a1, n1 = pairwise_accuracy(truth_q, pred_q[name], min_gap=0.1)
-      a2, n2 = pairwise_accuracy(truth_q, pred_q[name], ties_wrong=True)
+      a1, n1 = report.pairwise_accuracy(truth_q, pred_q[name], min_gap=0.1)
+      a2, n2 = report.pairwise_accuracy(truth_q, pred_q[name], ties_wrong=True)
       rank[name] = dict(rank_acc=a1, rank_pairs=n1, rank_acc_paper=a2, rank_pairs_paper=n2)
   for name in preds:
     out[name].update(rank.get(name, dict(rank_acc=float('nan'), rank_acc_paper=float('nan'))))
@@ -483,7 +452,7 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
       nb = int(exists[b].sum())
       after = outcome[b] if i == nb - 1 else grid_v[b, i + 1]
       scores.append(-(after - grid_v[b, i]))
-    out[name]['step_error_auc'] = auc(scores, labels)
+    out[name]['step_error_auc'] = report.auc(scores, labels)
     out[name]['completions'] = int(name.split('-')[1]) if name.startswith('MC') else 0
   out['_counts'] = dict(states=len(chosen), rank_states=kept, auc_steps=len(labels))
   out['_counts']['auc_first_errors'] = int(np.sum(labels))
@@ -496,13 +465,7 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
 def _auc_vs(recs, axis, x_max):
   """Mean eval accuracy over [0, x_max] (step function through the evaluations)."""
   pts = [(r[axis], r['eval_exact_match']) for r in recs if 'eval_exact_match' in r]
-  if x_max <= 0:
-    return pts[0][1]
-  total = 0.0
-  for (x0, y0), (x1, _) in zip(pts, pts[1:] + [(float('inf'), None)]):
-    lo, hi = min(x0, x_max), min(x1, x_max)
-    total += y0 * max(hi - lo, 0.0)
-  return total / x_max
+  return report.curve_auc([x for x, _ in pts], [y for _, y in pts], x_max)
 
 
 def _iters_to(recs, threshold):
@@ -537,10 +500,10 @@ def summarize(records, seeds, arms):
         mc_tokens=last['mc_tokens'],
         s_per_iter=last['wall'] / max(last['iteration'], 1),
         mc_share=100.0 * wall_mc / max(wall_all, 1e-9),
-        acc_iter20=metrics.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
-        acc_equal_iter=metrics.value_at(recs, 'iteration', i_min),
-        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
-        acc_equal_tokens=metrics.value_at(recs, 'tokens', t_min),
+        acc_iter20=report.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
+        acc_equal_iter=report.value_at(recs, 'iteration', i_min),
+        acc_equal_wall=report.value_at(recs, 'wall', w_min),
+        acc_equal_tokens=report.value_at(recs, 'tokens', t_min),
         final=last['eval_exact_match'],
         auc_wall=_auc_vs(recs, 'wall', w_min),
         iters_to_half=_iters_to(recs, half),
@@ -555,19 +518,11 @@ def summarize(records, seeds, arms):
 
 
 def _f(x, pct=False, digits=2):
-  if x is None or (isinstance(x, float) and not np.isfinite(x)):
-    return '-'
-  return f'{100 * x:.1f}' if pct else f'{x:.{digits}f}'
+  return report.fmt(x, None if pct else digits, pct)
 
 
 def _cell(rows, key, pct=False, digits=2):
-  vals = [r[key] for r in rows]
-  if any(v is None for v in vals):
-    return ' / '.join(_f(v, pct, digits) for v in vals)
-  mean = float(np.mean(vals))
-  if len(vals) == 1:
-    return _f(mean, pct, digits)
-  return f'{_f(mean, pct, digits)} ({", ".join(_f(v, pct, digits) for v in vals)})'
+  return report.fmt_seeds([r[key] for r in rows], None if pct else digits, pct)
 
 
 def table_a(summary, seeds, arms, config):
@@ -611,9 +566,9 @@ def table_b(probe):
   return '\n'.join(lines)
 
 
-def expected_vs_observed(summary, seeds, arms, probe):
-  """The confirm/refute rules, applied to the measurements."""
-  out = []
+def expected_vs_observed(summary, seeds, arms, probe, smoke=False):
+  """The confirm/refute rules applied to the measurements, behind the GRPO gate (`report`)."""
+  claims = []
   if 'vineppo_k9' in arms and 'ppo_gae' in arms:
     v = [summary[('vineppo_k9', s)] for s in seeds]
     p = [summary[('ppo_gae', s)] for s in seeds]
@@ -623,60 +578,80 @@ def expected_vs_observed(summary, seeds, arms, probe):
     ]
     refuted = [b['acc_equal_wall'] >= a['acc_equal_wall'] for a, b in zip(v, p)]
     if all(ge) and all(refuted):
-      verdict = 'TIED (equal accuracy at equal wall-clock: neither confirmed nor refuted)'
+      outcome, note = 'INCONCLUSIVE', 'tied: equal accuracy at equal wall-clock'
     elif all(ge):
-      verdict = 'CONFIRMED'
+      outcome, note = 'CONFIRMED', ''
     elif all(refuted):
-      verdict = 'REFUTED'
+      outcome, note = 'REFUTED', ''
     else:
-      verdict = 'MIXED (seeds disagree)'
-    detail = '; '.join(
-      f'seed {s}: VinePPO {100 * a["acc_equal_wall"]:.1f}% (AUC {100 * a["auc_wall"]:.1f}) vs '
-      f'PPO-GAE {100 * b["acc_equal_wall"]:.1f}% (AUC {100 * b["auc_wall"]:.1f})'
-      for s, a, b in zip(seeds, v, p)
-    )
-    out.append(
-      '- **"MC credit beats the value network"** (expected: VinePPO accuracy at equal '
-      'wall-clock and AUC-vs-wall >= PPO-GAE in every seed; refuted if PPO-GAE is at or above '
-      f'VinePPO at equal wall-clock). Observed: {detail}. **{verdict}.**'
+      outcome, note = 'INCONCLUSIVE', 'seeds disagree'
+    claims.append(
+      report.Verdict(
+        '"MC credit beats the value network"',
+        outcome,
+        'confirmed if VinePPO accuracy at equal wall-clock and AUC-vs-wall >= PPO-GAE in every '
+        'seed; refuted if PPO-GAE is at or above VinePPO at equal wall-clock in every seed',
+        {
+          'seeds': list(seeds),
+          'VinePPO acc @ equal wall %': [100 * a['acc_equal_wall'] for a in v],
+          'PPO-GAE acc @ equal wall %': [100 * b['acc_equal_wall'] for b in p],
+          'VinePPO AUC %': [100 * a['auc_wall'] for a in v],
+          'PPO-GAE AUC %': [100 * b['auc_wall'] for b in p],
+        },
+        note,
+      )
     )
   if 'vineppo_k9' in arms:
-    parts, ok = [], []
+    its, ok = {}, []
     for s in seeds:
-      its = {a: summary[(a, s)]['iters_to_half'] for a in arms}
-      v = its['vineppo_k9']
-      others = [its[a] for a in ('grpo', 'ppo_gae') if a in its]
-      ok.append(v is not None and all(o is None or v < o for o in others))
-      half = summary[('vineppo_k9', s)]['half']
-      parts.append(
-        f'seed {s} (threshold {100 * half:.1f}%): '
-        + ', '.join(f'{a} {its[a] if its[a] is not None else "never"}' for a in arms)
-      )
+      its[s] = {a: summary[(a, s)]['iters_to_half'] for a in arms}
+      vi = its[s]['vineppo_k9']
+      others = [its[s][a] for a in ('grpo', 'ppo_gae') if a in its[s]]
+      ok.append(vi is not None and all(o is None or vi < o for o in others))
     v = [summary[('vineppo_k9', s)] for s in seeds]
     if not any(r['half'] > r['warm'] for r in v):
-      verdict = 'NOT TESTABLE (no arm improved on the warm start: the threshold is the start)'
+      outcome, note = 'UNTESTABLE', 'no arm improved on the warm start: the threshold is the start'
+    elif all(ok):
+      outcome, note = 'CONFIRMED', ''
     else:
-      verdict = 'CONFIRMED' if all(ok) else 'NOT CONFIRMED'
-    out.append(
-      '- **"Fewer updates"** (expected: VinePPO reaches warm + 0.5 (best - warm) in fewer '
-      f'iterations than GRPO and PPO-GAE; evaluations every few iterations). Observed '
-      f'iterations: {"; ".join(parts)}. **{verdict}.**'
+      outcome, note = 'INCONCLUSIVE', 'not confirmed; the design states no refutation rule'
+    numbers = {'seeds': list(seeds), 'threshold %': [100 * r['half'] for r in v]}
+    for a in arms:
+      numbers[f'{a} iterations'] = ['never' if its[s][a] is None else its[s][a] for s in seeds]
+    claims.append(
+      report.Verdict(
+        '"Fewer updates"',
+        outcome,
+        'confirmed if VinePPO reaches warm + 0.5 (best - warm) in fewer iterations than GRPO '
+        'and PPO-GAE in every seed (evaluations every few iterations)',
+        numbers,
+        note,
+      )
     )
   if probe:
     last = list(probe)[-1]
     crit = probe[last]['critic']['rank_acc']
     mc9 = probe[last].get('MC-9', {}).get('rank_acc', float('nan'))
     if np.isfinite(crit) and crit >= 0.8:
-      verdict = 'REFUTED at this scale (the critic ranks next steps well)'
+      outcome, note = 'REFUTED', 'at this scale: the critic ranks next steps well'
     elif np.isfinite(crit) and crit <= 0.6 and np.isfinite(mc9) and mc9 >= 0.8:
-      verdict = 'CONSISTENT with VinePPO'
+      outcome, note = 'CONFIRMED', 'consistent with VinePPO'
     else:
-      verdict = 'INCONCLUSIVE (between the thresholds, or too few ranked states)'
-    out.append(
-      '- **Value quality** (expected per VinePPO: critic rank-accuracy <= 0.6 with MC-9 >= 0.8; '
-      f'critic >= 0.8 refutes the claim at this scale). Observed at checkpoint {last}: critic '
-      f'{_f(crit)}, MC-9 {_f(mc9)} (|ΔQ*| >= 0.1 pairs). **{verdict}.**'
+      outcome, note = 'INCONCLUSIVE', 'between the thresholds, or too few ranked states'
+    claims.append(
+      report.Verdict(
+        'Value quality',
+        outcome,
+        'consistent with VinePPO if the critic rank-accuracy <= 0.6 with MC-9 >= 0.8; critic '
+        '>= 0.8 refutes the claim at this scale (|ΔQ*| >= 0.1 pairs)',
+        {'checkpoint': last, 'critic rank-acc': crit, 'MC-9 rank-acc': mc9},
+        note,
+      )
     )
+  warm = {k: r['warm'] for k, r in summary.items()}
+  final = {k: r['final'] for k, r in summary.items()}
+  gate = report.arm_gate(final, warm, seeds, arms, 'grpo')
+  out = [report.expected_vs_observed(claims, gate, smoke)]
   if 'spo_chain_k9' in arms:
     parts = []
     for s in seeds:
@@ -923,7 +898,7 @@ Counts per checkpoint: {json.dumps({str(k): v['_counts'] for k, v in probe.items
 
 ## Expected vs observed
 
-{expected_vs_observed(summary, seeds, arms, probe)}
+{expected_vs_observed(summary, seeds, arms, probe, config.get('smoke', False))}
 
 Settings tried: this configuration only (no tuning runs).
 """

@@ -26,8 +26,8 @@ import optax
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
-from jaxca import metrics
 from jaxca import objectives
+from jaxca import report
 from jaxca import runs
 from jaxca import tasks
 from jaxca import warmstart
@@ -203,7 +203,7 @@ def summarize(records, seeds, arms):
         elapsed=last['elapsed'],
         s_per_step=last['wall'] / max(last['iteration'], 1),
         compile_s=sum(r['compile_s'] for r in recs),
-        acc_equal_wall=metrics.value_at(recs, 'wall', w_min),
+        acc_equal_wall=report.value_at(recs, 'wall', w_min),
         equal_wall=w_min,
         train_accuracy=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
       )
@@ -215,7 +215,7 @@ def summarize(records, seeds, arms):
 
 
 def _pct(x):
-  return '-' if x is None else f'{100 * x:.1f}'
+  return report.fmt(x, pct=True)
 
 
 def _num(x, digits=3):
@@ -268,7 +268,7 @@ def table_means(summary, seeds, arms, config):
   return '\n'.join(lines)
 
 
-def verdict(summary, seeds, arms):
+def _reading(summary, seeds, arms):
   """One honest sentence: are the arms' differences larger than the seed-to-seed spread?"""
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
   best, worst = max(means, key=means.get), min(means, key=means.get)
@@ -280,10 +280,7 @@ def verdict(summary, seeds, arms):
       f'Highest final accuracy: {best} ({_pct(means[best])}%), lowest {worst} '
       f'({_pct(means[worst])}%); one seed only, so no claim about differences.'
     )
-  spread = max(
-    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
-    for a in arms
-  )
+  spread = _spread(summary, seeds, arms)
   head = (
     f'Mean final accuracy ranges from {_pct(means[worst])}% ({worst}) to {_pct(means[best])}% '
     f'({best}), a gap of {100 * gap:.1f} points; the largest seed-to-seed difference within an '
@@ -298,6 +295,49 @@ def verdict(summary, seeds, arms):
     f' The gap exceeds the seed spread, but with {len(seeds)} seeds this is suggestive only, '
     'not significant.'
   )
+
+
+def _spread(summary, seeds, arms):
+  return max(
+    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
+    for a in arms
+  )
+
+
+MIN_SEEDS = 4  # seeds needed before a gap larger than the seed spread counts as a difference
+
+
+def verdict(summary, seeds, arms, smoke=False, baseline='ppo_clip'):
+  """The reading, then the claim judged by rule behind the baseline gate (`jaxca.report`)."""
+  means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
+  best, worst = max(means, key=means.get), min(means, key=means.get)
+  gap, spread = means[best] - means[worst], _spread(summary, seeds, arms)
+  beats = all(summary[(best, s)]['final'] > summary[(worst, s)]['final'] for s in seeds)
+  if len(seeds) >= 2 and gap <= spread:
+    outcome, note = 'REFUTED', 'indistinguishable at this scale'
+  elif len(seeds) >= MIN_SEEDS and beats:
+    outcome, note = 'CONFIRMED', ''
+  else:
+    outcome, note = 'INCONCLUSIVE', f'suggestive only with {len(seeds)} seed(s)'
+  claim = report.Verdict(
+    'The objectives differ in final accuracy',
+    outcome,
+    'with >= 2 seeds, refuted if the gap between the best and worst mean final accuracy is '
+    'within the largest within-arm seed range; confirmed if it exceeds it and the best arm '
+    f'beats the worst in every seed with >= {MIN_SEEDS} seeds; else inconclusive',
+    {
+      'best': f'{best} {_pct(means[best])}%',
+      'worst': f'{worst} {_pct(means[worst])}%',
+      'gap (points)': 100 * gap,
+      'seed spread (points)': 100 * spread,
+      'seeds': len(seeds),
+    },
+    note,
+  )
+  warm = {k: r['warm'] for k, r in summary.items()}
+  final = {k: r['final'] for k, r in summary.items()}
+  gate = report.arm_gate(final, warm, seeds, arms, baseline)
+  return _reading(summary, seeds, arms) + '\n\n' + report.expected_vs_observed([claim], gate, smoke)
 
 
 def plot(records, seeds, arms, config, path):
@@ -456,7 +496,7 @@ of the arms of the same seed, averaged over seeds.
 
 ## Reading
 
-{verdict(summary, seeds, arms)}
+{verdict(summary, seeds, arms, config.get('smoke', False))}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); the
 objectives' hyper-parameters are their papers' / reference implementations' defaults, not

@@ -32,6 +32,7 @@ from jaxca import losses
 from jaxca import metrics
 from jaxca import ops
 from jaxca import prm as prm_lib
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -499,37 +500,43 @@ def arm_stats(rows, arm, walls, warm, tail=5):
 
 
 def _fmt(vals, pct=False, digits=2):
-  vals = [v for v in vals if v is not None]
-  if not vals:
-    return 'never'
-  scale = 100.0 if pct else 1.0
-  m = np.mean(vals) * scale
-  if len(vals) == 1:
-    return f'{m:.{digits}f}'
-  return f'{m:.{digits}f} [{min(vals) * scale:.{digits}f}, {max(vals) * scale:.{digits}f}]'
+  return report.fmt_range(vals, digits, pct, empty='never')
 
 
-def judge(stats, warm, have):
-  """The H1-H4 confirm / refute rules (REPRODUCTIONS-style criteria, stated in full)."""
-  lines = []
+def judge(stats, warm, have, smoke=False):
+  """The H1-H3 confirm / refute rules (REPRODUCTIONS-style criteria, stated in full), judged
+  behind the VR-only (GRPO) baseline gate of `jaxca.report`; returns markdown lines."""
+  claims = []
   a1, a2, a3, a4 = (stats.get(k) for k in have)
   if a2:
     hacked = all(t > 3 for t in a2['think_steps'])
     collapsed = all(a2['collapsed'])
     rises = all(b > a for a, b in zip(a2['prm_sum_first'], a2['prm_sum']))
+    note = ''
     if hacked and collapsed and rises:
-      verdict = 'CONFIRMED'
+      outcome = 'CONFIRMED'
     elif all(t < 1 for t in a2['think_steps']) and all(f >= warm for f in a2['final_acc']):
-      verdict = 'REFUTED'
+      outcome = 'REFUTED'
     elif any(t > 1 for t in a2['think_steps']) or any(ln > 10 for ln in a2['length']):
-      verdict = 'PARTIAL (hacked but not collapsed)' if not collapsed else 'PARTIAL'
+      outcome = 'INCONCLUSIVE'
+      note = 'partial: hacked but not collapsed' if not collapsed else 'partial'
     else:
-      verdict = 'INCONCLUSIVE'
-    lines.append(
-      f'- **H1** (sum-PRM is hacked and collapses; rule: in every seed THINK/resp > 3, final '
-      f'greedy accuracy < 0.5 x warm start, PRM-sum rising): **{verdict}**. Observed THINK/resp '
-      f'{_fmt(a2["think_steps"])}, final accuracy {_fmt(a2["final_acc"], True, 1)}% vs warm '
-      f'{100 * warm:.1f}%, PRM-sum {_fmt(a2["prm_sum_first"])} -> {_fmt(a2["prm_sum"])}.'
+      outcome = 'INCONCLUSIVE'
+    claims.append(
+      report.Verdict(
+        'H1 (sum-PRM is hacked and collapses)',
+        outcome,
+        'confirmed if in every seed THINK/resp > 3, final greedy accuracy < 0.5 x warm start '
+        'and PRM-sum rising; refuted if THINK/resp < 1 and accuracy >= warm in every seed; '
+        '"hacked but not collapsed" is partial',
+        {
+          'THINK/resp': _fmt(a2['think_steps']),
+          'final accuracy %': _fmt(a2['final_acc'], True, 1),
+          'warm %': f'{100 * warm:.1f}',
+          'PRM-sum': f'{_fmt(a2["prm_sum_first"])} -> {_fmt(a2["prm_sum"])}',
+        },
+        note,
+      )
     )
   if a3:
     ok = (
@@ -538,35 +545,56 @@ def judge(stats, warm, have):
       and all(f >= warm + 0.10 for f in a3['final_acc'])
     )
     bad = any(ln > 12 for ln in a3['length']) or any(f < warm for f in a3['final_acc'])
-    verdict = (
-      'CONFIRMED'
-      if ok
-      else ('REFUTED' if bad else 'NOT CONFIRMED (no inflation, gain < 10 points)')
-    )
-    lines.append(
-      f'- **H2** (min-PRM not hacked, improves accuracy; rule: THINK/resp < 0.5, trunc. < 5%, '
-      f'final accuracy >= warm + 10 points in every seed; refuted by length inflation or accuracy '
-      f'below warm): **{verdict}**. Observed THINK/resp {_fmt(a3["think_steps"])}, truncation '
-      f'{_fmt(a3["truncated"], True, 1)}%, final accuracy {_fmt(a3["final_acc"], True, 1)}%.'
+    outcome = 'CONFIRMED' if ok else ('REFUTED' if bad else 'INCONCLUSIVE')
+    claims.append(
+      report.Verdict(
+        'H2 (min-PRM not hacked, improves accuracy)',
+        outcome,
+        'confirmed if THINK/resp < 0.5, trunc. < 5% and final accuracy >= warm + 10 points in '
+        'every seed; refuted by length inflation or accuracy below warm',
+        {
+          'THINK/resp': _fmt(a3['think_steps']),
+          'truncation %': _fmt(a3['truncated'], True, 1),
+          'final accuracy %': _fmt(a3['final_acc'], True, 1),
+          'warm %': f'{100 * warm:.1f}',
+        },
+        '' if ok or bad else 'not confirmed: no inflation, gain < 10 points',
+      )
     )
   if a3 and a4:
     diff = [b - a for a, b in zip(a3['final_acc'], a4['final_acc'])]
     s1_4 = all(b > a for a, b in zip(a4['step1_first'], a4['step1_global']))
     s1_3 = all(b > a for a, b in zip(a3['step1_first'], a3['step1_global']))
+    note = ''
     if all(d >= 0.10 for d in diff) and s1_4 and not s1_3:
-      verdict = 'CONFIRMED'
+      outcome = 'CONFIRMED'
     elif np.mean(diff) <= 0:
-      verdict = 'REFUTED'
+      outcome = 'REFUTED'
     else:
-      verdict = 'NOT CONFIRMED (A4 > A3 but below the bar)'
-    lines.append(
-      f"- **H3** (10% VR helps min-PRM; rule: A4 - A3 >= +10 points final accuracy and A4's step-1 "
-      f"accuracy rises while A3's does not; refuted if A4 <= A3): **{verdict}**. A4 - A3 = "
-      f'{_fmt(diff, True, 1)} points; step-1 accuracy A3 {_fmt(a3["step1_first"], True, 1)}% -> '
-      f'{_fmt(a3["step1_global"], True, 1)}%, A4 {_fmt(a4["step1_first"], True, 1)}% -> '
-      f'{_fmt(a4["step1_global"], True, 1)}%.'
+      outcome, note = 'INCONCLUSIVE', 'not confirmed: A4 > A3 but below the bar'
+    claims.append(
+      report.Verdict(
+        'H3 (10% VR helps min-PRM)',
+        outcome,
+        "confirmed if A4 - A3 >= +10 points final accuracy and A4's step-1 accuracy rises while "
+        "A3's does not; refuted if A4 <= A3",
+        {
+          'A4 - A3 points': _fmt(diff, True, 1),
+          'step-1 accuracy A3 %': f'{_fmt(a3["step1_first"], True, 1)} -> '
+          f'{_fmt(a3["step1_global"], True, 1)}',
+          'step-1 accuracy A4 %': f'{_fmt(a4["step1_first"], True, 1)} -> '
+          f'{_fmt(a4["step1_global"], True, 1)}',
+        },
+        note,
+      )
     )
-  return lines
+  gate = None
+  if a1:
+    noise = stats.get(report.NOISE_FLOOR_ARM)
+    gate = report.gate(
+      a1['final_acc'], warm, noise['final_acc'] if noise else None, baseline=have[0]
+    )
+  return [report.expected_vs_observed(claims, gate, smoke)]
 
 
 def h4_line(rows, stats, have):
@@ -703,7 +731,7 @@ def write_results(workdir, config, rows, walls, info):
     '## Expected vs observed (written by the experiment from the H1-H4 rules)',
     '',
   ]
-  lines += judge(stats, warm, have) + h4_line(rows, stats, have)
+  lines += judge(stats, warm, have, config.smoke) + h4_line(rows, stats, have)
   lines += [
     '',
     '## Honesty notes',

@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from scipy import stats
 
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import losses
 from jaxca import prefixes
+from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -366,13 +366,6 @@ def _soft_top(w, m, fraction):
   return out, k
 
 
-def _spearman(a, b):
-  ra, rb = stats.rankdata(a), stats.rankdata(b)
-  if ra.std() == 0 or rb.std() == 0:
-    return float('nan')
-  return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def credit_maps(d, config):
   """{method: [B, N] weights} of Table D."""
   alpha = config.credit.hicra_alpha
@@ -417,7 +410,7 @@ def table_d_rows(d, config):
         continue
       wb, tb = w[b][m], target[b][m]
       if m.sum() >= 3:
-        r = _spearman(wb, tb)
+        r = report.spearman(wb, tb)
         if np.isfinite(r):
           rho.append(r)
       e = d['first_error'][b]
@@ -497,9 +490,7 @@ def prompt_fai_rows(d, task):
 
 
 def _f(x, digits=2, pct=False):
-  if x is None or (isinstance(x, float) and not np.isfinite(x)):
-    return '-'
-  return f'{100 * x:.1f}' if pct else f'{x:.{digits}f}'
+  return report.fmt(x, None if pct else digits, pct)
 
 
 def table_c(rows, prompt_rows):
@@ -555,7 +546,7 @@ def waad_sweep(d, config):
     for b in range(len(d['mask'])):
       m = d['mask'][b]
       if m.sum() >= 3:
-        r = _spearman(d['waad'][j][b][m], target[b][m])
+        r = report.spearman(d['waad'][j][b][m], target[b][m])
         if np.isfinite(r):
           rho.append(r)
     out.append(f'W={w}: {_f(float(np.mean(rho)) if rho else float("nan"), 3)}')
@@ -669,29 +660,41 @@ def table_b(summary, seeds, arms, config):
   return '\n'.join(out)
 
 
-def expected_vs_observed(diag, summary, seeds, arms):
+def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
+  """The claims' rules (Part A on one checkpoint, Part B gains), behind the GRPO gate."""
   d_rows = diag['rows_d']
-  fai, gtpo, grpo = d_rows['FAI-top-20%'], d_rows['GTPO'], d_rows['GRPO']
+  fai, gtpo = d_rows['FAI-top-20%'], d_rows['GTPO']
+  grpo = d_rows['GRPO']
   chance_p = grpo['precision']
   chance_h = d_rows['_chance_hit1']
   c_rows = diag['rows_c']
-  out = []
+  claims = []
   # FAI marks the answer-determining tokens.
   fai_rho = diag['fai_spearman']
   ok = fai_rho > 0.3 and fai['precision'] >= 2 * chance_p
-  out.append(
-    '- **FAI marks the answer-determining tokens** (expected: Spearman(FAI, |A*|) > 0.3 and '
-    f'FAI top-20% precision ≥ 2× chance). Observed: Spearman {_f(fai_rho, 3)}, precision '
-    f'{_f(fai["precision"], 3)} vs chance {_f(chance_p, 3)}. '
-    f'**{"CONFIRMED" if ok else "NOT CONFIRMED"}.**'
+  claims.append(
+    report.Verdict(
+      'FAI marks the answer-determining tokens',
+      'CONFIRMED' if ok else 'INCONCLUSIVE',
+      'confirmed if Spearman(FAI, |A*|) > 0.3 and FAI top-20% precision >= 2x chance',
+      {'Spearman': fai_rho, 'precision': fai['precision'], 'chance': chance_p},
+      '' if ok else 'not confirmed',
+    )
   )
   best = max(c_rows, key=lambda r: -1 if not np.isfinite(r['fai_global']) else r['fai_global'])
   sep = fai['format_share'] > 0.5 or best['name'] in ('STEP', 'EOS')
-  out.append(
-    '- **FAI concentrated on separators** (refutes FAI as a credit signal here). Observed: '
-    f'share of FAI-top-20% extra credit on STEP/EOS tokens {_f(fai["format_share"], 3)}; '
-    f'highest mean FAI class: {best["name"]} ({_f(best["fai_global"], 3)}). '
-    f'**{"YES: REFUTES FAI as a credit signal here" if sep else "NO"}.**'
+  claims.append(
+    report.Verdict(
+      'FAI is a credit signal, not concentrated on separators',
+      'REFUTED' if sep else 'INCONCLUSIVE',
+      'refuted if FAI-top-20% puts > 50% of its extra credit on STEP/EOS tokens or STEP/EOS '
+      'is the class with the highest mean FAI',
+      {
+        'share of extra credit on STEP/EOS': fai['format_share'],
+        'highest mean FAI class': f'{best["name"]} ({_f(best["fai_global"], 3)})',
+      },
+      'FAI is concentrated on separators' if sep else 'not refuted: not on separators',
+    )
   )
   gains = {
     a: [100 * (summary[(a, s)]['final'] - summary[('grpo', s)]['final']) for s in seeds]
@@ -699,33 +702,47 @@ def expected_vs_observed(diag, summary, seeds, arms):
   }
   g = gains.get('gtpo', [0.0])
   hit = gtpo['hit1']
+  note = ''
   if hit > 2 * chance_h or all(x >= 5 for x in g):
-    verdict = 'SUPPORTS GTPO'
+    outcome = 'CONFIRMED'
   elif hit <= 1.5 * chance_h and not all(x >= 5 for x in g):
-    verdict = 'CONSISTENT with the prediction (a negative result for entropy weighting here)'
+    outcome = 'REFUTED'
+    note = 'consistent with the prediction: a negative result for entropy weighting here'
   else:
-    verdict = 'INCONCLUSIVE (hit@1 between 1.5x and 2x chance, no gain)'
-  out.append(
-    '- **GTPO: entropy marks decisive tokens** (negative if hit@1 ≈ chance and no accuracy '
-    'gain; supports GTPO if hit@1 > 2× chance or +5 points in every seed). Observed: hit@1 '
-    f'{_f(hit, 3)} vs chance {_f(chance_h, 3)}; GTPO − GRPO final exact match per seed '
-    f'{", ".join(f"{x:+.1f}" for x in g)} points. **{verdict}.** (For comparison, raw '
-    f'entropy H_t: hit@1 {_f(d_rows["entropy"]["hit1"], 3)}, top-20% precision '
-    f"{_f(d_rows['entropy']['precision'], 3)}; GTPO's bonus in wrong responses goes to "
-    'confident tokens, the inverse of H.)'
+    outcome, note = 'INCONCLUSIVE', 'hit@1 between 1.5x and 2x chance, no gain'
+  claims.append(
+    report.Verdict(
+      'GTPO: entropy marks decisive tokens',
+      outcome,
+      'supported if hit@1 > 2x chance or GTPO gains +5 points over GRPO in every seed; '
+      'negative if hit@1 <= 1.5x chance and no such gain',
+      {
+        'hit@1': hit,
+        'chance': chance_h,
+        'GTPO - GRPO final exact match per seed (points)': g,
+        'raw entropy H_t hit@1': d_rows['entropy']['hit1'],
+        'raw entropy top-20% precision': d_rows['entropy']['precision'],
+      },
+      note,
+    )
   )
   for a in ('hicra_fai', 'hicra_official'):
     if a in gains:
       h = gains[a]
-      v = (
-        'SUPPORTS HICRA (directional)' if all(x >= 5 for x in h) else 'NOT SUPPORTED at this scale'
+      up = all(x >= 5 for x in h)
+      claims.append(
+        report.Verdict(
+          f'HICRA ({a}): credit to planning tokens helps',
+          'CONFIRMED' if up else 'INCONCLUSIVE',
+          f'supported if +5 points over GRPO in every seed (directional at {len(seeds)} seeds)',
+          {f'{a} - GRPO final exact match per seed (points)': h},
+          'directional' if up else 'not supported at this scale',
+        )
       )
-      out.append(
-        f'- **HICRA ({a}): credit to planning tokens helps** (directional at 2 seeds; supported '
-        f'if +5 points over GRPO in every seed). Observed: {", ".join(f"{x:+.1f}" for x in h)} '
-        f'points. **{v}.**'
-      )
-  return '\n'.join(out)
+  start = {k: r['start'] for k, r in summary.items()}
+  final = {k: r['final'] for k, r in summary.items()}
+  gate = report.arm_gate(final, start, seeds, arms, 'grpo')
+  return report.expected_vs_observed(claims, gate, smoke)
 
 
 def _load():
@@ -743,7 +760,7 @@ def diagnose(diagnoser, config, params, test, key, name, workdir):
   for b in range(len(d['mask'])):
     m = d['mask'][b]
     if m.sum() >= 3:
-      r = _spearman(d['fai_global'][b][m], np.abs(d['a_star'][b][m]))
+      r = report.spearman(d['fai_global'][b][m], np.abs(d['a_star'][b][m]))
       if np.isfinite(r):
         fai_rho.append(r)
   return dict(
@@ -924,11 +941,11 @@ greedy exact match on {config.data.num_test} prompts every {config.rl.eval_every
 
 Warm start (Part A):
 
-{expected_vs_observed(diags['warm'], summary, seeds, arms)}
+{expected_vs_observed(diags['warm'], summary, seeds, arms, config.get('smoke', False))}
 
 GRPO checkpoint (Part A on the trained policy; Part B rows repeated):
 
-{expected_vs_observed(diags['grpo'], summary, seeds, arms)}
+{expected_vs_observed(diags['grpo'], summary, seeds, arms, config.get('smoke', False))}
 
 Settings tried: this configuration only (no tuning runs).
 """

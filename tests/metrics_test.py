@@ -1,6 +1,5 @@
-"""Tests for jaxca.metrics: the jsonl/TensorBoard writer, resume truncation and result files."""
+"""Tests for jaxca.metrics: the jsonl/TensorBoard writer, resume truncation, summaries."""
 
-import json
 import os
 import tempfile
 
@@ -58,40 +57,6 @@ class WriterTest(absltest.TestCase):
     self.assertEqual(metrics.summarize(dict(a=np.array([1.0, 3.0]), s='x')), dict(a=2.0))
     self.assertTrue(metrics.all_finite(dict(loss=np.ones(3)), ('loss', 'missing')))
     self.assertFalse(metrics.all_finite(dict(loss=np.array([1.0, np.inf])), ('loss',)))
-
-
-class ResultsTest(absltest.TestCase):
-  def test_value_at_is_the_last_score_within_the_budget(self):
-    recs = [
-      dict(step=0, wall=0.0, eval_exact_match=0.3),
-      dict(step=5, wall=4.0, loss=1.0),  # no evaluation in this record
-      dict(step=10, wall=9.0, eval_exact_match=0.5),
-      dict(step=20, wall=21.0, eval_exact_match=0.4),
-    ]
-    self.assertIsNone(metrics.value_at(recs, 'wall', -1.0))
-    self.assertEqual(metrics.value_at(recs, 'wall', 8.9), 0.3)
-    self.assertEqual(metrics.value_at(recs, 'wall', 9.0), 0.5)  # the budget is inclusive
-    self.assertEqual(metrics.value_at(recs, 'step', 100), 0.4)
-    self.assertEqual(metrics.value_at(recs, 'step', 7, key='loss'), 1.0)
-
-  def test_run_summary_results_and_compare(self):
-    root = self.enter_context(tempfile.TemporaryDirectory())
-    a, b = os.path.join(root, 'a'), os.path.join(root, 'b')
-    _run(a)
-    _run(b, start=0.3, gain=0.2)
-    summary = metrics.run_summary(metrics.read(a))
-    np.testing.assert_allclose([summary['start'], summary['final']], [0.4, 0.6])
-    self.assertEqual(summary['rl_steps'], 20)
-    metrics.write_results(a, metrics.read(a), title='t')
-    self.assertTrue(os.path.exists(os.path.join(a, 'learning_curve.png')))
-    self.assertIn('| rl | 20 |', open(os.path.join(a, 'results.md')).read())
-    out = os.path.join(root, 'cmp')
-    text = metrics.compare([a, b], out)
-    self.assertIn('| b | 30.0 | 70.0 |', text)
-    self.assertIn('CPU s', text)
-    with open(os.path.join(out, 'summary.json')) as f:
-      self.assertEqual(set(json.load(f)), {'a', 'b'})
-    self.assertTrue(os.path.exists(os.path.join(out, 'curves.png')))
 
 
 if __name__ == '__main__':

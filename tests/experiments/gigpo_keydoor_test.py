@@ -37,6 +37,34 @@ class ConfigTest(absltest.TestCase):
 
 
 @pytest.mark.slow
+def _stats(grpo_first, grpo_last, gigpo_auc):
+  def arm(first, last, auc, episodes):
+    greedy = np.array([first, last], float)  # [evaluations, seeds]
+    return dict(
+      greedy=greedy,
+      auc=np.asarray(auc, float),
+      to50=np.where(greedy[-1] >= 0.5, episodes, np.inf),
+      singleton=(np.zeros(2), np.zeros(2)),
+    )
+
+  out = {}
+  for mode in ('mn', 'msn'):
+    out[f'grpo_{mode}'] = arm(grpo_first, grpo_last, [0.3, 0.3], 1000.0)
+    out[f'gigpo_{mode}'] = arm(grpo_first, [0.9, 0.9], gigpo_auc, 500.0)
+  return out
+
+
+@pytest.mark.parametrize('learns', [False, True])
+def test_verdict_is_untestable_unless_grpo_learns_in_every_seed(learns):
+  # GiGPO wins every seed in both modes; GRPO gains 40 points in seed 0, and in seed 1 only if
+  # it learns.
+  last = [0.5, 0.5] if learns else [0.5, 0.12]
+  text, head = experiment.verdict(_stats([0.1, 0.1], last, [0.6, 0.7]))
+  assert head == ('CONFIRMED' if learns else 'UNTESTABLE')
+  assert ('**Gate**: **PASSED**' in text) == learns
+  assert f'**GiGPO beats GRPO**: **{head}**' in text
+
+
 def test_smoke_cli_writes_results(tmp_path):
   workdir = str(tmp_path / 'run')
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
@@ -49,7 +77,9 @@ def test_smoke_cli_writes_results(tmp_path):
     assert os.path.exists(os.path.join(workdir, name)), name
   text = open(os.path.join(workdir, 'results.md')).read()
   assert '## Expected vs observed' in text
-  assert any(w in text for w in ('Confirmed', 'Refuted', 'Inconclusive', 'Not applicable'))
+  assert '**GiGPO beats GRPO**' in text and '**Gate**' in text
+  assert any(f'**{w}**' in text for w in ('CONFIRMED', 'REFUTED', 'INCONCLUSIVE', 'UNTESTABLE'))
+  assert '(smoke: not a result)' in text
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   config = config_module.get_config('smoke')

@@ -116,6 +116,23 @@ def test_verdict_reports_a_gap_larger_than_seed_noise_as_suggestive_only():
   assert '41.0% (a)' in text and '70.5% (b)' in text
 
 
+@pytest.mark.parametrize('learns', [False, True])
+def test_claims_are_untestable_unless_the_ppo_clip_baseline_learns_in_every_seed(learns):
+  # Warm start 0.3; the baseline gains 20 points in seed 0 and, unless it learns, loses in seed 1.
+  base1 = 0.50 if learns else 0.25
+  finals = {('ppo_clip', 0): 0.50, ('ppo_clip', 1): base1, ('b', 0): 0.48, ('b', 1): 0.58}
+  summary = po.summarize(_records(finals), [0, 1], ['ppo_clip', 'b'])
+  text = po.verdict(summary, [0, 1], ['ppo_clip', 'b'])
+  assert ('**Gate**: **PASSED**' in text) == learns
+  if learns:
+    assert '**The objectives differ in final accuracy**: **REFUTED**' in text
+  else:
+    assert '**The objectives differ in final accuracy**: **UNTESTABLE**' in text
+    assert 'ppo_clip must gain >= 8 points' in text and 'would read REFUTED' in text
+  assert 'not a result' not in text
+  assert '(smoke: not a result)' in po.verdict(summary, [0, 1], ['ppo_clip', 'b'], smoke=True)
+
+
 def test_unknown_objective_on_the_command_line_exits_2_and_writes_nothing(tmp_path):
   workdir = tmp_path / 'w'
   cmd = [

@@ -35,7 +35,7 @@ class PureCreditSmokeTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'results.md')) as f:
       text = f.read()
-    for needle in ('**H1**', '**H2**', 'largely designed in', 'THINK steps per response'):
+    for needle in ('**H1 (', '**H2 (', 'largely designed in', 'THINK steps per response'):
       self.assertIn(needle, text)
     config = config_mod.get_config('smoke')
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -44,6 +44,40 @@ class PureCreditSmokeTest(absltest.TestCase):
     self.assertLen(rl, len(config.arms) * len(config.seeds) * config.rl.iterations)
     for key in ('prm_sum', 'think_steps', 'kl_seq', 'entropy', 'local_ok_1', 'acc_ref', 'loss'):
       self.assertIn(key, rl[0])
+    # The smoke arms have no VR-only baseline: no gate, and every verdict is labelled.
+    self.assertIn('**Gate**: not applied', text)
+    self.assertEqual(text.count('(smoke: not a result)'), 3)  # the header line, H1, H2
+
+  def test_verdicts_are_untestable_when_the_vr_only_baseline_does_not_learn(self):
+    def arm(final, think, length=5.0):
+      return dict(
+        final_acc=final,
+        think_steps=[think] * 2,
+        collapsed=[f < 0.5 * 0.24 for f in final],
+        prm_sum_first=[0.1] * 2,
+        prm_sum=[0.5] * 2,
+        length=[length] * 2,
+        truncated=[0.0] * 2,
+        step1_first=[0.3] * 2,
+        step1_global=[0.3] * 2,
+      )
+
+    have = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
+    for a1_final, gate in (([0.40, 0.219], 'FAILED'), ([0.40, 0.45], 'PASSED')):
+      stats = dict(
+        zip(
+          have,
+          (arm(a1_final, 0.0), arm([0.05, 0.06], 4.0), arm([0.5, 0.5], 0.1), arm([0.5, 0.5], 0.1)),
+        )
+      )
+      text = '\n'.join(pure_credit.judge(stats, 0.242, have))
+      self.assertIn(f'**Gate**: **{gate}**', text)
+      outcomes = [line.split('**: **')[1].split('**')[0] for line in text.splitlines()[1:]]
+      self.assertLen(outcomes, 3)
+      if gate == 'FAILED':
+        self.assertEqual(set(outcomes), {'UNTESTABLE'})
+      else:
+        self.assertEqual(outcomes, ['CONFIRMED', 'CONFIRMED', 'REFUTED'])
 
   def test_validate_refuses_bad_configs(self):
     config = config_mod.get_config('smoke')
