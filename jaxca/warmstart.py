@@ -10,11 +10,9 @@ Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
 * The stop is judged on a **validation** split (`jaxca.tasks.arith.split_names`),
   disjoint by problem from the train problems it fits and from the held-out test
   problems that are reported, so the reported number carries no selection bias.
-  Stopping past the SFT transition, not inside it, matters: in the middle of the
-  transition the right tokens are near-ties and RL updates from there are mostly
-  noise (the calibrated-start protocol of VinePPO, arXiv 2410.01679 Sec. 5, and of
-  PURE, arXiv 2504.15275, starts RL from a policy that already solves a share of
-  the task).
+  Each experiment sets the band past its SFT transition, not inside it: in the middle
+  of the transition the right tokens are near-ties and RL updates from there are
+  mostly noise (measured on K=4 chains: BUILD_NOTES.md, issue 21).
 * `warm_start` is the one-shot cached warm start of the reproductions that start
   every arm from one SFT policy (mc_credit, token_credit, policy_objectives). Its
   cache (`<workdir>/warmstart/` + `warmstart.json`) carries a key: a SHA-256 of the
