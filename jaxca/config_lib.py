@@ -189,6 +189,8 @@ def validate(config, device_count: Optional[int] = None):
       raise ConfigError(
         f'config.data.num_validation must be an int >= 1 when validation_fraction > 0; got {nv!r}.'
       )
+    if vf > 0 and _has(config, 'eval'):  # evaluated sharded like eval.num_prompts (arith_rl)
+      _divisible('data.num_validation', nv, n_dev, 'the device count')
   if _has(config, 'data') and _has(config, 'warmstart'):
     ws = config.warmstart
     if float(ws.get('stop_at_accuracy', 0.0)) > 0 and not config.data.get('validation_fraction'):
