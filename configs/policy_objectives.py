@@ -6,8 +6,9 @@ r"""Policy objectives on the flagship task: PPO-clip, clip-higher, GSPO, CISPO (
   python -m experiments.policy_objectives --config configs/policy_objectives.py:smoke  # seconds
 
 Arithmetic chains (K=2, M=10, add/sub/mul) and the flagship 2-layer d=128 policy, as in
-configs/arith_rl.py. ONE supervised warm start (until held-out greedy exact match first
-reaches 35%, as arith_rl's stop_at_accuracy; cached in <workdir>/warmstart), then every
+configs/arith_rl.py. ONE supervised warm start (until VALIDATION greedy exact match first
+reaches 35%, as arith_rl's stop_at_accuracy; the validation problems are disjoint from train
+and held-out test; cached in <workdir>/warmstart, keyed by its config), then every
 arm x seed from it with ONE estimator (GRPO) and one optimiser (Adam 2e-4, grad-norm 1);
 only the `loss` section differs between arms (`jaxca.objectives.from_config` keys):
 
@@ -63,10 +64,12 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seeds = (0, 1)  # RL seeds (sampling and batch order); the warm start is shared
   c.task = dict(name='arith', num_steps=2, modulus=10, ops=('add', 'sub', 'mul'))
-  c.data = dict(num_train=20_000, num_test=512)  # generated on the host (task.generate)
+  # Generated on the host (jaxca.warmstart.make_splits): the warm start stops on the
+  # validation share (carved out of the train side by problem hash), results use the test.
+  c.data = dict(num_train=20_000, num_test=512, validation_fraction=0.05, num_validation=512)
   c.policy = dict(width=128, depth=2, num_heads=4, max_len=16, dtype='float32', value_head=False)
   # Supervised warm start (jaxca.warmstart.warm_start): stop at the first evaluation
-  # with held-out greedy exact match >= band[0].
+  # with validation greedy exact match >= band[0].
   c.warmstart = dict(max_steps=400, batch_size=64, eval_every=10, band=(0.35, 1.0), lr=1e-3)
   c.credit = dict(estimator='grpo')  # a jaxca.estimators name or spec, the same for every arm
   c.rl = dict(
@@ -93,7 +96,7 @@ def get_config(arg=None):
   c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
     c.seeds = (0,)
-    c.data.update(num_train=256, num_test=16)
+    c.data.update(num_train=256, num_test=16, num_validation=16)
     c.policy.update(width=16, depth=1, num_heads=2)
     c.warmstart.update(max_steps=4, batch_size=16, eval_every=2, band=(1.01, 1.01))
     c.rl.update(iterations=2, max_wall_s=60.0, prompts=4, group_size=4, eval_every=1)

@@ -54,14 +54,17 @@ def get_config(arg=None):
     filler_rate=0.2,
     max_response_len=24,
   )
-  c.data = dict(num_train=20_000, num_test=512)
+  # The warm start stops on `num_validation` validation problems, a `validation_fraction`
+  # share carved out of the train side by problem hash (jaxca.tasks.arith.split_names):
+  # train, validation and held-out test never share a problem.
+  c.data = dict(num_train=20_000, num_test=512, validation_fraction=0.05, num_validation=512)
   c.policy = dict(width=128, depth=2, num_heads=4, mlp_ratio=4, max_len=40, dtype='float32')
   c.warmstart = dict(
     max_steps=1500,
     batch_size=64,
     steps_per_call=10,
     eval_every=10,  # a multiple of steps_per_call
-    target_low=0.20,  # stop when held-out greedy accuracy first reaches the band [low, high]
+    target_low=0.20,  # stop at the first VALIDATION greedy accuracy >= low (band [low, high])
     target_high=0.40,
     lr=1e-3,
     think_probe_prompts=256,  # sampled (T=1) responses to count THINK steps at warm start
@@ -97,7 +100,7 @@ def get_config(arg=None):
     c.seeds = (0,)
     c.arms = ('A2_sum_prm', 'A3_min_prm')
     c.task.update(num_steps=2, max_response_len=12)
-    c.data.update(num_train=512, num_test=32)
+    c.data.update(num_train=512, num_test=32, num_validation=16)
     c.policy.update(width=32, depth=1, num_heads=2, max_len=24)
     c.warmstart.update(
       max_steps=20, batch_size=16, steps_per_call=10, eval_every=10, think_probe_prompts=16

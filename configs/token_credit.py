@@ -6,7 +6,9 @@ r"""Token-credit probes: entropy (GTPO, GRPO-S), planning tokens (HICRA), attent
   python -m experiments.token_credit --config configs/token_credit.py:smoke   # seconds
 
 K=4 arithmetic chains with invertible ops (M=10), the flagship 2-layer d=128 policy warm
-started by SFT until held-out greedy exact match first reaches 15%. Part B (short training):
+started by SFT until VALIDATION greedy exact match first reaches 35% (past the SFT transition;
+the validation problems are disjoint from train and held-out test; jaxca.warmstart). Part B
+(short training):
 GRPO, GTPO (joint group pool; and the literal separate pools, labelled), GRPO-S, HICRA (paper
 form, S = top-20% FAI tokens of each rollout batch) and HICRA-official (top-30% entropy tokens
 of positive, longer-than-average responses), all under one DAPO-style loss (token-mean,
@@ -26,10 +28,11 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seeds = [0, 1]
   c.task = dict(name='arith', num_steps=4, modulus=10, ops='invertible')
-  c.data = dict(num_train=20_000, num_test=512)
+  # jaxca.warmstart.make_splits: the warm start stops on the validation share, results use test.
+  c.data = dict(num_train=20_000, num_test=512, validation_fraction=0.05, num_validation=512)
   # max_len: prompt (2K+3) + response (2K) + an MC completion (2K) = 11 + 8 + 8 = 27.
   c.policy = dict(width=128, depth=2, num_heads=4, max_len=32, dtype='float32', value_head=False)
-  c.warmstart = dict(max_steps=3000, batch_size=64, eval_every=10, band=(0.15, 0.35), lr=1e-3)
+  c.warmstart = dict(max_steps=3000, batch_size=64, eval_every=10, band=(0.35, 0.6), lr=1e-3)
   c.rl = dict(
     iterations=250,  # the wall-clock cap binds first (pilot: ~0.15 s per iteration at load 3)
     max_wall_s=40.0,  # training wall clock per run (compile and evaluation excluded)
@@ -90,7 +93,7 @@ def get_config(arg=None):
   if arg.smoke:
     c.seeds = [0]
     c.task.num_steps = 2
-    c.data.update(num_train=256, num_test=16)
+    c.data.update(num_train=256, num_test=16, num_validation=16)
     c.policy.update(width=32, depth=1, num_heads=2, max_len=20)
     c.warmstart.update(max_steps=4, batch_size=16, eval_every=2, band=(1.01, 1.01))
     c.rl.update(iterations=2, max_wall_s=60.0, prompts=4, group_size=4, eval_every=1)

@@ -35,6 +35,7 @@ from jaxca import report
 from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
+from jaxca import warmstart
 from jaxca.networks import transformer
 
 FLAGS = flags.FLAGS
@@ -127,16 +128,21 @@ def _train(config, workdir, data_dir):
   mesh = parallel.make_mesh()
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh, batch_axis=1)
   src = data.load(
-    parts.task.config, data_dir, num_train=config.data.num_train, num_test=config.data.num_test
+    parts.task.config,
+    data_dir,
+    num_train=config.data.num_train,
+    num_test=config.data.num_test,
+    validation_fraction=config.data.get('validation_fraction', 0.0),
+    num_validation=config.data.get('num_validation', 0),
   )
-  test = parallel.shard_batch(
-    {
-      k: v
-      for k, v in data.get_batch(src['test'], np.arange(config.eval.num_prompts)).items()
-      if k in BATCH_KEYS
-    },
-    mesh,
-  )
+
+  def fixed_batch(split, n):
+    batch = data.get_batch(src[split], np.arange(n))
+    return parallel.shard_batch({k: v for k, v in batch.items() if k in BATCH_KEYS}, mesh)
+
+  test = fixed_batch('test', config.eval.num_prompts)
+  # The warm start's stop is judged on the validation problems (disjoint from train and test).
+  val = fixed_batch('validation', config.data.num_validation) if 'validation' in src else None
   key = jax.random.key(config.seed)
   nan_after = config.debug.nan_after_step
 
@@ -160,6 +166,10 @@ def _train(config, workdir, data_dir):
 
   def run_eval(params):
     return {f'eval_{k}': float(v) for k, v in jax.device_get(evaluate(params, test)).items()}
+
+  def run_val(params):  # the warm start's evaluations: validation (val_*) and held-out (eval_*)
+    out = {} if val is None else {'val_exact_match': float(evaluate(params, val)['exact_match'])}
+    return dict(out, **run_eval(params))
 
   ckdir = os.path.join(workdir, 'checkpoints') if workdir else None
 
@@ -218,7 +228,7 @@ def _train(config, workdir, data_dir):
           src,
           mesh,
           sft_chunk,
-          run_eval,
+          run_val,
           repl,
           key,
           writer,
@@ -267,9 +277,18 @@ def _train(config, workdir, data_dir):
       if c:
         c.close()
   if workdir and jax.process_index() == 0:
+    records = metrics.read(workdir)
+    warmstart.write_curve(
+      workdir,
+      [
+        (r['step'], r['val_exact_match'])
+        for r in records
+        if r.get('phase') == 'warmstart' and 'val_exact_match' in r
+      ],
+    )
     report.write_results(
       workdir,
-      metrics.read(workdir),
+      records,
       title=f'arith_rl: {parts.estimator.name} on {parts.task.config.name}',
       notes=f'Config: `{workdir}/config.json`. Times are wall-clock seconds '
       'from the start of the run (warm start included).',
@@ -326,43 +345,58 @@ def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_aft
 
 
 def _warm_start(
-  config, parts, ckpt, step, src, mesh, sft_chunk, run_eval, repl, key, writer, now, stop_if_bad
+  config, parts, ckpt, step, src, mesh, sft_chunk, run_val, repl, key, writer, now, stop_if_bad
 ):
-  """Runs (or resumes from `step`) the supervised warm start; returns its final params."""
+  """Runs (or resumes from `step`) the supervised warm start; returns its final params.
+
+  The loop is `jaxca.warmstart.sft_loop`: it stops at `warmstart.steps` or at the first
+  evaluation whose VALIDATION exact match (`val_exact_match`) reaches
+  `warmstart.stop_at_accuracy`; the held-out `eval_*` metrics are recorded beside it.
+  """
   ws = config.warmstart
   init = jax.jit(parts.sft_init, out_shardings=repl)
   if step is None:
     state, step = init(key), 0
   else:
     state = ckpt.restore(jax.eval_shape(init, key), step, sharding=repl)
-  done = step >= ws.steps
-  if not done and step and ws.stop_at_accuracy and step % ws.eval_every == 0:
-    done = run_eval(state['params'])['eval_exact_match'] >= ws.stop_at_accuracy
   batches = _chunks(src['train'], ws.batch_size, config.seed, step, ws.steps_per_call)
   if step:
     runs.note(f'resumed the warm start from step {step}')
-  em = None
   with tqdm.tqdm(total=ws.steps, initial=step, desc='warm start') as bar:
-    while not done:
+
+    def advance(state, step):
       state, m = sft_chunk(state, parallel.shard_batch(next(batches), mesh, 1))
       m = jax.device_get(m)
-      step += ws.steps_per_call
-      stop_if_bad(m, 'warm-start', step, ckpt)
+      stop_if_bad(m, 'warm-start', step + ws.steps_per_call, ckpt)
+      return state, m
+
+    def on_step(step, state, m, evaluation, done):
       rec = dict(phase='warmstart', **metrics.summarize(m))
-      done = step >= ws.steps
-      if step % ws.eval_every == 0 or done:
-        rec.update(run_eval(state['params']))
-        em = rec['eval_exact_match']
-        done = done or (0 < ws.stop_at_accuracy <= em)
-        bar.set_postfix(em=f'{em:.2f}')
+      if evaluation is not None:
+        rec.update(evaluation)
+        bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
       writer.write(step, dict(rec, **now()))
       bar.update(ws.steps_per_call)
       runs.at(f'warm-start step {step} of {ws.steps}')
       if ckpt:
         ckpt.maybe_save(step, state, force=done)
-    if em is not None and step < ws.steps:  # close the bar at 100%, saying why it stopped
+
+    state, step, curve = warmstart.sft_loop(
+      state,
+      step,
+      advance=advance,
+      validate=run_val,
+      max_steps=ws.steps,
+      eval_every=ws.eval_every,
+      stop_at=ws.stop_at_accuracy,
+      steps_per_call=ws.steps_per_call,
+      on_step=on_step,
+    )
+    if curve and step < ws.steps:  # close the bar at 100%, saying why it stopped
       bar.total = step
-      bar.set_description(f'warm start (stopped early: target {ws.stop_at_accuracy:.0%} reached)')
+      bar.set_description(
+        f'warm start (stopped early: validation target {ws.stop_at_accuracy:.0%} reached)'
+      )
       bar.refresh()
   return state['params']
 

@@ -744,16 +744,16 @@ def run(config, workdir):
   t_start = time.time()
   load_start = _load()
   task, policy, critic = build(config)
-  train = task.generate(config.seeds[0], config.data.num_train, split='train')
-  test = task.generate(config.seeds[0] + 1, config.data.num_test, split='test')
-  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
-  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  train, validation, test = warmstart.make_splits(config, task)
+  test = {k: jnp.asarray(v) for k, v in test.items()}
   ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
 
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(
+    config, task, policy, train, validation, test, evaluate, workdir
+  )
   arms = list(config.arms)
   built = {a: Arm(a, config, task, policy, critic) for a in arms}
 
@@ -844,8 +844,10 @@ start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds pe
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}
-steps until held-out greedy exact match first reached {config.warmstart.band[0]:.0%}
-(reached {100 * ws_info['exact_match']:.1f}%). Each arm: {config.rl.prompts} prompts x
+steps until validation greedy exact match first reached {config.warmstart.band[0]:.0%}
+(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
+{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm:
+{config.rl.prompts} prompts x
 G={config.rl.group_size} per iteration, PPO-clip 0.2, {config.rl.num_epochs} epoch x
 {config.rl.num_minibatches} minibatches, Adam {config.rl.lr}, no KL, no entropy bonus;
 stop at {config.rl.iterations} iterations or {config.rl.max_wall_s:.0f} s of training wall

@@ -399,16 +399,16 @@ def run(config, workdir):
   t_start, load_start = time.time(), load_average()
   task, policy = build(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  train = task.generate(seeds[0], config.data.num_train, split='train')
-  test = task.generate(seeds[0] + 1, config.data.num_test, split='test')
-  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
-  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  train, validation, test = warmstart.make_splits(config, task)
+  test = {k: jnp.asarray(v) for k, v in test.items()}
   ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
 
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(
+    config, task, policy, train, validation, test, evaluate, workdir
+  )
   estimator = estimators.from_config(config.credit)
   built = {a: Arm(a, config, task, policy, estimator) for a in arms}
   records = []
@@ -455,12 +455,14 @@ columns do not depend on load, runs are reproducible). Wall time {times['total_s
 all (warm start, compiles, evaluations and {len(arms)} arms x {len(seeds)} seed(s)).
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
-{tuple(config.task.ops)}, train/test problems generated on the host (`task.generate`,
-{config.data.num_train} train, {config.data.num_test} held-out); policy {config.policy.depth}
-layers, d={config.policy.width}, {config.policy.num_heads} heads. One warm start shared by
-every run: SFT (Adam {config.warmstart.lr}, batch {config.warmstart.batch_size}) for
-{ws_info['steps']} steps, stopped at the first evaluation with held-out greedy exact match >=
-{config.warmstart.band[0]:.0%} (reached {100 * ws_info['exact_match']:.1f}%). Each run:
+{tuple(config.task.ops)}, train/validation/test problems generated on the host
+(`jaxca.warmstart.make_splits`, disjoint by problem: {config.data.num_train} train,
+{config.data.num_validation} validation, {config.data.num_test} held-out); policy
+{config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads. One warm
+start shared by every run: SFT (Adam {config.warmstart.lr}, batch {config.warmstart.batch_size}) for
+{ws_info['steps']} steps, stopped at the first evaluation with validation greedy exact match >=
+{config.warmstart.band[0]:.0%} (validation {100 * ws_info['validation_exact_match']:.1f}%,
+held-out {100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each run:
 estimator `{config.credit.estimator}` (the same for every arm), {rl.prompts} prompts x
 G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.num_epochs}
 epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}

@@ -37,6 +37,7 @@ from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
 from jaxca import train as train_lib
+from jaxca import warmstart
 from jaxca.networks import transformer
 from jaxca.tasks import base
 
@@ -261,16 +262,33 @@ def build(config):
 
 
 def make_data(task, config):
-  """Host side: fixed train / test problems (index = train position, for the VR subset)."""
+  """Host side: fixed train / validation / test problems, disjoint by problem.
+
+  index = train position, for the VR subset. The validation problems (where the warm
+  start's stop is judged) are carved out of the train side by problem hash
+  (`jaxca.tasks.arith.split_names`); train draws none of them, test is unchanged.
+  """
+  vf = float(config.data.validation_fraction)
   train = task.generate(
-    np.random.default_rng([config.seed, 0]), config.data.num_train, split='train'
+    np.random.default_rng([config.seed, 0]),
+    config.data.num_train,
+    split='train',
+    validation_fraction=vf,
   )
   train['index'] = np.arange(config.data.num_train, dtype=np.int32)
   test = task.generate(
     np.random.default_rng([config.seed, 1]), config.data.num_test, split='test', distinct=True
   )
   test['index'] = np.full(config.data.num_test, -1, np.int32)  # no test row has a reference
-  return train, test
+  val = task.generate(
+    np.random.default_rng([config.seed, 2]),
+    config.data.num_validation,
+    split='validation',
+    validation_fraction=vf,
+    distinct=True,
+  )
+  val['index'] = np.full(config.data.num_validation, -1, np.int32)
+  return train, val, test
 
 
 def batches(data, batch_size, seed, num, per_call):
@@ -291,34 +309,54 @@ def run(config, workdir):
   load_start = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
   parts = build(config)
   task = parts.task
-  train, test = make_data(task, config)
+  train, val, test = make_data(task, config)
   test_b = {k: jnp.asarray(v) for k, v in test.items() if k in BATCH_KEYS}
+  val_b = {k: jnp.asarray(v) for k, v in val.items() if k in BATCH_KEYS}
   writer = metrics.Writer(workdir, tensorboard=False)
   evaluate = jax.jit(parts.evaluate)
   run_eval = lambda p: {k: float(v) for k, v in jax.device_get(evaluate(p, test_b)).items()}  # noqa: E731
 
-  # Warm start.
+  # Warm start: jaxca.warmstart.sft_loop, stopped on VALIDATION greedy accuracy.
   ws = config.warmstart
   sft_chunk = jax.jit(lambda s, b: jax.lax.scan(parts.sft_update, s, b))
   state = jax.jit(parts.sft_init)(jax.random.key(config.seed))
   t0 = time.time()
-  step, acc, n_chunks = 0, 0.0, ws.max_steps // ws.steps_per_call
+  n_chunks = ws.max_steps // ws.steps_per_call
   ws_rows = []
-  for chunk in tqdm.tqdm(
-    batches(train, ws.batch_size, config.seed + 1000, n_chunks, ws.steps_per_call),
-    total=n_chunks,
-    desc='warm start',
-  ):
-    chunk = {k: v for k, v in chunk.items() if k in ('prompts', 'targets')}
-    state, m = sft_chunk(state, chunk)
-    step += ws.steps_per_call
-    if step % ws.eval_every == 0:
-      ev = run_eval(state['params'])
-      acc = ev['accuracy']
-      ws_rows.append(writer.write(step, dict(phase='warmstart', loss=float(m['loss'][-1]), **ev)))
+  chunks = batches(train, ws.batch_size, config.seed + 1000, n_chunks, ws.steps_per_call)
+  bar = tqdm.tqdm(total=n_chunks, desc='warm start')
+
+  def advance(state, step):
+    del step
+    chunk = {k: v for k, v in next(chunks).items() if k in ('prompts', 'targets')}
+    return sft_chunk(state, chunk)
+
+  def validate(params):  # validation decides the stop; the held-out metrics are recorded
+    val_acc = float(evaluate(params, val_b)['accuracy'])
+    return dict(val_accuracy=val_acc, **run_eval(params))
+
+  def on_step(step, state, m, evaluation, done):
+    del state, done
+    bar.update(1)
+    if evaluation is not None:
+      rec = dict(phase='warmstart', loss=float(m['loss'][-1]), **evaluation)
+      ws_rows.append(writer.write(step, rec))
       runs.at(f'warm-start step {step}')
-      if acc >= ws.target_low:
-        break
+
+  state, step, curve = warmstart.sft_loop(
+    state,
+    0,
+    advance=advance,
+    validate=validate,
+    max_steps=n_chunks * ws.steps_per_call,
+    eval_every=ws.eval_every,
+    stop_at=ws.target_low,
+    steps_per_call=ws.steps_per_call,
+    on_step=on_step,
+    metric='val_accuracy',
+  )
+  bar.close()
+  warmstart.write_curve(workdir, curve)
   ws_params = state['params']
   ws_eval = run_eval(ws_params)
   probe_b = {k: jnp.asarray(v[: ws.think_probe_prompts]) for k, v in test.items()}
@@ -328,6 +366,8 @@ def run(config, workdir):
     steps=step,
     seconds=time.time() - t0,
     greedy_accuracy=ws_eval['accuracy'],
+    validation_accuracy=curve[-1][1] if curve else float('nan'),
+    curve=curve,
     in_band=ws.target_low <= ws_eval['accuracy'] <= ws.target_high,
     sampled_think_per_response=probe['think_per_response'],
     sampled_accuracy=probe['accuracy'],
@@ -698,7 +738,10 @@ def write_results(workdir, config, rows, walls, info):
     f'Adam {config.rl.lr}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
     f'{config.credit.temperature}.',
     '',
-    f'Warm start: {ws["steps"]} SFT steps ({ws["seconds"]:.0f} s), held-out greedy accuracy '
+    f'Warm start: {ws["steps"]} SFT steps ({ws["seconds"]:.0f} s), stopped at the first '
+    f'validation greedy accuracy >= {config.warmstart.target_low:.0%} (validation '
+    f'{100 * ws.get("validation_accuracy", float("nan")):.1f}%; validation problems disjoint '
+    'from train and held-out; SFT curve in warmstart_curve.csv); held-out greedy accuracy '
     f'{100 * warm:.1f}% ({"in" if ws["in_band"] else "NOT in"} the 20-40% band); sampled (T=1) '
     f'THINK steps per response {ws["sampled_think_per_response"]:.3f} '
     f'({"meets" if ws["think_ok"] else "BELOW"} >= 0.1 needed to discover the hack).',

@@ -776,16 +776,16 @@ def run(config, workdir):
   t_start = time.time()
   load_start = _load()
   task, policy = build(config)
-  train = task.generate(config.seeds[0], config.data.num_train, split='train')
-  test = task.generate(config.seeds[0] + 1, config.data.num_test, split='test')
-  train = {k: np.asarray(v) for k, v in train.items() if k in task.batch_keys}
-  test = {k: jnp.asarray(v) for k, v in test.items() if k in task.batch_keys}
+  train, validation, test = warmstart.make_splits(config, task)
+  test = {k: jnp.asarray(v) for k, v in test.items()}
   ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
 
   def evaluate(params, batch):
     return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
 
-  params0, ws_info = warmstart.warm_start(config, task, policy, train, test, evaluate, workdir)
+  params0, ws_info = warmstart.warm_start(
+    config, task, policy, train, validation, test, evaluate, workdir
+  )
   arms = list(config.arms)
   built = {a: Arm(a, config, task, policy) for a in arms}
   records, grpo_final = [], None
@@ -886,8 +886,9 @@ excluded from each run's training budget): {compiles}; MC sampler {times['mc_com
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
-start SFT for {ws_info['steps']} steps until held-out greedy exact match first reached
-{config.warmstart.band[0]:.0%} ({100 * ws_info['exact_match']:.1f}%).
+start SFT for {ws_info['steps']} steps until validation greedy exact match first reached
+{config.warmstart.band[0]:.0%} (validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
+{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv).
 
 Readings implemented (labelled; constants unverified against the papers):
 - GTPO (arXiv 2508.04349 Eq. 3, 5, 6): alpha1={cr.alpha1}, alpha2={cr.alpha2} (one

@@ -181,7 +181,23 @@ def validate(config, device_count: Optional[int] = None):
       raise ConfigError(
         f'config.warmstart.stop_at_accuracy must be in [0, 1]; got {ws.stop_at_accuracy!r}.'
       )
+  if _has(config, 'data') and 'validation_fraction' in config.data:
+    vf, nv = float(config.data.validation_fraction), config.data.get('num_validation', 0)
+    if not 0.0 <= vf < 0.9:
+      raise ConfigError(f'config.data.validation_fraction must be in [0, 0.9); got {vf!r}.')
+    if vf > 0 and (not isinstance(nv, int) or nv < 1):
+      raise ConfigError(
+        f'config.data.num_validation must be an int >= 1 when validation_fraction > 0; got {nv!r}.'
+      )
+    if vf > 0 and _has(config, 'eval'):  # evaluated sharded like eval.num_prompts (arith_rl)
+      _divisible('data.num_validation', nv, n_dev, 'the device count')
   if _has(config, 'data') and _has(config, 'warmstart'):
+    ws = config.warmstart
+    if float(ws.get('stop_at_accuracy', 0.0)) > 0 and not config.data.get('validation_fraction'):
+      raise ConfigError(
+        'config.warmstart.stop_at_accuracy > 0 is judged on a validation split: set '
+        'config.data.validation_fraction > 0 (and num_validation), or stop_at_accuracy=0.'
+      )
     if config.warmstart.batch_size > config.data.num_train:
       raise ConfigError(
         f'config.warmstart.batch_size={config.warmstart.batch_size} exceeds '

@@ -1,11 +1,31 @@
-"""Supervised warm start of the LM policy, cached in a workdir (host side: checkpoints, JSON).
+"""Supervised warm start of the LM policy: the SFT loop, its stop rule and its workdir cache.
 
-Used by the reproductions that start every RL arm from one SFT policy (mc_credit,
-token_credit, policy_objectives): Adam on (prompt, target) pairs until held-out greedy exact
-match first reaches `config.warmstart.band[0]`, evaluated every `eval_every` steps. Like
-`checkpoint` and `metrics`, this module does I/O and calls `jax.jit`; kernels never import it.
+Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
+
+* `sft_loop` is THE warm-start loop: SFT updates, a validation evaluation every
+  `eval_every` steps (and at the last step), a stop at the first validation
+  evaluation whose greedy exact match reaches `stop_at`, and the SFT curve.
+  `warm_start` below and the flagship's resumable phase (`experiments/arith_rl.py`)
+  both run it.
+* The stop is judged on a **validation** split (`jaxca.tasks.arith.split_names`),
+  disjoint by problem from the train problems it fits and from the held-out test
+  problems that are reported, so the reported number carries no selection bias.
+  Each experiment sets the band past its SFT transition, not inside it: in the middle
+  of the transition the right tokens are near-ties and RL updates from there are
+  mostly noise (measured on K=4 chains: BUILD_NOTES.md, issue 21).
+* `warm_start` is the one-shot cached warm start of the reproductions that start
+  every arm from one SFT policy (mc_credit, token_credit, policy_objectives). Its
+  cache (`<workdir>/warmstart/` + `warmstart.json`) carries a key: a SHA-256 of the
+  canonical JSON of the config sections that decide the warm start (`task`,
+  `policy`, `warmstart`, the seed, and a digest of the train / validation
+  problems). A cache whose key differs, or that has no key (made before keys), is
+  never reused and never overwritten: the run stops with one line naming the
+  differing keys and the way out (remove the cache, or another workdir).
+  Recomputing silently would overwrite what may be another run's warm start.
 """
 
+import csv
+import hashlib
 import json
 import os
 import time
@@ -19,39 +39,239 @@ from jaxca import checkpoint
 from jaxca import lm
 from jaxca import runs
 
+INFO_FILE = 'warmstart.json'
+CURVE_FILE = 'warmstart_curve.csv'
+CKPT_DIR = 'warmstart'
+KEY_SECTIONS = ('task', 'policy', 'warmstart', 'seed', 'data')
+_SPLIT_SEED_OFFSET = {'train': 0, 'test': 1, 'validation': 2}
 
-def warm_start(config, task, policy, train, test, evaluate, workdir):
-  """SFT until held-out greedy exact match first reaches the band; cached in the workdir."""
+
+def sft_loop(
+  state,
+  step,
+  *,
+  advance,
+  validate,
+  max_steps,
+  eval_every,
+  stop_at,
+  steps_per_call=1,
+  on_step=None,
+  metric='val_exact_match',
+):
+  """Runs (or resumes) SFT until `max_steps` or the first validation evaluation >= `stop_at`.
+
+  Args:
+    state: the SFT state (a dict with 'params'), at step `step`.
+    step: the number of SFT steps already taken (0 for a fresh start).
+    advance: `advance(state, step) -> (state, metrics)` takes `steps_per_call` SFT steps.
+    validate: `validate(params) -> dict` of evaluation metrics; `metric` (validation
+      greedy exact match) decides the stop. It may hold other metrics (held-out test)
+      that are only recorded.
+    max_steps: the most SFT steps.
+    eval_every: evaluate every this many steps (a multiple of `steps_per_call`), and at
+      the last step.
+    stop_at: stop at the first evaluation with `metric >= stop_at`; 0 (or less) never
+      stops early.
+    steps_per_call: steps per `advance` call.
+    on_step: optional `on_step(step, state, metrics, evaluation, done)` after each call
+      (records, checkpoints); `evaluation` is None off the schedule.
+    metric: the key of `validate`'s output the stop reads.
+
+  A resumed loop (`step > 0`) whose step is on the schedule re-judges the stop on its
+  state first, so a run stopped by the rule stays stopped.
+
+  Returns:
+    (state, step, curve): the final state and step, and the SFT curve, a list of
+    (step, validation exact match) of the evaluations this call ran.
+  """
+  stop_at = float(stop_at)
+  curve = []
+  done = step >= max_steps
+  if not done and step and stop_at > 0 and step % eval_every == 0:
+    done = float(validate(state['params'])[metric]) >= stop_at
+  while not done:
+    state, m = advance(state, step)
+    step += steps_per_call
+    done = step >= max_steps
+    evaluation = None
+    if step % eval_every == 0 or done:
+      evaluation = dict(validate(state['params']))
+      if metric in evaluation:
+        em = float(evaluation[metric])
+        curve.append((step, em))
+        done = done or 0 < stop_at <= em
+    if on_step is not None:
+      on_step(step, state, m, evaluation, done)
+  return state, step, curve
+
+
+def make_splits(config, task):
+  """(train, validation, test) problems of an arithmetic reproduction, disjoint by problem.
+
+  Train and test are drawn as before the validation split existed (seeds `seeds[0]`
+  and `seeds[0] + 1`; the test problems are unchanged), except that train leaves out
+  the validation problems; validation holds `data.num_validation` distinct problems of
+  the `data.validation_fraction` share (seed `seeds[0] + 2`).
+  """
+  seed, d = int(config.seeds[0]), config.data
+  vf = float(d.validation_fraction)
+  draw = lambda split, n, **kw: task.generate(  # noqa: E731
+    seed + _SPLIT_SEED_OFFSET[split], n, split=split, validation_fraction=vf, **kw
+  )
+  keep = lambda b: {k: np.asarray(v) for k, v in b.items() if k in task.batch_keys}  # noqa: E731
+  return (
+    keep(draw('train', d.num_train)),
+    keep(draw('validation', d.num_validation, distinct=True)),
+    keep(draw('test', d.num_test)),
+  )
+
+
+def _section(config, name):
+  value = config[name]
+  return json.loads(value.to_json_best_effort()) if hasattr(value, 'to_json_best_effort') else value
+
+
+def _digest(*batches) -> str:
+  h = hashlib.sha256()
+  for batch in batches:
+    for k in sorted(batch):
+      a = np.ascontiguousarray(np.asarray(batch[k]))
+      h.update(f'{k}{a.dtype}{a.shape}'.encode())
+      h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
+def cache_key(config, train, validation) -> tuple[str, dict]:
+  """(key, sections): the SHA-256 (16 hex digits) of the canonical JSON of `sections`.
+
+  `sections` holds the config's `task`, `policy` and `warmstart` sections, the seed
+  (`seeds[0]`) and `data`, a digest of the train and validation problems (they follow
+  from the task, `data.num_train`, `data.validation_fraction`, `data.num_validation`
+  and the seed).
+  """
+  sections = dict(
+    task=_section(config, 'task'),
+    policy=_section(config, 'policy'),
+    warmstart=_section(config, 'warmstart'),
+    seed=int(config.seeds[0]),
+    data=_digest(train, validation),
+  )
+  canonical = json.dumps(sections, sort_keys=True, separators=(',', ':'))
+  return hashlib.sha256(canonical.encode()).hexdigest()[:16], sections
+
+
+def check_cache(info, key, sections, where):
+  """Raises ConfigError (one line) unless the cache `info` was made with `key`."""
+  remedy = (
+    f'remove {where}/{CKPT_DIR}/ and {where}/{INFO_FILE} to recompute it, or use another --workdir'
+  )
+  if 'key' not in info:
+    raise runs.ConfigError(
+      f'the warm-start cache in {where} has no key (made before keyed caches), so it may not '
+      f'match this config ({", ".join(KEY_SECTIONS)}); {remedy}.'
+    )
+  if info['key'] == key:
+    return
+  diffs = runs.config_diff(info.get('key_sections', {}), sections)
+  names = ', '.join(d[0] for d in diffs) or 'unknown'
+  raise runs.ConfigError(
+    f'the warm-start cache in {where} was made with a different config (differs: {names}; '
+    f'key {info["key"]} != {key}); {remedy}.'
+  )
+
+
+def write_curve(workdir, curve):
+  """Writes the SFT curve as `<workdir>/warmstart_curve.csv` (step, validation exact match)."""
+  with open(os.path.join(workdir, CURVE_FILE), 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(('step', 'validation_exact_match'))
+    w.writerows((int(s), f'{em:.6f}') for s, em in curve)
+
+
+def warm_start(config, task, policy, train, validation, test, evaluate, workdir):
+  """SFT until validation greedy exact match first reaches `warmstart.band[0]`; cached.
+
+  Args:
+    config: with sections `task`, `policy`, `seeds`, `data` and `warmstart`
+      (`max_steps`, `batch_size`, `eval_every`, `band`, `lr`).
+    task, policy: the task and the policy (`jaxca.lm`).
+    train, validation, test: problem batches (`make_splits`), disjoint by problem.
+    evaluate: `evaluate(params, batch) -> {'exact_match': ...}` (greedy).
+    workdir: where the cache lives ('' or None: no cache).
+
+  Returns:
+    (params, info): info holds `steps`, `validation_exact_match` (the stop's value),
+    `exact_match` (held-out test greedy exact match of the warm start, the reported
+    number), `seconds`, `curve` [(step, validation exact match)] and the cache `key`.
+
+  Raises:
+    ConfigError: the workdir holds a warm-start cache made with another key.
+  """
   ws = config.warmstart
-  path = os.path.join(workdir, 'warmstart')
-  info_path = os.path.join(workdir, 'warmstart.json')
-  if os.path.exists(info_path):
+  key, sections = cache_key(config, train, validation)
+  path = os.path.join(workdir, CKPT_DIR) if workdir else None
+  info_path = os.path.join(workdir, INFO_FILE) if workdir else None
+  if info_path and os.path.exists(info_path):
     with open(info_path) as f:
       info = json.load(f)
+    check_cache(info, key, sections, workdir)
     params = checkpoint.load_params(path)
-    runs.note(f'warm start: reused ({info["steps"]} steps, exact match {info["exact_match"]:.3f})')
+    runs.note(
+      f'warm start: reused ({info["steps"]} steps, validation exact match '
+      f'{info["validation_exact_match"]:.3f}, held-out {info["exact_match"]:.3f})'
+    )
     return jax.tree.map(jnp.asarray, params), info
+  if path and os.path.exists(path):
+    raise runs.ConfigError(
+      f'{path}/ exists without {INFO_FILE} (an interrupted warm start?); remove it to recompute.'
+    )
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(ws.lr))
   state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
   update = jax.jit(lm.make_sft_update(policy, task, tx))
   rng = np.random.default_rng(config.seeds[0] + 7)
-  t0, em, step, curve = time.time(), 0.0, 0, []
-  while step < ws.max_steps:
+  validation = {k: jnp.asarray(v) for k, v in validation.items()}
+
+  def advance(state, step):
+    del step
     idx = rng.integers(0, len(train['prompts']), ws.batch_size)
-    state, _ = update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
-    step += 1
-    if step % ws.eval_every == 0:
-      em = evaluate(state['params'], test)['exact_match']
-      curve.append((step, em))
-      runs.at(f'warm start step {step}')
-      if em >= ws.band[0]:
-        break
-  info = dict(steps=step, exact_match=float(em), seconds=time.time() - t0, curve=curve)
+    return update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
+
+  def on_step(step, state, m, evaluation, done):
+    del state, m, evaluation, done
+    runs.at(f'warm start step {step}')
+
+  t0 = time.time()
+  state, step, curve = sft_loop(
+    state,
+    0,
+    advance=advance,
+    validate=lambda p: {'val_exact_match': evaluate(p, validation)['exact_match']},
+    max_steps=ws.max_steps,
+    eval_every=ws.eval_every,
+    stop_at=ws.band[0],
+    on_step=on_step,
+  )
+  val_em = curve[-1][1] if curve else 0.0
+  test_em = float(evaluate(state['params'], test)['exact_match'])
+  info = dict(
+    steps=step,
+    validation_exact_match=val_em,
+    exact_match=test_em,
+    seconds=time.time() - t0,
+    curve=curve,
+    key=key,
+    key_sections=sections,
+  )
   if workdir:
     ckpt = checkpoint.Checkpointer(path, every=1, max_to_keep=1)
     ckpt.maybe_save(step, dict(params=state['params']), force=True)
     ckpt.close()
+    write_curve(workdir, curve)
     with open(info_path, 'w') as f:
       json.dump(info, f)
-  runs.note(f'warm start: {step} steps, held-out exact match {em:.3f} ({info["seconds"]:.0f} s)')
+  runs.note(
+    f'warm start: {step} steps, validation exact match {val_em:.3f}, held-out {test_em:.3f} '
+    f'({info["seconds"]:.0f} s)'
+  )
   return state['params'], info

@@ -49,6 +49,13 @@ class ValidateTest(parameterized.TestCase):
     ('bad_lr', {'optim.lr': -1.0}, 'optim.lr'),
     ('bad_temperature', {'rl.temperature': 0.0}, 'temperature'),
     ('eval_too_big', {'eval.num_prompts': 4096}, 'num_test'),
+    (
+      'stop_needs_validation',
+      {'data.validation_fraction': 0.0, 'warmstart.stop_at_accuracy': 0.35},
+      'judged on a validation split',
+    ),
+    ('bad_validation', {'data.validation_fraction': 0.95}, 'data.validation_fraction'),
+    ('no_validation_problems', {'data.num_validation': 0}, 'data.num_validation'),
   )
   def test_bad_config_fails_naming_the_field(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):

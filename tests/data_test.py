@@ -75,6 +75,27 @@ def test_splits_are_disjoint_by_problem(built):
   assert arith.split_of(np.asarray(sorted(test)), 0.1).all()
 
 
+def test_validation_split_is_disjoint_and_leaves_test_and_old_names_unchanged(built, tmp_path):
+  root, sources = built
+  with_val = data.load(CFG, str(tmp_path), **SIZES, validation_fraction=0.05, num_validation=30)
+  assert set(with_val) == {'train', 'validation', 'test'} and len(with_val['validation']) == 30
+  rows = {s: {tuple(p) for p in data.to_arrays(with_val[s])['prompts'].tolist()} for s in with_val}
+  assert len(rows['validation']) == 30  # distinct
+  assert not rows['train'] & rows['validation'] and not rows['test'] & rows['validation']
+  assert not rows['train'] & rows['test']
+  names = arith.split_names(np.asarray(sorted(rows['validation'])), 0.1, 0.05)
+  assert (names == 'validation').all()
+  _assert_batches_equal([data.to_arrays(with_val['test'])], [data.to_arrays(sources['test'])])
+  plain = data.ArithChainsConfig.from_arith(CFG, **SIZES).name
+  assert plain == 'k2_m10_add-sub-mul_train120_test40_tf100_seed0'
+  named = data.ArithChainsConfig.from_arith(
+    CFG, **SIZES, validation_fraction=0.05, num_validation=30
+  ).name
+  assert named == plain + '_va50_nva30'
+  with pytest.raises(ValueError, match='^`num_validation` must be an int >= 1'):
+    data.ArithChainsConfig.from_arith(CFG, **SIZES, validation_fraction=0.05)
+
+
 def test_test_split_is_distinct(built):
   _, sources = built
   prompts = data.to_arrays(sources['test'])['prompts']

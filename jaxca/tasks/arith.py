@@ -279,7 +279,7 @@ def problem_hash(prompts: np.ndarray) -> np.ndarray:
   return h
 
 
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'validation', 'test')
 NUM_BUCKETS = 1000
 _ENUMERATE_LIMIT = 2_000_000  # `distinct` draws enumerate problem spaces up to this size
 
@@ -295,6 +295,32 @@ def split_of(prompts: np.ndarray, test_fraction: float) -> np.ndarray:
     raise ValueError(f'`test_fraction` must be in (0, 1); got {test_fraction}.')
   cut = max(1, round(NUM_BUCKETS * test_fraction))
   return problem_hash(prompts) % np.uint64(NUM_BUCKETS) < np.uint64(cut)
+
+
+def split_names(
+  prompts: np.ndarray, test_fraction: float = 0.1, validation_fraction: float = 0.0
+) -> np.ndarray:
+  """Host-side: the split of each problem, [n] str in `SPLITS`.
+
+  Test is `split_of(prompts, test_fraction)` (unchanged by the validation
+  share). Validation is carved out of the train side by the same hash: a
+  problem is a validation problem iff its bucket `problem_hash % 1000` lies in
+  the next `round(1000 * validation_fraction)` buckets after the test ones, so
+  train, validation and test never share a problem, and every validation
+  problem was a train problem without a validation split. 0 (the default) means
+  no validation problems.
+  """
+  is_test = split_of(prompts, test_fraction)
+  if not 0.0 <= validation_fraction < 1.0 - test_fraction:
+    raise ValueError(
+      f'`validation_fraction` must be in [0, 1 - test_fraction = {1.0 - test_fraction:g}); '
+      f'got {validation_fraction}.'
+    )
+  lo = max(1, round(NUM_BUCKETS * test_fraction))
+  hi = lo + (max(1, round(NUM_BUCKETS * validation_fraction)) if validation_fraction > 0 else 0)
+  bucket = problem_hash(prompts) % np.uint64(NUM_BUCKETS)
+  is_val = ~is_test & (bucket < np.uint64(hi))
+  return np.where(is_test, 'test', np.where(is_val, 'validation', 'train'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +428,7 @@ class Task:
     *,
     split: str | None = None,
     test_fraction: float = 0.1,
+    validation_fraction: float = 0.0,
     distinct: bool = False,
   ) -> dict[str, np.ndarray]:
     """Draws `n` problems on the host (deterministic given the seed).
@@ -412,7 +439,14 @@ class Task:
     the targets are padded with PAD to that length.
     """
     rng = _as_generator(seed_or_rng)
-    out = self.draw_problems(rng, n, split=split, test_fraction=test_fraction, distinct=distinct)
+    out = self.draw_problems(
+      rng,
+      n,
+      split=split,
+      test_fraction=test_fraction,
+      validation_fraction=validation_fraction,
+      distinct=distinct,
+    )
     if self.config.think:
       out['targets'] = add_fillers(self, out['intermediates'], rng)
     elif self.response_len > out['targets'].shape[1]:
@@ -427,6 +461,7 @@ class Task:
     *,
     split: str | None = None,
     test_fraction: float = 0.1,
+    validation_fraction: float = 0.0,
     distinct: bool = False,
   ) -> dict[str, np.ndarray]:
     """Draws `n` problems with canonical targets on the host (deterministic given the seed).
@@ -435,9 +470,12 @@ class Task:
       seed_or_rng: an int seed (or anything `np.random.default_rng` accepts)
         or a `np.random.Generator` (advanced in place).
       n: number of problems.
-      split: None draws from all problems; 'train' / 'test' keeps only problems
-        of that split (see `split_of`).
+      split: None draws from all problems; 'train' / 'validation' / 'test' keeps
+        only problems of that split (see `split_names`).
       test_fraction: the test share of the problem space when `split` is set.
+      validation_fraction: the validation share carved out of the train side
+        (`split_names`); 0 means no validation split (train is every non-test
+        problem).
       distinct: False draws i.i.d. (problems may repeat). True draws without
         replacement: every problem (of the split) at most once while they last;
         if the split has fewer than `n` problems, all of them come first (in
@@ -455,8 +493,10 @@ class Task:
     keep = lambda prompts: (
       np.ones(len(prompts), bool)
       if split is None
-      else split_of(prompts, test_fraction) == (split == 'test')
+      else split_names(prompts, test_fraction, validation_fraction) == split
     )
+    if split is not None:
+      split_names(np.zeros((0, 1), np.int32), test_fraction, validation_fraction)  # validates
     if split is None and not distinct:
       return self._assemble(*self._sample(rng, n))
     if distinct and self.num_problems <= _ENUMERATE_LIMIT:
@@ -482,7 +522,8 @@ class Task:
       if idle > 1000:
         raise ValueError(
           f'Found only {have} of {n} {split or "any"!r} problems for {self.config} '
-          f'(test_fraction={test_fraction}, distinct={distinct}): the problem space is too small.'
+          f'(test_fraction={test_fraction}, validation_fraction={validation_fraction}, '
+          f'distinct={distinct}): the problem space is too small.'
         )
     return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 

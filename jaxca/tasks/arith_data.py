@@ -21,6 +21,12 @@ TensorFlow and are not used.
     ops has only 9000 problems, ~8100 of them train); test problems are drawn
     without replacement (`distinct=True`) while the test share lasts (~940 for
     K=2, m=10), then repeat in fresh random orders.
+  * an optional validation split (`validation_fraction` > 0, `num_validation`
+    problems, drawn distinct like test): its problems are carved out of the train
+    side by the same hash (`tasks.arith.split_names`), and then train draws none of
+    them; the test problems are unchanged. Configs with a validation split are
+    named with a `_va<buckets>_nva<num_validation>` suffix, so they never share
+    files with the two-split datasets.
 
 Batching helpers (`get_batch`, `batch_iterator`) are task-independent: `jaxca.data`.
 """
@@ -35,7 +41,7 @@ import tensorflow_datasets as tfds
 
 from jaxca.tasks import arith
 
-_SPLIT_SEED = {'train': 0, 'test': 1}
+_SPLIT_SEED = {'train': 0, 'test': 1, 'validation': 2}
 _FEATURE_KEYS = ('prompts', 'targets', 'answers', 'intermediates')
 
 
@@ -52,6 +58,8 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
   num_test: int = 1_000
   test_fraction: float = 0.1
   seed: int = 0
+  validation_fraction: float = 0.0
+  num_validation: int = 0
 
   @classmethod
   def from_arith(
@@ -63,15 +71,26 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
     test_fraction: float = 0.1,
     seed: int = 0,
     name: str | None = None,
+    validation_fraction: float = 0.0,
+    num_validation: int = 0,
   ) -> 'ArithChainsConfig':
     """A config for `cfg`, named from every knob unless `name` is given."""
     for arg, val in (('num_train', num_train), ('num_test', num_test)):
       if not isinstance(val, (int, np.integer)) or val < 1:
         raise ValueError(f'`{arg}` must be an int >= 1; got {val!r}.')
-    arith.split_of(np.zeros((0, 1), np.int32), test_fraction)  # validates test_fraction
+    # validates test_fraction and validation_fraction
+    arith.split_names(np.zeros((0, 1), np.int32), test_fraction, validation_fraction)
+    has_val = validation_fraction > 0
+    if has_val != (isinstance(num_validation, (int, np.integer)) and num_validation >= 1):
+      raise ValueError(
+        '`num_validation` must be an int >= 1 when validation_fraction > 0, else 0; got '
+        f'{num_validation!r} with validation_fraction={validation_fraction}.'
+      )
     buckets = max(1, round(arith.NUM_BUCKETS * test_fraction))
     if name is None:
       name = f'{cfg.name}_train{num_train}_test{num_test}_tf{buckets}_seed{seed}'
+      if has_val:
+        name += f'_va{max(1, round(arith.NUM_BUCKETS * validation_fraction))}_nva{num_validation}'
     return cls(
       name=name,
       description=f'Arithmetic chains {cfg}; {num_train} train / {num_test} test, seed {seed}.',
@@ -84,6 +103,8 @@ class ArithChainsConfig(tfds.core.BuilderConfig):
       num_test=int(num_test),
       test_fraction=float(test_fraction),
       seed=int(seed),
+      validation_fraction=float(validation_fraction),
+      num_validation=int(num_validation),
     )
 
   @property
@@ -158,17 +179,25 @@ class ArithChains(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
     cfg = self.builder_config
-    return {
+    splits = {
       'train': self._generate_examples('train', cfg.num_train),
       'test': self._generate_examples('test', cfg.num_test),
     }
+    if cfg.validation_fraction > 0:
+      splits['validation'] = self._generate_examples('validation', cfg.num_validation)
+    return splits
 
   def _generate_examples(self, split: str, num: int):
     cfg = self.builder_config
     task = arith.make_task(cfg.task_config)
     rng = np.random.default_rng([cfg.seed, _SPLIT_SEED[split]])
     data = task.generate(
-      rng, num, split=split, test_fraction=cfg.test_fraction, distinct=split == 'test'
+      rng,
+      num,
+      split=split,
+      test_fraction=cfg.test_fraction,
+      validation_fraction=cfg.validation_fraction,
+      distinct=split != 'train',
     )
     for i in range(num):
       yield i, {key: data[key][i] for key in _FEATURE_KEYS}
@@ -182,10 +211,18 @@ def make_builder(
   num_test: int,
   test_fraction: float = 0.1,
   seed: int = 0,
+  validation_fraction: float = 0.0,
+  num_validation: int = 0,
 ) -> ArithChains:
   """The (not necessarily prepared) builder for these knobs under `data_dir`."""
   config = ArithChainsConfig.from_arith(
-    cfg, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+    cfg,
+    num_train=num_train,
+    num_test=num_test,
+    test_fraction=test_fraction,
+    seed=seed,
+    validation_fraction=validation_fraction,
+    num_validation=num_validation,
   )
   return ArithChains(config=config, data_dir=str(data_dir))
 
@@ -198,10 +235,19 @@ def build(
   num_test: int = 1_000,
   test_fraction: float = 0.1,
   seed: int = 0,
+  validation_fraction: float = 0.0,
+  num_validation: int = 0,
 ) -> ArithChains:
   """Prepares the dataset (array_record) under `data_dir` unless already there; returns it."""
   builder = make_builder(
-    cfg, data_dir, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+    cfg,
+    data_dir,
+    num_train=num_train,
+    num_test=num_test,
+    test_fraction=test_fraction,
+    seed=seed,
+    validation_fraction=validation_fraction,
+    num_validation=num_validation,
   )
   if not builder.is_prepared():
     print(f'building the {builder.name} dataset ({num_train} train / {num_test} test) in '
@@ -225,14 +271,25 @@ def load(
   num_test: int = 1_000,
   test_fraction: float = 0.1,
   seed: int = 0,
+  validation_fraction: float = 0.0,
+  num_validation: int = 0,
 ) -> dict[str, Sequence[Mapping[str, Any]]]:
   """Builds if needed, then returns {'train': source, 'test': source} (random-access data sources).
+
+  With `validation_fraction` > 0 it also holds 'validation' (`num_validation` problems).
 
   A source supports `len(source)`, `source[i]` -> dict of NumPy values and
   `source.__getitems__(indices)`; use `get_batch` / `batch_iterator` /
   `to_arrays` to get stacked int32 arrays.
   """
   builder = build(
-    cfg, data_dir, num_train=num_train, num_test=num_test, test_fraction=test_fraction, seed=seed
+    cfg,
+    data_dir,
+    num_train=num_train,
+    num_test=num_test,
+    test_fraction=test_fraction,
+    seed=seed,
+    validation_fraction=validation_fraction,
+    num_validation=num_validation,
   )
   return dict(builder.as_data_source())

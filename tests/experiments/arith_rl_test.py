@@ -89,6 +89,13 @@ class ArithRLTest(absltest.TestCase):
     ws = [r['step'] for r in records if r['phase'] == 'warmstart']
     rl = [r['step'] for r in records if r['phase'] == 'rl']
     self.assertEqual(ws, [2, 4])
+    # Every warm-start evaluation has the validation exact match (the stop's metric) and the
+    # held-out one; the SFT curve (step, validation exact match) is written beside results.md.
+    evals = [r for r in records if r['phase'] == 'warmstart']
+    self.assertTrue(all('val_exact_match' in r and 'eval_exact_match' in r for r in evals))
+    with open(os.path.join(self.full_dir, 'warmstart_curve.csv')) as f:
+      self.assertEqual(f.read().split(), ['step,validation_exact_match'] + [
+        f'{r["step"]},{r["val_exact_match"]:.6f}' for r in evals])  # fmt: skip
     self.assertEqual(rl, [0, 2, 4])
     self.assertIn('eval_exact_match', records[-1])
     self.assertTrue(all(np.isfinite(r['loss']) for r in records if 'loss' in r))

@@ -31,7 +31,8 @@ class PureCreditSmokeTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-6000:])
     self.assertIn('PURE: warm', proc.stdout)
     for name in ('results.md', 'metrics.jsonl', 'f1_curves.png', 'f2_goodhart.png',
-                 'f3_step_accuracy.png', 'stats.json', 'done.json'):  # fmt: skip
+                 'f3_step_accuracy.png', 'stats.json', 'done.json',
+                 'warmstart_curve.csv'):  # fmt: skip
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'results.md')) as f:
       text = f.read()
@@ -40,6 +41,8 @@ class PureCreditSmokeTest(absltest.TestCase):
     config = config_mod.get_config('smoke')
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       rows = [json.loads(line) for line in f]
+    ws = [r for r in rows if r['phase'] == 'warmstart']
+    self.assertTrue(ws and all('val_accuracy' in r and 'accuracy' in r for r in ws))
     rl = [r for r in rows if r['phase'] == 'rl' and r['iteration'] > 0]
     self.assertLen(rl, len(config.arms) * len(config.seeds) * config.rl.iterations)
     for key in ('prm_sum', 'think_steps', 'kl_seq', 'entropy', 'local_ok_1', 'acc_ref', 'loss'):

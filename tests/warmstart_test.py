@@ -1,0 +1,228 @@
+"""jaxca/warmstart.py: the validation split, the stop rule of `sft_loop`, the keyed cache.
+
+* splits: train, validation and test never share a problem; test is what it was
+  without a validation split, validation comes out of the old train side (checked
+  against a per-row loop over `problem_hash`).
+* `sft_loop`: stops at the first VALIDATION evaluation >= stop_at (a held-out metric
+  that crosses earlier is ignored), evaluates on schedule and at the last step,
+  re-judges the stop on resume, returns the curve.
+* `warm_start`: a matching cache is reused (no SFT step runs); a cache made with a
+  different task / policy / SFT config or seed, or one without a key, is refused with
+  one line naming the differing keys and the way out, and left untouched.
+"""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxca import lm
+from jaxca import runs
+from jaxca import tasks
+from jaxca import warmstart
+from jaxca.networks import transformer
+from jaxca.tasks import arith
+
+# ------------------------------------------------------------------------------ splits
+
+
+def _reference_split(prompts, test_fraction, validation_fraction):
+  out = []
+  for row in prompts:
+    bucket = int(arith.problem_hash(row[None])[0]) % arith.NUM_BUCKETS
+    n_test = max(1, round(arith.NUM_BUCKETS * test_fraction))
+    n_val = max(1, round(arith.NUM_BUCKETS * validation_fraction)) if validation_fraction else 0
+    out.append('test' if bucket < n_test else 'validation' if bucket < n_test + n_val else 'train')
+  return np.asarray(out)
+
+
+@pytest.mark.parametrize('vf', [0.0, 0.05, 0.3])
+def test_split_names_matches_a_loop_and_keeps_test_membership(vf):
+  task = tasks.make('arith', num_steps=2, modulus=10)
+  prompts = task.generate(0, 400)['prompts']
+  names = arith.split_names(prompts, 0.1, vf)
+  np.testing.assert_array_equal(names, _reference_split(prompts, 0.1, vf))
+  np.testing.assert_array_equal(names == 'test', arith.split_of(prompts, 0.1))
+  if vf == 0.0:
+    assert not (names == 'validation').any()
+  else:
+    assert (names == 'validation').any()
+
+
+def test_split_names_rejects_a_bad_validation_fraction_in_one_line():
+  with pytest.raises(ValueError, match=r'^`validation_fraction` must be in \[0, 1 - test_fraction'):
+    arith.split_names(np.zeros((0, 3), np.int32), 0.1, 0.95)
+
+
+def test_make_splits_are_disjoint_by_problem_and_test_is_unchanged():
+  task = tasks.make('arith', num_steps=2, modulus=10)
+  config = ml_collections.ConfigDict(
+    dict(
+      seeds=[3],
+      data=dict(num_train=2000, num_test=200, validation_fraction=0.05, num_validation=200),
+    )
+  )
+  train, val, test = warmstart.make_splits(config, task)
+  rows = lambda b: {r.tobytes() for r in b['prompts']}  # noqa: E731
+  assert not rows(train) & rows(val) and not rows(train) & rows(test) and not rows(val) & rows(test)
+  assert len(rows(val)) == 200  # distinct
+  assert (arith.split_names(val['prompts'], 0.1, 0.05) == 'validation').all()
+  assert (arith.split_names(train['prompts'], 0.1, 0.05) == 'train').all()
+  before = task.generate(4, 200, split='test')  # how the experiments drew test before
+  np.testing.assert_array_equal(test['prompts'], before['prompts'])
+
+
+def test_default_generate_is_unchanged_by_the_validation_knob():
+  task = tasks.make('arith', num_steps=2, modulus=10)
+  a = task.generate(1, 300, split='train')
+  b = task.generate(1, 300, split='train', validation_fraction=0.0)
+  np.testing.assert_array_equal(a['prompts'], b['prompts'])
+
+
+# ------------------------------------------------------------------------------ sft_loop
+
+
+def _loop(val, test, *, step=0, max_steps=10, eval_every=2, stop_at=0.5, per_call=1):
+  """sft_loop on a counter 'model': evaluation at step s reads val[s] / test[s]."""
+  calls, seen = [], []
+
+  def advance(state, step):
+    calls.append(step)
+    return {'params': state['params'] + per_call}, {}
+
+  def validate(params):
+    return {'val_exact_match': val[params], 'eval_exact_match': test[params]}
+
+  def on_step(step, state, m, evaluation, done):
+    seen.append((step, evaluation is not None, done))
+
+  state, step, curve = warmstart.sft_loop(
+    {'params': step},
+    step,
+    advance=advance,
+    validate=validate,
+    max_steps=max_steps,
+    eval_every=eval_every,
+    stop_at=stop_at,
+    steps_per_call=per_call,
+    on_step=on_step,
+  )
+  return state, step, curve, calls, seen
+
+
+def test_sft_loop_stops_on_validation_not_on_the_held_out_metric():
+  val = {s: 0.1 * s for s in range(12)}  # crosses 0.5 at step 5 -> first eval at step 6
+  test = {s: 0.9 for s in range(12)}  # would stop at the first evaluation
+  state, step, curve, calls, seen = _loop(val, test)
+  assert step == 6 and state['params'] == 6
+  assert curve == [(2, val[2]), (4, val[4]), (6, val[6])]
+  assert calls == [0, 1, 2, 3, 4, 5]
+  assert [s for s, ev, _ in seen if ev] == [2, 4, 6] and seen[-1] == (6, True, True)
+
+
+def test_sft_loop_without_stop_runs_to_max_steps_and_evaluates_the_last_step():
+  val = {s: 1.0 for s in range(12)}
+  _, step, curve, _, _ = _loop(val, val, max_steps=9, eval_every=4, stop_at=0.0)
+  assert step == 9 and [s for s, _ in curve] == [4, 8, 9]
+
+
+def test_sft_loop_resumed_past_the_stop_takes_no_step():
+  val = {s: 0.1 * s for s in range(12)}
+  _, step, curve, calls, _ = _loop(val, val, step=8)
+  assert step == 8 and calls == [] and curve == []
+  _, step, _, calls, _ = _loop({**val, 8: 0.0}, val, step=8)  # below the stop at 8: goes on
+  assert step == 10 and calls == [8, 9]
+
+
+# ------------------------------------------------------------------------------ the cache
+
+_TASK = dict(name='arith', num_steps=1, modulus=5)
+
+
+def _config(**over):
+  c = ml_collections.ConfigDict(
+    dict(
+      seeds=[0],
+      task=dict(_TASK),
+      data=dict(num_train=64, num_test=8, validation_fraction=0.2, num_validation=8),
+      policy=dict(width=16, depth=1, num_heads=2, max_len=8, dtype='float32', value_head=False),
+      warmstart=dict(max_steps=2, batch_size=8, eval_every=1, band=(0.99, 1.0), lr=1e-3),
+    )
+  )
+  for key, value in over.items():
+    section, name = key.split('.') if '.' in key else (key, None)
+    if name is None:
+      c[section] = value
+    else:
+      c[section][name] = value
+  return c
+
+
+def _run(config, workdir):
+  task = tasks.make(**config.task)
+  policy = transformer.make_policy(
+    ml_collections.ConfigDict(config.policy.to_dict()), vocab_size=task.vocab.size
+  )
+  train, val, test = warmstart.make_splits(config, task)
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+  evaluate = lambda p, b: {k: float(v) for k, v in jax.device_get(ev(p, b)).items()}  # noqa: E731
+  return warmstart.warm_start(config, task, policy, train, val, test, evaluate, workdir)
+
+
+@pytest.fixture(scope='module')
+def cached(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('ws'))
+  params, info = _run(_config(), workdir)
+  return workdir, params, info
+
+
+def test_warm_start_writes_its_curve_key_and_checkpoint(cached):
+  workdir, _, info = cached
+  assert info['steps'] == 2 and [s for s, _ in info['curve']] == [1, 2]
+  assert info['validation_exact_match'] == info['curve'][-1][1]
+  with open(os.path.join(workdir, warmstart.CURVE_FILE)) as f:
+    lines = f.read().split()
+  assert lines[0] == 'step,validation_exact_match' and len(lines) == 3
+  with open(os.path.join(workdir, warmstart.INFO_FILE)) as f:
+    assert json.load(f)['key'] == info['key']
+  assert os.path.isdir(os.path.join(workdir, warmstart.CKPT_DIR))
+
+
+def test_matching_cache_is_reused_without_training(cached, monkeypatch):
+  workdir, params, info = cached
+  monkeypatch.setattr(lm, 'make_sft_update', lambda *a, **k: pytest.fail('retrained'))
+  again, info2 = _run(_config(), workdir)
+  assert info2 == json.loads(json.dumps(info))
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+@pytest.mark.parametrize(
+  'over, named',
+  [
+    ({'warmstart.lr': 3e-4}, 'warmstart.lr'),
+    ({'warmstart.band': (0.35, 0.6)}, 'warmstart.band'),
+    ({'policy.width': 8}, 'policy.width'),
+    ({'task.modulus': 7}, 'task.modulus'),
+    ({'seeds': [1]}, 'seed'),
+    ({'data.num_train': 32}, 'data'),
+  ],
+)
+def test_stale_cache_is_refused_in_one_line_naming_the_differing_keys(cached, over, named):
+  workdir = cached[0]
+  info_path = os.path.join(workdir, warmstart.INFO_FILE)
+  before = os.path.getmtime(info_path)
+  with pytest.raises(runs.ConfigError) as err:
+    _run(_config(**over), workdir)
+  msg = str(err.value)
+  assert '\n' not in msg and 'different config' in msg and f'remove {workdir}' in msg
+  assert named in msg.split('differs: ')[1].split(';')[0]
+  assert os.path.getmtime(info_path) == before  # the cache is left as it was
+
+
+def test_cache_without_a_key_is_refused(tmp_path):
+  (tmp_path / warmstart.INFO_FILE).write_text(json.dumps(dict(steps=3, exact_match=0.2, curve=[])))
+  with pytest.raises(runs.ConfigError, match=r'has no key \(made before keyed caches\)'):
+    _run(_config(), str(tmp_path))
