@@ -103,7 +103,7 @@ def get_config(arg=None):
     agg_mode='token_mean',
     kl_coef=0.0,
     # 'fixed' or 'adaptive' (Ziegler et al., arXiv 1909.08593 Eq. 2: kl_coef moves towards
-    # KL = kl_target over kl_horizon responses; needs kl_coef > 0; jaxca.kl.adaptive_controller)
+    # KL = kl_target over kl_horizon responses; kl_coef > 0; objectives.kl.adaptive_controller)
     kl_ctrl='fixed',
     kl_target=0.1,
     kl_horizon=10000.0,

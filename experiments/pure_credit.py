@@ -28,7 +28,6 @@ from configs import pure_credit as config_mod
 from jaxca import credit
 from jaxca import estimators
 from jaxca import lm
-from jaxca import losses
 from jaxca import metrics
 from jaxca import ops
 from jaxca import prm as prm_lib
@@ -39,6 +38,8 @@ from jaxca import tasks
 from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.networks import transformer
+from jaxca.objectives import kl
+from jaxca.objectives import losses
 from jaxca.tasks import base
 
 FLAGS = flags.FLAGS
@@ -135,7 +136,7 @@ def batch_metrics(task, prm_scores, responses, mask, prompts, ref_log_probs=None
     glob = jnp.any(chk.global_ok & at_j, -1)
     out[f'global_ok_{j + 1}'] = jnp.mean(glob.astype(jnp.float32))
   if ref_log_probs is not None:
-    k3 = losses.kl_k3(log_probs, ref_log_probs, mask)
+    k3 = kl.kl_k3(log_probs, ref_log_probs, mask)
     out['kl_tok'] = ops.masked_mean(k3, mask)
     out['kl_seq'] = jnp.mean(jnp.sum(jnp.where(mask, k3, 0.0), -1))
   return out

@@ -30,7 +30,6 @@ import optax
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
-from jaxca import losses
 from jaxca import prefixes
 from jaxca import report
 from jaxca import runs
@@ -41,6 +40,7 @@ from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
 from jaxca.lm import providers as providers_lib
 from jaxca.networks import transformer
+from jaxca.objectives import losses
 
 NAME = 'token_credit'
 PLANNING = ('', 'fai', 'sep')
@@ -915,7 +915,7 @@ Readings implemented (labelled; constants unverified against the papers):
 - Shared loss: DAPO-style token-mean PPO-clip with clip-higher (ε_low 0.2, ε_high 0.28), no
   KL, no dynamic sampling, through the learner's existing PPO objective
   (`lm.make_ppo_loss` → `losses.ppo_objective`, which takes `clip_eps_high`); the learner
-  cannot select `jaxca/objectives.py` generically, so that module is not used here.
+  cannot select ``jaxca.objectives` generically, so that module is not used here.
 - Part A's "trained" checkpoint is the final GRPO policy of Part B (seed {seeds[0]}), not a
   separate 60-iteration GRPO run. Part C (`arith-route`) and the `:full` "oracle-weighted
   GRPO" arm were not implemented.

@@ -24,8 +24,8 @@ from typing import Optional
 import jax
 
 from jaxca import estimators
-from jaxca import losses
 from jaxca import train as train_lib
+from jaxca.objectives import aggregation
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -103,7 +103,7 @@ def validate(config, device_count: Optional[int] = None):
   if _has(config, 'loss'):
     if 'agg_mode' in config.loss:
       try:
-        losses.check_agg_mode(config.loss.agg_mode)
+        aggregation.check_agg_mode(config.loss.agg_mode)
       except ValueError as e:
         raise ConfigError(f'config.loss.agg_mode: {e}') from None
     for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):

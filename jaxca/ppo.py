@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxca import credit
-from jaxca import losses
 from jaxca import ops
 from jaxca import rollout as rollout_lib
 from jaxca import train
+from jaxca.objectives import losses
 
 ADVANTAGE_NORMS = ('minibatch', 'batch', 'none')
 

@@ -1,4 +1,4 @@
-"""Tests for jaxca.corrections against NumPy loops (tests/reference/objectives.py)."""
+"""Tests for jaxca.objectives.corrections against NumPy loops (tests/reference/objectives.py)."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxca import corrections
+from jaxca.objectives import corrections
 from tests.reference import objectives as ref
 
 

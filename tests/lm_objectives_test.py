@@ -10,12 +10,13 @@ import optax
 from configs import arith_rl as arith_rl_config
 from jaxca import config_lib
 from jaxca import estimators
-from jaxca import kl
 from jaxca import lm
-from jaxca import losses
 from jaxca import objectives
 from jaxca import ops
 from jaxca.networks import transformer
+from jaxca.objectives import aggregation
+from jaxca.objectives import kl
+from jaxca.objectives import losses
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.lm_fixtures import TASK
@@ -31,7 +32,7 @@ def _old_ppo_policy_loss(log_probs, old_log_probs, advantages, mask, clip_eps, a
   ratio = jnp.exp(log_ratio)
   adv = jax.lax.stop_gradient(jnp.where(mask, advantages, 0.0))
   loss_mat = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
-  return losses.aggregate(loss_mat, mask, agg_mode)
+  return aggregation.aggregate(loss_mat, mask, agg_mode)
 
 
 class _Rollout:
@@ -86,7 +87,7 @@ class DefaultIsUnchangedTest(absltest.TestCase):
       pg = _old_ppo_policy_loss(
         log_probs, rb.old_log_probs, rb.advantages, rb.mask, 0.2, 'token_mean'
       )
-      ent = losses.aggregate(
+      ent = aggregation.aggregate(
         jnp.where(rb.mask, losses.entropy_from_logits(logits[:, lp - 1 : -1]), 0.0), rb.mask
       )
       vl = losses.value_loss(values, rb.returns, rb.mask)

@@ -9,9 +9,9 @@ import optax
 
 from jaxca import estimators
 from jaxca import lm
-from jaxca import losses
 from jaxca import ops
 from jaxca import types
+from jaxca.objectives import aggregation
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
 from tests.fast_compile import tearDownModule  # noqa: F401
 from tests.lm_fixtures import TASK
@@ -85,10 +85,12 @@ class LossTest(absltest.TestCase):
   def test_ppo_loss_at_the_old_policy(self):
     """ratio = 1: pg = -agg(A), KL to an identical reference = 0; entropy and value terms add."""
     rb = self.rb._replace(advantages=jnp.where(self.rb.mask, 1.5, 0.0))
-    for agg in losses.AGG_MODES:
+    for agg in aggregation.AGG_MODES:
       base = lm.make_ppo_loss(self.policy, prompt_len=TASK.prompt_len, agg_mode=agg)
       loss, aux = base(self.params, rb)
-      np.testing.assert_allclose(loss, -losses.aggregate(rb.advantages, rb.mask, agg), rtol=1e-5)
+      np.testing.assert_allclose(
+        loss, -aggregation.aggregate(rb.advantages, rb.mask, agg), rtol=1e-5
+      )
       np.testing.assert_allclose(aux['ratio_mean'], 1.0, rtol=1e-5)
       full = lm.make_ppo_loss(
         self.policy,

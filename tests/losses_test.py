@@ -1,4 +1,4 @@
-"""Tests for jaxca.losses against NumPy loops (tests/reference/losses.py)."""
+"""Tests for jaxca.objectives.losses against NumPy loops (tests/reference/losses.py)."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,8 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxca import losses
 from jaxca import ops
+from jaxca.objectives import aggregation
+from jaxca.objectives import kl as kl_lib
+from jaxca.objectives import losses
 from tests.reference import losses as ref
 from tests.reference import objectives as objectives_ref
 
@@ -25,12 +27,12 @@ def _inputs(seed, shape=(3, 7)):
 
 class AggregateTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.product(mode=losses.AGG_MODES, shape=[(3, 7), (2, 3, 5)])
+  @parameterized.product(mode=aggregation.AGG_MODES, shape=[(3, 7), (2, 3, 5)])
   def test_matches_reference(self, mode, shape):
     rng = np.random.default_rng(0)
     loss_mat = rng.normal(size=shape).astype(np.float32)
     mask = rng.random(shape) < 0.6
-    got = self.variant(lambda l, m: losses.aggregate(l, m, mode))(loss_mat, mask)
+    got = self.variant(lambda l, m: aggregation.aggregate(l, m, mode))(loss_mat, mask)
     np.testing.assert_allclose(got, ref.aggregate(loss_mat, mask, mode), rtol=1e-5, atol=1e-6)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -45,7 +47,7 @@ class AggregateTest(parameterized.TestCase):
     loss_mat = rng.normal(size=(4, 6)).astype(np.float32)
     mask = rng.random((4, 6)) < 0.6
     mask[1] = False
-    fn = lambda l: losses.aggregate(l, mask, mode, norm_length)  # noqa: E731
+    fn = lambda l: aggregation.aggregate(l, mask, mode, norm_length)  # noqa: E731
     got, grad = self.variant(jax.value_and_grad(fn))(loss_mat)
     want, want_grad = objectives_ref.verl_agg_loss(
       loss_mat.astype(np.float64), mask, mode, loss_scale_factor=norm_length
@@ -56,19 +58,19 @@ class AggregateTest(parameterized.TestCase):
   def test_hyphenated_names_and_unknown_mode(self):
     l = jnp.ones((2, 3))
     m = jnp.ones((2, 3), bool)
-    self.assertEqual(float(losses.aggregate(l, m, 'token-mean')), 1.0)
+    self.assertEqual(float(aggregation.aggregate(l, m, 'token-mean')), 1.0)
     with self.assertRaisesRegex(ValueError, 'seq_mean_token_mean'):
-      losses.aggregate(l, m, 'sum')
+      aggregation.aggregate(l, m, 'sum')
 
   def test_empty_mask_gives_zero_not_nan(self):
-    for mode in losses.AGG_MODES:
-      got = losses.aggregate(jnp.ones((2, 3)), jnp.zeros((2, 3), bool), mode)
+    for mode in aggregation.AGG_MODES:
+      got = aggregation.aggregate(jnp.ones((2, 3)), jnp.zeros((2, 3), bool), mode)
       self.assertEqual(float(got), 0.0)
 
 
 class PpoPolicyLossTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.product(mode=losses.AGG_MODES, clip_high=[None, 0.28])
+  @parameterized.product(mode=aggregation.AGG_MODES, clip_high=[None, 0.28])
   def test_matches_reference(self, mode, clip_high):
     log_probs, old, adv, mask = _inputs(1)
     fn = self.variant(
@@ -129,7 +131,7 @@ class ValueEntropyKlTest(parameterized.TestCase):
     rng = np.random.default_rng(5)
     lp, ref_lp = (rng.normal(-2, 1, (3, 4)).astype(np.float32) for _ in range(2))
     mask = rng.random((3, 4)) < 0.8
-    got = np.asarray(losses.kl_k3(lp, ref_lp, mask))
+    got = np.asarray(kl_lib.kl_k3(lp, ref_lp, mask))
     d = ref_lp.astype(np.float64) - lp
     np.testing.assert_allclose(got, np.where(mask, np.exp(d) - d - 1, 0.0), rtol=1e-5, atol=1e-6)
     self.assertTrue(np.all(got >= 0))
@@ -142,12 +144,11 @@ class ValueEntropyKlTest(parameterized.TestCase):
     ref_lp = np.full(log_ratio.shape, -30.0, np.float32)
     lp = ref_lp + log_ratio
     mask = np.ones(log_ratio.shape, bool)
-    got, grad = self.variant(jax.value_and_grad(lambda x: jnp.sum(losses.kl_k3(x, ref_lp, mask))))(
-      lp
-    )
+    k3_sum = lambda x: jnp.sum(kl_lib.kl_k3(x, ref_lp, mask))  # noqa: E731
+    got, grad = self.variant(jax.value_and_grad(k3_sum))(lp)
     want = [objectives_ref.verl_kl_penalty(a, b, 'low_var_kl') for a, b in zip(lp[0], ref_lp[0])]
     np.testing.assert_allclose(
-      losses.kl_k3(lp, ref_lp, mask)[0], [v for v, _ in want], rtol=1e-5, atol=1e-6
+      kl_lib.kl_k3(lp, ref_lp, mask)[0], [v for v, _ in want], rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(got, sum(v for v, _ in want), rtol=1e-5)
     np.testing.assert_allclose(grad[0], [g for _, g in want], rtol=1e-5, atol=1e-6)
@@ -162,7 +163,7 @@ class PPOObjectiveTest(absltest.TestCase):
       rng.normal(size=shape).astype(np.float32) for _ in range(8)
     )
     mask = rng.random(shape) > 0.3
-    for agg in losses.AGG_MODES:
+    for agg in aggregation.AGG_MODES:
       total, aux = losses.ppo_objective(
         lp,
         old,
@@ -183,8 +184,8 @@ class PPOObjectiveTest(absltest.TestCase):
       white = ops.masked_whiten(adv, mask, unbiased=False)
       pg, _ = losses.ppo_policy_loss(lp, old, white, mask, agg_mode=agg)
       vl = losses.value_loss(v, ret, mask, old_values=old_v, clip_eps=0.2, agg_mode=agg)
-      h = losses.aggregate(np.where(mask, ent, 0.0), mask, agg)
-      kl = losses.aggregate(losses.kl_k3(lp, ref_lp, mask), mask, agg)
+      h = aggregation.aggregate(np.where(mask, ent, 0.0), mask, agg)
+      kl = aggregation.aggregate(kl_lib.kl_k3(lp, ref_lp, mask), mask, agg)
       np.testing.assert_allclose(total, pg + 0.5 * vl - 0.1 * h + 0.3 * kl, rtol=1e-5)
       for key, want in (('pg_loss', pg), ('value_loss', vl), ('entropy', h), ('kl_ref', kl)):
         np.testing.assert_allclose(aux[key], want, rtol=1e-5)

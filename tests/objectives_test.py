@@ -12,8 +12,9 @@ import ml_collections
 import numpy as np
 
 from configs import arith_rl
-from jaxca import losses
 from jaxca import objectives
+from jaxca.objectives import aggregation
+from jaxca.objectives import losses
 from tests.reference import losses as ref_losses
 from tests.reference import objectives as ref
 
@@ -159,7 +160,7 @@ class HandCheckedTest(absltest.TestCase):
 
 
 class PropertyTest(parameterized.TestCase):
-  @parameterized.parameters(*losses.AGG_MODES)
+  @parameterized.parameters(*aggregation.AGG_MODES)
   def test_ppo_clip_at_ratio_one_is_minus_aggregated_advantage(self, agg_mode):
     log_probs, _, adv, mask = _inputs(10)
     for name in ('ppo_clip', 'gspo', 'gspo_token', 'clip_cov'):
@@ -177,7 +178,7 @@ class PropertyTest(parameterized.TestCase):
     fn = objectives.make(name, agg_mode='seq_mean_token_mean')
     grads = jax.grad(lambda lp: fn(lp, jax.lax.stop_gradient(lp), adv, mask)[0])(log_probs)
     expected = jax.grad(
-      lambda lp: losses.aggregate(-jnp.where(mask, adv * lp, 0.0), mask, 'seq_mean_token_mean')
+      lambda lp: aggregation.aggregate(-jnp.where(mask, adv * lp, 0.0), mask, 'seq_mean_token_mean')
     )(log_probs)
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
 
@@ -228,7 +229,7 @@ class PropertyTest(parameterized.TestCase):
 
   def test_ppo_clip_equals_losses_ppo_policy_loss(self):
     log_probs, old, adv, mask = _inputs(15)
-    for mode in losses.AGG_MODES:
+    for mode in aggregation.AGG_MODES:
       a = objectives.ppo_clip(log_probs, old, adv, mask, eps_high=0.28, agg_mode=mode)[0]
       b = losses.ppo_policy_loss(log_probs, old, adv, mask, clip_eps_high=0.28, agg_mode=mode)[0]
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

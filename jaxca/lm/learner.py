@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxca import kl as kl_lib
-from jaxca import losses
 from jaxca import ops
 from jaxca import train as train_lib
 from jaxca.lm import dapo
 from jaxca.lm import loss as loss_lib
 from jaxca.lm import rollout as rollout_lib
 from jaxca.networks import transformer
+from jaxca.objectives import kl as kl_lib
+from jaxca.objectives import losses
 from jaxca.tasks import base as tasks_base
 
 

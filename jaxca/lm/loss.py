@@ -8,13 +8,14 @@ from typing import Optional
 
 import jax.numpy as jnp
 
-from jaxca import kl as kl_lib
-from jaxca import losses
 from jaxca import objectives
 from jaxca import types
 from jaxca.lm import rollout as rollout_lib
 from jaxca.lm.rollout import Rollout
 from jaxca.networks import transformer
+from jaxca.objectives import aggregation
+from jaxca.objectives import kl as kl_lib
+from jaxca.objectives import losses
 
 LOSS_KEYS = (
   'objective',
@@ -47,7 +48,7 @@ class LossOptions(NamedTuple):
     clip_eps, clip_eps_high, agg_mode: PPO-clip parameters and the aggregation of every term.
     kl_coef: coefficient of the KL to the reference (0: off); in the loss, or in the rewards
       when `kl_in_reward`.
-    kl_estimator: 'k1' | 'k2' | 'k3' | 'abs' (`kl.estimate`; 'k3' is `losses.kl_k3`).
+    kl_estimator: 'k1' | 'k2' | 'k3' | 'abs' (`kl.estimate`; 'k3' is `kl_lib.kl_k3`).
     kl_in_reward: put `kl_coef * KL` in the token rewards (`kl.penalize_rewards`) instead of
       the loss.
     ent_coef, vf_coef, vf_clip: entropy bonus and value term (`losses.ppo_objective`).
@@ -99,7 +100,9 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
     if unknown:
       raise ValueError(f'Unknown loss option(s) {unknown}; choose from {list(LOSS_KEYS)}.')
   name = objectives.check_name(types.config_get(loss_cfg, 'objective', None) or 'ppo_clip')
-  agg_mode = losses.check_agg_mode(types.config_get(loss_cfg, 'agg_mode', None) or 'token_mean')
+  agg_mode = aggregation.check_agg_mode(
+    types.config_get(loss_cfg, 'agg_mode', None) or 'token_mean'
+  )
   policy_term = objectives.from_config(loss_cfg)  # validates names and hyper-parameters
   plain = (
     name == 'ppo_clip'
@@ -172,9 +175,9 @@ def make_ppo_loss(
   - ent_coef * agg(H) + kl_coef * agg(KL(pi || pi_ref)), with pg PPO-clip (`clip_eps`,
   `clip_eps_high`) or `objective` (from `objectives.make` / `from_config`; it receives the
   rollout's `rollout_log_probs` for its rollout correction and `key`, e.g. for clip-cov), and
-  the KL estimated per token by `kl_estimator` (`kl.estimate`; 'k3' = `losses.kl_k3`).
+  the KL estimated per token by `kl_estimator` (`kl.estimate`; 'k3' = `kl_lib.kl_k3`).
   """
-  losses.check_agg_mode(agg_mode)
+  aggregation.check_agg_mode(agg_mode)
   kl_estimator = kl_lib.check_estimator(kl_estimator)
   kl_fn = None
   if kl_estimator != 'k3':

@@ -31,13 +31,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxca import losses
 from jaxca import ops
 from jaxca import train as train_lib
 from jaxca import types
 from jaxca.envs import token_env
 from jaxca.lm import rollout as rollout_lib
 from jaxca.networks import transformer
+from jaxca.objectives import aggregation
+from jaxca.objectives import losses
 
 
 class Samples(NamedTuple):
@@ -327,7 +328,7 @@ def make_ppo_loss(
   ent_coef: float = 0.0,
 ) -> Callable:
   """Returns loss_fn(params, rb: Rollout) -> (loss, aux): PPO-clip over action tokens."""
-  losses.check_agg_mode(agg_mode)
+  aggregation.check_agg_mode(agg_mode)
 
   def loss_fn(params, rb: rollout_lib.Rollout):
     logp, ent = action_log_probs(

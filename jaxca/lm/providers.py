@@ -22,12 +22,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxca import losses
 from jaxca import ops
 from jaxca import sampling
 from jaxca import types
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
+from jaxca.objectives import losses
 
 
 class RolloutContext:

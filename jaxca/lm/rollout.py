@@ -9,13 +9,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxca import kl as kl_lib
 from jaxca import ops
 from jaxca import sampling
 from jaxca.lm import dapo
 from jaxca.lm import providers as providers_lib
 from jaxca.lm import rewards as rewards_lib
 from jaxca.networks import transformer
+from jaxca.objectives import kl as kl_lib
 from jaxca.tasks import base as tasks_base
 
 

@@ -1,4 +1,4 @@
-"""Slow, obviously correct NumPy references for jaxca.losses (no jax import)."""
+"""Slow, obviously correct NumPy references for jaxca.objectives.losses (no jax import)."""
 
 import numpy as np
 

@@ -1,8 +1,8 @@
-"""Slow, obviously correct NumPy references for jaxca.objectives, jaxca.corrections, jaxca.kl.
+"""Slow, obviously correct NumPy references for jaxca.objectives (policy, corrections, kl).
 
 No jax import. Inputs are [B, T] arrays (tests flatten leading axes); loops go over sequences
 and tokens in float64. Objective references return the per-token loss matrix (0 where masked);
-tests aggregate it with `tests.reference.losses.aggregate`.
+tests aggregate it with `tests.reference.aggregation.aggregate`.
 """
 
 import math

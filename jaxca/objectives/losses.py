@@ -1,23 +1,9 @@
-"""Policy-gradient losses: masked, float32, aggregation chosen by name.
+"""The PPO loss pieces: the full PPO objective (policy term, value loss, entropy, KL), masked.
 
-Arrays are batch-major `[..., T]` (tokens or time steps on the last axis) with
-a bool `mask` of the same shape (True where the policy acted). Everything is
-masked with `jnp.where` *before* any exponential, so masked entries contribute
-exactly 0 to the loss and to the gradient, even when their inputs are +-inf.
-
-Loss aggregation (verl's `agg_loss`, tunix's `aggregate_loss`):
-  'token_mean'               sum(l * m) / sum(m)                 (DAPO; verl default)
-  'seq_mean_token_mean'      mean over sequences of per-sequence token means
-                             (original GRPO; sequences with no valid token are skipped)
-  'seq_mean_token_sum_norm'  sum(l * m) / (num_nonempty_sequences * norm_length)
-                             (Dr.GRPO; `norm_length` defaults to the padded length T): the
-                             'seq_mean_token_sum' value / norm_length, as verl's `agg_loss`
-                             (sequences with no valid token are not counted; TRL's
-                             'dr_grpo' counts every row)
-  'token_sum'                sum(l * m)                          (no normaliser)
-  'seq_mean_token_sum'       mean over sequences of per-sequence token sums
-                             (verl's `seq-mean-token-sum`; empty sequences are skipped)
-verl's hyphenated names ('token-mean', ...) are accepted too.
+Arrays are batch-major `[..., T]` (tokens or time steps on the last axis) with a bool `mask`
+of the same shape (True where the policy acted). Everything is masked with `jnp.where`
+*before* any exponential, so masked entries contribute exactly 0 to the loss and to the
+gradient, even when their inputs are +-inf. Aggregation modes: `jaxca.objectives.aggregation`.
 """
 
 from typing import Callable
@@ -27,56 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxca import ops
-
-AGG_MODES = (
-  'token_mean',
-  'seq_mean_token_mean',
-  'seq_mean_token_sum_norm',
-  'token_sum',
-  'seq_mean_token_sum',
-)
-
-
-def _agg_name(mode: str) -> str:
-  name = mode.replace('-', '_')
-  if name not in AGG_MODES:
-    raise ValueError(f'Unknown loss aggregation mode {mode!r}; choose from {list(AGG_MODES)}.')
-  return name
-
-
-def check_agg_mode(mode: str) -> str:
-  """Validates a loss aggregation mode at build time; returns its canonical name."""
-  return _agg_name(mode)
-
-
-def aggregate(
-  loss_mat: jax.Array, mask: jax.Array, mode: str = 'token_mean', norm_length=None
-) -> jax.Array:
-  """Reduces a per-token loss `[..., T]` to a scalar with the named aggregation mode."""
-  mode = _agg_name(mode)
-  if loss_mat.shape != mask.shape:
-    raise ValueError(
-      f'`loss_mat` {loss_mat.shape} and `mask` {mask.shape} must have the same shape.'
-    )
-  if mode == 'token_mean':
-    return ops.masked_mean(loss_mat, mask)
-  if mode == 'token_sum':
-    return ops.masked_sum(loss_mat, mask)
-  if loss_mat.ndim < 1:
-    raise ValueError(f'{mode!r} needs a token axis; got a scalar loss.')
-  seq_sum = ops.masked_sum(loss_mat, mask, axis=-1)
-  if mode == 'seq_mean_token_mean':
-    n_tok = ops.masked_count(mask, axis=-1)
-    has_tok = n_tok > 0
-    seq_mean = seq_sum / jnp.maximum(n_tok, 1.0)
-    return ops.masked_mean(seq_mean, has_tok)
-  if mode == 'seq_mean_token_sum':
-    return ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
-  # seq_mean_token_sum_norm: verl's `agg_loss` (verl/trainer/ppo/core_algos.py) divides the
-  # sum over non-empty sequences by their number, then by `loss_scale_factor` (default T).
-  length = loss_mat.shape[-1] if norm_length is None else norm_length
-  seq_mean = ops.masked_mean(seq_sum, ops.masked_count(mask, axis=-1) > 0)
-  return seq_mean / jnp.asarray(length, loss_mat.dtype)
+from jaxca.objectives import aggregation
+from jaxca.objectives import kl as kl_lib
+from jaxca.objectives import policy
 
 
 def ppo_policy_loss(
@@ -107,14 +46,12 @@ def ppo_policy_loss(
   Returns:
     (loss scalar, metrics dict with clip_frac, approx_kl (k3 of old vs new), ratio_mean).
   """
-  from jaxca import objectives  # noqa: PLC0415  objectives builds on this module
-
   if not (log_probs.shape == old_log_probs.shape == advantages.shape == mask.shape):
     raise ValueError(
       'ppo_policy_loss: `log_probs`, `old_log_probs`, `advantages` and `mask` must share a '
       f'shape; got {log_probs.shape}, {old_log_probs.shape}, {advantages.shape}, {mask.shape}.'
     )
-  loss, aux = objectives.ppo_clip(
+  loss, aux = policy.ppo_clip(
     log_probs,
     old_log_probs,
     advantages,
@@ -191,7 +128,7 @@ def ppo_objective(
       (loss, metrics)` replacing PPO-clip (e.g. an objective of `jaxca.objectives.make`);
       `clip_eps` and `clip_eps_high` are then unused. None: `ppo_policy_loss`.
     kl_fn: optional per-token KL estimator `fn(log_probs, ref_log_probs, mask) -> [..., T]`
-      (e.g. `functools.partial(kl.estimate, estimator='k2')`); None: `kl_k3`.
+      (e.g. `functools.partial(kl.estimate, estimator='k2')`); None: `kl_lib.kl_k3`.
 
   Returns:
     (loss scalar, aux dict: pg_loss, clip_frac, approx_kl, ratio_mean, and
@@ -232,7 +169,7 @@ def ppo_objective(
     total = total + vf_coef * vl
     aux['value_loss'] = vl
   if entropy is not None:
-    ent = aggregate(jnp.where(mask, entropy, 0.0), mask, agg_mode)
+    ent = aggregation.aggregate(jnp.where(mask, entropy, 0.0), mask, agg_mode)
     if ent_coef:
       total = total - ent_coef * ent
     aux['entropy'] = jax.lax.stop_gradient(ent)
@@ -241,8 +178,8 @@ def ppo_objective(
   if isinstance(kl_coef, jax.core.Tracer) or kl_coef:  # traced: an adaptive coefficient
     if ref_log_probs is None:
       raise ValueError('ppo_objective: kl_coef != 0 needs `ref_log_probs`.')
-    per_token = (kl_k3 if kl_fn is None else kl_fn)(log_probs, ref_log_probs, mask)
-    kl = aggregate(per_token, mask, agg_mode)
+    per_token = (kl_lib.kl_k3 if kl_fn is None else kl_fn)(log_probs, ref_log_probs, mask)
+    kl = aggregation.aggregate(per_token, mask, agg_mode)
     total = total + kl_coef * kl
     aux['kl_ref'] = kl
   return total, aux
@@ -273,7 +210,7 @@ def value_loss(
     v_clip = old + jnp.clip(values - old, -clip_eps, clip_eps)
     err = jnp.maximum(err, jnp.square(v_clip - returns))
   err = jnp.where(mask, err, 0.0)
-  return 0.5 * aggregate(err, mask, agg_mode, norm_length)
+  return 0.5 * aggregation.aggregate(err, mask, agg_mode, norm_length)
 
 
 def entropy_from_logits(logits: jax.Array) -> jax.Array:
@@ -281,27 +218,3 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
   logits = logits.astype(jnp.float32)
   log_p = jax.nn.log_softmax(logits, axis=-1)
   return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-
-
-def kl_k3(
-  log_probs: jax.Array,
-  ref_log_probs: jax.Array,
-  mask: jax.Array,
-  *,
-  bound: Optional[float] = 10.0,
-) -> jax.Array:
-  """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - log_probs.
-
-  Unbiased and non-negative (Schulman, "Approximating KL divergence"); verl's
-  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. As verl's `kl_penalty_forward`
-  (verl/trainer/ppo/core_algos.py) we clamp d to [-20, 20] and then the k3 value itself to
-  [-bound, bound] = [-10, 10], so one token far from the reference cannot dominate a batch
-  (unclamped, a log-ratio of 25 gives 4.85e8). The gradient is 0 where either clamp is
-  active (as `torch.clamp`'s); the straight-through 'k3+' of `jaxca.kl` keeps k2's gradient
-  there. `bound=None` skips the value clamp (verl's rollout-rejection k3 is unclamped).
-  """
-  d = jnp.where(mask, jnp.clip(ref_log_probs - log_probs, -20.0, 20.0), 0.0)
-  k = jnp.expm1(d) - d
-  if bound is not None:
-    k = jnp.clip(k, -bound, bound)
-  return jnp.where(mask, k, 0.0)

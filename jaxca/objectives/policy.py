@@ -29,8 +29,8 @@ loss and the gradient even when they hold +-inf. With `r_t = exp(log_probs - old
   gmpo         -A_seq exp(mean_t sgn(A) min(sgn(A) log r, sgn(A) clip(log r))) per sequence,
                broadcast to its tokens                                   GMPO 2507.20673
 
-then `losses.aggregate(loss_mat * is_weights, mask, agg_mode)` (`is_weights` are rollout
-correction weights from `jaxca.corrections`, gradient stopped; GMPO takes their per-sequence
+then `aggregation.aggregate(loss_mat * is_weights, mask, agg_mode)` (`is_weights` are rollout
+correction weights from `corrections`, gradient stopped; GMPO takes their per-sequence
 geometric mean, as verl does; in bypass mode `make` passes them to 'gpg' only).
 `make(name, **hyper_parameters)` builds one by name, with an optional rollout correction;
 `from_config(loss_cfg)` reads a config's `loss` section.
@@ -49,9 +49,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxca import corrections as corrections_lib
-from jaxca import losses
 from jaxca import ops
+from jaxca import types
+from jaxca.objectives import aggregation
+from jaxca.objectives import corrections as corrections_lib
 
 _LOG_RATIO_BOUND = 20.0
 
@@ -82,7 +83,7 @@ def _finish(loss_mat, mask, agg_mode, norm_length, is_weights, metrics):
         f'`is_weights` {is_weights.shape} must have the shape of `mask` {mask.shape}.'
       )
     loss_mat = loss_mat * jax.lax.stop_gradient(jnp.where(mask, is_weights, 0.0))
-  loss = losses.aggregate(jnp.where(mask, loss_mat, 0.0), mask, agg_mode, norm_length)
+  loss = aggregation.aggregate(jnp.where(mask, loss_mat, 0.0), mask, agg_mode, norm_length)
   return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 
@@ -137,7 +138,7 @@ def ppo_clip(
       (arXiv 2503.14476, sec. 3.1); verl `clip_ratio_high`, TRL `epsilon_high`.
     dual_clip_c: the dual-clip bound c > 1 (Ye et al. 2020, arXiv 1912.09729), None =
       off. verl's `vanilla` loss always applies it with `clip_ratio_c=3.0`; TRL does not.
-    agg_mode: `losses.aggregate` mode; verl default 'token_mean'.
+    agg_mode: `aggregation.aggregate` mode; verl default 'token_mean'.
     is_weights: optional [..., T] rollout-correction weights (gradient stopped).
 
   Returns:
@@ -584,7 +585,7 @@ def make(
 
   Args:
     name: a key of `OBJECTIVES` (or a verl alias: 'vanilla', 'geo_mean').
-    agg_mode: `losses.aggregate` mode; None = the objective's default.
+    agg_mode: `aggregation.aggregate` mode; None = the objective's default.
     norm_length: for 'seq_mean_token_sum_norm'.
     correction: None, a dict of `corrections.make` keywords (e.g. `dict(preset='icepop')`), or
       a callable `(target_log_probs, rollout_log_probs, mask) -> (weights, mask, metrics)`.
@@ -615,7 +616,7 @@ def make(
       f'{canon}: unknown hyper-parameters {sorted(unknown)}; known: {sorted(known)}.'
     )
   default_agg = inspect.signature(kernel).parameters['agg_mode'].default
-  default_agg = losses.check_agg_mode(agg_mode or default_agg)
+  default_agg = aggregation.check_agg_mode(agg_mode or default_agg)
   if correction_target not in ('old', 'current'):
     raise ValueError(f"correction_target must be 'old' or 'current'; got {correction_target!r}.")
   if isinstance(correction, dict):
@@ -641,7 +642,7 @@ def make(
       old_log_probs,
       advantages,
       mask,
-      agg_mode=losses.check_agg_mode(agg_mode) if agg_mode else default_agg,
+      agg_mode=aggregation.check_agg_mode(agg_mode) if agg_mode else default_agg,
       norm_length=norm_length,
       is_weights=is_weights,
       **hparams,
@@ -650,14 +651,6 @@ def make(
     return loss, {**obj_metrics, **metrics}
 
   return objective
-
-
-def _get(cfg, name, default=None):
-  if cfg is None:
-    return default
-  if isinstance(cfg, dict):
-    return cfg.get(name, default)
-  return cfg.get(name, default) if hasattr(cfg, 'get') else getattr(cfg, name, default)
 
 
 def _off(value):
@@ -679,25 +672,28 @@ def from_config(loss_cfg) -> Callable:
     rollout_correction: None/{} (off) or a dict of `corrections.make` keywords, plus
       'target': 'old' | 'current' (see `make`).
   """
-  name = _get(loss_cfg, 'objective', 'ppo_clip') or 'ppo_clip'
+  name = types.config_get(loss_cfg, 'objective', 'ppo_clip') or 'ppo_clip'
   known = hyperparameters(name)
   hparams = {}
-  low, high = _off(_get(loss_cfg, 'clip_eps')), _off(_get(loss_cfg, 'clip_eps_high'))
+  low, high = (
+    _off(types.config_get(loss_cfg, 'clip_eps')),
+    _off(types.config_get(loss_cfg, 'clip_eps_high')),
+  )
   if low is not None and 'eps_low' in known:
     hparams['eps_low'] = float(low)
     hparams['eps_high'] = None  # verl: clip_ratio_high defaults to clip_ratio
   if high is not None and 'eps_high' in known:
     hparams['eps_high'] = float(high)
-  dual = _off(_get(loss_cfg, 'dual_clip_c'))
+  dual = _off(types.config_get(loss_cfg, 'dual_clip_c'))
   if dual is not None and 'dual_clip_c' in known:
     hparams['dual_clip_c'] = float(dual)
-  hparams.update(dict(_get(loss_cfg, 'objective_kwargs', None) or {}))
-  corr = dict(_get(loss_cfg, 'rollout_correction', None) or {})
+  hparams.update(dict(types.config_get(loss_cfg, 'objective_kwargs', None) or {}))
+  corr = dict(types.config_get(loss_cfg, 'rollout_correction', None) or {})
   target = corr.pop('target', 'old')
   return make(
     name,
-    agg_mode=_get(loss_cfg, 'agg_mode'),
-    norm_length=_get(loss_cfg, 'norm_length'),
+    agg_mode=types.config_get(loss_cfg, 'agg_mode'),
+    norm_length=types.config_get(loss_cfg, 'norm_length'),
     correction=corr or None,
     correction_target=target,
     **hparams,

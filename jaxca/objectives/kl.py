@@ -7,7 +7,7 @@ http://joschu.net/blog/kl-approx.html):
   name   value                    notes                                  verl / TRL name
   'k1'   d                        unbiased, can be negative              'kl' / PPO 'k1'
   'k2'   d^2 / 2                  biased; its gradient is the KL's       'mse'
-  'k3'   exp(-d) + d - 1          unbiased and >= 0 (`losses.kl_k3`)     'low_var_kl' / GRPO
+  'k3'   exp(-d) + d - 1          unbiased and >= 0 (`kl_k3`)        'low_var_kl' / GRPO
   'abs'  |d|                                                             'abs'
 
 k3 is clamped as in verl's `kl_penalty_forward` (verl/trainer/ppo/core_algos.py): d to
@@ -38,7 +38,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxca import losses
+from jaxca.objectives import aggregation
 
 ESTIMATORS = ('k1', 'k2', 'k3', 'abs')
 _ALIASES = {'kl': 'k1', 'mse': 'k2', 'low_var_kl': 'k3'}
@@ -94,7 +94,7 @@ def estimate(
   elif base == 'abs':
     k = jnp.abs(d)
   else:
-    k = losses.kl_k3(log_probs, ref, mask, bound=k3_bound)
+    k = kl_k3(log_probs, ref, mask, bound=k3_bound)
   if name.endswith('+'):
     k2 = 0.5 * jnp.square(d)
     k = k2 - jax.lax.stop_gradient(k2) + jax.lax.stop_gradient(k)
@@ -110,13 +110,13 @@ def penalty(
   agg_mode: str = 'token_mean',
   norm_length=None,
 ) -> jax.Array:
-  """KL term for the loss: `losses.aggregate(estimate(...), mask, agg_mode)` (scalar).
+  """KL term for the loss: `aggregation.aggregate(estimate(...), mask, agg_mode)` (scalar).
 
   Multiply by the (fixed or adaptive) coefficient and add it to the policy loss. verl:
   `kl_loss_type='low_var_kl'`, `kl_loss_coef=0.001`, aggregated like the policy loss.
   """
   k = estimate(log_probs, ref_log_probs, mask, estimator)
-  return losses.aggregate(k, mask, agg_mode, norm_length)
+  return aggregation.aggregate(k, mask, agg_mode, norm_length)
 
 
 def penalize_rewards(
@@ -205,3 +205,27 @@ def make_controller(
       raise ValueError('the adaptive KL controller needs `target` and `horizon`.')
     return adaptive_controller(coef, target, horizon)
   raise ValueError(f"Unknown KL controller {kind!r}; choose 'fixed' or 'adaptive'.")
+
+
+def kl_k3(
+  log_probs: jax.Array,
+  ref_log_probs: jax.Array,
+  mask: jax.Array,
+  *,
+  bound: Optional[float] = 10.0,
+) -> jax.Array:
+  """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - log_probs.
+
+  Unbiased and non-negative (Schulman, "Approximating KL divergence"); verl's
+  `low_var_kl`, TRL's GRPO KL. 0 at masked entries. As verl's `kl_penalty_forward`
+  (verl/trainer/ppo/core_algos.py) we clamp d to [-20, 20] and then the k3 value itself to
+  [-bound, bound] = [-10, 10], so one token far from the reference cannot dominate a batch
+  (unclamped, a log-ratio of 25 gives 4.85e8). The gradient is 0 where either clamp is
+  active (as `torch.clamp`'s); the straight-through 'k3+' of `estimate` keeps k2's gradient
+  there. `bound=None` skips the value clamp (verl's rollout-rejection k3 is unclamped).
+  """
+  d = jnp.where(mask, jnp.clip(ref_log_probs - log_probs, -20.0, 20.0), 0.0)
+  k = jnp.expm1(d) - d
+  if bound is not None:
+    k = jnp.clip(k, -bound, bound)
+  return jnp.where(mask, k, 0.0)

@@ -25,7 +25,7 @@ and is then bounded, by `mode`, to [low, high] (either bound may be None):
                high = 1/lo.
 
 Rejection by per-sequence KL (verl `rollout_rs='seq_{mean,sum,max}_k{1,2,3}'`): sequences whose
-KL(pi_rollout || pi_train) estimate (`jaxca.kl.estimate` on the rollout's tokens, reduced over
+KL(pi_rollout || pi_train) estimate (`kl.estimate` on the rollout's tokens, reduced over
 the sequence by mean, sum or max) exceeds `kl_threshold` are removed from the mask. Its k3 is
 not value-clamped (verl clamps k3 to [-10, 10] in its KL penalty but not here).
 
@@ -56,8 +56,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxca import kl as kl_lib
 from jaxca import ops
+from jaxca.objectives import kl as kl_lib
 
 LEVELS = ('token', 'sequence', 'geometric')
 MODES = ('truncate', 'mask')
