@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxca import runs
+
 FILENAME = 'metrics.jsonl'
 Record = Dict[str, Any]
 
@@ -116,9 +118,15 @@ class Writer:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, FILENAME)
     self.kept = [r for r in read(workdir) if keep is not None and keep(r)]
-    with open(path, 'w') as f:
+    # The kept records go to a temporary file that replaces the old one in one step, so a
+    # process killed here leaves the old file or the new one, never an empty or half one.
+    with open(path + '.tmp', 'w') as f:
       for r in self.kept:
         f.write(json.dumps(r) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    runs.debug_kill_point('metrics.rewrite')
+    os.replace(path + '.tmp', path)
     self._file = open(path, 'a')
 
   def _board(self, phase):

@@ -82,6 +82,21 @@ _RESUME = 'Rerun the same command to resume from the last checkpoint.'
 _state = dict(position=None, stop=False, watchdog=None, steps=0, stall_at=0, resume_hint='')
 
 
+DEBUG_KILL_ENV = 'JAXCA_DEBUG_KILL_AT'
+
+
+def debug_kill_point(point: str):
+  """Fault injection (tests): SIGKILLs this process if $JAXCA_DEBUG_KILL_AT equals `point`.
+
+  The points are every `at` position (e.g. 'RL step 2 of 4') and 'metrics.rewrite' (in
+  `metrics.Writer`, the kept records written but not yet in place).
+  """
+  if os.environ.get(DEBUG_KILL_ENV) == point:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def at(position: str, next_compiles: bool = False):
   """Marks a safe stopping point and records where the run is (e.g. 'RL step 40 of 1000').
 
@@ -92,6 +107,7 @@ def at(position: str, next_compiles: bool = False):
   """
   _state['position'] = position
   _state['steps'] += 1
+  debug_kill_point(position)
   if _state['watchdog'] is not None:
     _state['watchdog'].progress(position, next_compiles)
   if _state['steps'] == _state['stall_at']:  # --debug_stall_at: simulates a hung step

@@ -2,7 +2,9 @@
 
 * a second process on a running workdir is refused in one line naming the holder's PID;
 * two processes building the same dataset at once both finish;
-* a kill while `metrics.jsonl` is rewritten on resume leaves the old file;
+* a kill while `metrics.jsonl` is rewritten on resume leaves the old file, and a run
+  SIGKILLed at chosen points (`runs.debug_kill_point`) resumes to the metrics of an
+  uninterrupted run;
 * a torn last line (disk full inside a write) is dropped with a message, and disk-full,
   read-only, a workdir that is a file and an unwritable results file are one-line errors;
 
@@ -164,3 +166,48 @@ def test_datasets_built_at_once_by_two_processes_both_finish(tmp_path, monkeypat
   source = arith_data.load(cfg, str(tmp_path), **knobs)
   assert len(source['train']) == 32 and len(source['test']) == 8
   assert [p for p in os.listdir(tmp_path) if p.startswith('.')] == []  # no staging dir left
+
+
+# ----------------------------------------------------------------------------- 2. metrics rewrite
+
+
+def test_a_failure_while_metrics_are_rewritten_on_resume_keeps_the_old_file(tmp_path, monkeypatch):
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  writer = metrics.Writer(str(tmp_path), tensorboard=False)
+  for step in range(1, 5):
+    writer.write(step, dict(loss=1.0 / step))
+  writer.close()
+  before = (tmp_path / 'metrics.jsonl').read_text()
+  calls = []
+
+  def dumps_then_fail(obj, *args, **kwargs):  # the process dies after the first kept record
+    calls.append(obj)
+    if len(calls) > 1:
+      raise KeyboardInterrupt
+    return json.dumps(obj, *args, **kwargs)
+
+  monkeypatch.setattr(metrics.json, 'dumps', dumps_then_fail)
+  try:
+    metrics.Writer(str(tmp_path), keep=lambda r: r['step'] <= 3, tensorboard=False)
+    raise AssertionError('the rewrite did not fail')
+  except KeyboardInterrupt:
+    pass
+  monkeypatch.undo()
+  assert (tmp_path / 'metrics.jsonl').read_text() == before
+
+
+def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_metrics(tmp_path):
+  full = _tiny(tmp_path, tmp_path / 'full')
+  assert full.returncode == 0, full.stderr
+  workdir = tmp_path / 'w'
+  for point in ('step 3 of 4', 'metrics.rewrite', 'step 4 of 4'):
+    cmd = _tiny_cmd(tmp_path, workdir)
+    proc = subprocess.run(
+      cmd, env=dict(_env(), **{runs.DEBUG_KILL_ENV: point}), capture_output=True, timeout=TIMEOUT_S
+    )
+    assert proc.returncode == -9, (point, proc.stderr)
+    assert not (workdir / runs.DONE_FILE).exists()
+  proc = _tiny(tmp_path, workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert _records(workdir) == _records(tmp_path / 'full')
