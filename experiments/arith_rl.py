@@ -390,7 +390,12 @@ def _setup():
 
 
 EXPERIMENT = runs.Experiment(
-  NAME, run, validate=config_lib.validate, safe_keys=SAFE_KEYS, setup=_setup
+  NAME,
+  run,
+  validate=config_lib.validate,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
 )
 
 

@@ -333,7 +333,14 @@ def _setup():
   jax.config.update('jax_threefry_partitionable', True)
 
 
-EXPERIMENT = runs.Experiment(NAME, run, validate=validate, safe_keys=SAFE_KEYS, setup=_setup)
+EXPERIMENT = runs.Experiment(
+  NAME,
+  run,
+  validate=validate,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
+)
 
 
 def main(argv):

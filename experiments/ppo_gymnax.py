@@ -179,7 +179,12 @@ def _setup():
 
 
 EXPERIMENT = runs.Experiment(
-  NAME, run, validate=config_lib.validate_ppo, safe_keys=SAFE_KEYS, setup=_setup
+  NAME,
+  run,
+  validate=config_lib.validate_ppo,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'final.json', 'final.csv', 'curve.png'),
 )
 
 

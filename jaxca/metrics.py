@@ -16,6 +16,7 @@ events from that step on. So a killed-and-resumed run ends with the same
 import json
 import math
 import os
+import sys
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -76,12 +77,24 @@ def all_finite(tree: Mapping[str, Any], keys: Sequence[str]) -> bool:
 
 
 def read(workdir: str) -> List[Record]:
-  """All records of `workdir/metrics.jsonl` (an empty list if there is none)."""
+  """All records of `workdir/metrics.jsonl` (an empty list if there is none).
+
+  A last line without its newline is a record torn by a write that failed (a full disk, a
+  kill): it is dropped, with a note on stderr, and the resumed run writes that step again.
+  """
   path = os.path.join(workdir, FILENAME)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split('\n')
+  if lines[-1].strip():
+    print(
+      f'metrics: dropped the unfinished last line of {path} (a write that did not complete): '
+      f'{lines[-1][:80]!r}',
+      file=sys.stderr,
+      flush=True,
+    )
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 class Writer:

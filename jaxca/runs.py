@@ -21,6 +21,9 @@ One place decides, for every `python -m experiments.<name>` run:
     stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
     prints where it stopped and that rerunning the same command resumes (exit 130).
     A non-finite loss stops a run with the last good checkpoint (`check_finite`).
+    A full disk, a read-only workdir, a workdir path that is a file or an output file that
+    cannot be written is one line on stderr (exit 1; `--debug` shows the traceback);
+    the outputs are checked before the run starts (`check_writable`).
   * **Hangs.** A watchdog (`Watchdog`) expects progress (a call of `at`) at least every
     `--watchdog_s` seconds (default 900; 0 turns it off; the first step, which compiles,
     and a step announced with `at(..., next_compiles=True)` get `--watchdog_first_s`,
@@ -37,6 +40,7 @@ One place decides, for every `python -m experiments.<name>` run:
 
 import contextlib
 import dataclasses
+import errno
 import faulthandler
 import fcntl
 import json
@@ -69,6 +73,7 @@ __all__ = [
   'at',
   'check_finite',
   'check_resume',
+  'check_writable',
   'config_diff',
   'define_flags',
   'flatten',
@@ -370,6 +375,8 @@ def lock_workdir(workdir: str):
   killed run never leaves a stale lock. A second process raises ConfigError naming the
   holder's PID and the ways out, before it has written anything.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is a file, not a directory; pass a directory.')
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -390,6 +397,51 @@ def lock_workdir(workdir: str):
     os.close(fd)  # releases the lock
 
 
+def check_writable(workdir: str, names: Sequence[str]):
+  """Raises ConfigError (one line) if a file `names` the run will write in `workdir` cannot be.
+
+  Called before a run starts, so an unwritable `results.md` does not fail a run only after
+  all of its training. Existing files are opened for appending (their content is untouched).
+  """
+  for name in names:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path):
+      raise ConfigError(
+        f'{path} is a directory, but the run writes a file there: move it away or pass a new '
+        '--workdir.'
+      )
+    if os.path.exists(path):
+      try:
+        with open(path, 'a'):
+          pass
+      except OSError as e:
+        raise ConfigError(
+          f'cannot write {path} ({e.strerror}); make it writable or pass a new --workdir.'
+        ) from None
+
+
+_IO_ERRNOS = {
+  errno.ENOSPC: 'free some space, then rerun the same command to resume',
+  errno.EDQUOT: 'free some of your quota, then rerun the same command to resume',
+  errno.EROFS: 'the file system is read-only: pass a --workdir on a writable one',
+  errno.EACCES: 'make it writable or pass a new --workdir',
+  errno.EPERM: 'make it writable or pass a new --workdir',
+  errno.ENOTDIR: 'a part of the path is a file: pass a new --workdir',
+  errno.EISDIR: 'a directory stands where a file is written: move it or pass a new --workdir',
+}
+
+
+def _io_error(error: BaseException) -> Optional[OSError]:
+  """The OSError (disk full, read-only, ...) behind `error`, looking through its causes."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _IO_ERRNOS:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
 # ----------------------------------------------------------------------------- flags and main
 
 
@@ -405,6 +457,8 @@ class Experiment:
     setup: optional setup() called first (e.g. distributed init, JAX flags).
     resume_hint: what a Ctrl-C or the watchdog tells the user about resuming (default:
       rerunning the same command resumes from the last checkpoint).
+    outputs: the files `run` writes in the workdir (besides config.json and done.json);
+      checked for writability before the run starts (`check_writable`).
   """
 
   name: str
@@ -413,6 +467,7 @@ class Experiment:
   safe_keys: Sequence[str] = ()
   setup: Optional[Callable[[], None]] = None
   resume_hint: str = ''
+  outputs: Sequence[str] = ()
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -493,6 +548,12 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
     if debug:
       raise
     fail(str(e).strip().replace('\n', ' '))
+  except Exception as e:  # noqa: BLE001 -- only I/O errors are turned into one line
+    io = _io_error(e)
+    if io is None or debug:
+      raise
+    where = f' {io.filename}' if io.filename else ''
+    fail(f'cannot write{where}: {io.strerror}; {_IO_ERRNOS[io.errno]}.', code=1)
   except KeyboardInterrupt:
     where = f' at {_state["position"]}' if _state['position'] else ''
     print(
@@ -566,6 +627,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
 
 def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # noqa: N803
   if primary:
+    check_writable(workdir, (CONFIG_FILE, DONE_FILE, *experiment.outputs))
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
     if diffs:
       note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))

@@ -211,3 +211,104 @@ def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_metrics(tmp_path
   proc = _tiny(tmp_path, workdir)
   assert proc.returncode == 0, proc.stderr
   assert _records(workdir) == _records(tmp_path / 'full')
+
+
+# ----------------------------------------------------------------------------- 3. full disks
+
+
+class _FullDisk:
+  """A file whose writes stop half-way with OSError(errno_) after `room` characters."""
+
+  def __init__(self, f, room, errno_):
+    self._f, self._room, self._errno = f, room, errno_
+
+  def write(self, text):
+    if len(text) > self._room:
+      self._f.write(text[: self._room])
+      self._f.flush()
+      raise OSError(self._errno, os.strerror(self._errno), self._f.name)
+    self._room -= len(text)
+    return self._f.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self._f.close()
+
+
+def _guarded_exit(fn, capsys):
+  try:
+    runs.guarded(fn)
+  except SystemExit as e:
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    return e.code, err.strip()
+  raise AssertionError('no error')
+
+
+def test_a_full_disk_in_a_metrics_write_is_one_line_and_the_run_resumes(
+  tmp_path, monkeypatch, capsys
+):
+  import errno  # pylint: disable=g-import-not-at-top
+
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  def run():
+    writer = metrics.Writer(str(tmp_path), keep=lambda r: True, tensorboard=False)
+    for step in range(len(writer.kept) + 1, 5):
+      writer.write(step, dict(loss=1.0 / step))
+
+  real_open = open
+  monkeypatch.setattr(
+    metrics,
+    'open',
+    lambda path, mode='r': (
+      _FullDisk(real_open(path, mode), 60, errno.ENOSPC) if mode == 'a' else real_open(path, mode)
+    ),
+    raising=False,
+  )
+  code, line = _guarded_exit(run, capsys)
+  assert code == 1 and 'No space left on device' in line and 'metrics.jsonl' in line, line
+  assert 'rerun the same command to resume' in line
+  monkeypatch.undo()
+  # The half-written record is dropped, with a message, and the rerun writes the rest.
+  assert not (tmp_path / 'metrics.jsonl').read_text().endswith('\n')
+  assert [r['step'] for r in metrics.read(str(tmp_path))] == [1, 2]
+  assert 'dropped the unfinished last line' in capsys.readouterr().err
+  run()
+  assert [r['step'] for r in metrics.read(str(tmp_path))] == [1, 2, 3, 4]
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch, capsys):
+  import errno  # pylint: disable=g-import-not-at-top
+
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  def read_only(path, mode='r'):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+  monkeypatch.setattr(metrics, 'open', read_only, raising=False)
+  code, line = _guarded_exit(lambda: metrics.Writer(str(tmp_path)), capsys)
+  assert code == 1 and 'Read-only file system' in line and 'writable' in line, line
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / 'w').write_text('not a workdir')
+  _one_line_error(_tiny(tmp_path, tmp_path / 'w'), 'is a file, not a directory')
+  assert (tmp_path / 'w').read_text() == 'not a workdir'
+
+
+def test_an_unwritable_results_file_is_refused_before_training(tmp_path):
+  from tests.experiments.cli_test import cli  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'w'
+  (workdir / 'results.md').mkdir(parents=True)
+  start = time.time()
+  proc = cli('arith_rl', f'--workdir={workdir}')
+  _one_line_error(proc, 'results.md is a directory', '--workdir')
+  assert not (workdir / 'metrics.jsonl').exists() and not (workdir / 'config.json').exists()
+  assert time.time() - start < 60
