@@ -83,6 +83,12 @@ __all__ = [
   'resolve_workdir',
 ]
 
+# What a non-finite loss or state tells the user (check_finite, checkpoint.Checkpointer): the
+# config change it suggests is one the resume check accepts with the flag it names.
+NAN_ADVICE = (
+  'rerun with a smaller learning rate (e.g. --config.optim.lr=<lr/10> --allow_config_change) '
+  'to resume from it'
+)
 _RESUME = 'Rerun the same command to resume from the last checkpoint.'
 _state = dict(position=None, stop=False, watchdog=None, steps=0, stall_at=0, resume_hint='')
 
@@ -358,8 +364,7 @@ def check_finite(
   values = ', '.join(f'{k} {v.ravel().tolist()[:8]}' for k, v in bad.items())
   raise FloatingPointError(
     f'Non-finite loss or parameters in the {phase} phase at step {step} ({values}); stopping '
-    f'without saving. The last good checkpoint is step {last} in {where}; fix the config '
-    '(e.g. a smaller optim.lr) and rerun to resume from it.'
+    f'without saving. The last good checkpoint is step {last} in {where}; {NAN_ADVICE}.'
   )
 
 

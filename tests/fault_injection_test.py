@@ -7,6 +7,8 @@
   uninterrupted run;
 * a torn last line (disk full inside a write) is dropped with a message, and disk-full,
   read-only, a workdir that is a file and an unwritable results file are one-line errors;
+* a state with a NaN is never saved (nor named the last good checkpoint), and the advice
+  of the NaN message is one the resume check accepts;
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
 only the checks that need a real experiment run the arith_rl smoke config. Every
@@ -312,3 +314,56 @@ def test_an_unwritable_results_file_is_refused_before_training(tmp_path):
   _one_line_error(proc, 'results.md is a directory', '--workdir')
   assert not (workdir / 'metrics.jsonl').exists() and not (workdir / 'config.json').exists()
   assert time.time() - start < 60
+
+
+# ----------------------------------------------------------------------------- 4. NaN checkpoints
+
+
+def _arith_config(data_dir, **overrides):
+  from configs import arith_rl as config_module  # pylint: disable=g-import-not-at-top
+
+  c = config_module.get_config('smoke')
+  c.data.dir = str(data_dir)
+  for path, value in overrides.items():
+    node = c
+    *parents, leaf = path.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_a_non_finite_state_is_never_saved_or_named_the_last_good_one(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+  from jaxca import checkpoint  # pylint: disable=g-import-not-at-top
+
+  # NaN params from RL step 4 on: the metrics of the chunk ending at step 4 are still finite
+  # (computed before the poisoning), so only the state tells.
+  config = _arith_config(tmp_path / 'data', **{'debug.nan_after_step': 3, 'rl.steps': 6})
+  workdir = tmp_path / 'w'
+  saved = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    try:
+      arith_rl.train(config, str(workdir))
+      raise AssertionError('no FloatingPointError')
+    except FloatingPointError as e:
+      message = str(e)
+  finally:
+    jax.config.update('jax_disable_most_optimizations', saved)
+  assert 'step 4' in message and 'last good checkpoint is step 2' in message, message
+  assert '--config.optim.lr=' in message and '--allow_config_change' in message, message
+  ckpt_dir = workdir / 'checkpoints' / 'rl'
+  with checkpoint.Checkpointer(str(ckpt_dir)) as ckpt:
+    assert ckpt.latest_step() == 2
+  params = checkpoint.load_params(str(ckpt_dir))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  # The advice is accepted by the resume check (a smaller lr with the flag it names).
+  (workdir / runs.CONFIG_FILE).write_text(json.dumps(runs.config_json(config)))
+  smaller = _arith_config(tmp_path / 'data', **{'debug.nan_after_step': 3, 'rl.steps': 6})
+  smaller.optim.lr = config.optim.lr / 10
+  changes = runs.check_resume(str(workdir), smaller, arith_rl.SAFE_KEYS, allow_change=True)
+  assert [k for k, _, _ in changes] == ['optim.lr']
