@@ -9,6 +9,8 @@
   read-only, a workdir that is a file and an unwritable results file are one-line errors;
 * a state with a NaN is never saved (nor named the last good checkpoint), and the advice
   of the NaN message is one the resume check accepts;
+* every compile of a fresh and of a resumed arith_rl run comes after a progress call that
+  gives the watchdog its first-step allowance (`at(..., next_compiles=True)`);
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
 only the checks that need a real experiment run the arith_rl smoke config. Every
@@ -367,3 +369,74 @@ def test_a_non_finite_state_is_never_saved_or_named_the_last_good_one(tmp_path):
   smaller.optim.lr = config.optim.lr / 10
   changes = runs.check_resume(str(workdir), smaller, arith_rl.SAFE_KEYS, allow_change=True)
   assert [k for k, _, _ in changes] == ['optim.lr']
+
+
+# ----------------------------------------------------------------------------- 6. watchdog
+
+
+class _Killed(Exception):
+  pass
+
+
+class _Recorder:
+  """Stands in for the harness's Watchdog: records progress calls and the programs compiled."""
+
+  def __init__(self, kill_at=None):
+    self.events, self.kill_at = [], kill_at
+
+  def progress(self, position, next_compiles=False):
+    self.events.append(('at', position, next_compiles))
+    if position == self.kill_at:
+      raise _Killed(position)
+
+  def emit(self, record):  # a logging handler's emit (jax_log_compiles)
+    message = record.getMessage()
+    for name in ('rl_chunk', '<lambda>'):  # the experiment's own jitted programs
+      if message.startswith(f'Compiling jit({name})'):
+        self.events.append(('compile', name, None))
+
+
+def test_every_compile_gets_the_first_step_allowance_on_a_fresh_and_a_resumed_run(tmp_path):
+  import logging  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+
+  config = _arith_config(tmp_path / 'data')
+  workdir = str(tmp_path / 'w')
+  logger = logging.getLogger('jax._src.interpreters.pxla')
+  saved = {k: jax.config.values[k] for k in ('jax_log_compiles', 'jax_disable_most_optimizations')}
+  level = logger.level
+  runs_events = []
+  try:
+    jax.config.update('jax_log_compiles', True)
+    jax.config.update('jax_disable_most_optimizations', True)
+    logger.setLevel(logging.WARNING)
+    for kill_at in ('RL step 4 of 4', None):  # killed after the step-2 checkpoint, resumed
+      recorder = _Recorder(kill_at)
+      handler = logging.Handler()
+      handler.emit = recorder.emit
+      logger.addHandler(handler)
+      runs._state['watchdog'] = recorder  # pylint: disable=protected-access
+      try:
+        arith_rl.train(config, workdir)
+      except _Killed:
+        pass
+      finally:
+        runs._state['watchdog'] = None  # pylint: disable=protected-access
+        logger.removeHandler(handler)
+      runs_events.append(recorder.events)
+  finally:
+    for k, v in saved.items():
+      jax.config.update(k, v)
+    logger.setLevel(level)
+  fresh, resumed = runs_events
+  assert ('at', 'RL step 2 of 4', False) in fresh and ('compile', 'rl_chunk', None) in resumed
+  for events in (fresh, resumed):
+    last = None  # before the first progress call the watchdog allows --watchdog_first_s
+    for kind, what, compiles in events:
+      if kind == 'at':
+        last = (what, compiles)
+      else:
+        assert last is None or last[1], f'{what} compiled after {last[0]!r} (no allowance)'
