@@ -3,6 +3,8 @@
 from setuptools import find_packages
 from setuptools import setup
 
+# Floors only: the exact versions of the last green environment are in constraints.txt
+# (pip install -e ".[test]" -c constraints.txt, what .ci/run does).
 setup(
   name='jaxca',
   version='0.1.0',
@@ -14,12 +16,12 @@ setup(
     'flax>=0.10',
     'optax>=0.2.4',
     'orbax-checkpoint>=0.11',
-    'chex>=0.1.89',
     'tensorflow-datasets>=4.9.7',
     'array_record>=0.5',
     'ml-collections>=1.0',
     'absl-py>=2.1',
     'numpy>=1.26',
+    'scipy>=1.11',  # statistics in experiments/mc_credit.py, token_credit.py
     'gymnax>=1.0',  # classic envs for experiments/ppo_gymnax.py
     'matplotlib>=3.8',  # result plots written by experiments
     'tqdm>=4.66',  # progress bars on long runs
@@ -35,7 +37,8 @@ setup(
       'pytest-xdist>=3.5',
       'hypothesis>=6.100',
       'jupytext>=1.16',
-      'ruff>=0.6',
+      'ruff==0.17.6',  # exact: a ruff release can change `ruff format --check` (style_test)
+      'chex>=0.1.89',  # test assertions only (jaxca never imports it)
       'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
       'nbclient>=0.10',  # tests run every notebook in a Jupyter kernel
       'ipykernel>=6.29',
