@@ -351,6 +351,9 @@ EXPERIMENT = runs.Experiment(
   safe_keys=SAFE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
+  check_workdir=lambda config, workdir: runs.check_steps_reached(
+    os.path.join(workdir, 'checkpoints', 'rl'), 'rl.steps', config.rl.steps
+  ),
 )
 
 

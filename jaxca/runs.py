@@ -73,6 +73,7 @@ __all__ = [
   'at',
   'check_finite',
   'check_resume',
+  'check_steps_reached',
   'check_writable',
   'config_diff',
   'define_flags',
@@ -331,6 +332,25 @@ def resolve_workdir(workdir: Optional[str], name: str, *, smoke: bool = False) -
   return workdir
 
 
+def check_steps_reached(directory: str, key: str, steps: int):
+  """Raises ConfigError if `directory` holds a checkpoint past `steps` (config `key`).
+
+  A safe key such as `rl.steps` may grow on resume; lowered below the step a run already
+  reached, config.json and done.json would say fewer steps than the checkpoints, metrics
+  and summary. Checkpoints are orbax step directories named by their step.
+  """
+  reached = max(
+    (int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else ()) if n.isdigit()),
+    default=None,
+  )
+  if reached is not None and reached > steps:
+    raise ConfigError(
+      f'config.{key}={steps} is below the step this run already reached ({reached}, in '
+      f'{directory}); a run cannot be shortened: set {key} >= {reached}, or pass a new '
+      '--workdir.'
+    )
+
+
 # ----------------------------------------------------------------------------- finite losses
 
 
@@ -464,6 +484,9 @@ class Experiment:
       rerunning the same command resumes from the last checkpoint).
     outputs: the files `run` writes in the workdir (besides config.json and done.json);
       checked for writability before the run starts (`check_writable`).
+    check_workdir: optional check_workdir(config, workdir), called after the resume check
+      and before anything is written; raises ConfigError for a workdir the config cannot
+      continue (e.g. fewer steps than its checkpoints already reached).
   """
 
   name: str
@@ -473,6 +496,7 @@ class Experiment:
   setup: Optional[Callable[[], None]] = None
   resume_hint: str = ''
   outputs: Sequence[str] = ()
+  check_workdir: Optional[Callable[[Any, str], None]] = None
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -609,6 +633,8 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     diffs = check_resume(
       workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
     )
+    if experiment.check_workdir is not None and os.path.isdir(workdir):
+      experiment.check_workdir(config, workdir)
     done = read_json(os.path.join(workdir, DONE_FILE))
     complete = done is not None and done.get('config') == config_json(config)
     if complete and not FLAGS.rewrite:

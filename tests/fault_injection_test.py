@@ -11,6 +11,7 @@
   of the NaN message is one the resume check accepts;
 * every compile of a fresh and of a resumed arith_rl run comes after a progress call that
   gives the watchdog its first-step allowance (`at(..., next_compiles=True)`);
+* a safe key (rl.steps) lowered below the step a finished run reached is refused;
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
 only the checks that need a real experiment run the arith_rl smoke config. Every
@@ -440,3 +441,21 @@ def test_every_compile_gets_the_first_step_allowance_on_a_fresh_and_a_resumed_ru
         last = (what, compiles)
       else:
         assert last is None or last[1], f'{what} compiled after {last[0]!r} (no allowance)'
+
+
+# ----------------------------------------------------------------------------- 5. safe keys
+
+
+def test_a_finished_run_cannot_be_shortened_by_a_safe_key(tmp_path):
+  from configs import arith_rl as config_module  # pylint: disable=g-import-not-at-top
+  from tests.experiments.cli_test import cli  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'w'
+  (workdir / 'checkpoints' / 'rl' / '4').mkdir(parents=True)  # an orbax step directory
+  config = runs.config_json(config_module.get_config('smoke'))
+  (workdir / runs.CONFIG_FILE).write_text(json.dumps(config))
+  (workdir / runs.DONE_FILE).write_text(json.dumps(dict(summary='4 steps', config=config)))
+  before = {p: (workdir / p).read_text() for p in (runs.CONFIG_FILE, runs.DONE_FILE)}
+  proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.steps=2')
+  _one_line_error(proc, 'config.rl.steps=2 is below the step this run already reached (4')
+  assert {p: (workdir / p).read_text() for p in before} == before
