@@ -19,7 +19,9 @@ One place decides, for every `python -m experiments.<name>` run:
   * **Errors.** A `ConfigError` (config_lib) or usage error prints one line on
     stderr and exits with status 2, no traceback (`--debug` shows it). Ctrl-C
     stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
-    prints where it stopped and that rerunning the same command resumes (exit 130).
+    prints where it stopped and that rerunning the same command resumes (exit 130);
+    so does a scheduler's SIGTERM (exit 143). On several hosts all of them stop at the
+    same step when any one was signalled (one all-gather per `at`).
     A non-finite loss stops a run with the last good checkpoint (`check_finite`).
     A full disk, a read-only workdir, a workdir path that is a file or an output file that
     cannot be written is one line on stderr (exit 1; `--debug` shows the traceback);
@@ -91,7 +93,15 @@ NAN_ADVICE = (
   'to resume from it'
 )
 _RESUME = 'Rerun the same command to resume from the last checkpoint.'
-_state = dict(position=None, stop=False, watchdog=None, steps=0, stall_at=0, resume_hint='')
+_state = dict(
+  position=None,
+  stop=False,
+  signal=signal.SIGINT,
+  watchdog=None,
+  steps=0,
+  stall_at=0,
+  resume_hint='',
+)
 
 
 DEBUG_KILL_ENV = 'JAXCA_DEBUG_KILL_AT'
@@ -125,9 +135,25 @@ def at(position: str, next_compiles: bool = False):
   if _state['steps'] == _state['stall_at']:  # --debug_stall_at: simulates a hung step
     while True:
       time.sleep(1)
-  if _state['stop']:
+  if _any_host(_state['stop']):  # every host stops at the same step (multi-host runs)
     _state['stop'] = False
     raise KeyboardInterrupt
+
+
+def _any_host(flag: bool) -> bool:
+  """`flag` on one process; True on every process iff it is True on any (multi-host).
+
+  A scheduler's SIGTERM or a Ctrl-C may reach one host only; one tiny all-gather per
+  `at` call makes all of them stop (and save) at the same step.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(flag)))))
 
 
 class Watchdog:
@@ -206,13 +232,17 @@ class Watchdog:
 
 
 def _stop_at_next_step(signum, frame):
-  del signum, frame
-  _state['stop'] = True
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+  """SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption): stop at the next `at`."""
+  del frame
+  _state['stop'], _state['signal'] = True, signum
+  if signum == signal.SIGTERM:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM stops at once
+    what, again = 'SIGTERM', 'a second SIGTERM stops now'
+  else:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+    what, again = 'Ctrl-C', 'Ctrl-C again to stop now'
   print(
-    '\nCtrl-C: stopping at the end of the current step (Ctrl-C again to stop now).',
-    file=sys.stderr,
-    flush=True,
+    f'\n{what}: stopping at the end of the current step ({again}).', file=sys.stderr, flush=True
   )
 
 
@@ -590,7 +620,7 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
       file=sys.stderr,
       flush=True,
     )
-    sys.exit(130)
+    sys.exit(128 + _state['signal'])  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def main(experiment: Experiment) -> Callable[[Sequence[str]], None]:
@@ -616,6 +646,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   if config is None:
     raise app.UsageError(f'--config is required, e.g. --config configs/{experiment.name}.py')
   signal.signal(signal.SIGINT, _stop_at_next_step)
+  signal.signal(signal.SIGTERM, _stop_at_next_step)
   _state['stall_at'] = FLAGS.debug_stall_at
   _state['resume_hint'] = experiment.resume_hint
   if experiment.setup is not None:

@@ -12,6 +12,8 @@
 * every compile of a fresh and of a resumed arith_rl run comes after a progress call that
   gives the watchdog its first-step allowance (`at(..., next_compiles=True)`);
 * a safe key (rl.steps) lowered below the step a finished run reached is refused;
+* SIGTERM stops at a step boundary like Ctrl-C (exit 143) and a stop on any host stops
+  every host (simulated all-gather);
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
 only the checks that need a real experiment run the arith_rl smoke config. Every
@@ -459,3 +461,61 @@ def test_a_finished_run_cannot_be_shortened_by_a_safe_key(tmp_path):
   proc = cli('arith_rl', f'--workdir={workdir}', '--config.rl.steps=2')
   _one_line_error(proc, 'config.rl.steps=2 is below the step this run already reached (4')
   assert {p: (workdir / p).read_text() for p in before} == before
+
+
+# ----------------------------------------------------------------------------- 7. preemption
+
+
+def test_sigterm_stops_at_a_step_boundary_like_ctrl_c_and_the_run_resumes(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'w'
+  flags = ('--config.steps=400', '--config.step_s=0.02')
+  proc = subprocess.Popen(
+    _tiny_cmd(tmp_path, workdir, *flags),
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.time() + TIMEOUT_S
+    while not (workdir / 'metrics.jsonl').exists() and time.time() < deadline:
+      assert proc.poll() is None, proc.communicate()
+      time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT_S)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 143, err
+  assert 'Traceback' not in err and 'SIGTERM: stopping at the end of the current step' in err, err
+  assert 'Interrupted at step' in err and 'Rerun the same command to resume' in err, err
+  steps = [r['step'] for r in _records(workdir)]
+  assert steps == list(range(1, len(steps) + 1)) and len(steps) < 400
+  again = _tiny(tmp_path, workdir, *flags)
+  assert again.returncode == 0, again.stderr
+  assert [r['step'] for r in _records(workdir)] == list(range(1, 401))
+
+
+def test_a_stop_on_any_host_stops_every_host_at_the_same_step(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  other_host = []  # the flag of the other (simulated) host
+
+  def allgather(x):
+    return np.array([int(x), int(bool(other_host))])
+
+  monkeypatch.setattr(multihost_utils, 'process_allgather', allgather)
+  runs.at('step 1 of 3')  # no host was signalled
+  other_host.append(True)  # the scheduler's SIGTERM reached the other host only
+  try:
+    runs.at('step 2 of 3')
+    raise AssertionError('this host did not stop')
+  except KeyboardInterrupt:
+    pass
+  monkeypatch.undo()
+  assert runs._any_host(False) is False  # pylint: disable=protected-access  # one process
