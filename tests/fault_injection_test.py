@@ -14,6 +14,7 @@
 * a safe key (rl.steps) lowered below the step a finished run reached is refused;
 * SIGTERM stops at a step boundary like Ctrl-C (exit 143) and a stop on any host stops
   every host (simulated all-gather);
+* ppo_gymnax's TensorBoard events written after the checkpoint a run resumes from are purged;
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
 only the checks that need a real experiment run the arith_rl smoke config. Every
@@ -519,3 +520,52 @@ def test_a_stop_on_any_host_stops_every_host_at_the_same_step(monkeypatch):
     pass
   monkeypatch.undo()
   assert runs._any_host(False) is False  # pylint: disable=protected-access  # one process
+
+
+# ----------------------------------------------------------------------------- 8. TensorBoard
+
+
+def _tensorboard_steps(directory, tag):
+  """The steps of `tag` that TensorBoard shows: events in file order, a SessionLog START at
+  step s (tensorboardX's `purge_step`) dropping those of steps >= s written before it."""
+  import struct  # pylint: disable=g-import-not-at-top
+
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  steps = []
+  for path in sorted(pathlib.Path(directory).glob('events.out.tfevents.*')):
+    data = path.read_bytes()
+    i = 0
+    while i < len(data):  # TFRecord: length (8), its crc (4), the record, its crc (4)
+      (n,) = struct.unpack('<Q', data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+      i += 16 + n
+      if event.HasField('session_log') and event.session_log.status == 1:  # START
+        steps = [s for s in steps if s < event.step]
+      if any(v.tag == tag for v in event.summary.value):
+        steps.append(event.step)
+  return steps
+
+
+def test_ppo_tensorboard_events_of_a_killed_run_are_purged_on_resume(tmp_path, monkeypatch):
+  from configs import ppo_gymnax as config_module  # pylint: disable=g-import-not-at-top
+  from experiments import ppo_gymnax  # pylint: disable=g-import-not-at-top
+  from jaxca import checkpoint  # pylint: disable=g-import-not-at-top
+
+  config = config_module.get_config('smoke')
+  original = checkpoint.Checkpointer.maybe_save
+
+  def die_before_the_last_save(ckpt, step, state, **kw):
+    if step == 4:  # updates 3 and 4 are in TensorBoard, their checkpoint is not
+      raise _Killed(step)
+    return original(ckpt, step, state, **kw)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'maybe_save', die_before_the_last_save)
+  try:
+    ppo_gymnax.train(config, str(tmp_path))
+    raise AssertionError('not killed')
+  except _Killed:
+    pass
+  monkeypatch.undo()
+  ppo_gymnax.train(config, str(tmp_path))
+  assert _tensorboard_steps(tmp_path / 'tensorboard' / 'main', 'loss') == [1, 2, 3, 4]
