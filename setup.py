@@ -27,6 +27,7 @@ setup(
     'tqdm>=4.66',  # progress bars on long runs
     'tensorboardX>=2.6',  # TensorBoard event files without TensorFlow
     'safetensors>=0.4',  # reads Hugging Face checkpoints (jaxca.networks.hf)
+    'ml-dtypes>=0.5',  # bfloat16 in NumPy: BF16 safetensors checkpoints (jaxca.networks.hf)
     'tokenizers>=0.19',  # tokenizer.json text <-> ids (jaxca.tokenizer)
     'jinja2>=3.1',  # chat templates of pretrained checkpoints (jaxca.tokenizer)
     'pyarrow>=14',  # Parquet files of GSM8K-format datasets (jaxca.tasks.gsm8k)
