@@ -14,11 +14,12 @@
 * a safe key (rl.steps) lowered below the step a finished run reached is refused;
 * SIGTERM stops at a step boundary like Ctrl-C (exit 143) and a stop on any host stops
   every host (simulated all-gather);
-* ppo_gymnax's TensorBoard events written after the checkpoint a run resumes from are purged;
+* ppo_gymnax's TensorBoard events written after the checkpoint a run resumes from are purged.
 
 Most runs use a tiny experiment of the harness (no JAX program: one Python start each);
-only the checks that need a real experiment run the arith_rl smoke config. Every
-subprocess has a timeout, so a hang fails with the captured output.
+only the checks that need a real experiment run a smoke config (arith_rl, ppo_gymnax),
+in-process where they can. Every subprocess has a timeout, so a hang fails with the
+captured output. The module takes about a minute on the 2-core CPU.
 """
 
 import json
