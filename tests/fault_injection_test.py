@@ -49,6 +49,8 @@ def run(config, workdir):
     for i in range(len(done) + 1, config.steps + 1):
       time.sleep(config.step_s)
       writer.write(i, dict(loss=1.0 / i))
+      while i == 1 and config.hold and not os.path.exists(config.hold):  # held by the test
+        time.sleep(0.05)
       runs.at(f'step {i} of {config.steps}')
   finally:
     writer.close()
@@ -66,7 +68,7 @@ TINY_CONFIG = """
 import ml_collections
 
 def get_config():
-  return ml_collections.ConfigDict(dict(steps=4, step_s=0.05))
+  return ml_collections.ConfigDict(dict(steps=4, step_s=0.05, hold=''))
 """
 
 
@@ -113,9 +115,10 @@ def _records(workdir):
 
 
 def test_a_second_process_on_a_running_workdir_is_refused_in_one_line(tmp_path):
-  workdir = tmp_path / 'w'
-  first = subprocess.Popen(
-    _tiny_cmd(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1'),
+  workdir, release = tmp_path / 'w', tmp_path / 'release'
+  flags = ('--config.steps=40', '--config.step_s=0.01')
+  first = subprocess.Popen(  # holds after its first step until `release` exists
+    _tiny_cmd(tmp_path, workdir, *flags, f'--config.hold={release}'),
     env=_env(),
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -126,9 +129,10 @@ def test_a_second_process_on_a_running_workdir_is_refused_in_one_line(tmp_path):
     while not (workdir / 'metrics.jsonl').exists() and time.time() < deadline:
       assert first.poll() is None, first.communicate()
       time.sleep(0.1)
-    second = _tiny(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1')
+    second = _tiny(tmp_path, workdir, *flags, f'--config.hold={release}')
     line = _one_line_error(second, str(workdir), f'process {first.pid}', 'kill -INT', '--workdir')
     assert 'in use by another run' in line
+    release.write_text('')
     out, err = first.communicate(timeout=TIMEOUT_S)
   finally:
     if first.poll() is None:
@@ -136,7 +140,7 @@ def test_a_second_process_on_a_running_workdir_is_refused_in_one_line(tmp_path):
   assert first.returncode == 0, out + err
   assert [r['step'] for r in _records(workdir)] == list(range(1, 41))
   # The lock goes with the process: the next run of the complete workdir is not refused.
-  again = _tiny(tmp_path, workdir, '--config.steps=40', '--config.step_s=0.1')
+  again = _tiny(tmp_path, workdir, *flags, f'--config.hold={release}')
   assert again.returncode == 0 and 'complete run' in again.stdout, again.stderr
 
 
