@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -146,8 +147,13 @@ class Writer:
     if phase not in self._tb:
       from tensorboardX import SummaryWriter  # host-side only; no TensorFlow.
 
+      # tensorboardX names event files by the second and the host and opens them with 'wb': a
+      # run resumed within the same second would erase the killed run's events. A
+      # nanosecond suffix keeps every file, in the order written (TensorBoard reads by name).
       self._tb[phase] = SummaryWriter(
-        os.path.join(self._workdir, 'tensorboard', phase), purge_step=self._purge.get(phase)
+        os.path.join(self._workdir, 'tensorboard', phase),
+        purge_step=self._purge.get(phase),
+        filename_suffix=f'.{time.time_ns()}',
       )
     return self._tb[phase]
 
