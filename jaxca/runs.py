@@ -479,8 +479,8 @@ _IO_ERRNOS = {
   errno.ENOSPC: 'free some space, then rerun the same command to resume',
   errno.EDQUOT: 'free some of your quota, then rerun the same command to resume',
   errno.EROFS: 'the file system is read-only: pass a --workdir on a writable one',
-  errno.EACCES: 'make it writable or pass a new --workdir',
-  errno.EPERM: 'make it writable or pass a new --workdir',
+  errno.EACCES: 'check its permissions, or pass a new --workdir',
+  errno.EPERM: 'check its permissions, or pass a new --workdir',
   errno.ENOTDIR: 'a part of the path is a file: pass a new --workdir',
   errno.EISDIR: 'a directory stands where a file is written: move it or pass a new --workdir',
 }
@@ -611,8 +611,8 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
     io = _io_error(e)
     if io is None or debug:
       raise
-    where = f' {io.filename}' if io.filename else ''
-    fail(f'cannot write{where}: {io.strerror}; {_IO_ERRNOS[io.errno]}.', code=1)
+    where = f': {io.filename}' if io.filename else ''
+    fail(f'{io.strerror}{where}; {_IO_ERRNOS[io.errno]}.', code=1)
   except KeyboardInterrupt:
     where = f' at {_state["position"]}' if _state['position'] else ''
     print(
