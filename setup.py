@@ -3,6 +3,8 @@
 from setuptools import find_packages
 from setuptools import setup
 
+# Floors only: the exact versions of the last green environment are in constraints.txt
+# (pip install -e ".[test]" -c constraints.txt, what .ci/run does).
 setup(
   name='jaxca',
   version='0.1.0',
@@ -14,7 +16,6 @@ setup(
     'flax>=0.10',
     'optax>=0.2.4',
     'orbax-checkpoint>=0.11',
-    'chex>=0.1.89',
     'tensorflow-datasets>=4.9.7',
     'array_record>=0.5',
     'ml-collections>=1.0',
@@ -26,6 +27,7 @@ setup(
     'tqdm>=4.66',  # progress bars on long runs
     'tensorboardX>=2.6',  # TensorBoard event files without TensorFlow
     'safetensors>=0.4',  # reads Hugging Face checkpoints (jaxca.networks.hf)
+    'ml-dtypes>=0.5',  # bfloat16 in NumPy: BF16 safetensors checkpoints (jaxca.networks.hf)
     'tokenizers>=0.19',  # tokenizer.json text <-> ids (jaxca.tokenizer)
     'jinja2>=3.1',  # chat templates of pretrained checkpoints (jaxca.tokenizer)
     'pyarrow>=14',  # Parquet files of GSM8K-format datasets (jaxca.tasks.gsm8k)
@@ -36,7 +38,8 @@ setup(
       'pytest-xdist>=3.5',
       'hypothesis>=6.100',
       'jupytext>=1.16',
-      'ruff>=0.6',
+      'ruff==0.17.6',  # exact: a ruff release can change `ruff format --check` (style_test)
+      'chex>=0.1.89',  # test assertions only (jaxca never imports it)
       'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
       'nbclient>=0.10',  # tests run every notebook in a Jupyter kernel
       'ipykernel>=6.29',

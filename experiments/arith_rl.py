@@ -163,8 +163,10 @@ def _train(config, workdir, data_dir):
     rl_chunk, in_shardings=(repl, batch_sh, repl), out_shardings=repl, donate_argnums=0
   )
   evaluate = jax.jit(lambda p, b: lm.mean_metrics(parts.evaluate(p, b)), out_shardings=repl)
+  evaluated = []  # non-empty once `evaluate` has compiled in this process
 
   def run_eval(params):
+    evaluated.append(True)
     return {f'eval_{k}': float(v) for k, v in jax.device_get(evaluate(params, test)).items()}
 
   def run_val(params):  # the warm start's evaluations: validation (val_*) and held-out (eval_*)
@@ -256,7 +258,12 @@ def _train(config, workdir, data_dir):
         state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)
         return state, jax.device_get(m)
 
-    runs.at(f'RL step {step} of {config.rl.steps}')
+    def evals_first(step):  # the chunk after `step` compiles `evaluate` (a resumed run)
+      nxt = step + k
+      return not evaluated and (nxt % config.eval.every == 0 or nxt >= config.rl.steps)
+
+    # The first RL chunk compiles (on a resume too): the watchdog's first-step allowance.
+    runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=True)
     with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
       while step < config.rl.steps:
         state, m = advance(state, step)
@@ -268,7 +275,9 @@ def _train(config, workdir, data_dir):
         writer.write(step, dict(rec, **now()))
         bar.update(k)
         bar.set_postfix(acc=f'{rec["accuracy"]:.2f}', em=rec.get('eval_exact_match', '-'))
-        runs.at(f'RL step {step} of {config.rl.steps}')
+        # After the last step the results and the plot are written (matplotlib loads).
+        slow = evals_first(step) or step >= config.rl.steps
+        runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
         if rl_ckpt:
           rl_ckpt.maybe_save(step, state, force=step == config.rl.steps)
   finally:
@@ -377,7 +386,7 @@ def _warm_start(
         bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
       writer.write(step, dict(rec, **now()))
       bar.update(ws.steps_per_call)
-      runs.at(f'warm-start step {step} of {ws.steps}')
+      runs.at(f'warm-start step {step} of {ws.steps}', next_compiles=done)  # then RL compiles
       if ckpt:
         ckpt.maybe_save(step, state, force=done)
 
@@ -425,7 +434,15 @@ def _setup():
 
 
 EXPERIMENT = runs.Experiment(
-  NAME, run, validate=config_lib.validate, safe_keys=SAFE_KEYS, setup=_setup
+  NAME,
+  run,
+  validate=config_lib.validate,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
+  check_workdir=lambda config, workdir: runs.check_steps_reached(
+    os.path.join(workdir, 'checkpoints', 'rl'), 'rl.steps', config.rl.steps
+  ),
 )
 
 

@@ -232,7 +232,10 @@ def _train(config, workdir, model_path, data_path):
   )
   evaluate = jax.jit(lambda p, b: lm.mean_metrics(parts.evaluate(p, b)), out_shardings=repl)
 
+  evaluated = []  # non-empty once `evaluate` has compiled in this process
+
   def run_eval(params):
+    evaluated.append(True)
     return {f'eval_{k}': float(v) for k, v in jax.device_get(evaluate(params, test)).items()}
 
   ckpt = None
@@ -276,7 +279,13 @@ def _train(config, workdir, model_path, data_path):
       src['train'], config.rl.prompts_per_step, seed=config.seed + 1, start_step=step
     )
     rl_key = jax.random.fold_in(key, 1)
-    runs.at(f'RL step {step} of {config.rl.steps}')
+
+    def evals_first(step):  # the chunk after `step` compiles `evaluate` (a resumed run)
+      nxt = step + k
+      return not evaluated and (nxt % config.eval.every == 0 or nxt >= config.rl.steps)
+
+    # The first RL chunk compiles (on a resume too): the watchdog's first-step allowance.
+    runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=True)
     with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
       while step < config.rl.steps:
         chunk = [next(it) for _ in range(k)]
@@ -294,7 +303,9 @@ def _train(config, workdir, model_path, data_path):
         writer.write(step, dict(rec, **now()))
         bar.update(k)
         bar.set_postfix(acc=f'{rec["accuracy"]:.2f}')
-        runs.at(f'RL step {step} of {config.rl.steps}')
+        # After the last step the results and the plot are written (matplotlib loads).
+        slow = evals_first(step) or step >= config.rl.steps
+        runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
         if ckpt:
           ckpt.maybe_save(step, state, force=step >= config.rl.steps)
   finally:
@@ -334,7 +345,17 @@ def _setup():
   jax.config.update('jax_threefry_partitionable', True)
 
 
-EXPERIMENT = runs.Experiment(NAME, run, validate=validate, safe_keys=SAFE_KEYS, setup=_setup)
+EXPERIMENT = runs.Experiment(
+  NAME,
+  run,
+  validate=validate,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
+  check_workdir=lambda config, workdir: runs.check_steps_reached(
+    os.path.join(workdir, 'checkpoints', 'rl'), 'rl.steps', config.rl.steps
+  ),
+)
 
 
 def main(argv):

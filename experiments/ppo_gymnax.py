@@ -96,8 +96,11 @@ def train(config, workdir=None):
       runs.note(f'resumed from update {step} of {num_updates}')
   else:
     state = init_fn(init_keys)
-  # Records after the checkpoint we resume from are dropped (and recomputed).
-  writer = metrics.Writer(workdir, keep=lambda r: r['step'] <= step)
+  # Records after the checkpoint we resume from are dropped (and recomputed), in
+  # metrics.jsonl and in TensorBoard (a killed run's events of later updates are purged).
+  writer = metrics.Writer(
+    workdir, keep=lambda r: r['step'] <= step, purge_steps=dict(main=step + 1)
+  )
   rows = list(writer.kept)
   bar = tqdm.tqdm(total=num_updates, initial=step, unit='upd', disable=not workdir)
   try:
@@ -179,7 +182,12 @@ def _setup():
 
 
 EXPERIMENT = runs.Experiment(
-  NAME, run, validate=config_lib.validate_ppo, safe_keys=SAFE_KEYS, setup=_setup
+  NAME,
+  run,
+  validate=config_lib.validate_ppo,
+  safe_keys=SAFE_KEYS,
+  setup=_setup,
+  outputs=(metrics.FILENAME, 'final.json', 'final.csv', 'curve.png'),
 )
 
 

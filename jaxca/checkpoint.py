@@ -15,8 +15,10 @@ Saves are asynchronous: `save` returns once the arrays have been copied off the
 device, so the caller may donate or delete them right after (tested), and
 writes finish in the background. Checkpoints are committed atomically (orbax
 writes to a temporary directory and renames it), so a crash or a non-finite
-loss never leaves a half-written "latest" checkpoint. Call `close()` (or `wait()`)
-before the process exits.
+loss never leaves a half-written "latest" checkpoint, and a state with a NaN or
+an infinity is never saved (`maybe_save` raises FloatingPointError), so the
+latest checkpoint is always one a resume can continue from. Call `close()` (or
+`wait()`) before the process exits.
 """
 
 import os
@@ -26,7 +28,10 @@ from typing import Optional
 from typing import Tuple
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from jaxca import runs
 
 
 def _abstract(tree: Any, sharding=None) -> Any:
@@ -96,6 +101,12 @@ class Checkpointer:
       return False
     if step in self._mngr.all_steps():
       return False
+    if not all_finite(state):
+      self.wait()
+      raise FloatingPointError(
+        f'Non-finite parameters or state at step {step}; not saved. The last good checkpoint '
+        f'is step {self.latest_step()} in {self.directory}; {runs.NAN_ADVICE}.'
+      )
     return bool(self._mngr.save(step, args=ocp.args.StandardSave(state), force=True))
 
   def wait(self):
@@ -111,6 +122,17 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+@jax.jit
+def _all_finite(leaves):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(tree: Any) -> bool:
+  """True iff every floating-point leaf of `tree` is finite (one jitted reduction)."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return not leaves or bool(_all_finite(leaves))
 
 
 def load_params(directory: str, step: Optional[int] = None, key: str = 'params') -> Any:

@@ -16,6 +16,8 @@ events from that step on. So a killed-and-resumed run ends with the same
 import json
 import math
 import os
+import sys
+import time
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -25,6 +27,8 @@ from typing import Optional
 from typing import Sequence
 
 import numpy as np
+
+from jaxca import runs
 
 FILENAME = 'metrics.jsonl'
 Record = Dict[str, Any]
@@ -74,12 +78,24 @@ def all_finite(tree: Mapping[str, Any], keys: Sequence[str]) -> bool:
 
 
 def read(workdir: str) -> List[Record]:
-  """All records of `workdir/metrics.jsonl` (an empty list if there is none)."""
+  """All records of `workdir/metrics.jsonl` (an empty list if there is none).
+
+  A last line without its newline is a record torn by a write that failed (a full disk, a
+  kill): it is dropped, with a note on stderr, and the resumed run writes that step again.
+  """
   path = os.path.join(workdir, FILENAME)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split('\n')
+  if lines[-1].strip():
+    print(
+      f'metrics: dropped the unfinished last line of {path} (a write that did not complete): '
+      f'{lines[-1][:80]!r}',
+      file=sys.stderr,
+      flush=True,
+    )
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 class Writer:
@@ -116,17 +132,28 @@ class Writer:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, FILENAME)
     self.kept = [r for r in read(workdir) if keep is not None and keep(r)]
-    with open(path, 'w') as f:
+    # The kept records go to a temporary file that replaces the old one in one step, so a
+    # process killed here leaves the old file or the new one, never an empty or half one.
+    with open(path + '.tmp', 'w') as f:
       for r in self.kept:
         f.write(json.dumps(r) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    runs.debug_kill_point('metrics.rewrite')
+    os.replace(path + '.tmp', path)
     self._file = open(path, 'a')
 
   def _board(self, phase):
     if phase not in self._tb:
       from tensorboardX import SummaryWriter  # host-side only; no TensorFlow.
 
+      # tensorboardX names event files by the second and the host and opens them with 'wb': a
+      # run resumed within the same second would erase the killed run's events. A
+      # nanosecond suffix keeps every file, in the order written (TensorBoard reads by name).
       self._tb[phase] = SummaryWriter(
-        os.path.join(self._workdir, 'tensorboard', phase), purge_step=self._purge.get(phase)
+        os.path.join(self._workdir, 'tensorboard', phase),
+        purge_step=self._purge.get(phase),
+        filename_suffix=f'.{time.time_ns()}',
       )
     return self._tb[phase]
 

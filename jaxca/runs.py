@@ -13,11 +13,19 @@ One place decides, for every `python -m experiments.<name>` run:
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
     `--allow_config_change`); a refused run leaves `config.json` untouched.
+  * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
+    on `<workdir>/.jaxca.lock`) from before it writes `config.json` until it exits; a
+    second process on the same workdir is refused in one line naming the holder's PID.
   * **Errors.** A `ConfigError` (config_lib) or usage error prints one line on
     stderr and exits with status 2, no traceback (`--debug` shows it). Ctrl-C
     stops the run at the next step boundary (`at`; a second Ctrl-C at once) and
-    prints where it stopped and that rerunning the same command resumes (exit 130).
+    prints where it stopped and that rerunning the same command resumes (exit 130);
+    so does a scheduler's SIGTERM (exit 143). On several hosts all of them stop at the
+    same step when any one was signalled (one all-gather per `at`).
     A non-finite loss stops a run with the last good checkpoint (`check_finite`).
+    A full disk, a read-only workdir, a workdir path that is a file or an output file that
+    cannot be written is one line on stderr (exit 1; `--debug` shows the traceback);
+    the outputs are checked before the run starts (`check_writable`).
   * **Hangs.** A watchdog (`Watchdog`) expects progress (a call of `at`) at least every
     `--watchdog_s` seconds (default 900; 0 turns it off; the first step, which compiles,
     and a step announced with `at(..., next_compiles=True)` get `--watchdog_first_s`,
@@ -32,8 +40,11 @@ One place decides, for every `python -m experiments.<name>` run:
     the full config goes to `config.json`, `--dry_run` prints it without running.
 """
 
+import contextlib
 import dataclasses
+import errno
 import faulthandler
+import fcntl
 import json
 import logging as pylogging
 import os
@@ -54,6 +65,7 @@ RUNS_DIR = 'runs'
 RESULTS_DIR = 'results'
 CONFIG_FILE = 'config.json'
 DONE_FILE = 'done.json'
+LOCK_FILE = '.jaxca.lock'  # held (fcntl.flock) by the process running in the workdir
 WATCHDOG_EXIT = 124  # like timeout(1)
 
 __all__ = [
@@ -63,16 +75,48 @@ __all__ = [
   'at',
   'check_finite',
   'check_resume',
+  'check_steps_reached',
+  'check_writable',
   'config_diff',
   'define_flags',
   'flatten',
+  'lock_workdir',
   'main',
   'note',
   'resolve_workdir',
 ]
 
+# What a non-finite loss or state tells the user (check_finite, checkpoint.Checkpointer): the
+# config change it suggests is one the resume check accepts with the flag it names.
+NAN_ADVICE = (
+  'rerun with a smaller learning rate (e.g. --config.optim.lr=<lr/10> --allow_config_change) '
+  'to resume from it'
+)
 _RESUME = 'Rerun the same command to resume from the last checkpoint.'
-_state = dict(position=None, stop=False, watchdog=None, steps=0, stall_at=0, resume_hint='')
+_state = dict(
+  position=None,
+  stop=False,
+  signal=signal.SIGINT,
+  watchdog=None,
+  steps=0,
+  stall_at=0,
+  resume_hint='',
+)
+
+
+DEBUG_KILL_ENV = 'JAXCA_DEBUG_KILL_AT'
+
+
+def debug_kill_point(point: str):
+  """Fault injection (tests): SIGKILLs this process if $JAXCA_DEBUG_KILL_AT equals `point`.
+
+  The points are every `at` position (e.g. 'RL step 2 of 4') and 'metrics.rewrite' (in
+  `metrics.Writer`, the kept records written but not yet in place).
+  """
+  if os.environ.get(DEBUG_KILL_ENV) == point:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def at(position: str, next_compiles: bool = False):
@@ -85,14 +129,31 @@ def at(position: str, next_compiles: bool = False):
   """
   _state['position'] = position
   _state['steps'] += 1
+  debug_kill_point(position)
   if _state['watchdog'] is not None:
     _state['watchdog'].progress(position, next_compiles)
   if _state['steps'] == _state['stall_at']:  # --debug_stall_at: simulates a hung step
     while True:
       time.sleep(1)
-  if _state['stop']:
+  if _any_host(_state['stop']):  # every host stops at the same step (multi-host runs)
     _state['stop'] = False
     raise KeyboardInterrupt
+
+
+def _any_host(flag: bool) -> bool:
+  """`flag` on one process; True on every process iff it is True on any (multi-host).
+
+  A scheduler's SIGTERM or a Ctrl-C may reach one host only; one tiny all-gather per
+  `at` call makes all of them stop (and save) at the same step.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(flag)))))
 
 
 class Watchdog:
@@ -171,13 +232,17 @@ class Watchdog:
 
 
 def _stop_at_next_step(signum, frame):
-  del signum, frame
-  _state['stop'] = True
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+  """SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption): stop at the next `at`."""
+  del frame
+  _state['stop'], _state['signal'] = True, signum
+  if signum == signal.SIGTERM:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM stops at once
+    what, again = 'SIGTERM', 'a second SIGTERM stops now'
+  else:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+    what, again = 'Ctrl-C', 'Ctrl-C again to stop now'
   print(
-    '\nCtrl-C: stopping at the end of the current step (Ctrl-C again to stop now).',
-    file=sys.stderr,
-    flush=True,
+    f'\n{what}: stopping at the end of the current step ({again}).', file=sys.stderr, flush=True
   )
 
 
@@ -297,6 +362,25 @@ def resolve_workdir(workdir: Optional[str], name: str, *, smoke: bool = False) -
   return workdir
 
 
+def check_steps_reached(directory: str, key: str, steps: int):
+  """Raises ConfigError if `directory` holds a checkpoint past `steps` (config `key`).
+
+  A safe key such as `rl.steps` may grow on resume; lowered below the step a run already
+  reached, config.json and done.json would say fewer steps than the checkpoints, metrics
+  and summary. Checkpoints are orbax step directories named by their step.
+  """
+  reached = max(
+    (int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else ()) if n.isdigit()),
+    default=None,
+  )
+  if reached is not None and reached > steps:
+    raise ConfigError(
+      f'config.{key}={steps} is below the step this run already reached ({reached}, in '
+      f'{directory}); a run cannot be shortened: set {key} >= {reached}, or pass a new '
+      '--workdir.'
+    )
+
+
 # ----------------------------------------------------------------------------- finite losses
 
 
@@ -330,9 +414,87 @@ def check_finite(
   values = ', '.join(f'{k} {v.ravel().tolist()[:8]}' for k, v in bad.items())
   raise FloatingPointError(
     f'Non-finite loss or parameters in the {phase} phase at step {step} ({values}); stopping '
-    f'without saving. The last good checkpoint is step {last} in {where}; fix the config '
-    '(e.g. a smaller optim.lr) and rerun to resume from it.'
+    f'without saving. The last good checkpoint is step {last} in {where}; {NAN_ADVICE}.'
   )
+
+
+# ----------------------------------------------------------------------------- workdir lock
+
+
+@contextlib.contextmanager
+def lock_workdir(workdir: str):
+  """Holds an exclusive lock on `workdir` (created if needed) while the block runs.
+
+  The lock is `fcntl.flock` on `<workdir>/.jaxca.lock`, which also holds the holder's PID;
+  the kernel releases it when the process ends, however it ends (a SIGKILL too), so a
+  killed run never leaves a stale lock. A second process raises ConfigError naming the
+  holder's PID and the ways out, before it has written anything.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is a file, not a directory; pass a directory.')
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
+      raise ConfigError(
+        f'{workdir} is in use by another run (process {holder} holds {path}); wait for it to '
+        f'finish, stop it (kill -INT {holder} stops it at the next step; rerunning resumes), '
+        'or pass a new --workdir.'
+      ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    yield path
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def check_writable(workdir: str, names: Sequence[str]):
+  """Raises ConfigError (one line) if a file `names` the run will write in `workdir` cannot be.
+
+  Called before a run starts, so an unwritable `results.md` does not fail a run only after
+  all of its training. Existing files are opened for appending (their content is untouched).
+  """
+  for name in names:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path):
+      raise ConfigError(
+        f'{path} is a directory, but the run writes a file there: move it away or pass a new '
+        '--workdir.'
+      )
+    if os.path.exists(path):
+      try:
+        with open(path, 'a'):
+          pass
+      except OSError as e:
+        raise ConfigError(
+          f'cannot write {path} ({e.strerror}); make it writable or pass a new --workdir.'
+        ) from None
+
+
+_IO_ERRNOS = {
+  errno.ENOSPC: 'free some space, then rerun the same command to resume',
+  errno.EDQUOT: 'free some of your quota, then rerun the same command to resume',
+  errno.EROFS: 'the file system is read-only: pass a --workdir on a writable one',
+  errno.EACCES: 'check its permissions, or pass a new --workdir',
+  errno.EPERM: 'check its permissions, or pass a new --workdir',
+  errno.ENOTDIR: 'a part of the path is a file: pass a new --workdir',
+  errno.EISDIR: 'a directory stands where a file is written: move it or pass a new --workdir',
+}
+
+
+def _io_error(error: BaseException) -> Optional[OSError]:
+  """The OSError (disk full, read-only, ...) behind `error`, looking through its causes."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _IO_ERRNOS:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
 
 
 # ----------------------------------------------------------------------------- flags and main
@@ -350,6 +512,11 @@ class Experiment:
     setup: optional setup() called first (e.g. distributed init, JAX flags).
     resume_hint: what a Ctrl-C or the watchdog tells the user about resuming (default:
       rerunning the same command resumes from the last checkpoint).
+    outputs: the files `run` writes in the workdir (besides config.json and done.json);
+      checked for writability before the run starts (`check_writable`).
+    check_workdir: optional check_workdir(config, workdir), called after the resume check
+      and before anything is written; raises ConfigError for a workdir the config cannot
+      continue (e.g. fewer steps than its checkpoints already reached).
   """
 
   name: str
@@ -358,6 +525,8 @@ class Experiment:
   safe_keys: Sequence[str] = ()
   setup: Optional[Callable[[], None]] = None
   resume_hint: str = ''
+  outputs: Sequence[str] = ()
+  check_workdir: Optional[Callable[[Any, str], None]] = None
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -438,6 +607,12 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
     if debug:
       raise
     fail(str(e).strip().replace('\n', ' '))
+  except Exception as e:  # noqa: BLE001 -- only I/O errors are turned into one line
+    io = _io_error(e)
+    if io is None or debug:
+      raise
+    where = f': {io.filename}' if io.filename else ''
+    fail(f'{io.strerror}{where}; {_IO_ERRNOS[io.errno]}.', code=1)
   except KeyboardInterrupt:
     where = f' at {_state["position"]}' if _state['position'] else ''
     print(
@@ -445,7 +620,7 @@ def guarded(fn: Callable[[], Any], debug: bool = False):
       file=sys.stderr,
       flush=True,
     )
-    sys.exit(130)
+    sys.exit(128 + _state['signal'])  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def main(experiment: Experiment) -> Callable[[Sequence[str]], None]:
@@ -471,6 +646,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   if config is None:
     raise app.UsageError(f'--config is required, e.g. --config configs/{experiment.name}.py')
   signal.signal(signal.SIGINT, _stop_at_next_step)
+  signal.signal(signal.SIGTERM, _stop_at_next_step)
   _state['stall_at'] = FLAGS.debug_stall_at
   _state['resume_hint'] = experiment.resume_hint
   if experiment.setup is not None:
@@ -483,18 +659,37 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
     return
   overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
-  diffs = check_resume(
-    workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
-  )
-  done = read_json(os.path.join(workdir, DONE_FILE))
-  if done is not None and done.get('config') == config_json(config) and not FLAGS.rewrite:
-    note(f'{workdir} holds a complete run of this config; nothing to do.')
-    note(done.get('summary', ''))
-    note('(--rewrite runs it again into the same workdir; a new --workdir starts afresh.)')
+
+  def checks():  # (accepted config changes, done.json or None)
+    diffs = check_resume(
+      workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
+    )
+    if experiment.check_workdir is not None and os.path.isdir(workdir):
+      experiment.check_workdir(config, workdir)
+    done = read_json(os.path.join(workdir, DONE_FILE))
+    complete = done is not None and done.get('config') == config_json(config)
+    if complete and not FLAGS.rewrite:
+      note(f'{workdir} holds a complete run of this config; nothing to do.')
+      note(done.get('summary', ''))
+      note('(--rewrite runs it again into the same workdir; a new --workdir starts afresh.)')
+      return diffs, done, True
+    return diffs, done, False
+
+  if checks()[2]:
     return
   primary = _is_primary()
+  with contextlib.ExitStack() as stack:
+    if primary:  # one run per workdir; the checks again, now that no other run can write
+      stack.enter_context(lock_workdir(workdir))
+      diffs, done, finished = checks()
+      if finished:
+        return
+    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS)
+
+
+def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # noqa: N803
   if primary:
-    os.makedirs(workdir, exist_ok=True)
+    check_writable(workdir, (CONFIG_FILE, DONE_FILE, *experiment.outputs))
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
     if diffs:
       note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))

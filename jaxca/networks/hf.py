@@ -39,10 +39,12 @@ import json
 import math
 import os
 from typing import Any
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_dtypes  # registers bfloat16 with NumPy: safetensors reads BF16 files as it
 import numpy as np
 
 from jaxca.networks import transformer
@@ -561,10 +563,14 @@ def config_to_dict(cfg: HFConfig) -> dict:
   return d
 
 
-def save_pretrained(path: str, cfg: HFConfig, params) -> None:
+def save_pretrained(path: str, cfg: HFConfig, params, dtype: Optional[str] = None) -> None:
   """Host side: writes `config.json` and `model.safetensors` that `load_pretrained` (and
   `transformers`) read back; a value head is not saved. Used to build tiny local checkpoints
-  for smoke runs and tests."""
+  for smoke runs and tests. `dtype` 'bfloat16' stores BF16 tensors, as released Qwen2.5
+  and Llama 3.2 checkpoints are; 'float32' float32; None (default) the parameters' own."""
+  if dtype is not None and dtype not in _DTYPES:
+    raise ValueError(f'save_pretrained: dtype={dtype!r}; expected one of {sorted(_DTYPES)}.')
+  np_dtype = {None: None, 'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16}[dtype]
   from safetensors.numpy import save_file
 
   os.makedirs(path, exist_ok=True)
@@ -575,6 +581,6 @@ def save_pretrained(path: str, cfg: HFConfig, params) -> None:
     node = params
     for part in ours:
       node = node[part]
-    x = np.asarray(node)
+    x = np.asarray(node) if np_dtype is None else np.asarray(node).astype(np_dtype)
     tensors[name] = np.ascontiguousarray(x.T if transpose else x)
   save_file(tensors, os.path.join(path, 'model.safetensors'), metadata={'format': 'pt'})

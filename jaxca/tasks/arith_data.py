@@ -34,6 +34,8 @@ Batching helpers (`get_batch`, `batch_iterator`) are task-independent: `jaxca.da
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -239,9 +241,7 @@ def build(
   num_validation: int = 0,
 ) -> ArithChains:
   """Prepares the dataset (array_record) under `data_dir` unless already there; returns it."""
-  builder = make_builder(
-    cfg,
-    data_dir,
+  knobs = dict(
     num_train=num_train,
     num_test=num_test,
     test_fraction=test_fraction,
@@ -249,18 +249,31 @@ def build(
     validation_fraction=validation_fraction,
     num_validation=num_validation,
   )
-  if not builder.is_prepared():
-    print(f'building the {builder.name} dataset ({num_train} train / {num_test} test) in '
-          f'{builder.data_dir}', flush=True)  # fmt: skip
-    from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+  builder = make_builder(cfg, data_dir, **knobs)
+  if builder.is_prepared():
+    return builder
+  print(f'building the {builder.name} dataset ({num_train} train / {num_test} test) in '
+        f'{builder.data_dir}', flush=True)  # fmt: skip
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
 
+  # Built in a private directory and renamed into place: processes that build the same
+  # dataset at once (runs sharing config.data.dir) each finish, and the first rename wins.
+  os.makedirs(data_dir, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix='.building_', dir=data_dir) as tmp:
+    staged = make_builder(cfg, tmp, **knobs)
     shown = tqdm_utils._active  # pylint: disable=protected-access
     tqdm_utils.display_progress_bar(False)  # seconds of generation: no per-split bars
     try:
-      builder.download_and_prepare(file_format='array_record')
+      staged.download_and_prepare(file_format='array_record')
     finally:
       tqdm_utils.display_progress_bar(shown)
-  return builder
+    os.makedirs(os.path.dirname(builder.data_dir), exist_ok=True)
+    try:
+      os.rename(staged.data_dir, builder.data_dir)
+    except OSError:  # already in place: another process built the same dataset first
+      if not make_builder(cfg, data_dir, **knobs).is_prepared():
+        raise
+  return make_builder(cfg, data_dir, **knobs)
 
 
 def load(

@@ -154,3 +154,32 @@ def test_greedy_decoding_matches_generate(pair):
     n = int(out.lengths[row])
     np.testing.assert_array_equal(ours[row, :n], ref[row, :n])
   assert out.lengths.min() >= 3
+
+
+def test_bfloat16_checkpoint_logits_match_transformers(tmp_path):
+  """A BF16 file (as Qwen2.5 and Llama 3.2 are released) read by both, computed in BF16."""
+  _save('qwen2', tmp_path / 'f32').to(torch.bfloat16).save_pretrained(tmp_path / 'bf16')
+  policy, params = hf.load_pretrained(str(tmp_path / 'bf16'), dtype='bfloat16')
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(3, 97, size=(3, 10))
+  valid = np.ones_like(tokens, bool)
+
+  def reference(dtype):  # transformers reads the BF16 file into `dtype`
+    model = transformers.Qwen2ForCausalLM.from_pretrained(
+      tmp_path / 'bf16', dtype=dtype, attn_implementation='eager'
+    ).eval()
+    assert model.model.embed_tokens.weight.dtype == dtype
+    with torch.no_grad():
+      return model(input_ids=torch.tensor(tokens)).logits.float().numpy()
+
+  ref = reference(torch.bfloat16)
+  exact = reference(torch.float32)  # the BF16 weights in float32: only compute rounding differs
+  ours = np.asarray(policy.apply(params, jnp.asarray(tokens), jnp.asarray(valid)).logits)
+  policy32, params32 = hf.load_pretrained(str(tmp_path / 'bf16'), dtype='float32')
+  ours32 = np.asarray(policy32.apply(params32, jnp.asarray(tokens), jnp.asarray(valid)).logits)
+  scale = np.abs(exact).max()
+  assert scale > 1.0
+  np.testing.assert_allclose(ours32, exact, atol=1e-4 * scale, rtol=0)
+  # BF16 compute on both sides: within BF16 rounding of the logits' scale (8 mantissa bits).
+  assert np.abs(ours - ref).max() < 0.05 * scale, np.abs(ours - ref).max() / scale
+  assert np.abs(ours - exact).max() < 0.05 * scale

@@ -242,3 +242,27 @@ def test_learner_update_runs_with_hf_policy():
   grads = jax.grad(lambda p: loss_fn(p, rb)[0])(params)
   assert np.isfinite(float(loss)) and set(grads) == set(params)
   assert np.isfinite(float(metrics['reward']))
+
+
+def test_bfloat16_checkpoint_loads_exactly(tmp_path):
+  """Released Qwen2.5 / Llama 3.2 files are BF16: read as such, then stored as asked."""
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+
+  policy, params = _random(TINY)
+  hf.save_pretrained(str(tmp_path), TINY, params, dtype='bfloat16')
+  with safe_open(str(tmp_path / 'model.safetensors'), framework='numpy') as f:
+    assert {f.get_tensor(k).dtype for k in f.keys()} == {np.dtype(ml_dtypes.bfloat16)}
+  rounded = jax.tree.map(lambda x: np.asarray(x).astype(ml_dtypes.bfloat16), params)
+  _, as_f32 = hf.load_pretrained(str(tmp_path), dtype='float32')
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(np.float32)), as_f32, rounded)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(as_f32))
+  bf16_policy, as_bf16 = hf.load_pretrained(str(tmp_path), param_dtype='bfloat16')
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(as_bf16))
+  jax.tree.map(np.testing.assert_array_equal, as_bf16, rounded)
+  # BF16 weights and compute stay close to the float32 model.
+  tokens = jnp.arange(10, dtype=jnp.int32).reshape(2, 5)
+  mask = jnp.ones((2, 5), bool)
+  ref = policy.apply(params, tokens, mask).logits
+  out = bf16_policy.apply(as_bf16, tokens, mask).logits
+  assert float(jnp.max(jnp.abs(out - ref))) < 0.05 * max(1.0, float(jnp.max(jnp.abs(ref))))
