@@ -26,9 +26,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import prefixes
 from jaxca import report
 from jaxca import runs
@@ -36,6 +36,7 @@ from jaxca import sampling
 from jaxca import tasks
 from jaxca import warmstart
 from jaxca.credit import mc
+from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
 from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
@@ -63,10 +64,6 @@ def validate(config):
     raise runs.ConfigError('the value probe needs the ppo_gae arm.')
 
 
-def _sync(x):
-  return jax.block_until_ready(x)
-
-
 # ----------------------------------------------------------------------------- parts
 
 
@@ -91,7 +88,11 @@ def _estimator(config, arm):
 
 
 class Arm:
-  """The jitted pieces of one arm (shared by its seeds)."""
+  """The jitted pieces of one arm (shared by its seeds).
+
+  The arm's estimator says which fields it needs; `mc_values` is filled on the host by
+  `lm.host.mc_values` (VinePPO's steps or SPO's cuts), SPO's `loss_mask` in jit.
+  """
 
   def __init__(self, name, config, task, policy, critic):
     self.name, self.cfg = name, config.arms[name]
@@ -103,6 +104,20 @@ class Arm:
     providers = {}
     if self.cfg.mc == 'spo':
       providers['loss_mask'] = providers_lib.loss_mask_provider(config.spo.prob_threshold)
+    hosts = ()
+    if self.cfg.mc:
+      hosts = (
+        host_lib.mc_values(
+          policy,
+          task,
+          num_samples=self.cfg.mc_samples,
+          kind=self.cfg.mc,
+          temperature=rl.temperature,
+          prob_threshold=config.spo.prob_threshold,
+          cut_interval=config.spo.cut_interval,
+          min_bucket=rl.mc_min_bucket,
+        ),
+      )
     loss_cfg = dict(config.loss.to_dict(), vf_coef=config.critic.vf_coef)
     loss_cfg['vf_clip'] = config.critic.vf_clip
     phases = lm.make_rl_phases(
@@ -116,143 +131,47 @@ class Arm:
       temperature=rl.temperature,
       loss_cfg=loss_cfg,
       providers=providers,
-      host_fields=('mc_values',) if self.cfg.mc else (),
+      host_fields=host_lib.host_fields(hosts),
       critic=self.critic,
       critic_tx=self.ctx if self.critic else None,
     )
-    self.collect = bench.Aot(phases.collect)
-    self.update = bench.Aot(phases.update)
-    self.states = bench.Aot(functools.partial(_states, task, self.cfg.mc, config.spo))
-    self.complete = None
-    if self.cfg.mc:
-      self.complete = bench.Aot(
-        functools.partial(
-          _complete, policy, task, self.cfg.mc_samples, task.response_len, rl.temperature
-        )
-      )
+    hp = jax.tree.map(jnp.asarray, self.est.hparams)
+    self.step = host_lib.make_iteration(phases, hosts, hparams=hp)
 
   def compile_s(self):
-    parts = (self.collect, self.update, self.states) + ((self.complete,) if self.complete else ())
-    return sum(p.compile_s for p in parts)
+    return self.step.compile_s()
 
+  def steps(self, critic_init):
+    def init(params0, seed):
+      cparams = None
+      if self.critic is not None:
+        cparams = critic_lib.critic_params_from_policy(self.critic, params0, critic_init(seed))
+      return lm.init_from_params(params0, self.tx, critic_params=cparams, critic_tx=self.ctx)
 
-def _complete(policy, task, n, max_new, temperature, params, key, tokens, mask, rows):
-  return providers_lib.mc_complete_and_score(
-    policy,
-    task,
-    params,
-    key,
-    tokens,
-    mask,
-    rows,
-    num_samples=n,
-    max_new_tokens=max_new,
-    temperature=temperature,
-  )
-
-
-def _states(task, kind, spo, data):
-  """[B, S, L] states before each step (VinePPO) or SPO cut, S = N."""
-  if kind == 'spo':
-    ids = mc.spo_segments(data.log_probs, data.mask, spo.prob_threshold, spo.cut_interval)
-  else:
-    ids = task.parse_steps(data.responses, data.mask).step_ids
-  prompts = data.tokens[:, : task.prompt_len]
-  pmask = data.valid[:, : task.prompt_len]
-  n = data.mask.shape[-1]
-  return mc.step_prefixes(prompts, pmask, data.responses, data.mask, ids, n)
+    return loop.ArmSteps(self.name, init, self.step, phased=True)
 
 
 # ----------------------------------------------------------------------------- learning runs
 
 
-def run_arm(config, arm, task, params0, critic_init, seed, train, test, evaluate, keep=()):
+def run_arm(config, arm, params0, critic_init, seed, train, test, evaluate, keep=()):
   """One learning run; returns (records, snapshots {iteration: (params, critic_params)})."""
   rl = config.rl
-  key = jax.random.key(seed)
-  cparams = None
-  if arm.critic is not None:
-    cparams = critic_lib.critic_params_from_policy(arm.critic, params0, critic_init(seed))
-  state = lm.init_from_params(params0, arm.tx, critic_params=cparams, critic_tx=arm.ctx)
-  hp = jax.tree.map(jnp.asarray, arm.est.hparams)
-  records, snaps = [], {}
-  wall = policy_tok = mc_tok = 0.0
-  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, tokens=0.0, policy_tokens=0.0)
-  rec0['mc_tokens'] = 0.0
-  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-  records.append(rec0)
-  it = 0
-  while it < rl.iterations and wall < rl.max_wall_s:
-    it += 1
-    rng = np.random.default_rng([seed, it])
-    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
-    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
-    k_iter = jax.random.fold_in(key, it)
-    k_sample, k_mc, k_update = jax.random.split(k_iter, 3)
-    t0 = time.time()
-    c0 = arm.compile_s()
-    data = _sync(arm.collect(state, batch, k_sample))
-    t1, c1 = time.time(), arm.compile_s()
-    fields, mc_stats = {}, dict(mc_states=0.0, mc_bucket=0.0, mc_tokens_iter=0.0)
-    if arm.complete is not None:
-      tokens, smask, exists = jax.device_get(arm.states(data))
-      rows = jax.device_get(data.batch)
-
-      def complete(t, m, r, _params=state['params'], _k=k_mc):
-        return jax.device_get(arm.complete(_params, _k, t, m, r))
-
-      res = prefixes.mc_step_values(
-        complete,
-        tokens,
-        smask,
-        exists,
-        rows,
-        num_samples=arm.cfg.mc_samples,
-        minimum_bucket=rl.mc_min_bucket,
-      )
-      fields['mc_values'] = jnp.asarray(res.values)
-      mc_stats = dict(
-        mc_states=float(res.num_unique),
-        mc_bucket=float(res.bucket),
-        mc_tokens_iter=float(res.samples['generated']),
-        mc_state_slots=float(np.asarray(exists).sum()),
-      )
-    t2, c2 = time.time(), arm.compile_s()
-    state, m = arm.update(state, data, fields, k_update, hp)
-    m = jax.device_get(_sync(m))
-    t3, c3 = time.time(), arm.compile_s()
-    compile_iter = c3 - c0
-    wall += (t3 - t0) - compile_iter
-    p_tok = float(np.asarray(data.lengths).sum())
-    policy_tok += p_tok
-    mc_tok += mc_stats['mc_tokens_iter']
-    rec = dict(
-      arm=arm.name,
-      seed=seed,
-      iteration=it,
-      wall=wall,
-      policy_tokens=policy_tok,
-      mc_tokens=mc_tok,
-      tokens=policy_tok + mc_tok,
-      sample_s=(t1 - t0) - (c1 - c0),  # phase seconds without ahead-of-time compiles
-      mc_s=(t2 - t1) - (c2 - c1),
-      train_s=(t3 - t2) - (c3 - c2),
-      compile_s=compile_iter,
-      **mc_stats,
-      **{k: float(v) for k, v in m.items()},
-    )
-    if not np.isfinite(rec['loss']):
-      raise FloatingPointError(f'{arm.name} seed {seed}: non-finite loss at iteration {it}.')
-    if it % rl.eval_every == 0 or it in keep:
-      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    records.append(rec)
-    if it in keep:
-      snaps[it] = jax.device_get((state['params'], state.get('critic_params')))
-    runs.at(f'{arm.name} seed {seed} iteration {it}')
-  if 'eval_exact_match' not in records[-1]:
-    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-  if -1 in keep:
-    snaps[it] = jax.device_get((state['params'], state.get('critic_params')))
+  records, _, snaps = loop.run_arm(
+    arm.steps(critic_init),
+    params0,
+    seed,
+    train,
+    test,
+    evaluate,
+    iterations=rl.iterations,
+    prompts=rl.prompts,
+    eval_every=rl.eval_every,
+    max_wall_s=rl.max_wall_s,
+    keep=keep,
+    snapshot=lambda st: jax.device_get((st['params'], st.get('critic_params'))),
+    counters=('policy_tokens', 'mc_tokens'),
+  )
   return records, snaps
 
 
@@ -276,11 +195,15 @@ class Prober:
   def mc(self, params, key, tokens, mask, rows, n):
     """[U] MC-n values of U prefixes (rows: per-prefix batch data)."""
     if n not in self.fns:
-      self.fns[n] = jax.jit(
-        functools.partial(
-          _complete, self.policy, self.task, n, self.task.response_len, self.temperature
-        )
+      fn = functools.partial(
+        providers_lib.mc_complete_and_score,
+        self.policy,
+        self.task,
+        num_samples=n,
+        max_new_tokens=self.task.response_len,
+        temperature=self.temperature,
       )
+      self.fns[n] = jax.jit(fn)
     u, c = len(tokens), self.cfg.chunk
     out = []
     for s in range(0, u, c):
@@ -491,8 +414,8 @@ def summarize(records, seeds, arms):
       recs = by[(a, s)]
       last = recs[-1]
       its = [r for r in recs if r['iteration'] > 0]
-      wall_mc = sum(r['mc_s'] for r in its)
-      wall_all = sum(r['sample_s'] + r['mc_s'] + r['train_s'] for r in its)
+      wall_mc = sum(r['host_s'] for r in its)
+      wall_all = sum(r['sample_s'] + r['host_s'] + r['train_s'] for r in its)
       out[(a, s)] = dict(
         iters=last['iteration'],
         tokens=last['tokens'],
@@ -769,9 +692,7 @@ def run(config, workdir):
     for s in config.seeds:
       for a in arms:
         k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
-        recs, sn = run_arm(
-          config, built[a], task, params0, critic_init, s, train, test, evaluate, k
-        )
+        recs, sn = run_arm(config, built[a], params0, critic_init, s, train, test, evaluate, k)
         if sn:
           snaps = sn
         for r in recs:

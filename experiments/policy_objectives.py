@@ -26,6 +26,7 @@ import optax
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import objectives
 from jaxca import report
 from jaxca import runs
@@ -146,37 +147,20 @@ class Arm:
 def run_arm(config, arm, params0, seed, train, test, evaluate):
   """One learning run from the warm start; returns its records (iteration 0 = warm start)."""
   rl = config.rl
-  key = jax.random.key(seed)
-  state = lm.init_from_params(params0, arm.tx)
-  t_run = time.time()
-  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, elapsed=0.0, compile_s=0.0)
-  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-  records, wall, it = [rec0], 0.0, 0
-  while it < rl.iterations and wall < rl.max_wall_s:
-    it += 1
-    rng = np.random.default_rng([seed, it])  # the same batches for every arm of a seed
-    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
-    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
-    t0, c0 = time.time(), arm.update.compile_s
-    state, m = arm.update(state, batch, jax.random.fold_in(key, it), arm.hparams)
-    m = jax.device_get(jax.block_until_ready(m))
-    compile_iter = arm.update.compile_s - c0
-    wall += time.time() - t0 - compile_iter
-    rec = dict(arm=arm.name, seed=seed, iteration=it, wall=wall, compile_s=compile_iter)
-    rec.update({k: float(v) for k, v in m.items()})
-    if not (np.isfinite(rec['loss']) and rec.get('params_finite', 1.0) == 1.0):
-      raise FloatingPointError(
-        f'{arm.name} seed {seed}: non-finite loss or parameters at iteration {it}; try a '
-        'smaller rl.lr.'
-      )
-    if it % rl.eval_every == 0:
-      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    rec['elapsed'] = time.time() - t_run
-    records.append(rec)
-    runs.at(f'{arm.name} seed {seed} iteration {it}')
-  if 'eval_exact_match' not in records[-1]:
-    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    records[-1]['elapsed'] = time.time() - t_run
+  init = lambda p, s: lm.init_from_params(p, arm.tx)  # noqa: E731
+  steps = loop.ArmSteps(arm.name, init, arm.update, phased=False, hparams=arm.hparams)
+  records, _, _ = loop.run_arm(
+    steps,
+    params0,
+    seed,
+    train,
+    test,
+    evaluate,
+    iterations=rl.iterations,
+    prompts=rl.prompts,
+    eval_every=rl.eval_every,
+    max_wall_s=rl.max_wall_s,
+  )
   return records
 
 

@@ -30,6 +30,7 @@ import optax
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import prefixes
 from jaxca import report
 from jaxca import runs
@@ -38,6 +39,7 @@ from jaxca import tasks
 from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
+from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
 from jaxca.networks import transformer
 from jaxca.objectives import losses
@@ -153,11 +155,11 @@ class Arm:
     )
     rl = config.rl
     self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
-    providers, host = {}, ()
+    providers, hosts = {}, ()
     if self.cfg.planning == 'sep':
       providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
     elif self.cfg.planning == 'fai':
-      host = ('planning',)
+      hosts = (host_lib.fai_planning(policy, task, fraction=cr.fai_fraction),)
     phases = lm.make_rl_phases(
       policy,
       task,
@@ -169,58 +171,33 @@ class Arm:
       temperature=rl.temperature,
       loss_cfg=config.loss.to_dict(),
       providers=providers,
-      host_fields=host,
+      host_fields=host_lib.host_fields(hosts),
       metrics_fn=_class_metrics(task),
     )
-    self.collect = bench.Aot(phases.collect)
-    self.update = bench.Aot(phases.update)
-    self.planning = None
-    if host:
-      fn = functools.partial(providers_lib.fai_planning, policy)
-      self.planning = bench.Aot(
-        lambda p, t, v, f: fn(p, t, v, task.prompt_len, f)  # noqa: E731
-      )
-    self.fai_fraction = jnp.float32(cr.fai_fraction)
+    hp = jax.tree.map(jnp.asarray, self.est.hparams)
+    self.step = host_lib.make_iteration(phases, hosts, hparams=hp)
+    init = lambda params0, seed: lm.init_from_params(params0, self.tx)  # noqa: E731
+    self.steps = loop.ArmSteps(name, init, self.step, phased=True)
 
   def compile_s(self):
-    parts = (self.collect, self.update) + ((self.planning,) if self.planning else ())
-    return sum(p.compile_s for p in parts)
+    return self.step.compile_s()
 
 
 def run_arm(config, arm, params0, seed, train, test, evaluate):
   """One learning run; returns (records, final params)."""
   rl = config.rl
-  key = jax.random.key(seed)
-  state = lm.init_from_params(params0, arm.tx)
-  hp = jax.tree.map(jnp.asarray, arm.est.hparams)
-  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0)
-  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-  records, wall, it = [rec0], 0.0, 0
-  while it < rl.iterations and wall < rl.max_wall_s:
-    it += 1
-    rng = np.random.default_rng([seed, it])
-    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
-    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
-    k_sample, k_update = jax.random.split(jax.random.fold_in(key, it))
-    t0, c0 = time.time(), arm.compile_s()
-    data = arm.collect(state, batch, k_sample)
-    fields = {}
-    if arm.planning is not None:
-      fields['planning'] = arm.planning(state['params'], data.tokens, data.valid, arm.fai_fraction)
-    state, m = arm.update(state, data, fields, k_update, hp)
-    m = jax.device_get(jax.block_until_ready(m))
-    compile_iter = arm.compile_s() - c0
-    wall += time.time() - t0 - compile_iter
-    rec = dict(arm=arm.name, seed=seed, iteration=it, wall=wall, compile_s=compile_iter)
-    rec.update({k: float(v) for k, v in m.items()})
-    if not np.isfinite(rec['loss']):
-      raise FloatingPointError(f'{arm.name} seed {seed}: non-finite loss at iteration {it}.')
-    if it % rl.eval_every == 0:
-      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    records.append(rec)
-    runs.at(f'{arm.name} seed {seed} iteration {it}')
-  if 'eval_exact_match' not in records[-1]:
-    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
+  records, state, _ = loop.run_arm(
+    arm.steps,
+    params0,
+    seed,
+    train,
+    test,
+    evaluate,
+    iterations=rl.iterations,
+    prompts=rl.prompts,
+    eval_every=rl.eval_every,
+    max_wall_s=rl.max_wall_s,
+  )
   return records, jax.device_get(state['params'])
 
 

@@ -1,0 +1,157 @@
+"""Host loops over jitted learner callables: one arm's learning run, with evaluation.
+
+`run_arm` is the loop every reproduction shares: from a start state, iterations on batches
+drawn the same way for every arm of a seed (so arms see the same prompts), evaluation on a
+schedule, wall-clock seconds without compiles, token counts (policy samples and host-side
+Monte-Carlo completions), a finiteness check with a one-line error, progress for the
+watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
+collect, host providers and update (`lm.host.make_iteration`). Host-side: it calls jitted
+functions and reads arrays back; kernels never import it.
+"""
+
+import time
+from typing import Callable
+from typing import Mapping
+from typing import NamedTuple
+from typing import Optional
+
+import jax
+import numpy as np
+
+from jaxca import bench
+from jaxca import runs
+
+
+class ArmSteps(NamedTuple):
+  """What `run_arm` iterates.
+
+  Attributes:
+    name: the arm's name (in every record).
+    init: `init(params0, seed) -> state`, the learner state at iteration 0.
+    step: either `lm.host.make_iteration(...)` (with `phased=True`), or a jitted
+      `step(state, batch, key, hparams) -> (state, metrics)` such as `lm.make_rl_update`'s.
+    phased: whether `step` is a `make_iteration` step.
+    hparams: the estimator's traced hyper-parameters (single-step arms only).
+  """
+
+  name: str
+  init: Callable
+  step: Callable
+  phased: bool = False
+  hparams: Optional[Mapping] = None
+
+
+def single_step(fn) -> Callable:
+  """Wraps a jittable `fn(state, batch, key, hparams)` as an ahead-of-time compiled step."""
+  return bench.Aot(fn)
+
+
+def _evaluate(evaluate, params, test):
+  return {f'eval_{k}': v for k, v in evaluate(params, test).items()}
+
+
+def batch_indices(seed: int, iteration: int, num_train: int, size: int) -> np.ndarray:
+  """The training prompts of one iteration: the same for every arm of a seed."""
+  rng = np.random.default_rng([seed, iteration])
+  return rng.choice(num_train, size, replace=False)
+
+
+def run_arm(
+  arm: ArmSteps,
+  params0,
+  seed: int,
+  train: Mapping[str, np.ndarray],
+  test,
+  evaluate: Callable,
+  *,
+  iterations: int,
+  prompts: int,
+  eval_every: int,
+  max_wall_s: float = float('inf'),
+  primary: str = 'exact_match',
+  keep: tuple = (),
+  snapshot: Optional[Callable] = None,
+  counters: tuple = (),
+):
+  """One learning run; returns (records, final state, snapshots {iteration: snapshot(state)}).
+
+  Args:
+    arm: the arm's jitted pieces.
+    params0: start parameters (the warm start).
+    seed: the run's seed (PRNG key `jax.random.key(seed)`, folded with the iteration).
+    train: the training split, arrays with a leading prompt axis.
+    test: what `evaluate` takes.
+    evaluate: `evaluate(params, test) -> {metric: float}`, recorded as `eval_<metric>`.
+    iterations: the budget in iterations; `max_wall_s` in seconds (compiles excluded).
+    prompts: prompts per iteration.
+    eval_every: evaluation period (iterations); iteration 0 and the last are evaluated.
+    primary: the task's main metric (`eval_<primary>` must be in the last record).
+    keep: iterations to snapshot (and evaluate); -1 means the last.
+    snapshot: `snapshot(state)`, what to keep (default: the parameters).
+    counters: cumulative token counts to record (phased arms): 'policy_tokens' (sampled
+      tokens) and `<name>_tokens` for a host stat `<name>_tokens_iter`; `tokens` is their sum.
+
+  Records: arm, seed, iteration, wall (seconds without compiles), elapsed (with them),
+  compile_s, the update's metrics, the host providers' stats, the `counters` and `tokens`,
+  and for phased arms the sample_s / host_s / train_s split.
+
+  Raises:
+    FloatingPointError: a non-finite loss or parameters (one line; try a smaller lr).
+  """
+  key = jax.random.key(seed)
+  state = arm.init(params0, seed)
+  snapshot = snapshot or (lambda s: jax.device_get(s['params']))
+  t_run = time.time()
+  totals = {c: 0.0 for c in counters}
+  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, elapsed=0.0, compile_s=0.0)
+  if totals:
+    rec0.update(totals, tokens=0.0)
+  rec0.update(_evaluate(evaluate, state['params'], test))
+  records, snaps, wall, it = [rec0], {}, 0.0, 0
+  num_train = len(next(iter(train.values())))
+  while it < iterations and wall < max_wall_s:
+    it += 1
+    idx = batch_indices(seed, it, num_train, prompts)
+    batch = {k: jax.numpy.asarray(v[idx]) for k, v in train.items()}
+    k_iter = jax.random.fold_in(key, it)
+    rec = dict(arm=arm.name, seed=seed, iteration=it)
+    if arm.phased:
+      state, m, stats, p_tok, timing = arm.step(state, batch, k_iter)
+      compile_iter = timing.compile_s
+      wall += timing.sample_s + timing.host_s + timing.train_s
+      if 'policy_tokens' in totals:
+        totals['policy_tokens'] += p_tok
+      for k, v in stats.items():
+        if k.endswith('_tokens_iter') and k[: -len('_iter')] in totals:
+          totals[k[: -len('_iter')]] += v
+      rec.update(wall=wall)
+      if totals:
+        rec.update(totals, tokens=sum(totals.values()))
+      rec.update(timing._asdict(), **stats)
+    else:
+      t0, c0 = time.time(), arm.step.compile_s
+      state, m = arm.step(state, batch, k_iter, arm.hparams)
+      m = jax.device_get(jax.block_until_ready(m))
+      compile_iter = arm.step.compile_s - c0
+      wall += time.time() - t0 - compile_iter
+      rec.update(wall=wall, compile_s=compile_iter)
+    rec.update({k: float(v) for k, v in m.items()})
+    rec['compile_s'] = compile_iter
+    if not (np.isfinite(rec['loss']) and rec.get('params_finite', 1.0) == 1.0):
+      raise FloatingPointError(
+        f'{arm.name} seed {seed}: non-finite loss or parameters at iteration {it}; '
+        'try a smaller learning rate.'
+      )
+    if it % eval_every == 0 or it in keep:
+      rec.update(_evaluate(evaluate, state['params'], test))
+    rec['elapsed'] = time.time() - t_run
+    records.append(rec)
+    if it in keep:
+      snaps[it] = snapshot(state)
+    runs.at(f'{arm.name} seed {seed} iteration {it}')
+  if f'eval_{primary}' not in records[-1]:
+    records[-1].update(_evaluate(evaluate, state['params'], test))
+    records[-1]['elapsed'] = time.time() - t_run
+  if -1 in keep:
+    snaps[it] = snapshot(state)
+  return records, state, snaps
