@@ -169,28 +169,24 @@ def make_iteration(phases, hosts=(), *, hparams=None) -> Callable:
 
   Returns:
     `step(state, batch, key) -> (state, metrics, stats, policy_tokens, Timing)`. The key is
-    split in three (sample, host, update) when a host provider draws random numbers, in two
-    (sample, update) otherwise. `metrics` are the update's (on the host); `stats` the host
-    providers'; `policy_tokens` the number of sampled tokens.
+    always split in three (sample, host, update), whatever the host providers, so arms of
+    one seed draw their samples with the same keys. `metrics` are the update's (on the
+    host); `stats` the host providers'; `policy_tokens` the number of sampled tokens.
   """
   hosts = tuple(hosts)
   collect, update = bench.Aot(phases.collect), bench.Aot(phases.update)
-  needs_key = any(h.needs_key for h in hosts)
 
   def compile_s():
     return collect.compile_s + update.compile_s + sum(h.compile_s() for h in hosts)
 
   def step(state, batch, key):
-    if needs_key:
-      k_sample, k_host, k_update = jax.random.split(key, 3)
-    else:
-      (k_sample, k_update), k_host = jax.random.split(key), None
+    k_sample, k_host, k_update = jax.random.split(key, 3)
     t0, c0 = time.time(), compile_s()
     data = jax.block_until_ready(collect(state, batch, k_sample))
     t1, c1 = time.time(), compile_s()
     fields, stats = {}, {}
     for h in hosts:
-      f, s = h.fill(state['params'], data, k_host)
+      f, s = h.fill(state['params'], data, k_host if h.needs_key else None)
       fields.update(f)
       stats.update(s)
     t2, c2 = time.time(), compile_s()
