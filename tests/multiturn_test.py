@@ -55,13 +55,17 @@ class Counter(token_env.TokenEnv):
     return self.State(value, state.goal), done.astype(jnp.float32), done
 
 
+def fixture():
+  """(env, policy, params, tasks): KeyDoor 4x4, a 1-layer policy, 6 tasks."""
+  env = keydoor.make(size=4, num_walls=1, horizon=8, num_layouts=4, seed=1)
+  policy = _policy(env.vocab_size)
+  return env, policy, policy.init(jax.random.key(0)), env.sample_tasks(jax.random.key(1), 6)
+
+
 class RolloutTest(absltest.TestCase):
   def setUp(self):
     super().setUp()
-    self.env = keydoor.make(size=4, num_walls=1, horizon=8, num_layouts=4, seed=1)
-    self.policy = _policy(self.env.vocab_size)
-    self.params = self.policy.init(jax.random.key(0))
-    self.tasks = self.env.sample_tasks(jax.random.key(1), 6)
+    self.env, self.policy, self.params, self.tasks = fixture()
 
   def _rollout(self, key=2, **kw):
     fn = jax.jit(
