@@ -331,10 +331,10 @@ def collect_dynamic(
   or `max_gen_batches` batches have been generated; keeps the first P informative groups in
   order. The result has exactly P*G rows, so the jitted `update` keeps its shapes. If fewer
   than P informative groups were found, the missing groups are padding rows: copies of
-  generated rows with an all-False response mask and zero rewards, log-probs and values,
-  which add nothing to any loss term or normaliser (a short batch is a smaller batch, not a
-  reweighted one; reusing kept groups instead would count them twice). verl instead raises
-  after `max_num_gen_batches`.
+  generated rows with an all-False response mask and zero rewards, log-probs, values and
+  `extras` (a multi-turn rollout's turns: none active), which add nothing to any loss term
+  or normaliser (a short batch is a smaller batch, not a reweighted one; reusing kept groups
+  instead would count them twice). verl instead raises after `max_num_gen_batches`.
 
   Args:
     collect: `RLPhases.collect` (jitted by the caller): (state, batch, key) -> `RolloutData`.
@@ -385,6 +385,7 @@ def collect_dynamic(
       rollout_log_probs=zero(pad.rollout_log_probs),
       values=zero(pad.values),
       lengths=zero(pad.lengths),
+      extras=jax.tree.map(np.zeros_like, pad.extras),  # e.g. multi-turn turns: none taken
     )
     out = jax.tree.map(lambda a, b: np.concatenate([a, b]), out, pad)
   metrics = dict(

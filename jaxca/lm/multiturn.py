@@ -337,7 +337,9 @@ def make_collect(
   `score_fn` pass (default `make_score_fn(policy, env, temperature)`) for the old log-probs
   (and value-head values), one with `ref_params` when the learner needs the reference. Rows
   carry each turn's reward on its action token (`token_rewards`), `extras` the `Turns`.
-  Statistics: success (mean return), turns (mean turns taken), adv_abs_mean.
+  Statistics: success (mean return), turns (mean turns taken), adv_abs_mean. `lengths` are
+  turns taken, so DAPO's overlong penalty (`reward_shaping.overlong_buffer`) counts turns
+  against `env.horizon`.
   """
   score_fn = make_score_fn(policy, env, temperature) if score_fn is None else score_fn
   lp = int(env.prompt_len)
@@ -376,5 +378,6 @@ def make_collect(
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), data.mask),
     )
 
-  n = int(env.horizon) * (int(env.obs_len) + 1)
-  return rollout_lib.Collect(collect, stats, PROVIDERS, n, None)
+  # Lengths are turns: DAPO's overlong penalty counts turns against the horizon; responses
+  # have no EOS token, so the overlong filter does not apply.
+  return rollout_lib.Collect(collect, stats, PROVIDERS, int(env.horizon), None)

@@ -124,7 +124,8 @@ class Collect(NamedTuple):
     stats: (data, advantages [B, N]) -> dict of the rollout's scalar statistics.
     providers: provider overrides for this rollout (`providers.PROVIDERS` entries or new
       fields), e.g. a multi-turn rollout's step ids from its turns.
-    response_len: N (for DAPO's overlong penalty).
+    response_len: the longest response in the units of `RolloutData.lengths` (DAPO's overlong
+      penalty): N tokens single-turn, H turns multi-turn.
     eos_id: the end-of-sequence token (DAPO's overlong filter), or None if responses have none.
   """
 
