@@ -15,6 +15,7 @@ from jaxca import lm
 from jaxca.envs import keydoor
 from jaxca.envs import token_env
 from jaxca.lm import multiturn
+from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
 
 G = 4
@@ -223,6 +224,45 @@ class OneLearnerTest(absltest.TestCase):
     self.assertTrue(np.isfinite(float(state['kl_coef'])))
     self.assertNotEqual(float(state['kl_coef']), 0.05)  # the controller moved it
     self.assertGreater(float(m['kl_measured']), 0.0)  # the policy left the reference
+
+  def test_separate_critic_kl_in_reward_and_dynamic_sampling_on_the_multiturn_path(self):
+    cfg = dict(width=32, depth=1, num_heads=2, max_len=64, dtype='float32', value_head=False)
+    critic = critic_lib.make_critic(ml_collections.ConfigDict(cfg), vocab_size=self.env.vocab_size)
+    cparams = critic_lib.critic_params_from_policy(critic, self.params, jax.random.key(3))
+    tx, ctx = optax.adam(1e-3), optax.adam(1e-2)
+    phases = lm.make_rl_phases(
+      self.policy,
+      self.env,
+      estimators.make('gae'),
+      tx,
+      group_size=G,
+      loss_cfg=dict(vf_coef=0.5, kl_coef=0.1, kl_in_reward=True),
+      critic=critic,
+      critic_tx=ctx,
+      collect=multiturn.make_collect(self.policy, self.env, group_size=G),
+      score_fn=multiturn.make_score_fn(self.policy, self.env),
+    )
+    state = lm.init_from_params(
+      self.params, tx, with_ref=True, critic_params=cparams, critic_tx=ctx
+    )
+    collect, update = jax.jit(phases.collect), jax.jit(phases.update)
+    data, dm = lm.collect_dynamic(
+      collect,
+      state,
+      lambda: self.tasks,
+      jax.random.key(8),
+      group_size=G,
+      max_gen_batches=2,
+    )
+    self.assertEqual(data.mask.shape[0], 6 * G)  # static shape, padded if short
+    new, m = update(state, data, {}, jax.random.key(9))
+    for name in ('critic_value_loss', 'kl_reward', 'success', 'turns'):
+      self.assertIn(name, m)
+    self.assertTrue(all(np.isfinite(np.asarray(v)).all() for v in m.values()), m)
+    changed = jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), state['critic_params'], new['critic_params']
+    )
+    self.assertTrue(any(jax.tree.leaves(changed)))
 
 
 class SecondEnvTest(absltest.TestCase):
