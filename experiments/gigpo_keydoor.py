@@ -62,10 +62,15 @@ def validate(config):
     raise runs.ConfigError(
       'config.eval.every, config.rl.iterations, config.num_seeds must be >= 1.'
     )
+  try:
+    lm.loss_options(config.loss)  # the learner's own check of the loss section
+  except ValueError as e:
+    raise runs.ConfigError(str(e)) from None
 
 
 def build(config):
-  """Composition only: (env, policy, estimator, tx, update)."""
+  """Composition only: (env, policy, estimator, tx, update): the one LM learner with the
+  multi-turn seams (`multiturn.make_collect`, `multiturn.make_score_fn`) and `diagnostics`."""
   e = config.env
   env = keydoor.make(e.size, e.num_walls, e.horizon, e.num_layouts, e.layout_seed)
   need = env.prompt_len + env.obs_len + env.horizon * (env.obs_len + 1)
@@ -76,16 +81,20 @@ def build(config):
     optax.clip_by_global_norm(config.optim.max_grad_norm),
     optax.inject_hyperparams(optax.adam)(learning_rate=config.optim.lr),
   )
-  update = multiturn.make_update(
+  g, temperature = config.rl.group_size, config.rl.temperature
+  update = lm.make_rl_update(
     policy,
     env,
     est,
     tx,
-    group_size=config.rl.group_size,
+    group_size=g,
     num_epochs=config.rl.num_epochs,
     num_minibatches=config.rl.num_minibatches,
-    temperature=config.rl.temperature,
-    **config.loss,
+    temperature=temperature,
+    loss_cfg=config.loss,
+    collect=multiturn.make_collect(policy, env, group_size=g, temperature=temperature),
+    score_fn=multiturn.make_score_fn(policy, env, temperature),
+    metrics_fn=lambda ctx, traj, targets: diagnostics(ctx, traj, g),
   )
   return env, policy, est, tx, update
 
@@ -101,18 +110,23 @@ def arm_hparams(est, arm):
   return hp
 
 
-def diagnostics(batch, hp, group_size):
-  """Per-run scalars: A^S / A^E statistics and step-group-size histograms for every anchor kind."""
-  s = batch.samples
+def diagnostics(ctx, traj, group_size):
+  """Per-run scalars: A^S / A^E statistics and step-group-size histograms for every anchor kind.
+
+  The learner's `metrics_fn`: `ctx.extras` is the rollout's `multiturn.Turns`, `ctx.hparams`
+  the run's estimator hyper-parameters.
+  """
+  s = ctx.extras
   b, h = s.active.shape
   steps = s.active
+  lengths = jnp.sum(steps, axis=-1, dtype=jnp.int32)
   gid = jnp.arange(b, dtype=jnp.int32) // group_size
-  ep, st = hp['terms']
+  ep, st = ctx.hparams['terms']
   a_e = gigpo.episode_advantages(
     s.returns, gid, b // group_size, steps, ep['std_norm'], ep['per_trajectory']
   )
   a_e = jnp.broadcast_to(a_e[:, None], (b, h))
-  hist = batch.traj.get('history_ids')
+  hist = traj.get('history_ids')
   keys = gigpo.anchor_keys(
     gid, s.anchors, hist, use_state=st['key_state'], use_turn=st['key_turn'],
     use_history=st['key_history'],
@@ -123,7 +137,7 @@ def diagnostics(batch, hp, group_size):
     frac_step_adv_nonzero=jnp.sum(steps & (jnp.abs(a_s) > 1e-6)) / n,
     step_to_episode_adv=jnp.sum(jnp.where(steps, jnp.abs(a_s), 0.0))
     / jnp.maximum(jnp.sum(jnp.where(steps, jnp.abs(a_e), 0.0)), 1e-8),
-    success_len=jnp.sum(s.lengths * s.returns) / jnp.maximum(jnp.sum(s.returns), 1.0),
+    success_len=jnp.sum(lengths * s.returns) / jnp.maximum(jnp.sum(s.returns), 1.0),
   )
   ids = gigpo.step_group_ids(keys, steps)
   sizes = gigpo.group_sizes(ids, steps)
@@ -143,17 +157,20 @@ def diagnostics(batch, hp, group_size):
 
 def make_fns(config):
   env, policy, est, tx, update = build(config)
-  g = config.rl.group_size
+  opts = lm.loss_options(config.loss)
 
   def init(key, lr):
-    state = lm.init_from_params(policy.init(key), tx)
+    state = lm.init_from_params(
+      policy.init(key),
+      tx,
+      with_ref=opts.kl_coef > 0,
+      kl_coef=opts.kl_coef if opts.kl_ctrl == 'adaptive' else None,
+    )
     state['opt_state'][1].hyperparams['learning_rate'] = jnp.asarray(lr, jnp.float32)
     return state
 
   def one(state, tasks, key, hp):
-    state, m, batch = update(state, tasks, key, hp)
-    m.update(diagnostics(batch, hp, g))
-    return state, m
+    return update(state, tasks, key, hp)
 
   def evaluate(params, tasks, key, greedy):
     s = multiturn.rollout(policy, params, key, env, tasks, group_size=1, greedy=greedy)

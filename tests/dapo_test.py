@@ -89,6 +89,7 @@ def _fake_collect(n_tokens=3):
       lengths=np.full(b, n_tokens, np.int32),
       key=key,
       rollout_log_probs=-ones,
+      extras=dict(active=np.ones((b, 2), bool), turn_rewards=np.ones((b, 2), np.float32)),
     )
 
   return collect
@@ -148,6 +149,10 @@ class DynamicSamplingTest(absltest.TestCase):
     self.assertFalse(data.mask[G:].any())
     for x in (data.rewards, data.log_probs, data.ref_log_probs, data.rollout_log_probs):
       self.assertEqual(float(np.abs(x[G:]).sum()), 0.0)
+    # a collect's own arrays (e.g. multi-turn turns) are kept for real rows, zero for padding
+    self.assertTrue(data.extras['active'][:G].all())
+    self.assertFalse(data.extras['active'][G:].any())
+    self.assertEqual(float(data.extras['turn_rewards'][G:].sum()), 0.0)
     self.assertFalse(data.valid[G:, 1:].any())
     with self.assertRaisesRegex(ValueError, 'max_gen_batches'):
       lm.collect_dynamic(

@@ -324,6 +324,12 @@ class ValidationTest(parameterized.TestCase):
     losses_by_key = {float(fn(params, rb, key=jax.random.key(i))[0]) for i in range(6)}
     self.assertGreater(len(losses_by_key), 1)
 
+  def test_objectives_declare_the_key_the_learner_hands_them(self):
+    """`needs_key` (data, not a name test in the learner) is set exactly for clip-cov."""
+    for name in objectives.OBJECTIVES:
+      self.assertEqual(objectives.make(name).needs_key, name == 'clip_cov', name)
+    self.assertTrue(objectives.from_config(dict(objective='clip_cov')).needs_key)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -158,6 +158,22 @@ class UpdateTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'group_size >= 2'):
       lm.make_rollout_fn(_policy(), TASK, estimators.make('rloo'), group_size=1)
 
+  def test_the_default_seams_are_the_single_turn_ones(self):
+    """collect / score_fn handed in explicitly give the default update, bit for bit."""
+    policy, tx, est = _policy(True), optax.adam(1e-3), estimators.make('gae')
+    kw = dict(group_size=G, num_minibatches=2, loss_cfg=dict(vf_coef=0.5, ent_coef=0.01))
+    seams = dict(
+      collect=lm.make_sample_collect(policy, TASK, group_size=G, temperature=0.9),
+      score_fn=lm.make_score_fn(policy, TASK.prompt_len, 0.9),
+    )
+    state = lm.make_init(policy, tx)(jax.random.key(0))
+    args = (state, _batch(seed=1), jax.random.key(1))
+    want = jax.jit(lm.make_rl_update(policy, TASK, est, tx, temperature=0.9, **kw))(*args)
+    got = jax.jit(lm.make_rl_update(policy, TASK, est, tx, temperature=0.9, **kw, **seams))(*args)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    with self.assertRaisesRegex(ValueError, 'go together'):
+      lm.make_rl_update(policy, TASK, est, tx, collect=seams['collect'], **kw)
+
 
 class SupervisedTest(absltest.TestCase):
   def test_sft_overfits_a_batch_and_eval_reads_greedy_answers(self):

@@ -1,5 +1,6 @@
-"""multiturn.rollout and make_update: env replay, loss on actions only, log-probs, a 2nd env."""
+"""multiturn: env replay, loss on actions only, log-probs, a 2nd env, the one learner."""
 
+import os
 from typing import NamedTuple
 
 from absl.testing import absltest
@@ -14,6 +15,7 @@ from jaxca import lm
 from jaxca.envs import keydoor
 from jaxca.envs import token_env
 from jaxca.lm import multiturn
+from jaxca.networks import critic as critic_lib
 from jaxca.networks import transformer
 
 G = 4
@@ -55,13 +57,17 @@ class Counter(token_env.TokenEnv):
     return self.State(value, state.goal), done.astype(jnp.float32), done
 
 
+def fixture():
+  """(env, policy, params, tasks): KeyDoor 4x4, a 1-layer policy, 6 tasks."""
+  env = keydoor.make(size=4, num_walls=1, horizon=8, num_layouts=4, seed=1)
+  policy = _policy(env.vocab_size)
+  return env, policy, policy.init(jax.random.key(0)), env.sample_tasks(jax.random.key(1), 6)
+
+
 class RolloutTest(absltest.TestCase):
   def setUp(self):
     super().setUp()
-    self.env = keydoor.make(size=4, num_walls=1, horizon=8, num_layouts=4, seed=1)
-    self.policy = _policy(self.env.vocab_size)
-    self.params = self.policy.init(jax.random.key(0))
-    self.tasks = self.env.sample_tasks(jax.random.key(1), 6)
+    self.env, self.policy, self.params, self.tasks = fixture()
 
   def _rollout(self, key=2, **kw):
     fn = jax.jit(
@@ -123,19 +129,140 @@ class RolloutTest(absltest.TestCase):
     self.assertEqual(h[0, 1], h[2, 1])  # same first action
     np.testing.assert_array_equal(h[3, 1:], -1)
 
-  def test_update_runs_and_fills_exactly_the_required_fields(self):
-    est = estimators.make('gigpo_episode + gigpo_step', history=True)
-    tx = optax.adam(1e-3)
-    update = jax.jit(
-      multiturn.make_update(self.policy, self.env, est, tx, group_size=G, num_minibatches=2)
+
+FIXTURE = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), 'data', 'multiturn_update_2it.npz'
+)
+
+
+class OneLearnerTest(absltest.TestCase):
+  """The multi-turn run through the one LM learner (`lm.make_rl_update` with its two seams)."""
+
+  def setUp(self):
+    super().setUp()
+    self.env, self.policy, self.params, self.tasks = fixture()
+    self.est = estimators.make('gigpo_episode + gigpo_step', history=True)
+
+  def _update(self, tx, **kw):
+    return lm.make_rl_update(
+      self.policy,
+      self.env,
+      self.est,
+      tx,
+      group_size=G,
+      num_minibatches=2,
+      collect=multiturn.make_collect(self.policy, self.env, group_size=G),
+      score_fn=multiturn.make_score_fn(self.policy, self.env),
+      **kw,
     )
-    state, m, batch = update(lm.init_from_params(self.params, tx), self.tasks, jax.random.key(5))
-    self.assertTrue(all(np.isfinite(float(v)) for v in m.values()))
-    self.assertEqual(int(state['step']), 1)
-    self.assertIsNotNone(batch.traj.get('history_ids'))
-    self.assertIsNone(batch.traj.values)
-    np.testing.assert_allclose(batch.traj.rewards.sum(-1), batch.samples.returns)
-    self.assertFalse(np.any(np.asarray(batch.advantages)[~np.asarray(batch.samples.mask)]))
+
+  def test_default_update_matches_the_old_multiturn_update(self):
+    # tests/data/multiturn_update_2it.npz: the deleted `multiturn.make_update` (same policy,
+    # tasks, estimator, adam(1e-3), G=4, 2 minibatches, keys fold_in(key(5), i)), recorded by
+    # tests/record_multiturn_fixture.py (commit b60f23d, removed with the old learner).
+    tx = optax.adam(1e-3)
+    update = jax.jit(self._update(tx))
+    state = lm.init_from_params(self.params, tx)
+    got = {}
+    for i in range(2):
+      state, m = update(state, self.tasks, jax.random.fold_in(jax.random.key(5), i))
+      got.update({f'metrics/{i}/{k}': np.asarray(v) for k, v in m.items()})
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state['params']):
+      got['params' + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    with np.load(FIXTURE) as z:
+      want = {k: z[k] for k in z.files}
+    self.assertEmpty(set(want) - set(got))
+    for k, v in want.items():
+      np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-6, err_msg=k)
+
+  def test_fills_exactly_the_required_fields_with_the_multiturn_overrides(self):
+    seen = {}
+
+    def metrics_fn(ctx, traj, targets):
+      seen.update(traj=traj, extras=ctx.extras, mask=ctx.mask, adv=targets.advantages)
+      return {}
+
+    tx = optax.adam(1e-3)
+    phases = lm.make_rl_phases(
+      self.policy,
+      self.env,
+      self.est,
+      tx,
+      group_size=G,
+      collect=multiturn.make_collect(self.policy, self.env, group_size=G),
+      score_fn=multiturn.make_score_fn(self.policy, self.env),
+      metrics_fn=metrics_fn,
+    )
+    state = lm.init_from_params(self.params, tx)
+    data = phases.collect(state, self.tasks, jax.random.key(5))
+    phases.update(state, data, {}, jax.random.key(6))
+    traj, extras = seen['traj'], seen['extras']
+    self.assertIsNotNone(traj.get('history_ids'))
+    self.assertIsNone(traj.values)
+    np.testing.assert_array_equal(traj.step_rewards, extras.rewards)
+    np.testing.assert_array_equal(traj.anchor_ids, extras.anchors)
+    np.testing.assert_allclose(traj.rewards.sum(-1), extras.returns)
+    # step ids: the turn index at action tokens (a slow loop)
+    mask = np.asarray(seen['mask'])
+    k = self.env.obs_len + 1
+    want = np.where(mask, np.arange(mask.shape[1])[None, :] // k, -1)
+    np.testing.assert_array_equal(traj.step_ids, want)
+
+  def test_gspo_and_adaptive_kl_run_on_the_multiturn_path(self):
+    tx = optax.adam(1e-3)
+    loss = dict(
+      objective='gspo', kl_coef=0.05, kl_ctrl='adaptive', kl_target=0.01, kl_horizon=100.0
+    )
+    update = jax.jit(self._update(tx, loss_cfg=loss))
+    state = lm.init_from_params(self.params, tx, with_ref=True, kl_coef=0.05)
+    for i in range(2):
+      state, m = update(state, self.tasks, jax.random.fold_in(jax.random.key(7), i))
+      for name in ('kl_coef', 'kl_measured', 'kl_ref', 'loss', 'success'):
+        self.assertIn(name, m)
+      self.assertTrue(all(np.isfinite(np.asarray(v)).all() for v in m.values()), m)
+    self.assertEqual(int(state['step']), 2)
+    self.assertTrue(np.isfinite(float(state['kl_coef'])))
+    self.assertNotEqual(float(state['kl_coef']), 0.05)  # the controller moved it
+    self.assertGreater(float(m['kl_measured']), 0.0)  # the policy left the reference
+
+  def test_separate_critic_kl_in_reward_and_dynamic_sampling_on_the_multiturn_path(self):
+    cfg = dict(width=32, depth=1, num_heads=2, max_len=64, dtype='float32', value_head=False)
+    critic = critic_lib.make_critic(ml_collections.ConfigDict(cfg), vocab_size=self.env.vocab_size)
+    cparams = critic_lib.critic_params_from_policy(critic, self.params, jax.random.key(3))
+    tx, ctx = optax.adam(1e-3), optax.adam(1e-2)
+    phases = lm.make_rl_phases(
+      self.policy,
+      self.env,
+      estimators.make('gae'),
+      tx,
+      group_size=G,
+      loss_cfg=dict(vf_coef=0.5, kl_coef=0.1, kl_in_reward=True),
+      critic=critic,
+      critic_tx=ctx,
+      collect=multiturn.make_collect(self.policy, self.env, group_size=G),
+      score_fn=multiturn.make_score_fn(self.policy, self.env),
+    )
+    state = lm.init_from_params(
+      self.params, tx, with_ref=True, critic_params=cparams, critic_tx=ctx
+    )
+    collect, update = jax.jit(phases.collect), jax.jit(phases.update)
+    data, dm = lm.collect_dynamic(
+      collect,
+      state,
+      lambda: self.tasks,
+      jax.random.key(8),
+      group_size=G,
+      max_gen_batches=2,
+    )
+    self.assertEqual(data.mask.shape[0], 6 * G)  # static shape, padded if short
+    new, m = update(state, data, {}, jax.random.key(9))
+    for name in ('critic_value_loss', 'kl_reward', 'success', 'turns'):
+      self.assertIn(name, m)
+    self.assertTrue(all(np.isfinite(np.asarray(v)).all() for v in m.values()), m)
+    changed = jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), state['critic_params'], new['critic_params']
+    )
+    self.assertTrue(any(jax.tree.leaves(changed)))
 
 
 class SecondEnvTest(absltest.TestCase):

@@ -16,6 +16,13 @@ One RL iteration (`make_rl_update`):
   5. `num_epochs` x `num_minibatches` PPO-clip steps (`train.minibatch_epochs`)
      on `pg + kl_coef * KL_k3 - ent_coef * H + vf_coef * value_loss`.
 
+One learner, two seams: `collect` (a `Collect`: steps 1-3 and what the providers and
+statistics read; default single-turn sampling, `make_sample_collect`; multi-turn a TokenEnv
+scan, `multiturn.make_collect`) and `score_fn(params, tokens, valid) -> (log_probs,
+entropies, values)` (the loss's score; default `make_score_fn`, multi-turn
+`multiturn.make_score_fn`, the action-masked distribution). Every objective, KL option,
+critic and DAPO option applies to either.
+
 Two-phase iterations (`make_rl_phases`): `collect` (steps 1-3, returns `RolloutData`),
 then host-side work on the batch (e.g. Monte-Carlo values of its step prefixes, supplied as
 `host_fields`), then `update` (steps 4-5 on that fixed batch). `make_rl_update` is the two
@@ -53,6 +60,7 @@ from jaxca.lm.learner import merge_params
 from jaxca.lm.loss import LOSS_KEYS
 from jaxca.lm.loss import LossOptions
 from jaxca.lm.loss import loss_options
+from jaxca.lm.loss import make_loss
 from jaxca.lm.loss import make_ppo_loss
 from jaxca.lm.providers import PROVIDERS
 from jaxca.lm.providers import RolloutContext
@@ -64,9 +72,12 @@ from jaxca.lm.rewards import prompt_mask
 from jaxca.lm.rewards import reward_positions
 from jaxca.lm.rewards import sequence_rewards
 from jaxca.lm.rollout import LEARNER_FIELDS
+from jaxca.lm.rollout import Collect
 from jaxca.lm.rollout import Rollout
 from jaxca.lm.rollout import RolloutData
 from jaxca.lm.rollout import make_rollout_fn
+from jaxca.lm.rollout import make_sample_collect
+from jaxca.lm.rollout import make_score_fn
 from jaxca.lm.sft import make_eval_fn
 from jaxca.lm.sft import make_sft_loss
 from jaxca.lm.sft import make_sft_update
@@ -74,6 +85,7 @@ from jaxca.lm.sft import mean_metrics
 from jaxca.lm.sft import target_mask
 
 __all__ = [
+  'Collect',
   'LEARNER_FIELDS',
   'LOSS_KEYS',
   'LossOptions',
@@ -95,10 +107,13 @@ __all__ = [
   'loss_options',
   'make_eval_fn',
   'make_init',
+  'make_loss',
   'make_ppo_loss',
   'make_rl_phases',
   'make_rl_update',
   'make_rollout_fn',
+  'make_sample_collect',
+  'make_score_fn',
   'make_sft_loss',
   'make_sft_update',
   'mean_metrics',

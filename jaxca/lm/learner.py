@@ -122,6 +122,8 @@ def make_rl_phases(
   critic_tx: Optional[optax.GradientTransformation] = None,
   metrics_fn: Optional[Callable] = None,
   reward_shaping: Any = None,
+  collect: Optional[rollout_lib.Collect] = None,
+  score_fn: Optional[Callable] = None,
 ) -> RLPhases:
   """An RL iteration split at the point where host-side providers can run.
 
@@ -148,6 +150,18 @@ def make_rl_phases(
       overlong_penalty)` (default factor 1.0) to each sequence reward, on its last token, before
       the estimator; `overlong_filter=True` masks responses without EOS out of the loss.
       Metrics `overlong_penalty` (mean) and `frac_truncated`.
+    collect: the rollout seam (`rollout_lib.Collect`): how a batch is sampled and scored, its
+      provider overrides and statistics. Default: single-turn sampling
+      (`rollout_lib.make_sample_collect` with `group_size`, `temperature`, `reward`); a
+      multi-turn run hands in `multiturn.make_collect` (a TokenEnv scan; `task` is then the
+      env, the batch its tasks).
+    score_fn: the loss's score of the rollout's tokens, `score_fn(params, tokens, valid) ->
+      (log_probs, entropies, values)`, the same score `collect` records as the old policy's.
+      Default: `rollout_lib.make_score_fn(policy, task.prompt_len, temperature)`; multi-turn:
+      `multiturn.make_score_fn` (the action-masked distribution). Required with `collect`.
+
+  `loss_cfg` is a `loss` config section or a `LossOptions` (`loss.loss_options`). Every
+  objective, KL option, value head or critic and DAPO option applies to whichever rollout.
 
   With `loss_cfg.kl_ctrl='adaptive'` the KL coefficient is `state['kl_coef']`
   (`init_from_params(kl_coef=)`), traced into the loss (or the reward penalty); after the
@@ -165,7 +179,14 @@ def make_rl_phases(
   reward_kl = (kl_coef, opts.kl_estimator) if (opts.kl_in_reward and kl_coef > 0) else None
   if critic is not None and critic_tx is None:
     raise ValueError('a separate critic needs its optimiser `critic_tx`.')
-  collect, finish = rollout_lib.make_rollout_parts(
+  if (collect is None) != (score_fn is None):
+    raise ValueError(
+      '`collect` and `score_fn` go together: the old log-probs the collect records and the '
+      "loss's must come from the same score; pass both or neither."
+    )
+  if score_fn is None:
+    score_fn = rollout_lib.make_score_fn(policy, task.prompt_len, temperature)
+  collect_parts, finish = rollout_lib.make_rollout_parts(
     policy,
     task,
     estimator,
@@ -180,23 +201,18 @@ def make_rl_phases(
     metrics_fn=metrics_fn,
     reward_kl=reward_kl,
     reward_shaping=reward_shaping,
+    collect=collect,
   )
-  keyed = opts.objective_name == 'clip_cov'  # draws its tokens: one key per minibatch
+  # An objective that draws its tokens (clip-cov) takes one key per minibatch.
+  keyed = bool(getattr(opts.objective, 'needs_key', False))
 
   def make_grad_step(coef):
-    loss_fn = loss_lib.make_ppo_loss(
-      policy,
-      prompt_len=task.prompt_len,
-      temperature=temperature,
-      clip_eps=opts.clip_eps,
-      clip_eps_high=opts.clip_eps_high,
-      agg_mode=agg_mode,
-      kl_coef=0.0 if reward_kl is not None else coef,
-      ent_coef=opts.ent_coef,
-      vf_coef=0.0 if critic is not None else vf_coef,
-      vf_clip=vf_clip,
-      objective=opts.objective,
-      kl_estimator=opts.kl_estimator,
+    loss_fn = loss_lib.make_loss(
+      score_fn,
+      opts._replace(
+        kl_coef=0.0 if reward_kl is not None else coef,
+        vf_coef=0.0 if critic is not None else vf_coef,
+      ),
     )
     if not keyed:
       return train_lib.make_gradient_step(loss_fn, tx)
@@ -234,7 +250,9 @@ def make_rl_phases(
     critic_step = train_lib.make_gradient_step(critic_loss, critic_tx)
 
   def collect_fn(state, batch, key):
-    return collect(state['params'], state.get('ref_params'), batch, key, state.get('critic_params'))
+    return collect_parts(
+      state['params'], state.get('ref_params'), batch, key, state.get('critic_params')
+    )
 
   def update(state, data, fields, key, hparams=None):
     coef, step_fn = None, None
@@ -313,10 +331,10 @@ def collect_dynamic(
   or `max_gen_batches` batches have been generated; keeps the first P informative groups in
   order. The result has exactly P*G rows, so the jitted `update` keeps its shapes. If fewer
   than P informative groups were found, the missing groups are padding rows: copies of
-  generated rows with an all-False response mask and zero rewards, log-probs and values,
-  which add nothing to any loss term or normaliser (a short batch is a smaller batch, not a
-  reweighted one; reusing kept groups instead would count them twice). verl instead raises
-  after `max_num_gen_batches`.
+  generated rows with an all-False response mask and zero rewards, log-probs, values and
+  `extras` (a multi-turn rollout's turns: none active), which add nothing to any loss term
+  or normaliser (a short batch is a smaller batch, not a reweighted one; reusing kept groups
+  instead would count them twice). verl instead raises after `max_num_gen_batches`.
 
   Args:
     collect: `RLPhases.collect` (jitted by the caller): (state, batch, key) -> `RolloutData`.
@@ -367,6 +385,7 @@ def collect_dynamic(
       rollout_log_probs=zero(pad.rollout_log_probs),
       values=zero(pad.values),
       lengths=zero(pad.lengths),
+      extras=jax.tree.map(np.zeros_like, pad.extras),  # e.g. multi-turn turns: none taken
     )
     out = jax.tree.map(lambda a, b: np.concatenate([a, b]), out, pad)
   metrics = dict(
@@ -396,6 +415,8 @@ def make_rl_update(
   critic_tx: Optional[optax.GradientTransformation] = None,
   metrics_fn: Optional[Callable] = None,
   reward_shaping: Any = None,
+  collect: Optional[rollout_lib.Collect] = None,
+  score_fn: Optional[Callable] = None,
 ) -> Callable:
   """Returns update(state, batch, key, hparams=None) -> (state, metrics): one RL iteration.
 
@@ -411,6 +432,8 @@ def make_rl_update(
       `make_rollout_fn`).
     critic, critic_tx: a separate critic and its optimiser (see `make_rl_phases`).
     reward_shaping: DAPO's overlong punishment / filtering (see `make_rl_phases`).
+    collect, score_fn: the rollout and scoring seams (see `make_rl_phases`; default
+      single-turn sampling and teacher-forced response log-probs).
 
   `hparams` (optional) are the estimator's hyper-parameters as traced arrays.
 
@@ -436,6 +459,8 @@ def make_rl_update(
     critic_tx=critic_tx,
     metrics_fn=metrics_fn,
     reward_shaping=reward_shaping,
+    collect=collect,
+    score_fn=score_fn,
   )
 
   def update(state, batch, key, hparams=None):

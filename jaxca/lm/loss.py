@@ -74,7 +74,7 @@ class LossOptions(NamedTuple):
 
 
 def loss_options(loss_cfg: Any = None) -> LossOptions:
-  """Reads and validates a `loss` config section (ConfigDict, dict or None).
+  """Reads and validates a `loss` config section (ConfigDict, dict or None; `LossOptions` as is).
 
   Keys (all optional; the defaults are plain token-level PPO-clip with eps 0.2):
     objective, clip_eps, clip_eps_high, dual_clip_c, agg_mode, norm_length, objective_kwargs,
@@ -95,6 +95,8 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
     ValueError: an unknown key, objective, hyper-parameter, KL estimator or controller (the
       message names the key and the allowed values).
   """
+  if isinstance(loss_cfg, LossOptions):
+    return loss_cfg
   if loss_cfg is not None and hasattr(loss_cfg, 'keys'):
     unknown = sorted(set(loss_cfg.keys()) - set(LOSS_KEYS))
     if unknown:
@@ -171,26 +173,52 @@ def make_ppo_loss(
 ) -> Callable:
   """Returns loss_fn(params, rollout: Rollout, key=None) -> (loss, aux) for token-level PPO.
 
-  `losses.ppo_objective` (shared with the gymnax PPO): pg(agg_mode) + vf_coef * value_loss
-  - ent_coef * agg(H) + kl_coef * agg(KL(pi || pi_ref)), with pg PPO-clip (`clip_eps`,
-  `clip_eps_high`) or `objective` (from `objectives.make` / `from_config`; it receives the
-  rollout's `rollout_log_probs` for its rollout correction and `key`, e.g. for clip-cov), and
-  the KL estimated per token by `kl_estimator` (`kl.estimate`; 'k3' = `kl_lib.kl_k3`).
+  `make_loss` with the single-turn score (`rollout.make_score_fn(policy, prompt_len,
+  temperature)`) and these options: pg(agg_mode) + vf_coef * value_loss - ent_coef * agg(H)
+  + kl_coef * agg(KL(pi || pi_ref)), with pg PPO-clip (`clip_eps`, `clip_eps_high`) or
+  `objective` (from `objectives.make` / `from_config`).
   """
-  aggregation.check_agg_mode(agg_mode)
-  kl_estimator = kl_lib.check_estimator(kl_estimator)
+  opts = LossOptions(
+    objective=objective,
+    objective_name='',
+    clip_eps=clip_eps,
+    clip_eps_high=clip_eps_high,
+    agg_mode=agg_mode,
+    kl_coef=kl_coef,
+    kl_estimator=kl_estimator,
+    kl_in_reward=False,
+    ent_coef=ent_coef,
+    vf_coef=vf_coef,
+    vf_clip=vf_clip,
+  )
+  return make_loss(rollout_lib.make_score_fn(policy, prompt_len, temperature), opts)
+
+
+def make_loss(score_fn: Callable, opts: LossOptions) -> Callable:
+  """Returns loss_fn(params, rollout: Rollout, key=None) -> (loss, aux), the learner's loss.
+
+  `losses.ppo_objective` (shared with the gymnax PPO) on the scores of the rollout's tokens:
+  `score_fn(params, tokens, valid) -> (log_probs [B, N], entropies [B, N], values [B, N] or
+  None)` (single-turn: `rollout.make_score_fn`; multi-turn: `multiturn.make_score_fn`, the
+  action-masked distribution). The loss is pg(agg_mode) + vf_coef * value_loss
+  - ent_coef * agg(H) + kl_coef * agg(KL(pi || pi_ref)) with the options `opts` taken whole:
+  pg is PPO-clip (`clip_eps`, `clip_eps_high`) or `opts.objective` (it receives the rollout's
+  `rollout_log_probs` for its rollout correction and `key`, e.g. for clip-cov), and the KL is
+  estimated per token by `opts.kl_estimator` (`kl.estimate`; 'k3' = `kl_lib.kl_k3`).
+  `opts.kl_coef` may be traced (an adaptive coefficient).
+  """
+  aggregation.check_agg_mode(opts.agg_mode)
+  kl_estimator = kl_lib.check_estimator(opts.kl_estimator)
   kl_fn = None
   if kl_estimator != 'k3':
     kl_fn = functools.partial(kl_lib.estimate, estimator=kl_estimator)
+  objective = opts.objective
 
   def loss_fn(params, rb: Rollout, key=None):
-    logits, log_probs, values = rollout_lib.forward(
-      policy, params, rb.tokens, rb.valid, prompt_len, temperature
-    )
+    log_probs, entropy, values = score_fn(params, rb.tokens, rb.valid)
     mask = rb.mask
-    if vf_coef and values is None:
+    if opts.vf_coef and values is None:
       raise ValueError('vf_coef > 0 needs a policy with a value head.')
-    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
     policy_loss = None
     if objective is not None:
       policy_loss = functools.partial(objective, rollout_log_probs=rb.rollout_log_probs, key=key)
@@ -199,18 +227,18 @@ def make_ppo_loss(
       rb.old_log_probs,
       rb.advantages,
       mask,
-      clip_eps=clip_eps,
-      clip_eps_high=clip_eps_high,
-      agg_mode=agg_mode,
-      entropy=losses.entropy_from_logits(resp_logits),
-      ent_coef=ent_coef,
+      clip_eps=opts.clip_eps,
+      clip_eps_high=opts.clip_eps_high,
+      agg_mode=opts.agg_mode,
+      entropy=entropy,
+      ent_coef=opts.ent_coef,
       values=None if values is None else jnp.where(mask, values, 0.0),
       returns=rb.returns,
       old_values=rb.old_values,
-      vf_coef=vf_coef,
-      vf_clip=vf_clip,
+      vf_coef=opts.vf_coef,
+      vf_clip=opts.vf_clip,
       ref_log_probs=rb.ref_log_probs,
-      kl_coef=kl_coef,
+      kl_coef=opts.kl_coef,
       policy_loss=policy_loss,
       kl_fn=kl_fn,
     )

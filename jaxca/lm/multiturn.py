@@ -13,13 +13,14 @@ occupies response columns `[t*K, (t+1)*K)`: O observation tokens (prefilled,
 never in the loss) then the action. A row that finished stops: its later turns
 are padding with `valid` False.
 
-`make_update` is one RL iteration on top of it: rollout, a teacher-forced pass
-for the old log-probs, providers fill the `Trajectory` fields the estimator
-requires (`PROVIDERS`; one row per episode, the per-turn reward on the turn's
-action token, `step_ids` = turn index, `anchor_ids` = the env's anchor at the
-start of each turn), the estimator, then PPO-clip epochs
-(`losses.ppo_objective`, `train.minibatch_epochs`, the minibatch container
-`rollout_lib.Rollout`). Nothing here is jitted.
+The learner is the single-turn one (`learner.make_rl_phases` / `make_rl_update`) with
+two seams handed in: `make_collect` (this rollout, old and reference log-probs from
+`make_score_fn`, one row per episode with each turn's reward on its action token, and
+the provider overrides `PROVIDERS`: `step_ids` = turn index, `step_rewards` = per-turn
+rewards, `anchor_ids` = the env's anchor at the start of each turn, `history_ids`,
+`entropies` of the action distribution) and `make_score_fn` (teacher-forced log-probs of
+the action-masked distribution). So every objective, KL option, value head or critic and
+DAPO option applies here too. Nothing here is jitted.
 """
 
 from typing import Callable
@@ -29,16 +30,11 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxca import ops
-from jaxca import train as train_lib
-from jaxca import types
 from jaxca.envs import token_env
 from jaxca.lm import rollout as rollout_lib
 from jaxca.networks import transformer
-from jaxca.objectives import aggregation
-from jaxca.objectives import losses
 
 
 class Samples(NamedTuple):
@@ -202,6 +198,17 @@ def rollout(
   )
 
 
+def _action_scores(logits, tokens, prompt_len, action_ids, temperature):
+  """Log-probs and entropies [B, N] of the masked action distribution at the response columns."""
+  scaled = _action_logits(logits[:, prompt_len - 1 : -1], action_ids, temperature)  # [B, N, A]
+  logp_all = jax.nn.log_softmax(scaled)
+  targets = tokens[:, prompt_len:]
+  index = jnp.argmax(targets[..., None] == jnp.asarray(action_ids)[None, None, :], axis=-1)
+  logp = jnp.take_along_axis(logp_all, index[..., None], axis=-1)[..., 0]
+  entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+  return logp, entropy
+
+
 def action_log_probs(
   policy: transformer.Policy,
   params,
@@ -217,33 +224,49 @@ def action_log_probs(
     (log_probs [B, N], entropy [B, N]) float32 for the response columns
     (`tokens[:, prompt_len:]`); meaningful at action tokens only (mask the rest).
   """
-  logits = policy.apply(params, tokens, valid).logits[:, prompt_len - 1 : -1]
-  scaled = _action_logits(logits, action_ids, temperature)  # [B, N, A]
-  logp_all = jax.nn.log_softmax(scaled)
-  targets = tokens[:, prompt_len:]
-  index = jnp.argmax(targets[..., None] == jnp.asarray(action_ids)[None, None, :], axis=-1)
-  logp = jnp.take_along_axis(logp_all, index[..., None], axis=-1)[..., 0]
-  entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
-  return logp, entropy
+  logits = policy.apply(params, tokens, valid).logits
+  return _action_scores(logits, tokens, prompt_len, action_ids, temperature)
+
+
+def make_score_fn(policy: transformer.Policy, env: token_env.TokenEnv, temperature=1.0):
+  """The multi-turn score: score(params, tokens, valid) -> (log_probs, entropies, values).
+
+  `action_log_probs` (the action-masked distribution at `temperature`) and the value head's
+  values [B, N] at the response columns (None without a value head), from one pass; the
+  learner's `score_fn` seam (`learner.make_rl_phases`).
+  """
+  lp = int(env.prompt_len)
+
+  def score(params, tokens, valid):
+    out = policy.apply(params, tokens, valid)
+    logp, entropy = _action_scores(out.logits, tokens, lp, env.action_ids, temperature)
+    values = None if out.values is None else transformer.response_values(out.values, lp)
+    return logp, entropy, values
+
+  return score
 
 
 # ----------------------------------------------------------------------------- providers
 
 
-class Context(NamedTuple):
-  """What a provider reads: the `Samples`, G, and the old log-probs [B, N]."""
+class Turns(NamedTuple):
+  """What a multi-turn rollout adds to `RolloutData.extras` ([B, H] per turn, [B, N] per token).
 
-  samples: Samples
-  group_size: int
-  log_probs: jax.Array
+  Attributes:
+    actions, anchors, active, rewards: as `Samples` ([B, H]).
+    entropies: [B, N] float32 entropy of the old policy's action distribution (0 where masked).
+  """
 
+  actions: jax.Array
+  anchors: jax.Array
+  active: jax.Array
+  rewards: jax.Array
+  entropies: jax.Array
 
-def step_ids(samples: Samples) -> jax.Array:
-  """[B, N] int32: the turn index at each action token, -1 elsewhere."""
-  n = samples.mask.shape[1]
-  horizon = samples.active.shape[1]
-  turn = jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n // horizon)[None, :]
-  return jnp.where(samples.mask, turn, -1).astype(jnp.int32)
+  @property
+  def returns(self) -> jax.Array:
+    """[B] float32 undiscounted episode return."""
+    return jnp.sum(self.rewards, axis=-1)
 
 
 def token_rewards(samples: Samples) -> jax.Array:
@@ -280,140 +303,81 @@ def history_ids(actions: jax.Array, active: jax.Array) -> jax.Array:
   return jnp.where(active, hs, -1)
 
 
-def _groups(ctx):
-  b = ctx.samples.mask.shape[0]
-  g = ctx.group_size
-  return dict(
-    group_ids=jnp.arange(b, dtype=jnp.int32) // g, num_groups=b // g, groups_contiguous=True
-  )
+def _step_ids(ctx):
+  n, horizon = ctx.mask.shape[1], ctx.extras.active.shape[1]
+  turn = jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n // horizon)[None, :]
+  return dict(step_ids=jnp.where(ctx.mask, turn, -1).astype(jnp.int32))
 
 
+# The multi-turn rollout's overrides of `providers.PROVIDERS` (`ctx.extras` is its `Turns`);
+# groups, log-probs, values and reference log-probs come from the one table.
 PROVIDERS: Dict[str, Callable] = {
-  'group_ids': _groups,
-  'step_ids': lambda ctx: dict(step_ids=step_ids(ctx.samples)),
-  'step_rewards': lambda ctx: dict(step_rewards=ctx.samples.rewards),
-  'anchor_ids': lambda ctx: dict(anchor_ids=ctx.samples.anchors),
-  'history_ids': lambda ctx: dict(history_ids=history_ids(ctx.samples.actions, ctx.samples.active)),
-  'log_probs': lambda ctx: dict(log_probs=ctx.log_probs),
+  'step_ids': _step_ids,
+  'step_rewards': lambda ctx: dict(step_rewards=ctx.extras.rewards),
+  'anchor_ids': lambda ctx: dict(anchor_ids=ctx.extras.anchors),
+  'history_ids': lambda ctx: dict(history_ids=history_ids(ctx.extras.actions, ctx.extras.active)),
+  'entropies': lambda ctx: dict(entropies=ctx.extras.entropies),
 }
 
 
-def trajectory(ctx: Context, estimator, providers: Optional[Dict[str, Callable]] = None):
-  """The `Trajectory` with exactly the fields in `estimator.requires` (ValueError if unprovided)."""
-  table = dict(PROVIDERS, **(providers or {}))
-  need = [f for f in estimator.requires if f not in ('rewards', 'mask')]
-  lacking = [f for f in need if f not in table]
-  if lacking:
-    raise ValueError(
-      f'Estimator {estimator.name!r} requires Trajectory field(s) {lacking} that no multi-turn '
-      f'provider fills; pass providers={{name: fn(ctx) -> dict}} (built-in: {sorted(PROVIDERS)}).'
-    )
-  kwargs = {}
-  for name in need:
-    kwargs.update(table[name](ctx))
-  traj = types.Trajectory(rewards=token_rewards(ctx.samples), mask=ctx.samples.mask)
-  return traj.replace(**kwargs)
+# ----------------------------------------------------------------------------- the collect seam
 
 
-# ----------------------------------------------------------------------------- learner
-
-
-def make_ppo_loss(
+def make_collect(
   policy: transformer.Policy,
   env: token_env.TokenEnv,
-  *,
-  temperature=1.0,
-  clip_eps: float = 0.2,
-  agg_mode: str = 'token_mean',
-  ent_coef: float = 0.0,
-) -> Callable:
-  """Returns loss_fn(params, rb: Rollout) -> (loss, aux): PPO-clip over action tokens."""
-  aggregation.check_agg_mode(agg_mode)
-
-  def loss_fn(params, rb: rollout_lib.Rollout):
-    logp, ent = action_log_probs(
-      policy, params, rb.tokens, rb.valid, env.prompt_len, env.action_ids, temperature
-    )
-    return losses.ppo_objective(
-      jnp.where(rb.mask, logp, 0.0),
-      rb.old_log_probs,
-      rb.advantages,
-      rb.mask,
-      clip_eps=clip_eps,
-      agg_mode=agg_mode,
-      entropy=jnp.where(rb.mask, ent, 0.0),
-      ent_coef=ent_coef,
-    )
-
-  return loss_fn
-
-
-class Batch(NamedTuple):
-  """What an iteration computed, for diagnostics: samples, trajectory, advantages [B, N]."""
-
-  samples: Samples
-  traj: types.Trajectory
-  advantages: jax.Array
-
-
-def make_update(
-  policy: transformer.Policy,
-  env: token_env.TokenEnv,
-  estimator,
-  tx: optax.GradientTransformation,
   *,
   group_size: int,
-  num_epochs: int = 1,
-  num_minibatches: int = 1,
-  temperature: float = 1.0,
-  clip_eps: float = 0.2,
-  agg_mode: str = 'token_mean',
-  ent_coef: float = 0.0,
-  providers: Optional[Dict[str, Callable]] = None,
-) -> Callable:
-  """Returns update(state, tasks, key, hparams=None) -> (state, metrics, Batch).
+  temperature=1.0,
+  score_fn: Optional[Callable] = None,
+) -> rollout_lib.Collect:
+  """The multi-turn `rollout_lib.Collect`: G episodes per task in the env, scored by `score_fn`.
 
-  `state` is `learner.init_from_params(params, tx)`; `tasks` a [P, ...] pytree of the
-  env's tasks; `hparams` the estimator's hyper-parameters (traced). Metrics:
-  success (mean return), turns, the PPO terms, grad_norm, params_finite.
+  The batch is a [P, ...] pytree of the env's tasks. `rollout`, then one teacher-forced
+  `score_fn` pass (default `make_score_fn(policy, env, temperature)`) for the old log-probs
+  (and value-head values), one with `ref_params` when the learner needs the reference. Rows
+  carry each turn's reward on its action token (`token_rewards`), `extras` the `Turns`.
+  Statistics: success (mean return), turns (mean turns taken), adv_abs_mean. `lengths` are
+  turns taken, so DAPO's overlong penalty (`reward_shaping.overlong_buffer`) counts turns
+  against `env.horizon`.
   """
-  if 'group_ids' in estimator.requires and group_size < 2:
-    raise ValueError(f'Estimator {estimator.name!r} needs group_size >= 2; got {group_size}.')
-  loss_fn = make_ppo_loss(
-    policy, env, temperature=temperature, clip_eps=clip_eps, agg_mode=agg_mode, ent_coef=ent_coef
-  )
-  grad_step = train_lib.make_gradient_step(loss_fn, tx)
+  score_fn = make_score_fn(policy, env, temperature) if score_fn is None else score_fn
+  lp = int(env.prompt_len)
 
-  def update(state, tasks, key, hparams=None):
-    k_roll, k_epoch = jax.random.split(key)
-    params = state['params']
-    s = rollout(policy, params, k_roll, env, tasks, group_size=group_size, temperature=temperature)
-    old, _ = action_log_probs(
-      policy, params, s.tokens, s.valid, env.prompt_len, env.action_ids, temperature
+  def collect(params, ref_params, tasks, key, critic_params=None):
+    del critic_params  # the learner adds a separate critic's values
+    s = rollout(policy, params, key, env, tasks, group_size=group_size, temperature=temperature)
+    old, entropy, values = score_fn(params, s.tokens, s.valid)
+    old = jnp.where(s.mask, old, 0.0)
+    if ref_params is not None:
+      ref, _, _ = score_fn(ref_params, s.tokens, s.valid)
+      ref = jnp.where(s.mask, ref, 0.0)
+    else:
+      ref = jnp.zeros_like(old)
+    return rollout_lib.RolloutData(
+      batch=jax.tree.map(lambda x: jnp.repeat(x, group_size, axis=0), tasks),
+      tokens=s.tokens,
+      valid=s.valid,
+      responses=s.tokens[:, lp:],
+      mask=s.mask,
+      rewards=token_rewards(s),
+      log_probs=old,
+      ref_log_probs=ref,
+      values=values,
+      response_logits=None,
+      lengths=s.lengths,
+      key=jax.random.fold_in(key, 1),
+      rollout_log_probs=s.log_probs,
+      extras=Turns(s.actions, s.anchors, s.active, s.rewards, jnp.where(s.mask, entropy, 0.0)),
     )
-    old = jax.lax.stop_gradient(jnp.where(s.mask, old, 0.0))
-    traj = trajectory(Context(s, group_size, old), estimator, providers)
-    targets = estimator(traj, hparams)
-    adv = jax.lax.stop_gradient(jnp.where(s.mask, targets.advantages, 0.0))
-    zeros = jnp.zeros_like(old)
-    rb = rollout_lib.Rollout(s.tokens, s.valid, s.mask, old, zeros, zeros, adv, zeros)
-    (new_params, opt_state), m = train_lib.minibatch_epochs(
-      grad_step,
-      (params, state['opt_state']),
-      rb,
-      k_epoch,
-      num_epochs=num_epochs,
-      num_minibatches=num_minibatches,
-    )
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_params)]))
-    metrics = {k: jnp.mean(v) for k, v in m.items()}
-    metrics.update(
-      success=jnp.mean(s.returns),
-      turns=jnp.mean(s.lengths.astype(jnp.float32)),
-      adv_abs_mean=ops.masked_mean(jnp.abs(adv), s.mask),
-      params_finite=finite.astype(jnp.float32),
-    )
-    new_state = dict(state, step=state['step'] + 1, params=new_params, opt_state=opt_state)
-    return new_state, metrics, Batch(s, traj, adv)
 
-  return update
+  def stats(data, advantages):
+    return dict(
+      success=jnp.mean(data.extras.returns),
+      turns=jnp.mean(data.lengths.astype(jnp.float32)),
+      adv_abs_mean=ops.masked_mean(jnp.abs(advantages), data.mask),
+    )
+
+  # Lengths are turns: DAPO's overlong penalty counts turns against the horizon; responses
+  # have no EOS token, so the overlong filter does not apply.
+  return rollout_lib.Collect(collect, stats, PROVIDERS, int(env.horizon), None)

@@ -41,7 +41,9 @@ class RolloutContext:
     None (value head); response_logits [B, N, V] float32 (divided by the
     temperature); group_size G (rows p*G .. p*G+G-1 answer prompt p); key (a PRNG
     key of this rollout, independent of the sampling key, e.g. for a noisy reward
-    model); steps (`Task.parse_steps`, lazily).
+    model); steps (`Task.parse_steps`, lazily); extras (the collect's own arrays,
+    `rollout.RolloutData.extras`); hparams (the estimator's traced hyper-parameters of this
+    update, or None for its defaults).
   """
 
   def __init__(self, **kwargs):

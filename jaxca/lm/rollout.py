@@ -16,6 +16,7 @@ from jaxca.lm import providers as providers_lib
 from jaxca.lm import rewards as rewards_lib
 from jaxca.networks import transformer
 from jaxca.objectives import kl as kl_lib
+from jaxca.objectives import losses
 from jaxca.tasks import base as tasks_base
 
 
@@ -54,6 +55,23 @@ def forward(policy, params, tokens, valid, prompt_len, temperature):
   return logits, log_probs, values
 
 
+def make_score_fn(policy: transformer.Policy, prompt_len: int, temperature=1.0) -> Callable:
+  """The single-turn score: score(params, tokens, valid) -> (log_probs, entropies, values).
+
+  One teacher-forced pass over `prompt ++ response` ([B, L]); log-probs [B, N] of the response
+  tokens and entropies [B, N] of the full-vocabulary distributions they were drawn from (both at
+  `temperature`), values [B, N] from the value head or None. The learner's loss scores with it
+  (`loss.make_loss`); a multi-turn run hands in `multiturn.make_score_fn` instead.
+  """
+
+  def score(params, tokens, valid):
+    logits, log_probs, values = forward(policy, params, tokens, valid, prompt_len, temperature)
+    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
+    return log_probs, losses.entropy_from_logits(resp_logits), values
+
+  return score
+
+
 class RolloutData(NamedTuple):
   """Phase 1 of an iteration: the sampled batch and the old policy's view of it.
 
@@ -75,6 +93,8 @@ class RolloutData(NamedTuple):
       the sampling key so sampling is unchanged.
     rollout_log_probs: [B, N] float32 the sampler's own log-probs of its tokens (0 where
       masked; `sampling.Samples.log_probs`), or None.
+    extras: None or a pytree of [B, ...] arrays a collect adds for its own providers and
+      statistics (`Collect`; e.g. a multi-turn rollout's per-turn actions and anchors).
   """
 
   batch: Any
@@ -90,6 +110,30 @@ class RolloutData(NamedTuple):
   lengths: jax.Array
   key: jax.Array
   rollout_log_probs: Optional[jax.Array] = None
+  extras: Any = None
+
+
+class Collect(NamedTuple):
+  """The learner's rollout seam: how a batch is sampled and scored, and what reads it.
+
+  Attributes:
+    fn: (params, ref_params, batch, key, critic_params) -> `RolloutData`; `ref_params` is None
+      unless the reference log-probs are needed (then zeros); `critic_params` is ignored (the
+      learner puts a separate critic's values in). Old and reference log-probs must come from
+      the same score as the loss's `score_fn`.
+    stats: (data, advantages [B, N]) -> dict of the rollout's scalar statistics.
+    providers: provider overrides for this rollout (`providers.PROVIDERS` entries or new
+      fields), e.g. a multi-turn rollout's step ids from its turns.
+    response_len: the longest response in the units of `RolloutData.lengths` (DAPO's overlong
+      penalty): N tokens single-turn, H turns multi-turn.
+    eos_id: the end-of-sequence token (DAPO's overlong filter), or None if responses have none.
+  """
+
+  fn: Callable
+  stats: Callable
+  providers: Dict[str, Callable] = {}
+  response_len: Optional[int] = None
+  eos_id: Optional[int] = None
 
 
 # Trajectory fields the learner itself reads when present (providers for them are called
@@ -169,51 +213,30 @@ def make_rollout_fn(
   return rollout
 
 
-def make_rollout_parts(
-  policy,
-  task,
-  estimator,
+def make_sample_collect(
+  policy: transformer.Policy,
+  task: tasks_base.Task,
   *,
-  group_size,
-  temperature,
-  reward,
-  use_ref,
-  max_new_tokens,
-  providers,
-  host_fields,
-  critic,
-  metrics_fn=None,
-  reward_kl=None,
-  reward_shaping=None,
-):
-  """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
-  finish(data, fields, hparams, kl_coef=None) -> (Rollout, metrics)).
+  group_size: int,
+  temperature: float = 1.0,
+  reward: str = 'outcome',
+  max_new_tokens: Optional[int] = None,
+) -> Collect:
+  """The single-turn `Collect`: sample G responses per prompt, score them with the verifier.
 
-  `reward_kl` = (coef, estimator) puts the KL to the reference in the token rewards
-  (`kl.penalize_rewards`) before the estimator runs; `reward_shaping` (`REWARD_SHAPING_KEYS`)
-  adds DAPO's overlong punishment / filtering."""
+  `sampling.sample` with the current policy, sequence rewards (`rewards.sequence_rewards`,
+  `reward` one of `rewards.REWARDS`) on the last token, one teacher-forced pass for the old
+  log-probs, values and response logits, one with `ref_params` for the reference log-probs.
+  Statistics: reward, accuracy (`task.outcome`), response_length, adv_abs_mean,
+  frac_zero_adv_groups.
+  """
   if reward not in rewards_lib.REWARDS:
     raise ValueError(f'Unknown reward {reward!r}; choose from {list(rewards_lib.REWARDS)}.')
-  host_fields = tuple(host_fields)
-  table = {f: (lambda ctx: {}) for f in host_fields}
-  table.update(providers or {})
-  has_values = bool(policy.module.value_head) or critic is not None
-  fields = providers_lib.check_providers(estimator, table, value_head=has_values)
-  fields = {f: p for f, p in fields.items() if f not in host_fields}
-  for name in LEARNER_FIELDS:
-    if name in (providers or {}) and name not in host_fields:
-      fields[name] = providers[name]
-  use_ref = use_ref or 'ref_log_probs' in fields or reward_kl is not None
-  if 'group_ids' in fields and group_size < 2:
-    raise ValueError(
-      f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
-      f'got {group_size}.'
-    )
   num_new = task.response_len if max_new_tokens is None else int(max_new_tokens)
   voc = task.vocab
-  buffer_len, penalty_factor, overlong_filter = dapo.reward_shaping_options(reward_shaping, num_new)
 
   def collect(params, ref_params, batch, key, critic_params=None):
+    del critic_params  # the learner adds a separate critic's values
     prompts = batch['prompts']
     lp = prompts.shape[1]
     samples = sampling.sample(
@@ -234,14 +257,8 @@ def make_rollout_parts(
     logits, old_log_probs, values = forward(
       policy, params, samples.tokens, samples.valid, lp, temperature
     )
-    if critic is not None:
-      if critic_params is None:
-        raise ValueError('a rollout with a separate critic needs `critic_params`.')
-      values = transformer.response_values(
-        critic.apply(critic_params, samples.tokens, samples.valid), lp
-      )
     old_log_probs = jnp.where(mask, old_log_probs, 0.0)
-    if use_ref:
+    if ref_params is not None:
       _, ref_log_probs, _ = forward(
         policy, ref_params, samples.tokens, samples.valid, lp, temperature
       )
@@ -263,6 +280,86 @@ def make_rollout_parts(
       key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
       rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),
     )
+
+  def stats(data, advantages):
+    mask = data.mask
+    seq_reward = jnp.sum(data.rewards, axis=1)
+    correct = task.outcome(data.responses, mask, data.batch)
+    return dict(
+      reward=jnp.mean(seq_reward),
+      accuracy=jnp.mean(correct),
+      response_length=jnp.mean(data.lengths.astype(jnp.float32)),
+      adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
+      frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
+    )
+
+  return Collect(collect, stats, {}, num_new, voc.eos_id)
+
+
+def make_rollout_parts(
+  policy,
+  task,
+  estimator,
+  *,
+  group_size,
+  temperature,
+  reward,
+  use_ref,
+  max_new_tokens,
+  providers,
+  host_fields,
+  critic,
+  metrics_fn=None,
+  reward_kl=None,
+  reward_shaping=None,
+  collect=None,
+):
+  """(collect(params, ref_params, batch, key, critic_params) -> RolloutData,
+  finish(data, fields, hparams, kl_coef=None) -> (Rollout, metrics)).
+
+  `collect` (a `Collect`; default `make_sample_collect`) samples and scores the batch;
+  `reward_kl` = (coef, estimator) puts the KL to the reference in the token rewards
+  (`kl.penalize_rewards`) before the estimator runs; `reward_shaping` (`REWARD_SHAPING_KEYS`)
+  adds DAPO's overlong punishment / filtering."""
+  if collect is None:
+    collect = make_sample_collect(
+      policy,
+      task,
+      group_size=group_size,
+      temperature=temperature,
+      reward=reward,
+      max_new_tokens=max_new_tokens,
+    )
+  host_fields = tuple(host_fields)
+  table = {f: (lambda ctx: {}) for f in host_fields}
+  table.update(collect.providers)
+  table.update(providers or {})
+  has_values = bool(policy.module.value_head) or critic is not None
+  fields = providers_lib.check_providers(estimator, table, value_head=has_values)
+  fields = {f: p for f, p in fields.items() if f not in host_fields}
+  for name in LEARNER_FIELDS:
+    if name in (providers or {}) and name not in host_fields:
+      fields[name] = providers[name]
+  use_ref = use_ref or 'ref_log_probs' in fields or reward_kl is not None
+  if 'group_ids' in fields and group_size < 2:
+    raise ValueError(
+      f'Estimator {estimator.name!r} compares rows within groups: needs group_size >= 2; '
+      f'got {group_size}.'
+    )
+  num_new = collect.response_len
+  buffer_len, penalty_factor, overlong_filter = dapo.reward_shaping_options(reward_shaping, num_new)
+  if overlong_filter and collect.eos_id is None:
+    raise ValueError('reward_shaping.overlong_filter needs responses that end with an EOS token.')
+
+  def collect_fn(params, ref_params, batch, key, critic_params=None):
+    data = collect.fn(params, ref_params if use_ref else None, batch, key, critic_params)
+    if critic is not None:
+      if critic_params is None:
+        raise ValueError('a rollout with a separate critic needs `critic_params`.')
+      lp = data.tokens.shape[1] - data.mask.shape[1]
+      values = transformer.response_values(critic.apply(critic_params, data.tokens, data.valid), lp)
+      data = data._replace(values=values)
+    return data
 
   def finish(data, extra, hparams=None, kl_coef=None):
     missing = [f for f in host_fields if f not in extra]
@@ -296,6 +393,8 @@ def make_rollout_parts(
       response_logits=data.response_logits,
       group_size=group_size,
       key=data.key,
+      extras=data.extras,
+      hparams=hparams,
     )
     traj = providers_lib.build_trajectory(ctx, fields)
     if extra:
@@ -305,16 +404,7 @@ def make_rollout_parts(
     returns = jax.lax.stop_gradient(jnp.where(mask, targets.returns, 0.0))
     values = data.values
     old_values = jnp.zeros_like(data.log_probs) if values is None else jnp.where(mask, values, 0.0)
-    seq_reward = jnp.sum(data.rewards, axis=1)
-    correct = task.outcome(data.responses, mask, data.batch)
-    metrics = dict(
-      reward=jnp.mean(seq_reward),
-      accuracy=jnp.mean(correct),
-      response_length=jnp.mean(data.lengths.astype(jnp.float32)),
-      adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
-      frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
-      **kl_metrics,
-    )
+    metrics = dict(collect.stats(data, advantages), **kl_metrics)
     if metrics_fn is not None:
       metrics.update(metrics_fn(ctx, traj, targets))
     loss_mask = mask
@@ -322,7 +412,7 @@ def make_rollout_parts(
       loss_mask = mask & jnp.asarray(traj.get('loss_mask'), jnp.bool_)
       metrics['loss_token_frac'] = jnp.sum(loss_mask) / jnp.maximum(jnp.sum(mask), 1)
     if overlong_filter:
-      cut = dapo.truncated(data.responses, mask, voc.eos_id)
+      cut = dapo.truncated(data.responses, mask, collect.eos_id)
       loss_mask = loss_mask & ~cut[:, None]
       metrics['frac_truncated'] = jnp.mean(cut.astype(jnp.float32))
     batch_out = Rollout(
@@ -340,7 +430,7 @@ def make_rollout_parts(
     )
     return batch_out, metrics
 
-  return collect, finish
+  return collect_fn, finish
 
 
 # Keys of the learner's `reward_shaping` option (DAPO, arXiv 2503.14476, Sec. 3.4).

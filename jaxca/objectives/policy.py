@@ -605,7 +605,8 @@ def make(
     `objective(log_probs, old_log_probs, advantages, mask, *, rollout_log_probs=None,
     agg_mode=None, key=None) -> (loss, metrics)`. With a correction configured,
     `rollout_log_probs` is required; the correction's metrics are prefixed 'rollout_'.
-    `key` is used by 'clip_cov' only (and ignored otherwise).
+    `key` is used by 'clip_cov' only (and ignored otherwise); `objective.needs_key` says
+    whether the objective uses it.
   """
   canon = check_name(name)
   kernel = OBJECTIVES[canon]
@@ -621,7 +622,7 @@ def make(
     raise ValueError(f"correction_target must be 'old' or 'current'; got {correction_target!r}.")
   if isinstance(correction, dict):
     correction = corrections_lib.make(**correction)
-  takes_key = canon == 'clip_cov'
+  takes_key = 'key' in inspect.signature(kernel).parameters  # draws tokens (clip_cov)
 
   def objective(
     log_probs, old_log_probs, advantages, mask, *, rollout_log_probs=None, agg_mode=None, key=None
@@ -650,6 +651,7 @@ def make(
     )
     return loss, {**obj_metrics, **metrics}
 
+  objective.needs_key = takes_key  # the learner then hands it one key per minibatch
   return objective
 
 
