@@ -19,6 +19,8 @@ one place where advantages are normalised).
 `STAGES` is the one registry, {name: constructor}; each constructor is public, with its own
 docstring and maths, in the family module:
   * `basic`: gae, reinforce, grpo, dr_grpo, rloo; transform whiten;
+  * `group`: gdpo (arXiv 2601.05242), maxrl, and the named GRPO variants grpo_verl,
+    grpo_trl, grpo_nemo;
   * `pure`: min_form, pure (PURE, arXiv 2504.15275);
   * `gigpo`: gigpo_episode, gigpo_step, turn_step (GiGPO, arXiv 2505.10978; MT-GRPO);
   * `mc`: vineppo, spo_chain; transform prob_whiten (VinePPO, arXiv 2410.01679; SPO,
@@ -49,6 +51,7 @@ from typing import Optional
 from jaxca.estimators import basic
 from jaxca.estimators import core
 from jaxca.estimators import gigpo
+from jaxca.estimators import group
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
@@ -58,7 +61,14 @@ from jaxca.estimators.core import Targets
 from jaxca.estimators.core import row_group_relative
 from jaxca.estimators.core import stage
 
-STAGES: dict = {**basic.STAGES, **pure.STAGES, **gigpo.STAGES, **mc.STAGES, **token.STAGES}
+STAGES: dict = {
+  **basic.STAGES,
+  **group.STAGES,
+  **pure.STAGES,
+  **gigpo.STAGES,
+  **mc.STAGES,
+  **token.STAGES,
+}
 
 __all__ = [
   'STAGES',
