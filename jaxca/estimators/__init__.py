@@ -18,7 +18,7 @@ one place where advantages are normalised).
 
 `STAGES` is the one registry, {name: constructor}; each constructor is public, with its own
 docstring and maths, in the family module:
-  * `basic`: gae, reinforce, grpo, dr_grpo, rloo; transform whiten;
+  * `basic`: gae, vapo_gae (arXiv 2504.05118), reinforce, grpo, dr_grpo, rloo; transform whiten;
   * `group`: gdpo (arXiv 2601.05242), maxrl, and the named GRPO variants grpo_verl,
     grpo_trl, grpo_nemo;
   * `pure`: min_form, pure (PURE, arXiv 2504.15275);
