@@ -26,7 +26,9 @@ docstring and maths, in the family module:
   * `mc`: vineppo, spo_chain; transform prob_whiten (VinePPO, arXiv 2410.01679; SPO,
     arXiv 2505.23564);
   * `token`: gtpo, grpo_s (arXiv 2508.04349); transforms hicra, hicra_official
-    (arXiv 2509.03646).
+    (arXiv 2509.03646);
+  * `implicit`: implicit_reward, the dense token credit of a DPO-trained policy
+    (arXiv 2404.12358).
 
 Options of `make` go to every chosen stage that takes them (e.g. `gamma` to 'gae' and
 'reinforce'). An option that no stage of the spec reads is an error naming the stages that
@@ -52,6 +54,7 @@ from jaxca.estimators import basic
 from jaxca.estimators import core
 from jaxca.estimators import gigpo
 from jaxca.estimators import group
+from jaxca.estimators import implicit
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
@@ -68,6 +71,7 @@ STAGES: dict = {
   **gigpo.STAGES,
   **mc.STAGES,
   **token.STAGES,
+  **implicit.STAGES,
 }
 
 __all__ = [
