@@ -28,7 +28,8 @@ docstring and maths, in the family module:
   * `token`: gtpo, grpo_s (arXiv 2508.04349); transforms hicra, hicra_official
     (arXiv 2509.03646);
   * `implicit`: implicit_reward, the dense token credit of a DPO-trained policy
-    (arXiv 2404.12358).
+    (arXiv 2404.12358);
+  * `macro`: macro_gae, PPO's GAE over MA-RLHF macro actions (arXiv 2410.02743).
 
 Options of `make` go to every chosen stage that takes them (e.g. `gamma` to 'gae' and
 'reinforce'). An option that no stage of the spec reads is an error naming the stages that
@@ -55,6 +56,7 @@ from jaxca.estimators import core
 from jaxca.estimators import gigpo
 from jaxca.estimators import group
 from jaxca.estimators import implicit
+from jaxca.estimators import macro
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
@@ -72,6 +74,7 @@ STAGES: dict = {
   **mc.STAGES,
   **token.STAGES,
   **implicit.STAGES,
+  **macro.STAGES,
 }
 
 __all__ = [
