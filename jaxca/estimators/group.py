@@ -89,7 +89,7 @@ def maxrl(eps=1e-6) -> core.Stage:
   estimate of grad log p (maximum likelihood of success, rather than of p). Requires
   `group_ids`. Only binary row scores (0 or 1) are accepted: concrete inputs with another
   score raise ValueError; under `jit` such a group gives NaN. SkyRL's
-  `compute_maxrl_advantage` (skyrl_train/utils/ppo_utils.py) gives a singleton group its raw
+  `compute_maxrl_advantage` (module skyrl_train.utils.ppo_utils) gives a singleton group its raw
   score r instead of 0 (README, conventions). Traced: `eps`.
   """
 

@@ -149,7 +149,7 @@ def nemo_grpo_advantage(prompts, rewards, epsilon=1e-6):
 
 
 def skyrl_compute_maxrl_advantage(scores, index, epsilon=1e-6):
-  """SkyRL skyrl_train/utils/ppo_utils.py `compute_maxrl_advantage` (scores, not tokens)."""
+  """SkyRL `compute_maxrl_advantage` (module skyrl_train.utils.ppo_utils) (scores, not tokens)."""
   scores = np.array(scores, np.float64)
   id2score, id2mean = {}, {}
   for i in range(len(scores)):
