@@ -2,6 +2,7 @@
 
 Shape legend (batch-major; used throughout jaxca):
   B  rows (responses / episodes); with groups, B = P * G for P prompts of G samples.
+  C  reward components of a row (`reward_components`).
   T  tokens (time steps) of a row: the response tokens of a language model, or
      the environment steps of an episode.
   S  steps of a row: contiguous spans of tokens (reasoning steps, turns); S is a
@@ -43,6 +44,9 @@ Fields (each documented here once; the optional ones are None when absent):
                                   arXiv 2410.01679).
   token_weights   [B, T] float32  per-token credit weights (e.g. entropy- or
                                   attention-based: GTPO, arXiv 2508.04349).
+  reward_components [B, C] float32 one outcome score per reward component
+                                  (C components, e.g. correctness and format:
+                                  GDPO, arXiv 2601.05242).
   extras          dict[str, Array] fields a method needs before they earn a
                                   name here (looked up by `get` like the rest).
 
@@ -73,6 +77,7 @@ FIELDS = (
   'anchor_ids',
   'mc_values',
   'token_weights',
+  'reward_components',
 )
 TOKEN_FIELDS = ('rewards', 'mask', 'discounts', 'values', 'log_probs', 'entropies')
 TOKEN_FIELDS += ('step_ids', 'token_weights')
@@ -97,6 +102,7 @@ class Trajectory:
   anchor_ids: Optional[jax.Array] = None
   mc_values: Optional[jax.Array] = None
   token_weights: Optional[jax.Array] = None
+  reward_components: Optional[jax.Array] = None
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   num_groups: Optional[int] = None
   groups_contiguous: bool = False

@@ -67,6 +67,16 @@ CASES = {
     lambda lp, o, a, m: ref.kl_cov(lp, o, a, m, 0.25, 0.5),
   ),
   'gmpo': (dict(eps_low=0.2, eps_high=0.3), lambda lp, o, a, m: ref.gmpo(lp, o, a, m, 0.2, 0.3)),
+  'dppo_tv': (
+    dict(eps_low=0.05, eps_high=0.08, is_max=1.2),
+    lambda lp, o, a, m: ref.verl_dppo(lp, o, a, m, 'tv', 0.05, 0.08, 1.2),
+  ),
+  'dppo_tv_default': (dict(), lambda lp, o, a, m: ref.verl_dppo(lp, o, a, m, 'tv', 0.15, 0.15)),
+  'dppo_kl': (
+    dict(eps_low=0.01, eps_high=0.02),
+    lambda lp, o, a, m: ref.verl_dppo(lp, o, a, m, 'kl', 0.01, 0.02),
+  ),
+  'dppo_kl_default': (dict(), lambda lp, o, a, m: ref.verl_dppo(lp, o, a, m, 'kl', 0.05, 0.05)),
 }
 
 

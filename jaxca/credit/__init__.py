@@ -16,10 +16,11 @@ private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
 `token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
 `gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
-and the VinePPO / SPO-chain segment advantages.
+and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions.
 """
 
 from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups
+from jaxca.credit import macro  # MA-RLHF macro actions: termination rules, macro GAE
 from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
@@ -55,6 +56,7 @@ __all__ = (
   'gtpo_rewards',
   'hicra',
   'hicra_official',
+  'macro',
   'mc',
   'min_form_returns',
   'min_form_rewards',

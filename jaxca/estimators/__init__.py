@@ -18,13 +18,18 @@ one place where advantages are normalised).
 
 `STAGES` is the one registry, {name: constructor}; each constructor is public, with its own
 docstring and maths, in the family module:
-  * `basic`: gae, reinforce, grpo, dr_grpo, rloo; transform whiten;
+  * `basic`: gae, vapo_gae (arXiv 2504.05118), reinforce, grpo, dr_grpo, rloo; transform whiten;
+  * `group`: gdpo (arXiv 2601.05242), maxrl, and the named GRPO variants grpo_verl,
+    grpo_trl, grpo_nemo;
   * `pure`: min_form, pure (PURE, arXiv 2504.15275);
   * `gigpo`: gigpo_episode, gigpo_step, turn_step (GiGPO, arXiv 2505.10978; MT-GRPO);
   * `mc`: vineppo, spo_chain; transform prob_whiten (VinePPO, arXiv 2410.01679; SPO,
     arXiv 2505.23564);
   * `token`: gtpo, grpo_s (arXiv 2508.04349); transforms hicra, hicra_official
-    (arXiv 2509.03646).
+    (arXiv 2509.03646);
+  * `implicit`: implicit_reward, the dense token credit of a DPO-trained policy
+    (arXiv 2404.12358);
+  * `macro`: macro_gae, PPO's GAE over MA-RLHF macro actions (arXiv 2410.02743).
 
 Options of `make` go to every chosen stage that takes them (e.g. `gamma` to 'gae' and
 'reinforce'). An option that no stage of the spec reads is an error naming the stages that
@@ -49,6 +54,9 @@ from typing import Optional
 from jaxca.estimators import basic
 from jaxca.estimators import core
 from jaxca.estimators import gigpo
+from jaxca.estimators import group
+from jaxca.estimators import implicit
+from jaxca.estimators import macro
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
@@ -58,7 +66,16 @@ from jaxca.estimators.core import Targets
 from jaxca.estimators.core import row_group_relative
 from jaxca.estimators.core import stage
 
-STAGES: dict = {**basic.STAGES, **pure.STAGES, **gigpo.STAGES, **mc.STAGES, **token.STAGES}
+STAGES: dict = {
+  **basic.STAGES,
+  **group.STAGES,
+  **pure.STAGES,
+  **gigpo.STAGES,
+  **mc.STAGES,
+  **token.STAGES,
+  **implicit.STAGES,
+  **macro.STAGES,
+}
 
 __all__ = [
   'STAGES',

@@ -1,4 +1,5 @@
-"""The basic stages: GAE, REINFORCE, the group-relative family (GRPO, Dr. GRPO, RLOO), whiten."""
+"""The basic stages: GAE and VAPO's decoupled GAE, REINFORCE, the group-relative family (GRPO,
+Dr. GRPO, RLOO), whiten."""
 
 import jax.numpy as jnp
 
@@ -30,6 +31,41 @@ def gae(gamma=1.0, lambda_=1.0) -> core.Stage:
     return core.Targets(adv, ret)
 
   return core.Stage('gae', ('values',), dict(gamma=gamma, lambda_=lambda_), apply)
+
+
+@core.stage()
+def vapo_gae(gamma=1.0, lambda_value=1.0, lambda_policy=0.95, alpha=0.05) -> core.Stage:
+  """VAPO's decoupled, length-adaptive GAE (Yue et al., arXiv 2504.05118, Sec. 3.2, Eq. 7).
+
+  Requires `values`. Two `credit.gae` passes over the same rewards and values: the value
+  targets are the lambda-returns with `lambda_value` (VAPO: 1.0, unbiased Monte-Carlo
+  returns for the critic), the advantages use a policy lambda that adapts to the response
+  length l (the row's number of valid tokens),
+
+    lambda_policy(l) = clip(1 - 1 / max(alpha * l, 1), 0, 1)          (alpha > 0, VAPO: 0.05)
+
+  and the fixed `lambda_policy` when `alpha` is 0 (decoupled GAE only). Discounts and the
+  bootstrap as in `gae`. NeMo-RL's `GeneralizedAdvantageEstimator` (`gae_lambda_value`,
+  `gae_lambda_policy`, `length_adaptive_alpha`) computes the same. Traced: all four.
+  """
+
+  def apply(traj, prev, hp):
+    del prev
+    values = _checks.as_float('values', traj.values)
+    boot = traj.bootstrap_value
+    if boot is None:
+      boot = jnp.zeros(traj.rewards.shape[:-1], jnp.float32)
+    d = core.discounts(traj, hp['gamma'])
+    length = jnp.sum(traj.mask, axis=-1, dtype=jnp.float32)
+    adaptive = jnp.clip(1.0 - 1.0 / jnp.maximum(hp['alpha'] * length, 1.0), 0.0, 1.0)
+    lam = jnp.where(hp['alpha'] > 0, adaptive, hp['lambda_policy'])
+    lam = jnp.broadcast_to(lam[:, None], traj.rewards.shape)
+    adv, _ = credit.gae(traj.rewards, values, d, boot, lam, mask=traj.mask)
+    _, ret = credit.gae(traj.rewards, values, d, boot, hp['lambda_value'], mask=traj.mask)
+    return core.Targets(adv, ret)
+
+  hp = dict(gamma=gamma, lambda_value=lambda_value, lambda_policy=lambda_policy, alpha=alpha)
+  return core.Stage('vapo_gae', ('values',), hp, apply)
 
 
 @core.stage()
@@ -120,6 +156,7 @@ def whiten(eps=1e-8, unbiased: bool = True, shift_mean: bool = True, skip_zeros:
 
 STAGES = {
   'gae': gae,
+  'vapo_gae': vapo_gae,
   'reinforce': reinforce,
   'grpo': grpo,
   'dr_grpo': dr_grpo,

@@ -148,6 +148,11 @@ def check_trajectory(traj: Trajectory) -> Trajectory:
     x = getattr(traj, name)
     if x is not None and tuple(np.shape(x)) != (b,):
       raise ValueError(f'`{name}` must be [B] = {(b,)}; got {tuple(np.shape(x))}.')
+  comps = traj.reward_components
+  if comps is not None and (np.ndim(comps) != 2 or np.shape(comps)[0] != b):
+    raise ValueError(
+      f'`reward_components` must be [B, C] with B={b}; got {tuple(np.shape(comps))}.'
+    )
   s = traj.num_steps
   for name in types.STEP_FIELDS:
     x = getattr(traj, name)

@@ -6,7 +6,7 @@ Layers, each importing only the ones before it:
     coefficients;
   * `corrections`: rollout corrections (truncated/masked importance weights, rejection);
   * `policy`: the policy objectives by name (PPO-clip, GSPO, CISPO, SAPO, GPG, REINFORCE,
-    Clip-Cov, KL-Cov, GMPO), `make`, `from_config`; re-exported here;
+    Clip-Cov, KL-Cov, GMPO, DPPO), `make`, `from_config`; re-exported here;
   * `losses`: the whole PPO objective (policy term + value loss + entropy + KL).
 """
 
@@ -18,6 +18,8 @@ from jaxca.objectives.policy import OBJECTIVES
 from jaxca.objectives.policy import check_name
 from jaxca.objectives.policy import cispo
 from jaxca.objectives.policy import clip_cov
+from jaxca.objectives.policy import dppo_kl
+from jaxca.objectives.policy import dppo_tv
 from jaxca.objectives.policy import from_config
 from jaxca.objectives.policy import gmpo
 from jaxca.objectives.policy import gpg
@@ -39,6 +41,8 @@ __all__ = [
   'check_name',
   'cispo',
   'clip_cov',
+  'dppo_kl',
+  'dppo_tv',
   'from_config',
   'gmpo',
   'gpg',

@@ -28,6 +28,8 @@ loss and the gradient even when they hold +-inf. With `r_t = exp(log_probs - old
   kl_cov       -A r, plus coef |log r| on the top-k_cov covariance tokens 2505.22617 (KL-Cov)
   gmpo         -A_seq exp(mean_t sgn(A) min(sgn(A) log r, sgn(A) clip(log r))) per sequence,
                broadcast to its tokens                                   GMPO 2507.20673
+  dppo_tv      -keep_t sg(min(r, is_max)) A log pi; keep_t drops tokens    DPPO 2602.04879
+  dppo_kl      whose binary TV / KL divergence moved past eps in A's sign
 
 then `aggregation.aggregate(loss_mat * is_weights, mask, agg_mode)` (`is_weights` are rollout
 correction weights from `corrections`, gradient stopped; GMPO takes their per-sequence
@@ -533,6 +535,129 @@ def gmpo(
   return _finish(loss_mat, mask, agg_mode, norm_length, None, metrics)
 
 
+def _dppo(
+  divergence,
+  log_probs,
+  old_log_probs,
+  advantages,
+  mask,
+  eps_low,
+  eps_high,
+  is_max,
+  agg_mode,
+  norm_length,
+  is_weights,
+):
+  name = f'dppo_{divergence}'
+  _check(name, log_probs, old_log_probs, advantages, mask)
+  lp, log_ratio, adv = _prepare(log_probs, old_log_probs, advantages, mask)
+  old = jax.lax.stop_gradient(jnp.where(mask, old_log_probs, 0.0))
+  high = _high(eps_low, eps_high)
+  p = jnp.exp(jax.lax.stop_gradient(lp))
+  p_old = jnp.exp(old)
+  if divergence == 'tv':
+    keep_pos = (p - p_old) <= high
+    keep_neg = (p - p_old) >= -eps_low
+  else:
+    lp_sg = jax.lax.stop_gradient(lp)
+    binary_kl = p_old * (old - lp_sg) + (1.0 - p_old) * jnp.log(
+      (1.0 - p_old + 1e-8) / (1.0 - p + 1e-8)
+    )
+    keep_pos = (binary_kl <= high) | (p <= p_old)
+    keep_neg = (binary_kl <= eps_low) | (p >= p_old)
+  keep = jnp.where(adv > 0, keep_pos, keep_neg)
+  ratio = jnp.exp(log_ratio)
+  w = jax.lax.stop_gradient(ratio if is_max is None else jnp.minimum(ratio, is_max))
+  loss_mat = jnp.where(keep, -adv * w * lp, 0.0)
+  metrics = dict(
+    _base_metrics(log_ratio, mask),
+    clip_frac=_frac(~keep, mask),
+    is_trunc_frac=_frac(keep & (w != ratio), mask),
+  )
+  return _finish(loss_mat, mask, agg_mode, norm_length, is_weights, metrics)
+
+
+def dppo_tv(
+  log_probs: jax.Array,
+  old_log_probs: jax.Array,
+  advantages: jax.Array,
+  mask: jax.Array,
+  *,
+  eps_low: float = 0.15,
+  eps_high: Optional[float] = None,
+  is_max: Optional[float] = 20.0,
+  agg_mode: str = 'token_mean',
+  norm_length=None,
+  is_weights: Optional[jax.Array] = None,
+):
+  """DPPO-Binary-TV: a divergence trust region instead of the ratio clip (arXiv 2602.04879).
+
+  With p = pi_theta(a_t), p_old = pi_old(a_t) (probabilities of the sampled token) and the
+  binary total variation p - p_old, a token leaves the loss when the update has already
+  moved it too far in its advantage's direction:
+
+    keep_t = (p - p_old <= eps_high) if A_t > 0 else (p - p_old >= -eps_low)
+    l_t    = -keep_t sg(min(r_t, is_max)) A_t log pi_theta(a_t)
+
+  (a truncated importance weight instead of the dual clip; the loss value depends on log pi,
+  only its gradient is meaningful). verl `loss_mode='dppo_tv'`
+  (`compute_policy_loss_dppo_tv`: `clip_ratio_low/high` are the TV thresholds, `clip_ratio_c`
+  = is_max, default 20; its example uses 0.15), SkyRL `dppo_policy_loss`; reference code
+  sail-sg/Stable-RL. eps_high None means eps_low; is_max None: no truncation. Metrics:
+  `clip_frac` (tokens left out), `is_trunc_frac` (kept tokens whose weight was truncated).
+  """
+  return _dppo(
+    'tv',
+    log_probs,
+    old_log_probs,
+    advantages,
+    mask,
+    eps_low,
+    eps_high,
+    is_max,
+    agg_mode,
+    norm_length,
+    is_weights,
+  )
+
+
+def dppo_kl(
+  log_probs: jax.Array,
+  old_log_probs: jax.Array,
+  advantages: jax.Array,
+  mask: jax.Array,
+  *,
+  eps_low: float = 0.05,
+  eps_high: Optional[float] = None,
+  is_max: Optional[float] = 20.0,
+  agg_mode: str = 'token_mean',
+  norm_length=None,
+  is_weights: Optional[jax.Array] = None,
+):
+  """DPPO-Binary-KL: `dppo_tv` with the binary KL as the divergence (arXiv 2602.04879).
+
+    D_t = p_old log(p_old / p) + (1 - p_old) log((1 - p_old + 1e-8) / (1 - p + 1e-8))
+    keep_t = (D_t <= eps_high or p <= p_old) if A_t > 0 else (D_t <= eps_low or p >= p_old)
+    l_t    = -keep_t sg(min(r_t, is_max)) A_t log pi_theta(a_t)
+
+  verl `loss_mode='dppo_kl'` (`compute_policy_loss_dppo_kl`, the 1e-8 included; its example
+  uses thresholds 0.05), SkyRL `dppo_policy_loss`. Defaults and metrics as `dppo_tv`.
+  """
+  return _dppo(
+    'kl',
+    log_probs,
+    old_log_probs,
+    advantages,
+    mask,
+    eps_low,
+    eps_high,
+    is_max,
+    agg_mode,
+    norm_length,
+    is_weights,
+  )
+
+
 OBJECTIVES = {
   'ppo_clip': ppo_clip,
   'gspo': gspo,
@@ -544,6 +669,8 @@ OBJECTIVES = {
   'clip_cov': clip_cov,
   'kl_cov': kl_cov,
   'gmpo': gmpo,
+  'dppo_tv': dppo_tv,
+  'dppo_kl': dppo_kl,
 }
 # verl's `policy_loss.loss_mode` names that differ from jaxca's.
 ALIASES = {'vanilla': 'ppo_clip', 'geo_mean': 'gmpo'}

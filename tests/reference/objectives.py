@@ -485,3 +485,27 @@ def verl_bypass_mode_loss(
     raise ValueError(loss_type)
   loss, coef = verl_agg_loss(pg, mask, loss_agg_mode)
   return loss, coef * dpg
+
+
+def verl_dppo(lp, old, adv, mask, divergence, eps_low, eps_high, is_max=20.0):
+  """verl `compute_policy_loss_dppo_tv` / `_dppo_kl`, one token at a time (per-token loss)."""
+  out = _empty(lp.shape)
+  for b in range(lp.shape[0]):
+    for t in range(lp.shape[1]):
+      if not mask[b, t]:
+        continue
+      a, x, x_old = float(adv[b, t]), float(lp[b, t]), float(old[b, t])
+      ratio = math.exp(_log_ratio(x, x_old))
+      prob, old_prob = math.exp(x), math.exp(x_old)
+      if divergence == 'tv':
+        valid_pos = (prob - old_prob) <= eps_high
+        valid_neg = (prob - old_prob) >= -eps_low
+      else:
+        binary_kl = old_prob * (x_old - x) + (1 - old_prob) * math.log(
+          (1.0 - old_prob + 1e-8) / (1.0 - prob + 1e-8)
+        )
+        valid_pos = (binary_kl <= eps_high) or (prob <= old_prob)
+        valid_neg = (binary_kl <= eps_low) or (prob >= old_prob)
+      valid = valid_pos if a > 0 else valid_neg
+      out[b, t] = -a * min(ratio, is_max) * x * float(valid)
+  return out
