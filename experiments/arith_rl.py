@@ -47,6 +47,11 @@ NAME = 'arith_rl'
 SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
 
 
+def validate(config, device_count=None):
+  """config_lib's cross-section checks, then the learner's own sections (`lm.validate_sections`)."""
+  return config_lib.validate(config, device_count, sections=(lm.validate_sections,))
+
+
 def define_flags():
   """Defined only when run as a script, so tests can import several experiments."""
   runs.define_flags(NAME)
@@ -112,7 +117,7 @@ def _chunks(source, batch_size, seed, start, per_call):
 
 def train(config, workdir=None):
   """Warm start (or init_from), then RL; returns the final RL state (a dict of arrays)."""
-  config_lib.validate(config)
+  validate(config)
   with contextlib.ExitStack() as stack:
     data_dir = config.data.dir or (
       os.path.join(workdir, 'data')
@@ -436,7 +441,7 @@ def _setup():
 EXPERIMENT = runs.Experiment(
   NAME,
   run,
-  validate=config_lib.validate,
+  validate=validate,
   safe_keys=SAFE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),

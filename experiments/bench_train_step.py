@@ -115,7 +115,7 @@ def _run(config, workdir):
 EXPERIMENT = runs.Experiment(
   NAME,
   _run,
-  validate=lambda config: config_lib.validate(config.arith),
+  validate=lambda config: config_lib.validate(config.arith, sections=(lm.validate_sections,)),
   setup=lambda: jax.config.update('jax_threefry_partitionable', True),
   resume_hint='A benchmark does not resume: rerun the same command to start it again.',
 )

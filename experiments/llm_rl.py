@@ -102,6 +102,7 @@ def validate(config, device_count=None):
     train_lib.make_optimizer(config.optim)
   except (ValueError, TypeError) as e:
     raise ConfigError(f'config.optim: {e}') from None
+  lm.validate_sections(config)  # the learner's own sections: loss, rl reward options
   return config
 
 

@@ -72,8 +72,15 @@ def _optim(path, cfg):
     raise ConfigError(f'config.{path}.lr must be > 0; got {cfg.lr!r}.')
 
 
-def validate(config, device_count: Optional[int] = None):
-  """Checks `config`; raises ValueError naming the offending field. Returns `config`."""
+def validate(config, device_count: Optional[int] = None, *, sections=()):
+  """Checks `config`; raises ConfigError naming the offending field. Returns `config`.
+
+  This module checks what spans sections (divisibility over devices and minibatches,
+  chunking multiples, data sizes) and the sections of the layers below the learner (task,
+  credit, optim); it imports no learner. A learner validates its own sections: pass its
+  checks as `sections`, callables `check(config, task)` run after these (e.g.
+  `lm.validate_sections` for `loss` and the `rl` reward options).
+  """
   n_dev = jax.device_count() if device_count is None else int(device_count)
   task = None
   if _has(config, 'task'):
@@ -109,12 +116,6 @@ def validate(config, device_count: Optional[int] = None):
     for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):
       if key in config.loss and not float(config.loss[key]) >= 0:
         raise ConfigError(f'config.loss.{key} must be >= 0; got {config.loss[key]!r}.')
-    from jaxca import lm  # local, as below
-
-    try:
-      lm.loss_options(config.loss)  # objective, hyper-parameters, KL estimator and controller
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f'config.loss: {e}') from None
   if _has(config, 'policy') and 'dtype' in config.policy:
     if config.policy.dtype not in DTYPES:
       raise ConfigError(
@@ -130,10 +131,6 @@ def validate(config, device_count: Optional[int] = None):
   )
   if _has(config, 'rl'):
     rl = config.rl
-    from jaxca import lm
-
-    if rl.reward not in lm.REWARDS:
-      raise ConfigError(f'Unknown config.rl.reward={rl.reward!r}; choose from {list(lm.REWARDS)}.')
     for key in (
       'steps',
       'prompts_per_step',
@@ -157,7 +154,11 @@ def validate(config, device_count: Optional[int] = None):
     )
     _divisible('rl minibatch size', batch // rl.num_minibatches, n_dev, 'the device count')
     _multiple('rl.steps', rl.steps, 'rl.steps_per_call', rl.steps_per_call)
-    _dapo_options(rl, task)
+    if rl.get('dynamic_sampling', False) and rl.steps_per_call != 1:
+      raise ConfigError(
+        'config.rl.dynamic_sampling=True generates a data-dependent number of batches per '
+        f'iteration, so config.rl.steps_per_call must be 1; got {rl.steps_per_call}.'
+      )
     if ckpt_every is not None:
       _positive('train.ckpt_every', ckpt_every)
       _multiple('train.ckpt_every', ckpt_every, 'rl.steps_per_call', rl.steps_per_call)
@@ -214,35 +215,9 @@ def validate(config, device_count: Optional[int] = None):
         f'config.init_from={config.init_from!r} is not a directory (give a workdir of an '
         'earlier run, or its checkpoints/warmstart directory).'
       )
+  for check in sections:
+    check(config, task)
   return config
-
-
-def _dapo_options(rl, task):
-  """`rl.reward_shaping`, `rl.dynamic_sampling`, `rl.max_gen_batches` (DAPO, arXiv 2503.14476)."""
-  from jaxca import lm  # local, as in `validate`
-
-  if rl.get('reward_shaping') is not None:
-    max_len = task.response_len if task is not None else 1 << 30
-    try:
-      lm.reward_shaping_options(rl.reward_shaping, max_len)
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f'config.rl: {e}') from None
-  dynamic = rl.get('dynamic_sampling', False)
-  if dynamic not in (True, False):
-    raise ConfigError(f'config.rl.dynamic_sampling must be True or False; got {dynamic!r}.')
-  if 'max_gen_batches' in rl:
-    _positive('rl.max_gen_batches', rl.max_gen_batches)
-  if dynamic:
-    if rl.steps_per_call != 1:
-      raise ConfigError(
-        'config.rl.dynamic_sampling=True generates a data-dependent number of batches per '
-        f'iteration, so config.rl.steps_per_call must be 1; got {rl.steps_per_call}.'
-      )
-    if rl.group_size < 2:
-      raise ConfigError(
-        'config.rl.dynamic_sampling=True keeps groups whose G rewards differ: '
-        f'config.rl.group_size must be >= 2; got {rl.group_size}.'
-      )
 
 
 def _in_unit(path, value):

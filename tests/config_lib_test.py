@@ -3,13 +3,15 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from configs import arith_rl
+from configs import arith_rl as arith_rl_config
+from experiments import arith_rl
 from jaxca import config_lib
+from jaxca import lm
 
 
 def _config(arg='smoke', **overrides):
   """The arith_rl config with dotted overrides, e.g. {'rl.group_size': 1}."""
-  c = arith_rl.get_config(arg)
+  c = arith_rl_config.get_config(arg)
   for path, value in overrides.items():
     node = c
     *parents, leaf = path.split('.')
@@ -59,7 +61,16 @@ class ValidateTest(parameterized.TestCase):
   )
   def test_bad_config_fails_naming_the_field(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
-      config_lib.validate(_config(**overrides), device_count=1)
+      arith_rl.validate(_config(**overrides), device_count=1)
+
+  def test_config_lib_imports_no_learner(self):
+    """The central validator checks what spans sections; the learner checks its own."""
+    src = open(config_lib.__file__).read()
+    self.assertNotRegex(src, r'from jaxca import lm|from jaxca\.lm|import jaxca\.lm')
+    config = _config(**{'rl.reward': 'length'})
+    config_lib.validate(config, device_count=1)  # not a cross-section matter
+    with self.assertRaisesRegex(ValueError, 'rl.reward'):
+      config_lib.validate(config, device_count=1, sections=(lm.validate_sections,))
 
   def test_gae_needs_no_group(self):
     config_lib.validate(_config(**{'credit.estimator': 'gae', 'rl.group_size': 1}), device_count=1)

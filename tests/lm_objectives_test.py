@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from configs import arith_rl as arith_rl_config
+from experiments import arith_rl
 from jaxca import config_lib
 from jaxca import estimators
 from jaxca import lm
@@ -314,7 +315,7 @@ class ValidationTest(parameterized.TestCase):
     config = arith_rl_config.get_config('smoke')
     config.loss.objective = 'ppo2'
     with self.assertRaisesRegex(config_lib.ConfigError, r'config\.loss: .*ppo2.*ppo_clip'):
-      config_lib.validate(config)
+      arith_rl.validate(config)
 
   def test_key_reaches_clip_cov(self):
     """Clip-cov's draw uses the key the learner passes (different keys, different tokens)."""

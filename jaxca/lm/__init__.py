@@ -78,6 +78,7 @@ from jaxca.lm.rollout import RolloutData
 from jaxca.lm.rollout import make_rollout_fn
 from jaxca.lm.rollout import make_sample_collect
 from jaxca.lm.rollout import make_score_fn
+from jaxca.lm.sections import validate_sections
 from jaxca.lm.sft import make_eval_fn
 from jaxca.lm.sft import make_sft_loss
 from jaxca.lm.sft import make_sft_update
@@ -85,6 +86,7 @@ from jaxca.lm.sft import mean_metrics
 from jaxca.lm.sft import target_mask
 
 __all__ = [
+  'validate_sections',
   'Collect',
   'LEARNER_FIELDS',
   'LOSS_KEYS',
