@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxca import estimators
 from jaxca import lm
@@ -34,6 +33,7 @@ from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
+from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.lm import host as host_lib
@@ -98,9 +98,9 @@ class Arm:
     self.name, self.cfg = name, config.arms[name]
     self.est = _estimator(config, self.cfg)
     rl = config.rl
-    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
     self.critic = critic if self.cfg.critic else None
-    self.ctx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.critic.lr))
+    self.ctx = train_lib.make_optimizer(dict(name='adam', lr=config.critic.lr, max_grad_norm=1.0))
     providers = {}
     if self.cfg.mc == 'spo':
       providers['loss_mask'] = providers_lib.loss_mask_provider(config.spo.prob_threshold)

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxca import bench
 from jaxca import estimators
@@ -31,6 +30,7 @@ from jaxca import objectives
 from jaxca import report
 from jaxca import runs
 from jaxca import tasks
+from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.networks import transformer
 
@@ -126,7 +126,7 @@ class Arm:
     self.name, self.label = name, config.arms[name].label
     self.loss = arm_loss(config, name)
     rl = config.rl
-    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
     self.update = bench.Aot(
       lm.make_rl_update(
         policy,

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxca import bench
 from jaxca import estimators
@@ -36,6 +35,7 @@ from jaxca import report
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
+from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
@@ -154,7 +154,7 @@ class Arm:
       )
     )
     rl = config.rl
-    self.tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rl.lr))
+    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
     providers, hosts = {}, ()
     if self.cfg.planning == 'sep':
       providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)

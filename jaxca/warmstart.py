@@ -33,11 +33,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxca import checkpoint
 from jaxca import lm
 from jaxca import runs
+from jaxca import train as train_lib
 
 INFO_FILE = 'warmstart.json'
 CURVE_FILE = 'warmstart_curve.csv'
@@ -226,7 +226,7 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     raise runs.ConfigError(
       f'{path}/ exists without {INFO_FILE} (an interrupted warm start?); remove it to recompute.'
     )
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(ws.lr))
+  tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
   state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
   update = jax.jit(lm.make_sft_update(policy, task, tx))
   rng = np.random.default_rng(config.seeds[0] + 7)
