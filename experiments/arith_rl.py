@@ -187,8 +187,16 @@ def _train(config, workdir, data_dir):
     )
 
   rl_ckpt, ws_ckpt = new_ckpt('rl'), new_ckpt('warmstart')
-  rl_step = rl_ckpt.latest_step() if rl_ckpt else None
-  ws_step = ws_ckpt.latest_step() if ws_ckpt else None
+  # Restored before anything is written (a checkpoint that cannot be read is skipped,
+  # one with other shapes refused: checkpoint.Checkpointer.restore_latest).
+  rl_state, rl_step = None, None
+  if rl_ckpt:
+    rl_abstract = jax.eval_shape(lambda: parts.rl_init(parts.policy.init(key)))
+    rl_state, rl_step = rl_ckpt.restore_latest(rl_abstract, sharding=repl)
+  ws_state, ws_step = None, ws_ckpt.latest_step() if ws_ckpt else None
+  if ws_ckpt and rl_step is None and not config.init_from:
+    ws_state, ws_step = ws_ckpt.restore_latest(jax.eval_shape(parts.sft_init, key), sharding=repl)
+  runs.begin()  # setup succeeded: the run record may be written (jaxca.runs)
   # Records written after the checkpoint we resume from are dropped (and recomputed).
   if rl_step is not None:
     keep = lambda r: r['phase'] == 'warmstart' or r['step'] <= rl_step  # noqa: E731
@@ -226,6 +234,7 @@ def _train(config, workdir, data_dir):
           config,
           parts,
           ws_ckpt,
+          ws_state,
           ws_step,
           src,
           mesh,
@@ -242,8 +251,7 @@ def _train(config, workdir, data_dir):
       if rl_ckpt:
         rl_ckpt.maybe_save(0, state, force=True)
     else:
-      abstract = jax.eval_shape(lambda: parts.rl_init(parts.policy.init(key)))
-      state = rl_ckpt.restore(abstract, rl_step, sharding=repl)
+      state = rl_state
       if rl_step < config.rl.steps:
         runs.note(f'resumed RL from step {rl_step}')
     step, k = int(rl_step or 0), config.rl.steps_per_call
@@ -354,9 +362,22 @@ def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_aft
 
 
 def _warm_start(
-  config, parts, ckpt, step, src, mesh, sft_chunk, run_val, repl, key, writer, now, stop_if_bad
+  config,
+  parts,
+  ckpt,
+  state,
+  step,
+  src,
+  mesh,
+  sft_chunk,
+  run_val,
+  repl,
+  key,
+  writer,
+  now,
+  stop_if_bad,
 ):
-  """Runs (or resumes from `step`) the supervised warm start; returns its final params.
+  """Runs (or resumes from `state` at `step`) the supervised warm start; returns its params.
 
   The loop is `jaxca.warmstart.sft_loop`: it stops at `warmstart.steps` or at the first
   evaluation whose VALIDATION exact match (`val_exact_match`) reaches
@@ -364,10 +385,8 @@ def _warm_start(
   """
   ws = config.warmstart
   init = jax.jit(parts.sft_init, out_shardings=repl)
-  if step is None:
+  if state is None:
     state, step = init(key), 0
-  else:
-    state = ckpt.restore(jax.eval_shape(init, key), step, sharding=repl)
   batches = _chunks(src['train'], ws.batch_size, config.seed, step, ws.steps_per_call)
   if step:
     runs.note(f'resumed the warm start from step {step}')

@@ -6,7 +6,10 @@ One place decides, for every `python -m experiments.<name>` run:
     printed at the start. Nothing writes into `results/` (committed results) unless
     that path is given explicitly, and a smoke config (`--config ...py:smoke`)
     refuses to write there at all.
-  * **Order.** The config is validated before anything is written; a workdir that
+  * **Order.** The config is validated before anything is written, and the run record
+    (`config.json`, a stale `done.json` removed) waits until setup -- data, model,
+    checkpoint restore -- has succeeded (`begin`), so a failed start never poisons a
+    workdir; `--dry_run` runs the same validation. A workdir that
     already holds a `config.json` is compared with the new config first
     (`check_resume`): any difference outside the experiment's `safe_keys` (number
     of steps, evaluation / checkpoint cadence: keys that do not change what is
@@ -73,6 +76,7 @@ __all__ = [
   'Experiment',
   'Watchdog',
   'at',
+  'begin',
   'check_finite',
   'check_resume',
   'check_steps_reached',
@@ -101,6 +105,7 @@ _state = dict(
   steps=0,
   stall_at=0,
   resume_hint='',
+  record=None,
 )
 
 
@@ -127,6 +132,7 @@ def at(position: str, next_compiles: bool = False):
   Each call is progress for the watchdog; `next_compiles=True` says the next step
   compiles a new program, so it gets the first-step allowance (`--watchdog_first_s`).
   """
+  begin()  # progress means setup succeeded
   _state['position'] = position
   _state['steps'] += 1
   debug_kill_point(position)
@@ -138,6 +144,20 @@ def at(position: str, next_compiles: bool = False):
   if _any_host(_state['stop']):  # every host stops at the same step (multi-host runs)
     _state['stop'] = False
     raise KeyboardInterrupt
+
+
+def begin():
+  """Says that setup (data, model, checkpoint restore) succeeded: the run record is written now.
+
+  Under `main` the workdir's run record (`config.json` written, a stale `done.json`
+  removed) waits for this call, so a run that fails while it sets up leaves the workdir
+  as it was and the corrected command is not refused as config drift. Experiments call it
+  after restoring and before writing metrics or checkpoints; the first `at`, and the end
+  of `run`, call it for experiments that do not. Later calls do nothing.
+  """
+  record, _state['record'] = _state['record'], None
+  if record is not None:
+    record()
 
 
 def _any_host(flag: bool) -> bool:
@@ -693,16 +713,22 @@ def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # no
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
     if diffs:
       note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))
-    _write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))
-    if done is not None:
-      os.remove(os.path.join(workdir, DONE_FILE))
     note(f'{experiment.name}: {"resuming" if resumed else "writing to"} {workdir}/ (config.json)')
+
+    def record():  # after setup succeeded (`begin`): a failed start leaves the record alone
+      _write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))
+      if done is not None and os.path.exists(os.path.join(workdir, DONE_FILE)):
+        os.remove(os.path.join(workdir, DONE_FILE))
+
+    _state['record'] = record
   watchdog = _state['watchdog'] = Watchdog(
     FLAGS.watchdog_s, FLAGS.watchdog_first_s, experiment.resume_hint
   ).start()
   try:
     summary = experiment.run(config, workdir)
+    begin()
   finally:
+    _state['record'] = None
     watchdog.close()
     _state['watchdog'] = None
   if primary:

@@ -61,6 +61,26 @@ def test_config_error_is_one_line_exit_2_and_writes_nothing(tmp_path):
   assert proc.returncode != 0 and 'Traceback' in proc.stderr
 
 
+def test_dry_run_runs_the_validation_of_a_run(tmp_path):
+  """--dry_run refuses what a run refuses (a zero-width policy), writing nothing (issue 27/5)."""
+  for extra in ((), ('--dry_run',)):
+    proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', '--config.policy.width=0', *extra)
+    _one_line_error(proc, 'config.policy.width must be a positive int; got 0')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_llm_rl_with_a_bad_checkpoint_is_one_line_and_writes_no_record(tmp_path):
+  """A checkpoint that cannot be loaded: one line, exit 2, no config.json (issue 27 item 5)."""
+  model = tmp_path / 'model'
+  model.mkdir()
+  proc = cli('llm_rl', f'--workdir={tmp_path / "w"}', f'--config.model.path={model}')
+  _one_line_error(proc, 'config.model.path=', 'no config.json')
+  (model / 'config.json').write_text('{"model_type": "qwen2"')  # truncated
+  proc = cli('llm_rl', f'--workdir={tmp_path / "w"}', f'--config.model.path={model}')
+  _one_line_error(proc, 'cannot load the checkpoint', 'config.model.path')
+  assert not (tmp_path / 'w' / 'config.json').exists()
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
