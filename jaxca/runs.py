@@ -51,6 +51,7 @@ import fcntl
 import json
 import logging as pylogging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -557,6 +558,7 @@ def define_flags(name: str, config_help: str = ''):
   config_flags.DEFINE_config_file(
     'config', None, config_help or f'configs/{name}.py[:smoke,key=value]', lock_config=True
   )
+  _one_line_override_errors(flags.FLAGS['config'])
   flags.DEFINE_string(
     'workdir', None, f'Output directory (default {RUNS_DIR}/{name}); rerun to resume.'
   )
@@ -578,6 +580,114 @@ def define_flags(name: str, config_help: str = ''):
   flags.DEFINE_integer(
     'debug_stall_at', 0, 'Testing: hang at the N-th step (0: never) to exercise the watchdog.'
   )
+
+
+def config_keys(config) -> list:
+  """Every flattened key of `config` (a ConfigDict), sections included: ['a', 'a.b', ...]."""
+  out = []
+  for k, v in config.items():
+    out.append(k)
+    if hasattr(v, 'items'):
+      out += [f'{k}.{sub}' for sub in config_keys(v)]
+  return out
+
+
+def closest_keys(key: str, keys: Sequence[str], n: int = 3) -> list:
+  """Up to `n` of `keys` closest to `key`: same last part first, then by spelling (difflib)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  leaf = key.rpartition('.')[2]
+  same_leaf = [k for k in keys if k.rpartition('.')[2] == leaf]
+  by_leaf = {}
+  for k in keys:
+    by_leaf.setdefault(k.rpartition('.')[2], []).append(k)
+  near_leaf = [
+    k for name in difflib.get_close_matches(leaf, list(by_leaf), n=n) for k in by_leaf[name]
+  ]
+  near_path = difflib.get_close_matches(key, keys, n=n)
+  out = []
+  for k in near_path[:1] + same_leaf + near_leaf:
+    if k not in out:
+      out.append(k)
+  return out[:n]
+
+
+def unknown_key_message(config, path: str) -> Optional[str]:
+  """One line for `--config.<path>` when `path` is not a key of `config`; None when it is."""
+  keys = config_keys(config)
+  if path in keys:
+    return None
+  parent = path.rpartition('.')[0]
+  close = closest_keys(path, keys)
+  hint = f'closest: {", ".join("config." + k for k in close)}' if close else 'no close key'
+  if parent in keys and hasattr(_get(config, parent), 'items'):
+    section = ', '.join(_get(config, parent).keys())
+    hint += f'; config.{parent} has {section}'
+  return f'--config.{path}: config.{path} is not a config key ({hint}).'
+
+
+def _get(config, path):
+  for part in path.split('.'):
+    config = config[part]
+  return config
+
+
+def _one_line_override_errors(flag):
+  """Unknown keys and unparsable values in `--config.<key>=...` become one line, exit 2.
+
+  ml_collections raises an AttributeError (a traceback) for a key the config lacks and absl
+  exits 1 with two lines for a value of the wrong type; both become `fail` lines naming
+  the key and the closest valid keys, or the key's type and current value (`--debug`
+  keeps the library's error).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  parse = flag._parse  # pylint: disable=protected-access
+
+  def _parse(argument):
+    if '--debug' in sys.argv:
+      return parse(argument)
+    try:
+      config = parse(argument)
+    except flags.Error:
+      raise
+    except Exception as e:  # noqa: BLE001 -- an unknown key (AttributeError, KeyError)
+      overrides = flag._GetOverrides(flag._GetArgv())  # pylint: disable=protected-access
+      try:
+        base = flag.parser.parse(argument)
+      except Exception:  # noqa: BLE001 -- the config file itself fails: the library's error
+        raise e from None
+      for path in overrides:
+        message = unknown_key_message(base, path)
+        if message:
+          fail(message)
+      fail(f'--config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+    for path in flag._GetOverrides(flag._GetArgv()):  # pylint: disable=protected-access
+      name = f'{flag.name}.{path}'
+      if name in flags.FLAGS:
+        _one_line_value_errors(flags.FLAGS[name], path, config)
+    return config
+
+  flag._parse = _parse  # pylint: disable=protected-access
+
+
+def _one_line_value_errors(field_flag, path, config):
+  parse = field_flag.parse
+
+  def _parse(argument):
+    try:
+      return parse(argument)
+    except Exception as e:  # noqa: BLE001 -- a value of the wrong type
+      try:
+        current = _get(config, path)
+      except (KeyError, AttributeError):
+        current = None
+      what = f'; config.{path} is {type(current).__name__} ({current!r})' if current else ''
+      detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      detail = re.sub(r'^flag --\S+: ', '', detail)  # absl repeats the flag
+      fail(f'--config.{path}={argument}: {detail}{what}.')
+
+  field_flag.parse = _parse
 
 
 class _Quiet(pylogging.Filter):

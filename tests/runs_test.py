@@ -77,6 +77,17 @@ def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monke
   assert not os.path.exists(tmp_path / 'runs')  # resolving writes nothing
 
 
+def test_unknown_key_message_names_the_closest_keys():
+  config = arith_config.get_config('smoke')
+  assert runs.unknown_key_message(config, 'credit.estimator') is None
+  assert runs.unknown_key_message(config, 'rl') is None
+  msg = runs.unknown_key_message(config, 'credit.estimatr')
+  assert 'closest: config.credit.estimator;' in msg and 'config.credit has eps, estimator' in msg
+  assert 'config.optim.lr' in runs.unknown_key_message(config, 'rl.lr')
+  assert 'config.policy.width' in runs.unknown_key_message(config, 'policy.widht')
+  assert '\n' not in msg
+
+
 def test_is_smoke():
   assert runs.is_smoke('configs/x.py:smoke')
   assert runs.is_smoke('configs/x.py:num_seeds=3,smoke')

@@ -81,6 +81,21 @@ def test_llm_rl_with_a_bad_checkpoint_is_one_line_and_writes_no_record(tmp_path)
   assert not (tmp_path / 'w' / 'config.json').exists()
 
 
+def test_unknown_keys_and_wrong_types_are_one_line_naming_the_closest_keys(tmp_path):
+  """Misspelt or unknown config keys and unparsable values: one line, exit 2 (issue 27/8)."""
+  for flag, fragments in (
+    ('--config.rl.nonexistent=1', ('config.rl.nonexistent is not a config key', 'steps')),
+    (
+      '--config.credit.estimatr=rloo',
+      ('config.credit.estimatr', 'closest: config.credit.estimator'),
+    ),
+    ('--config.rl.lr=abc', ('config.rl.lr is not a config key', 'config.optim.lr')),
+    ('--config.rl.steps=abc', ('--config.rl.steps=abc', 'config.rl.steps is int (4)')),
+  ):
+    _one_line_error(cli('arith_rl', f'--workdir={tmp_path / "w"}', flag), *fragments)
+  assert not (tmp_path / 'w').exists()
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
