@@ -465,15 +465,47 @@ EXPERIMENT = runs.Experiment(
 )
 
 
+# Keys that may differ between the runs of one comparison (`--compare`): the estimator, where
+# the warm start comes from, and the run's length and cadence.
+COMPARE_KEYS = ('credit.', 'init_from', *SAFE_KEYS)
+
+
+def config_differences(workdirs):
+  """How the runs' configs differ outside `COMPARE_KEYS`: a list of one-line strings.
+
+  A run without `config.json` is named as such (its config cannot be compared).
+  """
+  configs = {w: runs.read_json(os.path.join(w, runs.CONFIG_FILE)) for w in workdirs}
+  out = [f'{w} has no {runs.CONFIG_FILE}' for w, c in configs.items() if c is None]
+  known = [(w, c) for w, c in configs.items() if c is not None]
+  for w, c in known[1:]:
+    diffs = [
+      f'{k}: {a!r} vs {b!r}'
+      for k, a, b in runs.config_diff(known[0][1], c)
+      if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in COMPARE_KEYS)
+    ]
+    if diffs:
+      out.append(f'{known[0][0]} and {w} differ in ' + '; '.join(diffs))
+  return out
+
+
 def _compare(workdirs, out_dir):
   for w in workdirs:
     if not os.path.exists(os.path.join(w, metrics.FILENAME)):
       raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
   out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{NAME}_compare')
-  report.compare(workdirs, out_dir, title='arith_rl: estimators from the same warm start')
+  differ = config_differences(workdirs)
+  if differ:  # e.g. a smoke run beside a full one: not one experiment
+    title = 'arith_rl: runs whose configs differ or are not recorded (not one comparison)'
+    notes = '**The configs differ beyond the estimator:** ' + '. '.join(differ) + '.'
+  else:
+    title, notes = 'arith_rl: estimators from the same warm start', ''
+  report.compare(workdirs, out_dir, title=title, notes=notes)
   runs.note(
     f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
   )
+  if differ:
+    runs.note('warning: the configs differ beyond the estimator: ' + '. '.join(differ) + '.')
 
 
 def main(argv):

@@ -2,7 +2,8 @@
 
 One place decides, for every `python -m experiments.<name>` run:
 
-  * **Where it writes.** `--workdir` if given, else `runs/<name>/` (git-ignored),
+  * **Where it writes.** `--workdir` if given, else `runs/<name>/` (git-ignored;
+    `runs/<name>_smoke/` for a smoke config, so it never meets the full run's workdir),
     printed at the start. Nothing writes into `results/` (committed results) unless
     that path is given explicitly, and a smoke config (`--config ...py:smoke`)
     refuses to write there at all.
@@ -372,13 +373,16 @@ def _inside(path: str, root: str) -> bool:
 
 
 def resolve_workdir(workdir: Optional[str], name: str, *, smoke: bool = False) -> str:
-  """`workdir`, or `runs/<name>` when None; a smoke config may not write under results/."""
+  """`workdir`, or `runs/<name>` (`runs/<name>_smoke` for a smoke config) when None.
+
+  A smoke config may not write under results/.
+  """
   if not workdir:
-    return os.path.join(RUNS_DIR, name)
+    return os.path.join(RUNS_DIR, f'{name}_smoke' if smoke else name)
   if smoke and _inside(workdir, RESULTS_DIR):
     raise ConfigError(
       f'--workdir={workdir} is under {RESULTS_DIR}/ (committed results) and this is a smoke '
-      f'config; write smoke runs elsewhere (the default is {RUNS_DIR}/{name}).'
+      f'config; write smoke runs elsewhere (the default is {RUNS_DIR}/{name}_smoke).'
     )
   return workdir
 
@@ -526,7 +530,7 @@ class Experiment:
   """What `main` needs to know about one experiment.
 
   Attributes:
-    name: the default workdir is `runs/<name>`.
+    name: the default workdir is `runs/<name>` (`runs/<name>_smoke` for a smoke config).
     run: run(config, workdir) -> one summary line (what was measured, where written).
     validate: validate(config) raises ConfigError; called before anything is written.
     safe_keys: flattened config keys that may differ when resuming a workdir.
@@ -560,7 +564,10 @@ def define_flags(name: str, config_help: str = ''):
   )
   _one_line_override_errors(flags.FLAGS['config'])
   flags.DEFINE_string(
-    'workdir', None, f'Output directory (default {RUNS_DIR}/{name}); rerun to resume.'
+    'workdir',
+    None,
+    f'Output directory (default {RUNS_DIR}/{name}, {RUNS_DIR}/{name}_smoke for a :smoke '
+    'config); rerun to resume.',
   )
   flags.DEFINE_bool('dry_run', False, 'Validate and print the resolved config; write nothing.')
   flags.DEFINE_bool(

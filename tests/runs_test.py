@@ -69,6 +69,7 @@ def test_check_resume_accepts_keys_added_since_the_run_at_their_defaults(tmp_pat
 def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert runs.resolve_workdir(None, 'x') == os.path.join('runs', 'x')
+  assert runs.resolve_workdir(None, 'x', smoke=True) == os.path.join('runs', 'x_smoke')
   assert runs.resolve_workdir('results/x', 'x') == 'results/x'  # explicit, full config
   for path in ('results', 'results/x', './results/x/y'):
     with pytest.raises(runs.ConfigError, match='smoke'):

@@ -162,21 +162,22 @@ def test_dry_run_prints_the_config_and_writes_nothing(tmp_path):
   proc = cli('rbis_gridworld', '--dry_run', cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   assert 'num_seeds: 4' in proc.stdout
-  assert os.path.join('runs', 'rbis_gridworld') in proc.stdout
+  assert os.path.join('runs', 'rbis_gridworld_smoke') in proc.stdout
   assert os.listdir(tmp_path) == []
 
 
 def test_default_workdir_summary_and_quiet_output(tmp_path):
-  """ppo_gymnax smoke without --workdir: runs/ppo_gymnax, a closing summary, no log noise."""
+  """ppo_gymnax smoke without --workdir: runs/ppo_gymnax_smoke (not the full run's workdir,
+  issue 27 item 9), a closing summary, no log noise."""
   proc = cli('ppo_gymnax', cwd=tmp_path)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  workdir = tmp_path / 'runs' / 'ppo_gymnax'
+  workdir = tmp_path / 'runs' / 'ppo_gymnax_smoke'
   for name in ('config.json', 'done.json', 'final.json', 'curve.png', 'metrics.jsonl'):
     assert (workdir / name).exists(), name
   out = proc.stdout.strip().splitlines()
-  assert 'runs/ppo_gymnax' in out[0]
+  assert 'runs/ppo_gymnax_smoke' in out[0]
   assert out[-1].startswith('PPO on CartPole-v1: final episode return')
-  assert 'runs/ppo_gymnax/final.json' in out[-1]
+  assert 'runs/ppo_gymnax_smoke/final.json' in out[-1]
   assert len(out) <= 3, proc.stdout
   noise = ('orbax', 'Config:', "Unable to initialize backend 'tpu'", 'Traceback')
   for line in proc.stdout.splitlines() + proc.stderr.splitlines():
@@ -246,6 +247,34 @@ def test_compare_without_workdir_writes_under_runs(tmp_path):
   assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
   assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
   _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
+
+
+def test_compare_labels_runs_whose_configs_differ(tmp_path):
+  """A smoke run beside a full run is not 'from the same warm start' (issue 27 item 9)."""
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  dirs = {}
+  for name, config in (('smoke', 'smoke'), ('smoke_rloo', 'smoke,estimator=rloo'), ('full', '')):
+    w = metrics.Writer(str(tmp_path / name), tensorboard=False)
+    w.write(0, dict(phase='rl', eval_exact_match=0.4, eval_final_answer=0.4, time=1.0))
+    w.close()
+    (tmp_path / name / 'config.json').write_text(
+      json.dumps(runs.config_json(arith_config.get_config(config)))
+    )
+    dirs[name] = str(tmp_path / name)
+  assert arith_rl.config_differences([dirs['smoke'], dirs['smoke_rloo']]) == []
+  (differ,) = arith_rl.config_differences([dirs['smoke'], dirs['full']])
+  assert 'policy.width: 16 vs 128' in differ and 'credit' not in differ
+  out = tmp_path / 'out'
+  proc = cli('arith_rl', '--compare', f'{dirs["smoke"]},{dirs["full"]}', f'--workdir={out}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'configs differ' in proc.stdout and 'policy.width' in proc.stdout
+  text = (out / 'results.md').read_text()
+  assert 'same warm start' not in text and 'policy.width: 16 vs 128' in text
+  proc = cli('arith_rl', '--compare', f'{dirs["smoke"]},{dirs["smoke_rloo"]}', f'--workdir={out}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'from the same warm start' in (out / 'results.md').read_text()
 
 
 def _rl_records(workdir):
