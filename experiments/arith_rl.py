@@ -45,6 +45,9 @@ NAME = 'arith_rl'
 # Keys that may differ when a workdir is resumed: they change how long the run is and
 # how often it evaluates / checkpoints, not what a step computes.
 SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
+# Keys that change the shapes of the checkpointed state (refused on resume even with
+# --allow_config_change; any other shape change is caught when the checkpoint is restored).
+SHAPE_KEYS = ('task.', 'policy.width', 'policy.depth', 'policy.num_heads', 'policy.max_len')
 
 
 def define_flags():
@@ -457,6 +460,7 @@ EXPERIMENT = runs.Experiment(
   run,
   validate=config_lib.validate,
   safe_keys=SAFE_KEYS,
+  shape_keys=SHAPE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
   check_workdir=lambda config, workdir: runs.check_steps_reached(

@@ -43,6 +43,9 @@ FLAGS = flags.FLAGS
 
 NAME = 'llm_rl'
 SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
+# The model (refused on resume even with --allow_config_change; other shape changes are
+# caught when the checkpoint is restored).
+SHAPE_KEYS = ('model.path', 'model.build_tiny')
 ConfigError = runs.ConfigError
 Parts = collections.namedtuple('Parts', 'task policy params estimator rl_init rl_update evaluate')
 
@@ -365,6 +368,7 @@ EXPERIMENT = runs.Experiment(
   run,
   validate=validate,
   safe_keys=SAFE_KEYS,
+  shape_keys=SHAPE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
   check_workdir=lambda config, workdir: runs.check_steps_reached(

@@ -95,12 +95,12 @@ class Checkpointer:
     unreadable = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        saved = self._mngr.item_metadata(step)
-        saved = getattr(saved, 'tree', saved)
+        saved = self._saved_tree(step)
       except Exception as e:  # noqa: BLE001 -- any failure to read it makes the step unreadable
         unreadable.append((step, e))
         continue
-      _check_shapes(self.directory, step, saved, abstract)
+      if saved is not None:
+        _check_shapes(self.directory, step, saved, abstract)
       try:
         state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # noqa: BLE001 -- as above
@@ -121,6 +121,14 @@ class Checkpointer:
         'afresh, or pass a new --workdir.'
       )
     return None, None
+
+  def _saved_tree(self, step: int):
+    """The metadata tree (shapes, dtypes) of checkpoint `step`, read without restoring it."""
+    from etils import epath  # pylint: disable=g-import-not-at-top -- orbax's path type
+
+    path = epath.Path(self.directory) / str(step) / 'default'  # the manager's single item
+    meta = ocp.StandardCheckpointHandler().metadata(path)
+    return getattr(meta, 'tree', meta)
 
   def _move_aside(self, steps) -> str:
     dest = self.directory + '_unreadable'
@@ -185,17 +193,37 @@ def _reason(error: BaseException) -> str:
   return f'{type(error).__name__}: {lines[0][:160]}'
 
 
+def _path(path) -> str:
+  """A tree path as 'a.b.0.c', the same for a namedtuple field and the dict orbax saves it as."""
+  names = (getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path)
+  return '.'.join(str(n) for n in names)
+
+
 def _check_shapes(directory, step, saved, abstract):
-  """Raises ConfigError when checkpoint `step` holds arrays of other shapes than `abstract`."""
-  flat_saved = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
-  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-    old = getattr(flat_saved.get(path), 'shape', None)
-    if old is not None and tuple(old) != tuple(leaf.shape):
+  """Raises ConfigError when checkpoint `step` holds other arrays or shapes than `abstract`."""
+  old = {
+    _path(p): getattr(x, 'shape', None) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]
+  }
+  new = {_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  fix = (
+    'a key that changes the model or state cannot change on resume; pass a new --workdir '
+    '(config.init_from starts from another run where the experiment supports it).'
+  )
+  where = f'checkpoint step {step} in {directory}'
+  order = lambda p: (not p.startswith('params'), p)  # noqa: E731 -- parameters first
+  missing, extra = sorted(set(new) - set(old), key=order), sorted(set(old) - set(new), key=order)
+  if missing or extra:
+    what = []
+    if missing:
+      what.append(f'this config builds {", ".join(missing[:3])} that it lacks')
+    if extra:
+      what.append(f'it holds {", ".join(extra[:3])} that this config does not build')
+    raise runs.ConfigError(f'{where} does not match this config ({"; ".join(what)}): {fix}')
+  for path, shape in sorted(new.items(), key=lambda item: order(item[0])):
+    if old[path] is not None and tuple(old[path]) != tuple(shape):
       raise runs.ConfigError(
-        f'checkpoint step {step} in {directory} holds {jax.tree_util.keystr(path)} of shape '
-        f'{tuple(old)}, this config builds {tuple(leaf.shape)}: a key that changes the model '
-        'or state shapes cannot change on resume; pass a new --workdir (config.init_from '
-        'starts from another run).'
+        f'{where} holds {path} of shape {tuple(old[path])}, this config builds '
+        f'{tuple(shape)}: {fix}'
       )
 
 

@@ -16,7 +16,9 @@ One place decides, for every `python -m experiments.<name>` run:
     of steps, evaluation / checkpoint cadence: keys that do not change what is
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
-    `--allow_config_change`); a refused run leaves `config.json` untouched.
+    `--allow_config_change`); a refused run leaves `config.json` untouched. A key that
+    changes the shapes of the checkpointed state (the experiment's `shape_keys`, or
+    any change a restore finds) is refused even with `--allow_config_change`.
   * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
     on `<workdir>/.jaxca.lock`) from before it writes `config.json` until it exits; a
     second process on the same workdir is refused in one line naming the holder's PID.
@@ -330,12 +332,17 @@ def check_resume(
   safe_keys: Sequence[str] = (),
   allow_change: bool = False,
   overridden: Sequence[str] = (),
+  shape_keys: Sequence[str] = (),
 ) -> list:
   """Compares `config` with `<workdir>/config.json`; raises ConfigError on unsafe changes.
 
   A key the run's config.json lacks (added to the config file since the run) at the value
   the config file gives it (not in `overridden`, the keys set on the command line) is not a
   change: new options are added off by default, so the run already computed that value.
+
+  `shape_keys` (keys, or prefixes ending in '.') change the shapes of what the run's
+  checkpoints hold; a change of one is refused even with `allow_change`, before anything
+  is read or written (a restore could not fit the saved arrays into the new shapes).
 
   Returns the differing (key, old, new) triples that are allowed (safe keys, keys added
   since the run at their defaults, or any with `allow_change`); empty for a new workdir.
@@ -346,6 +353,14 @@ def check_resume(
   diffs = config_diff(old, config_json(config))
   added = {k for k, o, _ in diffs if o == _ABSENT and k not in set(overridden)}
   unsafe = [d for d in diffs if d[0] not in safe_keys and d[0] not in added]
+  shaped = [d for d in unsafe if any(_matches(d[0], k) for k in shape_keys)]
+  if shaped and allow_change:
+    changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in shaped)
+    raise ConfigError(
+      f'{changes} changes the shapes of the arrays in the checkpoints of {workdir}, so '
+      '--allow_config_change cannot resume with it: pass a new --workdir (config.init_from='
+      f'{workdir} starts from its parameters where the experiment supports it).'
+    )
   if unsafe and not allow_change:
     changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in unsafe)
     safe = ', '.join(safe_keys) if safe_keys else 'none'
@@ -355,6 +370,10 @@ def check_resume(
       f'resume with the new values (keys that may change on resume: {safe}).'
     )
   return diffs
+
+
+def _matches(key: str, pattern: str) -> bool:
+  return key == pattern or (pattern.endswith('.') and key.startswith(pattern))
 
 
 def is_smoke(config_arg: Optional[str]) -> bool:
@@ -539,6 +558,8 @@ class Experiment:
       rerunning the same command resumes from the last checkpoint).
     outputs: the files `run` writes in the workdir (besides config.json and done.json);
       checked for writability before the run starts (`check_writable`).
+    shape_keys: config keys (or prefixes ending in '.') that change the shapes of what the
+      run checkpoints; `--allow_config_change` refuses them up front (`check_resume`).
     check_workdir: optional check_workdir(config, workdir), called after the resume check
       and before anything is written; raises ConfigError for a workdir the config cannot
       continue (e.g. fewer steps than its checkpoints already reached).
@@ -552,6 +573,7 @@ class Experiment:
   resume_hint: str = ''
   outputs: Sequence[str] = ()
   check_workdir: Optional[Callable[[Any, str], None]] = None
+  shape_keys: Sequence[str] = ()
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -799,7 +821,12 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
 
   def checks():  # (accepted config changes, done.json or None)
     diffs = check_resume(
-      workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
+      workdir,
+      config,
+      experiment.safe_keys,
+      FLAGS.allow_config_change,
+      overridden=overridden,
+      shape_keys=experiment.shape_keys,
     )
     if experiment.check_workdir is not None and os.path.isdir(workdir):
       experiment.check_workdir(config, workdir)

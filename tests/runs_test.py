@@ -43,6 +43,23 @@ def test_check_resume_refuses_unsafe_changes_and_names_every_key(tmp_path):
   assert len(runs.check_resume(str(tmp_path), new, allow_change=True)) == 2
 
 
+def test_allow_config_change_refuses_shape_keys_up_front(tmp_path):
+  _write_config(tmp_path, arith_config.get_config('smoke'))
+  new = arith_config.get_config('smoke')
+  new.policy.width = 32
+  new.credit.estimator = 'rloo'
+  shape_keys = ('task.', 'policy.width')
+  with pytest.raises(
+    runs.ConfigError, match=r'^config\.policy\.width: 16 -> 32 changes the shapes'
+  ):
+    runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+  new.policy.width = 16  # a change that keeps the shapes is allowed
+  assert runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+  new.task.num_steps = 3  # a prefix
+  with pytest.raises(runs.ConfigError, match='config.task.num_steps'):
+    runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+
+
 def test_check_resume_allows_safe_keys(tmp_path):
   _write_config(tmp_path, arith_config.get_config('smoke'))
   new = arith_config.get_config('smoke')

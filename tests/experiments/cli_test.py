@@ -137,6 +137,22 @@ def test_config_drift_is_refused_and_config_json_untouched(tmp_path):
   assert sorted(os.listdir(workdir)) == ['config.json']
 
 
+def test_allow_config_change_with_a_shape_key_is_refused_up_front(tmp_path):
+  """--allow_config_change with a key that changes the checkpoint's shapes: one line, the run
+  record untouched (issue 27 item 6)."""
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  config = runs.config_json(arith_config.get_config('smoke'))
+  (workdir / 'config.json').write_text(json.dumps(config))
+  (workdir / 'done.json').write_text(json.dumps(dict(summary='S', config=config)))
+  before = {p: _digest(workdir / p) for p in os.listdir(workdir)}
+  proc = cli(
+    'arith_rl', f'--workdir={workdir}', '--allow_config_change', '--config.policy.width=32'
+  )
+  _one_line_error(proc, 'config.policy.width: 16 -> 32 changes the shapes', 'new --workdir')
+  assert {p: _digest(workdir / p) for p in os.listdir(workdir)} == before
+
+
 def test_complete_run_is_reported_not_redone(tmp_path):
   workdir = tmp_path / 'w'
   workdir.mkdir()
