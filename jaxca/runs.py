@@ -376,6 +376,29 @@ def _matches(key: str, pattern: str) -> bool:
   return key == pattern or (pattern.endswith('.') and key.startswith(pattern))
 
 
+# `credit` keys that are not stage options (the spec, a module of stages, the whitening switch).
+_NOT_STAGE_OPTIONS = ('estimator', 'stages', 'whiten')
+
+
+def check_explicit_options(config, overridden: Sequence[str]):
+  """Raises ConfigError when a `credit.<option>` set on the command line (`overridden`) is
+  read by no stage of the chosen estimator spec; the message names the stages that take it.
+
+  Config defaults the spec ignores stay fine (`estimators.from_config`); only what the user
+  set explicitly must matter. Configs without a `credit.estimator` are left alone.
+  """
+  explicit = [k.partition('.')[2] for k in overridden if k.startswith('credit.')]
+  explicit = [k for k in explicit if '.' not in k and k not in _NOT_STAGE_OPTIONS]
+  if not explicit or 'credit' not in config or 'estimator' not in config.credit:
+    return
+  from jaxca import estimators  # pylint: disable=g-import-not-at-top
+
+  try:
+    estimators.from_config(config.credit, explicit=explicit)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f'config.credit: {e}') from None
+
+
 def is_smoke(config_arg: Optional[str]) -> bool:
   """True for `--config configs/x.py:smoke` (or `:smoke=true,...`)."""
   _, _, args = (config_arg or '').partition(':')
@@ -811,13 +834,14 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)
+  overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
+  check_explicit_options(config, overridden)
   smoke = is_smoke(config_flags.get_config_filename(FLAGS['config']))
   workdir = resolve_workdir(FLAGS.workdir, experiment.name, smoke=smoke)
   if FLAGS.dry_run:
     note(str(config).rstrip())
     note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
     return
-  overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
 
   def checks():  # (accepted config changes, done.json or None)
     diffs = check_resume(

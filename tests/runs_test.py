@@ -106,6 +106,18 @@ def test_unknown_key_message_names_the_closest_keys():
   assert '\n' not in msg
 
 
+def test_explicit_estimator_options_must_be_read_by_the_spec():
+  """--config.credit.lambda_ with grpo is refused naming the stages that take it; config
+  defaults the spec ignores stay fine (issue 27 item 10)."""
+  config = arith_config.get_config('smoke')  # grpo; its lambda_ default is not read: fine
+  runs.check_explicit_options(config, ())
+  runs.check_explicit_options(config, ('credit.eps', 'credit.estimator', 'rl.steps'))
+  with pytest.raises(runs.ConfigError, match=r"'lambda_' is not read by .*'grpo'.*'gae'"):
+    runs.check_explicit_options(config, ('credit.lambda_',))
+  config.credit.estimator = 'gae'
+  runs.check_explicit_options(config, ('credit.lambda_', 'credit.gamma'))
+
+
 def test_is_smoke():
   assert runs.is_smoke('configs/x.py:smoke')
   assert runs.is_smoke('configs/x.py:num_seeds=3,smoke')

@@ -96,6 +96,13 @@ def test_unknown_keys_and_wrong_types_are_one_line_naming_the_closest_keys(tmp_p
   assert not (tmp_path / 'w').exists()
 
 
+def test_an_estimator_option_no_stage_reads_is_refused(tmp_path):
+  """--config.credit.lambda_ with grpo: one line naming the stages that take it (issue 27/10)."""
+  proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', '--config.credit.lambda_=1.5', '--dry_run')
+  _one_line_error(proc, "config.credit: Estimator option 'lambda_'", "'gae'")
+  assert not (tmp_path / 'w').exists()
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
