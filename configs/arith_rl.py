@@ -77,7 +77,11 @@ def get_config(arg=None):
   # Advantage estimator (jaxca.estimators): a name (grpo | dr_grpo | rloo | gae | min_form |
   # reinforce) or a spec string such as 'grpo + 0.5*rloo' or 'min_form | whiten'; the other
   # keys are stage options, given to every stage that takes them (floats are traced).
-  c.credit = dict(estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False)
+  # `stages`: an importable module whose STAGES dict adds stages the spec may name ('' none;
+  # README > A new estimator stage).
+  c.credit = dict(
+    estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False, stages=''
+  )
   c.rl = dict(
     steps=1000,
     prompts_per_step=32,  # P; the batch has P * group_size responses

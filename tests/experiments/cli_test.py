@@ -103,6 +103,50 @@ def test_an_estimator_option_no_stage_reads_is_refused(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+MY_STAGES = """
+import jax.numpy as jnp
+from jaxca.estimators import core
+
+
+@core.stage()
+def scaled_outcome(scale=1.0):
+  def apply(traj, prev, hp):
+    outcome = jnp.sum(jnp.where(traj.mask, traj.rewards, 0.0), axis=-1, keepdims=True)
+    adv = jnp.where(traj.mask, hp['scale'] * outcome, 0.0)
+    return core.Targets(adv, adv)
+
+  return core.Stage('scaled_outcome', (), dict(scale=scale), apply)
+
+
+STAGES = {'scaled_outcome': scaled_outcome}
+"""
+
+
+def test_a_custom_stage_module_is_accepted_from_the_command_line(tmp_path):
+  """--config.credit.stages names a user module whose stages the spec may use (issue 27/11)."""
+  (tmp_path / 'my_stages.py').write_text(MY_STAGES)
+  env = dict(_env(), PYTHONPATH=os.pathsep.join([str(tmp_path), _env()['PYTHONPATH']]))
+  base = [
+    sys.executable,
+    '-m',
+    'experiments.arith_rl',
+    '--config',
+    f'{ROOT}/configs/arith_rl.py:smoke',
+  ]
+
+  def run(*args):
+    cmd = [*base, f'--workdir={tmp_path / "w"}', '--dry_run', *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+  proc = run(
+    '--config.credit.stages=my_stages', '--config.credit.estimator=scaled_outcome | whiten'
+  )
+  assert proc.returncode == 0 and 'config OK' in proc.stdout, proc.stdout + proc.stderr
+  _one_line_error(run('--config.credit.estimator=scaled_outcome'), 'scaled_outcome', 'grpo')
+  _one_line_error(run('--config.credit.stages=no_such_module'), "cannot import 'no_such_module'")
+  assert not (tmp_path / 'w').exists()
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
