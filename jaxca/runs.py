@@ -605,7 +605,12 @@ def define_flags(name: str, config_help: str = ''):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file(
-    'config', None, config_help or f'configs/{name}.py[:smoke,key=value]', lock_config=True
+    'config',
+    None,
+    config_help
+    or f'Config file: configs/{name}.py (add :smoke for a seconds-long check); override '
+    'its keys with --config.<key>=<value>.',
+    lock_config=True,
   )
   _one_line_override_errors(flags.FLAGS['config'])
   flags.DEFINE_string(
@@ -632,6 +637,10 @@ def define_flags(name: str, config_help: str = ''):
   flags.DEFINE_integer(
     'debug_stall_at', 0, 'Testing: hang at the N-th step (0: never) to exercise the watchdog.'
   )
+  # `--help` lists the main module's key flags: make the harness's flags the experiment's.
+  main_module = sys.argv[0] if sys.argv else ''
+  for flag in ('config', 'workdir', 'dry_run', 'allow_config_change', 'rewrite', 'debug'):
+    flags.FLAGS.register_key_flag_for_module(main_module, flags.FLAGS[flag])
 
 
 def config_keys(config) -> list:

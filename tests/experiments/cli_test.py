@@ -147,6 +147,16 @@ def test_a_custom_stage_module_is_accepted_from_the_command_line(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_help_shows_the_harness_flags():
+  """--help lists --config, --workdir and --dry_run beside the experiment's own flags (27/12)."""
+  cmd = [sys.executable, '-m', 'experiments.arith_rl', '--help']
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+  text = proc.stdout + proc.stderr
+  for flag in ('--config:', '--workdir:', '--[no]dry_run:', '--[no]allow_config_change:'):
+    assert flag in text, text
+  assert '--compare:' in text and 'add :smoke' in text
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
