@@ -450,6 +450,16 @@ def run(config, workdir):
   return summary_line(metrics.read(workdir), workdir, config.credit.estimator)
 
 
+def next_steps(config, workdir):
+  """The closing hint: another estimator from this run's warm start, then the comparison."""
+  other = 'rloo' if config.credit.estimator != 'rloo' else 'grpo'
+  dest = f'{os.path.normpath(workdir)}_{other}'
+  return (
+    f'the same command with --config.credit.estimator={other} --config.init_from={workdir} '
+    f'--workdir={dest} (same warm start), then --compare {workdir},{dest} for one table.'
+  )
+
+
 def _setup():
   parallel.maybe_initialize_distributed(FLAGS.multihost)
   jax.config.update('jax_threefry_partitionable', True)
@@ -461,6 +471,7 @@ EXPERIMENT = runs.Experiment(
   validate=config_lib.validate,
   safe_keys=SAFE_KEYS,
   shape_keys=SHAPE_KEYS,
+  next_steps=next_steps,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
   check_workdir=lambda config, workdir: runs.check_steps_reached(

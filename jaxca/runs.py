@@ -39,9 +39,10 @@ One place decides, for every `python -m experiments.<name>` run:
     the same command resumes, and the stack of every thread, then exits with status
     124 (a hung XLA computation otherwise waits forever without using CPU).
   * **The end.** The experiment's `run` returns one summary line (what it
-    measured, where it wrote); it is printed and stored with the config in
-    `done.json`. Rerunning a complete run (same config) prints that line and
-    exits without rewriting anything, unless `--rewrite` is given.
+    measured, where it wrote); it is printed (a smoke config's labelled as not a
+    result) and stored with the config in `done.json`, then what to try next when the
+    experiment says (`Experiment.next_steps`). Rerunning a complete run (same config)
+    prints that line and exits without rewriting anything, unless `--rewrite` is given.
   * **Noise.** absl/JAX/orbax INFO logs are off (`--debug` or `-v` turn them on);
     the full config goes to `config.json`, `--dry_run` prints it without running.
 """
@@ -583,6 +584,8 @@ class Experiment:
       checked for writability before the run starts (`check_writable`).
     shape_keys: config keys (or prefixes ending in '.') that change the shapes of what the
       run checkpoints; `--allow_config_change` refuses them up front (`check_resume`).
+    next_steps: optional next_steps(config, workdir) -> what to try next, printed after the
+      summary ('Next: ...') of a finished run.
     check_workdir: optional check_workdir(config, workdir), called after the resume check
       and before anything is written; raises ConfigError for a workdir the config cannot
       continue (e.g. fewer steps than its checkpoints already reached).
@@ -597,6 +600,7 @@ class Experiment:
   outputs: Sequence[str] = ()
   check_workdir: Optional[Callable[[Any, str], None]] = None
   shape_keys: Sequence[str] = ()
+  next_steps: Optional[Callable[[Any, str], str]] = None
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -881,10 +885,20 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
       diffs, done, finished = checks()
       if finished:
         return
-    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS)
+    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS, smoke)
 
 
-def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # noqa: N803
+SMOKE_LABEL = 'smoke config (checks that everything runs; its numbers are not results): '
+
+
+def closing_lines(summary: str, smoke: bool, next_steps: str = '') -> list:
+  """The lines a run ends with: the summary (labelled when a smoke config ran), then what
+  to try next (`Experiment.next_steps`), if anything."""
+  lines = [(SMOKE_LABEL if smoke else '') + summary]
+  return lines + ([f'Next: {next_steps}'] if next_steps else [])
+
+
+def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS, smoke=False):  # noqa: N803
   if primary:
     check_writable(workdir, (CONFIG_FILE, DONE_FILE, *experiment.outputs))
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
@@ -908,9 +922,13 @@ def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # no
     _state['record'] = None
     watchdog.close()
     _state['watchdog'] = None
+  summary, *rest = closing_lines(
+    summary, smoke, experiment.next_steps(config, workdir) if experiment.next_steps else ''
+  )
   if primary:
     _write_json(os.path.join(workdir, DONE_FILE), dict(summary=summary, config=config_json(config)))
-  note(summary)
+  for line in (summary, *rest):
+    note(line)
 
 
 def _is_primary():

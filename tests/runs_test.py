@@ -118,6 +118,22 @@ def test_explicit_estimator_options_must_be_read_by_the_spec():
   runs.check_explicit_options(config, ('credit.lambda_', 'credit.gamma'))
 
 
+def test_closing_lines_label_smoke_runs_and_say_what_next():
+  """A smoke run's summary is labelled as not a result; the hint comes last (issue 27/12)."""
+  assert runs.closing_lines('H1 REFUTED', smoke=False) == ['H1 REFUTED']
+  (line,) = runs.closing_lines('H1 REFUTED', smoke=True)
+  assert line.startswith('smoke config') and 'not results' in line and line.endswith('H1 REFUTED')
+  assert runs.closing_lines('S', False, 'try rloo') == ['S', 'Next: try rloo']
+
+
+def test_arith_rl_suggests_another_estimator_and_compare():
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+
+  hint = arith_rl.next_steps(arith_config.get_config('smoke'), 'runs/arith_rl')
+  assert '--config.credit.estimator=rloo' in hint and '--config.init_from=runs/arith_rl' in hint
+  assert '--compare runs/arith_rl,runs/arith_rl_rloo' in hint
+
+
 def test_is_smoke():
   assert runs.is_smoke('configs/x.py:smoke')
   assert runs.is_smoke('configs/x.py:num_seeds=3,smoke')

@@ -253,7 +253,7 @@ def test_default_workdir_summary_and_quiet_output(tmp_path):
     assert (workdir / name).exists(), name
   out = proc.stdout.strip().splitlines()
   assert 'runs/ppo_gymnax_smoke' in out[0]
-  assert out[-1].startswith('PPO on CartPole-v1: final episode return')
+  assert out[-1].startswith(runs.SMOKE_LABEL + 'PPO on CartPole-v1: final episode return')
   assert 'runs/ppo_gymnax_smoke/final.json' in out[-1]
   assert len(out) <= 3, proc.stdout
   noise = ('orbax', 'Config:', "Unable to initialize backend 'tpu'", 'Traceback')
