@@ -36,6 +36,15 @@ from jaxca import metrics
 
 Record = metrics.Record
 
+
+def percent_target(fraction: float) -> str:
+  """A stopping threshold as a percentage: '35%'; one above 1 (a smoke config's way of never
+  stopping early) says so instead of reading as an accuracy of e.g. 101%."""
+  if fraction > 1:
+    return f'{fraction:.0%} (unreachable: no early stop, every step ran)'
+  return f'{fraction:.0%}'
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
