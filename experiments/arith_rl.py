@@ -285,7 +285,7 @@ def _train(config, workdir, data_dir):
           rec.update(run_eval(state['params']))
         writer.write(step, dict(rec, **now()))
         bar.update(k)
-        bar.set_postfix(acc=f'{rec["accuracy"]:.2f}', em=rec.get('eval_exact_match', '-'))
+        bar.set_postfix(progress_postfix(rec))
         # After the last step the results and the plot are written (matplotlib loads).
         slow = evals_first(step) or step >= config.rl.steps
         runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
@@ -314,6 +314,12 @@ def _train(config, workdir, data_dir):
       'from the start of the run (warm start included).',
     )
   return state
+
+
+def progress_postfix(rec):
+  """The RL progress bar's numbers: sampled accuracy and the latest held-out exact match."""
+  em = rec.get('eval_exact_match')
+  return dict(acc=f'{rec["accuracy"]:.2f}', em='-' if em is None else f'{em:.2f}')
 
 
 def _poison(state, nan_after):

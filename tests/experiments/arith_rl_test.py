@@ -65,6 +65,13 @@ def _strip(records):
   return [{k: v for k, v in r.items() if k not in ('time', 'cpu_time')} for r in records]
 
 
+def test_progress_bar_numbers_are_rounded():
+  """The bar showed a raw float (em=0.06452631950378418) (issue 27 item 12)."""
+  rec = dict(accuracy=0.123456, eval_exact_match=0.06452631950378418)
+  assert arith_rl.progress_postfix(rec) == dict(acc='0.12', em='0.06')
+  assert arith_rl.progress_postfix(dict(accuracy=0.5)) == dict(acc='0.50', em='-')
+
+
 class ArithRLTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
