@@ -32,7 +32,9 @@ run builds the dataset and compiles in ~10 s, the warm start stops after 120 ste
 40.2% held-out exact match, and GRPO lifts it to 70.7% (best 71.5%) after 1000 RL
 steps: +30.5 points in 164 s total wall clock (293 s process CPU time) on the
 2-core CPU when it is quiet (load ~2). The same run took ~1000 s with load 10-20 from
-other jobs; runs are bit-reproducible, so only the clock changes. Without the entropy
+other jobs; runs are bit-reproducible on one machine (same CPU model, JAX and XLA
+versions), so there only the clock changes; another CPU model or XLA version can round
+differently and end a few points away from 70.7%. Without the entropy
 bonus (loss.ent_coef=0) it reaches 68.0% (results/arith_rl/tuning). From a 50.8% warm
 start (ent_coef=0), 300 RL steps give grpo 71.7%, rloo 70.3%, dr_grpo 70.3%, gae 70.5%
 (results/arith_rl/results.md). These numbers predate the validation split (the warm start
@@ -77,7 +79,11 @@ def get_config(arg=None):
   # Advantage estimator (jaxca.estimators): a name (grpo | dr_grpo | rloo | gae | min_form |
   # reinforce) or a spec string such as 'grpo + 0.5*rloo' or 'min_form | whiten'; the other
   # keys are stage options, given to every stage that takes them (floats are traced).
-  c.credit = dict(estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False)
+  # `stages`: an importable module whose STAGES dict adds stages the spec may name ('' none;
+  # README > A new estimator stage).
+  c.credit = dict(
+    estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False, stages=''
+  )
   c.rl = dict(
     steps=1000,
     prompts_per_step=32,  # P; the batch has P * group_size responses

@@ -46,7 +46,11 @@ def get_config(arg=None):
     system='',
     pad_token='',  # '' = the tokenizer's pad token (else EOS); see jaxca.tasks.gsm8k
   )
-  c.credit = dict(estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False)
+  # `stages`: an importable module whose STAGES dict adds stages the spec may name ('' none;
+  # README > A new estimator stage).
+  c.credit = dict(
+    estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False, stages=''
+  )
   c.rl = dict(
     steps=200,
     prompts_per_step=16,  # P (divisible by the number of devices)

@@ -45,6 +45,9 @@ NAME = 'arith_rl'
 # Keys that may differ when a workdir is resumed: they change how long the run is and
 # how often it evaluates / checkpoints, not what a step computes.
 SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
+# Keys that change the shapes of the checkpointed state (refused on resume even with
+# --allow_config_change; any other shape change is caught when the checkpoint is restored).
+SHAPE_KEYS = ('task.', 'policy.width', 'policy.depth', 'policy.num_heads', 'policy.max_len')
 
 
 def validate(config, device_count=None):
@@ -192,8 +195,16 @@ def _train(config, workdir, data_dir):
     )
 
   rl_ckpt, ws_ckpt = new_ckpt('rl'), new_ckpt('warmstart')
-  rl_step = rl_ckpt.latest_step() if rl_ckpt else None
-  ws_step = ws_ckpt.latest_step() if ws_ckpt else None
+  # Restored before anything is written (a checkpoint that cannot be read is skipped,
+  # one with other shapes refused: checkpoint.Checkpointer.restore_latest).
+  rl_state, rl_step = None, None
+  if rl_ckpt:
+    rl_abstract = jax.eval_shape(lambda: parts.rl_init(parts.policy.init(key)))
+    rl_state, rl_step = rl_ckpt.restore_latest(rl_abstract, sharding=repl)
+  ws_state, ws_step = None, ws_ckpt.latest_step() if ws_ckpt else None
+  if ws_ckpt and rl_step is None and not config.init_from:
+    ws_state, ws_step = ws_ckpt.restore_latest(jax.eval_shape(parts.sft_init, key), sharding=repl)
+  runs.begin()  # setup succeeded: the run record may be written (jaxca.runs)
   # Records written after the checkpoint we resume from are dropped (and recomputed).
   if rl_step is not None:
     keep = lambda r: r['phase'] == 'warmstart' or r['step'] <= rl_step  # noqa: E731
@@ -231,6 +242,7 @@ def _train(config, workdir, data_dir):
           config,
           parts,
           ws_ckpt,
+          ws_state,
           ws_step,
           src,
           mesh,
@@ -247,8 +259,7 @@ def _train(config, workdir, data_dir):
       if rl_ckpt:
         rl_ckpt.maybe_save(0, state, force=True)
     else:
-      abstract = jax.eval_shape(lambda: parts.rl_init(parts.policy.init(key)))
-      state = rl_ckpt.restore(abstract, rl_step, sharding=repl)
+      state = rl_state
       if rl_step < config.rl.steps:
         runs.note(f'resumed RL from step {rl_step}')
     step, k = int(rl_step or 0), config.rl.steps_per_call
@@ -279,7 +290,7 @@ def _train(config, workdir, data_dir):
           rec.update(run_eval(state['params']))
         writer.write(step, dict(rec, **now()))
         bar.update(k)
-        bar.set_postfix(acc=f'{rec["accuracy"]:.2f}', em=rec.get('eval_exact_match', '-'))
+        bar.set_postfix(progress_postfix(rec))
         # After the last step the results and the plot are written (matplotlib loads).
         slow = evals_first(step) or step >= config.rl.steps
         runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
@@ -308,6 +319,12 @@ def _train(config, workdir, data_dir):
       'from the start of the run (warm start included).',
     )
   return state
+
+
+def progress_postfix(rec):
+  """The RL progress bar's numbers: sampled accuracy and the latest held-out exact match."""
+  em = rec.get('eval_exact_match')
+  return dict(acc=f'{rec["accuracy"]:.2f}', em='-' if em is None else f'{em:.2f}')
 
 
 def _poison(state, nan_after):
@@ -359,9 +376,22 @@ def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_aft
 
 
 def _warm_start(
-  config, parts, ckpt, step, src, mesh, sft_chunk, run_val, repl, key, writer, now, stop_if_bad
+  config,
+  parts,
+  ckpt,
+  state,
+  step,
+  src,
+  mesh,
+  sft_chunk,
+  run_val,
+  repl,
+  key,
+  writer,
+  now,
+  stop_if_bad,
 ):
-  """Runs (or resumes from `step`) the supervised warm start; returns its final params.
+  """Runs (or resumes from `state` at `step`) the supervised warm start; returns its params.
 
   The loop is `jaxca.warmstart.sft_loop`: it stops at `warmstart.steps` or at the first
   evaluation whose VALIDATION exact match (`val_exact_match`) reaches
@@ -369,10 +399,8 @@ def _warm_start(
   """
   ws = config.warmstart
   init = jax.jit(parts.sft_init, out_shardings=repl)
-  if step is None:
+  if state is None:
     state, step = init(key), 0
-  else:
-    state = ckpt.restore(jax.eval_shape(init, key), step, sharding=repl)
   batches = _chunks(src['train'], ws.batch_size, config.seed, step, ws.steps_per_call)
   if step:
     runs.note(f'resumed the warm start from step {step}')
@@ -433,6 +461,16 @@ def run(config, workdir):
   return summary_line(metrics.read(workdir), workdir, config.credit.estimator)
 
 
+def next_steps(config, workdir):
+  """The closing hint: another estimator from this run's warm start, then the comparison."""
+  other = 'rloo' if config.credit.estimator != 'rloo' else 'grpo'
+  dest = f'{os.path.normpath(workdir)}_{other}'
+  return (
+    f'the same command with --config.credit.estimator={other} --config.init_from={workdir} '
+    f'--workdir={dest} (same warm start), then --compare {workdir},{dest} for one table.'
+  )
+
+
 def _setup():
   parallel.maybe_initialize_distributed(FLAGS.multihost)
   jax.config.update('jax_threefry_partitionable', True)
@@ -443,6 +481,8 @@ EXPERIMENT = runs.Experiment(
   run,
   validate=validate,
   safe_keys=SAFE_KEYS,
+  shape_keys=SHAPE_KEYS,
+  next_steps=next_steps,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
   check_workdir=lambda config, workdir: runs.check_steps_reached(
@@ -451,15 +491,47 @@ EXPERIMENT = runs.Experiment(
 )
 
 
+# Keys that may differ between the runs of one comparison (`--compare`): the estimator, where
+# the warm start comes from, and the run's length and cadence.
+COMPARE_KEYS = ('credit.', 'init_from', *SAFE_KEYS)
+
+
+def config_differences(workdirs):
+  """How the runs' configs differ outside `COMPARE_KEYS`: a list of one-line strings.
+
+  A run without `config.json` is named as such (its config cannot be compared).
+  """
+  configs = {w: runs.read_json(os.path.join(w, runs.CONFIG_FILE)) for w in workdirs}
+  out = [f'{w} has no {runs.CONFIG_FILE}' for w, c in configs.items() if c is None]
+  known = [(w, c) for w, c in configs.items() if c is not None]
+  for w, c in known[1:]:
+    diffs = [
+      f'{k}: {a!r} vs {b!r}'
+      for k, a, b in runs.config_diff(known[0][1], c)
+      if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in COMPARE_KEYS)
+    ]
+    if diffs:
+      out.append(f'{known[0][0]} and {w} differ in ' + '; '.join(diffs))
+  return out
+
+
 def _compare(workdirs, out_dir):
   for w in workdirs:
     if not os.path.exists(os.path.join(w, metrics.FILENAME)):
       raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
   out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{NAME}_compare')
-  report.compare(workdirs, out_dir, title='arith_rl: estimators from the same warm start')
+  differ = config_differences(workdirs)
+  if differ:  # e.g. a smoke run beside a full one: not one experiment
+    title = 'arith_rl: runs whose configs differ or are not recorded (not one comparison)'
+    notes = '**The configs differ beyond the estimator:** ' + '. '.join(differ) + '.'
+  else:
+    title, notes = 'arith_rl: estimators from the same warm start', ''
+  report.compare(workdirs, out_dir, title=title, notes=notes)
   runs.note(
     f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
   )
+  if differ:
+    runs.note('warning: the configs differ beyond the estimator: ' + '. '.join(differ) + '.')
 
 
 def main(argv):

@@ -43,6 +43,9 @@ FLAGS = flags.FLAGS
 
 NAME = 'llm_rl'
 SAFE_KEYS = ('rl.steps', 'eval.every', 'train.ckpt_every', 'train.max_to_keep')
+# The model (refused on resume even with --allow_config_change; other shape changes are
+# caught when the checkpoint is restored).
+SHAPE_KEYS = ('model.path', 'model.build_tiny')
 ConfigError = runs.ConfigError
 Parts = collections.namedtuple('Parts', 'task policy params estimator rl_init rl_update evaluate')
 
@@ -65,6 +68,11 @@ def validate(config, device_count=None):
   for path in (config.model.path, config.data.path, config.tokenizer.path):
     if path and not os.path.exists(path):
       raise ConfigError(f'{path!r} does not exist.')
+  if config.model.path and not os.path.isfile(os.path.join(config.model.path, 'config.json')):
+    raise ConfigError(
+      f'config.model.path={config.model.path!r} is not a Hugging Face checkpoint directory '
+      '(no config.json).'
+    )
   for key in ('dtype', 'param_dtype'):
     if config.model[key] not in ('float32', 'bfloat16'):
       raise ConfigError(
@@ -142,14 +150,21 @@ def build(config, model_path):
   """Loads the checkpoint (host arrays) and composes the learner; no jit, no devices."""
   estimator = estimators.from_config(config.credit)
   value_head = 'values' in estimator.requires
-  policy, params = hf.load_pretrained(
-    model_path,
-    dtype=config.model.dtype,
-    param_dtype=config.model.param_dtype,
-    value_head=value_head,
-    max_len=config.task.prompt_len + config.task.response_len,
-    key=jax.random.key(config.seed),
-  )
+  try:
+    policy, params = hf.load_pretrained(
+      model_path,
+      dtype=config.model.dtype,
+      param_dtype=config.model.param_dtype,
+      value_head=value_head,
+      max_len=config.task.prompt_len + config.task.response_len,
+      key=jax.random.key(config.seed),
+    )
+  except (OSError, ValueError, KeyError) as e:  # missing, truncated or foreign files
+    lines = str(e).strip().splitlines() or ['']
+    raise ConfigError(
+      f'cannot load the checkpoint {model_path!r} (config.model.path): '
+      f'{type(e).__name__}: {lines[0][:200]}'
+    ) from None
   task = gsm8k.make_task(dict(config.task.to_dict(), tokenizer=config.tokenizer.path or model_path))
   if task.vocab.size > policy.vocab_size:
     raise ConfigError(
@@ -246,7 +261,13 @@ def _train(config, workdir, model_path, data_path):
       every=config.train.ckpt_every,
       max_to_keep=config.train.max_to_keep,
     )
-  rl_step = ckpt.latest_step() if ckpt else None
+  # Restored before anything is written (a checkpoint that cannot be read is skipped,
+  # one with other shapes refused: checkpoint.Checkpointer.restore_latest).
+  target = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sh
+  )
+  restored, rl_step = ckpt.restore_latest(target) if ckpt else (None, None)
+  runs.begin()  # setup succeeded: the run record may be written (jaxca.runs)
   kept = [r for r in (metrics.read(workdir) if workdir else []) if r['step'] <= (rl_step or 0)]
   if rl_step is None:
     kept = []
@@ -269,10 +290,7 @@ def _train(config, workdir, model_path, data_path):
       if ckpt:
         ckpt.maybe_save(0, state, force=True)
     else:
-      target = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sh
-      )
-      state = ckpt.restore(target, rl_step)
+      state = restored
       if rl_step < config.rl.steps:
         runs.note(f'resumed RL from step {rl_step}')
     step, k = int(rl_step or 0), config.rl.steps_per_call
@@ -351,6 +369,7 @@ EXPERIMENT = runs.Experiment(
   run,
   validate=validate,
   safe_keys=SAFE_KEYS,
+  shape_keys=SHAPE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'results.md', 'learning_curve.png'),
   check_workdir=lambda config, workdir: runs.check_steps_reached(

@@ -765,7 +765,8 @@ start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds pe
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}
-steps until validation greedy exact match first reached {config.warmstart.band[0]:.0%}
+steps until validation greedy exact match first reached
+{report.percent_target(config.warmstart.band[0])}
 (validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
 {100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm:
 {config.rl.prompts} prompts x

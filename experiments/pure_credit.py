@@ -740,7 +740,8 @@ def write_results(workdir, config, rows, walls, info):
     f'{config.credit.temperature}.',
     '',
     f'Warm start: {ws["steps"]} SFT steps ({ws["seconds"]:.0f} s), stopped at the first '
-    f'validation greedy accuracy >= {config.warmstart.target_low:.0%} (validation '
+    f'validation greedy accuracy >= {report.percent_target(config.warmstart.target_low)} '
+    '(validation '
     f'{100 * ws.get("validation_accuracy", float("nan")):.1f}%; validation problems disjoint '
     'from train and held-out; SFT curve in warmstart_curve.csv); held-out greedy accuracy '
     f'{100 * warm:.1f}% ({"in" if ws["in_band"] else "NOT in"} the 20-40% band); sampled (T=1) '

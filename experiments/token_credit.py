@@ -864,7 +864,8 @@ excluded from each run's training budget): {compiles}; MC sampler {times['mc_com
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
 start SFT for {ws_info['steps']} steps until validation greedy exact match first reached
-{config.warmstart.band[0]:.0%} (validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
+{report.percent_target(config.warmstart.band[0])}
+(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
 {100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv).
 
 Readings implemented (labelled; constants unverified against the papers):

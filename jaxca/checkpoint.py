@@ -82,6 +82,66 @@ class Checkpointer:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     return self._mngr.restore(step, args=ocp.args.StandardRestore(_abstract(target, sharding)))
 
+  def restore_latest(self, target: Any, *, sharding=None) -> Tuple[Any, Optional[int]]:
+    """(state, step) from the newest checkpoint that can be read; (None, None) when none exists.
+
+    A step that cannot be read (a truncated or missing file) is named in a note, moved aside
+    to `<directory>_unreadable/<step>` (kept, out of the manager's sight, so it is not the
+    latest again) and the next older step is tried. Raises ConfigError (one line) when
+    every step is unreadable, or when a checkpoint's arrays have other shapes than
+    `target` (the config changed what the run builds: it cannot resume from it).
+    """
+    abstract = _abstract(target, sharding)
+    unreadable = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        saved = self._saved_tree(step)
+      except Exception as e:  # noqa: BLE001 -- any failure to read it makes the step unreadable
+        unreadable.append((step, e))
+        continue
+      if saved is not None:
+        _check_shapes(self.directory, step, saved, abstract)
+      try:
+        state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # noqa: BLE001 -- as above
+        unreadable.append((step, e))
+        continue
+      if unreadable:
+        moved = self._move_aside([s for s, _ in unreadable])
+        runs.note(
+          f'checkpoint step(s) {_steps(unreadable)} in {self.directory} cannot be read '
+          f'({_reason(unreadable[0][1])}); moved to {moved}; resuming from step {step}, '
+          'the newest intact one.'
+        )
+      return state, step
+    if unreadable:
+      raise runs.ConfigError(
+        f'no checkpoint in {self.directory} can be read: step(s) {_steps(unreadable)} '
+        f'({_reason(unreadable[0][1])}). Move {self.directory} away to start that phase '
+        'afresh, or pass a new --workdir.'
+      )
+    return None, None
+
+  def _saved_tree(self, step: int):
+    """The metadata tree (shapes, dtypes) of checkpoint `step`, read without restoring it."""
+    from etils import epath  # pylint: disable=g-import-not-at-top -- orbax's path type
+
+    path = epath.Path(self.directory) / str(step) / 'default'  # the manager's single item
+    meta = ocp.StandardCheckpointHandler().metadata(path)
+    return getattr(meta, 'tree', meta)
+
+  def _move_aside(self, steps) -> str:
+    dest = self.directory + '_unreadable'
+    os.makedirs(dest, exist_ok=True)
+    for step in steps:
+      src, to = os.path.join(self.directory, str(step)), os.path.join(dest, str(step))
+      n = 1
+      while os.path.exists(to):
+        to, n = os.path.join(dest, f'{step}.{n}'), n + 1
+      os.rename(src, to)
+    self._mngr.reload()
+    return dest
+
   def restore_or_init(
     self, init_fn: Callable[[], Any], *, sharding=None
   ) -> Tuple[Any, Optional[int]]:
@@ -122,6 +182,49 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _steps(unreadable) -> str:
+  return ', '.join(str(s) for s, _ in unreadable)
+
+
+def _reason(error: BaseException) -> str:
+  lines = str(error).strip().splitlines() or ['']
+  return f'{type(error).__name__}: {lines[0][:160]}'
+
+
+def _path(path) -> str:
+  """A tree path as 'a.b.0.c', the same for a namedtuple field and the dict orbax saves it as."""
+  names = (getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path)
+  return '.'.join(str(n) for n in names)
+
+
+def _check_shapes(directory, step, saved, abstract):
+  """Raises ConfigError when checkpoint `step` holds other arrays or shapes than `abstract`."""
+  old = {
+    _path(p): getattr(x, 'shape', None) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]
+  }
+  new = {_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  fix = (
+    'a key that changes the model or state cannot change on resume; pass a new --workdir '
+    '(config.init_from starts from another run where the experiment supports it).'
+  )
+  where = f'checkpoint step {step} in {directory}'
+  order = lambda p: (not p.startswith('params'), p)  # noqa: E731 -- parameters first
+  missing, extra = sorted(set(new) - set(old), key=order), sorted(set(old) - set(new), key=order)
+  if missing or extra:
+    what = []
+    if missing:
+      what.append(f'this config builds {", ".join(missing[:3])} that it lacks')
+    if extra:
+      what.append(f'it holds {", ".join(extra[:3])} that this config does not build')
+    raise runs.ConfigError(f'{where} does not match this config ({"; ".join(what)}): {fix}')
+  for path, shape in sorted(new.items(), key=lambda item: order(item[0])):
+    if old[path] is not None and tuple(old[path]) != tuple(shape):
+      raise runs.ConfigError(
+        f'{where} holds {path} of shape {tuple(old[path])}, this config builds '
+        f'{tuple(shape)}: {fix}'
+      )
 
 
 @jax.jit

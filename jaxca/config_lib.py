@@ -11,7 +11,8 @@ sections it finds, so any experiment config can use it:
     batch, eval prompts) and the RL batch by rl.num_minibatches (each
     minibatch again divisible by the device count);
   * chunking: steps, ckpt_every and eval_every are multiples of steps_per_call;
-  * the policy's max_len fits prompt + response;
+  * the policy's sizes are positive (heads dividing the width) and max_len fits prompt +
+    response;
   * `init_from` names an existing directory;
   * gymnax PPO (`validate_ppo`): env name, positive sizes, gamma / lambda in [0, 1],
     coefficients >= 0, the batch divisible into minibatches and the updates into chunks.
@@ -116,6 +117,8 @@ def validate(config, device_count: Optional[int] = None, *, sections=()):
     for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):
       if key in config.loss and not float(config.loss[key]) >= 0:
         raise ConfigError(f'config.loss.{key} must be >= 0; got {config.loss[key]!r}.')
+  if _has(config, 'policy'):
+    _policy_sizes(config.policy)
   if _has(config, 'policy') and 'dtype' in config.policy:
     if config.policy.dtype not in DTYPES:
       raise ConfigError(
@@ -218,6 +221,18 @@ def validate(config, device_count: Optional[int] = None, *, sections=()):
   for check in sections:
     check(config, task)
   return config
+
+
+def _policy_sizes(policy):
+  """config.policy.{width, depth, num_heads, max_len}: positive ints, heads dividing the width."""
+  for key in ('width', 'depth', 'num_heads', 'max_len'):
+    if key in policy:
+      _positive(f'policy.{key}', policy[key])
+  if 'width' in policy and 'num_heads' in policy and policy.width % policy.num_heads:
+    raise ConfigError(
+      f'config.policy.width={policy.width} must be divisible by config.policy.num_heads='
+      f'{policy.num_heads}.'
+    )
 
 
 def _in_unit(path, value):

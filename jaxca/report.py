@@ -36,6 +36,15 @@ from jaxca import metrics
 
 Record = metrics.Record
 
+
+def percent_target(fraction: float) -> str:
+  """A stopping threshold as a percentage: '35%'; one above 1 (a smoke config's way of never
+  stopping early) says so instead of reading as an accuracy of e.g. 101%."""
+  if fraction > 1:
+    return f'{fraction:.0%} (unreachable: no early stop, every step ran)'
+  return f'{fraction:.0%}'
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -586,14 +595,28 @@ def write_results(workdir: str, records: Sequence[Record], *, title: str, notes:
 
 
 def compare(
-  workdirs: Sequence[str], out_dir: str, *, labels: Optional[Sequence[str]] = None, title: str = ''
+  workdirs: Sequence[str],
+  out_dir: str,
+  *,
+  labels: Optional[Sequence[str]] = None,
+  title: str = '',
+  notes: str = '',
 ) -> str:
-  """Combined table (`results.md`), plot (`curves.png`) and `summary.json` for several runs."""
+  """Combined table (`results.md`), plot (`curves.png`) and `summary.json` for several runs.
+
+  `notes` (Markdown) goes under the title (e.g. how the runs' configs differ).
+  """
   labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) for w in workdirs]
   runs = {label: metrics.read(w) for label, w in zip(labels, workdirs)}
   os.makedirs(out_dir, exist_ok=True)
   plot_curves(os.path.join(out_dir, 'curves.png'), runs, title=title)
-  parts = [f'# {title or "comparison"}', '', results_table(runs), '']
+  parts = [
+    f'# {title or "comparison"}',
+    '',
+    *([notes, ''] if notes else []),
+    results_table(runs),
+    '',
+  ]
   for time_key, what in (('time', 'wall-clock'), ('cpu_time', 'process CPU time')):
     budgets = _budgets(runs, time_key)
     if budgets:

@@ -2,17 +2,23 @@
 
 One place decides, for every `python -m experiments.<name>` run:
 
-  * **Where it writes.** `--workdir` if given, else `runs/<name>/` (git-ignored),
+  * **Where it writes.** `--workdir` if given, else `runs/<name>/` (git-ignored;
+    `runs/<name>_smoke/` for a smoke config, so it never meets the full run's workdir),
     printed at the start. Nothing writes into `results/` (committed results) unless
     that path is given explicitly, and a smoke config (`--config ...py:smoke`)
     refuses to write there at all.
-  * **Order.** The config is validated before anything is written; a workdir that
+  * **Order.** The config is validated before anything is written, and the run record
+    (`config.json`, a stale `done.json` removed) waits until setup -- data, model,
+    checkpoint restore -- has succeeded (`begin`), so a failed start never poisons a
+    workdir; `--dry_run` runs the same validation. A workdir that
     already holds a `config.json` is compared with the new config first
     (`check_resume`): any difference outside the experiment's `safe_keys` (number
     of steps, evaluation / checkpoint cadence: keys that do not change what is
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
-    `--allow_config_change`); a refused run leaves `config.json` untouched.
+    `--allow_config_change`); a refused run leaves `config.json` untouched. A key that
+    changes the shapes of the checkpointed state (the experiment's `shape_keys`, or
+    any change a restore finds) is refused even with `--allow_config_change`.
   * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
     on `<workdir>/.jaxca.lock`) from before it writes `config.json` until it exits; a
     second process on the same workdir is refused in one line naming the holder's PID.
@@ -33,9 +39,10 @@ One place decides, for every `python -m experiments.<name>` run:
     the same command resumes, and the stack of every thread, then exits with status
     124 (a hung XLA computation otherwise waits forever without using CPU).
   * **The end.** The experiment's `run` returns one summary line (what it
-    measured, where it wrote); it is printed and stored with the config in
-    `done.json`. Rerunning a complete run (same config) prints that line and
-    exits without rewriting anything, unless `--rewrite` is given.
+    measured, where it wrote); it is printed (a smoke config's labelled as not a
+    result) and stored with the config in `done.json`, then what to try next when the
+    experiment says (`Experiment.next_steps`). Rerunning a complete run (same config)
+    prints that line and exits without rewriting anything, unless `--rewrite` is given.
   * **Noise.** absl/JAX/orbax INFO logs are off (`--debug` or `-v` turn them on);
     the full config goes to `config.json`, `--dry_run` prints it without running.
 """
@@ -48,6 +55,7 @@ import fcntl
 import json
 import logging as pylogging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +81,7 @@ __all__ = [
   'Experiment',
   'Watchdog',
   'at',
+  'begin',
   'check_finite',
   'check_resume',
   'check_steps_reached',
@@ -101,6 +110,7 @@ _state = dict(
   steps=0,
   stall_at=0,
   resume_hint='',
+  record=None,
 )
 
 
@@ -127,6 +137,7 @@ def at(position: str, next_compiles: bool = False):
   Each call is progress for the watchdog; `next_compiles=True` says the next step
   compiles a new program, so it gets the first-step allowance (`--watchdog_first_s`).
   """
+  begin()  # progress means setup succeeded
   _state['position'] = position
   _state['steps'] += 1
   debug_kill_point(position)
@@ -138,6 +149,20 @@ def at(position: str, next_compiles: bool = False):
   if _any_host(_state['stop']):  # every host stops at the same step (multi-host runs)
     _state['stop'] = False
     raise KeyboardInterrupt
+
+
+def begin():
+  """Says that setup (data, model, checkpoint restore) succeeded: the run record is written now.
+
+  Under `main` the workdir's run record (`config.json` written, a stale `done.json`
+  removed) waits for this call, so a run that fails while it sets up leaves the workdir
+  as it was and the corrected command is not refused as config drift. Experiments call it
+  after restoring and before writing metrics or checkpoints; the first `at`, and the end
+  of `run`, call it for experiments that do not. Later calls do nothing.
+  """
+  record, _state['record'] = _state['record'], None
+  if record is not None:
+    record()
 
 
 def _any_host(flag: bool) -> bool:
@@ -308,12 +333,17 @@ def check_resume(
   safe_keys: Sequence[str] = (),
   allow_change: bool = False,
   overridden: Sequence[str] = (),
+  shape_keys: Sequence[str] = (),
 ) -> list:
   """Compares `config` with `<workdir>/config.json`; raises ConfigError on unsafe changes.
 
   A key the run's config.json lacks (added to the config file since the run) at the value
   the config file gives it (not in `overridden`, the keys set on the command line) is not a
   change: new options are added off by default, so the run already computed that value.
+
+  `shape_keys` (keys, or prefixes ending in '.') change the shapes of what the run's
+  checkpoints hold; a change of one is refused even with `allow_change`, before anything
+  is read or written (a restore could not fit the saved arrays into the new shapes).
 
   Returns the differing (key, old, new) triples that are allowed (safe keys, keys added
   since the run at their defaults, or any with `allow_change`); empty for a new workdir.
@@ -324,6 +354,14 @@ def check_resume(
   diffs = config_diff(old, config_json(config))
   added = {k for k, o, _ in diffs if o == _ABSENT and k not in set(overridden)}
   unsafe = [d for d in diffs if d[0] not in safe_keys and d[0] not in added]
+  shaped = [d for d in unsafe if any(_matches(d[0], k) for k in shape_keys)]
+  if shaped and allow_change:
+    changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in shaped)
+    raise ConfigError(
+      f'{changes} changes the shapes of the arrays in the checkpoints of {workdir}, so '
+      '--allow_config_change cannot resume with it: pass a new --workdir (config.init_from='
+      f'{workdir} starts from its parameters where the experiment supports it).'
+    )
   if unsafe and not allow_change:
     changes = '; '.join(f'config.{k}: {o!r} -> {n!r}' for k, o, n in unsafe)
     safe = ', '.join(safe_keys) if safe_keys else 'none'
@@ -333,6 +371,33 @@ def check_resume(
       f'resume with the new values (keys that may change on resume: {safe}).'
     )
   return diffs
+
+
+def _matches(key: str, pattern: str) -> bool:
+  return key == pattern or (pattern.endswith('.') and key.startswith(pattern))
+
+
+# `credit` keys that are not stage options (the spec, a module of stages, the whitening switch).
+_NOT_STAGE_OPTIONS = ('estimator', 'stages', 'whiten')
+
+
+def check_explicit_options(config, overridden: Sequence[str]):
+  """Raises ConfigError when a `credit.<option>` set on the command line (`overridden`) is
+  read by no stage of the chosen estimator spec; the message names the stages that take it.
+
+  Config defaults the spec ignores stay fine (`estimators.from_config`); only what the user
+  set explicitly must matter. Configs without a `credit.estimator` are left alone.
+  """
+  explicit = [k.partition('.')[2] for k in overridden if k.startswith('credit.')]
+  explicit = [k for k in explicit if '.' not in k and k not in _NOT_STAGE_OPTIONS]
+  if not explicit or 'credit' not in config or 'estimator' not in config.credit:
+    return
+  from jaxca import estimators  # pylint: disable=g-import-not-at-top
+
+  try:
+    estimators.from_config(config.credit, explicit=explicit)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f'config.credit: {e}') from None
 
 
 def is_smoke(config_arg: Optional[str]) -> bool:
@@ -351,13 +416,16 @@ def _inside(path: str, root: str) -> bool:
 
 
 def resolve_workdir(workdir: Optional[str], name: str, *, smoke: bool = False) -> str:
-  """`workdir`, or `runs/<name>` when None; a smoke config may not write under results/."""
+  """`workdir`, or `runs/<name>` (`runs/<name>_smoke` for a smoke config) when None.
+
+  A smoke config may not write under results/.
+  """
   if not workdir:
-    return os.path.join(RUNS_DIR, name)
+    return os.path.join(RUNS_DIR, f'{name}_smoke' if smoke else name)
   if smoke and _inside(workdir, RESULTS_DIR):
     raise ConfigError(
       f'--workdir={workdir} is under {RESULTS_DIR}/ (committed results) and this is a smoke '
-      f'config; write smoke runs elsewhere (the default is {RUNS_DIR}/{name}).'
+      f'config; write smoke runs elsewhere (the default is {RUNS_DIR}/{name}_smoke).'
     )
   return workdir
 
@@ -505,7 +573,7 @@ class Experiment:
   """What `main` needs to know about one experiment.
 
   Attributes:
-    name: the default workdir is `runs/<name>`.
+    name: the default workdir is `runs/<name>` (`runs/<name>_smoke` for a smoke config).
     run: run(config, workdir) -> one summary line (what was measured, where written).
     validate: validate(config) raises ConfigError; called before anything is written.
     safe_keys: flattened config keys that may differ when resuming a workdir.
@@ -514,6 +582,10 @@ class Experiment:
       rerunning the same command resumes from the last checkpoint).
     outputs: the files `run` writes in the workdir (besides config.json and done.json);
       checked for writability before the run starts (`check_writable`).
+    shape_keys: config keys (or prefixes ending in '.') that change the shapes of what the
+      run checkpoints; `--allow_config_change` refuses them up front (`check_resume`).
+    next_steps: optional next_steps(config, workdir) -> what to try next, printed after the
+      summary ('Next: ...') of a finished run.
     check_workdir: optional check_workdir(config, workdir), called after the resume check
       and before anything is written; raises ConfigError for a workdir the config cannot
       continue (e.g. fewer steps than its checkpoints already reached).
@@ -527,6 +599,8 @@ class Experiment:
   resume_hint: str = ''
   outputs: Sequence[str] = ()
   check_workdir: Optional[Callable[[Any, str], None]] = None
+  shape_keys: Sequence[str] = ()
+  next_steps: Optional[Callable[[Any, str], str]] = None
 
 
 def define_flags(name: str, config_help: str = ''):
@@ -535,10 +609,19 @@ def define_flags(name: str, config_help: str = ''):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file(
-    'config', None, config_help or f'configs/{name}.py[:smoke,key=value]', lock_config=True
+    'config',
+    None,
+    config_help
+    or f'Config file: configs/{name}.py (add :smoke for a seconds-long check); override '
+    'its keys with --config.<key>=<value>.',
+    lock_config=True,
   )
+  _one_line_override_errors(flags.FLAGS['config'])
   flags.DEFINE_string(
-    'workdir', None, f'Output directory (default {RUNS_DIR}/{name}); rerun to resume.'
+    'workdir',
+    None,
+    f'Output directory (default {RUNS_DIR}/{name}, {RUNS_DIR}/{name}_smoke for a :smoke '
+    'config); rerun to resume.',
   )
   flags.DEFINE_bool('dry_run', False, 'Validate and print the resolved config; write nothing.')
   flags.DEFINE_bool(
@@ -558,6 +641,118 @@ def define_flags(name: str, config_help: str = ''):
   flags.DEFINE_integer(
     'debug_stall_at', 0, 'Testing: hang at the N-th step (0: never) to exercise the watchdog.'
   )
+  # `--help` lists the main module's key flags: make the harness's flags the experiment's.
+  main_module = sys.argv[0] if sys.argv else ''
+  for flag in ('config', 'workdir', 'dry_run', 'allow_config_change', 'rewrite', 'debug'):
+    flags.FLAGS.register_key_flag_for_module(main_module, flags.FLAGS[flag])
+
+
+def config_keys(config) -> list:
+  """Every flattened key of `config` (a ConfigDict), sections included: ['a', 'a.b', ...]."""
+  out = []
+  for k, v in config.items():
+    out.append(k)
+    if hasattr(v, 'items'):
+      out += [f'{k}.{sub}' for sub in config_keys(v)]
+  return out
+
+
+def closest_keys(key: str, keys: Sequence[str], n: int = 3) -> list:
+  """Up to `n` of `keys` closest to `key`: same last part first, then by spelling (difflib)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  leaf = key.rpartition('.')[2]
+  same_leaf = [k for k in keys if k.rpartition('.')[2] == leaf]
+  by_leaf = {}
+  for k in keys:
+    by_leaf.setdefault(k.rpartition('.')[2], []).append(k)
+  near_leaf = [
+    k for name in difflib.get_close_matches(leaf, list(by_leaf), n=n) for k in by_leaf[name]
+  ]
+  near_path = difflib.get_close_matches(key, keys, n=n)
+  out = []
+  for k in near_path[:1] + same_leaf + near_leaf:
+    if k not in out:
+      out.append(k)
+  return out[:n]
+
+
+def unknown_key_message(config, path: str) -> Optional[str]:
+  """One line for `--config.<path>` when `path` is not a key of `config`; None when it is."""
+  keys = config_keys(config)
+  if path in keys:
+    return None
+  parent = path.rpartition('.')[0]
+  close = closest_keys(path, keys)
+  hint = f'closest: {", ".join("config." + k for k in close)}' if close else 'no close key'
+  if parent in keys and hasattr(_get(config, parent), 'items'):
+    section = ', '.join(_get(config, parent).keys())
+    hint += f'; config.{parent} has {section}'
+  return f'--config.{path}: config.{path} is not a config key ({hint}).'
+
+
+def _get(config, path):
+  for part in path.split('.'):
+    config = config[part]
+  return config
+
+
+def _one_line_override_errors(flag):
+  """Unknown keys and unparsable values in `--config.<key>=...` become one line, exit 2.
+
+  ml_collections raises an AttributeError (a traceback) for a key the config lacks and absl
+  exits 1 with two lines for a value of the wrong type; both become `fail` lines naming
+  the key and the closest valid keys, or the key's type and current value (`--debug`
+  keeps the library's error).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  parse = flag._parse  # pylint: disable=protected-access
+
+  def _parse(argument):
+    if '--debug' in sys.argv:
+      return parse(argument)
+    try:
+      config = parse(argument)
+    except flags.Error:
+      raise
+    except Exception as e:  # noqa: BLE001 -- an unknown key (AttributeError, KeyError)
+      overrides = flag._GetOverrides(flag._GetArgv())  # pylint: disable=protected-access
+      try:
+        base = flag.parser.parse(argument)
+      except Exception:  # noqa: BLE001 -- the config file itself fails: the library's error
+        raise e from None
+      for path in overrides:
+        message = unknown_key_message(base, path)
+        if message:
+          fail(message)
+      fail(f'--config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+    for path in flag._GetOverrides(flag._GetArgv()):  # pylint: disable=protected-access
+      name = f'{flag.name}.{path}'
+      if name in flags.FLAGS:
+        _one_line_value_errors(flags.FLAGS[name], path, config)
+    return config
+
+  flag._parse = _parse  # pylint: disable=protected-access
+
+
+def _one_line_value_errors(field_flag, path, config):
+  parse = field_flag.parse
+
+  def _parse(argument):
+    try:
+      return parse(argument)
+    except Exception as e:  # noqa: BLE001 -- a value of the wrong type
+      try:
+        current = _get(config, path)
+      except (KeyError, AttributeError):
+        current = None
+      what = f'; config.{path} is {type(current).__name__} ({current!r})' if current else ''
+      detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      detail = re.sub(r'^flag --\S+: ', '', detail)  # absl repeats the flag
+      fail(f'--config.{path}={argument}: {detail}{what}.')
+
+  field_flag.parse = _parse
 
 
 class _Quiet(pylogging.Filter):
@@ -652,17 +847,23 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)
+  overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
+  check_explicit_options(config, overridden)
   smoke = is_smoke(config_flags.get_config_filename(FLAGS['config']))
   workdir = resolve_workdir(FLAGS.workdir, experiment.name, smoke=smoke)
   if FLAGS.dry_run:
     note(str(config).rstrip())
     note(f'config OK; a run would write to {workdir}/ (nothing written: --dry_run)')
     return
-  overridden = tuple(getattr(FLAGS['config'], 'override_values', {}) or {})
 
   def checks():  # (accepted config changes, done.json or None)
     diffs = check_resume(
-      workdir, config, experiment.safe_keys, FLAGS.allow_config_change, overridden=overridden
+      workdir,
+      config,
+      experiment.safe_keys,
+      FLAGS.allow_config_change,
+      overridden=overridden,
+      shape_keys=experiment.shape_keys,
     )
     if experiment.check_workdir is not None and os.path.isdir(workdir):
       experiment.check_workdir(config, workdir)
@@ -684,30 +885,50 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
       diffs, done, finished = checks()
       if finished:
         return
-    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS)
+    _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS, smoke)
 
 
-def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS):  # noqa: N803
+SMOKE_LABEL = 'smoke config (checks that everything runs; its numbers are not results): '
+
+
+def closing_lines(summary: str, smoke: bool, next_steps: str = '') -> list:
+  """The lines a run ends with: the summary (labelled when a smoke config ran), then what
+  to try next (`Experiment.next_steps`), if anything."""
+  lines = [(SMOKE_LABEL if smoke else '') + summary]
+  return lines + ([f'Next: {next_steps}'] if next_steps else [])
+
+
+def _run_locked(experiment, config, workdir, primary, diffs, done, FLAGS, smoke=False):  # noqa: N803
   if primary:
     check_writable(workdir, (CONFIG_FILE, DONE_FILE, *experiment.outputs))
     resumed = os.path.exists(os.path.join(workdir, CONFIG_FILE))
     if diffs:
       note('config changes accepted: ' + '; '.join(f'{k}: {o!r} -> {n!r}' for k, o, n in diffs))
-    _write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))
-    if done is not None:
-      os.remove(os.path.join(workdir, DONE_FILE))
     note(f'{experiment.name}: {"resuming" if resumed else "writing to"} {workdir}/ (config.json)')
+
+    def record():  # after setup succeeded (`begin`): a failed start leaves the record alone
+      _write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))
+      if done is not None and os.path.exists(os.path.join(workdir, DONE_FILE)):
+        os.remove(os.path.join(workdir, DONE_FILE))
+
+    _state['record'] = record
   watchdog = _state['watchdog'] = Watchdog(
     FLAGS.watchdog_s, FLAGS.watchdog_first_s, experiment.resume_hint
   ).start()
   try:
     summary = experiment.run(config, workdir)
+    begin()
   finally:
+    _state['record'] = None
     watchdog.close()
     _state['watchdog'] = None
+  summary, *rest = closing_lines(
+    summary, smoke, experiment.next_steps(config, workdir) if experiment.next_steps else ''
+  )
   if primary:
     _write_json(os.path.join(workdir, DONE_FILE), dict(summary=summary, config=config_json(config)))
-  note(summary)
+  for line in (summary, *rest):
+    note(line)
 
 
 def _is_primary():

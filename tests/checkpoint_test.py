@@ -104,6 +104,61 @@ class CheckpointerTest(absltest.TestCase):
       checkpoint.load_params(missing)
     self.assertFalse(os.path.exists(missing))
 
+  def _truncate(self, step):
+    for root, _, files in os.walk(os.path.join(self.dir, str(step))):
+      if os.path.basename(root) == 'd':  # the array data files (OCDBT)
+        for name in files:
+          with open(os.path.join(root, name), 'r+b') as f:
+            f.truncate(8)
+
+  def test_restore_latest_refuses_other_shapes_and_arrays(self):
+    with checkpoint.Checkpointer(self.dir, every=1) as ckpt:
+      ckpt.maybe_save(1, _state(1))
+    other = _state(1)
+    other['params']['w'] = jnp.zeros((3, 5))
+    with checkpoint.Checkpointer(self.dir) as ckpt:
+      with self.assertRaisesRegex(
+        checkpoint.runs.ConfigError, r'^checkpoint step 1 .* holds params\.w of shape \(3, 4\)'
+      ):
+        ckpt.restore_latest(other)
+      other = _state(1)
+      other['params']['v'] = jnp.zeros(2)
+      with self.assertRaisesRegex(checkpoint.runs.ConfigError, 'builds params.v'):
+        ckpt.restore_latest(other)
+      self.assertEqual(ckpt.all_steps(), [1])  # nothing moved aside
+
+  def test_restore_latest_skips_an_unreadable_step(self):
+    """A truncated file in the latest step: named, moved aside, the step before restored."""
+    with checkpoint.Checkpointer(self.dir, every=1) as ckpt:
+      ckpt.maybe_save(1, _state(1))
+      ckpt.maybe_save(2, _state(2))
+    self._truncate(2)
+    notes = []
+    original, checkpoint.runs.note = checkpoint.runs.note, notes.append
+    try:
+      with checkpoint.Checkpointer(self.dir) as ckpt:
+        state, step = ckpt.restore_latest(_state(0))
+        self.assertEqual(step, 1)
+        self.assertEqual(ckpt.all_steps(), [1])
+        self.assertTrue(ckpt.maybe_save(2, _state(2)))  # the step can be saved again
+    finally:
+      checkpoint.runs.note = original
+    _assert_tree_equal(state, _state(1))
+    (line,) = notes
+    self.assertRegex(line, r'^checkpoint step\(s\) 2 in .* cannot be read .*resuming from step 1')
+    self.assertTrue(os.path.isdir(self.dir + '_unreadable/2'))
+
+  def test_restore_latest_with_no_readable_step_is_one_line(self):
+    with checkpoint.Checkpointer(self.dir, every=1) as ckpt:
+      ckpt.maybe_save(1, _state(1))
+    self._truncate(1)
+    with checkpoint.Checkpointer(self.dir) as ckpt:
+      with self.assertRaisesRegex(checkpoint.runs.ConfigError, r'no checkpoint in .* can be read'):
+        ckpt.restore_latest(_state(0))
+      self.assertEqual(ckpt.all_steps(), [1])  # left in place: the user decides
+    with checkpoint.Checkpointer(self.dir + '_empty') as ckpt:
+      self.assertEqual(ckpt.restore_latest(_state(0)), (None, None))
+
   def test_bad_interval(self):
     with self.assertRaisesRegex(ValueError, 'every'):
       checkpoint.Checkpointer(self.dir, every=0)

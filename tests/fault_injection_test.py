@@ -43,6 +43,8 @@ from jaxca import metrics
 from jaxca import runs
 
 def run(config, workdir):
+  if config.fail_setup:  # a start that fails while it sets up (data, model, restore)
+    raise RuntimeError('setup failed')
   done = [r for r in metrics.read(workdir)]
   writer = metrics.Writer(workdir, keep=lambda r: True)
   try:
@@ -68,7 +70,7 @@ TINY_CONFIG = """
 import ml_collections
 
 def get_config():
-  return ml_collections.ConfigDict(dict(steps=4, step_s=0.05, hold=''))
+  return ml_collections.ConfigDict(dict(steps=4, step_s=0.05, hold='', fail_setup=False))
 """
 
 
@@ -109,6 +111,27 @@ def _one_line_error(proc, *fragments, code=2):
 
 def _records(workdir):
   return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- 0. failed starts
+
+
+def test_a_failed_start_leaves_the_workdir_record_alone(tmp_path):
+  """A run that fails while it sets up writes no config.json and keeps done.json, so the
+  corrected command is not refused as config drift (issue 27 item 5)."""
+  workdir = tmp_path / 'w'
+  proc = _tiny(tmp_path, workdir, '--config.fail_setup=True', '--config.steps=2')
+  assert proc.returncode == 1 and 'setup failed' in proc.stderr, proc.stdout + proc.stderr
+  assert not (workdir / runs.CONFIG_FILE).exists()
+  proc = _tiny(tmp_path, workdir, '--config.steps=2')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  record = {n: (workdir / n).read_text() for n in (runs.CONFIG_FILE, runs.DONE_FILE)}
+  # A failed start with a safe change of a complete run: config.json and done.json stay.
+  proc = _tiny(tmp_path, workdir, '--config.steps=2', '--config.fail_setup=True')
+  assert proc.returncode != 0
+  assert {n: (workdir / n).read_text() for n in record} == record
+  proc = _tiny(tmp_path, workdir, '--config.steps=2')
+  assert proc.returncode == 0 and 'complete run' in proc.stdout, proc.stdout + proc.stderr
 
 
 # ----------------------------------------------------------------------------- 1. workdir lock

@@ -163,8 +163,8 @@ class PureStageTest(parameterized.TestCase):
     d['step_ids'][1] = -1  # row 1 has tokens but no step
     est = estimators.make('pure')
     fn = jax.jit(lambda traj, hp: est(traj, hp).advantages)
-    for transform in estimators.PURE_TRANSFORMS:
-      for baseline in estimators.PURE_BASELINES:
+    for transform in estimators.pure.PURE_TRANSFORMS:
+      for baseline in estimators.pure.PURE_BASELINES:
         hp = hparams(est, transform=transform, baseline=baseline, vr_coef=0.0, kl_coef=0.0)
         got = np.asarray(fn(trajectory(d), hp))
         self.assertTrue(np.all(np.isfinite(got)), (transform, baseline))

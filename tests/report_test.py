@@ -60,6 +60,13 @@ def _pairwise_loop(truth, pred, min_gap=0.0, ties_wrong=False):
   return (hit / total if total else float('nan')), total
 
 
+def test_percent_target_says_when_a_threshold_cannot_be_reached():
+  """A smoke config's band of 1.01 (never stop early) is not printed as '>= 101%' (27/12)."""
+  assert report.percent_target(0.35) == '35%'
+  assert report.percent_target(1.0) == '100%'
+  assert report.percent_target(1.01).startswith('101% (unreachable: no early stop')
+
+
 class StatisticsTest(parameterized.TestCase):
   @parameterized.parameters(0, 1, 2)
   def test_correlations_match_scipy_and_a_rank_loop_with_ties(self, seed):

@@ -43,6 +43,23 @@ def test_check_resume_refuses_unsafe_changes_and_names_every_key(tmp_path):
   assert len(runs.check_resume(str(tmp_path), new, allow_change=True)) == 2
 
 
+def test_allow_config_change_refuses_shape_keys_up_front(tmp_path):
+  _write_config(tmp_path, arith_config.get_config('smoke'))
+  new = arith_config.get_config('smoke')
+  new.policy.width = 32
+  new.credit.estimator = 'rloo'
+  shape_keys = ('task.', 'policy.width')
+  with pytest.raises(
+    runs.ConfigError, match=r'^config\.policy\.width: 16 -> 32 changes the shapes'
+  ):
+    runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+  new.policy.width = 16  # a change that keeps the shapes is allowed
+  assert runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+  new.task.num_steps = 3  # a prefix
+  with pytest.raises(runs.ConfigError, match='config.task.num_steps'):
+    runs.check_resume(str(tmp_path), new, allow_change=True, shape_keys=shape_keys)
+
+
 def test_check_resume_allows_safe_keys(tmp_path):
   _write_config(tmp_path, arith_config.get_config('smoke'))
   new = arith_config.get_config('smoke')
@@ -69,12 +86,52 @@ def test_check_resume_accepts_keys_added_since_the_run_at_their_defaults(tmp_pat
 def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert runs.resolve_workdir(None, 'x') == os.path.join('runs', 'x')
+  assert runs.resolve_workdir(None, 'x', smoke=True) == os.path.join('runs', 'x_smoke')
   assert runs.resolve_workdir('results/x', 'x') == 'results/x'  # explicit, full config
   for path in ('results', 'results/x', './results/x/y'):
     with pytest.raises(runs.ConfigError, match='smoke'):
       runs.resolve_workdir(path, 'x', smoke=True)
   assert runs.resolve_workdir('results_other', 'x', smoke=True) == 'results_other'
   assert not os.path.exists(tmp_path / 'runs')  # resolving writes nothing
+
+
+def test_unknown_key_message_names_the_closest_keys():
+  config = arith_config.get_config('smoke')
+  assert runs.unknown_key_message(config, 'credit.estimator') is None
+  assert runs.unknown_key_message(config, 'rl') is None
+  msg = runs.unknown_key_message(config, 'credit.estimatr')
+  assert 'closest: config.credit.estimator;' in msg and 'config.credit has eps, estimator' in msg
+  assert 'config.optim.lr' in runs.unknown_key_message(config, 'rl.lr')
+  assert 'config.policy.width' in runs.unknown_key_message(config, 'policy.widht')
+  assert '\n' not in msg
+
+
+def test_explicit_estimator_options_must_be_read_by_the_spec():
+  """--config.credit.lambda_ with grpo is refused naming the stages that take it; config
+  defaults the spec ignores stay fine (issue 27 item 10)."""
+  config = arith_config.get_config('smoke')  # grpo; its lambda_ default is not read: fine
+  runs.check_explicit_options(config, ())
+  runs.check_explicit_options(config, ('credit.eps', 'credit.estimator', 'rl.steps'))
+  with pytest.raises(runs.ConfigError, match=r"'lambda_' is not read by .*'grpo'.*'gae'"):
+    runs.check_explicit_options(config, ('credit.lambda_',))
+  config.credit.estimator = 'gae'
+  runs.check_explicit_options(config, ('credit.lambda_', 'credit.gamma'))
+
+
+def test_closing_lines_label_smoke_runs_and_say_what_next():
+  """A smoke run's summary is labelled as not a result; the hint comes last (issue 27/12)."""
+  assert runs.closing_lines('H1 REFUTED', smoke=False) == ['H1 REFUTED']
+  (line,) = runs.closing_lines('H1 REFUTED', smoke=True)
+  assert line.startswith('smoke config') and 'not results' in line and line.endswith('H1 REFUTED')
+  assert runs.closing_lines('S', False, 'try rloo') == ['S', 'Next: try rloo']
+
+
+def test_arith_rl_suggests_another_estimator_and_compare():
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+
+  hint = arith_rl.next_steps(arith_config.get_config('smoke'), 'runs/arith_rl')
+  assert '--config.credit.estimator=rloo' in hint and '--config.init_from=runs/arith_rl' in hint
+  assert '--compare runs/arith_rl,runs/arith_rl_rloo' in hint
 
 
 def test_is_smoke():

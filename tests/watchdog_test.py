@@ -22,6 +22,7 @@ TIMEOUT_S = 120
 EXPERIMENT = """
 import time
 from absl import app
+from jaxca import runs
 
 def run(config, workdir):
   time.sleep(config.compile_s)  # the first step compiles: covered by --watchdog_first_s

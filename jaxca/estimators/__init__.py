@@ -50,6 +50,7 @@ import re
 from typing import Any
 from typing import Mapping
 from typing import Optional
+from typing import Sequence
 
 from jaxca.estimators import basic
 from jaxca.estimators import core
@@ -146,12 +147,16 @@ def load_stages(module: str) -> dict:
   return stages
 
 
-def from_config(cfg: Any, stages: Optional[Mapping] = None) -> Estimator:
+def from_config(
+  cfg: Any, stages: Optional[Mapping] = None, explicit: Sequence[str] = ()
+) -> Estimator:
   """Builds an estimator from a config section: `estimator` (the spec) plus options.
 
   Every other key is a stage option; None values are skipped, as is `stages` (a module path
   whose `STAGES` dict adds stages; see `load_stages`). Options the chosen spec does not read
-  are fine here (config defaults); names no registered stage knows are refused.
+  are fine here (config defaults), except those named in `explicit` (set by the user, e.g.
+  on the command line), which are refused as in `make`; names no registered stage knows are
+  refused.
   """
   items = dict(cfg.items() if hasattr(cfg, 'items') else vars(cfg).items())
   spec = items.pop('estimator')
@@ -164,4 +169,8 @@ def from_config(cfg: Any, stages: Optional[Mapping] = None) -> Estimator:
     spec = f'{spec} | whiten'
   options = {k: v for k, v in items.items() if v is not None}
   _, post = core.parse(spec)
-  return core.build(spec, _registry(extra, tuple(post)), options, strict=False)
+  registry = _registry(extra, tuple(post))
+  chosen = {k: v for k, v in options.items() if k in set(explicit)}
+  if chosen:  # explicit options: the spec must read them (`make`'s check)
+    core.build(spec, registry, chosen, strict=True)
+  return core.build(spec, registry, options, strict=False)

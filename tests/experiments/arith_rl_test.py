@@ -14,6 +14,7 @@ and shares a persistent compilation cache between its runs (restored after).
 
 import json
 import os
+import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -23,6 +24,7 @@ import numpy as np
 from configs import arith_rl as config_module
 from experiments import arith_rl
 from jaxca import checkpoint
+from jaxca import config_lib
 from jaxca import metrics
 
 _SAVED = {}
@@ -61,6 +63,13 @@ class _Killed(Exception):
 
 def _strip(records):
   return [{k: v for k, v in r.items() if k not in ('time', 'cpu_time')} for r in records]
+
+
+def test_progress_bar_numbers_are_rounded():
+  """The bar showed a raw float (em=0.06452631950378418) (issue 27 item 12)."""
+  rec = dict(accuracy=0.123456, eval_exact_match=0.06452631950378418)
+  assert arith_rl.progress_postfix(rec) == dict(acc='0.12', em='0.06')
+  assert arith_rl.progress_postfix(dict(accuracy=0.5)) == dict(acc='0.50', em='-')
 
 
 class ArithRLTest(absltest.TestCase):
@@ -148,6 +157,48 @@ class ArithRLTest(absltest.TestCase):
     first = metrics.read(workdir)[0]
     full_rl0 = [r for r in metrics.read(self.full_dir) if r['phase'] == 'rl'][0]
     self.assertEqual(first['eval_exact_match'], full_rl0['eval_exact_match'])
+
+  def _copy_of_full_run(self, name):
+    workdir = os.path.join(self.root, name)
+    shutil.copytree(self.full_dir, workdir)
+    return workdir
+
+  def test_a_change_of_shapes_is_refused_before_anything_is_written(self):
+    """A config whose state has other shapes than the checkpoint (gae adds a value head): one
+    ConfigError line naming the step and the array; metrics untouched (issue 27 item 6)."""
+    workdir = self._copy_of_full_run('shapes')
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'rb') as f:
+      before = f.read()
+    with self.assertRaisesRegex(
+      config_lib.ConfigError, r'^checkpoint step 4 in .* does not match this config .*value'
+    ):
+      arith_rl.train(_config(self.data_dir, **{'credit.estimator': 'gae'}), workdir)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'rb') as f:
+      self.assertEqual(f.read(), before)
+
+  def test_a_corrupted_latest_checkpoint_resumes_from_the_newest_intact_one(self):
+    """A truncated file in the latest RL checkpoint: the step is named and moved aside, the
+    run resumes from the step before and ends as the uninterrupted run (issue 27 item 7)."""
+    workdir = self._copy_of_full_run('corrupted')
+    step4 = os.path.join(workdir, 'checkpoints', 'rl', '4')
+    for root, _, files in os.walk(step4):
+      for name in files:
+        if os.sep + 'd' + os.sep in os.path.join(root, name) + os.sep or root.endswith('d'):
+          with open(os.path.join(root, name), 'r+b') as f:
+            f.truncate(8)
+    notes = []
+    original = arith_rl.runs.note
+    arith_rl.runs.note = notes.append
+    checkpoint.runs.note = notes.append
+    try:
+      state = arith_rl.train(self.config, workdir)
+    finally:
+      arith_rl.runs.note = checkpoint.runs.note = original
+    self.assertTrue(any('step(s) 4' in n and 'resuming from step 2' in n for n in notes), notes)
+    self.assertTrue(os.path.isdir(os.path.join(workdir, 'checkpoints', 'rl_unreadable', '4')))
+    for a, b in zip(jax.tree.leaves(self.full_state), jax.tree.leaves(state)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    self.assertEqual(_strip(metrics.read(workdir)), _strip(metrics.read(self.full_dir)))
 
   def test_unknown_names_fail_with_choices(self):
     for overrides, message in (

@@ -61,6 +61,102 @@ def test_config_error_is_one_line_exit_2_and_writes_nothing(tmp_path):
   assert proc.returncode != 0 and 'Traceback' in proc.stderr
 
 
+def test_dry_run_runs_the_validation_of_a_run(tmp_path):
+  """--dry_run refuses what a run refuses (a zero-width policy), writing nothing (issue 27/5)."""
+  for extra in ((), ('--dry_run',)):
+    proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', '--config.policy.width=0', *extra)
+    _one_line_error(proc, 'config.policy.width must be a positive int; got 0')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_llm_rl_with_a_bad_checkpoint_is_one_line_and_writes_no_record(tmp_path):
+  """A checkpoint that cannot be loaded: one line, exit 2, no config.json (issue 27 item 5)."""
+  model = tmp_path / 'model'
+  model.mkdir()
+  proc = cli('llm_rl', f'--workdir={tmp_path / "w"}', f'--config.model.path={model}')
+  _one_line_error(proc, 'config.model.path=', 'no config.json')
+  (model / 'config.json').write_text('{"model_type": "qwen2"')  # truncated
+  proc = cli('llm_rl', f'--workdir={tmp_path / "w"}', f'--config.model.path={model}')
+  _one_line_error(proc, 'cannot load the checkpoint', 'config.model.path')
+  assert not (tmp_path / 'w' / 'config.json').exists()
+
+
+def test_unknown_keys_and_wrong_types_are_one_line_naming_the_closest_keys(tmp_path):
+  """Misspelt or unknown config keys and unparsable values: one line, exit 2 (issue 27/8)."""
+  for flag, fragments in (
+    ('--config.rl.nonexistent=1', ('config.rl.nonexistent is not a config key', 'steps')),
+    (
+      '--config.credit.estimatr=rloo',
+      ('config.credit.estimatr', 'closest: config.credit.estimator'),
+    ),
+    ('--config.rl.lr=abc', ('config.rl.lr is not a config key', 'config.optim.lr')),
+    ('--config.rl.steps=abc', ('--config.rl.steps=abc', 'config.rl.steps is int (4)')),
+  ):
+    _one_line_error(cli('arith_rl', f'--workdir={tmp_path / "w"}', flag), *fragments)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_an_estimator_option_no_stage_reads_is_refused(tmp_path):
+  """--config.credit.lambda_ with grpo: one line naming the stages that take it (issue 27/10)."""
+  proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', '--config.credit.lambda_=1.5', '--dry_run')
+  _one_line_error(proc, "config.credit: Estimator option 'lambda_'", "'gae'")
+  assert not (tmp_path / 'w').exists()
+
+
+MY_STAGES = """
+import jax.numpy as jnp
+from jaxca.estimators import core
+
+
+@core.stage()
+def scaled_outcome(scale=1.0):
+  def apply(traj, prev, hp):
+    outcome = jnp.sum(jnp.where(traj.mask, traj.rewards, 0.0), axis=-1, keepdims=True)
+    adv = jnp.where(traj.mask, hp['scale'] * outcome, 0.0)
+    return core.Targets(adv, adv)
+
+  return core.Stage('scaled_outcome', (), dict(scale=scale), apply)
+
+
+STAGES = {'scaled_outcome': scaled_outcome}
+"""
+
+
+def test_a_custom_stage_module_is_accepted_from_the_command_line(tmp_path):
+  """--config.credit.stages names a user module whose stages the spec may use (issue 27/11)."""
+  (tmp_path / 'my_stages.py').write_text(MY_STAGES)
+  env = dict(_env(), PYTHONPATH=os.pathsep.join([str(tmp_path), _env()['PYTHONPATH']]))
+  base = [
+    sys.executable,
+    '-m',
+    'experiments.arith_rl',
+    '--config',
+    f'{ROOT}/configs/arith_rl.py:smoke',
+  ]
+
+  def run(*args):
+    cmd = [*base, f'--workdir={tmp_path / "w"}', '--dry_run', *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+  proc = run(
+    '--config.credit.stages=my_stages', '--config.credit.estimator=scaled_outcome | whiten'
+  )
+  assert proc.returncode == 0 and 'config OK' in proc.stdout, proc.stdout + proc.stderr
+  _one_line_error(run('--config.credit.estimator=scaled_outcome'), 'scaled_outcome', 'grpo')
+  _one_line_error(run('--config.credit.stages=no_such_module'), "cannot import 'no_such_module'")
+  assert not (tmp_path / 'w').exists()
+
+
+def test_help_shows_the_harness_flags():
+  """--help lists --config, --workdir and --dry_run beside the experiment's own flags (27/12)."""
+  cmd = [sys.executable, '-m', 'experiments.arith_rl', '--help']
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+  text = proc.stdout + proc.stderr
+  for flag in ('--config:', '--workdir:', '--[no]dry_run:', '--[no]allow_config_change:'):
+    assert flag in text, text
+  assert '--compare:' in text and 'add :smoke' in text
+
+
 def test_missing_init_from_is_an_error_and_is_not_created(tmp_path):
   missing = tmp_path / 'missing'
   proc = cli('arith_rl', f'--workdir={tmp_path / "w"}', f'--config.init_from={missing}')
@@ -102,6 +198,22 @@ def test_config_drift_is_refused_and_config_json_untouched(tmp_path):
   assert sorted(os.listdir(workdir)) == ['config.json']
 
 
+def test_allow_config_change_with_a_shape_key_is_refused_up_front(tmp_path):
+  """--allow_config_change with a key that changes the checkpoint's shapes: one line, the run
+  record untouched (issue 27 item 6)."""
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  config = runs.config_json(arith_config.get_config('smoke'))
+  (workdir / 'config.json').write_text(json.dumps(config))
+  (workdir / 'done.json').write_text(json.dumps(dict(summary='S', config=config)))
+  before = {p: _digest(workdir / p) for p in os.listdir(workdir)}
+  proc = cli(
+    'arith_rl', f'--workdir={workdir}', '--allow_config_change', '--config.policy.width=32'
+  )
+  _one_line_error(proc, 'config.policy.width: 16 -> 32 changes the shapes', 'new --workdir')
+  assert {p: _digest(workdir / p) for p in os.listdir(workdir)} == before
+
+
 def test_complete_run_is_reported_not_redone(tmp_path):
   workdir = tmp_path / 'w'
   workdir.mkdir()
@@ -127,21 +239,22 @@ def test_dry_run_prints_the_config_and_writes_nothing(tmp_path):
   proc = cli('rbis_gridworld', '--dry_run', cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   assert 'num_seeds: 4' in proc.stdout
-  assert os.path.join('runs', 'rbis_gridworld') in proc.stdout
+  assert os.path.join('runs', 'rbis_gridworld_smoke') in proc.stdout
   assert os.listdir(tmp_path) == []
 
 
 def test_default_workdir_summary_and_quiet_output(tmp_path):
-  """ppo_gymnax smoke without --workdir: runs/ppo_gymnax, a closing summary, no log noise."""
+  """ppo_gymnax smoke without --workdir: runs/ppo_gymnax_smoke (not the full run's workdir,
+  issue 27 item 9), a closing summary, no log noise."""
   proc = cli('ppo_gymnax', cwd=tmp_path)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  workdir = tmp_path / 'runs' / 'ppo_gymnax'
+  workdir = tmp_path / 'runs' / 'ppo_gymnax_smoke'
   for name in ('config.json', 'done.json', 'final.json', 'curve.png', 'metrics.jsonl'):
     assert (workdir / name).exists(), name
   out = proc.stdout.strip().splitlines()
-  assert 'runs/ppo_gymnax' in out[0]
-  assert out[-1].startswith('PPO on CartPole-v1: final episode return')
-  assert 'runs/ppo_gymnax/final.json' in out[-1]
+  assert 'runs/ppo_gymnax_smoke' in out[0]
+  assert out[-1].startswith(runs.SMOKE_LABEL + 'PPO on CartPole-v1: final episode return')
+  assert 'runs/ppo_gymnax_smoke/final.json' in out[-1]
   assert len(out) <= 3, proc.stdout
   noise = ('orbax', 'Config:', "Unable to initialize backend 'tpu'", 'Traceback')
   for line in proc.stdout.splitlines() + proc.stderr.splitlines():
@@ -211,6 +324,34 @@ def test_compare_without_workdir_writes_under_runs(tmp_path):
   assert (out / 'results.md').exists() and 'runs/arith_rl_compare/results.md' in proc.stdout
   assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'runs']
   _one_line_error(cli('arith_rl', '--compare', str(tmp_path / 'nope'), cwd=tmp_path), 'nope')
+
+
+def test_compare_labels_runs_whose_configs_differ(tmp_path):
+  """A smoke run beside a full run is not 'from the same warm start' (issue 27 item 9)."""
+  from experiments import arith_rl  # pylint: disable=g-import-not-at-top
+  from jaxca import metrics  # pylint: disable=g-import-not-at-top
+
+  dirs = {}
+  for name, config in (('smoke', 'smoke'), ('smoke_rloo', 'smoke,estimator=rloo'), ('full', '')):
+    w = metrics.Writer(str(tmp_path / name), tensorboard=False)
+    w.write(0, dict(phase='rl', eval_exact_match=0.4, eval_final_answer=0.4, time=1.0))
+    w.close()
+    (tmp_path / name / 'config.json').write_text(
+      json.dumps(runs.config_json(arith_config.get_config(config)))
+    )
+    dirs[name] = str(tmp_path / name)
+  assert arith_rl.config_differences([dirs['smoke'], dirs['smoke_rloo']]) == []
+  (differ,) = arith_rl.config_differences([dirs['smoke'], dirs['full']])
+  assert 'policy.width: 16 vs 128' in differ and 'credit' not in differ
+  out = tmp_path / 'out'
+  proc = cli('arith_rl', '--compare', f'{dirs["smoke"]},{dirs["full"]}', f'--workdir={out}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'configs differ' in proc.stdout and 'policy.width' in proc.stdout
+  text = (out / 'results.md').read_text()
+  assert 'same warm start' not in text and 'policy.width: 16 vs 128' in text
+  proc = cli('arith_rl', '--compare', f'{dirs["smoke"]},{dirs["smoke_rloo"]}', f'--workdir={out}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'from the same warm start' in (out / 'results.md').read_text()
 
 
 def _rl_records(workdir):

@@ -14,6 +14,7 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import sampling
 from jaxca.networks import hf
+from jaxca.networks import transformer
 from jaxca.tasks import arith
 
 TINY = hf.HFConfig(
@@ -207,9 +208,7 @@ def test_cached_sampling_equals_full_recompute():
   a, b = run(True), run(False)
   np.testing.assert_array_equal(a.responses, b.responses)
   np.testing.assert_allclose(a.log_probs, b.log_probs, rtol=1e-4, atol=1e-5)
-  re = lm.transformer.response_log_probs(
-    policy.apply(params, a.tokens, a.valid).logits, a.tokens, 5
-  )
+  re = transformer.response_log_probs(policy.apply(params, a.tokens, a.valid).logits, a.tokens, 5)
   np.testing.assert_allclose(jnp.where(a.mask, re, 0), a.log_probs, rtol=1e-4, atol=1e-5)
 
 
