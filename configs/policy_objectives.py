@@ -115,7 +115,7 @@ def get_config(arg=None):
   c.run_arms = tuple(ARMS)
   if arg.calibrate:  # results/recipe_calibration: 2 seeds x 5 recipes + the noise floor
     c.seeds = (0, 1)
-    c.rl.update(iterations=200)
+    c.rl.update(iterations=200, max_wall_s=1e4)  # judged at equal iterations, not wall clock
     base = ARMS['ppo_clip']
     c.arms = {'shuffled_reward': dict(ARMS['shuffled_reward'])}
     for name, r in RECIPES.items():
