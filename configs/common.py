@@ -31,10 +31,10 @@ ARITH_RL_RECIPE = dict(
   prompts=32,  # P prompts per iteration
   group_size=8,  # G samples per prompt
   temperature=1.0,
-  lr=2e-4,  # Adam, grad-norm clip 1.0
+  lr=1e-4,  # Adam, grad-norm clip 1.0 (the sweep: 2e-4 gained 3.9 / 12.5 points, 1e-4 13.4 / 18.9)
   ent_coef=0.01,  # entropy bonus: without it the entropy collapses (configs/arith_rl.py)
   num_epochs=2,
   num_minibatches=2,
-  iterations=300,  # >= 150 (the early dip of GRPO lasts ~100-150 iterations)
+  iterations=200,  # >= 150 (the early dip of GRPO lasts ~100-150 iterations); the sweep's budget
   eval_every=25,
 )
