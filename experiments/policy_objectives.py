@@ -447,7 +447,10 @@ def write_results(config, workdir, summary, ws_info, times):
   rl = config.rl
   command = ' '.join(['python -m experiments.policy_objectives'] + sys.argv[1:])
   arm_lines = '\n'.join(
-    f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`' for a in arms
+    f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`'
+    + (f', rl `{json.dumps(config.arms[a].rl.to_dict())}`' if config.arms[a].get('rl') else '')
+    + (f', estimator `{config.arms[a].credit.estimator}`' if config.arms[a].get('credit') else '')
+    for a in arms
   )
   text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
 
@@ -475,7 +478,8 @@ clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
 {rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
 held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps.
 Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms.
-Arms (only the loss differs):
+Arms (the loss differs; an arm's own `rl` keys and estimator, where listed, override the
+shared ones above):
 
 {arm_lines}
 
