@@ -1,15 +1,19 @@
 r"""Policy objectives on the flagship task: PPO-clip, clip-higher, GSPO, CISPO (GRPO advantages).
 
   python -m experiments.policy_objectives --config configs/policy_objectives.py \
-      --workdir results/policy_objectives        # default: 4 arms x 2 seeds, within 15 min
+      --workdir results/policy_objectives        # default: 5 arms x 4 seeds, ~22 min
   python -m experiments.policy_objectives --config configs/policy_objectives.py:pilot  # ~3 min
+  python -m experiments.policy_objectives --config configs/policy_objectives.py:calibrate \
+      --workdir results/recipe_calibration       # the base recipe's sweep, ~15 min
   python -m experiments.policy_objectives --config configs/policy_objectives.py:smoke  # seconds
 
 Arithmetic chains (K=2, M=10, add/sub/mul) and the flagship 2-layer d=128 policy, as in
 configs/arith_rl.py. ONE supervised warm start (until VALIDATION greedy exact match first
 reaches 35%, as arith_rl's stop_at_accuracy; the validation problems are disjoint from train
 and held-out test; cached in <workdir>/warmstart, keyed by its config), then every
-arm x seed from it with ONE estimator (GRPO) and one optimiser (Adam 2e-4, grad-norm 1);
+arm x seed from it with ONE estimator (GRPO) and the base recipe of the arithmetic
+reproductions (configs/common.ARITH_RL_RECIPE: Adam 1e-4, grad-norm 1, entropy bonus 0.01,
+2 epochs x 2 minibatches, P=32 x G=8, 200 iterations), plus the shuffled-reward noise floor;
 only the `loss` section differs between arms (`jaxca.objectives.from_config` keys):
 
   ppo_clip     PPO-clip, eps 0.2 both sides (arXiv 1707.06347), token-mean
@@ -56,13 +60,30 @@ ARMS = {
     label='CISPO (eps_high 0.2)',
     loss=dict(objective='cispo', clip_eps=0.0, clip_eps_high=0.2, agg_mode='token_mean'),
   ),
+  # The noise floor (jaxca.report's gate): PPO-clip on GRPO advantages of another prompt's
+  # outcomes (estimators.group.shuffled_reward).
+  'shuffled_reward': dict(
+    label='shuffled reward (noise floor)',
+    loss=dict(objective='ppo_clip', clip_eps=0.2, clip_eps_high=0.0, agg_mode='token_mean'),
+    credit=dict(estimator='shuffled_reward'),
+  ),
+}
+
+# The calibration sweep of the base recipe (common.ARITH_RL_RECIPE): PPO-clip on GRPO
+# advantages under a few learning rates, entropy bonuses and update shapes, and the noise floor.
+RECIPES = {
+  'r_lr2e-4_ent01_2x2': dict(rl=dict(lr=2e-4, num_epochs=2, num_minibatches=2), ent_coef=0.01),
+  'r_lr1e-4_ent01_2x2': dict(rl=dict(lr=1e-4, num_epochs=2, num_minibatches=2), ent_coef=0.01),
+  'r_lr2e-4_ent0_2x2': dict(rl=dict(lr=2e-4, num_epochs=2, num_minibatches=2), ent_coef=0.0),
+  'r_lr2e-4_ent01_1x1': dict(rl=dict(lr=2e-4, num_epochs=1, num_minibatches=1), ent_coef=0.01),
+  'r_lr1e-4_ent01_1x1': dict(rl=dict(lr=1e-4, num_epochs=1, num_minibatches=1), ent_coef=0.01),
 }
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, smoke=False, pilot=False)
+  arg = common.parse_arg(arg, smoke=False, pilot=False, calibrate=False)
   c = ml_collections.ConfigDict()
-  c.seeds = (0, 1)  # RL seeds (sampling and batch order); the warm start is shared
+  c.seeds = (0, 1, 2, 3)  # RL seeds (sampling and batch order); the warm start is shared
   c.task = dict(name='arith', num_steps=2, modulus=10, ops=('add', 'sub', 'mul'))
   # Generated on the host (jaxca.warmstart.make_splits): the warm start stops on the
   # validation share (carved out of the train side by problem hash), results use the test.
@@ -72,24 +93,40 @@ def get_config(arg=None):
   # with validation greedy exact match >= band[0].
   c.warmstart = dict(max_steps=400, batch_size=64, eval_every=10, band=(0.35, 1.0), lr=1e-3)
   c.credit = dict(estimator='grpo')  # a jaxca.estimators name or spec, the same for every arm
+  recipe = dict(common.ARITH_RL_RECIPE)
   c.rl = dict(
-    # Sized by the pilot (0.18-0.26 s per step, 8-10 s compile per arm at load 2-4): 8 runs
-    # of 400 steps take ~80 s of training each, ~12 min in all with warm start and compiles.
-    iterations=400,
-    max_wall_s=95.0,  # safety cap on a run's training wall clock (compile, eval excluded)
-    prompts=32,
-    group_size=8,
-    temperature=1.0,
-    num_epochs=2,  # > 1 (see the docstring): otherwise r = 1 and the objectives coincide
-    num_minibatches=2,
-    lr=2e-4,
-    eval_every=25,
+    iterations=recipe['iterations'],
+    # A safety cap on a run's training wall clock (compile and evaluation excluded) for a
+    # loaded machine; quiet, a 200-step run trains for 45-105 s (the noise floor's longest).
+    max_wall_s=300.0,
+    prompts=recipe['prompts'],
+    group_size=recipe['group_size'],
+    temperature=recipe['temperature'],
+    num_epochs=recipe['num_epochs'],  # > 1 (see the docstring): otherwise r = 1 and the
+    num_minibatches=recipe['num_minibatches'],  # objectives coincide
+    lr=recipe['lr'],
+    eval_every=recipe['eval_every'],
   )
+  # Refuse arms with one gradient step per batch (where the objectives coincide).
+  c.objectives_differ = True
+  c.baseline = 'ppo_clip'  # the gate's baseline arm (jaxca.report.arm_gate)
   # The shared loss keys; each arm's `loss` overrides them (jaxca.objectives.from_config).
-  c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=0.01)
+  c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=recipe['ent_coef'])
   # The arm definitions, and which of them run in which order (a ConfigDict sorts its keys).
   c.arms = {k: dict(v) for k, v in ARMS.items()}
   c.run_arms = tuple(ARMS)
+  if arg.calibrate:  # results/recipe_calibration: 2 seeds x 5 recipes + the noise floor
+    c.seeds = (0, 1)
+    c.rl.update(iterations=200, max_wall_s=1e4)  # judged at equal iterations, not wall clock
+    base = ARMS['ppo_clip']
+    c.arms = {'shuffled_reward': dict(ARMS['shuffled_reward'])}
+    for name, r in RECIPES.items():
+      c.arms[name] = dict(
+        label=name, loss=dict(base['loss'], ent_coef=r['ent_coef']), rl=dict(r['rl'])
+      )
+    c.run_arms = tuple(RECIPES) + ('shuffled_reward',)
+    c.objectives_differ = False
+    c.baseline = 'r_lr2e-4_ent01_2x2'
   if arg.pilot:
     c.seeds = (0,)
     c.rl.update(iterations=50, eval_every=25)

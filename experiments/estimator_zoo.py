@@ -4,7 +4,7 @@ Commands, arms and settings: configs/estimator_zoo.py. Composition only: one sup
 start (`jaxca.warmstart`, cached in `<workdir>/warmstart`), then every arm x seed of
 `lm.make_rl_update` from it with the same objective, optimiser, batches and sampling keys; an
 arm is its `credit` section (`jaxca.estimators.from_config`). The noise-floor arm
-`shuffled_reward` is a stage defined here (`STAGES`). Each arm's update is compiled ahead of
+`shuffled_reward` is the registry's noise-floor stage. Each arm's update is compiled ahead of
 time once (`jaxca.bench.Aot`) and shared by its seeds, so a run's training wall clock excludes
 compilation and evaluation (both reported). Results: one table (final held-out exact match
 with a 95% bootstrap CI over seeds, the learning curve's AUC, seconds per iteration, compile
@@ -27,7 +27,6 @@ import numpy as np
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
-from jaxca import ops
 from jaxca import report
 from jaxca import runs
 from jaxca import tasks
@@ -38,30 +37,9 @@ from jaxca.networks import transformer
 NAME = 'estimator_zoo'
 
 
-@estimators.stage()
-def shuffled_reward(eps=1e-6) -> estimators.Stage:
-  """Noise floor: GRPO on the outcomes rolled by one group (row i scored by row i - G's
-  outcome, another prompt's response), so the advantage is independent of the response it
-  weights. Requires `group_ids` with the sampler's contiguous layout."""
-
-  def apply(traj, prev, hp):
-    del prev
-    scores = ops.masked_sum(traj.rewards, traj.mask, axis=-1)
-    valid = jnp.any(traj.mask, axis=-1)
-    g = scores.shape[0] // traj.num_groups
-    a = estimators.row_group_relative(jnp.roll(scores, g), valid, traj, 'grpo', hp['eps'])
-    adv = jnp.where(traj.mask, a[:, None], 0.0)
-    return estimators.Targets(adv, adv)
-
-  return estimators.Stage('shuffled_reward', ('group_ids',), dict(eps=eps), apply)
-
-
-STAGES = {'shuffled_reward': shuffled_reward}
-
-
 def arm_estimator(config, name):
-  """The estimator of arm `name` (its `credit` section; `STAGES` adds the noise floor)."""
-  return estimators.from_config(config.arms[name].credit, stages=STAGES)
+  """The estimator of arm `name` (its `credit` section; the noise floor is `shuffled_reward`)."""
+  return estimators.from_config(config.arms[name].credit)
 
 
 def validate(config):

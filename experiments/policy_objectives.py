@@ -77,24 +77,26 @@ def validate(config):
       lm.loss_options(loss)  # the learner's own check of the whole loss section
     except (ValueError, TypeError) as e:
       raise runs.ConfigError(f'arms.{name}.loss: {e}') from None
-  try:
-    estimators.from_config(config.credit)
-  except ValueError as e:
-    raise runs.ConfigError(f'config.credit: {e}') from None
+  for name in config.run_arms:
+    try:
+      arm_estimator(config, name)
+    except ValueError as e:
+      raise runs.ConfigError(f'arms.{name}.credit (or config.credit): {e}') from None
+    rl = arm_rl(config, name)
+    if config.objectives_differ and rl.num_epochs * rl.num_minibatches < 2:
+      raise runs.ConfigError(
+        f'arms.{name}: rl.num_epochs * rl.num_minibatches must be >= 2; got '
+        f'{rl.num_epochs} x {rl.num_minibatches}: with one gradient step per batch every ratio '
+        'is 1 and PPO-clip, clip-higher and CISPO give the same gradient.'
+      )
+    if (rl.prompts * rl.group_size) % rl.num_minibatches:
+      raise runs.ConfigError(
+        f'arms.{name}: rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * '
+        f'rl.group_size ({rl.prompts * rl.group_size}).'
+      )
   rl = config.rl
-  if rl.num_epochs * rl.num_minibatches < 2:
-    raise runs.ConfigError(
-      'rl.num_epochs * rl.num_minibatches must be >= 2; got '
-      f'{rl.num_epochs} x {rl.num_minibatches}: with one gradient step per batch every ratio '
-      'is 1 and PPO-clip, clip-higher and CISPO give the same gradient.'
-    )
   if rl.group_size < 2:
     raise runs.ConfigError(f'rl.group_size must be >= 2 (GRPO groups); got {rl.group_size}.')
-  if (rl.prompts * rl.group_size) % rl.num_minibatches:
-    raise runs.ConfigError(
-      f'rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * rl.group_size '
-      f'({rl.prompts * rl.group_size}).'
-    )
   if rl.prompts > config.data.num_train:
     raise runs.ConfigError('rl.prompts must be <= data.num_train.')
   if rl.iterations < 1 or rl.eval_every < 1:
@@ -119,13 +121,26 @@ def build(config):
   return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
 
 
+def arm_rl(config, name):
+  """The rl section of arm `name`: the shared `config.rl` with the arm's `rl` keys over it."""
+  over = config.arms[name].get('rl', None)
+  return ml_collections.ConfigDict(dict(config.rl.to_dict(), **(over.to_dict() if over else {})))
+
+
+def arm_estimator(config, name):
+  """The estimator of arm `name`: its own `credit` section if it has one, else `config.credit`."""
+  credit = config.arms[name].get('credit', None) or config.credit
+  return estimators.from_config(credit)
+
+
 class Arm:
   """The ahead-of-time compiled RL update of one arm (shared by its seeds)."""
 
-  def __init__(self, name, config, task, policy, estimator):
+  def __init__(self, name, config, task, policy):
     self.name, self.label = name, config.arms[name].label
     self.loss = arm_loss(config, name)
-    rl = config.rl
+    rl = arm_rl(config, name)
+    estimator = arm_estimator(config, name)
     self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
     self.update = bench.Aot(
       lm.make_rl_update(
@@ -291,8 +306,13 @@ def _spread(summary, seeds, arms):
 MIN_SEEDS = 4  # seeds needed before a gap larger than the seed spread counts as a difference
 
 
-def verdict(summary, seeds, arms, smoke=False, baseline='ppo_clip'):
-  """The reading, then the claim judged by rule behind the baseline gate (`jaxca.report`)."""
+def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
+  """The reading, then the claim judged by rule behind the baseline gate (`jaxca.report`).
+
+  The claim compares the objective arms; the noise-floor arm (`report.NOISE_FLOOR_ARM`) only
+  enters the gate.
+  """
+  arms = [a for a in all_arms if a != report.NOISE_FLOOR_ARM]
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
   best, worst = max(means, key=means.get), min(means, key=means.get)
   gap, spread = means[best] - means[worst], _spread(summary, seeds, arms)
@@ -320,7 +340,7 @@ def verdict(summary, seeds, arms, smoke=False, baseline='ppo_clip'):
   )
   warm = {k: r['warm'] for k, r in summary.items()}
   final = {k: r['final'] for k, r in summary.items()}
-  gate = report.arm_gate(final, warm, seeds, arms, baseline)
+  gate = report.arm_gate(final, warm, seeds, all_arms, baseline)
   return _reading(summary, seeds, arms) + '\n\n' + report.expected_vs_observed([claim], gate, smoke)
 
 
@@ -393,8 +413,7 @@ def run(config, workdir):
   params0, ws_info = warmstart.warm_start(
     config, task, policy, train, validation, test, evaluate, workdir
   )
-  estimator = estimators.from_config(config.credit)
-  built = {a: Arm(a, config, task, policy, estimator) for a in arms}
+  built = {a: Arm(a, config, task, policy) for a in arms}
   records = []
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     for s in seeds:
@@ -428,7 +447,10 @@ def write_results(config, workdir, summary, ws_info, times):
   rl = config.rl
   command = ' '.join(['python -m experiments.policy_objectives'] + sys.argv[1:])
   arm_lines = '\n'.join(
-    f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`' for a in arms
+    f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`'
+    + (f', rl `{json.dumps(config.arms[a].rl.to_dict())}`' if config.arms[a].get('rl') else '')
+    + (f', estimator `{config.arms[a].credit.estimator}`' if config.arms[a].get('credit') else '')
+    for a in arms
   )
   text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
 
@@ -457,7 +479,8 @@ clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
 {rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
 held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps.
 Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms.
-Arms (only the loss differs):
+Arms (the loss differs; an arm's own `rl` keys and estimator, where listed, override the
+shared ones above):
 
 {arm_lines}
 
@@ -483,7 +506,7 @@ of the arms of the same seed, averaged over seeds.
 
 ## Reading
 
-{verdict(summary, seeds, arms, config.get('smoke', False))}
+{verdict(summary, seeds, arms, config.get('smoke', False), config.get('baseline', 'ppo_clip'))}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); the
 objectives' hyper-parameters are their papers' / reference implementations' defaults, not

@@ -4,6 +4,7 @@ transcriptions of verl / TRL / NeMo-RL / SkyRL."""
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -197,3 +198,48 @@ class TranscriptionTest(parameterized.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class ShuffledRewardTest(parameterized.TestCase):
+  """The noise floor: GRPO on the outcomes of the previous prompt's rows (NumPy loop)."""
+
+  @parameterized.parameters(False, True)
+  def test_against_loop(self, jit):
+    from tests.reference import credit as credit_ref  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    p, g, t = 4, 3, 5
+    b = p * g
+    rewards = rng.uniform(-1, 1, (b, t)).astype(np.float32)
+    mask = rng.random((b, t)) > 0.3
+    mask[4] = False  # an empty row: out of its group's statistics, advantage 0
+    ids = np.arange(b, dtype=np.int32) // g
+    traj = types.Trajectory(
+      rewards=jnp.asarray(rewards),
+      mask=jnp.asarray(mask),
+      group_ids=jnp.asarray(ids),
+      num_groups=p,
+      groups_contiguous=True,
+    )
+    est = estimators.make('shuffled_reward')
+    fn = jax.jit(est) if jit else est
+    got = fn(traj)
+    scores = np.where(mask, rewards, 0.0).sum(-1)
+    shuffled = np.array([scores[(i - g) % b] for i in range(b)])  # group k <- group k - 1
+    a = credit_ref.group_relative(shuffled, ids, 'grpo', valid=mask.any(-1))
+    want = np.where(mask, a[:, None], 0.0)
+    np.testing.assert_allclose(got.advantages, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.returns, want, rtol=1e-5, atol=1e-6)
+
+  def test_refuses_one_group_and_non_contiguous_groups(self):
+    r = jnp.ones((4, 2))
+    m = jnp.ones((4, 2), bool)
+    one = types.Trajectory(
+      rewards=r, mask=m, group_ids=jnp.zeros(4, jnp.int32), num_groups=1, groups_contiguous=True
+    )
+    with self.assertRaisesRegex(ValueError, 'at least 2 groups'):
+      estimators.make('shuffled_reward')(one)
+    ids = jnp.asarray([0, 1, 0, 1], jnp.int32)
+    loose = types.Trajectory(rewards=r, mask=m, group_ids=ids, num_groups=2)
+    with self.assertRaisesRegex(ValueError, 'contiguous'):
+      estimators.make('shuffled_reward')(loose)

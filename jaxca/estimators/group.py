@@ -8,7 +8,8 @@ without a valid token are left out of every group statistic and get 0.
   * `gdpo`: group reward-decoupled normalisation (arXiv 2601.05242);
   * `maxrl`: `(r - mean) / mean` within a group, binary rewards (MaxRL);
   * `grpo_verl`, `grpo_trl`, `grpo_nemo`: GRPO exactly as verl, TRL and NeMo-RL define it by
-    default, so that a comparison names the variant it used (README, conventions section).
+    default, so that a comparison names the variant it used (README, conventions section);
+  * `shuffled_reward`: the noise floor of a reproduction, GRPO on another prompt's outcomes.
 """
 
 from typing import Optional
@@ -190,7 +191,36 @@ def grpo_nemo(eps=1e-6) -> core.Stage:
   return core.Stage('grpo_nemo', ('group_ids',), dict(eps=eps), apply)
 
 
+@core.stage()
+def shuffled_reward(eps=1e-6) -> core.Stage:
+  """The noise floor: GRPO (`(s - mean) / (std + eps)` within groups) on scores that belong
+  to another prompt's responses.
+
+  Row i of group k is scored with the outcome of row i of group k - 1 (mod K), so each
+  advantage is independent of the response it weights while the advantage distribution
+  (group means, spreads, the share of constant groups) stays that of real rollouts. A
+  learner that gains from this estimator gains from something other than credit: the
+  entropy bonus, the KL, or drift. Requires `group_ids` in the sampler's contiguous layout
+  (`groups_contiguous`) and at least two groups. Traced: `eps`.
+  """
+
+  def apply(traj, prev, hp):
+    del prev
+    if not traj.groups_contiguous:
+      raise ValueError('shuffled_reward needs contiguous groups (groups_contiguous=True).')
+    k = int(traj.num_groups)
+    if k < 2:
+      raise ValueError(f'shuffled_reward needs at least 2 groups; got num_groups={k}.')
+    scores, valid = _scores(traj)
+    g = scores.shape[0] // k
+    a = core.row_group_relative(jnp.roll(scores, g), valid, traj, 'grpo', hp['eps'])
+    return _broadcast(a, traj)
+
+  return core.Stage('shuffled_reward', ('group_ids',), dict(eps=eps), apply)
+
+
 STAGES = {
+  'shuffled_reward': shuffled_reward,
   'gdpo': gdpo,
   'maxrl': maxrl,
   'grpo_verl': grpo_verl,

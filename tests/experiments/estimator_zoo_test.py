@@ -60,7 +60,7 @@ def test_shuffled_reward_is_grpo_of_another_groups_outcomes():
     num_groups=4,
     groups_contiguous=True,
   )
-  got = estimators.make('shuffled_reward', stages=zoo.STAGES)(traj).advantages[:, 0]
+  got = estimators.make('shuffled_reward')(traj).advantages[:, 0]
   rolled = traj.replace(rewards=jnp.asarray(np.roll(rewards, 2, axis=0)))
   want = estimators.make('grpo')(rolled).advantages[:, 0]
   np.testing.assert_allclose(got, want)

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 from configs import policy_objectives as config_mod
 from experiments import policy_objectives as po
 from jaxca import objectives
@@ -26,15 +27,32 @@ def _config(arg='smoke'):
   return config_mod.get_config(arg)
 
 
+def test_calibrate_arms_vary_the_recipe_only():
+  c = _config('calibrate')
+  assert 'shuffled_reward' in c.run_arms and c.baseline in c.run_arms
+  rls = {a: po.arm_rl(c, a) for a in c.run_arms}
+  assert {(r.lr, r.num_epochs, r.num_minibatches) for r in rls.values()} >= {
+    (1e-4, 1, 1),
+    (2e-4, 2, 2),
+  }
+
+
 def test_default_and_smoke_configs_validate():
-  for arg in (None, 'smoke', 'pilot'):
+  for arg in (None, 'smoke', 'pilot', 'calibrate'):
     po.validate(_config(arg))
 
 
-def test_default_arms_are_the_four_objectives_with_their_reference_settings():
+def test_default_arms_are_the_four_objectives_and_the_noise_floor():
   c = _config(None)
-  assert list(c.run_arms) == ['ppo_clip', 'clip_higher', 'gspo', 'cispo']
-  loss = {a: po.arm_loss(c, a) for a in c.run_arms}
+  assert list(c.run_arms) == ['ppo_clip', 'clip_higher', 'gspo', 'cispo', 'shuffled_reward']
+  assert len(c.seeds) >= 4 and c.baseline == 'ppo_clip'
+  assert po.arm_estimator(c, 'shuffled_reward').name == 'shuffled_reward'
+  assert po.arm_estimator(c, 'ppo_clip').name == 'grpo'
+  # The base recipe, from the one place every arith reproduction reads it.
+  for key in ('lr', 'num_epochs', 'num_minibatches', 'iterations', 'prompts', 'group_size'):
+    assert c.rl[key] == common.ARITH_RL_RECIPE[key]
+  assert c.loss.ent_coef == common.ARITH_RL_RECIPE['ent_coef']
+  loss = {a: po.arm_loss(c, a) for a in c.run_arms if a != 'shuffled_reward'}
   assert loss['ppo_clip']['objective'] == loss['clip_higher']['objective'] == 'ppo_clip'
   assert loss['clip_higher']['clip_eps_high'] == 0.28
   assert (loss['gspo']['clip_eps'], loss['gspo']['clip_eps_high']) == (3e-4, 4e-4)
