@@ -8,9 +8,10 @@ r"""The estimator zoo: jaxca's critic-free advantage estimators on the flagship 
 Arithmetic chains (K=2, M=10, add/sub/mul) and the flagship 2-layer d=128 policy, as in
 configs/policy_objectives.py. ONE supervised warm start (until validation greedy exact match
 first reaches 35%; cached in <workdir>/warmstart, keyed by its config), then every arm x seed
-from it with one objective (PPO-clip, eps 0.2, token-mean; 1 epoch x 2 minibatches) and one
-optimiser (Adam 2e-4, grad-norm 1); only the `credit` section (`jaxca.estimators.from_config`
-keys) differs between arms:
+from it with one objective (PPO-clip, eps 0.2, token-mean) and the base recipe of the
+arithmetic reproductions (configs/common.ARITH_RL_RECIPE: Adam 1e-4, grad-norm 1, entropy 0.01,
+2 epochs x 2 minibatches, 200 iterations); only the `credit` section
+(`jaxca.estimators.from_config` keys) differs between arms:
 
   grpo              (r - mean) / (std + 1e-6), singletons 0 (arXiv 2402.03300); the gate's
                     baseline
@@ -64,22 +65,27 @@ def get_config(arg=None):
   c.data = dict(num_train=20_000, num_test=512, validation_fraction=0.05, num_validation=512)
   c.policy = dict(width=128, depth=2, num_heads=4, max_len=16, dtype='float32', value_head=False)
   c.warmstart = dict(max_steps=400, batch_size=64, eval_every=10, band=(0.35, 1.0), lr=1e-3)
+  recipe = common.ARITH_RL_RECIPE  # the base recipe of the arithmetic reproductions
   c.rl = dict(
-    # policy_objectives measured 0.18-0.26 s per step of 32 x 8 rollouts with 2 x 2 updates;
-    # 1 x 2 here: 30 runs x 120 steps x ~0.2 s ~ 12 min, plus 10 compiles and evaluations.
-    iterations=120,
-    max_wall_s=40.0,  # safety cap on a run's training wall clock (compile, eval excluded)
-    prompts=32,
-    group_size=8,
-    temperature=1.0,
-    num_epochs=1,
-    num_minibatches=2,
-    lr=2e-4,
-    eval_every=20,
+    # 30 runs x 200 steps x 0.22-0.3 s per step (quiet), plus 10 compiles and evaluations:
+    # ~30 min on the 2-core CPU.
+    iterations=recipe['iterations'],
+    max_wall_s=300.0,  # safety cap on a run's training wall clock (compile, eval excluded)
+    prompts=recipe['prompts'],
+    group_size=recipe['group_size'],
+    temperature=recipe['temperature'],
+    num_epochs=recipe['num_epochs'],
+    num_minibatches=recipe['num_minibatches'],
+    lr=recipe['lr'],
+    eval_every=recipe['eval_every'],
   )
   # The one objective of every arm (jaxca.objectives.from_config keys).
   c.loss = dict(
-    objective='ppo_clip', clip_eps=0.2, agg_mode='token_mean', kl_coef=0.0, ent_coef=0.01
+    objective='ppo_clip',
+    clip_eps=0.2,
+    agg_mode='token_mean',
+    kl_coef=0.0,
+    ent_coef=recipe['ent_coef'],
   )
   c.arms = {k: dict(v) for k, v in ARMS.items()}
   c.run_arms = tuple(ARMS)
