@@ -25,6 +25,7 @@ setup(
     'gymnax>=1.0',  # classic envs for experiments/ppo_gymnax.py
     'matplotlib>=3.8',  # result plots written by experiments
     'tqdm>=4.66',  # progress bars on long runs
+    'etils[epath]>=1.7',  # orbax's path type, for checkpoint metadata (jaxca.checkpoint)
     'tensorboardX>=2.6',  # TensorBoard event files without TensorFlow
     'safetensors>=0.4',  # reads Hugging Face checkpoints (jaxca.networks.hf)
     'ml-dtypes>=0.5',  # bfloat16 in NumPy: BF16 safetensors checkpoints (jaxca.networks.hf)
