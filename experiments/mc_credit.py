@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
@@ -164,10 +165,7 @@ def run_arm(config, arm, params0, critic_init, seed, train, test, evaluate, keep
     train,
     test,
     evaluate,
-    iterations=rl.iterations,
-    prompts=rl.prompts,
-    eval_every=rl.eval_every,
-    max_wall_s=rl.max_wall_s,
+    **loop.budget(rl),
     keep=keep,
     snapshot=lambda st: jax.device_get((st['params'], st.get('critic_params'))),
     counters=('policy_tokens', 'mc_tokens'),
@@ -656,16 +654,9 @@ def plot_probe(probe, path):
 # ----------------------------------------------------------------------------- run
 
 
-def _load():
-  try:
-    return float(os.getloadavg()[0])
-  except OSError:
-    return float('nan')
-
-
 def run(config, workdir):
   t_start = time.time()
-  load_start = _load()
+  load_start = bench.load_average()
   task, policy, critic = build(config)
   train, validation, test = warmstart.make_splits(config, task)
   test = {k: jnp.asarray(v) for k, v in test.items()}
@@ -735,7 +726,7 @@ def run(config, workdir):
       learn_s=t_learn,
       probe_s=t_probe,
       load_start=load_start,
-      load_end=_load(),
+      load_end=bench.load_average(),
       compiles=compiles,
     ),
   )

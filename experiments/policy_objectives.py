@@ -171,10 +171,7 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
     train,
     test,
     evaluate,
-    iterations=rl.iterations,
-    prompts=rl.prompts,
-    eval_every=rl.eval_every,
-    max_wall_s=rl.max_wall_s,
+    **loop.budget(rl),
   )
   return records
 
@@ -391,16 +388,9 @@ def plot(records, seeds, arms, config, path):
 # ----------------------------------------------------------------------------- run
 
 
-def load_average():
-  try:
-    return float(os.getloadavg()[0])
-  except (OSError, AttributeError):
-    return float('nan')
-
-
 def run(config, workdir):
   """Warm start, then every arm x seed; writes metrics.jsonl, results.md and curves.png."""
-  t_start, load_start = time.time(), load_average()
+  t_start, load_start = time.time(), bench.load_average()
   task, policy = build(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
   train, validation, test = warmstart.make_splits(config, task)
@@ -430,7 +420,7 @@ def run(config, workdir):
         )
   summary = summarize(records, seeds, arms)
   plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
-  times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=load_average())
+  times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
   write_results(config, workdir, summary, ws_info, times)
   line = ', '.join(f'{a} {_pct(np.mean([summary[(a, s)]["final"] for s in seeds]))}%' for a in arms)
   steps = sorted({summary[(a, s)]['steps'] for a in arms for s in seeds})

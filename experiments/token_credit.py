@@ -193,10 +193,7 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
     train,
     test,
     evaluate,
-    iterations=rl.iterations,
-    prompts=rl.prompts,
-    eval_every=rl.eval_every,
-    max_wall_s=rl.max_wall_s,
+    **loop.budget(rl),
   )
   return records, jax.device_get(state['params'])
 
@@ -722,13 +719,6 @@ def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
   return report.expected_vs_observed(claims, gate, smoke)
 
 
-def _load():
-  try:
-    return float(os.getloadavg()[0])
-  except OSError:
-    return float('nan')
-
-
 def diagnose(diagnoser, config, params, test, key, name, workdir):
   d, _ = diagnoser.run(params, test, key)
   np.savez_compressed(os.path.join(workdir, f'part_a_{name}.npz'), **d)
@@ -751,7 +741,7 @@ def diagnose(diagnoser, config, params, test, key, name, workdir):
 
 def run(config, workdir):
   t_start = time.time()
-  load_start = _load()
+  load_start = bench.load_average()
   task, policy = build(config)
   train, validation, test = warmstart.make_splits(config, task)
   test = {k: jnp.asarray(v) for k, v in test.items()}
@@ -799,7 +789,7 @@ def run(config, workdir):
     part_a_s=t_a,
     part_b_s=t_b,
     load_start=load_start,
-    load_end=_load(),
+    load_end=bench.load_average(),
     compiles={a: built[a].compile_s() for a in arms},
     mc_compile=diagnoser.complete.compile_s,
   )

@@ -284,7 +284,7 @@ def environment() -> dict[str, Any]:
     'devices': ', '.join(str(d) for d in jax.devices()),
     'cpu_count': os.cpu_count(),
     'machine': f'{platform.system()} {platform.machine()}',
-    'cpu_model': _cpu_model(),
+    'cpu_model': cpu_model(),
     'loadavg_1_5_15': _loadavg(),
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
@@ -306,7 +306,8 @@ def _jaxlib_version():
     return None
 
 
-def _cpu_model():
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else `platform.processor()` or the machine type."""
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
@@ -314,7 +315,15 @@ def _cpu_model():
           return line.split(':', 1)[1].strip()
   except OSError:
     pass
-  return platform.processor()
+  return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+  """The 1-minute load average, nan where the OS has none (recorded beside wall-clock figures)."""
+  try:
+    return float(os.getloadavg()[0])
+  except (OSError, AttributeError):
+    return float('nan')
 
 
 def _loadavg():

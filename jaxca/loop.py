@@ -46,6 +46,17 @@ def single_step(fn) -> Callable:
   return bench.Aot(fn)
 
 
+def budget(rl) -> dict:
+  """`run_arm`'s budget keywords from an `rl` config section (iterations, prompts, eval_every,
+  max_wall_s), so the reproductions' configs spell them once."""
+  return dict(
+    iterations=rl.iterations,
+    prompts=rl.prompts,
+    eval_every=rl.eval_every,
+    max_wall_s=rl.max_wall_s,
+  )
+
+
 def _evaluate(evaluate, params, test):
   return {f'eval_{k}': v for k, v in evaluate(params, test).items()}
 

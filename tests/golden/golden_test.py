@@ -17,13 +17,14 @@ Re-record (only for an intended change, in its own commit that says so):
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import pytest
+
+from jaxca import bench
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -68,17 +69,6 @@ CASES = {
   'ppo_gymnax': ('ppo_gymnax', 'configs/ppo_gymnax.py:smoke', []),
   'llm_rl': ('llm_rl', 'configs/llm_rl.py:smoke', []),
 }
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _is_clock(name: str) -> bool:
@@ -172,7 +162,7 @@ def golden_path(case: str) -> str:
 def record(case: str):
   with tempfile.TemporaryDirectory() as tmp:
     values = run_case(case, os.path.join(tmp, 'run'))
-  np.savez_compressed(golden_path(case), __cpu_model__=np.asarray(cpu_model()), **values)
+  np.savez_compressed(golden_path(case), __cpu_model__=np.asarray(bench.cpu_model()), **values)
   print(f'{case}: {len(values)} arrays recorded')
 
 
@@ -180,7 +170,7 @@ def record(case: str):
 def test_golden(case, tmp_path):
   with np.load(golden_path(case)) as z:
     want = {k: z[k] for k in z.files}
-  exact = str(want.pop('__cpu_model__')) == cpu_model()
+  exact = str(want.pop('__cpu_model__')) == bench.cpu_model()
   want = {k: v for k, v in want.items() if 'metrics/' not in k or not _is_clock(k)}
   got = run_case(case, str(tmp_path / 'run'))
   assert sorted(got) == sorted(want), (
