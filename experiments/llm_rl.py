@@ -88,7 +88,7 @@ def validate(config, device_count=None):
       raise ConfigError(f'config.rl.{key} must be >= 1; got {rl[key]}.')
   if not rl.steps_per_call >= 1:
     raise ConfigError(f'config.rl.steps_per_call must be >= 1; got {rl.steps_per_call}.')
-  if 'group_ids' in est.requires and rl.group_size < 2:
+  if rl.group_size < est.min_group_size:
     raise ConfigError(f'config.rl.group_size must be >= 2 for {est.name!r}.')
   for key, value in (
     ('rl.prompts_per_step', rl.prompts_per_step),

@@ -143,7 +143,7 @@ def validate(config, device_count: Optional[int] = None, *, sections=()):
       'steps_per_call',
     ):
       _positive(f'rl.{key}', rl[key])
-    if est is not None and 'group_ids' in est.requires and rl.group_size < 2:
+    if est is not None and rl.group_size < est.min_group_size:
       raise ConfigError(
         f'Estimator {est.name!r} compares samples within a group: config.rl.group_size must be '
         f'>= 2; got {rl.group_size}.'
