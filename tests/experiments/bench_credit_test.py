@@ -11,6 +11,7 @@ import numpy as np
 
 from configs import bench_credit as bench_config
 from experiments import bench_credit
+from experiments.bench_credit import summary_line
 from jaxca import bench
 from jaxca.benchmarks import credit as bench_credit_lib
 
@@ -41,7 +42,11 @@ class BenchCreditSmokeTest(absltest.TestCase):
   def test_smoke_writes_every_row(self):
     cfg = bench_config.get_config('smoke')
     workdir = self.enter_context(tempfile.TemporaryDirectory())
-    bench_credit.run(cfg, workdir)
+    records, summary = bench_credit.run(cfg, workdir)
+    # The terminal gets one line per target and the summary line, not the per-row tables.
+    lines = bench_credit.console_lines(summary) + [summary_line(records, summary, workdir)]
+    self.assertLessEqual(len(lines), len(summary['targets']) + 1)
+    self.assertTrue(all('\n' not in line and '|' not in line for line in lines))
     for ext in ('md', 'csv', 'json'):
       self.assertTrue(os.path.exists(os.path.join(workdir, f'bench_credit.{ext}')))
     with open(os.path.join(workdir, 'bench_credit.csv')) as f:
