@@ -29,6 +29,7 @@ from jaxca import config_lib
 from jaxca import data
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import metrics
 from jaxca import parallel
 from jaxca import report
@@ -217,12 +218,6 @@ def _train(config, workdir, data_dir):
   def now():  # wall clock and process CPU time (all threads) across resumes, in seconds
     return dict(time=base + time.time() - start, cpu_time=cpu_base + time.process_time())
 
-  def stop_if_bad(m, phase, step, ckpt):
-    checks = dict(m, params_finite=np.where(np.asarray(m['params_finite']) < 1, np.nan, 1.0))
-    runs.check_finite(
-      checks, ('loss', 'grad_norm', 'params_finite'), phase=phase, step=step, checkpointer=ckpt
-    )
-
   writer = metrics.Writer(
     workdir if jax.process_index() == 0 else None,  # one writer on multi-host runs
     keep=lambda r: r in kept,
@@ -252,7 +247,6 @@ def _train(config, workdir, data_dir):
           key,
           writer,
           now,
-          stop_if_bad,
         )
       state = jax.jit(parts.rl_init, out_shardings=repl)(params)
       writer.write(0, dict(phase='rl', **now(), **run_eval(state['params'])))
@@ -274,28 +268,21 @@ def _train(config, workdir, data_dir):
         state, m = rl_chunk(state, parallel.shard_batch(next(batches), mesh, 1), rl_key)
         return state, jax.device_get(m)
 
-    def evals_first(step):  # the chunk after `step` compiles `evaluate` (a resumed run)
-      nxt = step + k
-      return not evaluated and (nxt % config.eval.every == 0 or nxt >= config.rl.steps)
-
-    # The first RL chunk compiles (on a resume too): the watchdog's first-step allowance.
-    runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=True)
-    with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
-      while step < config.rl.steps:
-        state, m = advance(state, step)
-        step += k
-        stop_if_bad(m, 'RL', step, rl_ckpt)
-        rec = dict(phase='rl', **metrics.summarize(m))
-        if step % config.eval.every == 0 or step == config.rl.steps:
-          rec.update(run_eval(state['params']))
-        writer.write(step, dict(rec, **now()))
-        bar.update(k)
-        bar.set_postfix(progress_postfix(rec))
-        # After the last step the results and the plot are written (matplotlib loads).
-        slow = evals_first(step) or step >= config.rl.steps
-        runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
-        if rl_ckpt:
-          rl_ckpt.maybe_save(step, state, force=step == config.rl.steps)
+    state = loop.run_chunked(
+      advance,
+      state,
+      step=step,
+      steps=config.rl.steps,
+      per_call=k,
+      eval_every=config.eval.every,
+      run_eval=run_eval,
+      writer=writer,
+      now=now,
+      evaluated=lambda: bool(evaluated),
+      checkpointer=rl_ckpt,
+      desc=f'RL {parts.estimator.name}',
+      postfix=progress_postfix,
+    )
   finally:
     writer.close()
     for c in (rl_ckpt, ws_ckpt):
@@ -389,7 +376,6 @@ def _warm_start(
   key,
   writer,
   now,
-  stop_if_bad,
 ):
   """Runs (or resumes from `state` at `step`) the supervised warm start; returns its params.
 
@@ -409,7 +395,7 @@ def _warm_start(
     def advance(state, step):
       state, m = sft_chunk(state, parallel.shard_batch(next(batches), mesh, 1))
       m = jax.device_get(m)
-      stop_if_bad(m, 'warm-start', step + ws.steps_per_call, ckpt)
+      loop.check_finite(m, 'warm-start', step + ws.steps_per_call, ckpt)
       return state, m
 
     def on_step(step, state, m, evaluation, done):

@@ -24,12 +24,12 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-import tqdm
 
 from jaxca import checkpoint
 from jaxca import data
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import metrics
 from jaxca import parallel
 from jaxca import report
@@ -299,34 +299,28 @@ def _train(config, workdir, model_path, data_path):
     )
     rl_key = jax.random.fold_in(key, 1)
 
-    def evals_first(step):  # the chunk after `step` compiles `evaluate` (a resumed run)
-      nxt = step + k
-      return not evaluated and (nxt % config.eval.every == 0 or nxt >= config.rl.steps)
+    def advance(state, step):
+      del step  # the chunk reads it from the state
+      chunk = [next(it) for _ in range(k)]
+      batches = {key_: np.stack([b[key_] for b in chunk]) for key_ in parts.task.batch_keys}
+      state, m = rl_chunk(state, parallel.shard_batch(batches, mesh, 1), rl_key)
+      return state, jax.device_get(m)
 
-    # The first RL chunk compiles (on a resume too): the watchdog's first-step allowance.
-    runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=True)
-    with tqdm.tqdm(total=config.rl.steps, initial=step, desc=f'RL {parts.estimator.name}') as bar:
-      while step < config.rl.steps:
-        chunk = [next(it) for _ in range(k)]
-        batches = {key_: np.stack([b[key_] for b in chunk]) for key_ in parts.task.batch_keys}
-        state, m = rl_chunk(state, parallel.shard_batch(batches, mesh, 1), rl_key)
-        m = jax.device_get(m)
-        step += k
-        checks = dict(m, params_finite=np.where(np.asarray(m['params_finite']) < 1, np.nan, 1.0))
-        runs.check_finite(
-          checks, ('loss', 'grad_norm', 'params_finite'), phase='RL', step=step, checkpointer=ckpt
-        )
-        rec = dict(phase='rl', **metrics.summarize(m))
-        if step % config.eval.every == 0 or step >= config.rl.steps:
-          rec.update(run_eval(state['params']))
-        writer.write(step, dict(rec, **now()))
-        bar.update(k)
-        bar.set_postfix(acc=f'{rec["accuracy"]:.2f}')
-        # After the last step the results and the plot are written (matplotlib loads).
-        slow = evals_first(step) or step >= config.rl.steps
-        runs.at(f'RL step {step} of {config.rl.steps}', next_compiles=slow)
-        if ckpt:
-          ckpt.maybe_save(step, state, force=step >= config.rl.steps)
+    state = loop.run_chunked(
+      advance,
+      state,
+      step=step,
+      steps=config.rl.steps,
+      per_call=k,
+      eval_every=config.eval.every,
+      run_eval=run_eval,
+      writer=writer,
+      now=now,
+      evaluated=lambda: bool(evaluated),
+      checkpointer=ckpt,
+      desc=f'RL {parts.estimator.name}',
+      postfix=lambda rec: dict(acc=f'{rec["accuracy"]:.2f}'),
+    )
   finally:
     writer.close()
     if ckpt:

@@ -1,5 +1,9 @@
 """Host loops over jitted learner callables: one arm's learning run, with evaluation.
 
+`run_chunked` is the single-run experiments' loop (`arith_rl`, `llm_rl`): jitted chunks of
+iterations from a resumable step, a finiteness check, evaluation on a schedule, records,
+progress, the watchdog and checkpoints.
+
 `run_arm` is the loop every reproduction shares: from a start state, iterations on batches
 drawn the same way for every arm of a seed (so arms see the same prompts), evaluation on a
 schedule, wall-clock seconds without compiles, token counts (policy samples and host-side
@@ -17,8 +21,10 @@ from typing import Optional
 
 import jax
 import numpy as np
+import tqdm
 
 from jaxca import bench
+from jaxca import metrics
 from jaxca import runs
 
 
@@ -166,3 +172,76 @@ def run_arm(
   if -1 in keep:
     snaps[it] = snapshot(state)
   return records, state, snaps
+
+
+def check_finite(m, phase: str, step: int, checkpointer=None):
+  """Stops the run with one line (`runs.check_finite`) on a non-finite loss, gradient norm or
+  parameters (`m['params_finite'] < 1`) in a chunk's metrics `m`."""
+  checks = dict(m, params_finite=np.where(np.asarray(m['params_finite']) < 1, np.nan, 1.0))
+  runs.check_finite(
+    checks,
+    ('loss', 'grad_norm', 'params_finite'),
+    phase=phase,
+    step=step,
+    checkpointer=checkpointer,
+  )
+
+
+def run_chunked(
+  advance: Callable,
+  state,
+  *,
+  step: int,
+  steps: int,
+  per_call: int,
+  eval_every: int,
+  run_eval: Callable,
+  writer,
+  now: Callable,
+  evaluated: Callable,
+  checkpointer=None,
+  desc: str = 'RL',
+  postfix: Optional[Callable] = None,
+):
+  """Runs `advance` from `step` until `steps`; returns the final state.
+
+  Args:
+    advance: `advance(state, step) -> (state, metrics)`: `per_call` iterations (one jitted
+      chunk), metrics on the host with a leading iteration axis.
+    state: the learner state at `step` (fresh or restored).
+    step, steps, per_call: where the run is, its budget, iterations per chunk.
+    eval_every: evaluation period; the last step is always evaluated.
+    run_eval: `run_eval(params) -> {eval_<metric>: float}`.
+    writer: a `metrics.Writer`; each chunk writes one record at its last step (phase 'rl':
+      `metrics.summarize` of the chunk, the evaluation when due, and `now()`).
+    now: `now() -> {time: ...}`, the clock fields of a record.
+    evaluated: `evaluated() -> bool`, whether `run_eval` has compiled in this process (the
+      watchdog allows a slow next step while it has not).
+    checkpointer: saves on its schedule and at the last step.
+    desc, postfix: the progress bar's label and `postfix(record) -> dict`.
+  """
+
+  def evals_first(step):  # the chunk after `step` compiles `run_eval` (a resumed run)
+    nxt = step + per_call
+    return not evaluated() and (nxt % eval_every == 0 or nxt >= steps)
+
+  # The first chunk compiles (on a resume too): the watchdog's first-step allowance.
+  runs.at(f'RL step {step} of {steps}', next_compiles=True)
+  with tqdm.tqdm(total=steps, initial=step, desc=desc) as bar:
+    while step < steps:
+      state, m = advance(state, step)
+      step += per_call
+      check_finite(m, 'RL', step, checkpointer)
+      rec = dict(phase='rl', **metrics.summarize(m))
+      if step % eval_every == 0 or step >= steps:
+        rec.update(run_eval(state['params']))
+      writer.write(step, dict(rec, **now()))
+      bar.update(per_call)
+      if postfix:
+        bar.set_postfix(postfix(rec))
+      # After the last step the results and the plot are written (matplotlib loads).
+      slow = evals_first(step) or step >= steps
+      runs.at(f'RL step {step} of {steps}', next_compiles=slow)
+      if checkpointer:
+        checkpointer.maybe_save(step, state, force=step >= steps)
+  return state
