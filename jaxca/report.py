@@ -564,6 +564,22 @@ def _budgets(runs, time_key, n=5):
   return [float(np.ceil(max(ends) * (i + 1) / n)) for i in range(n)]
 
 
+def show_markdown(text: str):
+  """Renders `text` (a results.md, or part of one) as Markdown in a Jupyter kernel; prints it
+  anywhere else (a script, a terminal), where Markdown is already readable."""
+  try:
+    from IPython import get_ipython  # noqa: PLC0415 (notebooks only; not a dependency)
+    from IPython.display import Markdown  # noqa: PLC0415
+    from IPython.display import display  # noqa: PLC0415
+  except ImportError:
+    get_ipython = None
+  shell = get_ipython() if get_ipython else None
+  if shell is None or not hasattr(shell, 'kernel'):
+    print(text)
+    return
+  display(Markdown(text))
+
+
 def write_results(workdir: str, records: Sequence[Record], *, title: str, notes: str = ''):
   """Writes `results.md` and `learning_curve.png` for one run into `workdir`."""
   plot_curves(os.path.join(workdir, 'learning_curve.png'), {title: records}, title=title)

@@ -38,8 +38,15 @@ import sys
 
 
 def find_repo_root(start=None):
-  """The nearest directory at or above `start` (default: cwd) holding jaxca/ and configs/."""
-  start = pathlib.Path(start or os.getcwd()).resolve()
+  """The nearest directory at or above `start` holding jaxca/ and configs/.
+
+  `start` defaults to the notebook's own folder: `__file__` when run as a script,
+  `__vsc_ipynb_file__` in VS Code, `JPY_SESSION_NAME` under a Jupyter server; else the
+  working directory (where Jupyter starts a kernel: the notebook's folder).
+  """
+  here = [globals().get(n) for n in ('__file__', '__vsc_ipynb_file__')]
+  here = [p for p in here + [os.environ.get('JPY_SESSION_NAME')] if p and os.path.exists(p)]
+  start = pathlib.Path(start or (os.path.dirname(here[0]) if here else os.getcwd())).resolve()
   for path in (start, *start.parents):
     if (path / 'jaxca' / '__init__.py').exists() and (path / 'configs').is_dir():
       return path
@@ -107,7 +114,8 @@ for name, tid in (('sum-form', 0.0), ('min-form (softmin, T=0.1)', 1.0)):
 fig, axes = plt.subplots(2, 1, figsize=(10, 5))
 for ax, (name, adv) in zip(axes, credit_maps.items()):
   lim = np.abs(adv).max()
-  ax.imshow(np.where(mask, adv, np.nan), cmap='coolwarm', vmin=-lim, vmax=lim, aspect='auto')
+  im = ax.imshow(np.where(mask, adv, np.nan), cmap='coolwarm', vmin=-lim, vmax=lim, aspect='auto')
+  fig.colorbar(im, ax=ax, label='advantage')
   for i in range(len(texts)):
     for t in range(n):
       if mask[i, t]:

@@ -35,8 +35,15 @@ import sys
 
 
 def find_repo_root(start=None):
-  """The nearest directory at or above `start` (default: cwd) holding jaxca/ and configs/."""
-  start = pathlib.Path(start or os.getcwd()).resolve()
+  """The nearest directory at or above `start` holding jaxca/ and configs/.
+
+  `start` defaults to the notebook's own folder: `__file__` when run as a script,
+  `__vsc_ipynb_file__` in VS Code, `JPY_SESSION_NAME` under a Jupyter server; else the
+  working directory (where Jupyter starts a kernel: the notebook's folder).
+  """
+  here = [globals().get(n) for n in ('__file__', '__vsc_ipynb_file__')]
+  here = [p for p in here + [os.environ.get('JPY_SESSION_NAME')] if p and os.path.exists(p)]
+  start = pathlib.Path(start or (os.path.dirname(here[0]) if here else os.getcwd())).resolve()
   for path in (start, *start.parents):
     if (path / 'jaxca' / '__init__.py').exists() and (path / 'configs').is_dir():
       return path
