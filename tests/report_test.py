@@ -302,3 +302,8 @@ class ResultsTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+def test_show_markdown_prints_outside_a_kernel(capsys):
+  report.show_markdown('# results\n\n| a | b |\n|---|---|\n| 1 | 2 |')
+  assert capsys.readouterr().out.startswith('# results\n')
