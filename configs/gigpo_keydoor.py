@@ -5,10 +5,14 @@ Claim tested (GiGPO, arXiv 2505.10978): step-level advantages within anchor-stat
 advantage improve success at equal samples, when states recur.
 
   python -m experiments.gigpo_keydoor --config configs/gigpo_keydoor.py \
-      --workdir results/gigpo_keydoor   # default: 3 arms x 4 seeds x 300 it, ~25 min
+      --workdir results/gigpo_keydoor   # default: 3 arms x 4 seeds x 300 it, ~27-30 min
   python -m experiments.gigpo_keydoor --config configs/gigpo_keydoor.py:pilot   # 20 it, ~3 min
   python -m experiments.gigpo_keydoor --config configs/gigpo_keydoor.py:full    # + ablations
   python -m experiments.gigpo_keydoor --config configs/gigpo_keydoor.py:smoke   # seconds
+
+Times are for a quiet 2-core CPU, estimated from the pilot (12 runs: 18.1 s per iteration at
+load 8-10, about 9 CPU-seconds per iteration; an evaluation costs about one iteration; the
+earlier 14-run default measured 5.55 s per iteration), i.e. about 4.8-5.3 s per iteration.
 
 Recipe: the design's first fallback for a GRPO that does not learn from scratch (lr 1e-3
 instead of 3e-4, 300 iterations instead of 80; 16 tasks x G=8 per iteration, 1 epoch x 2
