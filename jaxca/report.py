@@ -302,6 +302,7 @@ def gate(
   margin: float = 0.08,
   baseline: str = 'baseline',
   start: str = 'warm start',
+  target: Optional[float] = None,
 ) -> Gate:
   """Did the baseline learn? Passes iff in EVERY seed it beats its warm start and the noise floor.
 
@@ -314,10 +315,13 @@ def gate(
     margin: the gain over the warm start required in every seed (0.08 = 8 points).
     baseline: the baseline arm's name, for the rule text.
     start: what `warm_start` is, for the rule text (e.g. 'iteration-0 score' without SFT).
+    target: optional absolute score the baseline must also reach in every seed (e.g. 0.5
+      for a design's "GRPO must reach 50% success"); None: no absolute target.
 
   Returns:
-    A Gate: passed iff for every seed s, final[s] - warm[s] >= margin and (with a noise
-    floor) final[s] > noise_floor_final[s]; a non-finite score fails.
+    A Gate: passed iff for every seed s, final[s] - warm[s] >= margin, (with a target)
+    final[s] >= target and (with a noise floor) final[s] > noise_floor_final[s]; a
+    non-finite score fails.
   """
   final = np.asarray(baseline_final, np.float64).ravel()
   if not final.size:
@@ -329,6 +333,8 @@ def gate(
     )
   if not margin >= 0:
     raise ValueError(f'margin must be >= 0 (a gain over the warm start), got {margin}.')
+  if target is not None and not np.isfinite(target):
+    raise ValueError(f'target must be a finite score or None, got {target}.')
   warm = np.broadcast_to(warm, final.shape)
   gain = final - warm
   ok = np.isfinite(gain) & (gain >= margin - 1e-12)
@@ -339,6 +345,10 @@ def gate(
     'warm start %': pts(warm),
     'gain (points)': pts(gain),
   }
+  if target is not None:
+    ok &= final >= target - 1e-12
+    rule += f', end at >= {100 * target:g}% in every seed'
+    numbers['target %'] = round(100 * float(target), 1)
   if noise_floor_final is None:
     rule += ' (no shuffled-reward arm in this run: the noise floor is not checked)'
   else:

@@ -208,12 +208,28 @@ class VerdictTest(parameterized.TestCase):
     self.assertIn('gain (points)', g.numbers)
     self.assertIn('PASSED' if passed else 'FAILED', g.line())
 
+  @parameterized.named_parameters(
+    ('every_seed_reaches_the_target', [0.50, 0.62], True),
+    ('one_seed_below_the_target', [0.62, 0.49], False),
+    ('nan_final', [0.62, np.nan], False),
+  )
+  def test_gate_target_is_an_absolute_score_every_seed_must_reach(self, final, passed):
+    # Both seeds gain >= 8 points over 0.05 and beat the noise floor; only the target decides.
+    g = report.gate(final, 0.05, [0.02, 0.02], baseline='GRPO', target=0.5)
+    expected = all(np.isfinite(f) and f - 0.05 >= 0.08 and f >= 0.5 and f > 0.02 for f in final)
+    self.assertEqual(g.passed, expected)
+    self.assertEqual(g.passed, passed)
+    self.assertIn('end at >= 50% in every seed', g.rule)
+    self.assertEqual(g.numbers['target %'], 50.0)
+    self.assertNotIn('target %', report.gate(final, 0.05).numbers)
+
   def test_gate_refuses_bad_input_in_one_line(self):
     for args, kw, match in (
       (([0.5, 0.6], 0.4, [0.1]), {}, 'noise_floor_final must hold one score per seed'),
       (([0.5, 0.6], [0.4, 0.4, 0.4]), {}, 'warm_start must be one score or one per seed'),
       (([], 0.4), {}, 'baseline_final must hold one score per seed'),
       (([0.5], 0.4), dict(margin=-0.1), 'margin must be >= 0'),
+      (([0.5], 0.4), dict(target=float('nan')), 'target must be a finite score or None'),
     ):
       with self.assertRaisesRegex(ValueError, match) as e:
         report.gate(*args, **kw)

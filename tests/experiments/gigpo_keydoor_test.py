@@ -6,13 +6,18 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import gigpo_keydoor as config_module
 from experiments import gigpo_keydoor as experiment
 from jaxca import estimators
+from jaxca import report
 from jaxca import runs
+from jaxca import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,6 +34,16 @@ class ConfigTest(absltest.TestCase):
       self.assertEqual(float(hp['terms'][1]['key_turn']), arm['key_turn'])
     self.assertEqual(float(est.hparams['weights'][1]), 1.0)  # the copy left the default alone
 
+  def test_default_is_the_protocol_run(self):
+    config = config_module.get_config()
+    names = [a['name'] for a in config.arms]
+    self.assertEqual(names, ['grpo_msn', 'gigpo_msn', report.NOISE_FLOOR_ARM])
+    self.assertEqual(experiment.BASELINE, names[0])
+    self.assertGreaterEqual(config.num_seeds, 4)
+    self.assertGreaterEqual(config.rl.iterations, 300)
+    self.assertEqual(config.optim.lr, 1e-3)
+    self.assertIn(report.NOISE_FLOOR_ARM, [a['name'] for a in config_module.full_arms()])
+
   def test_duplicate_arm_names_are_refused(self):
     config = config_module.get_config('smoke')
     config.arms = [config.arms[0], config.arms[0]]
@@ -36,7 +51,72 @@ class ConfigTest(absltest.TestCase):
       experiment.validate(config)
 
 
-@pytest.mark.slow
+def _toy_trajectory():
+  # 3 tasks x G=2 episodes, one token per turn, 4 turns; reward 1 on the last step of a
+  # success. Episode returns [1, 0 | 1, 1 | 0, 1], lengths [2, 4 | 3, 1 | 4, 2].
+  returns = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0], np.float32)
+  lengths = np.array([2, 4, 3, 1, 4, 2])
+  b, t = 6, 4
+  mask = np.arange(t)[None, :] < lengths[:, None]
+  rewards = np.zeros((b, t), np.float32)
+  rewards[np.arange(b), lengths - 1] = returns
+  anchors = np.array([[0, 1, 2, 3]] * b, np.int32)
+  traj = types.Trajectory(
+    rewards=jnp.asarray(rewards),
+    mask=jnp.asarray(mask),
+    group_ids=jnp.arange(b, dtype=jnp.int32) // 2,
+    num_groups=3,
+    groups_contiguous=True,
+    step_ids=jnp.asarray(np.where(mask, np.arange(t)[None, :], -1), jnp.int32),
+    step_rewards=jnp.asarray(rewards),
+    anchor_ids=jnp.asarray(np.where(mask, anchors, -1)),
+    extras=dict(history_ids=jnp.asarray(np.where(mask, anchors, -1))),
+  )
+  return traj, returns, mask
+
+
+def _grpo_reference(scores, g, eps=1e-6):
+  out = np.zeros_like(scores)
+  for k in range(len(scores) // g):
+    x = scores[k * g : (k + 1) * g].astype(np.float64)
+    out[k * g : (k + 1) * g] = (x - x.mean()) / (x.std(ddof=1) + eps)
+  return out
+
+
+class NoiseFloorArmTest(parameterized.TestCase):
+  @parameterized.parameters(False, True)
+  def test_shuffled_arm_is_grpo_on_the_previous_tasks_returns(self, jit):
+    traj, returns, mask = _toy_trajectory()
+    est = estimators.make(experiment.SPEC, history=True)
+    arm = next(a for a in config_module.default_arms() if a['name'] == report.NOISE_FLOOR_ARM)
+    hp = experiment.arm_hparams(est, arm)
+    fn = jax.jit(est) if jit else est
+    got = np.asarray(fn(traj, hp).advantages)
+    # Row i of task k is scored with row i of task k - 1 (mod 3).
+    want = _grpo_reference(np.roll(returns, 2), 2)
+    np.testing.assert_allclose(got, np.where(mask, want[:, None], 0.0), rtol=1e-5, atol=1e-6)
+    # The baseline arm with the same estimator ignores the shuffled term (weight 0): its
+    # advantages follow the real returns (here every task has one success and one failure or
+    # two successes, so GRPO's per-row sign is that of the real return minus the task mean).
+    base = experiment.arm_hparams(est, config_module.default_arms()[0])
+    np.testing.assert_array_equal(np.asarray(base['weights']), [1.0, 0.0, 0.0])
+    a = np.asarray(fn(traj, base).advantages)[:, 0]
+    np.testing.assert_array_equal(np.sign(a), np.sign(_grpo_reference(returns, 2)))
+
+
+def test_step_share_against_a_loop():
+  rng = np.random.default_rng(0)
+  s, e = rng.uniform(size=(5, 3)), rng.uniform(size=(5, 3))
+  e[:, 1] = 0.0  # every batch saturated: the per-iteration ratio would divide by zero
+  s[:, 2] = e[:, 2] = 0.0
+  got = experiment.step_share(s, e)
+  for r in range(3):
+    num, den = sum(s[:, r]) / 5, sum(s[:, r]) / 5 + sum(e[:, r]) / 5
+    want = num / den if den > 0 else np.nan
+    np.testing.assert_allclose(got[r], want, rtol=1e-12)
+  assert got[1] == 1.0 and np.isnan(got[2])
+
+
 def _stats(grpo_first, grpo_last, gigpo_auc):
   def arm(first, last, auc, episodes):
     greedy = np.array([first, last], float)  # [evaluations, seeds]
