@@ -52,6 +52,7 @@ import dataclasses
 import errno
 import faulthandler
 import fcntl
+import functools
 import json
 import logging as pylogging
 import os
@@ -304,8 +305,13 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
   ]
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-  """The short commit of the checkout the run starts from ('unknown' outside git), for reports."""
+  """The short commit of the checkout the run starts from ('unknown' outside git), for reports.
+
+  Read once per process (the CLI reads it at start), so a report written at the end of a long
+  run names the code that ran, not a commit made in the checkout meanwhile.
+  """
   try:
     out = subprocess.run(
       ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
@@ -844,6 +850,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   signal.signal(signal.SIGTERM, _stop_at_next_step)
   _state['stall_at'] = FLAGS.debug_stall_at
   _state['resume_hint'] = experiment.resume_hint
+  git_commit()  # the commit this run starts from (cached for the reports)
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)

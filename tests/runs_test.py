@@ -199,3 +199,26 @@ def test_ppo_config_is_validated(path, value, message):
   (config[section] if section else config)[key] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate_ppo(config)
+
+
+def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
+  """A report written at the end of a long run names the code that ran, even if the checkout
+  got a new commit meanwhile."""
+  import subprocess  # noqa: PLC0415
+
+  def git(*args):
+    subprocess.run(['git', *args], cwd=tmp_path, check=True, capture_output=True)
+
+  git('init', '-q')
+  for i in range(2):
+    (tmp_path / 'f.txt').write_text(str(i))
+    git('add', 'f.txt')
+    git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', f'c{i}')
+    if i == 0:
+      monkeypatch.chdir(tmp_path)
+      runs.git_commit.cache_clear()
+      first = runs.git_commit()
+  assert runs.git_commit() == first
+  runs.git_commit.cache_clear()
+  assert runs.git_commit() != first
+  runs.git_commit.cache_clear()
