@@ -870,8 +870,10 @@ def write_results(config, workdir, summary, arms, probe, ws_info, capped, times)
 Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {cores}-core CPU
 ({jax.devices()[0].platform}); the machine was shared with other jobs: load average
 {times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
-seconds are inflated and noisy; the equal-iteration and equal-generated-token columns do not
-depend on load. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
+seconds are inflated and noisy. The iteration counts of the wall-clock-capped arms DO depend on
+load (their budget is GRPO's training wall clock, measured minutes earlier on the same
+machine): a load change between the runs of a seed shifts them; the per-seed s/iter column
+shows it. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
 start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds per arm
 (ahead of time, excluded from the budget): {compiles}.
 
