@@ -1,8 +1,8 @@
 r"""Token-credit probes: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD).
 
   python -m experiments.token_credit --config configs/token_credit.py \
-      --workdir results/token_credit      # default: 5 arms x 4 seeds, ~TIME min quiet
-  python -m experiments.token_credit --config configs/token_credit.py:pilot   # ~PILOT min
+      --workdir results/token_credit      # default: 5 arms x 4 seeds, ~19 min quiet
+  python -m experiments.token_credit --config configs/token_credit.py:pilot   # ~2 min quiet
   python -m experiments.token_credit --config configs/token_credit.py:full    # 8 arms x 6 seeds
   python -m experiments.token_credit --config configs/token_credit.py:smoke   # ~2 min (compiles)
 
@@ -85,7 +85,9 @@ def get_config(arg=None):
   c.rl = dict(
     iterations=150,  # the recipe's minimum (>= 150); its 200 would not fit the default's time
     # A safety cap on a run's training wall clock (compile and evaluation excluded) for a
-    # loaded machine; quiet, a 150-iteration run trains for about SECONDS s.
+    # loaded machine. Pilot at load 10: 0.95 s / iteration (grpo; every in-graph arm alike),
+    # 1.43 (hicra_fai), so 145 / 215 s per 150-iteration run; quiet, about 0.3 s / iteration
+    # (an estimate from earlier runs at load 1.5-4), so the default's 20 runs train ~15 min.
     max_wall_s=400.0,
     prompts=recipe['prompts'],
     group_size=recipe['group_size'],

@@ -968,9 +968,10 @@ median):
 Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
 ({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
 at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
-time {times['total_s']:.0f} s in all: Part B {times['part_b_s']:.0f} s (incl. warm start
-reuse/compiles), Part A {times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time,
-excluded from each run's training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
+time {times['total_s']:.0f} s in all: warm start {ws_info.get('seconds', float('nan')):.0f} s,
+Part B {times['part_b_s']:.0f} s (compiles and evaluations included), Part A
+{times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time, excluded from each run's
+training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
