@@ -637,7 +637,10 @@ def part_b_summary(records, seeds, arms):
         iterations=last['iteration'],
         wall=last['wall'],
         s_per_iter=last['wall'] / its,
-        host_s_per_iter=sum(r.get('host_s', 0.0) for r in tr) / its,
+        # The run's seconds per iteration split as lm.host.make_iteration times them.
+        split_s_per_iter=tuple(
+          sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
+        ),
         adv_value=mean('adv_value'),
         adv_step=mean('adv_step'),
         adv_eos=mean('adv_eos'),
@@ -668,7 +671,8 @@ def trained_side(summary, seed, min_gain):
 
 def table_b_runs(summary, seeds, arms):
   out = [
-    '| arm | seed | iterations | train s | s / iteration (host) | held-out exact match % '
+    '| arm | seed | iterations | train s | s / iteration (sample / host / update) | '
+    'held-out exact match % '
     '(start → final) | Δ vs GRPO (points) | greedy final answer % | sampled accuracy % |',
     '|---' * 9 + '|',
   ]
@@ -677,7 +681,8 @@ def table_b_runs(summary, seeds, arms):
       p, g = summary[(a, s)], summary[(BASELINE, s)]
       out.append(
         f'| {a} | {s} | {p["iterations"]} | {p["wall"]:.0f} | {p["s_per_iter"]:.3f} '
-        f'({p["host_s_per_iter"]:.3f}) | {_f(p["start"], pct=True)} → {_f(p["final"], pct=True)} | '
+        f'({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])}) | '
+        f'{_f(p["start"], pct=True)} → {_f(p["final"], pct=True)} | '
         f'{100 * (p["final"] - g["final"]):+.1f} | {_f(p["final_answer"], pct=True)} | '
         f'{_f(p["sampled"], pct=True)} |'
       )
@@ -1037,8 +1042,8 @@ accuracy at T=1 over the last 10 iterations.
 
 {table_b(summary, seeds, arms, config)}
 
-Per run (s / iteration: training wall clock per iteration; in brackets its host share, the
-extra non-cached forward of `hicra_fai`):
+Per run (s / iteration: training wall clock per iteration, split into sampling, host-side
+work and the update; `hicra_fai`'s extra non-cached forward falls in its sampling phase):
 
 {table_b_runs(summary, seeds, arms)}
 

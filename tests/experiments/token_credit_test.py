@@ -112,15 +112,15 @@ def test_part_b_tables_give_per_seed_values_mean_and_bootstrap_ci():
   summary = _summary([0.5, 0.6, 0.5, 0.6], [0.2] * 4)
   assert summary[('grpo', 1)]['final'] == 0.6 and summary[('grpo', 1)]['start'] == 0.4
   assert summary[('grpo', 1)]['s_per_iter'] == 1.0
-  assert summary[('grpo', 1)]['host_s_per_iter'] == 0.25
+  assert summary[('grpo', 1)]['split_s_per_iter'] == (0.0, 0.25, 0.0)
   assert summary[('grpo', 1)]['final_answer'] == pytest.approx(0.7)
   config = config_mod.get_config()
   text = tce.table_b(summary, SEEDS, ARMS, config)
   assert report.fmt_ci([0.5, 0.6, 0.5, 0.6], pct=True) in text  # final, mean and CI
   assert report.fmt_ci([0.1, 0.2, 0.1, 0.2], pct=True) in text  # gain over the warm start
   runs_text = tce.table_b_runs(summary, SEEDS, ARMS)
-  assert '| grpo | 1 | 2 | 2 | 1.000 (0.250) | 40.0 → 60.0 | +0.0 |' in runs_text
-  assert '| gtpo | 1 | 2 | 2 | 1.000 (0.250) | 40.0 → 30.0 | -30.0 |' in runs_text
+  assert '| grpo | 1 | 2 | 2 | 1.000 (0.000 / 0.250 / 0.000) | 40.0 → 60.0 | +0.0 |' in runs_text
+  assert '| gtpo | 1 | 2 | 2 | 1.000 (0.000 / 0.250 / 0.000) | 40.0 → 30.0 | -30.0 |' in runs_text
 
 
 @pytest.mark.parametrize('final, runs_', [(0.45, True), (0.4, False), (0.3, False)])
