@@ -124,8 +124,8 @@ plt.show()
 # %% [markdown]
 # ## 2. The comparison: accuracy vs step and vs wall clock
 #
-# From `results/policy_objectives_protocol/` (the default: 4 objectives + the noise floor x 4 seeds),
-# else from a smoke run into a temporary directory.
+# From `results/policy_objectives_protocol/` (the default: 4 objectives + the noise floor x 4
+# seeds), else from a smoke run into a temporary directory.
 
 # %%
 if (RESULTS / 'results.md').exists():
