@@ -95,6 +95,8 @@ def arm_hparams(estimator, arm: dict, config):
     prm_coef=np.float32(arm['prm_coef']),
     vr_coef=np.float32(config.credit.vr_coef if arm['vr'] > 0 else 0.0),
     vr_all=np.float32(arm['vr'] >= 1.0),
+    mask_separators=np.float32(arm.get('mask', config.credit.mask_separators)),
+    shuffle_vr=np.float32(arm.get('shuffle', False)),
   )
   return dict(hp, terms=(term,))
 
@@ -140,6 +142,17 @@ def batch_metrics(task, prm_scores, responses, mask, prompts, ref_log_probs=None
     out['kl_tok'] = ops.masked_mean(k3, mask)
     out['kl_seq'] = jnp.mean(jnp.sum(jnp.where(mask, k3, 0.0), -1))
   return out
+
+
+def canonical(task, responses, mask, batch):
+  """[B] 1.0 where a response is the filler-free chain `v1 ; v2 ; ... vK EOS` with every value
+  right (greedy exact match; the SFT targets carry random fillers, so they are not the key)."""
+  steps = task.parse_steps(responses, mask)
+  chk = prm_lib.step_checks(task, batch['prompts'], responses, mask, steps)
+  kinds = steps.kinds
+  clean = ~jnp.any(steps.valid & (kinds != base.STEP_VALUE), axis=-1)
+  right = jnp.sum(chk.global_ok & steps.valid, axis=-1) == task.num_steps
+  return (clean & right).astype(jnp.float32)
 
 
 def make_metrics_fn(task):
@@ -234,7 +247,9 @@ def build(config):
     s = generate(params, batch['prompts'], jax.random.key(0), True)
     out = batch_metrics(task, prms['B'].score(None, batch['prompts'], s.responses, s.mask),
                         s.responses, s.mask, batch['prompts'])  # fmt: skip
-    out['accuracy'] = jnp.mean(task.outcome(s.responses, s.mask, batch))
+    correct = task.outcome(s.responses, s.mask, batch)
+    out['accuracy'] = jnp.mean(correct)  # greedy final answer
+    out['exact_match'] = jnp.mean(canonical(task, s.responses, s.mask, batch) * correct)
     return out
 
   def probe(params, batch, key):  # sampled (T=1) responses of the warm start
@@ -367,6 +382,7 @@ def run(config, workdir):
     steps=step,
     seconds=time.time() - t0,
     greedy_accuracy=ws_eval['accuracy'],
+    exact_match=ws_eval['exact_match'],
     validation_accuracy=curve[-1][1] if curve else float('nan'),
     curve=curve,
     in_band=ws.target_low <= ws_eval['accuracy'] <= ws.target_high,
@@ -482,6 +498,7 @@ def _write_samples(workdir, parts, params, test_b, arm_name, seed):
 
 COLS = (
   'accuracy',
+  'malformed_steps',
   'prm_sum',
   'prm_min',
   'think_steps',
@@ -518,12 +535,14 @@ def arm_stats(rows, arm, walls, warm, tail=5):
   """Per-seed numbers for the results table (training metrics averaged over the last `tail`)."""
   out = collections.defaultdict(list)
   its, acc = eval_curve(rows, arm)
+  _, exact = eval_curve(rows, arm, 'eval_exact_match')
   for si, seed in enumerate(sorted({r['seed'] for r in rows if r.get('arm') == arm})):
     out['final_acc'].append(acc[si, -1])
+    out['final_exact'].append(exact[si, -1])
     best = int(np.argmax(acc[si]))
     out['best_acc'].append(acc[si, best])
     out['best_iter'].append(its[best])
-    for c in COLS[1:]:
+    for c in COLS:
       _, v = curves(rows, arm, c, seed)
       out[c].append(float(np.mean(v[0, -tail:])))
     _, th = curves(rows, arm, 'think_steps', seed)
@@ -542,6 +561,44 @@ def arm_stats(rows, arm, walls, warm, tail=5):
 
 def _fmt(vals, pct=False, digits=2):
   return report.fmt_range(vals, digits, pct, empty='never')
+
+
+METRICS = (
+  ('final_exact', 'greedy exact match %'),
+  ('final_acc', 'greedy final answer %'),
+  ('accuracy', 'sampled accuracy % (last 5 it.)'),
+)
+
+
+def metrics_table(stats, arms, warm_exact, warm):
+  """Markdown: per arm, the three held-out / training metrics per seed and mean [95% CI]."""
+  lines = [
+    '| arm | ' + ' | '.join(f'{t} per seed | {t} mean ± sd [95% CI]' for _, t in METRICS) + ' |',
+    '|' + '---|' * (1 + 2 * len(METRICS)),
+    f'| warm start | {100 * warm_exact:.1f} | - | {100 * warm:.1f} | - | - | - |',
+  ]
+  for a in arms:
+    cells = []
+    for key, _ in METRICS:
+      vals = stats[a][key]
+      cells += [', '.join(report.fmt(v, pct=True) for v in vals), report.fmt_ci(vals, pct=True)]
+    lines.append(f'| {a} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def mask_line(stats):
+  """The separator-masking ablation (A3 vs A3n), reported, not judged."""
+  a, b = stats.get('A3_min_prm'), stats.get('A3n_min_nomask')
+  if not (a and b):
+    return []
+  return [
+    '- **Separator masking** (reported, no rule): A3_min_prm (closers masked, the official '
+    "code's default) vs A3n_min_nomask (closers keep their advantage): final greedy accuracy "
+    f'{_fmt(a["final_acc"], True, 1)}% vs {_fmt(b["final_acc"], True, 1)}%, value steps / '
+    f'response {_fmt(a["value_steps"])} vs {_fmt(b["value_steps"])}, length '
+    f'{_fmt(a["length"], digits=1)} vs {_fmt(b["length"], digits=1)} tokens, malformed steps '
+    f'/ response {_fmt(a["malformed_steps"])} vs {_fmt(b["malformed_steps"])}.'
+  ]
 
 
 def judge(stats, warm, have, smoke=False):
@@ -735,16 +792,20 @@ def write_results(workdir, config, rows, walls, info):
     f'{config.task.filler_rate}, L_max {config.task.max_response_len}. PRM c={config.prm.c}, '
     f'w={config.prm.w}, f={config.prm.f}, noise {config.prm.noise}. G={config.rl.group_size}, '
     f'{config.rl.prompts_per_iter} prompts/iteration, {config.rl.iterations} iterations, seeds '
-    f'{list(config.seeds)}, PPO-clip 0.2, 1 epoch x {config.rl.num_minibatches} minibatches, '
-    f'Adam {config.rl.lr}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
-    f'{config.credit.temperature}.',
+    f'{list(config.seeds)}, PPO-clip 0.2, {config.rl.num_epochs} epoch(s) x '
+    f'{config.rl.num_minibatches} minibatches, Adam {config.rl.lr} (grad-norm clip 1), entropy '
+    f'bonus {config.loss.ent_coef}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
+    f'{config.credit.temperature}; held-out evaluation every {config.eval.every} iterations.',
     '',
     f'Warm start: {ws["steps"]} SFT steps ({ws["seconds"]:.0f} s), stopped at the first '
     f'validation greedy accuracy >= {report.percent_target(config.warmstart.target_low)} '
     '(validation '
     f'{100 * ws.get("validation_accuracy", float("nan")):.1f}%; validation problems disjoint '
     'from train and held-out; SFT curve in warmstart_curve.csv); held-out greedy accuracy '
-    f'{100 * warm:.1f}% ({"in" if ws["in_band"] else "NOT in"} the 20-40% band); sampled (T=1) '
+    f'{100 * warm:.1f}% (exact match {100 * ws.get("exact_match", float("nan")):.1f}%; '
+    f'{"in" if ws["in_band"] else "NOT in"} the band '
+    f'[{report.percent_target(config.warmstart.target_low)}, '
+    f'{report.percent_target(config.warmstart.target_high)}]); sampled (T=1) '
     f'THINK steps per response {ws["sampled_think_per_response"]:.3f} '
     f'({"meets" if ws["think_ok"] else "BELOW"} >= 0.1 needed to discover the hack).',
     '',
@@ -773,10 +834,24 @@ def write_results(workdir, config, rows, walls, info):
     '`f3_step_accuracy.png` (F3); per-iteration metrics in `metrics.jsonl`; greedy samples of '
     'the final policies in `samples.json`.',
     '',
+    '## Held-out greedy metrics and sampled accuracy, per seed',
+    '',
+  ]
+  lines += metrics_table(stats, arms, ws.get('exact_match', float('nan')), warm)
+  lines += [
+    '',
+    'Greedy exact match: the response is the filler-free chain with every value right; greedy '
+    'final answer: the verifier of the claims and the gate (EOS, exactly K value steps, fillers '
+    'allowed, last value right); sampled accuracy: training batches (T=1), the mean of the '
+    'last 5 iterations. Mean ± sd over seeds, percentile bootstrap 95% CI of the mean '
+    '(`jaxca.report.fmt_ci`).',
+    '',
     '## Expected vs observed (written by the experiment from the H1-H4 rules)',
     '',
   ]
-  lines += judge(stats, warm, have, config.smoke) + h4_line(rows, stats, have)
+  lines += judge(stats, warm, have, config.smoke) + h4_line(rows, stats, have) + mask_line(stats)
+  if 'A4_min_prm_vr10' not in arms:
+    lines.append('- **H3** (10% VR helps min-PRM): not run here (A4 runs in `:full`).')
   lines += [
     '',
     '## Honesty notes',
