@@ -372,7 +372,7 @@ def run(config, workdir):
     metric='val_accuracy',
   )
   bar.close()
-  warmstart.write_curve(workdir, curve)
+  warmstart.write_curve(workdir, curve, 'validation_final_answer')
   ws_params = state['params']
   ws_eval = run_eval(ws_params)
   probe_b = {k: jnp.asarray(v[: ws.think_probe_prompts]) for k, v in test.items()}
@@ -395,9 +395,11 @@ def run(config, workdir):
     f'{probe["think_per_response"]:.3f} ({"ok" if ws_info["think_ok"] else "BELOW 0.1"})'
   )
 
-  # RL: every arm x seed from the warm start; one jitted chunk per PRM variant.
+  # RL: every arm from the warm start, its seeds batched (vmap) in one program; one jitted
+  # chunk per PRM variant, the arm's choices traced.
   rl = config.rl
   per_call = rl.iters_per_call
+  seeds = list(config.seeds)
 
   def make_chunk(update):
     def chunk(state, batches_, key, hparams):
@@ -406,20 +408,24 @@ def run(config, workdir):
 
       return jax.lax.scan(body, state, batches_)
 
-    return jax.jit(chunk)
+    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))  # seeds on axis 0
 
   chunks = {v: make_chunk(u) for v, u in parts.rl_update.items()}
   rl_init = jax.jit(parts.rl_init)
+  seed_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(config.seed), 100 + s))(
+    jnp.asarray(seeds, jnp.int32)
+  )
+  at = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
   compile_s = {}
   rows, walls = [], {}
-  for seed in config.seeds:
-    for arm_name in config.arms:
-      arm = config_mod.ARMS[arm_name]
-      hp = arm_hparams(parts.estimator, arm, config)
-      state = rl_init(ws_params)
-      key = jax.random.fold_in(jax.random.key(config.seed), 100 + seed)
-      fresh = arm['prm'] not in compile_s  # this arm's first chunk compiles
-      t_arm = time.time()
+  for arm_name in config.arms:
+    arm = config_mod.ARMS[arm_name]
+    hp = arm_hparams(parts.estimator, arm, config)
+    state = rl_init(ws_params)
+    state = jax.tree.map(lambda x: jnp.stack([x] * len(seeds)), state)
+    fresh = arm['prm'] not in compile_s  # this arm's first chunk compiles
+    t_arm = time.time()
+    for seed in seeds:
       rec = dict(
         phase='rl',
         arm=arm_name,
@@ -428,39 +434,46 @@ def run(config, workdir):
         **{f'eval_{k}': v for k, v in ws_eval.items()},
       )
       rows.append(writer.write(0, rec))
-      it = 0
-      bar = tqdm.tqdm(total=rl.iterations, desc=f'{arm_name} seed {seed}')
-      for b in batches(
-        train, rl.prompts_per_iter, 10_000 + seed, rl.iterations // per_call, per_call
-      ):
-        tc = time.time()
-        state, m = chunks[arm['prm']](state, b, key, hp)
-        m = jax.device_get(m)
-        if arm['prm'] not in compile_s:
-          compile_s[arm['prm']] = time.time() - tc
-        runs.check_finite(
-          dict(loss=m['loss']), ('loss',), phase=f'RL {arm_name}', step=it + per_call
-        )
-        for i in range(per_call):
-          it += 1
+    it = 0
+    bar = tqdm.tqdm(total=rl.iterations, desc=f'{arm_name} ({len(seeds)} seeds)')
+    per_seed = [
+      batches(train, rl.prompts_per_iter, 10_000 + seed, rl.iterations // per_call, per_call)
+      for seed in seeds
+    ]
+    for bs in zip(*per_seed):
+      b = {k: np.stack([x[k] for x in bs]) for k in bs[0]}
+      tc = time.time()
+      state, m = chunks[arm['prm']](state, b, seed_keys, hp)
+      m = jax.device_get(m)
+      if arm['prm'] not in compile_s:
+        compile_s[arm['prm']] = time.time() - tc
+      runs.check_finite(dict(loss=m['loss']), ('loss',), phase=f'RL {arm_name}', step=it + per_call)
+      evaluate_now = (it + per_call) % config.eval.every == 0
+      evals = [run_eval(at(state['params'], j)) for j in range(len(seeds))] if evaluate_now else []
+      for i in range(per_call):
+        it += 1
+        for j, seed in enumerate(seeds):
           rec = dict(phase='rl', arm=arm_name, seed=seed, iteration=it)
-          rec.update({k: float(v[i]) for k, v in m.items()})
-          if i == per_call - 1 and it % config.eval.every == 0:
-            rec.update({f'eval_{k}': v for k, v in run_eval(state['params']).items()})
+          rec.update({k: float(v[j, i]) for k, v in m.items()})
+          if i == per_call - 1 and evals:
+            rec.update({f'eval_{k}': v for k, v in evals[j].items()})
             rec['wall'] = time.time() - t_arm
           rows.append(writer.write(it, rec))
-        bar.update(per_call)
-        runs.at(f'{arm_name} seed {seed}, iteration {it} of {rl.iterations}')
-      bar.close()
-      walls[(arm_name, seed)] = time.time() - t_arm
-      per_it = (walls[(arm_name, seed)] - (compile_s[arm['prm']] if fresh else 0.0)) / rl.iterations
-      runs.note(
-        f'{arm_name} seed {seed}: {rl.iterations} iterations in {walls[(arm_name, seed)]:.0f} s '
-        f'({per_it:.2f} s/iteration incl. evaluation, compile excluded); compile '
-        f'{compile_s.get(arm["prm"], 0.0):.0f} s'
-      )
-      if not config.smoke:
-        _write_samples(workdir, parts, state['params'], test_b, arm_name, seed)
+      bar.update(per_call)
+      runs.at(f'{arm_name}, iteration {it} of {rl.iterations}')
+    bar.close()
+    wall = time.time() - t_arm
+    for seed in seeds:
+      walls[(arm_name, seed)] = wall  # the arm's seeds run together
+    per_it = (wall - (compile_s[arm['prm']] if fresh else 0.0)) / rl.iterations
+    runs.note(
+      f'{arm_name} ({len(seeds)} seeds batched): {rl.iterations} iterations in {wall:.0f} s '
+      f'({per_it:.2f} s/iteration for all seeds, incl. evaluation, compile excluded); compile '
+      f'{compile_s.get(arm["prm"], 0.0):.0f} s'
+    )
+    if not config.smoke:
+      for j, seed in enumerate(seeds):
+        _write_samples(workdir, parts, at(state['params'], j), test_b, arm_name, seed)
   writer.close()
   info = dict(
     warmstart=ws_info,

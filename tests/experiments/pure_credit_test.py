@@ -43,6 +43,8 @@ class PureCreditSmokeTest(absltest.TestCase):
     config = config_mod.get_config('smoke')
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       rows = [json.loads(line) for line in f]
+    with open(os.path.join(workdir, 'warmstart_curve.csv')) as f:
+      self.assertEqual(f.readline().strip(), 'step,validation_final_answer')
     ws = [r for r in rows if r['phase'] == 'warmstart']
     self.assertTrue(ws and all('val_accuracy' in r and 'accuracy' in r for r in ws))
     rl = [r for r in rows if r['phase'] == 'rl' and r['iteration'] > 0]
