@@ -1,21 +1,48 @@
 r"""PURE reproduction: sum-form process-reward credit is reward-hacked, min-form is not.
 
-PURE (arXiv 2504.15275) on arithmetic chains with a hackable scripted PRM (filler
-THINK steps score +f > c): one shared warm start, then arms A1-A4 x 2 seeds of
-PPO-clip from it, all in one process with one compile (the arm is a traced
-hyper-parameter of the `pure` estimator stage).
+PURE (arXiv 2504.15275) on arithmetic chains (K=3, fillers) with a hackable scripted PRM
+(filler THINK steps score +f > c): one shared warm start, then every arm x seed of PPO-clip
+from it, in one process; an arm is a set of traced hyper-parameters of the `pure` estimator
+stage (one compile per PRM variant) and its seeds run batched (vmap) in one program.
 
   python -m experiments.pure_credit --config configs/pure_credit.py \
-      --workdir results/pure_credit                 # default: A1-A4, 2 seeds (~15 min)
-  python -m experiments.pure_credit --config configs/pure_credit.py:pilot   # ~1-2 min
+      --workdir results/pure_credit   # default: 4 arms x 4 seeds x 150 it. (~30-40 min, see below)
+  python -m experiments.pure_credit --config configs/pure_credit.py:pilot   # 2 arms x 4 seeds
   python -m experiments.pure_credit --config configs/pure_credit.py:smoke   # seconds
-  python -m experiments.pure_credit --config configs/pure_credit.py:full    # ablations, 3 seeds
+  python -m experiments.pure_credit --config configs/pure_credit.py:full    # all arms, 8 seeds
+
+The protocol (judging the claims needs a baseline that learns):
+- Warm start: SFT stops at the first VALIDATION greedy final-answer accuracy >= 35%
+  (`warmstart.target_low`; validation problems disjoint from train and the reported held-out
+  ones). The K=3 filler task has the same SFT transition as the K=4 chains: validation
+  14.1% (step 150) -> 19.9 (160) -> 22.3 (170) -> 35.0 (180, 0.3496 < 0.35) -> 44.5% (190),
+  held-out 39.6% at the stop (pilot, seed 0); the old 20-40% band stopped at 24% mid-way.
+- RL update: the base recipe `configs/common.ARITH_RL_RECIPE` (Adam 1e-4, entropy bonus 0.01,
+  2 epochs x 2 minibatches, P=32, G=8, evaluation every 25). Kept from PURE: the k1 KL in the
+  reward (beta 1e-3, no KL in the loss) and its whitening (skip zeros). Budget 150
+  iterations (the recipe's 200 does not fit the time budget; >= 150 is the protocol's floor).
+- Arms (default): A1_vr_only (the VR-only / GRPO-like baseline of the gate), A2_sum_prm
+  (H1), A3_min_prm (H2), and `shuffled_reward` (= jaxca.report.NOISE_FLOOR_ARM: A1's pipeline
+  on another prompt's outcomes). The gate (`jaxca.report.gate`): A1 must gain >= 8 points of
+  held-out greedy final answer over the warm start and end above the noise floor in every
+  seed, else every claim reads UNTESTABLE. `:full` adds A3n_min_nomask and A2n_sum_nomask
+  (separator masking off), A4 / A5 (10% VR; H3), PRM-A, `baseline='seq'`, strict-min.
+- Separator masking: the official code's default masks (zeroes the advantage of) the step
+  separator tokens: PURE's OpenRLHF-based trainer has `--nomask_separator_adv` default False
+  and `returns.masked_fill_(process_reward_mask, 0)`. A3 follows it (`credit.mask_separators`);
+  A3n is the ablation (with one-token steps the mask leaves an early EOS or an empty step
+  without penalty).
+- Time: a pilot on this 2-core CPU at load ~8-10 (shared with three other jobs) spent about
+  1.3-1.45 CPU-seconds per seed-iteration (batching the seeds did not change it); quiet, that
+  is about 0.7-1.4 s per seed-iteration, so 4 arms x 4 seeds x 150 iterations
+  (2400 seed-iterations) + warm start (~190 SFT steps) + compiles is roughly 30-40 min,
+  more than the 25 min target; each arm moved to `:full` saves about a quarter.
 
 Without --workdir a run writes to runs/pure_credit. A run is not resumed mid-way:
 rerunning an unfinished workdir starts it over (a finished one is not rerun).
 
-Writes: config.json, metrics.jsonl, results.md (table, expected vs observed),
-f1_curves.png, f2_goodhart.png, f3_step_accuracy.png, samples.json.
+Writes: config.json, metrics.jsonl, results.md (tables, expected vs observed),
+warmstart_curve.csv, f1_curves.png, f2_goodhart.png, f3_step_accuracy.png, samples.json.
 """
 
 import ml_collections
@@ -51,7 +78,7 @@ ARMS = {
   'A3s_min_seq': dict(prm='B', transform='softmin', baseline='seq', prm_coef=1.0, vr=0.0),
   'A3m_strict_min': dict(prm='B', transform='strict_min', baseline='token', prm_coef=1.0, vr=0.0),
 }
-DEFAULT_ARMS = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', 'A3n_min_nomask', NOISE_FLOOR)
+DEFAULT_ARMS = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', NOISE_FLOOR)  # see the docstring
 FULL_ARMS = tuple(ARMS)
 
 
@@ -92,7 +119,7 @@ def get_config(arg=None):
   c.arms = DEFAULT_ARMS
   recipe = dict(common.ARITH_RL_RECIPE)  # the base RL recipe of the arith reproductions
   c.rl = dict(
-    iterations=recipe['iterations'],
+    iterations=150,  # the recipe's 200 does not fit the time budget (docstring); >= 150
     prompts_per_iter=recipe['prompts'],
     group_size=recipe['group_size'],
     temperature=recipe['temperature'],
@@ -113,6 +140,7 @@ def get_config(arg=None):
   if arg.full:
     c.seeds = (0, 1, 2, 3, 4, 5, 6, 7)
     c.arms = FULL_ARMS
+    c.rl.update(iterations=recipe['iterations'])
   if arg.smoke:
     c.smoke = True
     c.seeds = (0,)

@@ -3,8 +3,12 @@
 Commands and what to expect: configs/pure_credit.py. One process: a shared
 supervised warm start on arithmetic chains with filler steps (`THINK ;`), then
 every arm x seed of PPO-clip from it with the `pure` estimator stage; the arm
-(PRM variant, transform, baseline, PRM / VR / KL coefficients) is a set of
-traced arrays, so the RL chunk compiles once. The scripted PRM (`jaxca.prm`)
+(PRM variant, transform, baseline, PRM / VR / KL coefficients, separator mask,
+shuffled VR for the noise floor) is a set of traced arrays, so the RL chunk
+compiles once per PRM variant, and an arm's seeds run batched (vmap) in one call.
+Every default run holds the VR-only baseline and the shuffled-reward noise floor:
+the claims are judged behind `jaxca.report.gate` (UNTESTABLE when the baseline does
+not learn in every seed). The scripted PRM (`jaxca.prm`)
 rewards a filler step (+f) above a correct value step (+c), so a learner that
 sums step rewards gains by writing fillers; min-form credit sees only the worst
 step. Where runs write, config drift, errors and the closing line: `jaxca.runs`.
@@ -887,8 +891,11 @@ def write_results(workdir, config, rows, walls, info):
     '- Greedy accuracy is the final-answer verifier (EOS-terminated, exactly K value steps, '
     'fillers anywhere, last value right); exact match is not used because targets with fillers '
     'are not unique.',
-    '- Settings tried: only the committed config (no tuning; the warm-start stop rule and '
-    'iteration count come from the spec and the pilot).',
+    '- Settings tried: the committed config only. The warm-start band (first validation '
+    'final answer >= 35%) and the base recipe follow the protocol of the arith reproductions '
+    '(`configs/common.ARITH_RL_RECIPE`); a 20-iteration pilot chose neither (it timed the run).',
+    '- The table\'s "wall s" is the arm\'s wall clock for all its seeds together (they run '
+    'batched in one program).',
   ]
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
