@@ -420,6 +420,7 @@ def run(config, workdir):
     jnp.asarray(seeds, jnp.int32)
   )
   at = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+  greedy = make_greedy(parts)
   compile_s = {}
   rows, walls = [], {}
   for arm_name in config.arms:
@@ -477,7 +478,7 @@ def run(config, workdir):
     )
     if not config.smoke:
       for j, seed in enumerate(seeds):
-        _write_samples(workdir, parts, at(state['params'], j), test_b, arm_name, seed)
+        _write_samples(workdir, parts, greedy, at(state['params'], j), test_b, arm_name, seed)
   writer.close()
   info = dict(
     warmstart=ws_info,
@@ -493,14 +494,20 @@ def run(config, workdir):
   return summary
 
 
-def _write_samples(workdir, parts, params, test_b, arm_name, seed):
+def make_greedy(parts):
+  """A jitted greedy sampler of a few responses (compiled once, shared by every arm)."""
+  voc = parts.task.vocab
+  return jax.jit(lambda p, b: sampling.sample(
+    parts.policy, p, jax.random.key(0), b['prompts'], lm.prompt_mask(parts.task, b['prompts']),
+    num_samples=1, max_new_tokens=parts.task.response_len, eos_id=voc.eos_id, pad_id=voc.pad_id,
+    greedy=True))  # fmt: skip
+
+
+def _write_samples(workdir, parts, greedy, params, test_b, arm_name, seed):
   """A few greedy responses of the final policy, decoded (samples.json)."""
   small = {k: v[:4] for k, v in test_b.items()}
   voc = parts.task.vocab
-  s = jax.device_get(jax.jit(lambda p, b: sampling.sample(
-    parts.policy, p, jax.random.key(0), b['prompts'], lm.prompt_mask(parts.task, b['prompts']),
-    num_samples=1, max_new_tokens=parts.task.response_len, eos_id=voc.eos_id, pad_id=voc.pad_id,
-    greedy=True))(params, small))  # fmt: skip
+  s = jax.device_get(greedy(params, small))
   path = os.path.join(workdir, 'samples.json')
   data = json.load(open(path)) if os.path.exists(path) else {}
   data[f'{arm_name}/seed{seed}'] = [
