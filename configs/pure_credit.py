@@ -6,7 +6,7 @@ from it, in one process; an arm is a set of traced hyper-parameters of the `pure
 stage (one compile per PRM variant) and its seeds run batched (vmap) in one program.
 
   python -m experiments.pure_credit --config configs/pure_credit.py \
-      --workdir results/pure_credit   # default: 4 arms x 4 seeds x 150 it. (~30-40 min, see below)
+      --workdir results/pure_credit   # default: 4 arms x 4 seeds x 150 it. (~40 min, see below)
   python -m experiments.pure_credit --config configs/pure_credit.py:pilot   # 2 arms x 4 seeds
   python -m experiments.pure_credit --config configs/pure_credit.py:smoke   # seconds
   python -m experiments.pure_credit --config configs/pure_credit.py:full    # all arms, 8 seeds
@@ -32,11 +32,14 @@ The protocol (judging the claims needs a baseline that learns):
   and `returns.masked_fill_(process_reward_mask, 0)`. A3 follows it (`credit.mask_separators`);
   A3n is the ablation (with one-token steps the mask leaves an early EOS or an empty step
   without penalty).
-- Time: a pilot on this 2-core CPU at load ~8-10 (shared with three other jobs) spent about
-  1.3-1.45 CPU-seconds per seed-iteration (batching the seeds did not change it); quiet, that
-  is about 0.7-1.4 s per seed-iteration, so 4 arms x 4 seeds x 150 iterations
-  (2400 seed-iterations) + warm start (~190 SFT steps) + compiles is roughly 30-40 min,
-  more than the 25 min target; each arm moved to `:full` saves about a quarter.
+- Time: a 20-iteration pilot (2 arms x 4 seeds batched) on this 2-core CPU at load 7.7-8.5
+  (shared with three other jobs) ran 2.1 (A1) and 3.9 (A2) wall seconds per seed-iteration
+  (evaluation included, compile excluded: 124 s), 1.3-1.45 CPU-seconds; batching the seeds
+  did not change the CPU cost. Quiet, that is about 0.7-1.5 s per seed-iteration, so
+  4 arms x 4 seeds x 150 iterations (2400 seed-iterations) + warm start (~190 SFT steps) +
+  compile is roughly 30-60 min (most likely ~40), over the 25 min target: the four arms are
+  the gate's two and one per judged claim, so nothing more moves to `:full`; the sampler
+  decodes all L_max = 24 tokens while responses average ~5-6 tokens.
 
 Without --workdir a run writes to runs/pure_credit. A run is not resumed mid-way:
 rerunning an unfinished workdir starts it over (a finished one is not rerun).
