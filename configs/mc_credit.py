@@ -53,7 +53,7 @@ from configs import common
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, pilot=False, full=False)
   c = ml_collections.ConfigDict()
-  c.seeds = [0, 1, 2, 3]
+  c.seeds = (0, 1, 2, 3)
   c.task = dict(name='arith', num_steps=4, modulus=10, ops='invertible')
   # Generated on the host (jaxca.warmstart.make_splits): the warm start stops on the
   # validation share (carved out of the train side by problem hash), results use the test.
@@ -81,12 +81,14 @@ def get_config(arg=None):
     temperature=recipe['temperature'],
     num_epochs=recipe['num_epochs'],
     num_minibatches=recipe['num_minibatches'],
-    lr=recipe['lr'],
     # Every 5 iterations (the design's schedule, not the recipe's 25): the equal-iteration
     # view reads every arm at the MC arms' last iteration, so evaluations must be dense.
     eval_every=5,
     mc_min_bucket=64,  # smallest MC prefix batch (buckets are powers of two)
   )
+  # The RL optimizer (jaxca.train.make_optimizer; fresh, not the warm start's): Adam with the
+  # recipe's learning rate, grad-norm clip 1.
+  c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   c.loss = dict(clip_eps=0.2, agg_mode='token_mean', ent_coef=recipe['ent_coef'], kl_coef=0.0)
   # Arms: name -> estimator spec and options. mc: '' | 'steps' (VinePPO states) | 'spo'
   # (states before SPO cut tokens); critic: train a separate critic (PPO-GAE); wall_budget:
@@ -126,13 +128,13 @@ def get_config(arg=None):
     chunk=32,  # prefixes per MC call (x samples rows)
   )
   if arg.pilot:  # timing: every arm runs rl.iterations (no wall budget), the probe once
-    c.seeds = [0]
+    c.seeds = (0,)
     c.rl.update(iterations=15)
     for arm in ('ppo_gae', 'vineppo_k9', 'spo_chain_k9'):
       c.arms[arm].wall_budget = ''
     c.probe.checkpoints = (-1,)
   if arg.full:  # for accelerators: 8 seeds, the recipe's 200 iterations for every arm, K3
-    c.seeds = list(range(8))
+    c.seeds = tuple(range(8))
     c.rl.iterations = recipe['iterations']
     for arm in ('ppo_gae', 'vineppo_k9', 'spo_chain_k9'):
       c.arms[arm].wall_budget = ''
@@ -142,7 +144,7 @@ def get_config(arg=None):
     c.run_arms = c.run_arms + ('vineppo_k3',)
   c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
-    c.seeds = [0]
+    c.seeds = (0,)
     c.task.num_steps = 2
     c.data.update(num_train=256, num_test=16, num_validation=16)
     c.policy.update(width=32, depth=1, num_heads=2, max_len=20)

@@ -129,8 +129,10 @@ def get_config(arg=None):
     num_epochs=recipe['num_epochs'],
     num_minibatches=recipe['num_minibatches'],
     iters_per_call=5,  # RL iterations per jitted chunk (lax.scan)
-    lr=recipe['lr'],
   )
+  # The RL optimizer (jaxca.train.make_optimizer; fresh, not the warm start's): Adam with the
+  # recipe's learning rate, grad-norm clip 1.
+  c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   # No KL in the loss: PURE puts a k1 KL in the reward (credit.kl_coef).
   c.loss = dict(clip_eps=0.2, agg_mode='token_mean', kl_coef=0.0, ent_coef=recipe['ent_coef'])
   c.eval = dict(every=recipe['eval_every'], num_prompts=512)  # a multiple of rl.iters_per_call

@@ -315,8 +315,8 @@ def progress_postfix(rec):
 
 
 def _poison(state, nan_after):
-  """Fault injection (tests): NaN params after RL step `nan_after` (-1: off)."""
-  if nan_after < 0:
+  """Fault injection (tests): NaN params after RL step `nan_after` (None: off)."""
+  if nan_after is None:
     return state
   state['params'] = jax.tree.map(
     lambda p: jax.numpy.where(state['step'] > nan_after, np.nan, p), state['params']

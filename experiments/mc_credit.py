@@ -111,7 +111,7 @@ class Arm:
     self.name, self.cfg = name, config.arms[name]
     self.est = _estimator(config, self.cfg)
     rl = config.rl
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(config.optim)
     self.critic = critic if self.cfg.critic else None
     self.ctx = train_lib.make_optimizer(dict(name='adam', lr=config.critic.lr, max_grad_norm=1.0))
     providers = {}
@@ -886,7 +886,7 @@ steps until validation greedy exact match first reached
 RL recipe of the arithmetic reproductions (configs/common.ARITH_RL_RECIPE):
 {config.rl.prompts} prompts x G={config.rl.group_size} per iteration, PPO-clip
 {config.loss.clip_eps}, {config.rl.num_epochs} epochs x {config.rl.num_minibatches}
-minibatches, Adam {config.rl.lr} (grad-norm clip 1), entropy bonus {config.loss.ent_coef}, no
+minibatches, Adam {config.optim.lr} (grad-norm clip 1), entropy bonus {config.loss.ent_coef}, no
 KL. Budget: {budget_text(config)} Held-out greedy evaluation on {config.data.num_test} prompts
 every {config.rl.eval_every} iterations and at a run's last iteration. Seeds: {seeds} (a seed
 fixes the batches and sampling keys, identical across arms). Noise floor

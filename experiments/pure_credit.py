@@ -210,7 +210,7 @@ def build(config):
     for v in ('A', 'B')
   }
   sft_tx = train_lib.make_optimizer(dict(name='adam', lr=config.warmstart.lr, max_grad_norm=1.0))
-  rl_tx = train_lib.make_optimizer(dict(name='adam', lr=config.rl.lr, max_grad_norm=1.0))
+  rl_tx = train_lib.make_optimizer(config.optim)
   providers = {
     'vr_reference': lambda ctx: dict(vr_reference=(ctx.batch['index'] % 10 == 0)),
   }
@@ -817,7 +817,7 @@ def write_results(workdir, config, rows, walls, info):
     f'w={config.prm.w}, f={config.prm.f}, noise {config.prm.noise}. G={config.rl.group_size}, '
     f'{config.rl.prompts_per_iter} prompts/iteration, {config.rl.iterations} iterations, seeds '
     f'{list(config.seeds)}, PPO-clip 0.2, {config.rl.num_epochs} epoch(s) x '
-    f'{config.rl.num_minibatches} minibatches, Adam {config.rl.lr} (grad-norm clip 1), entropy '
+    f'{config.rl.num_minibatches} minibatches, Adam {config.optim.lr} (grad-norm clip 1), entropy '
     f'bonus {config.loss.ent_coef}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
     f'{config.credit.temperature}; held-out evaluation every {config.eval.every} iterations.',
     '',

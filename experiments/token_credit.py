@@ -172,7 +172,7 @@ class Arm:
       )
     )
     rl = config.rl
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(config.optim)
     providers, hosts = {}, ()
     if self.cfg.planning == 'sep':
       providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
@@ -1029,7 +1029,7 @@ Readings implemented (labelled; constants unverified against the papers):
 
 Every arm x seed from the warm start with the base RL recipe of the arithmetic reproductions
 (`configs/common.ARITH_RL_RECIPE`): {rl.prompts} prompts x G={rl.group_size} per iteration at
-temperature {rl.temperature}, outcome reward, Adam {rl.lr} (grad-norm clip 1.0, fresh
+temperature {rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip 1.0, fresh
 optimiser state), {rl.num_epochs} epoch(s) x {rl.num_minibatches} minibatches, entropy bonus
 {config.loss.ent_coef}; {rl.iterations} iterations or {rl.max_wall_s:.0f} s of training wall
 clock (compile and evaluation excluded; a safety cap), whichever first; held-out greedy exact

@@ -28,8 +28,9 @@ def test_configs_validate_and_the_default_follows_the_protocol():
   assert len(c.seeds) >= 4 and c.rl.iterations >= 150
   assert c.run_arms[:2] == ('grpo', report.NOISE_FLOOR_ARM)
   assert c.arms[report.NOISE_FLOOR_ARM].estimator == 'shuffled_reward'
-  for key in ('lr', 'num_epochs', 'num_minibatches', 'prompts', 'group_size', 'eval_every'):
+  for key in ('num_epochs', 'num_minibatches', 'prompts', 'group_size', 'eval_every'):
     assert c.rl[key] == common.ARITH_RL_RECIPE[key], key
+  assert c.optim.lr == common.ARITH_RL_RECIPE['lr']
   assert c.loss.ent_coef == common.ARITH_RL_RECIPE['ent_coef']
   assert c.warmstart.band[0] == 0.35
   assert set(config_mod.get_config('full').run_arms) == set(c.arms)
