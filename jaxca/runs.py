@@ -16,7 +16,9 @@ One place decides, for every `python -m experiments.<name>` run:
     of steps, evaluation / checkpoint cadence: keys that do not change what is
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
-    `--allow_config_change`); a refused run leaves `config.json` untouched. A key that
+    `--allow_config_change`); a refused run leaves `config.json` untouched. The old
+    `config.json` is read through `RENAMES` first (keys renamed since it was written), so a
+    rename alone is not a change. A key that
     changes the shapes of the checkpointed state (the experiment's `shape_keys`, or
     any change a restore finds) is refused even with `--allow_config_change`.
   * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
