@@ -39,6 +39,7 @@ loaded machine) comes first.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -90,6 +91,15 @@ RECIPES = {
 }
 
 
+def _arm(arm):
+  """A copy of `arm` whose `loss.clip_eps_high=None` stays settable on the command line."""
+  loss = {
+    k: config_dict.placeholder(float) if k == 'clip_eps_high' and v is None else v
+    for k, v in arm['loss'].items()
+  }
+  return dict(arm, loss=loss)
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, pilot=False, calibrate=False)
   c = ml_collections.ConfigDict()
@@ -125,19 +135,21 @@ def get_config(arg=None):
   # The shared loss keys; each arm's `loss` overrides them (jaxca.objectives.from_config).
   c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=recipe['ent_coef'])
   # The arm definitions, and which of them run in which order (a ConfigDict sorts its keys).
-  c.arms = {k: dict(v) for k, v in ARMS.items()}
+  c.arms = {k: _arm(v) for k, v in ARMS.items()}
   c.run_arms = tuple(ARMS)
   if arg.calibrate:  # results/recipe_calibration: 2 seeds x 5 recipes + the noise floor
     c.seeds = (0, 1)
     c.rl.update(iterations=200, max_wall_s=1e4)  # judged at equal iterations, not wall clock
     base = ARMS['ppo_clip']
-    c.arms = {'shuffled_reward': dict(ARMS['shuffled_reward'])}
+    c.arms = {'shuffled_reward': _arm(ARMS['shuffled_reward'])}
     for name, r in RECIPES.items():
-      c.arms[name] = dict(
-        label=name,
-        loss=dict(base['loss'], ent_coef=r['ent_coef']),
-        rl=dict(r['rl']),
-        optim=dict(r['optim']),
+      c.arms[name] = _arm(
+        dict(
+          label=name,
+          loss=dict(base['loss'], ent_coef=r['ent_coef']),
+          rl=dict(r['rl']),
+          optim=dict(r['optim']),
+        )
       )
     c.run_arms = tuple(RECIPES) + ('shuffled_reward',)
     c.objectives_differ = False
