@@ -90,9 +90,10 @@ def _write_json(workdir, obj):
     json.dump(obj, f)
 
 
-def _pre_rename_policy_objectives(config):
-  """The config.json a policy_objectives run wrote before the issue-22 renames."""
-  old = runs.config_json(config)
+def pre_rename_policy_objectives(config):
+  """The config.json a policy_objectives run wrote before the issue-22 renames (`config`: a
+  ConfigDict or its JSON dict)."""
+  old = json.loads(json.dumps(config if isinstance(config, dict) else runs.config_json(config)))
   old['rl']['lr'] = old.pop('optim')['lr']
   for name, arm in old['arms'].items():
     if arm['loss'].get('clip_eps_high', 0) is None:
@@ -106,10 +107,10 @@ def test_a_workdir_written_before_the_renames_resumes(tmp_path):
   # policy_objectives: rl.lr -> optim.lr (also per arm), clip_eps_high 0.0 -> None.
   for arg in ('smoke', 'calibrate'):
     new = po_config.get_config(arg)
-    _write_json(tmp_path, _pre_rename_policy_objectives(new))
+    _write_json(tmp_path, pre_rename_policy_objectives(new))
     diffs = runs.check_resume(str(tmp_path), new)  # no refusal
     assert [k for k, _, _ in diffs] == ['optim.max_grad_norm', 'optim.name'], diffs
-    assert runs.same_run(_pre_rename_policy_objectives(new), new)  # done.json: complete
+    assert runs.same_run(pre_rename_policy_objectives(new), new)  # done.json: complete
   # arith_rl: the "off" sentinels 0.0, '' and -1 became None.
   old = runs.config_json(arith_config.get_config('smoke'))
   old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
@@ -129,13 +130,13 @@ def test_a_workdir_written_before_the_renames_resumes(tmp_path):
 
 def test_a_real_change_against_a_pre_rename_workdir_is_refused(tmp_path):
   new = po_config.get_config('smoke')
-  old = _pre_rename_policy_objectives(new)
+  old = pre_rename_policy_objectives(new)
   old['rl']['lr'] = 2e-4
   _write_json(tmp_path, old)
   with pytest.raises(runs.ConfigError, match=r'config\.optim\.lr: 0\.0002 -> 0\.0001'):
     runs.check_resume(str(tmp_path), new)
   assert not runs.same_run(old, new)
-  old = _pre_rename_policy_objectives(new)
+  old = pre_rename_policy_objectives(new)
   old['arms']['clip_higher']['loss']['clip_eps_high'] = 0.0  # was "= clip_eps", now 0.28
   _write_json(tmp_path, old)
   with pytest.raises(runs.ConfigError, match=r'arms\.clip_higher\.loss\.clip_eps_high: None'):
