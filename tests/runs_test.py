@@ -150,6 +150,23 @@ def test_a_real_change_against_a_pre_rename_workdir_is_refused(tmp_path):
     runs.check_resume(str(tmp_path), new)
 
 
+def test_arith_rl_compare_reads_renamed_keys_by_their_new_names(tmp_path):
+  from experiments import arith_rl  # noqa: PLC0415
+
+  old = runs.config_json(arith_config.get_config('smoke'))
+  old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
+  old.update(init_from='', debug=dict(nan_after_step=-1))
+  for name, config in (('old', old), ('new', runs.config_json(arith_config.get_config('smoke')))):
+    os.makedirs(tmp_path / name)
+    _write_json(tmp_path / name, config)
+  dirs = [str(tmp_path / 'old'), str(tmp_path / 'new')]
+  assert arith_rl.config_differences(dirs) == []
+  assert arith_rl.config_differences(dirs[::-1]) == []
+  old['policy']['width'] = 32
+  _write_json(tmp_path / 'old', old)
+  assert ['policy.width: 32 vs 16' in d for d in arith_rl.config_differences(dirs)] == [True]
+
+
 def test_an_old_key_on_the_command_line_names_the_new_one():
   config = po_config.get_config('calibrate')
   msg = runs.unknown_key_message(config, 'rl.lr')
