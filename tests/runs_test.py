@@ -303,7 +303,7 @@ def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
   import subprocess  # noqa: PLC0415
 
   def git(*args):
-    subprocess.run(['git', *args], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(['git', *args], cwd=tmp_path, check=True, capture_output=True, timeout=30)
 
   git('init', '-q')
   for i in range(2):
