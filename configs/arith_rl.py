@@ -44,6 +44,7 @@ config runs in seconds of CPU time.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -105,7 +106,7 @@ def get_config(arg=None):
   )
   c.loss = dict(
     clip_eps=0.2,
-    clip_eps_high=0.0,  # 0 means = clip_eps
+    clip_eps_high=config_dict.placeholder(float),  # None: = clip_eps
     agg_mode='token_mean',
     kl_coef=0.0,
     # 'fixed' or 'adaptive' (Ziegler et al., arXiv 1909.08593 Eq. 2: kl_coef moves towards
@@ -115,17 +116,17 @@ def get_config(arg=None):
     kl_horizon=10000.0,
     ent_coef=0.01,  # keeps exploring: without it the entropy collapses (see results)
     vf_coef=0.5,
-    vf_clip=0.0,
+    vf_clip=config_dict.placeholder(float),  # None: the value loss is not clipped
   )
   # Fresh optimizer for RL (its state is not carried over from the warm start).
   c.optim = dict(name='adam', lr=2e-4, max_grad_norm=1.0, warmup_steps=0, anneal_steps=0, kwargs={})
   c.eval = dict(every=50, num_prompts=512)  # every: RL steps, a multiple of steps_per_call
   c.train = dict(ckpt_every=50, max_to_keep=2)  # RL and warm start; multiple of steps_per_call
   # Path to a workdir (or its checkpoints/warmstart dir) whose warm-start params
-  # start RL here; '' runs the warm start in this workdir.
-  c.init_from = ''
-  # Fault injection for tests: set the params to NaN after this RL step (-1: off).
-  c.debug = dict(nan_after_step=-1)
+  # start RL here; None runs the warm start in this workdir.
+  c.init_from = config_dict.placeholder(str)
+  # Fault injection for tests: set the params to NaN after this RL step (None: off).
+  c.debug = dict(nan_after_step=config_dict.placeholder(int))
   if arg.smoke:
     c.data.update(num_train=512, num_test=64, num_validation=16)
     c.policy.update(width=16, depth=1, num_heads=2)

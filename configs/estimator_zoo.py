@@ -76,9 +76,11 @@ def get_config(arg=None):
     temperature=recipe['temperature'],
     num_epochs=recipe['num_epochs'],
     num_minibatches=recipe['num_minibatches'],
-    lr=recipe['lr'],
     eval_every=recipe['eval_every'],
   )
+  # The RL optimizer (jaxca.train.make_optimizer; fresh, not the warm start's): Adam with the
+  # recipe's learning rate, grad-norm clip 1.
+  c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   # The one objective of every arm (jaxca.objectives.from_config keys).
   c.loss = dict(
     objective='ppo_clip',

@@ -90,8 +90,8 @@ def full_arms():
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, pilot=False, full=False)
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.num_seeds = 4
+  c.seed = 0  # the base key: layouts, evaluation tasks; seed s runs from fold_in(key(seed), s)
+  c.seeds = (0, 1, 2, 3)  # the RL runs of every arm
   # KeyDoor (jaxca.envs.keydoor): size x size grid, walls, horizon H turns, layout pools.
   c.env = dict(size=5, num_walls=3, horizon=20, num_layouts=32, layout_seed=0)
   c.policy = dict(width=64, depth=2, num_heads=4, max_len=128, dtype='float32', value_head=False)
@@ -110,7 +110,7 @@ def get_config(arg=None):
   c.eval = dict(every=10, num_tasks=128)
   if arg.full:
     c.arms = full_arms()
-    c.num_seeds = 8
+    c.seeds = tuple(range(8))
   if arg.pilot:
     c.rl.iterations = 20
     c.eval.every = 10
@@ -121,5 +121,5 @@ def get_config(arg=None):
     c.rl.update(iterations=3, tasks_per_iter=4, group_size=4)
     c.eval.update(every=2, num_tasks=8)
     c.arms = default_arms() + [_arm('mtgrpo_msn', 1.0, 1.0, key=TURN)]
-    c.num_seeds = 1
+    c.seeds = (0,)
   return c

@@ -22,6 +22,7 @@ smoke run takes ~1 min of CPU time, dominated by compilation.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -62,12 +63,12 @@ def get_config(arg=None):
   )
   c.loss = dict(
     clip_eps=0.2,
-    clip_eps_high=0.0,
+    clip_eps_high=config_dict.placeholder(float),  # None: = clip_eps
     agg_mode='token_mean',
     kl_coef=0.0,
     ent_coef=0.0,
     vf_coef=0.5,
-    vf_clip=0.0,
+    vf_clip=config_dict.placeholder(float),  # None: the value loss is not clipped
   )
   c.optim = dict(name='adam', lr=1e-6, max_grad_norm=1.0, warmup_steps=0, anneal_steps=0, kwargs={})
   c.eval = dict(every=20, num_prompts=64)  # every: a multiple of rl.steps_per_call

@@ -39,6 +39,7 @@ loaded machine) comes first.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -46,7 +47,7 @@ from configs import common
 ARMS = {
   'ppo_clip': dict(
     label='PPO-clip (eps 0.2)',
-    loss=dict(objective='ppo_clip', clip_eps=0.2, clip_eps_high=0.0, agg_mode='token_mean'),
+    loss=dict(objective='ppo_clip', clip_eps=0.2, clip_eps_high=None, agg_mode='token_mean'),
   ),
   'clip_higher': dict(
     label='clip-higher (0.2 / 0.28)',
@@ -64,7 +65,7 @@ ARMS = {
   # outcomes (estimators.group.shuffled_reward).
   'shuffled_reward': dict(
     label='shuffled reward (noise floor)',
-    loss=dict(objective='ppo_clip', clip_eps=0.2, clip_eps_high=0.0, agg_mode='token_mean'),
+    loss=dict(objective='ppo_clip', clip_eps=0.2, clip_eps_high=None, agg_mode='token_mean'),
     credit=dict(estimator='shuffled_reward'),
   ),
 }
@@ -72,12 +73,31 @@ ARMS = {
 # The calibration sweep of the base recipe (common.ARITH_RL_RECIPE): PPO-clip on GRPO
 # advantages under a few learning rates, entropy bonuses and update shapes, and the noise floor.
 RECIPES = {
-  'r_lr2e-4_ent01_2x2': dict(rl=dict(lr=2e-4, num_epochs=2, num_minibatches=2), ent_coef=0.01),
-  'r_lr1e-4_ent01_2x2': dict(rl=dict(lr=1e-4, num_epochs=2, num_minibatches=2), ent_coef=0.01),
-  'r_lr2e-4_ent0_2x2': dict(rl=dict(lr=2e-4, num_epochs=2, num_minibatches=2), ent_coef=0.0),
-  'r_lr2e-4_ent01_1x1': dict(rl=dict(lr=2e-4, num_epochs=1, num_minibatches=1), ent_coef=0.01),
-  'r_lr1e-4_ent01_1x1': dict(rl=dict(lr=1e-4, num_epochs=1, num_minibatches=1), ent_coef=0.01),
+  'r_lr2e-4_ent01_2x2': dict(
+    optim=dict(lr=2e-4), rl=dict(num_epochs=2, num_minibatches=2), ent_coef=0.01
+  ),
+  'r_lr1e-4_ent01_2x2': dict(
+    optim=dict(lr=1e-4), rl=dict(num_epochs=2, num_minibatches=2), ent_coef=0.01
+  ),
+  'r_lr2e-4_ent0_2x2': dict(
+    optim=dict(lr=2e-4), rl=dict(num_epochs=2, num_minibatches=2), ent_coef=0.0
+  ),
+  'r_lr2e-4_ent01_1x1': dict(
+    optim=dict(lr=2e-4), rl=dict(num_epochs=1, num_minibatches=1), ent_coef=0.01
+  ),
+  'r_lr1e-4_ent01_1x1': dict(
+    optim=dict(lr=1e-4), rl=dict(num_epochs=1, num_minibatches=1), ent_coef=0.01
+  ),
 }
+
+
+def _arm(arm):
+  """A copy of `arm` whose `loss.clip_eps_high=None` stays settable on the command line."""
+  loss = {
+    k: config_dict.placeholder(float) if k == 'clip_eps_high' and v is None else v
+    for k, v in arm['loss'].items()
+  }
+  return dict(arm, loss=loss)
 
 
 def get_config(arg=None):
@@ -104,25 +124,32 @@ def get_config(arg=None):
     temperature=recipe['temperature'],
     num_epochs=recipe['num_epochs'],  # > 1 (see the docstring): otherwise r = 1 and the
     num_minibatches=recipe['num_minibatches'],  # objectives coincide
-    lr=recipe['lr'],
     eval_every=recipe['eval_every'],
   )
+  # The RL optimizer (jaxca.train.make_optimizer; fresh, not the warm start's): Adam, grad-norm
+  # clip 1. An arm's `optim` keys override it (the calibration's learning rates).
+  c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   # Refuse arms with one gradient step per batch (where the objectives coincide).
   c.objectives_differ = True
   c.baseline = 'ppo_clip'  # the gate's baseline arm (jaxca.report.arm_gate)
   # The shared loss keys; each arm's `loss` overrides them (jaxca.objectives.from_config).
   c.loss = dict(agg_mode='token_mean', kl_coef=0.0, ent_coef=recipe['ent_coef'])
   # The arm definitions, and which of them run in which order (a ConfigDict sorts its keys).
-  c.arms = {k: dict(v) for k, v in ARMS.items()}
+  c.arms = {k: _arm(v) for k, v in ARMS.items()}
   c.run_arms = tuple(ARMS)
   if arg.calibrate:  # results/recipe_calibration: 2 seeds x 5 recipes + the noise floor
     c.seeds = (0, 1)
     c.rl.update(iterations=200, max_wall_s=1e4)  # judged at equal iterations, not wall clock
     base = ARMS['ppo_clip']
-    c.arms = {'shuffled_reward': dict(ARMS['shuffled_reward'])}
+    c.arms = {'shuffled_reward': _arm(ARMS['shuffled_reward'])}
     for name, r in RECIPES.items():
-      c.arms[name] = dict(
-        label=name, loss=dict(base['loss'], ent_coef=r['ent_coef']), rl=dict(r['rl'])
+      c.arms[name] = _arm(
+        dict(
+          label=name,
+          loss=dict(base['loss'], ent_coef=r['ent_coef']),
+          rl=dict(r['rl']),
+          optim=dict(r['optim']),
+        )
       )
     c.run_arms = tuple(RECIPES) + ('shuffled_reward',)
     c.objectives_differ = False

@@ -315,8 +315,8 @@ def progress_postfix(rec):
 
 
 def _poison(state, nan_after):
-  """Fault injection (tests): NaN params after RL step `nan_after` (-1: off)."""
-  if nan_after < 0:
+  """Fault injection (tests): NaN params after RL step `nan_after` (None: off)."""
+  if nan_after is None:
     return state
   state['params'] = jax.tree.map(
     lambda p: jax.numpy.where(state['step'] > nan_after, np.nan, p), state['params']
@@ -490,10 +490,11 @@ def config_differences(workdirs):
   configs = {w: runs.read_json(os.path.join(w, runs.CONFIG_FILE)) for w in workdirs}
   out = [f'{w} has no {runs.CONFIG_FILE}' for w, c in configs.items() if c is None]
   known = [(w, c) for w, c in configs.items() if c is not None]
-  for w, c in known[1:]:
+  first = known[0][1] if known else None
+  for w, c in known[1:]:  # keys renamed since a run was written are compared by their new name
     diffs = [
       f'{k}: {a!r} vs {b!r}'
-      for k, a, b in runs.config_diff(known[0][1], c)
+      for k, a, b in runs.config_diff(runs.migrate_config(first, c), runs.migrate_config(c, first))
       if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in COMPARE_KEYS)
     ]
     if diffs:

@@ -114,7 +114,7 @@ class Arm:
     estimator = arm_estimator(config, name)
     self.spec = estimator.name
     rl = config.rl
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(config.optim)
     self.update = bench.Aot(
       lm.make_rl_update(
         policy,
@@ -156,7 +156,7 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
     if not (np.isfinite(rec['loss']) and rec.get('params_finite', 1.0) == 1.0):
       raise FloatingPointError(
         f'{arm.name} seed {seed}: non-finite loss or parameters at iteration {it}; try a '
-        'smaller rl.lr.'
+        'smaller optim.lr.'
       )
     if it % rl.eval_every == 0:
       rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
@@ -346,8 +346,9 @@ steps, stopped at validation greedy exact match >=
 {report.percent_target(config.warmstart.band[0])} (held-out
 {100 * ws_info['exact_match']:.1f}%). Each run: {rl.prompts} prompts x G={rl.group_size} per step,
 outcome reward, loss `{json.dumps(config.loss.to_dict())}`, {rl.num_epochs} epoch(s) x
-{rl.num_minibatches} minibatches, Adam {rl.lr}; {rl.iterations} steps or {rl.max_wall_s:.0f} s of
-training wall clock; held-out greedy exact match every {rl.eval_every} steps. Seeds {seeds}: a
+{rl.num_minibatches} minibatches, Adam {config.optim.lr}; {rl.iterations} steps or
+{rl.max_wall_s:.0f} s of training wall clock;
+held-out greedy exact match every {rl.eval_every} steps. Seeds {seeds}: a
 seed fixes the batches and sampling keys, identical across arms. Arms (only the estimator
 differs):
 

@@ -63,9 +63,9 @@ def validate(config):
     raise runs.ConfigError(
       f'config.rl.num_minibatches={config.rl.num_minibatches} must divide P*G={b}.'
     )
-  if config.eval.every < 1 or config.rl.iterations < 1 or config.num_seeds < 1:
+  if config.eval.every < 1 or config.rl.iterations < 1 or not config.seeds:
     raise runs.ConfigError(
-      'config.eval.every, config.rl.iterations, config.num_seeds must be >= 1.'
+      'config.eval.every and config.rl.iterations must be >= 1, config.seeds non-empty.'
     )
   try:
     lm.loss_options(config.loss)  # the learner's own check of the loss section
@@ -196,11 +196,10 @@ def run(config, workdir):
   t_start = time.time()
   env, est, init_fn, step_fn, eval_fn = make_fns(config)
   arms = [dict(a) for a in config.arms]
-  num_seeds = config.num_seeds
-  runs_ = [(a, s) for a in arms for s in range(num_seeds)]
+  runs_ = [(a, s) for a in arms for s in config.seeds]
   r = len(runs_)
   base = jax.random.key(config.seed)
-  seed_keys = [jax.random.fold_in(base, s) for s in range(num_seeds)]
+  seed_keys = {s: jax.random.fold_in(base, s) for s in config.seeds}
   init_keys = jnp.stack([jax.random.fold_in(seed_keys[s], 0) for _, s in runs_])
   lrs = jnp.asarray([a['lr'] or config.optim.lr for a, _ in runs_], jnp.float32)
   hps = jax.tree.map(lambda *x: jnp.stack(x), *[arm_hparams(est, a) for a, _ in runs_])
@@ -548,7 +547,7 @@ def write_report(workdir, config, records, runs_, timing):
     'iteration for all runs).',
     f'Env: KeyDoor {config.env.size}x{config.env.size}, {config.env.num_walls} walls, H='
     f'{config.env.horizon}; {config.rl.tasks_per_iter} tasks x G={config.rl.group_size} per '
-    f'iteration, {config.rl.iterations} iterations, {config.num_seeds} seed(s); eval on '
+    f'iteration, {config.rl.iterations} iterations, {len(config.seeds)} seed(s); eval on '
     f'{config.eval.num_tasks} in-pool tasks every {config.eval.every} iterations, held-out '
     'layouts at the end.',
     '',

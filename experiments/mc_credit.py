@@ -61,8 +61,20 @@ def validate(config):
     )
   if config.rl.prompts * config.rl.group_size % config.rl.num_minibatches:
     raise runs.ConfigError('rl.prompts * rl.group_size must divide into rl.num_minibatches.')
-  if config.probe.enabled and 'ppo_gae' not in config.arms:
+  unknown = [a for a in config.run_arms if a not in config.arms]
+  if unknown:
+    raise runs.ConfigError(
+      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
+    )
+  if config.probe.enabled and 'ppo_gae' not in config.run_arms:
     raise runs.ConfigError('the value probe needs the ppo_gae arm.')
+  for i, name in enumerate(config.run_arms):
+    ref = config.arms[name].get('wall_budget', '')
+    if ref and ref not in config.run_arms[:i]:
+      raise runs.ConfigError(
+        f'arms.{name}.wall_budget must be empty or an arm run before it '
+        f'({list(config.run_arms[:i])}); got {ref!r}.'
+      )
 
 
 # ----------------------------------------------------------------------------- parts
@@ -99,7 +111,7 @@ class Arm:
     self.name, self.cfg = name, config.arms[name]
     self.est = _estimator(config, self.cfg)
     rl = config.rl
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(config.optim)
     self.critic = critic if self.cfg.critic else None
     self.ctx = train_lib.make_optimizer(dict(name='adam', lr=config.critic.lr, max_grad_norm=1.0))
     providers = {}
@@ -155,9 +167,23 @@ class Arm:
 # ----------------------------------------------------------------------------- learning runs
 
 
-def run_arm(config, arm, params0, critic_init, seed, train, test, evaluate, keep=()):
+def wall_budget(config, name, walls, seed) -> float:
+  """The training wall-clock cap of arm `name` in `seed`: `rl.max_wall_s`, or, with
+  `arms.<name>.wall_budget` = another arm, that arm's final training wall clock of the same
+  seed (`walls[(arm, seed)]`, seconds), whichever is smaller: the equal-wall-clock budget."""
+  ref = config.arms[name].get('wall_budget', '')
+  if not ref:
+    return float(config.rl.max_wall_s)
+  return min(float(config.rl.max_wall_s), float(walls[(ref, seed)]))
+
+
+def run_arm(
+  config, arm, params0, critic_init, seed, train, test, evaluate, keep=(), max_wall_s=None
+):
   """One learning run; returns (records, snapshots {iteration: (params, critic_params)})."""
-  rl = config.rl
+  budget = loop.budget(config.rl)
+  if max_wall_s is not None:
+    budget['max_wall_s'] = max_wall_s
   records, _, snaps = loop.run_arm(
     arm.steps(critic_init),
     params0,
@@ -165,7 +191,7 @@ def run_arm(config, arm, params0, critic_init, seed, train, test, evaluate, keep
     train,
     test,
     evaluate,
-    **loop.budget(rl),
+    **budget,
     keep=keep,
     snapshot=lambda st: jax.device_get((st['params'], st.get('critic_params'))),
     counters=('policy_tokens', 'mc_tokens'),
@@ -396,17 +422,31 @@ def _iters_to(recs, threshold):
   return None
 
 
-def summarize(records, seeds, arms):
+def _last_iter(records, arm, seed):
+  return max(r['iteration'] for r in records if r['arm'] == arm and r['seed'] == seed)
+
+
+def summarize(records, seeds, arms, capped=(), baseline='grpo'):
+  """{(arm, seed): costs and accuracies}: the equal-iteration, equal-wall-clock and
+  equal-generated-token views of one seed's arms.
+
+  The noise floor (`report.NOISE_FLOOR_ARM`) is summarised but sets none of the equal
+  budgets. Equal X: the smallest final X over the other arms of the seed, each arm read at
+  its last evaluation at or before it, except that a run in `capped` ({(arm, seed)} stopped
+  by its equal-wall-clock budget) is read at its final evaluation in the wall-clock view: its last
+  iteration began within the budget and may end up to one iteration past it.
+  """
   by = {
     (a, s): [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms for s in seeds
   }
+  claim_arms = [a for a in arms if a != report.NOISE_FLOOR_ARM]
   out = {}
   for s in seeds:
-    w_min = min(by[(a, s)][-1]['wall'] for a in arms)
-    t_min = min(by[(a, s)][-1]['tokens'] for a in arms)
-    i_min = min(by[(a, s)][-1]['iteration'] for a in arms)
+    w_min = min(by[(a, s)][-1]['wall'] for a in claim_arms)
+    t_min = min(by[(a, s)][-1]['tokens'] for a in claim_arms)
+    i_min = min(by[(a, s)][-1]['iteration'] for a in claim_arms)
     warm = by[(arms[0], s)][0]['eval_exact_match']
-    best = max(r.get('eval_exact_match', 0.0) for a in arms for r in by[(a, s)])
+    best = max(r.get('eval_exact_match', 0.0) for a in claim_arms for r in by[(a, s)])
     half = warm + 0.5 * (best - warm)
     for a in arms:
       recs = by[(a, s)]
@@ -414,18 +454,28 @@ def summarize(records, seeds, arms):
       its = [r for r in recs if r['iteration'] > 0]
       wall_mc = sum(r['host_s'] for r in its)
       wall_all = sum(r['sample_s'] + r['host_s'] + r['train_s'] for r in its)
+      eq_wall = report.value_at(recs, 'wall', w_min)
+      if (a, s) in capped:
+        eq_wall = last['eval_exact_match']
+      base = by.get((baseline, s))
       out[(a, s)] = dict(
         iters=last['iteration'],
         tokens=last['tokens'],
         policy_tokens=last['policy_tokens'],
         mc_tokens=last['mc_tokens'],
+        wall=last['wall'],
         s_per_iter=last['wall'] / max(last['iteration'], 1),
         mc_share=100.0 * wall_mc / max(wall_all, 1e-9),
         acc_iter20=report.value_at(recs, 'iteration', 20) if last['iteration'] >= 20 else None,
         acc_equal_iter=report.value_at(recs, 'iteration', i_min),
-        acc_equal_wall=report.value_at(recs, 'wall', w_min),
+        acc_equal_wall=eq_wall,
         acc_equal_tokens=report.value_at(recs, 'tokens', t_min),
+        baseline_at_final_iter=(
+          report.value_at(base, 'iteration', last['iteration']) if base else None
+        ),
         final=last['eval_exact_match'],
+        final_answer=last.get('eval_final_answer'),
+        sampled_acc=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
         auc_wall=_auc_vs(recs, 'wall', w_min),
         iters_to_half=_iters_to(recs, half),
         warm=warm,
@@ -447,12 +497,12 @@ def _cell(rows, key, pct=False, digits=2):
 
 
 def table_a(summary, seeds, arms, config):
+  """Costs per arm: mean over seeds (per-seed values in brackets)."""
   ep = config.rl.prompts * config.rl.group_size
   lines = [
     '| arm | iters | episodes | generated tokens (policy + MC) | s/iter | MC share of wall % | '
-    'acc @ iter 20 | acc @ equal iters | acc @ equal wall-clock | acc @ equal generated tokens '
-    '| final acc | AUC vs wall |',
-    '|---' * 12 + '|',
+    'training wall s | acc @ iter 20 | acc @ equal generated tokens |',
+    '|---' * 9 + '|',
   ]
   for a in arms:
     rows = [summary[(a, s)] for s in seeds]
@@ -461,10 +511,32 @@ def table_a(summary, seeds, arms, config):
       f'| {a} | {_cell(rows, "iters", digits=0)} | '
       f'{" / ".join(str(int(r["iters"]) * ep) for r in rows)} | {toks} | '
       f'{_cell(rows, "s_per_iter")} | {_cell(rows, "mc_share", digits=1)} | '
-      f'{_cell(rows, "acc_iter20", True)} | {_cell(rows, "acc_equal_iter", True)} | '
-      f'{_cell(rows, "acc_equal_wall", True)} | {_cell(rows, "acc_equal_tokens", True)} | '
-      f'{_cell(rows, "final", True)} | {_cell(rows, "auc_wall", True)} |'
+      f'{_cell(rows, "wall", digits=0)} | {_cell(rows, "acc_iter20", True)} | '
+      f'{_cell(rows, "acc_equal_tokens", True)} |'
     )
+  return '\n'.join(lines)
+
+
+ACCURACY_COLUMNS = (
+  ('final', 'final greedy exact match'),
+  ('acc_equal_iter', 'exact match @ equal iterations'),
+  ('baseline_at_final_iter', "GRPO @ this arm's final iteration"),
+  ('acc_equal_wall', 'exact match @ equal wall-clock'),
+  ('auc_wall', 'AUC vs wall'),
+  ('final_answer', 'final greedy final answer'),
+  ('sampled_acc', 'sampled accuracy (last 10 iterations)'),
+)
+
+
+def table_a_accuracy(summary, seeds, arms):
+  """Accuracies (%) per arm: mean ± sd [bootstrap 95% CI] over seeds, then per seed."""
+  lines = ['| arm | metric | mean ± sd [95% CI] | per seed |', '|---|---|---|---|']
+  for a in arms:
+    rows = [summary[(a, s)] for s in seeds]
+    for key, label in ACCURACY_COLUMNS:
+      vals = [r[key] for r in rows]
+      per = ', '.join(report.fmt(v, pct=True) for v in vals)
+      lines.append(f'| {a} | {label} | {report.fmt_ci(vals, pct=True)} | {per} |')
   return '\n'.join(lines)
 
 
@@ -487,7 +559,7 @@ def table_b(probe):
   return '\n'.join(lines)
 
 
-def expected_vs_observed(summary, seeds, arms, probe, smoke=False):
+def expected_vs_observed(summary, seeds, arms, probe, smoke=False, baseline='grpo'):
   """The confirm/refute rules applied to the measurements, behind the GRPO gate (`report`)."""
   claims = []
   if 'vineppo_k9' in arms and 'ppo_gae' in arms:
@@ -523,28 +595,41 @@ def expected_vs_observed(summary, seeds, arms, probe, smoke=False):
       )
     )
   if 'vineppo_k9' in arms:
-    its, ok = {}, []
+    its, ok, worse = {}, [], []
     for s in seeds:
       its[s] = {a: summary[(a, s)]['iters_to_half'] for a in arms}
-      vi = its[s]['vineppo_k9']
+      vi, v_ran = its[s]['vineppo_k9'], summary[('vineppo_k9', s)]['iters']
       others = [its[s][a] for a in ('grpo', 'ppo_gae') if a in its[s]]
       ok.append(vi is not None and all(o is None or vi < o for o in others))
+      # Another arm got there first: VinePPO later, or not at all within at least as many
+      # iterations of its own (a run cut by the wall-clock budget cannot say "later").
+      worse.append(
+        any(o is not None and (o < vi if vi is not None else o <= v_ran) for o in others)
+      )
     v = [summary[('vineppo_k9', s)] for s in seeds]
     if not any(r['half'] > r['warm'] for r in v):
       outcome, note = 'UNTESTABLE', 'no arm improved on the warm start: the threshold is the start'
     elif all(ok):
       outcome, note = 'CONFIRMED', ''
+    elif all(worse):
+      outcome, note = 'REFUTED', ''
     else:
-      outcome, note = 'INCONCLUSIVE', 'not confirmed; the design states no refutation rule'
+      outcome, note = 'INCONCLUSIVE', 'seeds disagree, or no arm reached the threshold'
     numbers = {'seeds': list(seeds), 'threshold %': [100 * r['half'] for r in v]}
+    numbers['VinePPO iterations run'] = [r['iters'] for r in v]
     for a in arms:
-      numbers[f'{a} iterations'] = ['never' if its[s][a] is None else its[s][a] for s in seeds]
+      numbers[f'{a} iterations to threshold'] = [
+        'never' if its[s][a] is None else its[s][a] for s in seeds
+      ]
     claims.append(
       report.Verdict(
         '"Fewer updates"',
         outcome,
-        'confirmed if VinePPO reaches warm + 0.5 (best - warm) in fewer iterations than GRPO '
-        'and PPO-GAE in every seed (evaluations every few iterations)',
+        'threshold = warm + 0.5 (best - warm), best over all arms but the noise floor; '
+        'confirmed if VinePPO reaches it in fewer iterations than GRPO and PPO-GAE in every '
+        'seed; refuted if in every seed GRPO or PPO-GAE reaches it first (VinePPO later, or '
+        'not within as many iterations of its own); else inconclusive (evaluations every '
+        'rl.eval_every iterations)',
         numbers,
         note,
       )
@@ -571,7 +656,7 @@ def expected_vs_observed(summary, seeds, arms, probe, smoke=False):
     )
   warm = {k: r['warm'] for k, r in summary.items()}
   final = {k: r['final'] for k, r in summary.items()}
-  gate = report.arm_gate(final, warm, seeds, arms, 'grpo')
+  gate = report.arm_gate(final, warm, seeds, arms, baseline)
   out = [report.expected_vs_observed(claims, gate, smoke)]
   if 'spo_chain_k9' in arms:
     parts = []
@@ -615,7 +700,7 @@ def plot(records, seeds, arms, path):
     ax.set_ylabel('held-out greedy exact match')
     ax.grid(alpha=0.3)
   axes[0].legend()
-  fig.suptitle('F6: accuracy vs iteration, generated tokens and wall-clock (dashed: seed 2)')
+  fig.suptitle('F6: accuracy vs iteration, generated tokens and wall-clock (dashed: later seeds)')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -668,7 +753,7 @@ def run(config, workdir):
   params0, ws_info = warmstart.warm_start(
     config, task, policy, train, validation, test, evaluate, workdir
   )
-  arms = list(config.arms)
+  arms = list(config.run_arms)
   built = {a: Arm(a, config, task, policy, critic) for a in arms}
 
   def critic_init(seed):
@@ -677,13 +762,17 @@ def run(config, workdir):
   keep = ()
   if config.probe.enabled:
     keep = tuple(config.probe.checkpoints)
-  records, snaps = [], {}
+  records, snaps, walls = [], {}, {}
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   with open(metrics_path, 'w') as f:
     for s in config.seeds:
       for a in arms:
         k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
-        recs, sn = run_arm(config, built[a], params0, critic_init, s, train, test, evaluate, k)
+        cap = wall_budget(config, a, walls, s)
+        recs, sn = run_arm(
+          config, built[a], params0, critic_init, s, train, test, evaluate, k, max_wall_s=cap
+        )
+        walls[(a, s)] = recs[-1]['wall']
         if sn:
           snaps = sn
         for r in recs:
@@ -702,14 +791,24 @@ def run(config, workdir):
     prober = Prober(config, task, policy, critic)
     for it in sorted(snaps):
       params, cparams = snaps[it]
+      t_ck = time.time()
       probe[it] = probe_checkpoint(
         config, task, policy, prober, params, cparams, test, jax.random.key(500 + it)
       )
-      runs.note(f'probe at PPO-GAE iteration {it}: done')
+      probe[it]['_counts']['seconds'] = round(time.time() - t_ck, 1)
+      runs.note(f'probe at PPO-GAE iteration {it}: {time.time() - t_ck:.0f} s')
     with open(os.path.join(workdir, 'probe.json'), 'w') as f:
       json.dump({str(k): v for k, v in probe.items()}, f, indent=1)
   t_probe = time.time() - t_probe
-  summary = summarize(records, list(config.seeds), arms)
+  capped = {
+    (a, s)
+    for a in arms
+    for s in config.seeds
+    if config.arms[a].get('wall_budget', '')
+    and walls[(a, s)]
+    and _last_iter(records, a, s) < config.rl.iterations
+  }
+  summary = summarize(records, list(config.seeds), arms, capped, config.baseline)
   plot(records, list(config.seeds), arms, os.path.join(workdir, 'f6_learning.png'))
   if probe:
     plot_probe(probe, os.path.join(workdir, 'f_probe.png'))
@@ -721,6 +820,7 @@ def run(config, workdir):
     arms,
     probe,
     ws_info,
+    capped,
     dict(
       total_s=time.time() - t_start,
       learn_s=t_learn,
@@ -738,7 +838,28 @@ def run(config, workdir):
   )
 
 
-def write_results(config, workdir, summary, arms, probe, ws_info, times):
+def budget_text(config) -> str:
+  """The learning runs' budget rule, in words."""
+  rl = config.rl
+  capped = {a: config.arms[a].get('wall_budget', '') for a in config.run_arms}
+  by_iter = [a for a, ref in capped.items() if not ref]
+  by_wall = [a for a, ref in capped.items() if ref]
+  text = f'{", ".join(by_iter)} run {rl.iterations} iterations'
+  if by_wall:
+    refs = sorted({capped[a] for a in by_wall})
+    text += (
+      f'; {", ".join(by_wall)} stop at {rl.iterations} iterations or once their training wall '
+      f'clock reaches the final training wall clock of {", ".join(refs)} in the same seed '
+      '(equal wall-clock: their iteration count is what that budget buys)'
+    )
+  return text + (
+    f'; every run also stops at {rl.max_wall_s:.0f} s of training wall clock (a safety cap). '
+    'Training wall clock: sampling, MC completions and updates; compiles and evaluations '
+    'excluded.'
+  )
+
+
+def write_results(config, workdir, summary, arms, probe, ws_info, capped, times):
   seeds = list(config.seeds)
   eq = summary[(arms[0], seeds[0])]['equal']
   cores = os.cpu_count()
@@ -749,8 +870,10 @@ def write_results(config, workdir, summary, arms, probe, ws_info, times):
 Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {cores}-core CPU
 ({jax.devices()[0].platform}); the machine was shared with other jobs: load average
 {times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
-seconds are inflated and noisy; the equal-iteration and equal-generated-token columns do not
-depend on load. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
+seconds are inflated and noisy. The iteration counts of the wall-clock-capped arms DO depend on
+load (their budget is GRPO's training wall clock, measured minutes earlier on the same
+machine): a load change between the runs of a seed shifts them; the per-seed s/iter column
+shows it. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
 start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds per arm
 (ahead of time, excluded from the budget): {compiles}.
 
@@ -759,13 +882,15 @@ Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible o
 steps until validation greedy exact match first reached
 {report.percent_target(config.warmstart.band[0])}
 (validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
-{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm:
-{config.rl.prompts} prompts x
-G={config.rl.group_size} per iteration, PPO-clip 0.2, {config.rl.num_epochs} epoch x
-{config.rl.num_minibatches} minibatches, Adam {config.rl.lr}, no KL, no entropy bonus;
-stop at {config.rl.iterations} iterations or {config.rl.max_wall_s:.0f} s of training wall
-clock (compile and evaluation excluded); held-out greedy evaluation on
-{config.data.num_test} prompts every {config.rl.eval_every} iterations. Seeds: {seeds}.
+{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm, the base
+RL recipe of the arithmetic reproductions (configs/common.ARITH_RL_RECIPE):
+{config.rl.prompts} prompts x G={config.rl.group_size} per iteration, PPO-clip
+{config.loss.clip_eps}, {config.rl.num_epochs} epochs x {config.rl.num_minibatches}
+minibatches, Adam {config.optim.lr} (grad-norm clip 1), entropy bonus {config.loss.ent_coef}, no
+KL. Budget: {budget_text(config)} Held-out greedy evaluation on {config.data.num_test} prompts
+every {config.rl.eval_every} iterations and at a run's last iteration. Seeds: {seeds} (a seed
+fixes the batches and sampling keys, identical across arms). Noise floor
+(`{report.NOISE_FLOOR_ARM}`): GRPO on another prompt's outcomes; it enters only the gate.
 PPO-GAE: separate critic (SFT trunk + fresh head), clipped value loss (clip
 {config.critic.vf_clip}, coefficient {config.critic.vf_coef}), critic Adam
 {config.critic.lr}; GAE gamma = lambda = 1, whitened. VinePPO: MC values at every step
@@ -784,12 +909,21 @@ problem hash), not read from the tfds dataset.
 
 ## Table A: learning runs
 
-Cells: mean over seeds (per-seed values in brackets); accuracy in %. Equal iterations /
-wall-clock / generated tokens use, per seed, the smallest final value across arms (seed
-{seeds[0]}: {eq['iteration']} iterations, {eq['wall']:.1f} s, {eq['tokens']:.0f} tokens),
-reading the last evaluation at or before it. AUC vs wall: mean accuracy over
-[0, equal wall-clock] (step function through the evaluations). "-" where a run did not
-get that far.
+Equal iterations / wall-clock / generated tokens use, per seed, the smallest final value
+across the arms other than the noise floor (seed {seeds[0]}: {eq['iteration']} iterations,
+{eq['wall']:.1f} s, {eq['tokens']:.0f} tokens), reading each arm's last evaluation at or
+before it; a run stopped by its equal-wall-clock budget ({len(capped)} of them) is read at its
+final evaluation in the wall-clock view (its last iteration began within the budget).
+"GRPO @ this arm's final iteration": the equal-iteration view of an arm cut by the
+wall-clock budget, read against GRPO's evaluation at or before that iteration. AUC vs wall:
+mean accuracy over [0, equal wall-clock] (step function through the evaluations). "-" where a
+run did not get that far.
+
+Accuracies (%), mean ± sd [percentile bootstrap 95% CI over seeds], then per seed:
+
+{table_a_accuracy(summary, seeds, arms)}
+
+Costs, mean over seeds (per-seed values in brackets):
 
 {table_a(summary, seeds, arms, config)}
 
@@ -813,7 +947,7 @@ Counts per checkpoint: {json.dumps({str(k): v['_counts'] for k, v in probe.items
 
 ## Expected vs observed
 
-{expected_vs_observed(summary, seeds, arms, probe, config.get('smoke', False))}
+{expected_vs_observed(summary, seeds, arms, probe, config.get('smoke', False), config.baseline)}
 
 Settings tried: this configuration only (no tuning runs).
 """

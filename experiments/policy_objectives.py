@@ -127,6 +127,12 @@ def arm_rl(config, name):
   return ml_collections.ConfigDict(dict(config.rl.to_dict(), **(over.to_dict() if over else {})))
 
 
+def arm_optim(config, name):
+  """The RL optimizer of arm `name`: the shared `config.optim`, the arm's `optim` keys over it."""
+  over = config.arms[name].get('optim', None)
+  return dict(config.optim.to_dict(), **(over.to_dict() if over else {}))
+
+
 def arm_estimator(config, name):
   """The estimator of arm `name`: its own `credit` section if it has one, else `config.credit`."""
   credit = config.arms[name].get('credit', None) or config.credit
@@ -141,7 +147,7 @@ class Arm:
     self.loss = arm_loss(config, name)
     rl = arm_rl(config, name)
     estimator = arm_estimator(config, name)
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(arm_optim(config, name))
     self.update = bench.Aot(
       lm.make_rl_update(
         policy,
@@ -464,8 +470,8 @@ estimator `{config.credit.estimator}` (the same for every arm), {rl.prompts} pro
 G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.num_epochs}
 epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}
 gradient steps, {rl.num_epochs * rl.num_minibatches - 1} of them off-policy: with one step
-every ratio is 1 and PPO-clip, clip-higher and CISPO coincide), Adam {rl.lr} with grad-norm
-clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
+every ratio is 1 and PPO-clip, clip-higher and CISPO coincide), Adam {config.optim.lr}
+with grad-norm clip 1.0, fresh optimiser state, no KL, entropy bonus {config.loss.ent_coef};
 {rl.iterations} steps or {rl.max_wall_s:.0f} s of training wall clock, whichever first;
 held-out greedy exact match on {config.data.num_test} prompts every {rl.eval_every} steps.
 Seeds {seeds}: a seed fixes the batches and sampling keys, identical across arms.

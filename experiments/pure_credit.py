@@ -3,8 +3,12 @@
 Commands and what to expect: configs/pure_credit.py. One process: a shared
 supervised warm start on arithmetic chains with filler steps (`THINK ;`), then
 every arm x seed of PPO-clip from it with the `pure` estimator stage; the arm
-(PRM variant, transform, baseline, PRM / VR / KL coefficients) is a set of
-traced arrays, so the RL chunk compiles once. The scripted PRM (`jaxca.prm`)
+(PRM variant, transform, baseline, PRM / VR / KL coefficients, separator mask,
+shuffled VR for the noise floor) is a set of traced arrays, so the RL chunk
+compiles once per PRM variant, and an arm's seeds run batched (vmap) in one call.
+Every default run holds the VR-only baseline and the shuffled-reward noise floor:
+the claims are judged behind `jaxca.report.gate` (UNTESTABLE when the baseline does
+not learn in every seed). The scripted PRM (`jaxca.prm`)
 rewards a filler step (+f) above a correct value step (+c), so a learner that
 sums step rewards gains by writing fillers; min-form credit sees only the worst
 step. Where runs write, config drift, errors and the closing line: `jaxca.runs`.
@@ -95,6 +99,8 @@ def arm_hparams(estimator, arm: dict, config):
     prm_coef=np.float32(arm['prm_coef']),
     vr_coef=np.float32(config.credit.vr_coef if arm['vr'] > 0 else 0.0),
     vr_all=np.float32(arm['vr'] >= 1.0),
+    mask_separators=np.float32(arm.get('mask', config.credit.mask_separators)),
+    shuffle_vr=np.float32(arm.get('shuffle', False)),
   )
   return dict(hp, terms=(term,))
 
@@ -140,6 +146,17 @@ def batch_metrics(task, prm_scores, responses, mask, prompts, ref_log_probs=None
     out['kl_tok'] = ops.masked_mean(k3, mask)
     out['kl_seq'] = jnp.mean(jnp.sum(jnp.where(mask, k3, 0.0), -1))
   return out
+
+
+def canonical(task, responses, mask, batch):
+  """[B] 1.0 where a response is the filler-free chain `v1 ; v2 ; ... vK EOS` with every value
+  right (greedy exact match; the SFT targets carry random fillers, so they are not the key)."""
+  steps = task.parse_steps(responses, mask)
+  chk = prm_lib.step_checks(task, batch['prompts'], responses, mask, steps)
+  kinds = steps.kinds
+  clean = ~jnp.any(steps.valid & (kinds != base.STEP_VALUE), axis=-1)
+  right = jnp.sum(chk.global_ok & steps.valid, axis=-1) == task.num_steps
+  return (clean & right).astype(jnp.float32)
 
 
 def make_metrics_fn(task):
@@ -193,7 +210,7 @@ def build(config):
     for v in ('A', 'B')
   }
   sft_tx = train_lib.make_optimizer(dict(name='adam', lr=config.warmstart.lr, max_grad_norm=1.0))
-  rl_tx = train_lib.make_optimizer(dict(name='adam', lr=config.rl.lr, max_grad_norm=1.0))
+  rl_tx = train_lib.make_optimizer(config.optim)
   providers = {
     'vr_reference': lambda ctx: dict(vr_reference=(ctx.batch['index'] % 10 == 0)),
   }
@@ -234,7 +251,9 @@ def build(config):
     s = generate(params, batch['prompts'], jax.random.key(0), True)
     out = batch_metrics(task, prms['B'].score(None, batch['prompts'], s.responses, s.mask),
                         s.responses, s.mask, batch['prompts'])  # fmt: skip
-    out['accuracy'] = jnp.mean(task.outcome(s.responses, s.mask, batch))
+    correct = task.outcome(s.responses, s.mask, batch)
+    out['accuracy'] = jnp.mean(correct)  # greedy final answer
+    out['exact_match'] = jnp.mean(canonical(task, s.responses, s.mask, batch) * correct)
     return out
 
   def probe(params, batch, key):  # sampled (T=1) responses of the warm start
@@ -357,7 +376,7 @@ def run(config, workdir):
     metric='val_accuracy',
   )
   bar.close()
-  warmstart.write_curve(workdir, curve)
+  warmstart.write_curve(workdir, curve, 'validation_final_answer')
   ws_params = state['params']
   ws_eval = run_eval(ws_params)
   probe_b = {k: jnp.asarray(v[: ws.think_probe_prompts]) for k, v in test.items()}
@@ -367,6 +386,7 @@ def run(config, workdir):
     steps=step,
     seconds=time.time() - t0,
     greedy_accuracy=ws_eval['accuracy'],
+    exact_match=ws_eval['exact_match'],
     validation_accuracy=curve[-1][1] if curve else float('nan'),
     curve=curve,
     in_band=ws.target_low <= ws_eval['accuracy'] <= ws.target_high,
@@ -379,9 +399,11 @@ def run(config, workdir):
     f'{probe["think_per_response"]:.3f} ({"ok" if ws_info["think_ok"] else "BELOW 0.1"})'
   )
 
-  # RL: every arm x seed from the warm start; one jitted chunk per PRM variant.
+  # RL: every arm from the warm start, its seeds batched (vmap) in one program; one jitted
+  # chunk per PRM variant, the arm's choices traced.
   rl = config.rl
   per_call = rl.iters_per_call
+  seeds = list(config.seeds)
 
   def make_chunk(update):
     def chunk(state, batches_, key, hparams):
@@ -390,20 +412,25 @@ def run(config, workdir):
 
       return jax.lax.scan(body, state, batches_)
 
-    return jax.jit(chunk)
+    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))  # seeds on axis 0
 
   chunks = {v: make_chunk(u) for v, u in parts.rl_update.items()}
   rl_init = jax.jit(parts.rl_init)
+  seed_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(config.seed), 100 + s))(
+    jnp.asarray(seeds, jnp.int32)
+  )
+  at = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+  greedy = make_greedy(parts)
   compile_s = {}
   rows, walls = [], {}
-  for seed in config.seeds:
-    for arm_name in config.arms:
-      arm = config_mod.ARMS[arm_name]
-      hp = arm_hparams(parts.estimator, arm, config)
-      state = rl_init(ws_params)
-      key = jax.random.fold_in(jax.random.key(config.seed), 100 + seed)
-      fresh = arm['prm'] not in compile_s  # this arm's first chunk compiles
-      t_arm = time.time()
+  for arm_name in config.arms:
+    arm = config_mod.ARMS[arm_name]
+    hp = arm_hparams(parts.estimator, arm, config)
+    state = rl_init(ws_params)
+    state = jax.tree.map(lambda x: jnp.stack([x] * len(seeds)), state)
+    fresh = arm['prm'] not in compile_s  # this arm's first chunk compiles
+    t_arm = time.time()
+    for seed in seeds:
       rec = dict(
         phase='rl',
         arm=arm_name,
@@ -412,39 +439,46 @@ def run(config, workdir):
         **{f'eval_{k}': v for k, v in ws_eval.items()},
       )
       rows.append(writer.write(0, rec))
-      it = 0
-      bar = tqdm.tqdm(total=rl.iterations, desc=f'{arm_name} seed {seed}')
-      for b in batches(
-        train, rl.prompts_per_iter, 10_000 + seed, rl.iterations // per_call, per_call
-      ):
-        tc = time.time()
-        state, m = chunks[arm['prm']](state, b, key, hp)
-        m = jax.device_get(m)
-        if arm['prm'] not in compile_s:
-          compile_s[arm['prm']] = time.time() - tc
-        runs.check_finite(
-          dict(loss=m['loss']), ('loss',), phase=f'RL {arm_name}', step=it + per_call
-        )
-        for i in range(per_call):
-          it += 1
+    it = 0
+    bar = tqdm.tqdm(total=rl.iterations, desc=f'{arm_name} ({len(seeds)} seeds)')
+    per_seed = [
+      batches(train, rl.prompts_per_iter, 10_000 + seed, rl.iterations // per_call, per_call)
+      for seed in seeds
+    ]
+    for bs in zip(*per_seed):
+      b = {k: np.stack([x[k] for x in bs]) for k in bs[0]}
+      tc = time.time()
+      state, m = chunks[arm['prm']](state, b, seed_keys, hp)
+      m = jax.device_get(m)
+      if arm['prm'] not in compile_s:
+        compile_s[arm['prm']] = time.time() - tc
+      runs.check_finite(dict(loss=m['loss']), ('loss',), phase=f'RL {arm_name}', step=it + per_call)
+      evaluate_now = (it + per_call) % config.eval.every == 0
+      evals = [run_eval(at(state['params'], j)) for j in range(len(seeds))] if evaluate_now else []
+      for i in range(per_call):
+        it += 1
+        for j, seed in enumerate(seeds):
           rec = dict(phase='rl', arm=arm_name, seed=seed, iteration=it)
-          rec.update({k: float(v[i]) for k, v in m.items()})
-          if i == per_call - 1 and it % config.eval.every == 0:
-            rec.update({f'eval_{k}': v for k, v in run_eval(state['params']).items()})
+          rec.update({k: float(v[j, i]) for k, v in m.items()})
+          if i == per_call - 1 and evals:
+            rec.update({f'eval_{k}': v for k, v in evals[j].items()})
             rec['wall'] = time.time() - t_arm
           rows.append(writer.write(it, rec))
-        bar.update(per_call)
-        runs.at(f'{arm_name} seed {seed}, iteration {it} of {rl.iterations}')
-      bar.close()
-      walls[(arm_name, seed)] = time.time() - t_arm
-      per_it = (walls[(arm_name, seed)] - (compile_s[arm['prm']] if fresh else 0.0)) / rl.iterations
-      runs.note(
-        f'{arm_name} seed {seed}: {rl.iterations} iterations in {walls[(arm_name, seed)]:.0f} s '
-        f'({per_it:.2f} s/iteration incl. evaluation, compile excluded); compile '
-        f'{compile_s.get(arm["prm"], 0.0):.0f} s'
-      )
-      if not config.smoke:
-        _write_samples(workdir, parts, state['params'], test_b, arm_name, seed)
+      bar.update(per_call)
+      runs.at(f'{arm_name}, iteration {it} of {rl.iterations}')
+    bar.close()
+    wall = time.time() - t_arm
+    for seed in seeds:
+      walls[(arm_name, seed)] = wall  # the arm's seeds run together
+    per_it = (wall - (compile_s[arm['prm']] if fresh else 0.0)) / rl.iterations
+    runs.note(
+      f'{arm_name} ({len(seeds)} seeds batched): {rl.iterations} iterations in {wall:.0f} s '
+      f'({per_it:.2f} s/iteration for all seeds, incl. evaluation, compile excluded); compile '
+      f'{compile_s.get(arm["prm"], 0.0):.0f} s'
+    )
+    if not config.smoke:
+      for j, seed in enumerate(seeds):
+        _write_samples(workdir, parts, greedy, at(state['params'], j), test_b, arm_name, seed)
   writer.close()
   info = dict(
     warmstart=ws_info,
@@ -460,14 +494,20 @@ def run(config, workdir):
   return summary
 
 
-def _write_samples(workdir, parts, params, test_b, arm_name, seed):
+def make_greedy(parts):
+  """A jitted greedy sampler of a few responses (compiled once, shared by every arm)."""
+  voc = parts.task.vocab
+  return jax.jit(lambda p, b: sampling.sample(
+    parts.policy, p, jax.random.key(0), b['prompts'], lm.prompt_mask(parts.task, b['prompts']),
+    num_samples=1, max_new_tokens=parts.task.response_len, eos_id=voc.eos_id, pad_id=voc.pad_id,
+    greedy=True))  # fmt: skip
+
+
+def _write_samples(workdir, parts, greedy, params, test_b, arm_name, seed):
   """A few greedy responses of the final policy, decoded (samples.json)."""
   small = {k: v[:4] for k, v in test_b.items()}
   voc = parts.task.vocab
-  s = jax.device_get(jax.jit(lambda p, b: sampling.sample(
-    parts.policy, p, jax.random.key(0), b['prompts'], lm.prompt_mask(parts.task, b['prompts']),
-    num_samples=1, max_new_tokens=parts.task.response_len, eos_id=voc.eos_id, pad_id=voc.pad_id,
-    greedy=True))(params, small))  # fmt: skip
+  s = jax.device_get(greedy(params, small))
   path = os.path.join(workdir, 'samples.json')
   data = json.load(open(path)) if os.path.exists(path) else {}
   data[f'{arm_name}/seed{seed}'] = [
@@ -482,6 +522,7 @@ def _write_samples(workdir, parts, params, test_b, arm_name, seed):
 
 COLS = (
   'accuracy',
+  'malformed_steps',
   'prm_sum',
   'prm_min',
   'think_steps',
@@ -518,12 +559,14 @@ def arm_stats(rows, arm, walls, warm, tail=5):
   """Per-seed numbers for the results table (training metrics averaged over the last `tail`)."""
   out = collections.defaultdict(list)
   its, acc = eval_curve(rows, arm)
+  _, exact = eval_curve(rows, arm, 'eval_exact_match')
   for si, seed in enumerate(sorted({r['seed'] for r in rows if r.get('arm') == arm})):
     out['final_acc'].append(acc[si, -1])
+    out['final_exact'].append(exact[si, -1])
     best = int(np.argmax(acc[si]))
     out['best_acc'].append(acc[si, best])
     out['best_iter'].append(its[best])
-    for c in COLS[1:]:
+    for c in COLS:
       _, v = curves(rows, arm, c, seed)
       out[c].append(float(np.mean(v[0, -tail:])))
     _, th = curves(rows, arm, 'think_steps', seed)
@@ -542,6 +585,44 @@ def arm_stats(rows, arm, walls, warm, tail=5):
 
 def _fmt(vals, pct=False, digits=2):
   return report.fmt_range(vals, digits, pct, empty='never')
+
+
+METRICS = (
+  ('final_exact', 'greedy exact match %'),
+  ('final_acc', 'greedy final answer %'),
+  ('accuracy', 'sampled accuracy % (last 5 it.)'),
+)
+
+
+def metrics_table(stats, arms, warm_exact, warm):
+  """Markdown: per arm, the three held-out / training metrics per seed and mean [95% CI]."""
+  lines = [
+    '| arm | ' + ' | '.join(f'{t} per seed | {t} mean ± sd [95% CI]' for _, t in METRICS) + ' |',
+    '|' + '---|' * (1 + 2 * len(METRICS)),
+    f'| warm start | {100 * warm_exact:.1f} | - | {100 * warm:.1f} | - | - | - |',
+  ]
+  for a in arms:
+    cells = []
+    for key, _ in METRICS:
+      vals = stats[a][key]
+      cells += [', '.join(report.fmt(v, pct=True) for v in vals), report.fmt_ci(vals, pct=True)]
+    lines.append(f'| {a} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def mask_line(stats):
+  """The separator-masking ablation (A3 vs A3n), reported, not judged."""
+  a, b = stats.get('A3_min_prm'), stats.get('A3n_min_nomask')
+  if not (a and b):
+    return []
+  return [
+    '- **Separator masking** (reported, no rule): A3_min_prm (closers masked, the official '
+    "code's default) vs A3n_min_nomask (closers keep their advantage): final greedy accuracy "
+    f'{_fmt(a["final_acc"], True, 1)}% vs {_fmt(b["final_acc"], True, 1)}%, value steps / '
+    f'response {_fmt(a["value_steps"])} vs {_fmt(b["value_steps"])}, length '
+    f'{_fmt(a["length"], digits=1)} vs {_fmt(b["length"], digits=1)} tokens, malformed steps '
+    f'/ response {_fmt(a["malformed_steps"])} vs {_fmt(b["malformed_steps"])}.'
+  ]
 
 
 def judge(stats, warm, have, smoke=False):
@@ -735,16 +816,20 @@ def write_results(workdir, config, rows, walls, info):
     f'{config.task.filler_rate}, L_max {config.task.max_response_len}. PRM c={config.prm.c}, '
     f'w={config.prm.w}, f={config.prm.f}, noise {config.prm.noise}. G={config.rl.group_size}, '
     f'{config.rl.prompts_per_iter} prompts/iteration, {config.rl.iterations} iterations, seeds '
-    f'{list(config.seeds)}, PPO-clip 0.2, 1 epoch x {config.rl.num_minibatches} minibatches, '
-    f'Adam {config.rl.lr}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
-    f'{config.credit.temperature}.',
+    f'{list(config.seeds)}, PPO-clip 0.2, {config.rl.num_epochs} epoch(s) x '
+    f'{config.rl.num_minibatches} minibatches, Adam {config.optim.lr} (grad-norm clip 1), entropy '
+    f'bonus {config.loss.ent_coef}, KL-in-reward k1 beta={config.credit.kl_coef}, softmin T='
+    f'{config.credit.temperature}; held-out evaluation every {config.eval.every} iterations.',
     '',
     f'Warm start: {ws["steps"]} SFT steps ({ws["seconds"]:.0f} s), stopped at the first '
     f'validation greedy accuracy >= {report.percent_target(config.warmstart.target_low)} '
     '(validation '
     f'{100 * ws.get("validation_accuracy", float("nan")):.1f}%; validation problems disjoint '
     'from train and held-out; SFT curve in warmstart_curve.csv); held-out greedy accuracy '
-    f'{100 * warm:.1f}% ({"in" if ws["in_band"] else "NOT in"} the 20-40% band); sampled (T=1) '
+    f'{100 * warm:.1f}% (exact match {100 * ws.get("exact_match", float("nan")):.1f}%; '
+    f'{"in" if ws["in_band"] else "NOT in"} the band '
+    f'[{report.percent_target(config.warmstart.target_low)}, '
+    f'{report.percent_target(config.warmstart.target_high)}]); sampled (T=1) '
     f'THINK steps per response {ws["sampled_think_per_response"]:.3f} '
     f'({"meets" if ws["think_ok"] else "BELOW"} >= 0.1 needed to discover the hack).',
     '',
@@ -773,10 +858,24 @@ def write_results(workdir, config, rows, walls, info):
     '`f3_step_accuracy.png` (F3); per-iteration metrics in `metrics.jsonl`; greedy samples of '
     'the final policies in `samples.json`.',
     '',
+    '## Held-out greedy metrics and sampled accuracy, per seed',
+    '',
+  ]
+  lines += metrics_table(stats, arms, ws.get('exact_match', float('nan')), warm)
+  lines += [
+    '',
+    'Greedy exact match: the response is the filler-free chain with every value right; greedy '
+    'final answer: the verifier of the claims and the gate (EOS, exactly K value steps, fillers '
+    'allowed, last value right); sampled accuracy: training batches (T=1), the mean of the '
+    'last 5 iterations. Mean ± sd over seeds, percentile bootstrap 95% CI of the mean '
+    '(`jaxca.report.fmt_ci`).',
+    '',
     '## Expected vs observed (written by the experiment from the H1-H4 rules)',
     '',
   ]
-  lines += judge(stats, warm, have, config.smoke) + h4_line(rows, stats, have)
+  lines += judge(stats, warm, have, config.smoke) + h4_line(rows, stats, have) + mask_line(stats)
+  if 'A4_min_prm_vr10' not in arms:
+    lines.append('- **H3** (10% VR helps min-PRM): not run here (A4 runs in `:full`).')
   lines += [
     '',
     '## Honesty notes',
@@ -799,8 +898,11 @@ def write_results(workdir, config, rows, walls, info):
     '- Greedy accuracy is the final-answer verifier (EOS-terminated, exactly K value steps, '
     'fillers anywhere, last value right); exact match is not used because targets with fillers '
     'are not unique.',
-    '- Settings tried: only the committed config (no tuning; the warm-start stop rule and '
-    'iteration count come from the spec and the pilot).',
+    '- Settings tried: the committed config only. The warm-start band (first validation '
+    'final answer >= 35%) and the base recipe follow the protocol of the arith reproductions '
+    '(`configs/common.ARITH_RL_RECIPE`); a 20-iteration pilot chose neither (it timed the run).',
+    '- The table\'s "wall s" is the arm\'s wall clock for all its seeds together (they run '
+    'batched in one program).',
   ]
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')

@@ -6,11 +6,15 @@ planning set is a host field (`providers_lib.fai_planning`, one extra non-cached
 iteration); the oracle credit A* of Part A is `credit.mc.vineppo_advantages` with one "step"
 per token, from MC values at every token boundary (`credit.mc.step_prefixes`,
 `prefixes.mc_step_values` with chunks, `providers_lib.mc_complete_and_score`). The warm start is
-`jaxca.warmstart` and the ahead-of-time compile wrapper `jaxca.bench.Aot`.
+`jaxca.warmstart` (validation-split stop, keyed cache), each run `jaxca.loop.run_arm`, the
+statistics, gate and verdicts `jaxca.report`.
 
-Part B runs first; Part A then diagnoses the warm start and the final GRPO parameters of the
-first seed (the "trained" checkpoint). Not resumable (the warm start is cached in
-`<workdir>/warmstart`).
+Part B runs first: every arm x seed from the warm start, GRPO the gate's baseline and the
+shuffled-reward arm its noise floor (`report.arm_gate`: GRPO must gain >= 8 points over the
+warm start and beat the noise floor in every seed, else every claim reads UNTESTABLE). Part A
+then diagnoses the warm start and, only if it beat the warm start (`trained_side`), the final
+GRPO parameters of the first seed (the "trained" checkpoint); otherwise its trained side reads
+UNTESTABLE. Not resumable (the warm start is cached in `<workdir>/warmstart`).
 """
 
 import functools
@@ -45,18 +49,32 @@ from jaxca.networks import transformer
 from jaxca.objectives import losses
 
 NAME = 'token_credit'
+BASELINE = 'grpo'  # the gate's baseline arm (jaxca.report.arm_gate)
 PLANNING = ('', 'fai', 'sep')
 
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run."""
-  for name, arm in config.arms.items():
+  if not config.seeds:
+    raise runs.ConfigError('config.seeds is empty.')
+  unknown = [a for a in config.run_arms if a not in config.arms]
+  if unknown:
+    raise runs.ConfigError(
+      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
+    )
+  if len(set(config.run_arms)) != len(config.run_arms):
+    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  for name in config.run_arms:
+    arm = config.arms[name]
     if arm.planning not in PLANNING:
       raise runs.ConfigError(f'arms.{name}.planning must be one of {PLANNING}.')
     if arm.planning and 'hicra' not in arm.estimator:
       raise runs.ConfigError(f'arms.{name}: a planning set needs a hicra stage.')
-  if 'grpo' not in config.arms:
-    raise runs.ConfigError('the grpo arm is needed (baseline and Part A checkpoint).')
+  if BASELINE not in config.run_arms:
+    raise runs.ConfigError(
+      f"config.run_arms must include {BASELINE!r} (the gate's baseline and Part A's trained "
+      f'checkpoint); got {list(config.run_arms)}.'
+    )
   need = 2 * config.task.num_steps + 3 + 4 * config.task.num_steps
   if config.policy.max_len < need:
     raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
@@ -154,7 +172,7 @@ class Arm:
       )
     )
     rl = config.rl
-    self.tx = train_lib.make_optimizer(dict(name='adam', lr=rl.lr, max_grad_norm=1.0))
+    self.tx = train_lib.make_optimizer(config.optim)
     providers, hosts = {}, ()
     if self.cfg.planning == 'sep':
       providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
@@ -597,39 +615,101 @@ def plot_part_b(records, seeds, arms, path):
 
 
 def part_b_summary(records, seeds, arms):
+  """{(arm, seed): start / final scores, sampled accuracy, iterations, seconds, mean |A|}."""
   out = {}
   for a in arms:
     for s in seeds:
       rs = [r for r in records if r['arm'] == a and r['seed'] == s]
       tr = [r for r in rs if r['iteration'] > 0]
+      first, last = rs[0], rs[-1]
+      its = max(last['iteration'], 1)
+
+      def mean(key, rows=tr):
+        vals = [r[key] for r in rows if key in r]
+        return float(np.mean(vals)) if vals else float('nan')
+
       out[(a, s)] = dict(
-        start=rs[0]['eval_exact_match'],
-        final=rs[-1]['eval_exact_match'],
-        iterations=rs[-1]['iteration'],
-        wall=rs[-1]['wall'],
-        adv_value=float(np.mean([r['adv_value'] for r in tr])) if tr else float('nan'),
-        adv_step=float(np.mean([r['adv_step'] for r in tr])) if tr else float('nan'),
-        adv_eos=float(np.mean([r['adv_eos'] for r in tr])) if tr else float('nan'),
+        start=first['eval_exact_match'],
+        final=last['eval_exact_match'],
+        start_answer=first.get('eval_final_answer', float('nan')),
+        final_answer=last.get('eval_final_answer', float('nan')),
+        sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
+        iterations=last['iteration'],
+        wall=last['wall'],
+        s_per_iter=last['wall'] / its,
+        # The run's seconds per iteration split as lm.host.make_iteration times them.
+        split_s_per_iter=tuple(
+          sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
+        ),
+        adv_value=mean('adv_value'),
+        adv_step=mean('adv_step'),
+        adv_eos=mean('adv_eos'),
       )
   return out
 
 
-def table_b(summary, seeds, arms, config):
+def trained_side(summary, seed, min_gain):
+  """Part A's rule for its trained side: (runs?, rule, numbers).
+
+  The trained checkpoint is GRPO's final policy of `seed`; it is diagnosed only if its
+  held-out greedy exact match beats the warm start by more than `min_gain`, else Part A's
+  trained side is untestable (a degraded policy says nothing about trained credit).
+  """
+  r = summary[(BASELINE, seed)]
+  gain = r['final'] - r['start']
+  rule = (
+    f"Part A's trained side runs on {BASELINE}'s final parameters of seed {seed} only if their "
+    f'held-out greedy exact match beats the warm start by more than {100 * min_gain:g} points'
+  )
+  numbers = {  # named apart from the gate's numbers, which are merged with them
+    'checkpoint final %': round(100 * r['final'], 1),
+    'checkpoint warm start %': round(100 * r['start'], 1),
+    'checkpoint gain (points)': round(100 * gain, 1),
+  }
+  return bool(np.isfinite(gain) and gain > min_gain), rule, numbers
+
+
+def table_b_runs(summary, seeds, arms):
   out = [
-    '| arm | reading | iterations | train s | held-out exact match: start → final (per seed) | '
-    'Δ vs GRPO (per seed, points) | mean \\|A\\| value / STEP / EOS tokens (seed 0) |',
-    '|---' * 7 + '|',
+    '| arm | seed | iterations | train s | s / iteration (sample / host / update) | '
+    'held-out exact match % '
+    '(start → final) | Δ vs GRPO (points) | greedy final answer % | sampled accuracy % |',
+    '|---' * 9 + '|',
+  ]
+  for a in arms:
+    for s in seeds:
+      p, g = summary[(a, s)], summary[(BASELINE, s)]
+      out.append(
+        f'| {a} | {s} | {p["iterations"]} | {p["wall"]:.0f} | {p["s_per_iter"]:.3f} '
+        f'({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])}) | '
+        f'{_f(p["start"], pct=True)} → {_f(p["final"], pct=True)} | '
+        f'{100 * (p["final"] - g["final"]):+.1f} | {_f(p["final_answer"], pct=True)} | '
+        f'{_f(p["sampled"], pct=True)} |'
+      )
+  return '\n'.join(out)
+
+
+def table_b(summary, seeds, arms, config):
+  """Per arm over seeds: mean ± sd [bootstrap 95% CI] (report.fmt_ci)."""
+  out = [
+    '| arm | reading | final held-out exact match % | gain over warm start (points) | '
+    'Δ vs GRPO (points) | greedy final answer % | sampled accuracy % (last 10 it.) | '
+    'mean \\|A\\| value / STEP / EOS tokens |',
+    '|---' * 8 + '|',
   ]
   for a in arms:
     per = [summary[(a, s)] for s in seeds]
-    delta = [100 * (p['final'] - summary[('grpo', s)]['final']) for p, s in zip(per, seeds)]
-    p0 = per[0]
+    base = [summary[(BASELINE, s)] for s in seeds]
+    ci = lambda xs: report.fmt_ci(xs, pct=True)  # noqa: E731
+    adv = '/'.join(
+      format(float(np.nanmean([p[k] for p in per])), '.3f')
+      for k in ('adv_value', 'adv_step', 'adv_eos')
+    )
     out.append(
-      f'| {a} | {config.arms[a].label} | {"/".join(str(p["iterations"]) for p in per)} | '
-      f'{"/".join(format(p["wall"], ".0f") for p in per)} | '
-      + ', '.join(f'{100 * p["start"]:.1f} → {100 * p["final"]:.1f}' for p in per)
-      + f' | {", ".join(f"{x:+.1f}" for x in delta)} | '
-      f'{p0["adv_value"]:.3f} / {p0["adv_step"]:.3f} / {p0["adv_eos"]:.3f} |'
+      f'| {a} | {config.arms[a].label} | {ci([p["final"] for p in per])} | '
+      f'{ci([p["final"] - p["start"] for p in per])} | '
+      f'{ci([p["final"] - q["final"] for p, q in zip(per, base)])} | '
+      f'{ci([p["final_answer"] for p in per])} | {ci([p["sampled"] for p in per])} | {adv} |'
     )
   return '\n'.join(out)
 
@@ -671,8 +751,9 @@ def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
     )
   )
   gains = {
-    a: [100 * (summary[(a, s)]['final'] - summary[('grpo', s)]['final']) for s in seeds]
+    a: [100 * (summary[(a, s)]['final'] - summary[(BASELINE, s)]['final']) for s in seeds]
     for a in arms
+    if a != report.NOISE_FLOOR_ARM
   }
   g = gains.get('gtpo', [0.0])
   hit = gtpo['hit1']
@@ -700,23 +781,44 @@ def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
       note,
     )
   )
-  for a in ('hicra_fai', 'hicra_official'):
+  for a in ('hicra_fai', 'hicra_official', 'hicra_sep'):
     if a in gains:
       h = gains[a]
-      up = all(x >= 5 for x in h)
+      if all(x >= 5 for x in h):
+        outcome, note = 'CONFIRMED', ''
+      elif all(x <= 0 for x in h):
+        outcome, note = 'REFUTED', 'no gain over GRPO in any seed'
+      else:
+        outcome, note = 'INCONCLUSIVE', 'a gain in some seeds only, or below +5 points'
       claims.append(
         report.Verdict(
           f'HICRA ({a}): credit to planning tokens helps',
-          'CONFIRMED' if up else 'INCONCLUSIVE',
-          f'supported if +5 points over GRPO in every seed (directional at {len(seeds)} seeds)',
+          outcome,
+          'confirmed if +5 points over GRPO in every seed; refuted if <= 0 points in every seed',
           {f'{a} - GRPO final exact match per seed (points)': h},
-          'directional' if up else 'not supported at this scale',
+          note,
         )
       )
+  return report.expected_vs_observed(claims, part_b_gate(summary, seeds, arms), smoke)
+
+
+def part_b_gate(summary, seeds, arms):
+  """The gate (`report.arm_gate`): GRPO vs its warm start and the shuffled-reward arm."""
   start = {k: r['start'] for k, r in summary.items()}
   final = {k: r['final'] for k, r in summary.items()}
-  gate = report.arm_gate(final, start, seeds, arms, 'grpo')
-  return report.expected_vs_observed(claims, gate, smoke)
+  return report.arm_gate(final, start, seeds, arms, BASELINE, noise_arm=report.NOISE_FLOOR_ARM)
+
+
+def trained_untestable(summary, seeds, arms, rule, numbers, smoke=False):
+  """Part A's trained side when GRPO's checkpoint did not improve: UNTESTABLE by rule."""
+  claim = report.Verdict(
+    "Part A's claims on a trained checkpoint",
+    'UNTESTABLE',
+    rule,
+    numbers,
+    "GRPO's checkpoint did not beat the warm start; Part A ran on the warm start only",
+  )
+  return report.expected_vs_observed([claim], part_b_gate(summary, seeds, arms), smoke)
 
 
 def diagnose(diagnoser, config, params, test, key, name, workdir):
@@ -740,6 +842,7 @@ def diagnose(diagnoser, config, params, test, key, name, workdir):
 
 
 def run(config, workdir):
+  """Warm start, Part B (every arm x seed), then Part A; writes results.md and the figures."""
   t_start = time.time()
   load_start = bench.load_average()
   task, policy = build(config)
@@ -753,15 +856,15 @@ def run(config, workdir):
   params0, ws_info = warmstart.warm_start(
     config, task, policy, train, validation, test, evaluate, workdir
   )
-  arms = list(config.arms)
+  seeds, arms = list(config.seeds), list(config.run_arms)
   built = {a: Arm(a, config, task, policy) for a in arms}
   records, grpo_final = [], None
   t_b = time.time()
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in config.seeds:
+    for s in seeds:
       for a in arms:
         recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
-        if a == 'grpo' and s == config.seeds[0]:
+        if a == BASELINE and s == seeds[0]:
           grpo_final = final
         for r in recs:
           f.write(json.dumps(r) + '\n')
@@ -773,16 +876,19 @@ def run(config, workdir):
           f'{100 * recs[-1]["eval_exact_match"]:.1f}%'
         )
   t_b = time.time() - t_b
+  summary = part_b_summary(records, seeds, arms)
+  trained = trained_side(summary, seeds[0], config.part_a.min_gain)
   t_a = time.time()
   diagnoser = Diagnoser(config, task, policy)
+  checkpoints = [('warm', params0)] + ([(BASELINE, grpo_final)] if trained[0] else [])
   diags = {}
-  for i, (name, params) in enumerate((('warm', params0), ('grpo', grpo_final))):
+  for i, (name, params) in enumerate(checkpoints):
     diags[name] = diagnose(diagnoser, config, params, test, jax.random.key(900 + i), name, workdir)
     runs.note(f'Part A ({name}): {diags[name]["d"]["mc_states"]} MC states')
+  if not trained[0]:
+    runs.note(f"Part A's trained side: UNTESTABLE ({trained[2]})")
   t_a = time.time() - t_a
   plot_f7(diags['warm']['d'], task, config, os.path.join(workdir, 'f7_heatmaps.png'))
-  seeds = list(config.seeds)
-  summary = part_b_summary(records, seeds, arms)
   plot_part_b(records, seeds, arms, os.path.join(workdir, 'f_part_b.png'))
   times = dict(
     total_s=time.time() - t_start,
@@ -793,11 +899,14 @@ def run(config, workdir):
     compiles={a: built[a].compile_s() for a in arms},
     mc_compile=diagnoser.complete.compile_s,
   )
-  write_results(config, workdir, diags, summary, arms, ws_info, times)
-  s0 = seeds[0]
-  line = ', '.join(f'{a} {100 * summary[(a, s0)]["final"]:.1f}%' for a in arms)
+  write_results(config, workdir, diags, summary, arms, ws_info, times, trained)
+  line = ', '.join(
+    f'{a} {100 * np.mean([summary[(a, s)]["final"] for s in seeds]):.1f}%' for a in arms
+  )
+  gate = part_b_gate(summary, seeds, arms)
   return (
-    f'token_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> seed {s0}: {line} in '
+    f'token_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out exact '
+    f'match (mean of {len(seeds)} seed(s)): {line}; gate {"PASSED" if gate.passed else "FAILED"}; '
     f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
   )
 
@@ -806,13 +915,25 @@ def _mean(x, sel):
   return float(x[sel].mean()) if sel.any() else float('nan')
 
 
-def write_results(config, workdir, diags, summary, arms, ws_info, times):
+def write_results(config, workdir, diags, summary, arms, ws_info, times, trained):
+  """results.md; `trained` is `trained_side`'s (runs?, rule, numbers) for Part A."""
   seeds = list(config.seeds)
+  smoke = config.get('smoke', False)
   command = ' '.join(['python -m experiments.token_credit'] + sys.argv[1:])
   compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
   pa, cr = config.part_a, config.credit
   sections = []
-  for name, title in (('warm', 'warm start'), ('grpo', f'GRPO after Part B (seed {seeds[0]})')):
+  titles = (('warm', 'warm start'), (BASELINE, f'GRPO after Part B (seed {seeds[0]})'))
+  for name, title in titles:
+    if name not in diags:
+      sections.append(
+        f"""### Checkpoint: {title}
+
+Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
+{'; '.join(f'{k} {v}' for k, v in trained[2].items())}.
+"""
+      )
+      continue
     dg = diags[name]
     d = dg['d']
     sections.append(
@@ -842,14 +963,20 @@ median):
 {head_table(d, config)}
 """
     )
+  rl = config.rl
+  if BASELINE in diags:
+    trained_text = expected_vs_observed(diags[BASELINE], summary, seeds, arms, smoke)
+  else:
+    trained_text = trained_untestable(summary, seeds, arms, trained[1], trained[2], smoke)
   text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
 
 Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
 ({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
 at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
-time {times['total_s']:.0f} s in all: Part B {times['part_b_s']:.0f} s (incl. warm start
-reuse/compiles), Part A {times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time,
-excluded from each run's training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
+time {times['total_s']:.0f} s in all: warm start {ws_info.get('seconds', float('nan')):.0f} s,
+Part B {times['part_b_s']:.0f} s (compiles and evaluations included), Part A
+{times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time, excluded from each run's
+training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
@@ -861,9 +988,9 @@ start SFT for {ws_info['steps']} steps until validation greedy exact match first
 Readings implemented (labelled; constants unverified against the papers):
 - GTPO (arXiv 2508.04349 Eq. 3, 5, 6): alpha1={cr.alpha1}, alpha2={cr.alpha2} (one
   transcription says alpha1=0.9); the pooling of Eq. 6 could not be read from the paper, so
-  both are run: **joint group pool** (`gtpo`, our default reading) and the **literal separate
-  O+/O- pools** (`gtpo_separate`, under which alpha1 cancels and the outcome sign is lost;
-  a unit test shows the cancellation). eps=1e-6 is added to every entropy.
+  both are implemented: **joint group pool** (`gtpo`, our default reading) and the **literal
+  separate O+/O- pools** (`gtpo_separate`, under which alpha1 cancels and the outcome sign is
+  lost; a unit test shows the cancellation). eps=1e-6 is added to every entropy.
 - GRPO-S: beta1={cr.beta1}, beta2={cr.beta2}, joint pool.
 - HICRA (arXiv 2509.03646): **paper form** `A + alpha|A|1[t∈S]`, alpha={cr.hicra_alpha},
   with S = the top-{cr.fai_fraction:.0%} tokens of each response by global-head FAI,
@@ -881,12 +1008,16 @@ Readings implemented (labelled; constants unverified against the papers):
 - Oracle A*_t = V(y≤t) − V(y<t), V = MC-{pa.mc_samples} at T=1 from every token boundary
   (identical states de-duplicated; unfinished completions score 0), the last token R − V.
 - Shared loss: DAPO-style token-mean PPO-clip with clip-higher (ε_low 0.2, ε_high 0.28), no
-  KL, no dynamic sampling, through the learner's existing PPO objective
-  (`lm.make_ppo_loss` → `losses.ppo_objective`, which takes `clip_eps_high`); the learner
-  cannot select ``jaxca.objectives` generically, so that module is not used here.
+  KL, no dynamic sampling, entropy bonus {config.loss.ent_coef}, through the learner's
+  existing PPO objective (`lm.make_ppo_loss` → `losses.ppo_objective`, which takes
+  `clip_eps_high`); the learner cannot select `jaxca.objectives` generically, so that module
+  is not used here.
 - Part A's "trained" checkpoint is the final GRPO policy of Part B (seed {seeds[0]}), not a
-  separate 60-iteration GRPO run. Part C (`arith-route`) and the `:full` "oracle-weighted
-  GRPO" arm were not implemented.
+  separate 60-iteration GRPO run, and only if it beat the warm start (rule:
+  {trained[1]}; {'it did' if trained[0] else 'it did NOT: the trained side is UNTESTABLE'}).
+  Part C (`arith-route`) and the `:full` "oracle-weighted GRPO" arm were not implemented.
+- Arms run: {', '.join(f'`{a}`' for a in arms)}; defined but not run here:
+  {', '.join(f'`{a}`' for a in config.arms if a not in arms) or 'none'}.
 
 ## Part A: diagnostics (no training)
 
@@ -894,27 +1025,43 @@ Readings implemented (labelled; constants unverified against the papers):
 
 ![F7](f7_heatmaps.png)
 
-## Part B: short training comparison
+## Part B: training comparison
 
-{len(seeds)} seeds, each run stops at {config.rl.iterations} iterations or
-{config.rl.max_wall_s:.0f} s of training wall clock (compile and evaluation excluded); held-out
-greedy exact match on {config.data.num_test} prompts every {config.rl.eval_every} iterations.
-{config.rl.prompts} prompts x G={config.rl.group_size}, Adam {config.rl.lr}, 1 epoch x
-{config.rl.num_minibatches} minibatches. Directional only at {len(seeds)} seeds.
+Every arm x seed from the warm start with the base RL recipe of the arithmetic reproductions
+(`configs/common.ARITH_RL_RECIPE`): {rl.prompts} prompts x G={rl.group_size} per iteration at
+temperature {rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip 1.0, fresh
+optimiser state), {rl.num_epochs} epoch(s) x {rl.num_minibatches} minibatches, entropy bonus
+{config.loss.ent_coef}; {rl.iterations} iterations or {rl.max_wall_s:.0f} s of training wall
+clock (compile and evaluation excluded; a safety cap), whichever first; held-out greedy exact
+match on {config.data.num_test} prompts every {rl.eval_every} iterations. Seeds {seeds}: a seed
+fixes the batches and sampling keys, identical across arms. The `{report.NOISE_FLOOR_ARM}` arm
+is the noise floor: GRPO advantages computed from another prompt's outcomes.
+
+Per arm, over seeds: mean ± sd [bootstrap 95% CI] (n seeds); sampled accuracy = training-batch
+accuracy at T=1 over the last 10 iterations.
 
 {table_b(summary, seeds, arms, config)}
+
+Per run (s / iteration: training wall clock per iteration, split into sampling, host-side
+work and the update; `hicra_fai`'s extra non-cached forward falls in its sampling phase):
+
+{table_b_runs(summary, seeds, arms)}
 
 ![Part B](f_part_b.png)
 
 ## Expected vs observed
 
+The gate (every claim reads UNTESTABLE if it fails): GRPO must gain >= 8 points of held-out
+greedy exact match over its warm start and end above the shuffled-reward noise floor, in every
+seed.
+
 Warm start (Part A):
 
-{expected_vs_observed(diags['warm'], summary, seeds, arms, config.get('smoke', False))}
+{expected_vs_observed(diags['warm'], summary, seeds, arms, smoke)}
 
 GRPO checkpoint (Part A on the trained policy; Part B rows repeated):
 
-{expected_vs_observed(diags['grpo'], summary, seeds, arms, config.get('smoke', False))}
+{trained_text}
 
 Settings tried: this configuration only (no tuning runs).
 """

@@ -16,7 +16,9 @@ One place decides, for every `python -m experiments.<name>` run:
     of steps, evaluation / checkpoint cadence: keys that do not change what is
     computed) refuses the run with one line naming every differing key, its old
     and new value and how to proceed (a new `--workdir`, or
-    `--allow_config_change`); a refused run leaves `config.json` untouched. A key that
+    `--allow_config_change`); a refused run leaves `config.json` untouched. The old
+    `config.json` is read through `RENAMES` first (keys renamed since it was written), so a
+    rename alone is not a change. A key that
     changes the shapes of the checkpointed state (the experiment's `shape_keys`, or
     any change a restore finds) is refused even with `--allow_config_change`.
   * **One run per workdir.** The run holds an exclusive lock (`lock_workdir`: `fcntl.flock`
@@ -52,6 +54,7 @@ import dataclasses
 import errno
 import faulthandler
 import fcntl
+import functools
 import json
 import logging as pylogging
 import os
@@ -91,6 +94,7 @@ __all__ = [
   'flatten',
   'lock_workdir',
   'main',
+  'migrate_config',
   'note',
   'resolve_workdir',
 ]
@@ -294,6 +298,90 @@ def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict:
 _ABSENT = '(absent)'
 
 
+@dataclasses.dataclass(frozen=True)
+class Rename:
+  """A config key renamed (or an "off" sentinel replaced) since runs were written.
+
+  `old` and `new` are flattened keys; a `*` stands for one part (an arm's name) and is
+  carried over. `value` maps the old value to the new one (None: unchanged).
+  """
+
+  old: str
+  new: str
+  value: Optional[Callable[[Any], Any]] = None
+  why: str = ''
+
+
+def _off(sentinel):
+  return lambda v: None if v == sentinel else v
+
+
+# Every rename of a config key (issue 22: one name per concept, None for "off"), in one place.
+# `migrate_config` reads an existing workdir's config.json (and done.json) through it, so a
+# run written before a rename resumes with the same settings; `--config.<old key>` fails
+# naming the new one (`unknown_key_message`). BUILD_NOTES.md > Decisions gives the reasons.
+RENAMES = (
+  Rename('rl.lr', 'optim.lr', why='the RL optimizer has its own section, as in arith_rl'),
+  Rename('arms.*.rl.lr', 'arms.*.optim.lr', why="an arm's override of optim.lr"),
+  Rename('num_seeds', 'seeds', lambda n: list(range(n)), why='independent runs: seeds'),
+  Rename('loss.clip_eps_high', 'loss.clip_eps_high', _off(0.0), why='None: = clip_eps'),
+  Rename('arms.*.loss.clip_eps_high', 'arms.*.loss.clip_eps_high', _off(0.0)),
+  Rename('loss.vf_clip', 'loss.vf_clip', _off(0.0), why='None: the value loss is not clipped'),
+  Rename('debug.nan_after_step', 'debug.nan_after_step', _off(-1), why='None: off'),
+  Rename('init_from', 'init_from', _off(''), why='None: this workdir runs the warm start'),
+)
+
+
+def _rename_match(pattern: str, key: str) -> Optional[list]:
+  """The parts `*` stands for when `key` matches `pattern`, else None."""
+  p, k = pattern.split('.'), key.split('.')
+  if len(p) != len(k) or any(a not in ('*', b) for a, b in zip(p, k)):
+    return None
+  return [b for a, b in zip(p, k) if a == '*']
+
+
+def _rename_fill(pattern: str, stars: list) -> str:
+  stars = iter(stars)
+  return '.'.join(next(stars) if part == '*' else part for part in pattern.split('.'))
+
+
+def migrate_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict:
+  """`old` (a run's config.json) with the keys of `RENAMES` moved to their names in `new`.
+
+  A rename applies only where `new` has the new key and not the old one (`num_seeds` stays
+  in the configs that still count vmapped trials with it). Returns a nested dict.
+  """
+  flat, have = flatten(old), flatten(new)
+  for r in RENAMES:
+    for key in list(flat):
+      stars = _rename_match(r.old, key)
+      if stars is None:
+        continue
+      target = _rename_fill(r.new, stars)
+      if target not in have or (target != key and key in have):
+        continue
+      value = flat.pop(key)
+      flat[target] = r.value(value) if r.value is not None else value
+  out = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split('.')
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def renamed_key(config, path: str) -> Optional[str]:
+  """The new name of `path` when it is an old key of `RENAMES` and `config` has the new one."""
+  keys = set(config_keys(config))
+  for r in RENAMES:
+    stars = _rename_match(r.old, path)
+    if stars is not None and r.new != r.old and _rename_fill(r.new, stars) in keys:
+      return _rename_fill(r.new, stars)
+  return None
+
+
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
   """[(key, old value, new value)] for every flattened key that differs, sorted."""
   a, b = flatten(old), flatten(new)
@@ -304,8 +392,13 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
   ]
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-  """The short commit of the checkout the run starts from ('unknown' outside git), for reports."""
+  """The short commit of the checkout the run starts from ('unknown' outside git), for reports.
+
+  Read once per process (the CLI reads it at start), so a report written at the end of a long
+  run names the code that ran, not a commit made in the checkout meanwhile.
+  """
   try:
     out = subprocess.run(
       ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, timeout=10
@@ -345,13 +438,17 @@ def check_resume(
   checkpoints hold; a change of one is refused even with `allow_change`, before anything
   is read or written (a restore could not fit the saved arrays into the new shapes).
 
+  The run's config.json is read through `migrate_config` (keys renamed since, `RENAMES`), so
+  a workdir written before a rename resumes when only the names differ.
+
   Returns the differing (key, old, new) triples that are allowed (safe keys, keys added
   since the run at their defaults, or any with `allow_change`); empty for a new workdir.
   """
   old = read_json(os.path.join(workdir, CONFIG_FILE))
   if old is None:
     return []
-  diffs = config_diff(old, config_json(config))
+  new = config_json(config)
+  diffs = config_diff(migrate_config(old, new), new)
   added = {k for k, o, _ in diffs if o == _ABSENT and k not in set(overridden)}
   unsafe = [d for d in diffs if d[0] not in safe_keys and d[0] not in added]
   shaped = [d for d in unsafe if any(_matches(d[0], k) for k in shape_keys)]
@@ -371,6 +468,14 @@ def check_resume(
       f'resume with the new values (keys that may change on resume: {safe}).'
     )
   return diffs
+
+
+def same_run(old: Mapping[str, Any], config, overridden: Sequence[str] = ()) -> bool:
+  """True when `config` is the config of a run recorded as `old` (a done.json's config): equal
+  after `migrate_config`, up to keys added since the run at their defaults (`check_resume`)."""
+  new = config_json(config)
+  diffs = config_diff(migrate_config(old, new), new)
+  return all(o == _ABSENT and k not in set(overridden) for k, o, _ in diffs)
 
 
 def _matches(key: str, pattern: str) -> bool:
@@ -682,6 +787,9 @@ def unknown_key_message(config, path: str) -> Optional[str]:
   keys = config_keys(config)
   if path in keys:
     return None
+  renamed = renamed_key(config, path)
+  if renamed:
+    return f'--config.{path}: config.{path} is not a config key (renamed to config.{renamed}).'
   parent = path.rpartition('.')[0]
   close = closest_keys(path, keys)
   hint = f'closest: {", ".join("config." + k for k in close)}' if close else 'no close key'
@@ -844,6 +952,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
   signal.signal(signal.SIGTERM, _stop_at_next_step)
   _state['stall_at'] = FLAGS.debug_stall_at
   _state['resume_hint'] = experiment.resume_hint
+  git_commit()  # the commit this run starts from (cached for the reports)
   if experiment.setup is not None:
     experiment.setup()
   experiment.validate(config)
@@ -868,7 +977,7 @@ def _run(experiment, argv, FLAGS):  # noqa: N803
     if experiment.check_workdir is not None and os.path.isdir(workdir):
       experiment.check_workdir(config, workdir)
     done = read_json(os.path.join(workdir, DONE_FILE))
-    complete = done is not None and done.get('config') == config_json(config)
+    complete = done is not None and same_run(done.get('config') or {}, config, overridden)
     if complete and not FLAGS.rewrite:
       note(f'{workdir} holds a complete run of this config; nothing to do.')
       note(done.get('summary', ''))

@@ -181,11 +181,12 @@ def check_cache(info, key, sections, where):
   )
 
 
-def write_curve(workdir, curve):
-  """Writes the SFT curve as `<workdir>/warmstart_curve.csv` (step, validation exact match)."""
+def write_curve(workdir, curve, metric: str = 'validation_exact_match'):
+  """Writes the SFT curve as `<workdir>/warmstart_curve.csv` (step, `metric`: the validation
+  score the stop was judged on)."""
   with open(os.path.join(workdir, CURVE_FILE), 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow(('step', 'validation_exact_match'))
+    w.writerow(('step', metric))
     w.writerows((int(s), f'{em:.6f}') for s, em in curve)
 
 

@@ -62,11 +62,13 @@ import numpy as np  # noqa: E402
 
 from jaxca import estimators  # noqa: E402
 from jaxca import prm as prm_lib  # noqa: E402
+from jaxca import report  # noqa: E402
 from jaxca.tasks import arith  # noqa: E402
 from jaxca.types import Trajectory  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'pure_credit'
+# The default run under the reproduction protocol.
+RESULTS = ROOT / 'results' / 'pure_credit_protocol'
 
 # %% [markdown]
 # ## 1. Per-token credit of one group of responses
@@ -135,7 +137,7 @@ plt.show()
 # %%
 if (RESULTS / 'results.md').exists():
   text = (RESULTS / 'results.md').read_text()
-  print(text[: 2500 if SMOKE else None])
+  report.show_markdown(text[: 2500 if SMOKE else None])
 else:
   print(f'{RESULTS} is missing: run `python -m experiments.pure_credit --config '
         f'configs/pure_credit.py --workdir results/pure_credit` first.')  # fmt: skip

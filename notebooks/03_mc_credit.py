@@ -64,6 +64,7 @@ import numpy as np  # noqa: E402
 from jaxca import estimators  # noqa: E402
 from jaxca import lm  # noqa: E402
 from jaxca import prefixes  # noqa: E402
+from jaxca import report  # noqa: E402
 from jaxca import sampling  # noqa: E402
 from jaxca import tasks  # noqa: E402
 from jaxca import types  # noqa: E402
@@ -72,7 +73,8 @@ from jaxca.lm import providers as providers_lib  # noqa: E402
 from jaxca.networks import transformer  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'mc_credit'
+# The default run under the reproduction protocol.
+RESULTS = ROOT / 'results' / 'mc_credit_protocol'
 
 # %% [markdown]
 # ## 1. Learning curves (Figure F6) and Table A
@@ -107,7 +109,7 @@ if records:
   axes[0].legend()
   plt.show()
   text = (RESULTS / 'results.md').read_text()
-  print(text[text.index('## Table A') : text.index('![F6]')])
+  report.show_markdown(text[text.index('## Table A') : text.index('![F6]')])
 else:
   print(f'No committed results in {RESULTS}; run experiments/mc_credit.py first.')
 

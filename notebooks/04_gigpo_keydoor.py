@@ -59,13 +59,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxca import report  # noqa: E402
 from jaxca.credit import gigpo  # noqa: E402
 from jaxca.envs import keydoor  # noqa: E402
 from jaxca.lm import multiturn  # noqa: E402
 from jaxca.networks import transformer  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'gigpo_keydoor'
+# The default run under the reproduction protocol.
+RESULTS = ROOT / 'results' / 'gigpo_keydoor_protocol'
 
 # %% [markdown]
 # ## 1. Committed results
@@ -77,7 +79,7 @@ RESULTS = ROOT / 'results' / 'gigpo_keydoor'
 if (RESULTS / 'results.md').exists():
   text = (RESULTS / 'results.md').read_text()
   start = text.find('## Expected vs observed')
-  print(text[start : text.find('## Table')])
+  report.show_markdown(text[start : text.find('## Table')])
   rows = [json.loads(line) for line in open(RESULTS / 'metrics.jsonl')]
   print(f'{len(rows)} metric records; keys: {sorted(rows[-1])[:12]} ...')
 else:

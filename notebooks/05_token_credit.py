@@ -59,9 +59,11 @@ import numpy as np  # noqa: E402
 
 from configs import token_credit as token_credit_config  # noqa: E402
 from experiments import token_credit  # noqa: E402
+from jaxca import report  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'token_credit'
+# The default run under the reproduction protocol.
+RESULTS = ROOT / 'results' / 'token_credit_protocol'
 
 # %% [markdown]
 # ## 1. Committed results: Tables C and D, F7, Part B
@@ -74,8 +76,10 @@ RESULTS = ROOT / 'results' / 'token_credit'
 # %%
 if (RESULTS / 'results.md').exists():
   text = (RESULTS / 'results.md').read_text()
-  print(text[text.index('### Checkpoint: warm start') : text.index('### Checkpoint: GRPO')])
-  print(text[text.index('## Expected vs observed') :])
+  report.show_markdown(
+    text[text.index('### Checkpoint: warm start') : text.index('### Checkpoint: GRPO')]
+  )
+  report.show_markdown(text[text.index('## Expected vs observed') :])
   for name in ('f7_heatmaps.png', 'f_part_b.png'):
     if (RESULTS / name).exists():
       plt.figure(figsize=(12, 8 if name.startswith('f7') else 4))

@@ -62,9 +62,11 @@ import numpy as np  # noqa: E402
 from configs import policy_objectives as po_config  # noqa: E402
 from experiments import policy_objectives as po  # noqa: E402
 from jaxca import objectives  # noqa: E402
+from jaxca import report  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'policy_objectives'
+# The default run under the reproduction protocol.
+RESULTS = ROOT / 'results' / 'policy_objectives_protocol'
 
 # %% [markdown]
 # ## 1. The gradient weight of one token
@@ -122,8 +124,8 @@ plt.show()
 # %% [markdown]
 # ## 2. The comparison: accuracy vs step and vs wall clock
 #
-# From `results/policy_objectives/` when committed (the default config: 4 arms x 2 seeds),
-# else from a smoke run into a temporary directory.
+# From `results/policy_objectives_protocol/` (the default: 4 objectives + the noise floor x 4
+# seeds), else from a smoke run into a temporary directory.
 
 # %%
 if (RESULTS / 'results.md').exists():
@@ -138,8 +140,8 @@ else:
   print(po.run(smoke, str(workdir)))
 records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
 text = (workdir / 'results.md').read_text()
-print(text[text.index('## Runs') : text.index('![')])
-print(text[text.index('## Reading') :])
+report.show_markdown(text[text.index('## Runs') : text.index('![')])
+report.show_markdown(text[text.index('## Reading') :])
 
 # %%
 arms = list(dict.fromkeys(r['arm'] for r in records))

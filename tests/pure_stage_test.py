@@ -93,6 +93,30 @@ class PureStageTest(parameterized.TestCase):
     )  # fmt: skip
     np.testing.assert_allclose(got, want, atol=1e-4)
 
+  def test_traced_mask_and_shuffled_vr_match_numpy_loop(self):
+    """One compile: `mask_separators` and `shuffle_vr` are traced; shuffle_vr = 1 is the loop
+    run on the outcomes rolled by one group (row i of group k scored with group k - 1's row i)."""
+    d = random_batch(11)
+    est = estimators.make('pure')
+    fn = jax.jit(lambda traj, hp: est(traj, hp).advantages)
+    for mask_sep in (True, False):
+      for shuffle in (0.0, 1.0):
+        kw = dict(transform='softmin', baseline='token', vr_coef=1.0, vr_all=1.0, kl_coef=0.01,
+                  prm_coef=0.5, temperature=0.2)  # fmt: skip
+        hp = hparams(est, mask_separators=float(mask_sep), shuffle_vr=shuffle, **kw)
+        got = np.asarray(fn(trajectory(d), hp))
+        solved = np.where(d['mask'], d['rewards'], 0).sum(1)  # the verifier's outcome per row
+        solved = np.roll(solved, G) if shuffle else solved
+        want = step_ref.pure_full(
+          d['step_ids'], d['mask'], d['step_rewards'], np.arange(B) // G, solved, d['has_ref'],
+          d['log_probs'], d['ref_log_probs'], dict(kw, transform='softmin', baseline='token'),
+          mask_sep,
+        )  # fmt: skip
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=str((mask_sep, shuffle)))
+    self.assertEqual(fn._cache_size(), 1)
+    rolled = np.roll(np.arange(B), G)
+    self.assertTrue(np.all(rolled // G != np.arange(B) // G))  # another prompt's group
+
   def test_specs_example(self):
     """PR = [.9, .8, -.5, .7] at T = 0.1: step returns ~ [-.5, -.5, -.5, 0] (no baseline)."""
     step_ids = np.repeat(np.arange(4), 2)[None].astype(np.int32)

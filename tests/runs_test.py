@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from configs import arith_rl as arith_config
+from configs import gigpo_keydoor as gigpo_config
+from configs import policy_objectives as po_config
 from configs import ppo_gymnax as ppo_config
 from jaxca import config_lib
 from jaxca import runs
@@ -81,6 +83,100 @@ def test_check_resume_accepts_keys_added_since_the_run_at_their_defaults(tmp_pat
   new.credit.estimator = 'rloo'  # a changed key is still refused
   with pytest.raises(runs.ConfigError, match='credit.estimator'):
     runs.check_resume(str(tmp_path), new)
+
+
+def _write_json(workdir, obj):
+  with open(os.path.join(workdir, runs.CONFIG_FILE), 'w') as f:
+    json.dump(obj, f)
+
+
+def pre_rename_policy_objectives(config):
+  """The config.json a policy_objectives run wrote before the issue-22 renames (`config`: a
+  ConfigDict or its JSON dict)."""
+  old = json.loads(json.dumps(config if isinstance(config, dict) else runs.config_json(config)))
+  old['rl']['lr'] = old.pop('optim')['lr']
+  for name, arm in old['arms'].items():
+    if arm['loss'].get('clip_eps_high', 0) is None:
+      arm['loss']['clip_eps_high'] = 0.0
+    if 'optim' in arm:
+      old['arms'][name]['rl']['lr'] = arm.pop('optim')['lr']
+  return old
+
+
+def test_a_workdir_written_before_the_renames_resumes(tmp_path):
+  # policy_objectives: rl.lr -> optim.lr (also per arm), clip_eps_high 0.0 -> None.
+  for arg in ('smoke', 'calibrate'):
+    new = po_config.get_config(arg)
+    _write_json(tmp_path, pre_rename_policy_objectives(new))
+    diffs = runs.check_resume(str(tmp_path), new)  # no refusal
+    assert [k for k, _, _ in diffs] == ['optim.max_grad_norm', 'optim.name'], diffs
+    assert runs.same_run(pre_rename_policy_objectives(new), new)  # done.json: complete
+  # arith_rl: the "off" sentinels 0.0, '' and -1 became None.
+  old = runs.config_json(arith_config.get_config('smoke'))
+  old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
+  old.update(init_from='', debug=dict(nan_after_step=-1))
+  _write_json(tmp_path, old)
+  assert runs.check_resume(str(tmp_path), arith_config.get_config('smoke')) == []
+  # gigpo_keydoor: num_seeds=n -> seeds=(0, ..., n-1).
+  new = gigpo_config.get_config()
+  old = runs.config_json(new)
+  old['num_seeds'] = len(old.pop('seeds'))
+  _write_json(tmp_path, old)
+  assert runs.check_resume(str(tmp_path), new) == []
+  # ppo_gymnax still counts vmapped seeds with num_seeds: nothing is renamed there.
+  _write_config(tmp_path, ppo_config.get_config('smoke'))
+  assert runs.check_resume(str(tmp_path), ppo_config.get_config('smoke')) == []
+
+
+def test_a_real_change_against_a_pre_rename_workdir_is_refused(tmp_path):
+  new = po_config.get_config('smoke')
+  old = pre_rename_policy_objectives(new)
+  old['rl']['lr'] = 2e-4
+  _write_json(tmp_path, old)
+  with pytest.raises(runs.ConfigError, match=r'config\.optim\.lr: 0\.0002 -> 0\.0001'):
+    runs.check_resume(str(tmp_path), new)
+  assert not runs.same_run(old, new)
+  old = pre_rename_policy_objectives(new)
+  old['arms']['clip_higher']['loss']['clip_eps_high'] = 0.0  # was "= clip_eps", now 0.28
+  _write_json(tmp_path, old)
+  with pytest.raises(runs.ConfigError, match=r'arms\.clip_higher\.loss\.clip_eps_high: None'):
+    runs.check_resume(str(tmp_path), new)
+  new = gigpo_config.get_config()
+  old = runs.config_json(new)
+  old['num_seeds'] = 2
+  del old['seeds']
+  _write_json(tmp_path, old)
+  with pytest.raises(runs.ConfigError, match=r'config\.seeds: \[0, 1\] -> \[0, 1, 2, 3\]'):
+    runs.check_resume(str(tmp_path), new)
+
+
+def test_arith_rl_compare_reads_renamed_keys_by_their_new_names(tmp_path):
+  from experiments import arith_rl  # noqa: PLC0415
+
+  old = runs.config_json(arith_config.get_config('smoke'))
+  old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
+  old.update(init_from='', debug=dict(nan_after_step=-1))
+  for name, config in (('old', old), ('new', runs.config_json(arith_config.get_config('smoke')))):
+    os.makedirs(tmp_path / name)
+    _write_json(tmp_path / name, config)
+  dirs = [str(tmp_path / 'old'), str(tmp_path / 'new')]
+  assert arith_rl.config_differences(dirs) == []
+  assert arith_rl.config_differences(dirs[::-1]) == []
+  old['policy']['width'] = 32
+  _write_json(tmp_path / 'old', old)
+  assert ['policy.width: 32 vs 16' in d for d in arith_rl.config_differences(dirs)] == [True]
+
+
+def test_an_old_key_on_the_command_line_names_the_new_one():
+  config = po_config.get_config('calibrate')
+  msg = runs.unknown_key_message(config, 'rl.lr')
+  assert msg == '--config.rl.lr: config.rl.lr is not a config key (renamed to config.optim.lr).'
+  msg = runs.unknown_key_message(config, 'arms.r_lr1e-4_ent01_2x2.rl.lr')
+  assert 'renamed to config.arms.r_lr1e-4_ent01_2x2.optim.lr' in msg
+  assert 'renamed to config.seeds' in runs.unknown_key_message(
+    gigpo_config.get_config(), 'num_seeds'
+  )
+  assert 'renamed' not in runs.unknown_key_message(ppo_config.get_config(), 'seeds')
 
 
 def test_workdir_defaults_to_runs_and_smoke_never_writes_results(tmp_path, monkeypatch):
@@ -199,3 +295,26 @@ def test_ppo_config_is_validated(path, value, message):
   (config[section] if section else config)[key] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate_ppo(config)
+
+
+def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
+  """A report written at the end of a long run names the code that ran, even if the checkout
+  got a new commit meanwhile."""
+  import subprocess  # noqa: PLC0415
+
+  def git(*args):
+    subprocess.run(['git', *args], cwd=tmp_path, check=True, capture_output=True, timeout=30)
+
+  git('init', '-q')
+  for i in range(2):
+    (tmp_path / 'f.txt').write_text(str(i))
+    git('add', 'f.txt')
+    git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', f'c{i}')
+    if i == 0:
+      monkeypatch.chdir(tmp_path)
+      runs.git_commit.cache_clear()
+      first = runs.git_commit()
+  assert runs.git_commit() == first
+  runs.git_commit.cache_clear()
+  assert runs.git_commit() != first
+  runs.git_commit.cache_clear()

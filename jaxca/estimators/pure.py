@@ -123,7 +123,8 @@ def pure(
   vr_coef=0.0,
   vr_all=0.0,
   kl_coef=1e-3,
-  mask_separators: bool = True,
+  mask_separators=1.0,
+  shuffle_vr=0.0,
   verifiable: bool = True,
   kl_in_reward: bool = True,
 ) -> core.Stage:
@@ -142,9 +143,13 @@ def pure(
   rows whose prompt has a reference (`vr_reference` > 0, or every row with `vr_all` = 1;
   0 elsewhere), RLOO'd within groups, is added times `vr_coef` on the last valid token; the
   k1 KL to the reference policy is subtracted per token times `kl_coef`; the advantage is
-  the reverse cumulative sum (gamma = 1) and, with `mask_separators` (PURE's default), 0 at
-  every step closer (separators, EOS, the last token). Follow with `whiten(skip_zeros=True)`.
-  The string options `transform` / `baseline` set the default ids.
+  the reverse cumulative sum (gamma = 1) and, with `mask_separators` > 0.5 (PURE's default,
+  `nomask_separator_adv=False`), 0 at every step closer (separators, EOS, the last token).
+  With `shuffle_vr` > 0.5 the verifiable reward of row i of group k is the outcome of row i of
+  group k - 1 (mod the groups; the sampler's contiguous layout), another prompt's outcome: the
+  noise floor of a VR learner (as `shuffled_reward` is GRPO's). Follow with
+  `whiten(skip_zeros=True)`. The string options `transform` / `baseline` set the default ids;
+  `mask_separators` (a bool or 0/1) and `shuffle_vr` are traced like the rest.
   """
   _checks.choice('transform', transform, PURE_TRANSFORMS)
   _checks.choice('baseline', baseline, PURE_BASELINES)
@@ -181,6 +186,8 @@ def pure(
     r = _closer_rewards(based, step_ids, closers)
     if verifiable:
       solved = ops.masked_sum(traj.rewards, mask, axis=-1)
+      rolled = jnp.roll(solved, mask.shape[0] // int(traj.num_groups))  # row i of group k - 1
+      solved = jnp.where(hp['shuffle_vr'] > 0.5, rolled, solved)
       has_ref = (jnp.asarray(traj.get('vr_reference')) > 0) | (hp['vr_all'] > 0.5)
       v = jnp.where(has_ref, solved - 1.0, 0.0)
       v_hat = core.row_group_relative(v, row_valid, traj, 'rloo', 0.0)
@@ -193,8 +200,7 @@ def pure(
     ret = credit.discounted_returns(
       _closer_rewards(shaped, step_ids, closers), ones, 0.0, mask=mask
     )
-    if mask_separators:
-      adv = jnp.where(closers, 0.0, adv)
+    adv = jnp.where(closers & (hp['mask_separators'] > 0.5), 0.0, adv)
     return core.Targets(adv, ret)
 
   hparams = dict(
@@ -205,6 +211,8 @@ def pure(
     vr_coef=vr_coef,
     vr_all=vr_all,
     kl_coef=kl_coef,
+    mask_separators=float(mask_separators),
+    shuffle_vr=shuffle_vr,
   )
   return core.Stage('pure', requires, hparams, apply)
 

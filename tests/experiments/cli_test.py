@@ -404,3 +404,35 @@ def test_arith_rl_dapo_options_and_adaptive_kl_run_end_to_end_and_resume(tmp_pat
   proc = cli('arith_rl', f'--workdir={resumed}', *on)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert _rl_records(resumed) == rl
+
+
+def test_a_workdir_written_before_the_config_renames_resumes_and_old_keys_name_new_ones(tmp_path):
+  """Issue 22: rl.lr -> optim.lr and clip_eps_high 0.0 -> None (runs.RENAMES). A finished run
+  whose config.json / done.json hold the old names is recognised as this config's run; a real
+  change is still refused; `--config.rl.lr` names the new key."""
+  workdir = tmp_path / 'w'
+  proc = cli('policy_objectives', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr
+  from tests import runs_test  # noqa: PLC0415
+
+  records = {n: json.loads((workdir / n).read_text()) for n in ('config.json', 'done.json')}
+  old = runs_test.pre_rename_policy_objectives(records['config.json'])
+  assert records['done.json']['config'] == records['config.json']
+
+  def rewrite(lr):
+    old['rl']['lr'] = lr
+    (workdir / 'config.json').write_text(json.dumps(old))
+    (workdir / 'done.json').write_text(json.dumps(dict(records['done.json'], config=old)))
+
+  rewrite(1e-4)
+  proc = cli('policy_objectives', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'holds a complete run of this config' in proc.stderr + proc.stdout
+  rewrite(2e-4)
+  _one_line_error(
+    cli('policy_objectives', f'--workdir={workdir}'), 'config.optim.lr: 0.0002 -> 0.0001'
+  )
+  _one_line_error(
+    cli('policy_objectives', f'--workdir={tmp_path / "x"}', '--config.rl.lr=1e-3'),
+    'config.rl.lr is not a config key (renamed to config.optim.lr)',
+  )

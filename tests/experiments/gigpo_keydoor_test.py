@@ -39,7 +39,7 @@ class ConfigTest(absltest.TestCase):
     names = [a['name'] for a in config.arms]
     self.assertEqual(names, ['grpo_msn', 'gigpo_msn', report.NOISE_FLOOR_ARM])
     self.assertEqual(experiment.BASELINE, names[0])
-    self.assertGreaterEqual(config.num_seeds, 4)
+    self.assertGreaterEqual(len(config.seeds), 4)
     self.assertGreaterEqual(config.rl.iterations, 300)
     self.assertEqual(config.optim.lr, 1e-3)
     self.assertIn(report.NOISE_FLOOR_ARM, [a['name'] for a in config_module.full_arms()])
@@ -164,7 +164,7 @@ def test_smoke_cli_writes_results(tmp_path):
     rows = [json.loads(line) for line in f]
   config = config_module.get_config('smoke')
   assert [r['step'] for r in rows] == list(range(config.rl.iterations + 1))
-  n_runs = len(config.arms) * config.num_seeds
+  n_runs = len(config.arms) * len(config.seeds)
   for r in rows[1:]:
     assert len(r['success']) == n_runs
     assert np.all(np.isfinite(r['loss']))

@@ -44,3 +44,68 @@ def test_smoke_cli_writes_tables_figures_and_verdicts(tmp_path):
   assert all(0.0 <= r['loss_token_frac'] <= 1.0 for r in spo)
   gae = [r for r in records if r['arm'] == 'ppo_gae' and r['iteration'] > 0]
   assert all('critic_value_loss' in r for r in gae)
+
+
+def test_wall_budget_caps_at_the_named_arms_wall_of_the_same_seed():
+  from configs import mc_credit as config_lib
+  from experiments import mc_credit
+
+  config = config_lib.get_config()
+  walls = {('grpo', 0): 50.0, ('grpo', 1): 2000.0}
+  assert mc_credit.wall_budget(config, 'grpo', walls, 0) == config.rl.max_wall_s
+  assert mc_credit.wall_budget(config, 'vineppo_k9', walls, 0) == 50.0
+  assert mc_credit.wall_budget(config, 'vineppo_k9', walls, 1) == config.rl.max_wall_s
+
+
+def test_validate_refuses_a_wall_budget_arm_that_runs_later():
+  from configs import mc_credit as config_lib
+  from experiments import mc_credit
+  from jaxca import runs
+
+  config = config_lib.get_config()
+  config.arms.grpo.wall_budget = 'vineppo_k9'
+  with pytest.raises(runs.ConfigError, match='arms.grpo.wall_budget'):
+    mc_credit.validate(config)
+  config = config_lib.get_config()
+  config.run_arms = ('grpo', 'nope')
+  with pytest.raises(runs.ConfigError, match='config.run_arms'):
+    mc_credit.validate(config)
+
+
+def test_summarize_reads_capped_runs_at_their_end_and_ignores_the_noise_floor_for_budgets():
+  from experiments import mc_credit
+
+  def recs(arm, walls, accs, step=5):
+    out = []
+    for i, (w, a) in enumerate(zip(walls, accs)):
+      out.append(
+        dict(
+          arm=arm,
+          seed=0,
+          iteration=i * step,
+          wall=w,
+          tokens=10.0 * i,
+          policy_tokens=10.0 * i,
+          mc_tokens=0.0,
+          eval_exact_match=a,
+          accuracy=a,
+          sample_s=1.0,
+          host_s=0.0,
+          train_s=0.0,
+        )
+      )
+    return out
+
+  records = (
+    recs('grpo', [0, 10, 20, 30], [0.4, 0.5, 0.6, 0.7])
+    + recs('shuffled_reward', [0, 1, 2, 3], [0.4, 0.2, 0.1, 0.0])  # shortest wall: ignored
+    + recs('vineppo_k9', [0, 16, 31], [0.4, 0.55, 0.65])  # capped at 30 s, ends at 31 s
+  )
+  arms = ['grpo', 'shuffled_reward', 'vineppo_k9']
+  out = mc_credit.summarize(records, [0], arms, capped={('vineppo_k9', 0)})
+  assert out[('grpo', 0)]['equal'] == dict(wall=30, tokens=20.0, iteration=10)
+  assert out[('vineppo_k9', 0)]['acc_equal_wall'] == 0.65  # its final, not the 16 s reading
+  assert out[('grpo', 0)]['acc_equal_iter'] == 0.6
+  assert out[('vineppo_k9', 0)]['baseline_at_final_iter'] == 0.6  # GRPO at iteration 10
+  uncapped = mc_credit.summarize(records, [0], arms)
+  assert uncapped[('vineppo_k9', 0)]['acc_equal_wall'] == 0.55

@@ -30,8 +30,8 @@ def _config(arg='smoke'):
 def test_calibrate_arms_vary_the_recipe_only():
   c = _config('calibrate')
   assert 'shuffled_reward' in c.run_arms and c.baseline in c.run_arms
-  rls = {a: po.arm_rl(c, a) for a in c.run_arms}
-  assert {(r.lr, r.num_epochs, r.num_minibatches) for r in rls.values()} >= {
+  rls = {a: (po.arm_optim(c, a), po.arm_rl(c, a)) for a in c.run_arms}
+  assert {(o['lr'], r.num_epochs, r.num_minibatches) for o, r in rls.values()} >= {
     (1e-4, 1, 1),
     (2e-4, 2, 2),
   }
@@ -49,8 +49,9 @@ def test_default_arms_are_the_four_objectives_and_the_noise_floor():
   assert po.arm_estimator(c, 'shuffled_reward').name == 'shuffled_reward'
   assert po.arm_estimator(c, 'ppo_clip').name == 'grpo'
   # The base recipe, from the one place every arith reproduction reads it.
-  for key in ('lr', 'num_epochs', 'num_minibatches', 'iterations', 'prompts', 'group_size'):
+  for key in ('num_epochs', 'num_minibatches', 'iterations', 'prompts', 'group_size'):
     assert c.rl[key] == common.ARITH_RL_RECIPE[key]
+  assert c.optim.lr == common.ARITH_RL_RECIPE['lr']
   assert c.loss.ent_coef == common.ARITH_RL_RECIPE['ent_coef']
   loss = {a: po.arm_loss(c, a) for a in c.run_arms if a != 'shuffled_reward'}
   assert loss['ppo_clip']['objective'] == loss['clip_higher']['objective'] == 'ppo_clip'

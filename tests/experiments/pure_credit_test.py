@@ -7,6 +7,7 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import numpy as np
 
 from configs import pure_credit as config_mod
 from experiments import pure_credit
@@ -36,20 +37,26 @@ class PureCreditSmokeTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'results.md')) as f:
       text = f.read()
-    for needle in ('**H1 (', '**H2 (', 'largely designed in', 'THINK steps per response'):
+    for needle in ('**H1 (', '**H2 (', 'largely designed in', 'THINK steps per response',
+                   'greedy exact match % per seed', '95% CI', 'not run here'):  # fmt: skip
       self.assertIn(needle, text)
     config = config_mod.get_config('smoke')
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       rows = [json.loads(line) for line in f]
+    with open(os.path.join(workdir, 'warmstart_curve.csv')) as f:
+      self.assertEqual(f.readline().strip(), 'step,validation_final_answer')
     ws = [r for r in rows if r['phase'] == 'warmstart']
     self.assertTrue(ws and all('val_accuracy' in r and 'accuracy' in r for r in ws))
     rl = [r for r in rows if r['phase'] == 'rl' and r['iteration'] > 0]
     self.assertLen(rl, len(config.arms) * len(config.seeds) * config.rl.iterations)
     for key in ('prm_sum', 'think_steps', 'kl_seq', 'entropy', 'local_ok_1', 'acc_ref', 'loss'):
       self.assertIn(key, rl[0])
-    # The smoke arms have no VR-only baseline: no gate, and every verdict is labelled.
-    self.assertIn('**Gate**: not applied', text)
+    # The smoke arms have the VR-only baseline and the noise floor: the gate is applied (a
+    # smoke baseline does not learn), and every verdict is labelled.
+    self.assertIn('**Gate**: **FAILED**', text)
+    self.assertIn('noise floor final %', text)
     self.assertEqual(text.count('(smoke: not a result)'), 3)  # the header line, H1, H2
+    self.assertIn('eval_exact_match', rl[-1])
 
   def test_verdicts_are_untestable_when_the_vr_only_baseline_does_not_learn(self):
     def arm(final, think, length=5.0):
@@ -100,6 +107,37 @@ class PureCreditSmokeTest(absltest.TestCase):
       self.assertEqual(int(term['transform_id']), pure_credit.TRANSFORMS.index(arm['transform']))
       self.assertEqual(float(term['vr_all']), float(arm['vr'] >= 1.0), name)
       self.assertEqual(float(term['vr_coef']) > 0, arm['vr'] > 0, name)
+      self.assertEqual(float(term['mask_separators']), float(arm.get('mask', True)), name)
+      self.assertEqual(float(term['shuffle_vr']), float(arm.get('shuffle', False)), name)
+    self.assertEqual(config_mod.NOISE_FLOOR, pure_credit.report.NOISE_FLOOR_ARM)
+    self.assertIn(config_mod.NOISE_FLOOR, config_mod.DEFAULT_ARMS)
+    self.assertFalse(config_mod.ARMS['A3n_min_nomask'].get('mask', True))
+
+  def test_canonical_is_the_filler_free_chain(self):
+    config = config_mod.get_config('smoke')  # K = 2
+    task = pure_credit.make_task(config)
+    voc = task.vocab
+    batch = task.generate(np.random.default_rng(0), 1, split='test')
+    x1, x2 = (voc.number_id(int(v)) for v in batch['intermediates'][0][:2])
+    think, step, eos = voc.think_id, voc.step_id, voc.eos_id
+    wrong = voc.number_id((int(batch['intermediates'][0][0]) + 1) % 10)
+    rows = [  # (response, canonical?)
+      ([x1, step, x2, eos], 1.0),
+      ([x1, step, think, step, x2, eos], 0.0),  # a filler: right answer, not exact
+      ([wrong, step, x2, eos], 0.0),  # a wrong first value, a right final answer
+      ([x1, step, x2], 0.0),  # truncated (no EOS): the outcome is 0 anyway
+    ]
+    n = task.response_len
+    resp = np.full((len(rows), n), voc.pad_id, np.int32)
+    mask = np.zeros((len(rows), n), bool)
+    for i, (r, _) in enumerate(rows):
+      resp[i, : len(r)] = r
+      mask[i, : len(r)] = True
+    b = {k: np.repeat(v, len(rows), 0) for k, v in batch.items()}
+    canon = np.asarray(pure_credit.canonical(task, resp, mask, b))
+    outcome = np.asarray(task.outcome(resp, mask, b))
+    np.testing.assert_array_equal(canon * outcome, [w for _, w in rows])
+    np.testing.assert_array_equal(outcome, [1.0, 1.0, 1.0, 0.0])  # final answer only
 
 
 if __name__ == '__main__':
