@@ -44,6 +44,7 @@ setup(
       'rlax>=0.1.6',  # reference GAE for cross-checks and the benchmark baseline
       'nbclient>=0.10',  # tests run every notebook in a Jupyter kernel
       'ipykernel>=6.29',
+      'ipython>=8',  # report.show_markdown renders results.md in a kernel (IPython.display)
     ],
     # Reference implementations for tests/crosscheck only (jaxca never imports them).
     # torch: install the CPU build first where pip would otherwise pick a CUDA one.

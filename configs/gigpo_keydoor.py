@@ -34,7 +34,7 @@ arXiv 2505.11821), gigpo_msn_turn (anchor + turn index), gigpo_msn_hist (action-
 hash: the negative control, should match GRPO) and an lr sweep {1e-4, 3e-4} for grpo/gigpo x
 mode, with 8 seeds (for an accelerator).
 
-Expected / measured: see results/gigpo_keydoor/results.md (written by the run, with the
+Expected / measured: see results/gigpo_keydoor_protocol/results.md (written by the run, with the
 gate and the confirm/refute verdict of the claim).
 """
 
