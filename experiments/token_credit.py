@@ -18,10 +18,8 @@ UNTESTABLE. Not resumable (the warm start is cached in `<workdir>/warmstart`).
 """
 
 import functools
-import json
 import math
 import os
-import sys
 import time
 
 from absl import app
@@ -36,6 +34,7 @@ from jaxca import lm
 from jaxca import loop
 from jaxca import prefixes
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -584,67 +583,48 @@ def plot_f7(d, task, config, path):
   plt.close(fig)
 
 
-def plot_part_b(records, seeds, arms, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for s in seeds:
-      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      ev = [r for r in rs if 'eval_exact_match' in r]
-      ls = '-' if s == seeds[0] else '--'
-      lab = a if s == seeds[0] else None
-      for ax, key in zip(axes[:2], ('iteration', 'wall')):
-        ax.plot(
-          [r[key] for r in ev], [r['eval_exact_match'] for r in ev], f'C{i}', ls=ls, label=lab
-        )
-      tr = [r for r in rs if r['iteration'] > 0]
-      axes[2].plot([r['iteration'] for r in tr], [r['accuracy'] for r in tr], f'C{i}', ls=ls)
-  axes[0].set_xlabel('iteration')
-  axes[1].set_xlabel('training wall-clock s')
-  axes[2].set_xlabel('iteration')
-  axes[0].set_ylabel('held-out greedy exact match')
-  axes[2].set_ylabel('training-batch accuracy (T=1)')
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+PANELS = (  # F_part_b: held-out accuracy vs iteration and wall clock, training accuracy
+  ra.Panel('iteration', 'eval_exact_match', ylabel='held-out greedy exact match', marker=False),
+  ra.Panel('wall', 'eval_exact_match', 'training wall-clock s', 'held-out greedy exact match'),
+  ra.Panel(
+    'iteration',
+    'accuracy',
+    ylabel='training-batch accuracy (T=1)',
+    where=lambda r: r['iteration'] > 0,
+    marker=False,
+  ),  # fmt: skip
+)
 
 
 def part_b_summary(records, seeds, arms):
   """{(arm, seed): start / final scores, sampled accuracy, iterations, seconds, mean |A|}."""
   out = {}
-  for a in arms:
-    for s in seeds:
-      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      tr = [r for r in rs if r['iteration'] > 0]
-      first, last = rs[0], rs[-1]
-      its = max(last['iteration'], 1)
+  for (a, s), rs in ra.by_run(records, arms, seeds).items():
+    tr = [r for r in rs if r['iteration'] > 0]
+    first, last = rs[0], rs[-1]
+    its = max(last['iteration'], 1)
 
-      def mean(key, rows=tr):
-        vals = [r[key] for r in rows if key in r]
-        return float(np.mean(vals)) if vals else float('nan')
+    def mean(key, rows=tr):
+      vals = [r[key] for r in rows if key in r]
+      return float(np.mean(vals)) if vals else float('nan')
 
-      out[(a, s)] = dict(
-        start=first['eval_exact_match'],
-        final=last['eval_exact_match'],
-        start_answer=first.get('eval_final_answer', float('nan')),
-        final_answer=last.get('eval_final_answer', float('nan')),
-        sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
-        iterations=last['iteration'],
-        wall=last['wall'],
-        s_per_iter=last['wall'] / its,
-        # The run's seconds per iteration split as lm.host.make_iteration times them.
-        split_s_per_iter=tuple(
-          sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
-        ),
-        adv_value=mean('adv_value'),
-        adv_step=mean('adv_step'),
-        adv_eos=mean('adv_eos'),
-      )
+    out[(a, s)] = dict(
+      start=first['eval_exact_match'],
+      final=last['eval_exact_match'],
+      start_answer=first.get('eval_final_answer', float('nan')),
+      final_answer=last.get('eval_final_answer', float('nan')),
+      sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
+      iterations=last['iteration'],
+      wall=last['wall'],
+      s_per_iter=last['wall'] / its,
+      # The run's seconds per iteration split as lm.host.make_iteration times them.
+      split_s_per_iter=tuple(
+        sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
+      ),
+      adv_value=mean('adv_value'),
+      adv_step=mean('adv_step'),
+      adv_eos=mean('adv_eos'),
+    )
   return out
 
 
@@ -669,49 +649,49 @@ def trained_side(summary, seed, min_gain):
   return bool(np.isfinite(gain) and gain > min_gain), rule, numbers
 
 
+def _split(p):
+  return f'{p["s_per_iter"]:.3f} ({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])})'
+
+
+RUN_COLUMNS = (
+  ra.Column('iterations', 'iterations', cell=str),
+  ra.Column('train s', 'wall', digits=0),
+  ra.Column('s / iteration (sample / host / update)', lambda p: p, cell=_split),
+  ra.Column(
+    'held-out exact match % (start → final)',
+    lambda p: p,
+    cell=lambda p: f'{_f(p["start"], pct=True)} → {_f(p["final"], pct=True)}',
+  ),  # fmt: skip
+  ra.Column('Δ vs GRPO (points)', 'final', minus=BASELINE, cell=lambda d: f'{100 * d:+.1f}'),
+  ra.Column('greedy final answer %', 'final_answer', pct=True),
+  ra.Column('sampled accuracy %', 'sampled', pct=True),
+)
+
+
 def table_b_runs(summary, seeds, arms):
-  out = [
-    '| arm | seed | iterations | train s | s / iteration (sample / host / update) | '
-    'held-out exact match % '
-    '(start → final) | Δ vs GRPO (points) | greedy final answer % | sampled accuracy % |',
-    '|---' * 9 + '|',
-  ]
-  for a in arms:
-    for s in seeds:
-      p, g = summary[(a, s)], summary[(BASELINE, s)]
-      out.append(
-        f'| {a} | {s} | {p["iterations"]} | {p["wall"]:.0f} | {p["s_per_iter"]:.3f} '
-        f'({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])}) | '
-        f'{_f(p["start"], pct=True)} → {_f(p["final"], pct=True)} | '
-        f'{100 * (p["final"] - g["final"]):+.1f} | {_f(p["final_answer"], pct=True)} | '
-        f'{_f(p["sampled"], pct=True)} |'
-      )
-  return '\n'.join(out)
+  return ra.run_table(summary, arms, seeds, RUN_COLUMNS)
+
+
+def _adv(values):
+  return '/'.join(
+    format(float(np.nanmean([p[k] for p in values])), '.3f')
+    for k in ('adv_value', 'adv_step', 'adv_eos')
+  )
+
+
+ARM_COLUMNS = (  # per arm over seeds: mean ± sd [bootstrap 95% CI] (report.fmt_ci)
+  ra.Column('final held-out exact match %', 'final', pct=True),
+  ra.Column('gain over warm start (points)', lambda p: p['final'] - p['start'], pct=True),
+  ra.Column('Δ vs GRPO (points)', 'final', pct=True, minus=BASELINE),
+  ra.Column('greedy final answer %', 'final_answer', pct=True),
+  ra.Column('sampled accuracy % (last 10 it.)', 'sampled', pct=True),
+  ra.Column('mean \\|A\\| value / STEP / EOS tokens', lambda p: p, fold=_adv),
+)
 
 
 def table_b(summary, seeds, arms, config):
-  """Per arm over seeds: mean ± sd [bootstrap 95% CI] (report.fmt_ci)."""
-  out = [
-    '| arm | reading | final held-out exact match % | gain over warm start (points) | '
-    'Δ vs GRPO (points) | greedy final answer % | sampled accuracy % (last 10 it.) | '
-    'mean \\|A\\| value / STEP / EOS tokens |',
-    '|---' * 8 + '|',
-  ]
-  for a in arms:
-    per = [summary[(a, s)] for s in seeds]
-    base = [summary[(BASELINE, s)] for s in seeds]
-    ci = lambda xs: report.fmt_ci(xs, pct=True)  # noqa: E731
-    adv = '/'.join(
-      format(float(np.nanmean([p[k] for p in per])), '.3f')
-      for k in ('adv_value', 'adv_step', 'adv_eos')
-    )
-    out.append(
-      f'| {a} | {config.arms[a].label} | {ci([p["final"] for p in per])} | '
-      f'{ci([p["final"] - p["start"] for p in per])} | '
-      f'{ci([p["final"] - q["final"] for p, q in zip(per, base)])} | '
-      f'{ci([p["final_answer"] for p in per])} | {ci([p["sampled"] for p in per])} | {adv} |'
-    )
-  return '\n'.join(out)
+  labels = {a: config.arms[a].label for a in arms}
+  return ra.seed_table(summary, arms, seeds, ARM_COLUMNS, labels=labels)
 
 
 def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
@@ -858,23 +838,18 @@ def run(config, workdir):
   )
   seeds, arms = list(config.seeds), list(config.run_arms)
   built = {a: Arm(a, config, task, policy) for a in arms}
-  records, grpo_final = [], None
+  checkpoint = {}  # Part A's trained checkpoint: the baseline's final parameters, first seed
+
+  def run_one(a, s):
+    recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
+    if (a, s) == (BASELINE, seeds[0]):
+      checkpoint['params'] = final
+    return recs
+
   t_b = time.time()
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in seeds:
-      for a in arms:
-        recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
-        if a == BASELINE and s == seeds[0]:
-          grpo_final = final
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        runs.note(
-          f'{a} seed {s}: {recs[-1]["iteration"]} iterations, {recs[-1]["wall"]:.1f} s, exact '
-          f'match {100 * recs[0]["eval_exact_match"]:.1f}% -> '
-          f'{100 * recs[-1]["eval_exact_match"]:.1f}%'
-        )
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  records = loop.run_grid(metrics_path, arms, seeds, run_one, note=ra.run_note)
+  grpo_final = checkpoint['params']
   t_b = time.time() - t_b
   summary = part_b_summary(records, seeds, arms)
   trained = trained_side(summary, seeds[0], config.part_a.min_gain)
@@ -889,38 +864,44 @@ def run(config, workdir):
     runs.note(f"Part A's trained side: UNTESTABLE ({trained[2]})")
   t_a = time.time() - t_a
   plot_f7(diags['warm']['d'], task, config, os.path.join(workdir, 'f7_heatmaps.png'))
-  plot_part_b(records, seeds, arms, os.path.join(workdir, 'f_part_b.png'))
-  times = dict(
-    total_s=time.time() - t_start,
-    part_a_s=t_a,
-    part_b_s=t_b,
+  ra.curves_figure(
+    os.path.join(workdir, 'f_part_b.png'), ra.by_run(records, arms, seeds), arms, seeds, PANELS
+  )
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
     load_start=load_start,
     load_end=bench.load_average(),
-    compiles={a: built[a].compile_s() for a in arms},
-    mc_compile=diagnoser.complete.compile_s,
+    total_s=time.time() - t_start,
+    parts={
+      'warm start': ws_info.get('seconds', float('nan')),
+      'Part B (compiles and evaluations included)': t_b,
+      'Part A': t_a,
+    },
+    compiles={
+      **{a: built[a].compile_s() for a in arms},
+      'MC sampler': diagnoser.complete.compile_s,
+    },
   )
-  write_results(config, workdir, diags, summary, arms, ws_info, times, trained)
-  line = ', '.join(
-    f'{a} {100 * np.mean([summary[(a, s)]["final"] for s in seeds]):.1f}%' for a in arms
-  )
+  write_results(config, workdir, diags, summary, arms, ws_info, header, trained)
   gate = part_b_gate(summary, seeds, arms)
-  return (
-    f'token_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out exact '
-    f'match (mean of {len(seeds)} seed(s)): {line}; gate {"PASSED" if gate.passed else "FAILED"}; '
-    f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
-  )
+  finals = ra.arm_means(summary, arms, seeds, 'final')
+  return ra.summary_line(
+    NAME, ws_info['exact_match'], finals, time.time() - t_start,
+    os.path.join(workdir, 'results.md'), seeds=len(seeds),
+    extra=f'gate {"PASSED" if gate.passed else "FAILED"}',
+  )  # fmt: skip
 
 
 def _mean(x, sel):
   return float(x[sel].mean()) if sel.any() else float('nan')
 
 
-def write_results(config, workdir, diags, summary, arms, ws_info, times, trained):
+def write_results(config, workdir, diags, summary, arms, ws_info, header, trained):
   """results.md; `trained` is `trained_side`'s (runs?, rule, numbers) for Part A."""
   seeds = list(config.seeds)
   smoke = config.get('smoke', False)
-  command = ' '.join(['python -m experiments.token_credit'] + sys.argv[1:])
-  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
   pa, cr = config.part_a, config.credit
   sections = []
   titles = (('warm', 'warm start'), (BASELINE, f'GRPO after Part B (seed {seeds[0]})'))
@@ -970,13 +951,7 @@ median):
     trained_text = trained_untestable(summary, seeds, arms, trained[1], trained[2], smoke)
   text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
 
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
-({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
-at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
-time {times['total_s']:.0f} s in all: warm start {ws_info.get('seconds', float('nan')):.0f} s,
-Part B {times['part_b_s']:.0f} s (compiles and evaluations included), Part A
-{times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time, excluded from each run's
-training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
+{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
