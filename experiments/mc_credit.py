@@ -16,7 +16,6 @@ cached in `<workdir>/warmstart`).
 import functools
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -31,6 +30,7 @@ from jaxca import lm
 from jaxca import loop
 from jaxca import prefixes
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -436,15 +436,11 @@ def summarize(records, seeds, arms, capped=(), baseline='grpo'):
   by its equal-wall-clock budget) is read at its final evaluation in the wall-clock view: its last
   iteration began within the budget and may end up to one iteration past it.
   """
-  by = {
-    (a, s): [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms for s in seeds
-  }
+  by = ra.by_run(records, arms, seeds)
   claim_arms = [a for a in arms if a != report.NOISE_FLOOR_ARM]
   out = {}
   for s in seeds:
-    w_min = min(by[(a, s)][-1]['wall'] for a in claim_arms)
-    t_min = min(by[(a, s)][-1]['tokens'] for a in claim_arms)
-    i_min = min(by[(a, s)][-1]['iteration'] for a in claim_arms)
+    w_min, t_min, i_min = (ra.equal_budget(by, s, x) for x in ('wall', 'tokens', 'iteration'))
     warm = by[(arms[0], s)][0]['eval_exact_match']
     best = max(r.get('eval_exact_match', 0.0) for a in claim_arms for r in by[(a, s)])
     half = warm + 0.5 * (best - warm)
@@ -492,52 +488,44 @@ def _f(x, pct=False, digits=2):
   return report.fmt(x, None if pct else digits, pct)
 
 
-def _cell(rows, key, pct=False, digits=2):
-  return report.fmt_seeds([r[key] for r in rows], None if pct else digits, pct)
+def _tokens(rows):
+  return ' / '.join(f'{r["policy_tokens"]:.0f} + {r["mc_tokens"]:.0f}' for r in rows)
 
 
 def table_a(summary, seeds, arms, config):
   """Costs per arm: mean over seeds (per-seed values in brackets)."""
   ep = config.rl.prompts * config.rl.group_size
-  lines = [
-    '| arm | iters | episodes | generated tokens (policy + MC) | s/iter | MC share of wall % | '
-    'training wall s | acc @ iter 20 | acc @ equal generated tokens |',
-    '|---' * 9 + '|',
+  row = lambda r: r  # noqa: E731
+  cols = [
+    ra.Column('iters', 'iters', digits=0, fold='seeds'),
+    ra.Column('episodes', 'iters', fold=lambda v: ' / '.join(str(int(i) * ep) for i in v)),
+    ra.Column('generated tokens (policy + MC)', row, fold=_tokens),
+    ra.Column('s/iter', 's_per_iter', digits=2, fold='seeds'),
+    ra.Column('MC share of wall %', 'mc_share', digits=1, fold='seeds'),
+    ra.Column('training wall s', 'wall', digits=0, fold='seeds'),
+    ra.Column('acc @ iter 20', 'acc_iter20', pct=True, fold='seeds'),
+    ra.Column('acc @ equal generated tokens', 'acc_equal_tokens', pct=True, fold='seeds'),
   ]
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    toks = ' / '.join(f'{r["policy_tokens"]:.0f} + {r["mc_tokens"]:.0f}' for r in rows)
-    lines.append(
-      f'| {a} | {_cell(rows, "iters", digits=0)} | '
-      f'{" / ".join(str(int(r["iters"]) * ep) for r in rows)} | {toks} | '
-      f'{_cell(rows, "s_per_iter")} | {_cell(rows, "mc_share", digits=1)} | '
-      f'{_cell(rows, "wall", digits=0)} | {_cell(rows, "acc_iter20", True)} | '
-      f'{_cell(rows, "acc_equal_tokens", True)} |'
-    )
-  return '\n'.join(lines)
+  return ra.seed_table(summary, arms, seeds, cols)
 
 
-ACCURACY_COLUMNS = (
-  ('final', 'final greedy exact match'),
-  ('acc_equal_iter', 'exact match @ equal iterations'),
-  ('baseline_at_final_iter', "GRPO @ this arm's final iteration"),
-  ('acc_equal_wall', 'exact match @ equal wall-clock'),
-  ('auc_wall', 'AUC vs wall'),
-  ('final_answer', 'final greedy final answer'),
-  ('sampled_acc', 'sampled accuracy (last 10 iterations)'),
+ACCURACY_COLUMNS = tuple(
+  ra.Column(label, key, pct=True)
+  for key, label in (
+    ('final', 'final greedy exact match'),
+    ('acc_equal_iter', 'exact match @ equal iterations'),
+    ('baseline_at_final_iter', "GRPO @ this arm's final iteration"),
+    ('acc_equal_wall', 'exact match @ equal wall-clock'),
+    ('auc_wall', 'AUC vs wall'),
+    ('final_answer', 'final greedy final answer'),
+    ('sampled_acc', 'sampled accuracy (last 10 iterations)'),
+  )
 )
 
 
 def table_a_accuracy(summary, seeds, arms):
   """Accuracies (%) per arm: mean ± sd [bootstrap 95% CI] over seeds, then per seed."""
-  lines = ['| arm | metric | mean ± sd [95% CI] | per seed |', '|---|---|---|---|']
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    for key, label in ACCURACY_COLUMNS:
-      vals = [r[key] for r in rows]
-      per = ', '.join(report.fmt(v, pct=True) for v in vals)
-      lines.append(f'| {a} | {label} | {report.fmt_ci(vals, pct=True)} | {per} |')
-  return '\n'.join(lines)
+  return ra.metric_table(summary, arms, seeds, ACCURACY_COLUMNS)
 
 
 def table_b(probe):
@@ -675,35 +663,14 @@ def expected_vs_observed(summary, seeds, arms, probe, smoke=False, baseline='grp
   return '\n'.join(out)
 
 
-def plot(records, seeds, arms, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for s in seeds:
-      pts = [r for r in records if r['arm'] == a and r['seed'] == s and 'eval_exact_match' in r]
-      for ax, key in zip(axes, ('iteration', 'tokens', 'wall')):
-        ax.plot(
-          [r[key] for r in pts],
-          [r['eval_exact_match'] for r in pts],
-          color=f'C{i}',
-          ls='-' if s == seeds[0] else '--',
-          marker='o',
-          ms=3,
-          label=a if s == seeds[0] else None,
-        )
-  for ax, lab in zip(axes, ('iteration', 'generated tokens (policy + MC)', 'wall-clock s (train)')):
-    ax.set_xlabel(lab)
-    ax.set_ylabel('held-out greedy exact match')
-    ax.grid(alpha=0.3)
-  axes[0].legend()
-  fig.suptitle('F6: accuracy vs iteration, generated tokens and wall-clock (dashed: later seeds)')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+F6_PANELS = tuple(
+  ra.Panel(x, 'eval_exact_match', label, 'held-out greedy exact match')
+  for x, label in (
+    ('iteration', 'iteration'),
+    ('tokens', 'generated tokens (policy + MC)'),
+    ('wall', 'wall-clock s (train)'),
+  )
+)
 
 
 def plot_probe(probe, path):
@@ -762,28 +729,20 @@ def run(config, workdir):
   keep = ()
   if config.probe.enabled:
     keep = tuple(config.probe.checkpoints)
-  records, snaps, walls = [], {}, {}
+  snaps, walls = {}, {}
+
+  def run_one(a, s):
+    k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
+    cap = wall_budget(config, a, walls, s)
+    recs, sn = run_arm(
+      config, built[a], params0, critic_init, s, train, test, evaluate, k, max_wall_s=cap
+    )
+    walls[(a, s)] = recs[-1]['wall']
+    snaps.update(sn)
+    return recs
+
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  with open(metrics_path, 'w') as f:
-    for s in config.seeds:
-      for a in arms:
-        k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
-        cap = wall_budget(config, a, walls, s)
-        recs, sn = run_arm(
-          config, built[a], params0, critic_init, s, train, test, evaluate, k, max_wall_s=cap
-        )
-        walls[(a, s)] = recs[-1]['wall']
-        if sn:
-          snaps = sn
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        last = recs[-1]
-        runs.note(
-          f'{a} seed {s}: {last["iteration"]} iterations, {last["wall"]:.1f} s, exact match '
-          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
-        )
+  records = loop.run_grid(metrics_path, arms, list(config.seeds), run_one, note=ra.run_note)
   t_learn = time.time() - t_start
   probe = {}
   t_probe = time.time()
@@ -809,7 +768,14 @@ def run(config, workdir):
     and _last_iter(records, a, s) < config.rl.iterations
   }
   summary = summarize(records, list(config.seeds), arms, capped, config.baseline)
-  plot(records, list(config.seeds), arms, os.path.join(workdir, 'f6_learning.png'))
+  ra.curves_figure(
+    os.path.join(workdir, 'f6_learning.png'),
+    ra.by_run(records, arms, list(config.seeds)),
+    arms,
+    list(config.seeds),
+    F6_PANELS,
+    title='F6: accuracy vs iteration, generated tokens and wall-clock (dashed: later seeds)',
+  )
   if probe:
     plot_probe(probe, os.path.join(workdir, 'f_probe.png'))
   compiles = {a: built[a].compile_s() for a in arms}
@@ -831,7 +797,7 @@ def run(config, workdir):
     ),
   )
   s0 = config.seeds[0]
-  line = ', '.join(f'{a} {100 * summary[(a, s0)]["final"]:.1f}%' for a in arms)
+  line = ', '.join(f'{a} {report.fmt(summary[(a, s0)]["final"], pct=True)}%' for a in arms)
   return (
     f'mc_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> seed {s0}: {line} in '
     f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
@@ -862,20 +828,22 @@ def budget_text(config) -> str:
 def write_results(config, workdir, summary, arms, probe, ws_info, capped, times):
   seeds = list(config.seeds)
   eq = summary[(arms[0], seeds[0])]['equal']
-  cores = os.cpu_count()
-  command = ' '.join(['python -m experiments.mc_credit'] + sys.argv[1:])
-  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=times['load_start'],
+    load_end=times['load_end'],
+    total_s=times['total_s'],
+    parts={'warm start + learning runs': times['learn_s'], 'value probe': times['probe_s']},
+    compiles=times['compiles'],
+    note='The iteration counts of the wall-clock-capped arms DO depend on load (their budget '
+    "is GRPO's training wall clock, measured minutes earlier on the same machine): a load "
+    'change between the runs of a seed shifts them; the per-seed s/iter column shows it.',
+  )
   text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
 
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {cores}-core CPU
-({jax.devices()[0].platform}); the machine was shared with other jobs: load average
-{times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
-seconds are inflated and noisy. The iteration counts of the wall-clock-capped arms DO depend on
-load (their budget is GRPO's training wall clock, measured minutes earlier on the same
-machine): a load change between the runs of a seed shifts them; the per-seed s/iter column
-shows it. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
-start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds per arm
-(ahead of time, excluded from the budget): {compiles}.
+{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}

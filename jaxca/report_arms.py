@@ -8,8 +8,8 @@ records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
   arm at the smallest final budget (iterations, wall clock, tokens) of the arms of its seed,
   the equal-iteration and equal-wall-clock readings of a comparison.
 - `Column`, `seed_table` (one row per arm: per-seed values folded into mean ± sd [95% CI],
-  `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`) and `run_table` (one row per arm x
-  seed).
+  `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
+  metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed).
 - `Panel`, `curves_figure`: learning curves, one colour per arm, solid for the first seed and
   dashed for the others (or the mean over seeds).
 - `run_header` (the command, commit, hardware, load and wall-time paragraph), `run_note` (the
@@ -178,6 +178,22 @@ def seed_table(
     row += [c.fold_values([c.get(summary, a, s) for s in seeds]) for c in columns]
     rows.append(row)
   return _table(header, rows)
+
+
+def metric_table(
+  summary: Mapping[RunKey, Mapping],
+  arms: Sequence[str],
+  seeds: Sequence[Any],
+  columns: Sequence[Column],
+) -> str:
+  """One row per arm x column: arm, the column's header, its values folded over seeds (the
+  column's `fold`, mean ± sd [95% CI] by default), then the per-seed values."""
+  rows = []
+  for a in arms:
+    for c in columns:
+      vals = [c.get(summary, a, s) for s in seeds]
+      rows.append([a, c.header, c.fold_values(vals), ', '.join(c.format(v) for v in vals)])
+  return _table(['arm', 'metric', 'mean ± sd [95% CI]', 'per seed'], rows)
 
 
 def run_table(

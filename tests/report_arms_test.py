@@ -113,6 +113,16 @@ class TableTest(absltest.TestCase):
     row = ra.seed_table(sm, ['b'], [0, 1], [col]).splitlines()[2]
     self.assertEqual(row, '| b | -0.1, - |')
 
+  def test_metric_table_one_row_per_arm_and_metric(self):
+    sm = {k: v for k, v in _summary().items() if k[0] == 'a'}
+    cols = [ra.Column('final', 'final', pct=True), ra.Column('n', 'n', digits=0, fold='max')]
+    lines = ra.metric_table(sm, ['a'], [0, 1], cols).splitlines()
+    self.assertEqual(lines[0], '| arm | metric | mean ± sd [95% CI] | per seed |')
+    self.assertEqual(
+      lines[2], f'| a | final | {report.fmt_ci([0.5, 0.6], pct=True)} | 50.0, 60.0 |'
+    )
+    self.assertEqual(lines[3], '| a | n | 4 | 3, 4 |')
+
   def test_run_table_rows_and_cells(self):
     cols = [ra.Column('final %', 'final', pct=True), ra.Column('n', 'n', cell=lambda v: f'#{v}')]
     lines = ra.run_table(_summary(), ['a', 'b'], [0, 1], cols).splitlines()
