@@ -13,7 +13,6 @@ drift, errors and the closing line: `jaxca.runs`.
 
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -28,6 +27,7 @@ from jaxca import lm
 from jaxca import loop
 from jaxca import objectives
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
@@ -181,12 +181,11 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
 
 def summarize(records, seeds, arms):
   """{(arm, seed): final / best accuracy, steps, seconds, the objective's mean metrics}."""
-  out = {}
+  out, by = {}, ra.by_run(records, arms, seeds)
   for s in seeds:
-    by = {a: [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms}
-    w_min = min(by[a][-1]['wall'] for a in arms)
+    w_min = ra.equal_budget(by, s, 'wall', exclude=())
     for a in arms:
-      recs = by[a]
+      recs = by[(a, s)]
       its = [r for r in recs if r['iteration'] > 0]
       evals = [r['eval_exact_match'] for r in recs if 'eval_exact_match' in r]
       last = recs[-1]
@@ -218,50 +217,43 @@ def _num(x, digits=3):
   return '-' if x is None else f'{x:.{digits}g}'
 
 
+RUN_COLUMNS = (
+  ra.Column('warm start %', 'warm', pct=True),
+  ra.Column('final %', 'final', pct=True),
+  ra.Column('best %', 'best', pct=True),
+  ra.Column('steps', 'steps', cell=str),
+  ra.Column('train s', 'wall', digits=1),
+  ra.Column('s/step', 's_per_step', digits=3),
+  ra.Column('compile s', 'compile_s', digits=1),
+)
+
+
 def table_runs(summary, seeds, arms, config):
   rows = [summary[(a, s)] for a in arms for s in seeds]
   cols = [k for k in OBJECTIVE_METRICS if any(r[k] is not None for r in rows)]
-  head = (
-    '| arm | seed | warm start % | final % | best % | steps | train s | s/step | compile s | '
-    + ' | '.join(f'{k} (mean)' for k in cols)
-    + ' |'
-  )
-  lines = [head, '|' + '---|' * (9 + len(cols))]
-  for a in arms:
-    for s in seeds:
-      r = summary[(a, s)]
-      cells = [
-        a,
-        str(s),
-        _pct(r['warm']),
-        _pct(r['final']),
-        _pct(r['best']),
-        str(r['steps']),
-        f'{r["wall"]:.1f}',
-        f'{r["s_per_step"]:.3f}',
-        f'{r["compile_s"]:.1f}',
-      ] + [_num(r[k]) for k in cols]
-      lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
+  extra = tuple(ra.Column(f'{k} (mean)', k, cell=_num) for k in cols)
+  return ra.run_table(summary, arms, seeds, RUN_COLUMNS + extra)
+
+
+def _mean_and_seeds(values):
+  return f'{_pct(np.mean(values))} ({", ".join(_pct(v) for v in values)})'
+
+
+def _mean_if_all(values):
+  return '-' if any(v is None for v in values) else _pct(float(np.mean(values)))
+
+
+MEAN_COLUMNS = (
+  ra.Column('final % (mean; per seed)', 'final', fold=_mean_and_seeds),
+  ra.Column('best % (mean)', 'best', pct=True, fold='mean'),
+  ra.Column('at equal train wall %', 'acc_equal_wall', fold=_mean_if_all),
+  ra.Column('train s/step', 's_per_step', digits=3, fold='mean'),
+)
 
 
 def table_means(summary, seeds, arms, config):
-  lines = [
-    '| arm | objective | final % (mean; per seed) | best % (mean) | at equal train wall % | '
-    'train s/step |',
-    '|---|---|---|---|---|---|',
-  ]
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    per = ', '.join(_pct(r['final']) for r in rows)
-    eq = [r['acc_equal_wall'] for r in rows]
-    eq_cell = '-' if any(e is None for e in eq) else _pct(float(np.mean(eq)))
-    lines.append(
-      f'| {a} | {config.arms[a].label} | {_pct(np.mean([r["final"] for r in rows]))} ({per}) | '
-      f'{_pct(np.mean([r["best"] for r in rows]))} | {eq_cell} | '
-      f'{np.mean([r["s_per_step"] for r in rows]):.3f} |'
-    )
-  return '\n'.join(lines)
+  labels = {a: config.arms[a].label for a in arms}
+  return ra.seed_table(summary, arms, seeds, MEAN_COLUMNS, labels=labels, label_header='objective')
 
 
 def _reading(summary, seeds, arms):
@@ -341,48 +333,34 @@ def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
   return _reading(summary, seeds, arms) + '\n\n' + report.expected_vs_observed([claim], gate, smoke)
 
 
+PANELS = (
+  ra.Panel('iteration', 'eval_exact_match', 'RL step', 'held-out greedy exact match'),
+  ra.Panel(
+    'wall',
+    'eval_exact_match',
+    'training wall clock, s (compile and eval excluded)',
+    'held-out greedy exact match',
+  ),  # fmt: skip
+  ra.Panel(
+    'iteration',
+    'clip_frac',
+    'RL step',
+    'clip fraction (5-step mean)',
+    where=lambda r: r['iteration'] > 0,
+    smooth=5,
+    yscale='symlog',
+    marker=False,
+  ),  # fmt: skip
+)
+
+
 def plot(records, seeds, arms, config, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for j, s in enumerate(seeds):
-      recs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      pts = [r for r in recs if 'eval_exact_match' in r]
-      style = dict(color=f'C{i}', ls='-' if j == 0 else '--', marker='o', ms=3)
-      label = config.arms[a].label if j == 0 else None
-      for ax, key in zip(axes[:2], ('iteration', 'wall')):
-        ax.plot([r[key] for r in pts], [r['eval_exact_match'] for r in pts], label=label, **style)
-      its = [r for r in recs if r['iteration'] > 0 and 'clip_frac' in r]
-      if its:
-        w = min(5, len(its))
-        y = np.convolve([r['clip_frac'] for r in its], np.ones(w) / w, mode='valid')
-        axes[2].plot(
-          [r['iteration'] for r in its][len(its) - len(y) :],
-          y,
-          color=f'C{i}',
-          ls='-' if j == 0 else '--',
-        )
-  for ax, lab in zip(axes[:2], ('RL step', 'training wall clock, s (compile and eval excluded)')):
-    ax.set_xlabel(lab)
-    ax.set_ylabel('held-out greedy exact match')
-    ax.grid(alpha=0.3)
-  axes[2].set_xlabel('RL step')
-  axes[2].set_ylabel('clip fraction (5-step mean)')
-  axes[2].set_yscale('symlog', linthresh=1e-3)
-  axes[2].grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.suptitle(
-    f'policy objectives with GRPO advantages (solid: seed {seeds[0]}'
-    + (f', dashed: seed {seeds[1]}' if len(seeds) > 1 else '')
-    + ')'
+  title = f'policy objectives with GRPO advantages (solid: seed {seeds[0]}' + (
+    f', dashed: seed {seeds[1]}' if len(seeds) > 1 else ''
   )
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  labels = {a: config.arms[a].label for a in arms}
+  runs_ = ra.by_run(records, arms, seeds)
+  ra.curves_figure(path, runs_, arms, seeds, PANELS, labels=labels, title=title + ')')
 
 
 # ----------------------------------------------------------------------------- run
@@ -404,38 +382,39 @@ def run(config, workdir):
     config, task, policy, train, validation, test, evaluate, workdir
   )
   built = {a: Arm(a, config, task, policy) for a in arms}
-  records = []
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in seeds:
-      for a in arms:
-        recs = run_arm(config, built[a], params0, s, train, test, evaluate)
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        last = recs[-1]
-        runs.note(
-          f'{a} seed {s}: {last["iteration"]} steps, {last["wall"]:.1f} s training, exact match '
-          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
-        )
+  records = loop.run_grid(
+    os.path.join(workdir, 'metrics.jsonl'),
+    arms,
+    seeds,
+    lambda a, s: run_arm(config, built[a], params0, s, train, test, evaluate),
+    note=lambda recs: ra.run_note(recs, unit='steps'),
+  )
   summary = summarize(records, seeds, arms)
   plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
   times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
   write_results(config, workdir, summary, ws_info, times)
-  line = ', '.join(f'{a} {_pct(np.mean([summary[(a, s)]["final"] for s in seeds]))}%' for a in arms)
   steps = sorted({summary[(a, s)]['steps'] for a in arms for s in seeds})
   steps_txt = str(steps[0]) if len(steps) == 1 else f'{steps[0]}-{steps[-1]}'
-  return (
-    f'policy_objectives: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out '
-    f'exact match (mean of {len(seeds)} seed(s), {steps_txt} steps): {line}; '
-    f'{times["total_s"]:.0f} s in all; results in {os.path.join(workdir, "results.md")}'
-  )
+  finals = ra.arm_means(summary, arms, seeds, 'final')
+  return ra.summary_line(
+    NAME, ws_info['exact_match'], finals, times['total_s'], os.path.join(workdir, 'results.md'),
+    seeds=len(seeds), extra=f'{steps_txt} steps',
+  )  # fmt: skip
 
 
 def write_results(config, workdir, summary, ws_info, times):
   seeds, arms = list(config.seeds), list(config.run_arms)
   rl = config.rl
-  command = ' '.join(['python -m experiments.policy_objectives'] + sys.argv[1:])
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=times['load_start'],
+    load_end=times['load_end'],
+    total_s=times['total_s'],
+    note=f'The wall time covers the warm start, compiles, evaluations and {len(arms)} arms x '
+    f'{len(seeds)} seed(s); the per-step columns do not depend on load, runs are reproducible.',
+  )
   arm_lines = '\n'.join(
     f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`'
     + (f', rl `{json.dumps(config.arms[a].rl.to_dict())}`' if config.arms[a].get('rl') else '')
@@ -444,11 +423,7 @@ def write_results(config, workdir, summary, ws_info, times):
   )
   text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
 
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
-({jax.devices()[0].platform}); load average {times['load_start']:.1f} at the start and
-{times['load_end']:.1f} at the end (a loaded machine inflates the seconds; the per-step
-columns do not depend on load, runs are reproducible). Wall time {times['total_s']:.0f} s in
-all (warm start, compiles, evaluations and {len(arms)} arms x {len(seeds)} seed(s)).
+{header}
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)}, train/validation/test problems generated on the host
