@@ -14,7 +14,8 @@ Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
   of the transition the right tokens are near-ties and RL updates from there are
   mostly noise (measured on K=4 chains: BUILD_NOTES.md, issue 21).
 * `warm_start` is the one-shot cached warm start of the reproductions that start
-  every arm from one SFT policy (mc_credit, token_credit, policy_objectives). Its
+  every arm from one SFT policy (mc_credit, token_credit, policy_objectives; `start`
+  composes it with the splits and the held-out evaluator). Its
   cache (`<workdir>/warmstart/` + `warmstart.json`) carries a key: a SHA-256 of the
   canonical JSON of the config sections that decide the warm start (`task`,
   `policy`, `warmstart`, the seed, and a digest of the train / validation
@@ -276,3 +277,31 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     f'({info["seconds"]:.0f} s)'
   )
   return state['params'], info
+
+
+def held_out_evaluator(policy, task):
+  """`evaluate(params, batch) -> {metric: float}`: the task's greedy metrics averaged over the
+  batch (`lm.make_eval_fn`, `lm.mean_metrics`), jitted once."""
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+
+  def evaluate(params, batch):
+    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
+
+  return evaluate
+
+
+def start(config, task, policy, workdir):
+  """The common start of the reproductions that run every arm from one warm start.
+
+  `make_splits`, the held-out evaluator (`held_out_evaluator`) and the cached `warm_start`.
+
+  Returns:
+    (params0, info, train, test, evaluate): the warm-start parameters and `warm_start`'s
+    info, the training split (host arrays), the held-out split (device arrays) and
+    `evaluate(params, batch) -> {metric: float}`.
+  """
+  train, validation, test = make_splits(config, task)
+  test = {k: jnp.asarray(v) for k, v in test.items()}
+  evaluate = held_out_evaluator(policy, task)
+  params0, info = warm_start(config, task, policy, train, validation, test, evaluate, workdir)
+  return params0, info, train, test, evaluate
