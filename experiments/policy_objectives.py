@@ -371,16 +371,7 @@ def run(config, workdir):
   t_start, load_start = time.time(), bench.load_average()
   task, policy = build(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  train, validation, test = warmstart.make_splits(config, task)
-  test = {k: jnp.asarray(v) for k, v in test.items()}
-  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
-
-  def evaluate(params, batch):
-    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
-
-  params0, ws_info = warmstart.warm_start(
-    config, task, policy, train, validation, test, evaluate, workdir
-  )
+  params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   built = {a: Arm(a, config, task, policy) for a in arms}
   records = loop.run_grid(
     os.path.join(workdir, 'metrics.jsonl'),
