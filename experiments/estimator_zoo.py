@@ -314,10 +314,8 @@ def write_results(config, workdir, summary, ws_info, times):
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)} ({config.data.num_train} train, {config.data.num_validation}
 validation, {config.data.num_test} held-out problems, disjoint); policy {config.policy.depth}
-layers, d={config.policy.width}. One warm start shared by every run: SFT for {ws_info['steps']}
-steps, stopped at validation greedy exact match >=
-{report.percent_target(config.warmstart.band[0])} (held-out
-{100 * ws_info['exact_match']:.1f}%). Each run: {rl.prompts} prompts x G={rl.group_size} per step,
+layers, d={config.policy.width}. One warm start shared by every run:
+{warmstart.describe(config, ws_info)}. Each run: {rl.prompts} prompts x G={rl.group_size} per step,
 outcome reward, loss `{json.dumps(config.loss.to_dict())}`, {rl.num_epochs} epoch(s) x
 {rl.num_minibatches} minibatches, Adam {rl.lr}; {rl.iterations} steps or {rl.max_wall_s:.0f} s of
 training wall clock; held-out greedy exact match every {rl.eval_every} steps. Seeds {seeds}: a

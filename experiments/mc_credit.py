@@ -580,11 +580,8 @@ def write_results(config, workdir, summary, arms, probe, ws_info, capped, times)
 {header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
-{config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}
-steps until validation greedy exact match first reached
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
-{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm, the base
+{config.policy.depth} layers, d={config.policy.width}; warm start:
+{warmstart.describe(config, ws_info)}. Each arm, the base
 RL recipe of the arithmetic reproductions (configs/common.ARITH_RL_RECIPE):
 {config.rl.prompts} prompts x G={config.rl.group_size} per iteration, PPO-clip
 {config.loss.clip_eps}, {config.rl.num_epochs} epochs x {config.rl.num_minibatches}

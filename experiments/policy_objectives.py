@@ -421,11 +421,7 @@ Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, o
 (`jaxca.warmstart.make_splits`, disjoint by problem: {config.data.num_train} train,
 {config.data.num_validation} validation, {config.data.num_test} held-out); policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads. One warm
-start shared by every run: SFT (Adam {config.warmstart.lr}, batch {config.warmstart.batch_size}) for
-{ws_info['steps']} steps, stopped at the first evaluation with validation greedy exact match >=
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%,
-held-out {100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each run:
+start shared by every run: {warmstart.describe(config, ws_info)}. Each run:
 estimator `{config.credit.estimator}` (the same for every arm), {rl.prompts} prompts x
 G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.num_epochs}
 epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}

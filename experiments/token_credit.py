@@ -479,10 +479,7 @@ Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
-start SFT for {ws_info['steps']} steps until validation greedy exact match first reached
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
-{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv).
+start: {warmstart.describe(config, ws_info)}.
 
 Readings implemented (labelled; constants unverified against the papers):
 - GTPO (arXiv 2508.04349 Eq. 3, 5, 6): alpha1={cr.alpha1}, alpha2={cr.alpha2} (one

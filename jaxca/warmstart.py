@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxca import checkpoint
 from jaxca import lm
+from jaxca import report
 from jaxca import runs
 from jaxca import train as train_lib
 
@@ -277,6 +278,22 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     f'({info["seconds"]:.0f} s)'
   )
   return state['params'], info
+
+
+def describe(config, info) -> str:
+  """The warm start in a sentence for a results.md: optimiser, steps, the stop and its scores.
+
+  `info` is `warm_start`'s; the stop threshold is `warmstart.band[0]` (one above 1 says that
+  no early stop was possible: `report.percent_target`).
+  """
+  ws = config.warmstart
+  return (
+    f'SFT (Adam {ws.lr}, batch {ws.batch_size}) for {info["steps"]} steps, stopped at the first '
+    f'evaluation whose validation greedy exact match reached '
+    f'{report.percent_target(ws.band[0])} (validation '
+    f'{100 * info["validation_exact_match"]:.1f}%, held-out {100 * info["exact_match"]:.1f}%; '
+    f'SFT curve in {CURVE_FILE})'
+  )
 
 
 def held_out_evaluator(policy, task):

@@ -246,3 +246,15 @@ def test_cache_without_a_key_is_refused(tmp_path):
   (tmp_path / warmstart.INFO_FILE).write_text(json.dumps(dict(steps=3, exact_match=0.2, curve=[])))
   with pytest.raises(runs.ConfigError, match=r'has no key \(made before keyed caches\)'):
     _run(_config(), str(tmp_path))
+
+
+def test_describe_keeps_the_warm_start_numbers():
+  config = _config(**{'warmstart.band': (0.35, 0.6)})
+  info = dict(steps=120, validation_exact_match=0.375, exact_match=0.3125)
+  text = warmstart.describe(config, info)
+  assert text == (
+    'SFT (Adam 0.001, batch 8) for 120 steps, stopped at the first evaluation whose validation '
+    'greedy exact match reached 35% (validation 37.5%, held-out 31.2%; SFT curve in '
+    'warmstart_curve.csv)'
+  )
+  assert 'unreachable' in warmstart.describe(_config(**{'warmstart.band': (1.01, 1.0)}), info)
