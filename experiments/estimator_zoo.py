@@ -45,17 +45,7 @@ def arm_estimator(config, name):
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
-  if not config.seeds:
-    raise runs.ConfigError('config.seeds is empty.')
-  if not config.run_arms:
-    raise runs.ConfigError('config.run_arms is empty.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
-  if len(set(config.run_arms)) != len(config.run_arms):
-    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  runs.check_grid(config)
   for name in config.run_arms:
     try:
       est = arm_estimator(config, name)

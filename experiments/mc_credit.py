@@ -60,11 +60,7 @@ def validate(config):
     )
   if config.rl.prompts * config.rl.group_size % config.rl.num_minibatches:
     raise runs.ConfigError('rl.prompts * rl.group_size must divide into rl.num_minibatches.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
+  runs.check_grid(config)
   if config.probe.enabled and 'ppo_gae' not in config.run_arms:
     raise runs.ConfigError('the value probe needs the ppo_gae arm.')
   for i, name in enumerate(config.run_arms):

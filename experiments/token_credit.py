@@ -48,15 +48,7 @@ PLANNING = ('', 'fai', 'sep')
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run."""
-  if not config.seeds:
-    raise runs.ConfigError('config.seeds is empty.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
-  if len(set(config.run_arms)) != len(config.run_arms):
-    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  runs.check_grid(config)
   for name in config.run_arms:
     arm = config.arms[name]
     if arm.planning not in PLANNING:
