@@ -205,10 +205,7 @@ def table(summary, seeds, arms, config):
 def verdict(summary, seeds, arms, baseline, smoke=False):
   """Which arms beat the baseline's final accuracy in every seed, behind the gate."""
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
-  spread = max(
-    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
-    for a in arms
-  )
+  spread = ra.seed_spread(summary, arms, seeds)
   best = max(means, key=means.get)
   gap = means[best] - means[baseline]
   beats = all(summary[(best, s)]['final'] > summary[(baseline, s)]['final'] for s in seeds)
@@ -297,9 +294,7 @@ def write_results(config, workdir, summary, ws_info, times):
     f'- `{a}` ({config.arms[a].label}): credit `{json.dumps(config.arms[a].credit.to_dict())}`'
     for a in arms
   )
-  text = f"""# estimator_zoo: critic-free advantage estimators from one warm start
-
-{header}
+  intro = f"""{header}
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)} ({config.data.num_train} train, {config.data.num_validation}
@@ -319,23 +314,22 @@ bootstrap 95% CI (`jaxca.report.seed_stats`). AUC: the mean of the held-out lear
 over the {rl.iterations} steps (`jaxca.report.curve_auc`). s / iteration: training wall clock
 per step (sampling + update; compile and evaluation excluded). Compile s: the arm's one
 ahead-of-time compilation.
-
-## Results
-
-{table(summary, seeds, arms, config)}
+"""
+  results_text = f"""{table(summary, seeds, arms, config)}
 
 ![held-out exact match vs step](curves.png)
-
-## Reading
-
-{verdict(summary, seeds, arms, config.baseline, config.get('smoke', False))}
+"""
+  reading_text = f"""{verdict(summary, seeds, arms, config.baseline, config.get('smoke', False))}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); every
 estimator at its reference defaults. Estimators that need a critic, Monte-Carlo rollouts, a
 process reward model, anchor states or token signals are compared in their own experiments.
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'estimator_zoo: critic-free advantage estimators from one warm start',
+    [intro, ('Results', results_text), ('Reading', reading_text)],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

@@ -258,7 +258,7 @@ def _reading(summary, seeds, arms):
       f'Highest final accuracy: {best} ({_pct(means[best])}%), lowest {worst} '
       f'({_pct(means[worst])}%); one seed only, so no claim about differences.'
     )
-  spread = _spread(summary, seeds, arms)
+  spread = ra.seed_spread(summary, arms, seeds)
   head = (
     f'Mean final accuracy ranges from {_pct(means[worst])}% ({worst}) to {_pct(means[best])}% '
     f'({best}), a gap of {100 * gap:.1f} points; the largest seed-to-seed difference within an '
@@ -275,13 +275,6 @@ def _reading(summary, seeds, arms):
   )
 
 
-def _spread(summary, seeds, arms):
-  return max(
-    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
-    for a in arms
-  )
-
-
 MIN_SEEDS = 4  # seeds needed before a gap larger than the seed spread counts as a difference
 
 
@@ -294,7 +287,7 @@ def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
   arms = [a for a in all_arms if a != report.NOISE_FLOOR_ARM]
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
   best, worst = max(means, key=means.get), min(means, key=means.get)
-  gap, spread = means[best] - means[worst], _spread(summary, seeds, arms)
+  gap, spread = means[best] - means[worst], ra.seed_spread(summary, arms, seeds)
   beats = all(summary[(best, s)]['final'] > summary[(worst, s)]['final'] for s in seeds)
   if len(seeds) >= 2 and gap <= spread:
     outcome, note = 'REFUTED', 'indistinguishable at this scale'
@@ -402,9 +395,7 @@ def write_results(config, workdir, summary, ws_info, times):
     + (f', estimator `{config.arms[a].credit.estimator}`' if config.arms[a].get('credit') else '')
     for a in arms
   )
-  text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
-
-{header}
+  intro = f"""{header}
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)}, train/validation/test problems generated on the host
@@ -432,31 +423,33 @@ The objective's metrics are means over the run's steps and minibatches (`jaxca.o
 clip_frac = share of tokens on the clipped branch, for CISPO the share whose IS weight was
 clipped; approx_kl / ppo_kl = the learner's / the objective's KL(old || new)
 estimate; seq_ratio_mean: GSPO's sequence ratio).
-
-## Runs
-
-{table_runs(summary, seeds, arms, config)}
-
-## Per arm (mean over seeds)
-
-"At equal train wall": accuracy of the last evaluation within the shortest training wall clock
-of the arms of the same seed, averaged over seeds.
+"""
+  runs_text = table_runs(summary, seeds, arms, config)
+  per_text = f""""At equal train wall": accuracy of the last evaluation within the shortest
+training wall clock of the arms of the same seed, averaged over seeds.
 
 {table_means(summary, seeds, arms, config)}
 
 ![accuracy vs step and wall clock](curves.png)
-
-## Reading
-
-{verdict(summary, seeds, arms, config.get('smoke', False), config.get('baseline', 'ppo_clip'))}
+"""
+  smoke, baseline = config.get('smoke', False), config.get('baseline', 'ppo_clip')
+  reading_text = f"""{verdict(summary, seeds, arms, smoke, baseline)}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); the
 objectives' hyper-parameters are their papers' / reference implementations' defaults, not
 tuned for this task. CISPO's loss value is not comparable with the others' (it is -w A log pi);
 only its gradient is meaningful.
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)',
+    [
+      intro,
+      ('Runs', runs_text),
+      ('Per arm (mean over seeds)', per_text),
+      ('Reading', reading_text),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

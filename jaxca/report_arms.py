@@ -9,7 +9,8 @@ records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
   the equal-iteration and equal-wall-clock readings of a comparison.
 - `Column`, `seed_table` (one row per arm: per-seed values folded into mean ± sd [95% CI],
   `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
-  metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed).
+  metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed);
+  `arm_means` and `seed_spread` (the largest within-arm range over seeds).
 - `Panel`, `curves_figure`: learning curves, one colour per arm, solid for the first seed and
   dashed for the others (or the mean over seeds).
 - `run_header` (the command, commit, hardware, load and wall-time paragraph), `run_note` (the
@@ -212,6 +213,15 @@ def run_table(
 def arm_means(summary: Mapping[RunKey, Mapping], arms, seeds, key: str) -> Dict[str, float]:
   """{arm: mean over seeds of summary[(arm, seed)][key]}."""
   return {a: float(np.mean([summary[(a, s)][key] for s in seeds])) for a in arms}
+
+
+def seed_spread(summary: Mapping[RunKey, Mapping], arms, seeds, key: str = 'final') -> float:
+  """The largest within-arm range over seeds of summary[(arm, seed)][key]: the seed noise a
+  difference between arms must exceed to count."""
+  return max(
+    max(summary[(a, s)][key] for s in seeds) - min(summary[(a, s)][key] for s in seeds)
+    for a in arms
+  )
 
 
 # ----------------------------------------------------------------------------- figures

@@ -137,6 +137,16 @@ class TableTest(absltest.TestCase):
       ra.markdown_table(['a', 'b'], [[1]])
     self.assertEqual(ra.markdown_table(['a', 'b'], [[1, 'x']]), '| a | b |\n|---|---|\n| 1 | x |')
 
+  def test_seed_spread_is_the_largest_within_arm_range(self):
+    sm = {
+      ('a', 0): dict(f=0.1),
+      ('a', 1): dict(f=0.4),
+      ('b', 0): dict(f=0.9),
+      ('b', 1): dict(f=0.8),
+    }
+    self.assertAlmostEqual(ra.seed_spread(sm, ['a', 'b'], [0, 1], 'f'), 0.3)
+    self.assertAlmostEqual(ra.seed_spread(sm, ['b'], [0, 1], 'f'), 0.1)
+
   def test_arm_means(self):
     sm = {('a', 0): dict(f=1.0), ('a', 1): dict(f=2.0)}
     self.assertEqual(ra.arm_means(sm, ['a'], [0, 1], 'f'), {'a': 1.5})
