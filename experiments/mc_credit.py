@@ -571,9 +571,7 @@ def write_results(config, workdir, summary, arms, probe, ws_info, capped, times)
     "is GRPO's training wall clock, measured minutes earlier on the same machine): a load "
     'change between the runs of a seed shifts them; the per-seed s/iter column shows it.',
   )
-  text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
-
-{header}
+  intro = f"""{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}; warm start:
@@ -601,9 +599,8 @@ and was not run); the tokens before the first cut get advantage 0 (the official
 first-segment-zero behaviour). VinePPO follows Eq. 5 of arXiv 2410.01679 with gamma = 1.
 Training data are generated on the host by the task (`task.generate`, train/test split by
 problem hash), not read from the tfds dataset.
-
-## Table A: learning runs
-
+"""
+  table_a_text = f"""\
 Equal iterations / wall-clock / generated tokens use, per seed, the smallest final value
 across the arms other than the noise floor (seed {seeds[0]}: {eq['iteration']} iterations,
 {eq['wall']:.1f} s, {eq['tokens']:.0f} tokens), reading each arm's last evaluation at or
@@ -623,9 +620,8 @@ Costs, mean over seeds (per-seed values in brackets):
 {table_a(summary, seeds, arms, config)}
 
 ![F6](f6_learning.png)
-
-## Table B: value-prediction probe (PPO-GAE critic, seed {seeds[0]})
-
+"""
+  table_b_text = f"""\
 V\\* and Q\\* are MC-{config.probe.truth_samples} at T=1. States: {config.probe.prompts} held-out
 prompts x {config.probe.samples} on-policy samples, boundary states de-duplicated, up to
 {config.probe.states} drawn stratified by depth. Ranking: up to {config.probe.rank_states}
@@ -639,15 +635,22 @@ at least {config.probe.min_alternatives} distinct next values. Step-error AUC: f
 {'![probe](f_probe.png)' if probe else ''}
 
 Counts per checkpoint: {json.dumps({str(k): v['_counts'] for k, v in probe.items()})}
-
-## Expected vs observed
-
+"""
+  expected = f"""\
 {expected_vs_observed(summary, seeds, arms, probe, config.get('smoke', False), config.baseline)}
 
 Settings tried: this configuration only (no tuning runs).
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO',
+    [
+      intro,
+      ('Table A: learning runs', table_a_text),
+      (f'Table B: value-prediction probe (PPO-GAE critic, seed {seeds[0]})', table_b_text),
+      ('Expected vs observed', expected),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

@@ -465,9 +465,7 @@ Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
     trained_text = expected_vs_observed(diags[BASELINE], summary, seeds, arms, smoke)
   else:
     trained_text = trained_untestable(summary, seeds, arms, trained[1], trained[2], smoke)
-  text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
-
-{header}
+  intro = f"""{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
@@ -506,15 +504,12 @@ Readings implemented (labelled; constants unverified against the papers):
   Part C (`arith-route`) and the `:full` "oracle-weighted GRPO" arm were not implemented.
 - Arms run: {', '.join(f'`{a}`' for a in arms)}; defined but not run here:
   {', '.join(f'`{a}`' for a in config.arms if a not in arms) or 'none'}.
-
-## Part A: diagnostics (no training)
-
-{chr(10).join(sections)}
+"""
+  part_a = f"""{chr(10).join(sections)}
 
 ![F7](f7_heatmaps.png)
-
-## Part B: training comparison
-
+"""
+  part_b = f"""\
 Every arm x seed from the warm start with the base RL recipe of the arithmetic reproductions
 (`configs/common.ARITH_RL_RECIPE`): {rl.prompts} prompts x G={rl.group_size} per iteration at
 temperature {rl.temperature}, outcome reward, Adam {rl.lr} (grad-norm clip 1.0, fresh
@@ -536,9 +531,8 @@ work and the update; `hicra_fai`'s extra non-cached forward falls in its samplin
 {table_b_runs(summary, seeds, arms)}
 
 ![Part B](f_part_b.png)
-
-## Expected vs observed
-
+"""
+  expected = f"""\
 The gate (every claim reads UNTESTABLE if it fails): GRPO must gain >= 8 points of held-out
 greedy exact match over its warm start and end above the shuffled-reward noise floor, in every
 seed.
@@ -553,8 +547,16 @@ GRPO checkpoint (Part A on the trained policy; Part B rows repeated):
 
 Settings tried: this configuration only (no tuning runs).
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)',
+    [
+      intro,
+      ('Part A: diagnostics (no training)', part_a),
+      ('Part B: training comparison', part_b),
+      ('Expected vs observed', expected),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)
