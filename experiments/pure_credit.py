@@ -740,6 +740,21 @@ def h4_line(rows, stats, have):
   ]
 
 
+F1_PANELS = tuple(
+  ra.Panel(
+    'iteration', key, ylabel='', title=title, where=lambda r: r['iteration'] > 0, marker=False
+  )
+  for key, title in (
+    ('accuracy', 'true accuracy (sampled)'),
+    ('prm_sum', 'PRM sum'),
+    ('think_steps', 'THINK steps / response'),
+    ('length', 'length (tokens)'),
+    ('truncated', 'truncation rate'),
+    ('kl_seq', 'KL / sequence (k3)'),
+  )
+)
+
+
 def write_results(workdir, config, rows, walls, info):
   """results.md, the figures F1-F3; returns the summary line."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -754,26 +769,11 @@ def write_results(workdir, config, rows, walls, info):
   with open(os.path.join(workdir, 'stats.json'), 'w') as f:
     json.dump(dict(stats=stats, info=info), f, indent=1, default=float)
 
-  # F1
-  panels = [
-    ('accuracy', 'true accuracy (sampled)'),
-    ('prm_sum', 'PRM sum'),
-    ('think_steps', 'THINK steps / response'),
-    ('length', 'length (tokens)'),
-    ('truncated', 'truncation rate'),
-    ('kl_seq', 'KL / sequence (k3)'),
-  ]
-  fig, axes = plt.subplots(2, 3, figsize=(14, 7))
-  for ax, (key, title) in zip(axes.ravel(), panels):
-    for a in arms:
-      its, v = curves(rows, a, key)
-      ax.plot(its, v.mean(0), label=a)
-      ax.fill_between(its, v.min(0), v.max(0), alpha=0.2)
-    ax.set(title=title, xlabel='iteration')
-  axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, 'f1_curves.png'), dpi=90)
-  plt.close(fig)
+  seeds = list(config.seeds)
+  ra.curves_figure(  # F1: training metrics, mean over seeds, shaded between min and max
+    os.path.join(workdir, 'f1_curves.png'), ra.by_run(rows, arms, seeds), arms, seeds,
+    F1_PANELS, mean_over_seeds=True, band=True, ncols=3, dpi=90,
+  )  # fmt: skip
   # F2
   fig, ax = plt.subplots(figsize=(6, 5))
   for a in arms:

@@ -42,9 +42,12 @@ FOLDS = ('ci', 'seeds', 'mean', 'per_seed', 'max')
 
 
 def by_run(records: Sequence[Mapping], arms: Sequence[str], seeds: Sequence[Any]):
-  """{(arm, seed): that run's records, in order}; a run without records raises ValueError."""
+  """{(arm, seed): that run's records, in order; records without an arm (e.g. a warm start's)
+  are left out; a run without records raises ValueError."""
   out = {
-    (a, s): [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms for s in seeds
+    (a, s): [r for r in records if r.get('arm') == a and r.get('seed') == s]
+    for a in arms
+    for s in seeds
   }
   empty = [k for k, v in out.items() if not v]
   if empty:
@@ -238,6 +241,7 @@ class Panel:
     smooth: a running mean over this many points (0: none).
     yscale: a matplotlib scale ('symlog' is drawn with linthresh 1e-3).
     marker: draw points.
+    title: the axis title.
   """
 
   x: str
@@ -248,6 +252,7 @@ class Panel:
   smooth: int = 0
   yscale: str = 'linear'
   marker: bool = True
+  title: str = ''
 
 
 def curve(records: Sequence[Mapping], panel: Panel) -> Tuple[np.ndarray, np.ndarray]:
@@ -274,35 +279,49 @@ def curves_figure(
   labels: Optional[Mapping[str, str]] = None,
   title: str = '',
   mean_over_seeds: bool = False,
+  band: bool = False,
   dotted: Sequence[str] = (),
+  ncols: Optional[int] = None,
   dpi: int = 110,
 ):
-  """Writes a row of `panels` to `path`: one colour per arm (`C<i>`), labelled once.
+  """Writes `panels` to `path` (one row, or rows of `ncols`): one colour per arm (`C<i>`).
 
   Each seed's curve is drawn (solid for the first seed, dashed for the others), or with
-  `mean_over_seeds` the mean over seeds of the curves cut to their shortest length. Arms in
-  `dotted` (e.g. the noise floor) are drawn dotted.
+  `mean_over_seeds` the mean over seeds of the curves cut to their shortest length (with
+  `band`, shaded between the seeds' min and max). Arms in `dotted` (e.g. the noise floor) are
+  drawn dotted. The first panel carries the legend.
   """
   import matplotlib  # noqa: PLC0415 (plots only)
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  ncols = ncols or len(panels)
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4 * nrows), squeeze=False)
+  axes = axes.ravel()
+  for ax in axes[len(panels) :]:
+    ax.axis('off')
   for i, a in enumerate(arms):
     label = (labels or {}).get(a, a)
-    for ax, p in zip(axes[0], panels):
+    for ax, p in zip(axes, panels):
       style = dict(color=f'C{i % 10}', **(dict(marker='o', ms=3) if p.marker else {}))
       cs = [curve(runs[(a, s)], p) for s in seeds]
       if mean_over_seeds:
         n = min(len(x) for x, _ in cs)
         ls = ':' if a in dotted else '-'
-        ax.plot(cs[0][0][:n], np.mean([y[:n] for _, y in cs], axis=0), ls=ls, label=label, **style)
+        ys = np.asarray([y[:n] for _, y in cs])
+        ax.plot(cs[0][0][:n], ys.mean(axis=0), ls=ls, label=label, **style)
+        if band:
+          ax.fill_between(
+            cs[0][0][:n], ys.min(axis=0), ys.max(axis=0), color=style['color'], alpha=0.2
+          )
         continue
       for j, (xs, ys) in enumerate(cs):
         ls = ':' if a in dotted else ('-' if j == 0 else '--')
         ax.plot(xs, ys, ls=ls, label=label if j == 0 else None, **style)
-  for ax, p in zip(axes[0], panels):
+  for ax, p in zip(axes, panels):
+    ax.set_title(p.title)
     ax.set_xlabel(p.xlabel or p.x)
     ax.set_ylabel(p.ylabel or p.y)
     if p.yscale == 'symlog':
@@ -310,7 +329,7 @@ def curves_figure(
     elif p.yscale != 'linear':
       ax.set_yscale(p.yscale)
     ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=7)
+  axes[0].legend(fontsize=7)
   if title:
     fig.suptitle(title)
   fig.tight_layout()

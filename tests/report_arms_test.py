@@ -36,6 +36,10 @@ class RunsTest(absltest.TestCase):
     self.assertEqual([r['iteration'] for r in runs[('b', 1)]], [0, 1, 2])
     self.assertEqual({r['seed'] for r in runs[('a', 1)]}, {1})
 
+  def test_by_run_leaves_out_records_without_an_arm(self):
+    recs = [dict(phase='warmstart', step=3)] + _records()
+    self.assertEqual(ra.by_run(recs, ARMS, (0, 1)), ra.by_run(_records(), ARMS, (0, 1)))
+
   def test_by_run_missing_run_is_one_line(self):
     with self.assertRaisesRegex(ValueError, r"records: no record for \(arm, seed\) \('c', 0\)"):
       ra.by_run(_records(), ('c',), (0,))
@@ -169,10 +173,10 @@ class FigureTest(absltest.TestCase):
       ra.Panel('wall', 'accuracy', smooth=2, yscale='symlog', marker=False),
     ]
     with tempfile.TemporaryDirectory() as d:
-      for mean in (False, True):
-        path = os.path.join(d, f'f{mean}.png')
+      for mean, band, ncols in ((False, False, None), (True, False, None), (True, True, 1)):
+        path = os.path.join(d, f'f{mean}{band}.png')
         ra.curves_figure(path, runs, ARMS, (0, 1), panels, title='t', mean_over_seeds=mean,
-                         dotted=(report.NOISE_FLOOR_ARM,))  # fmt: skip
+                         band=band, ncols=ncols, dotted=(report.NOISE_FLOOR_ARM,))  # fmt: skip
         with open(path, 'rb') as f:
           self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
 
