@@ -9,8 +9,9 @@ drawn the same way for every arm of a seed (so arms see the same prompts), evalu
 schedule, wall-clock seconds without compiles, token counts (policy samples and host-side
 Monte-Carlo completions), a finiteness check with a one-line error, progress for the
 watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
-collect, host providers and update (`lm.host.make_iteration`). Host-side: it calls jitted
-functions and reads arrays back; kernels never import it.
+collect, host providers and update (`lm.host.make_iteration`). `run_grid` runs every arm for
+every seed (seed-major) and appends each run's records to `metrics.jsonl`. Host-side: it
+calls jitted functions and reads arrays back; kernels never import it.
 """
 
 import json
