@@ -15,7 +15,6 @@ errors and the closing line: `jaxca.runs`.
 
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -27,7 +26,9 @@ import numpy as np
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
@@ -44,17 +45,7 @@ def arm_estimator(config, name):
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
-  if not config.seeds:
-    raise runs.ConfigError('config.seeds is empty.')
-  if not config.run_arms:
-    raise runs.ConfigError('config.run_arms is empty.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
-  if len(set(config.run_arms)) != len(config.run_arms):
-    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  runs.check_grid(config)
   for name in config.run_arms:
     try:
       est = arm_estimator(config, name)
@@ -196,31 +187,25 @@ def _pct(x):
   return report.fmt(x, pct=True)
 
 
+COLUMNS = (
+  ra.Column('final held-out exact match % (mean ± sd [95% CI])', 'final', pct=True),
+  ra.Column('learning-curve AUC %', 'auc', pct=True),
+  ra.Column('s / iteration', 's_per_step', digits=3, fold='mean'),
+  ra.Column('compile s', 'compile_s', digits=1, fold='max'),
+)
+
+
 def table(summary, seeds, arms, config):
   """One row per arm: final % with its 95% CI, AUC %, s/iteration, compile s."""
-  lines = [
-    '| arm | estimator | final held-out exact match % (mean ± sd [95% CI]) | learning-curve '
-    'AUC % | s / iteration | compile s |',
-    '|---|---|---|---|---|---|',
-  ]
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    spec = config.arms[a].credit.estimator.replace('|', '\\|')  # a table cell
-    lines.append(
-      f'| {a} | `{spec}` | {report.fmt_ci([r["final"] for r in rows], pct=True)} | '
-      f'{report.fmt_ci([r["auc"] for r in rows], pct=True)} | '
-      f'{np.mean([r["s_per_step"] for r in rows]):.3f} | {max(r["compile_s"] for r in rows):.1f} |'
-    )
-  return '\n'.join(lines)
+  cell = lambda spec: '`' + spec.replace('|', '\\|') + '`'  # noqa: E731 (a table cell)
+  specs = {a: cell(config.arms[a].credit.estimator) for a in arms}
+  return ra.seed_table(summary, arms, seeds, COLUMNS, labels=specs, label_header='estimator')
 
 
 def verdict(summary, seeds, arms, baseline, smoke=False):
   """Which arms beat the baseline's final accuracy in every seed, behind the gate."""
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
-  spread = max(
-    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
-    for a in arms
-  )
+  spread = ra.seed_spread(summary, arms, seeds)
   best = max(means, key=means.get)
   gap = means[best] - means[baseline]
   beats = all(summary[(best, s)]['final'] > summary[(baseline, s)]['final'] for s in seeds)
@@ -252,30 +237,16 @@ def verdict(summary, seeds, arms, baseline, smoke=False):
 
 
 def plot(records, seeds, arms, config, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for i, a in enumerate(arms):
-    curves = []
-    for s in seeds:
-      pts = [r for r in records if r['arm'] == a and r['seed'] == s and 'eval_exact_match' in r]
-      curves.append(([r['iteration'] for r in pts], [r['eval_exact_match'] for r in pts]))
-    n = min(len(x) for x, _ in curves)
-    xs = curves[0][0][:n]
-    ys = np.mean([y[:n] for _, y in curves], axis=0)
-    ls = ':' if a == report.NOISE_FLOOR_ARM else '-'
-    ax.plot(xs, ys, ls=ls, color=f'C{i % 10}', marker='o', ms=3, label=config.arms[a].label)
-  ax.set_xlabel('RL step')
-  ax.set_ylabel(f'held-out greedy exact match (mean of {len(seeds)} seed(s))')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
-  ax.set_title('estimator zoo: one warm start, PPO-clip, only the estimator differs')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  panel = ra.Panel(
+    'iteration', 'eval_exact_match', 'RL step',
+    f'held-out greedy exact match (mean of {len(seeds)} seed(s))',
+  )  # fmt: skip
+  ra.curves_figure(
+    path, ra.by_run(records, arms, seeds), arms, seeds, [panel],
+    labels={a: config.arms[a].label for a in arms}, mean_over_seeds=True,
+    dotted=(report.NOISE_FLOOR_ARM,),
+    title='estimator zoo: one warm start, PPO-clip, only the estimator differs',
+  )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- run
@@ -286,65 +257,50 @@ def run(config, workdir):
   t_start, load_start = time.time(), bench.load_average()
   task, policy = build(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  train, validation, test = warmstart.make_splits(config, task)
-  test = {k: jnp.asarray(v) for k, v in test.items()}
-  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
-
-  def evaluate(params, batch):
-    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
-
-  params0, ws_info = warmstart.warm_start(
-    config, task, policy, train, validation, test, evaluate, workdir
-  )
+  params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   built = {a: Arm(a, config, task, policy) for a in arms}
-  records = []
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in seeds:
-      for a in arms:
-        recs = run_arm(config, built[a], params0, s, train, test, evaluate)
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        last = recs[-1]
-        runs.note(
-          f'{a} seed {s}: {last["iteration"]} steps, {last["wall"]:.1f} s training, exact match '
-          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
-        )
+  records = loop.run_grid(
+    os.path.join(workdir, 'metrics.jsonl'),
+    arms,
+    seeds,
+    lambda a, s: run_arm(config, built[a], params0, s, train, test, evaluate),
+    note=lambda recs: ra.run_note(recs, unit='steps'),
+  )
   summary = summarize(records, seeds, arms, config.rl.iterations)
   plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
   times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
   write_results(config, workdir, summary, ws_info, times)
-  line = ', '.join(f'{a} {_pct(np.mean([summary[(a, s)]["final"] for s in seeds]))}%' for a in arms)
-  return (
-    f'estimator_zoo: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out exact '
-    f'match (mean of {len(seeds)} seed(s)): {line}; {times["total_s"]:.0f} s in all; results in '
-    f'{os.path.join(workdir, "results.md")}'
-  )
+  finals = ra.arm_means(summary, arms, seeds, 'final')
+  return ra.summary_line(
+    NAME, ws_info['exact_match'], finals, times['total_s'], os.path.join(workdir, 'results.md'),
+    seeds=len(seeds),
+  )  # fmt: skip
 
 
 def write_results(config, workdir, summary, ws_info, times):
   seeds, arms = list(config.seeds), list(config.run_arms)
   rl = config.rl
-  command = ' '.join(['python -m experiments.estimator_zoo'] + sys.argv[1:])
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=times['load_start'],
+    load_end=times['load_end'],
+    total_s=times['total_s'],
+    note=f'The wall time covers the warm start, compiles, evaluations and {len(arms)} arms x '
+    f'{len(seeds)} seed(s).',
+  )
   arm_lines = '\n'.join(
     f'- `{a}` ({config.arms[a].label}): credit `{json.dumps(config.arms[a].credit.to_dict())}`'
     for a in arms
   )
-  text = f"""# estimator_zoo: critic-free advantage estimators from one warm start
-
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
-({jax.devices()[0].platform}); load average {times['load_start']:.1f} at the start and
-{times['load_end']:.1f} at the end. Wall time {times['total_s']:.0f} s in all (warm start,
-compiles, evaluations and {len(arms)} arms x {len(seeds)} seed(s)).
+  intro = f"""{header}
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)} ({config.data.num_train} train, {config.data.num_validation}
 validation, {config.data.num_test} held-out problems, disjoint); policy {config.policy.depth}
-layers, d={config.policy.width}. One warm start shared by every run: SFT for {ws_info['steps']}
-steps, stopped at validation greedy exact match >=
-{report.percent_target(config.warmstart.band[0])} (held-out
-{100 * ws_info['exact_match']:.1f}%). Each run: {rl.prompts} prompts x G={rl.group_size} per step,
+layers, d={config.policy.width}. One warm start shared by every run:
+{warmstart.describe(config, ws_info)}. Each run: {rl.prompts} prompts x G={rl.group_size} per step,
 outcome reward, loss `{json.dumps(config.loss.to_dict())}`, {rl.num_epochs} epoch(s) x
 {rl.num_minibatches} minibatches, Adam {config.optim.lr}; {rl.iterations} steps or
 {rl.max_wall_s:.0f} s of training wall clock;
@@ -359,23 +315,22 @@ bootstrap 95% CI (`jaxca.report.seed_stats`). AUC: the mean of the held-out lear
 over the {rl.iterations} steps (`jaxca.report.curve_auc`). s / iteration: training wall clock
 per step (sampling + update; compile and evaluation excluded). Compile s: the arm's one
 ahead-of-time compilation.
-
-## Results
-
-{table(summary, seeds, arms, config)}
+"""
+  results_text = f"""{table(summary, seeds, arms, config)}
 
 ![held-out exact match vs step](curves.png)
-
-## Reading
-
-{verdict(summary, seeds, arms, config.baseline, config.get('smoke', False))}
+"""
+  reading_text = f"""{verdict(summary, seeds, arms, config.baseline, config.get('smoke', False))}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); every
 estimator at its reference defaults. Estimators that need a critic, Monte-Carlo rollouts, a
 process reward model, anchor states or token signals are compared in their own experiments.
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'estimator_zoo: critic-free advantage estimators from one warm start',
+    [intro, ('Results', results_text), ('Reading', reading_text)],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

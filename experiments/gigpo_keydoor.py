@@ -14,7 +14,6 @@ import os
 import time
 
 from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,18 +21,19 @@ import numpy as np
 import optax
 import tqdm
 
+from jaxca import bench
 from jaxca import checkpoint
 from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor
 from jaxca.lm import multiturn
 from jaxca.networks import transformer
 
-FLAGS = flags.FLAGS
 NAME = 'gigpo_keydoor'
 # Term weights per arm: (1 - shuffle, omega, shuffle); shuffled_reward is the noise floor.
 SPEC = 'gigpo_episode + gigpo_step + 0*shuffled_reward'
@@ -193,7 +193,7 @@ def make_fns(config):
 
 def run(config, workdir):
   """Trains every arm x seed; writes metrics.jsonl, results.md, F4.png, F5.png."""
-  t_start = time.time()
+  t_start, load_start = time.time(), bench.load_average()
   env, est, init_fn, step_fn, eval_fn = make_fns(config)
   arms = [dict(a) for a in config.arms]
   runs_ = [(a, s) for a in arms for s in config.seeds]
@@ -274,6 +274,7 @@ def run(config, workdir):
   wall = time.time() - t_start
   iter_s = [rec['iteration_s'] for rec in records if 'iteration_s' in rec]
   timing = dict(
+    load_start=load_start,
     wall_s=wall,
     compile_s=compile_s,
     s_per_iteration=float(np.median(iter_s[1:])) if len(iter_s) > 1 else None,
@@ -538,13 +539,17 @@ def write_report(workdir, config, records, runs_, timing):
   lines = [
     '# GiGPO vs GRPO on KeyDoor (multi-turn)',
     '',
-    f'Command: `python -m experiments.gigpo_keydoor --config {_config_arg()} '
-    f'--workdir {workdir}`; commit `{runs.git_commit()}`.',
-    f'Hardware: {jax.devices()[0].platform.upper()} x{jax.device_count()}, '
-    f'{os.cpu_count()} host cores, load average at the end {_load()}. Wall time '
-    f'{timing["wall_s"]:.0f} s for all {len(runs_)} runs together (first iteration incl. '
-    f'compile {timing["compile_s"]:.1f} s, then {timing["s_per_iteration"] or 0:.2f} s per '
-    'iteration for all runs).',
+    ra.run_header(
+      ra.command_line(f'experiments.{NAME}'),
+      runs.git_commit(),
+      platform=f'{jax.devices()[0].platform} x{jax.device_count()}',
+      load_start=timing['load_start'],
+      load_end=bench.load_average(),
+      total_s=timing['wall_s'],
+      note=f'All {len(runs_)} runs train together (vmapped): first iteration incl. compile '
+      f'{timing["compile_s"]:.1f} s, then {timing["s_per_iteration"] or 0:.2f} s per '
+      'iteration for all runs.',
+    ),
     f'Env: KeyDoor {config.env.size}x{config.env.size}, {config.env.num_walls} walls, H='
     f'{config.env.horizon}; {config.rl.tasks_per_iter} tasks x G={config.rl.group_size} per '
     f'iteration, {config.rl.iterations} iterations, {len(config.seeds)} seed(s); eval on '
@@ -647,22 +652,6 @@ def _seed_cell(values, pct=True):
   """'mean (per seed)<br>mean ± sd [95% CI] (n seeds)': percentages (1 digit) or counts."""
   digits = None if pct else 0
   return f'{report.fmt_seeds(values, digits, pct)}<br>{report.fmt_ci(values, digits, pct)}'
-
-
-def _config_arg():
-  try:
-    from ml_collections import config_flags  # noqa: PLC0415
-
-    return config_flags.get_config_filename(FLAGS['config']) if FLAGS.is_parsed() else '?'
-  except Exception:  # noqa: BLE001
-    return 'configs/gigpo_keydoor.py'
-
-
-def _load():
-  try:
-    return ' '.join(f'{x:.1f}' for x in os.getloadavg())
-  except OSError:
-    return 'n/a'
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

@@ -7,16 +7,16 @@ builds the states (`credit.mc.step_prefixes`), de-duplicates and buckets them
 (`prefixes.mc_step_values`) and completes them with shared prefill
 (`providers_lib.mc_complete_and_score`, jitted once per power-of-two bucket), then `update`
 (jitted) runs the estimator and the PPO epochs. Every jitted function is compiled ahead
-of time per input shape, so compile time is measured apart from run time.
+of time per input shape, so compile time is measured apart from run time. Table B, the value
+probe, is `experiments/mc_credit_probe.py`; the arms x seeds grid, equal-budget readings,
+tables, figure and header come from `jaxca.loop` and `jaxca.report_arms`.
 
 Not resumable: a rerun into the same workdir recomputes the arms (the warm start is
 cached in `<workdir>/warmstart`).
 """
 
-import functools
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -25,18 +25,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import mc_credit_probe as value_probe
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
-from jaxca import prefixes
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import sampling
 from jaxca import tasks
 from jaxca import train as train_lib
 from jaxca import warmstart
-from jaxca.credit import mc
 from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
 from jaxca.networks import critic as critic_lib
@@ -61,11 +60,7 @@ def validate(config):
     )
   if config.rl.prompts * config.rl.group_size % config.rl.num_minibatches:
     raise runs.ConfigError('rl.prompts * rl.group_size must divide into rl.num_minibatches.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
+  runs.check_grid(config)
   if config.probe.enabled and 'ppo_gae' not in config.run_arms:
     raise runs.ConfigError('the value probe needs the ppo_gae arm.')
   for i, name in enumerate(config.run_arms):
@@ -199,213 +194,6 @@ def run_arm(
   return records, snaps
 
 
-# ----------------------------------------------------------------------------- value probe
-
-
-def _last_valid(mask):
-  mask = np.asarray(mask)
-  return mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1)
-
-
-class Prober:
-  """MC values (chunked, one compile per sample count) and critic values of states."""
-
-  def __init__(self, config, task, policy, critic):
-    self.task, self.policy, self.critic, self.cfg = task, policy, critic, config.probe
-    self.fns = {}
-    self.critic_fn = jax.jit(critic.apply)
-    self.temperature = config.rl.temperature
-
-  def mc(self, params, key, tokens, mask, rows, n):
-    """[U] MC-n values of U prefixes (rows: per-prefix batch data)."""
-    if n not in self.fns:
-      fn = functools.partial(
-        providers_lib.mc_complete_and_score,
-        self.policy,
-        self.task,
-        num_samples=n,
-        max_new_tokens=self.task.response_len,
-        temperature=self.temperature,
-      )
-      self.fns[n] = jax.jit(fn)
-    u, c = len(tokens), self.cfg.chunk
-    out = []
-    for s in range(0, u, c):
-      sl = np.arange(s, s + c) % u
-      r, f, _ = self.fns[n](
-        params,
-        jax.random.fold_in(key, s),
-        tokens[sl],
-        mask[sl],
-        {k: v[sl] for k, v in rows.items()},
-      )
-      out.append(np.asarray(mc.mc_values(r, f, n)))
-    return np.concatenate(out)[:u]
-
-  def critic_values(self, cparams, tokens, mask):
-    v = np.asarray(self.critic_fn(cparams, jnp.asarray(tokens), jnp.asarray(mask)))
-    return v[np.arange(len(v)), _last_valid(mask)]
-
-
-def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
-  """Table B rows of one checkpoint (critic, MC-K) and counts."""
-  pc = config.probe
-  voc = task.vocab
-  lp, n = task.prompt_len, task.response_len
-  keys = iter(jax.random.split(key, 64))
-  sample = jax.jit(
-    functools.partial(
-      sampling.sample,
-      policy,
-      num_samples=pc.samples,
-      max_new_tokens=n,
-      eos_id=voc.eos_id,
-      pad_id=voc.pad_id,
-    )
-  )
-
-  def on_policy(num_prompts):
-    b = {k: v[:num_prompts] for k, v in test.items()}
-    pm = lm.prompt_mask(task, jnp.asarray(b['prompts']))
-    s = sample(params, next(keys), jnp.asarray(b['prompts']), pm)
-    rows = {k: np.repeat(v, pc.samples, axis=0) for k, v in b.items()}
-    return s, rows
-
-  def grid(s, rows):
-    steps = task.parse_steps(s.responses, s.mask)
-    return (
-      jax.device_get(
-        mc.step_prefixes(s.tokens[:, :lp], s.valid[:, :lp], s.responses, s.mask, steps.step_ids, n)
-      ),
-      steps,
-    )
-
-  # --- value prediction: 256 deduplicated boundary states, stratified by depth.
-  s, rows = on_policy(pc.prompts)
-  (tokens, smask, exists), _ = grid(s, rows)
-  p = prefixes.plan(tokens, smask, exists)
-  u = p.num_unique
-  depth = np.zeros(u, int)
-  flat_inv = p.inverse.reshape(-1)
-  for i, v in enumerate(flat_inv):
-    if v >= 0:
-      depth[v] = i % n
-  rng = np.random.default_rng(0)
-  chosen = []
-  by_depth = [rng.permutation(np.flatnonzero(depth == d)).tolist() for d in range(n)]
-  while len(chosen) < min(pc.states, u):
-    for lst in by_depth:
-      if lst and len(chosen) < min(pc.states, u):
-        chosen.append(lst.pop())
-  chosen = np.array(sorted(chosen))
-  st_tok, st_mask = p.tokens[chosen], p.mask[chosen]
-  st_rows = {k: v[p.rows[chosen]] for k, v in rows.items()}
-  truth = prober.mc(params, next(keys), st_tok, st_mask, st_rows, pc.truth_samples)
-  preds = {'critic': prober.critic_values(cparams, st_tok, st_mask)}
-  for k in pc.mc_ks:
-    preds[f'MC-{k}'] = prober.mc(params, next(keys), st_tok, st_mask, st_rows, k)
-  out = {
-    name: dict(mae=float(np.mean(np.abs(v - truth))), pearson=report.pearson(v, truth))
-    for name, v in preds.items()
-  }
-  for name, v in preds.items():
-    out[name]['spearman'] = report.spearman(v, truth)
-  # --- ranking of alternative next steps.
-  m = min(pc.rank_states, len(chosen))
-  rsel = rng.choice(len(chosen), m, replace=False)
-  cand_fn = jax.jit(
-    functools.partial(
-      sampling.sample_from_prefixes,
-      policy,
-      num_samples=pc.rank_candidates,
-      max_new_tokens=2,
-      eos_id=voc.eos_id,
-      pad_id=voc.pad_id,
-    )
-  )
-  cs = jax.device_get(cand_fn(params, next(keys), st_tok[rsel], st_mask[rsel]))
-  truth_q, pred_q = [], {name: [] for name in preds}
-  kept = 0
-  sa_tok, sa_mask, sa_rows, groups = [], [], [], []
-  for j in range(m):
-    acts = {}
-    for c in range(pc.rank_candidates):
-      row = j * pc.rank_candidates + c
-      valid = cs.mask[row]
-      act = tuple(int(t) for t in cs.responses[row][valid])
-      # One step: the value token and its separator (STEP or EOS); cut after a separator.
-      for cut, t in enumerate(act):
-        if t in (voc.step_id, voc.eos_id):
-          act = act[: cut + 1]
-          break
-      acts.setdefault(act, row)
-    values = {a[0] for a in acts if a}
-    if len(values) < pc.min_alternatives:
-      continue
-    kept += 1
-    members = []
-    for act, row in acts.items():
-      if not act:
-        continue
-      members.append(len(sa_tok))
-      sa_tok.append(cs.tokens[row][: st_tok.shape[1] + len(act)])
-      sa_mask.append(cs.valid[row][: st_tok.shape[1] + len(act)])
-      sa_rows.append(rsel[j])
-    groups.append(members)
-  rank = {}
-  if kept:
-    width = st_tok.shape[1] + 2
-    pad = lambda a, fill: np.stack(  # noqa: E731
-      [np.concatenate([x, np.full(width - len(x), fill, x.dtype)]) for x in a]
-    )
-    sa_t, sa_m = pad(sa_tok, voc.pad_id), pad(sa_mask, False)
-    sa_r = {k: v[np.array(sa_rows)] for k, v in st_rows.items()}
-    q_true = prober.mc(params, next(keys), sa_t, sa_m, sa_r, pc.truth_samples)
-    q_pred = {'critic': prober.critic_values(cparams, sa_t, sa_m)}
-    for k in pc.mc_ks:
-      q_pred[f'MC-{k}'] = prober.mc(params, next(keys), sa_t, sa_m, sa_r, k)
-    truth_q = [q_true[g] for g in groups]
-    for name in preds:
-      pred_q[name] = [q_pred[name][g] for g in groups]
-      a1, n1 = report.pairwise_accuracy(truth_q, pred_q[name], min_gap=0.1)
-      a2, n2 = report.pairwise_accuracy(truth_q, pred_q[name], ties_wrong=True)
-      rank[name] = dict(rank_acc=a1, rank_pairs=n1, rank_acc_paper=a2, rank_pairs_paper=n2)
-  for name in preds:
-    out[name].update(rank.get(name, dict(rank_acc=float('nan'), rank_acc_paper=float('nan'))))
-    out[name]['rank_states'] = kept
-  # --- step-error AUC on on-policy responses: detect the first wrong step from -A_i.
-  s, rows = on_policy(pc.auc_prompts)
-  (tokens, smask, exists), steps = grid(s, rows)
-  correct = np.asarray(task.step_correct(s.responses, s.mask, rows)) > 0
-  exists = np.asarray(exists)
-  outcome = np.asarray(task.outcome(s.responses, s.mask, rows))
-  labels, keep = [], []
-  for b in range(exists.shape[0]):
-    nb = int(exists[b].sum())
-    wrong = [i for i in range(nb) if not correct[b, i]]
-    last = wrong[0] if wrong else nb - 1
-    for i in range(last + 1):
-      labels.append(bool(wrong) and i == last)
-      keep.append((b, i))
-  p = prefixes.plan(tokens, smask, exists)
-  prow = {k: v[p.rows] for k, v in rows.items()}
-  state_vals = {'critic': prober.critic_values(cparams, p.tokens, p.mask)}
-  for k in pc.mc_ks:
-    state_vals[f'MC-{k}'] = prober.mc(params, next(keys), p.tokens, p.mask, prow, k)
-  for name, v in state_vals.items():
-    grid_v = p.scatter(v)
-    scores = []
-    for b, i in keep:
-      nb = int(exists[b].sum())
-      after = outcome[b] if i == nb - 1 else grid_v[b, i + 1]
-      scores.append(-(after - grid_v[b, i]))
-    out[name]['step_error_auc'] = report.auc(scores, labels)
-    out[name]['completions'] = int(name.split('-')[1]) if name.startswith('MC') else 0
-  out['_counts'] = dict(states=len(chosen), rank_states=kept, auc_steps=len(labels))
-  out['_counts']['auc_first_errors'] = int(np.sum(labels))
-  return out
-
-
 # ----------------------------------------------------------------------------- tables
 
 
@@ -436,15 +224,11 @@ def summarize(records, seeds, arms, capped=(), baseline='grpo'):
   by its equal-wall-clock budget) is read at its final evaluation in the wall-clock view: its last
   iteration began within the budget and may end up to one iteration past it.
   """
-  by = {
-    (a, s): [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms for s in seeds
-  }
+  by = ra.by_run(records, arms, seeds)
   claim_arms = [a for a in arms if a != report.NOISE_FLOOR_ARM]
   out = {}
   for s in seeds:
-    w_min = min(by[(a, s)][-1]['wall'] for a in claim_arms)
-    t_min = min(by[(a, s)][-1]['tokens'] for a in claim_arms)
-    i_min = min(by[(a, s)][-1]['iteration'] for a in claim_arms)
+    w_min, t_min, i_min = (ra.equal_budget(by, s, x) for x in ('wall', 'tokens', 'iteration'))
     warm = by[(arms[0], s)][0]['eval_exact_match']
     best = max(r.get('eval_exact_match', 0.0) for a in claim_arms for r in by[(a, s)])
     half = warm + 0.5 * (best - warm)
@@ -492,71 +276,44 @@ def _f(x, pct=False, digits=2):
   return report.fmt(x, None if pct else digits, pct)
 
 
-def _cell(rows, key, pct=False, digits=2):
-  return report.fmt_seeds([r[key] for r in rows], None if pct else digits, pct)
+def _tokens(rows):
+  return ' / '.join(f'{r["policy_tokens"]:.0f} + {r["mc_tokens"]:.0f}' for r in rows)
 
 
 def table_a(summary, seeds, arms, config):
   """Costs per arm: mean over seeds (per-seed values in brackets)."""
   ep = config.rl.prompts * config.rl.group_size
-  lines = [
-    '| arm | iters | episodes | generated tokens (policy + MC) | s/iter | MC share of wall % | '
-    'training wall s | acc @ iter 20 | acc @ equal generated tokens |',
-    '|---' * 9 + '|',
+  row = lambda r: r  # noqa: E731
+  cols = [
+    ra.Column('iters', 'iters', digits=0, fold='seeds'),
+    ra.Column('episodes', 'iters', fold=lambda v: ' / '.join(str(int(i) * ep) for i in v)),
+    ra.Column('generated tokens (policy + MC)', row, fold=_tokens),
+    ra.Column('s/iter', 's_per_iter', digits=2, fold='seeds'),
+    ra.Column('MC share of wall %', 'mc_share', digits=1, fold='seeds'),
+    ra.Column('training wall s', 'wall', digits=0, fold='seeds'),
+    ra.Column('acc @ iter 20', 'acc_iter20', pct=True, fold='seeds'),
+    ra.Column('acc @ equal generated tokens', 'acc_equal_tokens', pct=True, fold='seeds'),
   ]
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    toks = ' / '.join(f'{r["policy_tokens"]:.0f} + {r["mc_tokens"]:.0f}' for r in rows)
-    lines.append(
-      f'| {a} | {_cell(rows, "iters", digits=0)} | '
-      f'{" / ".join(str(int(r["iters"]) * ep) for r in rows)} | {toks} | '
-      f'{_cell(rows, "s_per_iter")} | {_cell(rows, "mc_share", digits=1)} | '
-      f'{_cell(rows, "wall", digits=0)} | {_cell(rows, "acc_iter20", True)} | '
-      f'{_cell(rows, "acc_equal_tokens", True)} |'
-    )
-  return '\n'.join(lines)
+  return ra.seed_table(summary, arms, seeds, cols)
 
 
-ACCURACY_COLUMNS = (
-  ('final', 'final greedy exact match'),
-  ('acc_equal_iter', 'exact match @ equal iterations'),
-  ('baseline_at_final_iter', "GRPO @ this arm's final iteration"),
-  ('acc_equal_wall', 'exact match @ equal wall-clock'),
-  ('auc_wall', 'AUC vs wall'),
-  ('final_answer', 'final greedy final answer'),
-  ('sampled_acc', 'sampled accuracy (last 10 iterations)'),
+ACCURACY_COLUMNS = tuple(
+  ra.Column(label, key, pct=True)
+  for key, label in (
+    ('final', 'final greedy exact match'),
+    ('acc_equal_iter', 'exact match @ equal iterations'),
+    ('baseline_at_final_iter', "GRPO @ this arm's final iteration"),
+    ('acc_equal_wall', 'exact match @ equal wall-clock'),
+    ('auc_wall', 'AUC vs wall'),
+    ('final_answer', 'final greedy final answer'),
+    ('sampled_acc', 'sampled accuracy (last 10 iterations)'),
+  )
 )
 
 
 def table_a_accuracy(summary, seeds, arms):
   """Accuracies (%) per arm: mean ± sd [bootstrap 95% CI] over seeds, then per seed."""
-  lines = ['| arm | metric | mean ± sd [95% CI] | per seed |', '|---|---|---|---|']
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    for key, label in ACCURACY_COLUMNS:
-      vals = [r[key] for r in rows]
-      per = ', '.join(report.fmt(v, pct=True) for v in vals)
-      lines.append(f'| {a} | {label} | {report.fmt_ci(vals, pct=True)} | {per} |')
-  return '\n'.join(lines)
-
-
-def table_b(probe):
-  lines = [
-    '| estimator | ckpt iter | MAE | Pearson | Spearman | rank-acc (\\|ΔQ\\*\\|≥0.1) | '
-    'rank-acc (paper, ties wrong) | states with ≥3 alternatives | step-error AUC | '
-    'completions per state |',
-    '|---' * 10 + '|',
-  ]
-  for ck, res in probe.items():
-    for name, r in res.items():
-      if name.startswith('_'):
-        continue
-      lines.append(
-        f'| {name} | {ck} | {_f(r["mae"], digits=3)} | {_f(r["pearson"])} | '
-        f'{_f(r["spearman"])} | {_f(r["rank_acc"])} | {_f(r["rank_acc_paper"])} | '
-        f'{r["rank_states"]} | {_f(r["step_error_auc"])} | {r["completions"] or "0 (critic)"} |'
-      )
-  return '\n'.join(lines)
+  return ra.metric_table(summary, arms, seeds, ACCURACY_COLUMNS)
 
 
 def expected_vs_observed(summary, seeds, arms, probe, smoke=False, baseline='grpo'):
@@ -675,65 +432,14 @@ def expected_vs_observed(summary, seeds, arms, probe, smoke=False, baseline='grp
   return '\n'.join(out)
 
 
-def plot(records, seeds, arms, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for s in seeds:
-      pts = [r for r in records if r['arm'] == a and r['seed'] == s and 'eval_exact_match' in r]
-      for ax, key in zip(axes, ('iteration', 'tokens', 'wall')):
-        ax.plot(
-          [r[key] for r in pts],
-          [r['eval_exact_match'] for r in pts],
-          color=f'C{i}',
-          ls='-' if s == seeds[0] else '--',
-          marker='o',
-          ms=3,
-          label=a if s == seeds[0] else None,
-        )
-  for ax, lab in zip(axes, ('iteration', 'generated tokens (policy + MC)', 'wall-clock s (train)')):
-    ax.set_xlabel(lab)
-    ax.set_ylabel('held-out greedy exact match')
-    ax.grid(alpha=0.3)
-  axes[0].legend()
-  fig.suptitle('F6: accuracy vs iteration, generated tokens and wall-clock (dashed: later seeds)')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_probe(probe, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  cks = list(probe)
-  names = [n for n in probe[cks[0]] if not n.startswith('_')]
-  for ax, key, lab in zip(
-    axes,
-    ('mae', 'rank_acc', 'step_error_auc'),
-    ('MAE vs V*', 'rank accuracy (|dQ*|>=0.1)', 'step-error AUC'),
-  ):
-    for j, name in enumerate(names):
-      ax.bar(
-        np.arange(len(cks)) + j * 0.8 / len(names),
-        [probe[c][name][key] for c in cks],
-        width=0.8 / len(names),
-        label=name,
-      )
-    ax.set_xticks(np.arange(len(cks)) + 0.4 - 0.4 / len(names))
-    ax.set_xticklabels([f'iter {c}' for c in cks])
-    ax.set_title(lab)
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+F6_PANELS = tuple(
+  ra.Panel(x, 'eval_exact_match', label, 'held-out greedy exact match')
+  for x, label in (
+    ('iteration', 'iteration'),
+    ('tokens', 'generated tokens (policy + MC)'),
+    ('wall', 'wall-clock s (train)'),
+  )
+)
 
 
 # ----------------------------------------------------------------------------- run
@@ -743,16 +449,7 @@ def run(config, workdir):
   t_start = time.time()
   load_start = bench.load_average()
   task, policy, critic = build(config)
-  train, validation, test = warmstart.make_splits(config, task)
-  test = {k: jnp.asarray(v) for k, v in test.items()}
-  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
-
-  def evaluate(params, batch):
-    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
-
-  params0, ws_info = warmstart.warm_start(
-    config, task, policy, train, validation, test, evaluate, workdir
-  )
+  params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   arms = list(config.run_arms)
   built = {a: Arm(a, config, task, policy, critic) for a in arms}
 
@@ -762,37 +459,29 @@ def run(config, workdir):
   keep = ()
   if config.probe.enabled:
     keep = tuple(config.probe.checkpoints)
-  records, snaps, walls = [], {}, {}
+  snaps, walls = {}, {}
+
+  def run_one(a, s):
+    k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
+    cap = wall_budget(config, a, walls, s)
+    recs, sn = run_arm(
+      config, built[a], params0, critic_init, s, train, test, evaluate, k, max_wall_s=cap
+    )
+    walls[(a, s)] = recs[-1]['wall']
+    snaps.update(sn)
+    return recs
+
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  with open(metrics_path, 'w') as f:
-    for s in config.seeds:
-      for a in arms:
-        k = keep if (a == 'ppo_gae' and s == config.seeds[0]) else ()
-        cap = wall_budget(config, a, walls, s)
-        recs, sn = run_arm(
-          config, built[a], params0, critic_init, s, train, test, evaluate, k, max_wall_s=cap
-        )
-        walls[(a, s)] = recs[-1]['wall']
-        if sn:
-          snaps = sn
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        last = recs[-1]
-        runs.note(
-          f'{a} seed {s}: {last["iteration"]} iterations, {last["wall"]:.1f} s, exact match '
-          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
-        )
+  records = loop.run_grid(metrics_path, arms, list(config.seeds), run_one, note=ra.run_note)
   t_learn = time.time() - t_start
   probe = {}
   t_probe = time.time()
   if config.probe.enabled:
-    prober = Prober(config, task, policy, critic)
+    prober = value_probe.Prober(config, task, policy, critic)
     for it in sorted(snaps):
       params, cparams = snaps[it]
       t_ck = time.time()
-      probe[it] = probe_checkpoint(
+      probe[it] = value_probe.probe_checkpoint(
         config, task, policy, prober, params, cparams, test, jax.random.key(500 + it)
       )
       probe[it]['_counts']['seconds'] = round(time.time() - t_ck, 1)
@@ -809,9 +498,16 @@ def run(config, workdir):
     and _last_iter(records, a, s) < config.rl.iterations
   }
   summary = summarize(records, list(config.seeds), arms, capped, config.baseline)
-  plot(records, list(config.seeds), arms, os.path.join(workdir, 'f6_learning.png'))
+  ra.curves_figure(
+    os.path.join(workdir, 'f6_learning.png'),
+    ra.by_run(records, arms, list(config.seeds)),
+    arms,
+    list(config.seeds),
+    F6_PANELS,
+    title='F6: accuracy vs iteration, generated tokens and wall-clock (dashed: later seeds)',
+  )
   if probe:
-    plot_probe(probe, os.path.join(workdir, 'f_probe.png'))
+    value_probe.plot_probe(probe, os.path.join(workdir, 'f_probe.png'))
   compiles = {a: built[a].compile_s() for a in arms}
   write_results(
     config,
@@ -831,7 +527,7 @@ def run(config, workdir):
     ),
   )
   s0 = config.seeds[0]
-  line = ', '.join(f'{a} {100 * summary[(a, s0)]["final"]:.1f}%' for a in arms)
+  line = ', '.join(f'{a} {report.fmt(summary[(a, s0)]["final"], pct=True)}%' for a in arms)
   return (
     f'mc_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> seed {s0}: {line} in '
     f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
@@ -862,27 +558,24 @@ def budget_text(config) -> str:
 def write_results(config, workdir, summary, arms, probe, ws_info, capped, times):
   seeds = list(config.seeds)
   eq = summary[(arms[0], seeds[0])]['equal']
-  cores = os.cpu_count()
-  command = ' '.join(['python -m experiments.mc_credit'] + sys.argv[1:])
-  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
-  text = f"""# mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO
-
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {cores}-core CPU
-({jax.devices()[0].platform}); the machine was shared with other jobs: load average
-{times['load_start']:.1f} at the start and {times['load_end']:.1f} at the end, so absolute
-seconds are inflated and noisy. The iteration counts of the wall-clock-capped arms DO depend on
-load (their budget is GRPO's training wall clock, measured minutes earlier on the same
-machine): a load change between the runs of a seed shifts them; the per-seed s/iter column
-shows it. Wall time: {times['total_s']:.0f} s in all ({times['learn_s']:.0f} s warm
-start + learning runs, {times['probe_s']:.0f} s value probe). Compile seconds per arm
-(ahead of time, excluded from the budget): {compiles}.
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=times['load_start'],
+    load_end=times['load_end'],
+    total_s=times['total_s'],
+    parts={'warm start + learning runs': times['learn_s'], 'value probe': times['probe_s']},
+    compiles=times['compiles'],
+    note='The iteration counts of the wall-clock-capped arms DO depend on load (their budget '
+    "is GRPO's training wall clock, measured minutes earlier on the same machine): a load "
+    'change between the runs of a seed shifts them; the per-seed s/iter column shows it.',
+  )
+  intro = f"""{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
-{config.policy.depth} layers, d={config.policy.width}; warm start: SFT for {ws_info['steps']}
-steps until validation greedy exact match first reached
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
-{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each arm, the base
+{config.policy.depth} layers, d={config.policy.width}; warm start:
+{warmstart.describe(config, ws_info)}. Each arm, the base
 RL recipe of the arithmetic reproductions (configs/common.ARITH_RL_RECIPE):
 {config.rl.prompts} prompts x G={config.rl.group_size} per iteration, PPO-clip
 {config.loss.clip_eps}, {config.rl.num_epochs} epochs x {config.rl.num_minibatches}
@@ -906,9 +599,8 @@ and was not run); the tokens before the first cut get advantage 0 (the official
 first-segment-zero behaviour). VinePPO follows Eq. 5 of arXiv 2410.01679 with gamma = 1.
 Training data are generated on the host by the task (`task.generate`, train/test split by
 problem hash), not read from the tfds dataset.
-
-## Table A: learning runs
-
+"""
+  table_a_text = f"""\
 Equal iterations / wall-clock / generated tokens use, per seed, the smallest final value
 across the arms other than the noise floor (seed {seeds[0]}: {eq['iteration']} iterations,
 {eq['wall']:.1f} s, {eq['tokens']:.0f} tokens), reading each arm's last evaluation at or
@@ -928,9 +620,8 @@ Costs, mean over seeds (per-seed values in brackets):
 {table_a(summary, seeds, arms, config)}
 
 ![F6](f6_learning.png)
-
-## Table B: value-prediction probe (PPO-GAE critic, seed {seeds[0]})
-
+"""
+  table_b_text = f"""\
 V\\* and Q\\* are MC-{config.probe.truth_samples} at T=1. States: {config.probe.prompts} held-out
 prompts x {config.probe.samples} on-policy samples, boundary states de-duplicated, up to
 {config.probe.states} drawn stratified by depth. Ranking: up to {config.probe.rank_states}
@@ -939,20 +630,27 @@ at least {config.probe.min_alternatives} distinct next values. Step-error AUC: f
 (from the verifier) vs the correct steps before it, scored by -A_i, over
 {config.probe.auc_prompts * config.probe.samples} on-policy responses.
 
-{table_b(probe) if probe else '(probe disabled)'}
+{value_probe.table_b(probe) if probe else '(probe disabled)'}
 
 {'![probe](f_probe.png)' if probe else ''}
 
 Counts per checkpoint: {json.dumps({str(k): v['_counts'] for k, v in probe.items()})}
-
-## Expected vs observed
-
+"""
+  expected = f"""\
 {expected_vs_observed(summary, seeds, arms, probe, config.get('smoke', False), config.baseline)}
 
 Settings tried: this configuration only (no tuning runs).
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'mc_credit: VinePPO / SPO-chain (MC step values) vs PPO-GAE (value network) vs GRPO',
+    [
+      intro,
+      ('Table A: learning runs', table_a_text),
+      (f'Table B: value-prediction probe (PPO-GAE critic, seed {seeds[0]})', table_b_text),
+      ('Expected vs observed', expected),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

@@ -13,7 +13,6 @@ drift, errors and the closing line: `jaxca.runs`.
 
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -28,6 +27,7 @@ from jaxca import lm
 from jaxca import loop
 from jaxca import objectives
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import tasks
 from jaxca import train as train_lib
@@ -53,17 +53,7 @@ def arm_loss(config, name) -> dict:
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
-  if not config.seeds:
-    raise runs.ConfigError('config.seeds is empty.')
-  if not config.run_arms:
-    raise runs.ConfigError('config.run_arms is empty.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
-  if len(set(config.run_arms)) != len(config.run_arms):
-    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  runs.check_grid(config)
   for name in config.run_arms:
     loss = arm_loss(config, name)
     obj = loss.get('objective') or 'ppo_clip'
@@ -187,12 +177,11 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
 
 def summarize(records, seeds, arms):
   """{(arm, seed): final / best accuracy, steps, seconds, the objective's mean metrics}."""
-  out = {}
+  out, by = {}, ra.by_run(records, arms, seeds)
   for s in seeds:
-    by = {a: [r for r in records if r['arm'] == a and r['seed'] == s] for a in arms}
-    w_min = min(by[a][-1]['wall'] for a in arms)
+    w_min = ra.equal_budget(by, s, 'wall', exclude=())
     for a in arms:
-      recs = by[a]
+      recs = by[(a, s)]
       its = [r for r in recs if r['iteration'] > 0]
       evals = [r['eval_exact_match'] for r in recs if 'eval_exact_match' in r]
       last = recs[-1]
@@ -224,50 +213,43 @@ def _num(x, digits=3):
   return '-' if x is None else f'{x:.{digits}g}'
 
 
+RUN_COLUMNS = (
+  ra.Column('warm start %', 'warm', pct=True),
+  ra.Column('final %', 'final', pct=True),
+  ra.Column('best %', 'best', pct=True),
+  ra.Column('steps', 'steps', cell=str),
+  ra.Column('train s', 'wall', digits=1),
+  ra.Column('s/step', 's_per_step', digits=3),
+  ra.Column('compile s', 'compile_s', digits=1),
+)
+
+
 def table_runs(summary, seeds, arms, config):
   rows = [summary[(a, s)] for a in arms for s in seeds]
   cols = [k for k in OBJECTIVE_METRICS if any(r[k] is not None for r in rows)]
-  head = (
-    '| arm | seed | warm start % | final % | best % | steps | train s | s/step | compile s | '
-    + ' | '.join(f'{k} (mean)' for k in cols)
-    + ' |'
-  )
-  lines = [head, '|' + '---|' * (9 + len(cols))]
-  for a in arms:
-    for s in seeds:
-      r = summary[(a, s)]
-      cells = [
-        a,
-        str(s),
-        _pct(r['warm']),
-        _pct(r['final']),
-        _pct(r['best']),
-        str(r['steps']),
-        f'{r["wall"]:.1f}',
-        f'{r["s_per_step"]:.3f}',
-        f'{r["compile_s"]:.1f}',
-      ] + [_num(r[k]) for k in cols]
-      lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
+  extra = tuple(ra.Column(f'{k} (mean)', k, cell=_num) for k in cols)
+  return ra.run_table(summary, arms, seeds, RUN_COLUMNS + extra)
+
+
+def _mean_and_seeds(values):
+  return f'{_pct(np.mean(values))} ({", ".join(_pct(v) for v in values)})'
+
+
+def _mean_if_all(values):
+  return '-' if any(v is None for v in values) else _pct(float(np.mean(values)))
+
+
+MEAN_COLUMNS = (
+  ra.Column('final % (mean; per seed)', 'final', fold=_mean_and_seeds),
+  ra.Column('best % (mean)', 'best', pct=True, fold='mean'),
+  ra.Column('at equal train wall %', 'acc_equal_wall', fold=_mean_if_all),
+  ra.Column('train s/step', 's_per_step', digits=3, fold='mean'),
+)
 
 
 def table_means(summary, seeds, arms, config):
-  lines = [
-    '| arm | objective | final % (mean; per seed) | best % (mean) | at equal train wall % | '
-    'train s/step |',
-    '|---|---|---|---|---|---|',
-  ]
-  for a in arms:
-    rows = [summary[(a, s)] for s in seeds]
-    per = ', '.join(_pct(r['final']) for r in rows)
-    eq = [r['acc_equal_wall'] for r in rows]
-    eq_cell = '-' if any(e is None for e in eq) else _pct(float(np.mean(eq)))
-    lines.append(
-      f'| {a} | {config.arms[a].label} | {_pct(np.mean([r["final"] for r in rows]))} ({per}) | '
-      f'{_pct(np.mean([r["best"] for r in rows]))} | {eq_cell} | '
-      f'{np.mean([r["s_per_step"] for r in rows]):.3f} |'
-    )
-  return '\n'.join(lines)
+  labels = {a: config.arms[a].label for a in arms}
+  return ra.seed_table(summary, arms, seeds, MEAN_COLUMNS, labels=labels, label_header='objective')
 
 
 def _reading(summary, seeds, arms):
@@ -282,7 +264,7 @@ def _reading(summary, seeds, arms):
       f'Highest final accuracy: {best} ({_pct(means[best])}%), lowest {worst} '
       f'({_pct(means[worst])}%); one seed only, so no claim about differences.'
     )
-  spread = _spread(summary, seeds, arms)
+  spread = ra.seed_spread(summary, arms, seeds)
   head = (
     f'Mean final accuracy ranges from {_pct(means[worst])}% ({worst}) to {_pct(means[best])}% '
     f'({best}), a gap of {100 * gap:.1f} points; the largest seed-to-seed difference within an '
@@ -299,13 +281,6 @@ def _reading(summary, seeds, arms):
   )
 
 
-def _spread(summary, seeds, arms):
-  return max(
-    max(summary[(a, s)]['final'] for s in seeds) - min(summary[(a, s)]['final'] for s in seeds)
-    for a in arms
-  )
-
-
 MIN_SEEDS = 4  # seeds needed before a gap larger than the seed spread counts as a difference
 
 
@@ -318,7 +293,7 @@ def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
   arms = [a for a in all_arms if a != report.NOISE_FLOOR_ARM]
   means = {a: float(np.mean([summary[(a, s)]['final'] for s in seeds])) for a in arms}
   best, worst = max(means, key=means.get), min(means, key=means.get)
-  gap, spread = means[best] - means[worst], _spread(summary, seeds, arms)
+  gap, spread = means[best] - means[worst], ra.seed_spread(summary, arms, seeds)
   beats = all(summary[(best, s)]['final'] > summary[(worst, s)]['final'] for s in seeds)
   if len(seeds) >= 2 and gap <= spread:
     outcome, note = 'REFUTED', 'indistinguishable at this scale'
@@ -347,48 +322,34 @@ def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
   return _reading(summary, seeds, arms) + '\n\n' + report.expected_vs_observed([claim], gate, smoke)
 
 
+PANELS = (
+  ra.Panel('iteration', 'eval_exact_match', 'RL step', 'held-out greedy exact match'),
+  ra.Panel(
+    'wall',
+    'eval_exact_match',
+    'training wall clock, s (compile and eval excluded)',
+    'held-out greedy exact match',
+  ),  # fmt: skip
+  ra.Panel(
+    'iteration',
+    'clip_frac',
+    'RL step',
+    'clip fraction (5-step mean)',
+    where=lambda r: r['iteration'] > 0,
+    smooth=5,
+    yscale='symlog',
+    marker=False,
+  ),  # fmt: skip
+)
+
+
 def plot(records, seeds, arms, config, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for j, s in enumerate(seeds):
-      recs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      pts = [r for r in recs if 'eval_exact_match' in r]
-      style = dict(color=f'C{i}', ls='-' if j == 0 else '--', marker='o', ms=3)
-      label = config.arms[a].label if j == 0 else None
-      for ax, key in zip(axes[:2], ('iteration', 'wall')):
-        ax.plot([r[key] for r in pts], [r['eval_exact_match'] for r in pts], label=label, **style)
-      its = [r for r in recs if r['iteration'] > 0 and 'clip_frac' in r]
-      if its:
-        w = min(5, len(its))
-        y = np.convolve([r['clip_frac'] for r in its], np.ones(w) / w, mode='valid')
-        axes[2].plot(
-          [r['iteration'] for r in its][len(its) - len(y) :],
-          y,
-          color=f'C{i}',
-          ls='-' if j == 0 else '--',
-        )
-  for ax, lab in zip(axes[:2], ('RL step', 'training wall clock, s (compile and eval excluded)')):
-    ax.set_xlabel(lab)
-    ax.set_ylabel('held-out greedy exact match')
-    ax.grid(alpha=0.3)
-  axes[2].set_xlabel('RL step')
-  axes[2].set_ylabel('clip fraction (5-step mean)')
-  axes[2].set_yscale('symlog', linthresh=1e-3)
-  axes[2].grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.suptitle(
-    f'policy objectives with GRPO advantages (solid: seed {seeds[0]}'
-    + (f', dashed: seed {seeds[1]}' if len(seeds) > 1 else '')
-    + ')'
+  title = f'policy objectives with GRPO advantages (solid: seed {seeds[0]}' + (
+    f', dashed: seed {seeds[1]}' if len(seeds) > 1 else ''
   )
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  labels = {a: config.arms[a].label for a in arms}
+  runs_ = ra.by_run(records, arms, seeds)
+  ra.curves_figure(path, runs_, arms, seeds, PANELS, labels=labels, title=title + ')')
 
 
 # ----------------------------------------------------------------------------- run
@@ -399,73 +360,55 @@ def run(config, workdir):
   t_start, load_start = time.time(), bench.load_average()
   task, policy = build(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  train, validation, test = warmstart.make_splits(config, task)
-  test = {k: jnp.asarray(v) for k, v in test.items()}
-  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
-
-  def evaluate(params, batch):
-    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
-
-  params0, ws_info = warmstart.warm_start(
-    config, task, policy, train, validation, test, evaluate, workdir
-  )
+  params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   built = {a: Arm(a, config, task, policy) for a in arms}
-  records = []
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in seeds:
-      for a in arms:
-        recs = run_arm(config, built[a], params0, s, train, test, evaluate)
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        last = recs[-1]
-        runs.note(
-          f'{a} seed {s}: {last["iteration"]} steps, {last["wall"]:.1f} s training, exact match '
-          f'{100 * recs[0]["eval_exact_match"]:.1f}% -> {100 * last["eval_exact_match"]:.1f}%'
-        )
+  records = loop.run_grid(
+    os.path.join(workdir, 'metrics.jsonl'),
+    arms,
+    seeds,
+    lambda a, s: run_arm(config, built[a], params0, s, train, test, evaluate),
+    note=lambda recs: ra.run_note(recs, unit='steps'),
+  )
   summary = summarize(records, seeds, arms)
   plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
   times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
   write_results(config, workdir, summary, ws_info, times)
-  line = ', '.join(f'{a} {_pct(np.mean([summary[(a, s)]["final"] for s in seeds]))}%' for a in arms)
   steps = sorted({summary[(a, s)]['steps'] for a in arms for s in seeds})
   steps_txt = str(steps[0]) if len(steps) == 1 else f'{steps[0]}-{steps[-1]}'
-  return (
-    f'policy_objectives: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out '
-    f'exact match (mean of {len(seeds)} seed(s), {steps_txt} steps): {line}; '
-    f'{times["total_s"]:.0f} s in all; results in {os.path.join(workdir, "results.md")}'
-  )
+  finals = ra.arm_means(summary, arms, seeds, 'final')
+  return ra.summary_line(
+    NAME, ws_info['exact_match'], finals, times['total_s'], os.path.join(workdir, 'results.md'),
+    seeds=len(seeds), extra=f'{steps_txt} steps',
+  )  # fmt: skip
 
 
 def write_results(config, workdir, summary, ws_info, times):
   seeds, arms = list(config.seeds), list(config.run_arms)
   rl = config.rl
-  command = ' '.join(['python -m experiments.policy_objectives'] + sys.argv[1:])
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=times['load_start'],
+    load_end=times['load_end'],
+    total_s=times['total_s'],
+    note=f'The wall time covers the warm start, compiles, evaluations and {len(arms)} arms x '
+    f'{len(seeds)} seed(s); the per-step columns do not depend on load, runs are reproducible.',
+  )
   arm_lines = '\n'.join(
     f'- `{a}` ({config.arms[a].label}): loss `{json.dumps(arm_loss(config, a))}`'
     + (f', rl `{json.dumps(config.arms[a].rl.to_dict())}`' if config.arms[a].get('rl') else '')
     + (f', estimator `{config.arms[a].credit.estimator}`' if config.arms[a].get('credit') else '')
     for a in arms
   )
-  text = f"""# policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)
-
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
-({jax.devices()[0].platform}); load average {times['load_start']:.1f} at the start and
-{times['load_end']:.1f} at the end (a loaded machine inflates the seconds; the per-step
-columns do not depend on load, runs are reproducible). Wall time {times['total_s']:.0f} s in
-all (warm start, compiles, evaluations and {len(arms)} arms x {len(seeds)} seed(s)).
+  intro = f"""{header}
 
 Setting: arithmetic chains K={config.task.num_steps}, M={config.task.modulus}, ops
 {tuple(config.task.ops)}, train/validation/test problems generated on the host
 (`jaxca.warmstart.make_splits`, disjoint by problem: {config.data.num_train} train,
 {config.data.num_validation} validation, {config.data.num_test} held-out); policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads. One warm
-start shared by every run: SFT (Adam {config.warmstart.lr}, batch {config.warmstart.batch_size}) for
-{ws_info['steps']} steps, stopped at the first evaluation with validation greedy exact match >=
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%,
-held-out {100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv). Each run:
+start shared by every run: {warmstart.describe(config, ws_info)}. Each run:
 estimator `{config.credit.estimator}` (the same for every arm), {rl.prompts} prompts x
 G={rl.group_size} per step at temperature {rl.temperature}, outcome reward, {rl.num_epochs}
 epoch(s) x {rl.num_minibatches} minibatches per batch (so {rl.num_epochs * rl.num_minibatches}
@@ -486,31 +429,33 @@ The objective's metrics are means over the run's steps and minibatches (`jaxca.o
 clip_frac = share of tokens on the clipped branch, for CISPO the share whose IS weight was
 clipped; approx_kl / ppo_kl = the learner's / the objective's KL(old || new)
 estimate; seq_ratio_mean: GSPO's sequence ratio).
-
-## Runs
-
-{table_runs(summary, seeds, arms, config)}
-
-## Per arm (mean over seeds)
-
-"At equal train wall": accuracy of the last evaluation within the shortest training wall clock
-of the arms of the same seed, averaged over seeds.
+"""
+  runs_text = table_runs(summary, seeds, arms, config)
+  per_text = f""""At equal train wall": accuracy of the last evaluation within the shortest
+training wall clock of the arms of the same seed, averaged over seeds.
 
 {table_means(summary, seeds, arms, config)}
 
 ![accuracy vs step and wall clock](curves.png)
-
-## Reading
-
-{verdict(summary, seeds, arms, config.get('smoke', False), config.get('baseline', 'ppo_clip'))}
+"""
+  smoke, baseline = config.get('smoke', False), config.get('baseline', 'ppo_clip')
+  reading_text = f"""{verdict(summary, seeds, arms, smoke, baseline)}
 
 Caveats: a small model on a short budget from one warm start; {len(seeds)} seed(s); the
 objectives' hyper-parameters are their papers' / reference implementations' defaults, not
 tuned for this task. CISPO's loss value is not comparable with the others' (it is -w A log pi);
 only its gradient is meaningful.
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'policy_objectives: PPO-clip, clip-higher, GSPO, CISPO from one warm start (GRPO)',
+    [
+      intro,
+      ('Runs', runs_text),
+      ('Per arm (mean over seeds)', per_text),
+      ('Reading', reading_text),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 
 from configs import pure_credit as config_mod
+from jaxca import bench
 from jaxca import credit
 from jaxca import estimators
 from jaxca import lm
@@ -36,6 +37,7 @@ from jaxca import metrics
 from jaxca import ops
 from jaxca import prm as prm_lib
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
 from jaxca import sampling
 from jaxca import tasks
@@ -326,7 +328,7 @@ def batches(data, batch_size, seed, num, per_call):
 def run(config, workdir):
   """Warm start, then every arm x seed; writes metrics.jsonl, results.md and figures."""
   start = time.time()
-  load_start = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+  load_start = bench.load_average()
   parts = build(config)
   task = parts.task
   train, val, test = make_data(task, config)
@@ -485,7 +487,7 @@ def run(config, workdir):
     compile_s=compile_s,
     wall_s=time.time() - start,
     load_start=load_start,
-    load_end=os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'),
+    load_end=bench.load_average(),
     commit=runs.git_commit(),
     cpu=platform.processor() or platform.machine(),
     cpus=os.cpu_count(),
@@ -738,6 +740,21 @@ def h4_line(rows, stats, have):
   ]
 
 
+F1_PANELS = tuple(
+  ra.Panel(
+    'iteration', key, ylabel='', title=title, where=lambda r: r['iteration'] > 0, marker=False
+  )
+  for key, title in (
+    ('accuracy', 'true accuracy (sampled)'),
+    ('prm_sum', 'PRM sum'),
+    ('think_steps', 'THINK steps / response'),
+    ('length', 'length (tokens)'),
+    ('truncated', 'truncation rate'),
+    ('kl_seq', 'KL / sequence (k3)'),
+  )
+)
+
+
 def write_results(workdir, config, rows, walls, info):
   """results.md, the figures F1-F3; returns the summary line."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -752,26 +769,11 @@ def write_results(workdir, config, rows, walls, info):
   with open(os.path.join(workdir, 'stats.json'), 'w') as f:
     json.dump(dict(stats=stats, info=info), f, indent=1, default=float)
 
-  # F1
-  panels = [
-    ('accuracy', 'true accuracy (sampled)'),
-    ('prm_sum', 'PRM sum'),
-    ('think_steps', 'THINK steps / response'),
-    ('length', 'length (tokens)'),
-    ('truncated', 'truncation rate'),
-    ('kl_seq', 'KL / sequence (k3)'),
-  ]
-  fig, axes = plt.subplots(2, 3, figsize=(14, 7))
-  for ax, (key, title) in zip(axes.ravel(), panels):
-    for a in arms:
-      its, v = curves(rows, a, key)
-      ax.plot(its, v.mean(0), label=a)
-      ax.fill_between(its, v.min(0), v.max(0), alpha=0.2)
-    ax.set(title=title, xlabel='iteration')
-  axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, 'f1_curves.png'), dpi=90)
-  plt.close(fig)
+  seeds = list(config.seeds)
+  ra.curves_figure(  # F1: training metrics, mean over seeds, shaded between min and max
+    os.path.join(workdir, 'f1_curves.png'), ra.by_run(rows, arms, seeds), arms, seeds,
+    F1_PANELS, mean_over_seeds=True, band=True, ncols=3, dpi=90,
+  )  # fmt: skip
   # F2
   fig, ax = plt.subplots(figsize=(6, 5))
   for a in arms:
@@ -802,15 +804,19 @@ def write_results(workdir, config, rows, walls, info):
   lines = [
     '# PURE reproduction: sum-form vs min-form PRM credit (arXiv 2504.15275)',
     '',
-    f'Command: `python -m experiments.pure_credit --config configs/pure_credit.py'
-    f'{":smoke" if config.smoke else ""} --workdir {workdir}` at commit `{info["commit"]}` '
-    f'(config in `config.json`). Hardware: {info["cpus"]} CPU cores ({info["cpu"]}); wall time '
-    f'{info["wall_s"]:.0f} s; load average {info["load_start"]:.1f} at the start, '
-    f'{info["load_end"]:.1f} at the end (the machine was shared with other jobs, so the clock '
-    f'is pessimistic; results are deterministic given the config). Compile of the RL chunk '
-    f'(first call, per PRM variant): '
-    + ', '.join(f'PRM-{k} {v:.0f} s' for k, v in info['compile_s'].items())
-    + '; every arm of a PRM variant reuses it (the arm is traced).',
+    ra.run_header(
+      ra.command_line(f'experiments.{NAME}'),
+      info['commit'],
+      platform=info['cpu'],
+      load_start=info['load_start'],
+      load_end=info['load_end'],
+      total_s=info['wall_s'],
+      cores=info['cpus'],
+      note='Results are deterministic given the config (in `config.json`). Compile of the RL '
+      'chunk (first call, per PRM variant): '
+      + ', '.join(f'PRM-{k} {v:.0f} s' for k, v in info['compile_s'].items())
+      + '; every arm of a PRM variant reuses it (the arm is traced).',
+    ),
     '',
     f'Task: K={config.task.num_steps}, M={config.task.modulus}, invertible ops, filler_rate '
     f'{config.task.filler_rate}, L_max {config.task.max_response_len}. PRM c={config.prm.c}, '

@@ -3,11 +3,11 @@
 Commands, arms and settings: configs/token_credit.py. Composition only: the estimators are
 `jaxca.estimators` spec strings on the two-phase learner (`lm.make_rl_phases`); HICRA's
 planning set is a host field (`providers_lib.fai_planning`, one extra non-cached forward per
-iteration); the oracle credit A* of Part A is `credit.mc.vineppo_advantages` with one "step"
-per token, from MC values at every token boundary (`credit.mc.step_prefixes`,
-`prefixes.mc_step_values` with chunks, `providers_lib.mc_complete_and_score`). The warm start is
-`jaxca.warmstart` (validation-split stop, keyed cache), each run `jaxca.loop.run_arm`, the
-statistics, gate and verdicts `jaxca.report`.
+iteration). Part A, the per-token probe with its oracle credit A*, is
+`experiments/token_credit_probe.py`. The warm start is `jaxca.warmstart` (validation-split
+stop, keyed cache), the arms x seeds `jaxca.loop.run_grid` of `jaxca.loop.run_arm`, the
+statistics, gate and verdicts `jaxca.report`, the tables, figure and header
+`jaxca.report_arms`.
 
 Part B runs first: every arm x seed from the warm start, GRPO the gate's baseline and the
 shuffled-reward arm its noise floor (`report.arm_gate`: GRPO must gain >= 8 points over the
@@ -17,11 +17,7 @@ GRPO parameters of the first seed (the "trained" checkpoint); otherwise its trai
 UNTESTABLE. Not resumable (the warm start is cached in `<workdir>/warmstart`).
 """
 
-import functools
-import json
-import math
 import os
-import sys
 import time
 
 from absl import app
@@ -30,23 +26,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import token_credit_probe as probe
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
-from jaxca import prefixes
 from jaxca import report
+from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import sampling
 from jaxca import tasks
 from jaxca import train as train_lib
 from jaxca import warmstart
-from jaxca.credit import mc
-from jaxca.credit import token_credit as tc
 from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
 from jaxca.networks import transformer
-from jaxca.objectives import losses
 
 NAME = 'token_credit'
 BASELINE = 'grpo'  # the gate's baseline arm (jaxca.report.arm_gate)
@@ -55,15 +48,7 @@ PLANNING = ('', 'fai', 'sep')
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run."""
-  if not config.seeds:
-    raise runs.ConfigError('config.seeds is empty.')
-  unknown = [a for a in config.run_arms if a not in config.arms]
-  if unknown:
-    raise runs.ConfigError(
-      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
-    )
-  if len(set(config.run_arms)) != len(config.run_arms):
-    raise runs.ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+  runs.check_grid(config)
   for name in config.run_arms:
     arm = config.arms[name]
     if arm.planning not in PLANNING:
@@ -86,49 +71,6 @@ def build(config):
   task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
   pcfg = ml_collections.ConfigDict(config.policy.to_dict())
   return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
-
-
-# ----------------------------------------------------------------------------- token classes
-
-
-def token_classes(task, responses, mask):
-  """[B, N] int: 1..K value token of step k, K+1 STEP, K+2 EOS, K+3 other; 0 masked."""
-  voc, k = task.vocab, task.num_steps
-  responses, mask = np.asarray(responses), np.asarray(mask)
-  step_ids = np.asarray(task.parse_steps(jnp.asarray(responses), jnp.asarray(mask)).step_ids)
-  cls = np.full(responses.shape, k + 3)
-  num = (responses >= voc.num_offset) & (responses < voc.size)
-  cls = np.where(num & (step_ids >= 0) & (step_ids < k), step_ids + 1, cls)
-  cls = np.where(responses == voc.step_id, k + 1, cls)
-  cls = np.where(responses == voc.eos_id, k + 2, cls)
-  return np.where(mask, cls, 0)
-
-
-def class_names(k):
-  return [f'value step {i}' for i in range(1, k + 1)] + ['STEP', 'EOS', 'other']
-
-
-def first_error(task, responses, mask, batch, correct):
-  """[B] int position of the first wrong value token of a wrong response (-1 otherwise)."""
-  ok, _ = task_step_correct(task, responses, mask, batch)
-  step_ids = np.asarray(task.parse_steps(jnp.asarray(responses), jnp.asarray(mask)).step_ids)
-  mask = np.asarray(mask)
-  out = np.full(len(mask), -1)
-  for b in range(len(mask)):
-    if correct[b] or not mask[b].any():
-      continue
-    bad = np.flatnonzero(ok[b] < 0.5)
-    step = bad[0] if len(bad) else task.num_steps
-    pos = np.flatnonzero((step_ids[b] == step) & mask[b])
-    out[b] = pos[0] if len(pos) else np.flatnonzero(mask[b])[-1]
-  return out
-
-
-def task_step_correct(task, responses, mask, batch):
-  """[B, S] per-step correctness through the Task interface (steps >= K read 0)."""
-  rows = {k: jnp.asarray(v) for k, v in batch.items()}
-  ok = task.step_correct(jnp.asarray(responses), jnp.asarray(mask), rows)
-  return np.asarray(ok), None
 
 
 # ----------------------------------------------------------------------------- Part B
@@ -216,435 +158,48 @@ def run_arm(config, arm, params0, seed, train, test, evaluate):
   return records, jax.device_get(state['params'])
 
 
-# ----------------------------------------------------------------------------- Part A
-
-
-def _complete(policy, task, n, temperature, params, key, tokens, mask, rows):
-  return providers_lib.mc_complete_and_score(
-    policy, task, params, key, tokens, mask, rows,
-    num_samples=n, max_new_tokens=task.response_len, temperature=temperature,
-  )  # fmt: skip
-
-
-class Diagnoser:
-  """Part A: per-token signals and oracle credit of on-policy samples (jitted once)."""
-
-  def __init__(self, config, task, policy):
-    self.cfg, self.task, self.policy = config.part_a, task, policy
-    voc = task.vocab
-    self.temperature = config.rl.temperature
-    self.sample = jax.jit(
-      functools.partial(
-        sampling.sample,
-        policy,
-        num_samples=self.cfg.samples,
-        max_new_tokens=task.response_len,
-        eos_id=voc.eos_id,
-        pad_id=voc.pad_id,
-      )
-    )
-    self.forward = jax.jit(functools.partial(self._forward, policy, task.prompt_len))
-    self.complete = bench.Aot(functools.partial(_complete, policy, task, self.cfg.mc_samples, 1.0))
-    self.windows = tuple(float(w) for w in self.cfg.windows)
-
-  @staticmethod
-  def _forward(policy, lp, params, tokens, valid, windows):
-    out = policy.apply(params, tokens, valid, return_attention=True)
-    logits = out.logits.astype(jnp.float32)
-    ent = losses.entropy_from_logits(logits[:, lp - 1 : -1])
-    logp = transformer.response_log_probs(logits, tokens, lp)
-    response = valid & (jnp.arange(valid.shape[-1]) >= lp)[None, :]
-    metrics = [providers_lib.attention_metrics(out.attention, valid, response, w) for w in windows]
-    return dict(
-      entropy=ent,
-      log_prob=logp,
-      distance=metrics[0].distance,
-      global_heads=metrics[0].global_heads,
-      fai_global=metrics[0].fai_global,
-      fai_all=metrics[0].fai_all,
-      waad=jnp.stack([m.waad for m in metrics], axis=0),
-    )
-
-  def run(self, params, test, key):
-    task, cfg = self.task, self.cfg
-    voc, lp, n = task.vocab, task.prompt_len, task.response_len
-    k_sample, k_mc = jax.random.split(key)
-    batch = {k: np.asarray(v[: cfg.prompts]) for k, v in test.items()}
-    prompts = jnp.asarray(batch['prompts'])
-    s = self.sample(params, k_sample, prompts, lm.prompt_mask(task, prompts))
-    rep = {k: np.repeat(v, cfg.samples, axis=0) for k, v in batch.items()}
-    f = jax.device_get(self.forward(params, s.tokens, s.valid, self.windows))
-    responses, mask = np.asarray(s.responses), np.asarray(s.mask)
-    correct = np.asarray(task.outcome(s.responses, s.mask, rep)) > 0.5
-    b = len(mask)
-    ids = np.arange(b) // cfg.samples
-    ent = np.where(mask, f['entropy'], 0.0)
-    # GTPO token rewards and GRPO-S sequence rewards; weights = the entropy bonus |r~ - r|.
-    r_gtpo = np.asarray(tc.gtpo_rewards(ent, correct, mask, jnp.asarray(ids), cfg.prompts))
-    sign = np.where(correct, 1.0, -1.0)[:, None]
-    w_gtpo = np.where(mask, np.abs(r_gtpo - sign), 0.0)
-    r_grpo_s = np.asarray(tc.grpo_s_rewards(ent, correct, mask, jnp.asarray(ids), cfg.prompts))
-    # Oracle A*: MC values at every token boundary (one "step" per token).
-    step_ids = np.where(mask, np.arange(n)[None, :], -1).astype(np.int32)
-    pmask = np.asarray(s.valid)[:, :lp]
-    tokens, smask, exists = jax.device_get(
-      mc.step_prefixes(np.asarray(s.tokens)[:, :lp], pmask, responses, mask, step_ids, n)
-    )
-    calls = [0]
-
-    def complete(t, m, rows):
-      calls[0] += 1
-      kk = jax.random.fold_in(k_mc, calls[0])
-      return jax.device_get(self.complete(params, kk, t, m, rows))
-
-    t0 = time.time()
-    res = prefixes.mc_step_values(
-      complete,
-      tokens,
-      smask,
-      exists,
-      rep,
-      num_samples=cfg.mc_samples,
-      minimum_bucket=min(cfg.mc_chunk, 64),
-      chunk=cfg.mc_chunk,
-    )
-    mc_s = time.time() - t0
-    a_star = np.asarray(
-      mc.vineppo_advantages(step_ids, res.values, correct.astype(np.float32), mask)
-    )
-    err = first_error(task, responses, mask, rep, correct)
-    return dict(
-      prompts=np.asarray(s.tokens)[:, :lp],
-      responses=responses,
-      mask=mask,
-      correct=correct,
-      group=ids,
-      entropy=ent,
-      prob=np.where(mask, np.exp(f['log_prob']), 0.0),
-      fai_global=f['fai_global'][:, lp:],
-      fai_all=f['fai_all'][:, lp:],
-      fai_prompt=f['fai_global'][:, :lp],
-      fai_prompt_all=f['fai_all'][:, :lp],
-      waad=f['waad'][:, :, lp:],
-      distance=f['distance'],
-      global_heads=f['global_heads'],
-      gtpo_reward=r_gtpo,
-      gtpo_weight=w_gtpo,
-      grpo_s_reward=r_grpo_s,
-      a_star=a_star,
-      values=res.values,
-      first_error=err,
-      classes=token_classes(task, responses, mask),
-      mc_states=np.int64(res.num_unique),
-      mc_slots=np.int64(np.asarray(exists).sum()),
-      mc_seconds=np.float64(mc_s),
-    ), voc
-
-
-def _soft_top(w, m, fraction):
-  """Expected top-k indicator with random tie-breaking: k = ceil(fraction * n)."""
-  v = w[m]
-  n = len(v)
-  k = math.ceil(fraction * n - 1e-3)
-  out = np.zeros(n)
-  if k == 0:
-    return out, 0
-  order = np.sort(v)[::-1]
-  thr = order[k - 1]
-  above = v > thr
-  tied = v == thr
-  out[above] = 1.0
-  out[tied] = (k - above.sum()) / tied.sum()
-  return out, k
-
-
-def credit_maps(d, config):
-  """{method: [B, N] weights} of Table D."""
-  alpha = config.credit.hicra_alpha
-  mask, k = d['mask'], config.task.num_steps
-  frac = config.part_a.top_fraction
-  fai_top = np.asarray(tc.top_fraction_mask(d['fai_global'], mask, frac))
-  waad_top = np.asarray(tc.top_fraction_mask(d['waad'][1], mask, frac))
-  ent_top = np.asarray(tc.top_fraction_mask(d['entropy'], mask, config.credit.hicra_top_fraction))
-  sep = d['classes'] == k + 1
-  # HICRA acts on GRPO's advantage sign: (1 + alpha) on S where A > 0, (1 - alpha) where A < 0.
-  grp = d['group']
-  mean = np.array([d['correct'][grp == g].mean() for g in grp])
-  a_sign = np.sign(d['correct'] - mean)[:, None]
-  lengths = mask.sum(1)
-  long = lengths > np.array([lengths[grp == g].mean() for g in grp])
-  one = mask.astype(np.float64)
-  maps = {
-    'GRPO': one,
-    'entropy': d['entropy'],
-    'GTPO': d['gtpo_weight'],
-    'FAI-top-20%': one + alpha * fai_top,
-    'HICRA-sep': one + alpha * a_sign * sep,
-    'HICRA-FAI': one + alpha * a_sign * fai_top,
-    'HICRA-official': one + alpha * (ent_top & (a_sign > 0) & long[:, None]),
-    'WAAD-peak': one + alpha * waad_top,
-    'oracle': np.abs(d['a_star']),
-  }
-  return {name: np.where(mask, w, 0.0) for name, w in maps.items()}
-
-
-def table_d_rows(d, config):
-  maps = credit_maps(d, config)
-  mask, target = d['mask'], np.abs(d['a_star'])
-  fmt = d['classes'] >= config.task.num_steps + 1
-  frac = config.part_a.top_fraction
-  rows = {}
-  for name, w in maps.items():
-    rho, hits, prec, extra_fmt, extra_all = [], [], [], 0.0, 0.0
-    for b in range(len(mask)):
-      m = mask[b]
-      if m.sum() < 2:
-        continue
-      wb, tb = w[b][m], target[b][m]
-      if m.sum() >= 3:
-        r = report.spearman(wb, tb)
-        if np.isfinite(r):
-          rho.append(r)
-      e = d['first_error'][b]
-      if e >= 0:
-        top = np.flatnonzero(wb == wb.max())
-        pos = np.flatnonzero(m)
-        hits.append(float(np.flatnonzero(pos == e)[0] in top) / len(top))
-      sw, kk = _soft_top(w[b], m, frac)
-      st, _ = _soft_top(target[b], m, frac)
-      if kk:
-        prec.append(float((sw * st).sum() / kk))
-      excess = np.maximum(wb - wb.mean(), 0.0)
-      extra_fmt += float(excess[fmt[b][m]].sum())
-      extra_all += float(excess.sum())
-    rows[name] = dict(
-      spearman=float(np.mean(rho)) if rho else float('nan'),
-      spearman_n=len(rho),
-      hit1=float(np.mean(hits)) if hits else float('nan'),
-      hit_n=len(hits),
-      precision=float(np.mean(prec)) if prec else float('nan'),
-      format_share=extra_fmt / extra_all if extra_all > 0 else float('nan'),
-    )
-  rows['_chance_hit1'] = rows['GRPO']['hit1']  # uniform weights: 1/L in expectation
-  return rows
-
-
-def table_c_rows(d, config):
-  k = config.task.num_steps
-  names = class_names(k)
-  cls, mask = d['classes'], d['mask']
-  abs_a = np.abs(d['a_star'])
-  total = abs_a[mask].sum()
-  errs = [(b, d['first_error'][b]) for b in range(len(mask)) if d['first_error'][b] >= 0]
-  rows = []
-  for c, name in enumerate(names, start=1):
-    sel = cls == c
-    cnt = int(sel.sum())
-    err_in = sum(cls[b, e] == c for b, e in errs)
-
-    def mean(x, sel=sel, cnt=cnt):
-      return float(x[sel].mean()) if cnt else float('nan')
-
-    rows.append(
-      dict(
-        name=name,
-        count=cnt,
-        entropy=mean(d['entropy']),
-        prob=mean(d['prob']),
-        fai_global=mean(d['fai_global']),
-        fai_all=mean(d['fai_all']),
-        waad=mean(d['waad'][1]),
-        abs_a=mean(abs_a),
-        share_a=float(abs_a[sel].sum() / total) if total > 0 else float('nan'),
-        p_err=err_in / len(errs) if errs else float('nan'),
-      )
-    )
-  return rows
-
-
-def prompt_fai_rows(d, task):
-  voc = task.vocab
-  p = d['prompts']
-  ops = (p == voc.add_id) | (p == voc.sub_id) | (p == voc.mul_id)
-  operands = np.zeros_like(ops)
-  operands[:, 1:] = ops[:, :-1]
-  out = {}
-  for name, sel in (('prompt op', ops), ('prompt operand', operands)):
-    out[name] = (
-      int(sel.sum()),
-      float(d['fai_prompt'][sel].mean()),
-      float(d['fai_prompt_all'][sel].mean()),
-    )
-  return out
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _f(x, digits=2, pct=False):
-  return report.fmt(x, None if pct else digits, pct)
-
-
-def table_c(rows, prompt_rows):
-  out = [
-    '| class | count | mean H | mean p | FAI (global heads) | FAI (all heads) | WAAD (W=4) | '
-    'mean \\|A*\\| | share of Σ\\|A*\\| | P(first error ∈ class \\| wrong) |',
-    '|---' * 10 + '|',
-  ]
-  for r in rows:
-    out.append(
-      f'| {r["name"]} | {r["count"]} | {_f(r["entropy"], 3)} | {_f(r["prob"], 3)} | '
-      f'{_f(r["fai_global"], 3)} | {_f(r["fai_all"], 3)} | {_f(r["waad"], 3)} | '
-      f'{_f(r["abs_a"], 3)} | {_f(r["share_a"], 3)} | {_f(r["p_err"], 3)} |'
-    )
-  for name, (cnt, fg, fa) in prompt_rows.items():
-    out.append(f'| {name} (FAI only) | {cnt} | - | - | {_f(fg, 3)} | {_f(fa, 3)} | - | - | - | - |')
-  return '\n'.join(out)
-
-
-def table_d(rows):
-  out = [
-    '| method | mean per-response Spearman(w, \\|A*\\|) (n) | first-error hit@1 (n; chance '
-    f'{_f(rows["_chance_hit1"], 3)}) | precision of top-20% vs top-20% \\|A*\\| | '
-    'share of extra credit on format tokens |',
-    '|---' * 5 + '|',
-  ]
-  for name, r in rows.items():
-    if name.startswith('_'):
-      continue
-    out.append(
-      f'| {name} | {_f(r["spearman"], 3)} ({r["spearman_n"]}) | {_f(r["hit1"], 3)} '
-      f'({r["hit_n"]}) | {_f(r["precision"], 3)} | {_f(r["format_share"], 3)} |'
-    )
-  return '\n'.join(out)
-
-
-def head_table(d, config):
-  h = config.policy.num_heads
-  out = [
-    '| layer | head | mean attention distance (response queries) | split |',
-    '|---|---|---|---|',
-  ]
-  for i, (dist, glob) in enumerate(zip(d['distance'], d['global_heads'])):
-    out.append(f'| {i // h} | {i % h} | {dist:.2f} | {"global" if glob else "local"} |')
-  return '\n'.join(out)
-
-
-def waad_sweep(d, config):
-  out = []
-  target = np.abs(d['a_star'])
-  for j, w in enumerate(config.part_a.windows):
-    rho = []
-    for b in range(len(d['mask'])):
-      m = d['mask'][b]
-      if m.sum() >= 3:
-        r = report.spearman(d['waad'][j][b][m], target[b][m])
-        if np.isfinite(r):
-          rho.append(r)
-    out.append(f'W={w}: {_f(float(np.mean(rho)) if rho else float("nan"), 3)}')
-  return ', '.join(out)
-
-
-def plot_f7(d, task, config, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  wrong = [b for b in range(len(d['mask'])) if d['first_error'][b] >= 0]
-  right = [b for b in range(len(d['mask'])) if d['correct'][b]]
-  n_ex = config.part_a.examples
-  picks = (wrong[: (3 * n_ex) // 4] + right)[:n_ex]
-  cols = 2
-  rows = max(1, math.ceil(len(picks) / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(12, 2.2 * rows), squeeze=False)
-  names = ['H', 'FAI', 'WAAD', 'GTPO w', 'A*']
-  for ax, b in zip(axes.ravel(), picks):
-    m = d['mask'][b]
-    n = int(m.sum())
-    mat = np.stack(
-      [d['entropy'][b], d['fai_global'][b], d['waad'][1][b], d['gtpo_weight'][b], d['a_star'][b]]
-    )[:, :n]
-    scale = np.maximum(np.abs(mat).max(axis=1, keepdims=True), 1e-9)
-    ax.imshow(mat / scale, cmap='RdBu_r', vmin=-1, vmax=1, aspect='auto')
-    ax.set_yticks(range(5))
-    ax.set_yticklabels(names, fontsize=7)
-    words = task.vocab.decode(d['responses'][b][:n], skip_pad=False).split()
-    ax.set_xticks(range(n))
-    ax.set_xticklabels(words, fontsize=8)
-    e = d['first_error'][b]
-    if e >= 0:
-      ax.add_patch(plt.Rectangle((e - 0.5, -0.5), 1, 5, fill=False, ec='lime', lw=2))
-    ax.set_title(f'{"correct" if d["correct"][b] else "wrong"} (row-normalised)', fontsize=8)
-  for ax in axes.ravel()[len(picks) :]:
-    ax.axis('off')
-  fig.suptitle('F7: per-token signals (rows scaled to max |x|; green box: first wrong value token)')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def plot_part_b(records, seeds, arms, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for i, a in enumerate(arms):
-    for s in seeds:
-      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      ev = [r for r in rs if 'eval_exact_match' in r]
-      ls = '-' if s == seeds[0] else '--'
-      lab = a if s == seeds[0] else None
-      for ax, key in zip(axes[:2], ('iteration', 'wall')):
-        ax.plot(
-          [r[key] for r in ev], [r['eval_exact_match'] for r in ev], f'C{i}', ls=ls, label=lab
-        )
-      tr = [r for r in rs if r['iteration'] > 0]
-      axes[2].plot([r['iteration'] for r in tr], [r['accuracy'] for r in tr], f'C{i}', ls=ls)
-  axes[0].set_xlabel('iteration')
-  axes[1].set_xlabel('training wall-clock s')
-  axes[2].set_xlabel('iteration')
-  axes[0].set_ylabel('held-out greedy exact match')
-  axes[2].set_ylabel('training-batch accuracy (T=1)')
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+PANELS = (  # F_part_b: held-out accuracy vs iteration and wall clock, training accuracy
+  ra.Panel('iteration', 'eval_exact_match', ylabel='held-out greedy exact match', marker=False),
+  ra.Panel('wall', 'eval_exact_match', 'training wall-clock s', 'held-out greedy exact match'),
+  ra.Panel(
+    'iteration',
+    'accuracy',
+    ylabel='training-batch accuracy (T=1)',
+    where=lambda r: r['iteration'] > 0,
+    marker=False,
+  ),  # fmt: skip
+)
 
 
 def part_b_summary(records, seeds, arms):
   """{(arm, seed): start / final scores, sampled accuracy, iterations, seconds, mean |A|}."""
   out = {}
-  for a in arms:
-    for s in seeds:
-      rs = [r for r in records if r['arm'] == a and r['seed'] == s]
-      tr = [r for r in rs if r['iteration'] > 0]
-      first, last = rs[0], rs[-1]
-      its = max(last['iteration'], 1)
+  for (a, s), rs in ra.by_run(records, arms, seeds).items():
+    tr = [r for r in rs if r['iteration'] > 0]
+    first, last = rs[0], rs[-1]
+    its = max(last['iteration'], 1)
 
-      def mean(key, rows=tr):
-        vals = [r[key] for r in rows if key in r]
-        return float(np.mean(vals)) if vals else float('nan')
+    def mean(key, rows=tr):
+      vals = [r[key] for r in rows if key in r]
+      return float(np.mean(vals)) if vals else float('nan')
 
-      out[(a, s)] = dict(
-        start=first['eval_exact_match'],
-        final=last['eval_exact_match'],
-        start_answer=first.get('eval_final_answer', float('nan')),
-        final_answer=last.get('eval_final_answer', float('nan')),
-        sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
-        iterations=last['iteration'],
-        wall=last['wall'],
-        s_per_iter=last['wall'] / its,
-        # The run's seconds per iteration split as lm.host.make_iteration times them.
-        split_s_per_iter=tuple(
-          sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
-        ),
-        adv_value=mean('adv_value'),
-        adv_step=mean('adv_step'),
-        adv_eos=mean('adv_eos'),
-      )
+    out[(a, s)] = dict(
+      start=first['eval_exact_match'],
+      final=last['eval_exact_match'],
+      start_answer=first.get('eval_final_answer', float('nan')),
+      final_answer=last.get('eval_final_answer', float('nan')),
+      sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
+      iterations=last['iteration'],
+      wall=last['wall'],
+      s_per_iter=last['wall'] / its,
+      # The run's seconds per iteration split as lm.host.make_iteration times them.
+      split_s_per_iter=tuple(
+        sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
+      ),
+      adv_value=mean('adv_value'),
+      adv_step=mean('adv_step'),
+      adv_eos=mean('adv_eos'),
+    )
   return out
 
 
@@ -669,49 +224,49 @@ def trained_side(summary, seed, min_gain):
   return bool(np.isfinite(gain) and gain > min_gain), rule, numbers
 
 
+def _split(p):
+  return f'{p["s_per_iter"]:.3f} ({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])})'
+
+
+RUN_COLUMNS = (
+  ra.Column('iterations', 'iterations', cell=str),
+  ra.Column('train s', 'wall', digits=0),
+  ra.Column('s / iteration (sample / host / update)', lambda p: p, cell=_split),
+  ra.Column(
+    'held-out exact match % (start → final)',
+    lambda p: p,
+    cell=lambda p: f'{report.fmt(p["start"], pct=True)} → {report.fmt(p["final"], pct=True)}',
+  ),  # fmt: skip
+  ra.Column('Δ vs GRPO (points)', 'final', minus=BASELINE, cell=lambda d: f'{100 * d:+.1f}'),
+  ra.Column('greedy final answer %', 'final_answer', pct=True),
+  ra.Column('sampled accuracy %', 'sampled', pct=True),
+)
+
+
 def table_b_runs(summary, seeds, arms):
-  out = [
-    '| arm | seed | iterations | train s | s / iteration (sample / host / update) | '
-    'held-out exact match % '
-    '(start → final) | Δ vs GRPO (points) | greedy final answer % | sampled accuracy % |',
-    '|---' * 9 + '|',
-  ]
-  for a in arms:
-    for s in seeds:
-      p, g = summary[(a, s)], summary[(BASELINE, s)]
-      out.append(
-        f'| {a} | {s} | {p["iterations"]} | {p["wall"]:.0f} | {p["s_per_iter"]:.3f} '
-        f'({" / ".join(format(x, ".3f") for x in p["split_s_per_iter"])}) | '
-        f'{_f(p["start"], pct=True)} → {_f(p["final"], pct=True)} | '
-        f'{100 * (p["final"] - g["final"]):+.1f} | {_f(p["final_answer"], pct=True)} | '
-        f'{_f(p["sampled"], pct=True)} |'
-      )
-  return '\n'.join(out)
+  return ra.run_table(summary, arms, seeds, RUN_COLUMNS)
+
+
+def _adv(values):
+  return '/'.join(
+    format(float(np.nanmean([p[k] for p in values])), '.3f')
+    for k in ('adv_value', 'adv_step', 'adv_eos')
+  )
+
+
+ARM_COLUMNS = (  # per arm over seeds: mean ± sd [bootstrap 95% CI] (report.fmt_ci)
+  ra.Column('final held-out exact match %', 'final', pct=True),
+  ra.Column('gain over warm start (points)', lambda p: p['final'] - p['start'], pct=True),
+  ra.Column('Δ vs GRPO (points)', 'final', pct=True, minus=BASELINE),
+  ra.Column('greedy final answer %', 'final_answer', pct=True),
+  ra.Column('sampled accuracy % (last 10 it.)', 'sampled', pct=True),
+  ra.Column('mean \\|A\\| value / STEP / EOS tokens', lambda p: p, fold=_adv),
+)
 
 
 def table_b(summary, seeds, arms, config):
-  """Per arm over seeds: mean ± sd [bootstrap 95% CI] (report.fmt_ci)."""
-  out = [
-    '| arm | reading | final held-out exact match % | gain over warm start (points) | '
-    'Δ vs GRPO (points) | greedy final answer % | sampled accuracy % (last 10 it.) | '
-    'mean \\|A\\| value / STEP / EOS tokens |',
-    '|---' * 8 + '|',
-  ]
-  for a in arms:
-    per = [summary[(a, s)] for s in seeds]
-    base = [summary[(BASELINE, s)] for s in seeds]
-    ci = lambda xs: report.fmt_ci(xs, pct=True)  # noqa: E731
-    adv = '/'.join(
-      format(float(np.nanmean([p[k] for p in per])), '.3f')
-      for k in ('adv_value', 'adv_step', 'adv_eos')
-    )
-    out.append(
-      f'| {a} | {config.arms[a].label} | {ci([p["final"] for p in per])} | '
-      f'{ci([p["final"] - p["start"] for p in per])} | '
-      f'{ci([p["final"] - q["final"] for p, q in zip(per, base)])} | '
-      f'{ci([p["final_answer"] for p in per])} | {ci([p["sampled"] for p in per])} | {adv} |'
-    )
-  return '\n'.join(out)
+  labels = {a: config.arms[a].label for a in arms}
+  return ra.seed_table(summary, arms, seeds, ARM_COLUMNS, labels=labels)
 
 
 def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
@@ -745,7 +300,7 @@ def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
       'is the class with the highest mean FAI',
       {
         'share of extra credit on STEP/EOS': fai['format_share'],
-        'highest mean FAI class': f'{best["name"]} ({_f(best["fai_global"], 3)})',
+        'highest mean FAI class': f'{best["name"]} ({report.fmt(best["fai_global"], 3)})',
       },
       'FAI is concentrated on separators' if sep else 'not refuted: not on separators',
     )
@@ -821,106 +376,76 @@ def trained_untestable(summary, seeds, arms, rule, numbers, smoke=False):
   return report.expected_vs_observed([claim], part_b_gate(summary, seeds, arms), smoke)
 
 
-def diagnose(diagnoser, config, params, test, key, name, workdir):
-  d, _ = diagnoser.run(params, test, key)
-  np.savez_compressed(os.path.join(workdir, f'part_a_{name}.npz'), **d)
-  rows_d = table_d_rows(d, config)
-  fai_rho = []
-  for b in range(len(d['mask'])):
-    m = d['mask'][b]
-    if m.sum() >= 3:
-      r = report.spearman(d['fai_global'][b][m], np.abs(d['a_star'][b][m]))
-      if np.isfinite(r):
-        fai_rho.append(r)
-  return dict(
-    d=d,
-    rows_c=table_c_rows(d, config),
-    rows_d=rows_d,
-    prompt=prompt_fai_rows(d, diagnoser.task),
-    fai_spearman=float(np.mean(fai_rho)) if fai_rho else float('nan'),
-  )
-
-
 def run(config, workdir):
   """Warm start, Part B (every arm x seed), then Part A; writes results.md and the figures."""
   t_start = time.time()
   load_start = bench.load_average()
   task, policy = build(config)
-  train, validation, test = warmstart.make_splits(config, task)
-  test = {k: jnp.asarray(v) for k, v in test.items()}
-  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
-
-  def evaluate(params, batch):
-    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
-
-  params0, ws_info = warmstart.warm_start(
-    config, task, policy, train, validation, test, evaluate, workdir
-  )
+  params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   seeds, arms = list(config.seeds), list(config.run_arms)
   built = {a: Arm(a, config, task, policy) for a in arms}
-  records, grpo_final = [], None
+  checkpoint = {}  # Part A's trained checkpoint: the baseline's final parameters, first seed
+
+  def run_one(a, s):
+    recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
+    if (a, s) == (BASELINE, seeds[0]):
+      checkpoint['params'] = final
+    return recs
+
   t_b = time.time()
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for s in seeds:
-      for a in arms:
-        recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
-        if a == BASELINE and s == seeds[0]:
-          grpo_final = final
-        for r in recs:
-          f.write(json.dumps(r) + '\n')
-        f.flush()
-        records.extend(recs)
-        runs.note(
-          f'{a} seed {s}: {recs[-1]["iteration"]} iterations, {recs[-1]["wall"]:.1f} s, exact '
-          f'match {100 * recs[0]["eval_exact_match"]:.1f}% -> '
-          f'{100 * recs[-1]["eval_exact_match"]:.1f}%'
-        )
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  records = loop.run_grid(metrics_path, arms, seeds, run_one, note=ra.run_note)
+  grpo_final = checkpoint['params']
   t_b = time.time() - t_b
   summary = part_b_summary(records, seeds, arms)
   trained = trained_side(summary, seeds[0], config.part_a.min_gain)
   t_a = time.time()
-  diagnoser = Diagnoser(config, task, policy)
+  diagnoser = probe.Diagnoser(config, task, policy)
   checkpoints = [('warm', params0)] + ([(BASELINE, grpo_final)] if trained[0] else [])
   diags = {}
   for i, (name, params) in enumerate(checkpoints):
-    diags[name] = diagnose(diagnoser, config, params, test, jax.random.key(900 + i), name, workdir)
+    diags[name] = probe.diagnose(
+      diagnoser, config, params, test, jax.random.key(900 + i), name, workdir
+    )
     runs.note(f'Part A ({name}): {diags[name]["d"]["mc_states"]} MC states')
   if not trained[0]:
     runs.note(f"Part A's trained side: UNTESTABLE ({trained[2]})")
   t_a = time.time() - t_a
-  plot_f7(diags['warm']['d'], task, config, os.path.join(workdir, 'f7_heatmaps.png'))
-  plot_part_b(records, seeds, arms, os.path.join(workdir, 'f_part_b.png'))
-  times = dict(
-    total_s=time.time() - t_start,
-    part_a_s=t_a,
-    part_b_s=t_b,
+  probe.plot_f7(diags['warm']['d'], task, config, os.path.join(workdir, 'f7_heatmaps.png'))
+  ra.curves_figure(
+    os.path.join(workdir, 'f_part_b.png'), ra.by_run(records, arms, seeds), arms, seeds, PANELS
+  )
+  header = ra.run_header(
+    ra.command_line(f'experiments.{NAME}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
     load_start=load_start,
     load_end=bench.load_average(),
-    compiles={a: built[a].compile_s() for a in arms},
-    mc_compile=diagnoser.complete.compile_s,
+    total_s=time.time() - t_start,
+    parts={
+      'warm start': ws_info.get('seconds', float('nan')),
+      'Part B (compiles and evaluations included)': t_b,
+      'Part A': t_a,
+    },
+    compiles={
+      **{a: built[a].compile_s() for a in arms},
+      'MC sampler': diagnoser.complete.compile_s,
+    },
   )
-  write_results(config, workdir, diags, summary, arms, ws_info, times, trained)
-  line = ', '.join(
-    f'{a} {100 * np.mean([summary[(a, s)]["final"] for s in seeds]):.1f}%' for a in arms
-  )
+  write_results(config, workdir, diags, summary, arms, ws_info, header, trained)
   gate = part_b_gate(summary, seeds, arms)
-  return (
-    f'token_credit: warm start {100 * ws_info["exact_match"]:.1f}% -> final held-out exact '
-    f'match (mean of {len(seeds)} seed(s)): {line}; gate {"PASSED" if gate.passed else "FAILED"}; '
-    f'{time.time() - t_start:.0f} s; results in {os.path.join(workdir, "results.md")}'
-  )
+  finals = ra.arm_means(summary, arms, seeds, 'final')
+  return ra.summary_line(
+    NAME, ws_info['exact_match'], finals, time.time() - t_start,
+    os.path.join(workdir, 'results.md'), seeds=len(seeds),
+    extra=f'gate {"PASSED" if gate.passed else "FAILED"}',
+  )  # fmt: skip
 
 
-def _mean(x, sel):
-  return float(x[sel].mean()) if sel.any() else float('nan')
-
-
-def write_results(config, workdir, diags, summary, arms, ws_info, times, trained):
+def write_results(config, workdir, diags, summary, arms, ws_info, header, trained):
   """results.md; `trained` is `trained_side`'s (runs?, rule, numbers) for Part A."""
   seeds = list(config.seeds)
   smoke = config.get('smoke', False)
-  command = ' '.join(['python -m experiments.token_credit'] + sys.argv[1:])
-  compiles = ', '.join(f'{a} {v:.0f}' for a, v in times['compiles'].items())
   pa, cr = config.part_a, config.credit
   sections = []
   titles = (('warm', 'warm start'), (BASELINE, f'GRPO after Part B (seed {seeds[0]})'))
@@ -934,56 +459,17 @@ Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
 """
       )
       continue
-    dg = diags[name]
-    d = dg['d']
-    sections.append(
-      f"""### Checkpoint: {title}
-
-{len(d['mask'])} responses ({pa.prompts} held-out prompts x {pa.samples}), accuracy
-{100 * d['correct'].mean():.1f}%; MC-{pa.mc_samples} at {int(d['mc_slots'])} token boundaries,
-{int(d['mc_states'])} distinct states after de-duplication ({d['mc_seconds']:.0f} s).
-
-**Table C** (per token class; FAI/WAAD = our operationalisation):
-
-{table_c(dg['rows_c'], dg['prompt'])}
-
-**Table D** (credit-map quality; hit@1 with ties counted fractionally, precision with ties
-broken at random in expectation; "extra credit" = the weight above the response's mean):
-
-{table_d(dg['rows_d'])}
-
-Spearman(FAI global, \\|A*\\|) per response, mean: {_f(dg['fai_spearman'], 3)}. WAAD window
-sweep, mean per-response Spearman(WAAD, \\|A*\\|): {waad_sweep(d, config)}. GRPO-S sequence
-rewards: mean {_f(_mean(d['grpo_s_reward'], d['correct']), 3)} (correct),
-{_f(_mean(d['grpo_s_reward'], ~d['correct'] & d['mask'].any(1)), 3)} (wrong).
-
-Per-head split (mean backward attention distance over response queries; global = above the
-median):
-
-{head_table(d, config)}
-"""
-    )
+    sections.append(probe.section(diags[name], config, title))
   rl = config.rl
   if BASELINE in diags:
     trained_text = expected_vs_observed(diags[BASELINE], summary, seeds, arms, smoke)
   else:
     trained_text = trained_untestable(summary, seeds, arms, trained[1], trained[2], smoke)
-  text = f"""# token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)
-
-Command: `{command}`, commit `{runs.git_commit()}`. Hardware: {os.cpu_count()}-core CPU
-({jax.devices()[0].platform}), shared with other jobs: load average {times['load_start']:.1f}
-at the start and {times['load_end']:.1f} at the end (absolute seconds are inflated). Wall
-time {times['total_s']:.0f} s in all: warm start {ws_info.get('seconds', float('nan')):.0f} s,
-Part B {times['part_b_s']:.0f} s (compiles and evaluations included), Part A
-{times['part_a_s']:.0f} s. Compile seconds per arm (ahead of time, excluded from each run's
-training budget): {compiles}; MC sampler {times['mc_compile']:.0f}.
+  intro = f"""{header}
 
 Setting: K={config.task.num_steps} chains, M={config.task.modulus}, invertible ops; policy
 {config.policy.depth} layers, d={config.policy.width}, {config.policy.num_heads} heads; warm
-start SFT for {ws_info['steps']} steps until validation greedy exact match first reached
-{report.percent_target(config.warmstart.band[0])}
-(validation {100 * ws_info['validation_exact_match']:.1f}%, held-out
-{100 * ws_info['exact_match']:.1f}%; SFT curve in warmstart_curve.csv).
+start: {warmstart.describe(config, ws_info)}.
 
 Readings implemented (labelled; constants unverified against the papers):
 - GTPO (arXiv 2508.04349 Eq. 3, 5, 6): alpha1={cr.alpha1}, alpha2={cr.alpha2} (one
@@ -1018,15 +504,12 @@ Readings implemented (labelled; constants unverified against the papers):
   Part C (`arith-route`) and the `:full` "oracle-weighted GRPO" arm were not implemented.
 - Arms run: {', '.join(f'`{a}`' for a in arms)}; defined but not run here:
   {', '.join(f'`{a}`' for a in config.arms if a not in arms) or 'none'}.
-
-## Part A: diagnostics (no training)
-
-{chr(10).join(sections)}
+"""
+  part_a = f"""{chr(10).join(sections)}
 
 ![F7](f7_heatmaps.png)
-
-## Part B: training comparison
-
+"""
+  part_b = f"""\
 Every arm x seed from the warm start with the base RL recipe of the arithmetic reproductions
 (`configs/common.ARITH_RL_RECIPE`): {rl.prompts} prompts x G={rl.group_size} per iteration at
 temperature {rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip 1.0, fresh
@@ -1048,9 +531,8 @@ work and the update; `hicra_fai`'s extra non-cached forward falls in its samplin
 {table_b_runs(summary, seeds, arms)}
 
 ![Part B](f_part_b.png)
-
-## Expected vs observed
-
+"""
+  expected = f"""\
 The gate (every claim reads UNTESTABLE if it fails): GRPO must gain >= 8 points of held-out
 greedy exact match over its warm start and end above the shuffled-reward noise floor, in every
 seed.
@@ -1065,8 +547,16 @@ GRPO checkpoint (Part A on the trained policy; Part B rows repeated):
 
 Settings tried: this configuration only (no tuning runs).
 """
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
+  ra.write_markdown(
+    os.path.join(workdir, 'results.md'),
+    'token_credit: entropy (GTPO, GRPO-S), planning tokens (HICRA), attention (FAI, WAAD)',
+    [
+      intro,
+      ('Part A: diagnostics (no training)', part_a),
+      ('Part B: training comparison', part_b),
+      ('Expected vs observed', expected),
+    ],
+  )
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

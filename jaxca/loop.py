@@ -9,15 +9,18 @@ drawn the same way for every arm of a seed (so arms see the same prompts), evalu
 schedule, wall-clock seconds without compiles, token counts (policy samples and host-side
 Monte-Carlo completions), a finiteness check with a one-line error, progress for the
 watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
-collect, host providers and update (`lm.host.make_iteration`). Host-side: it calls jitted
-functions and reads arrays back; kernels never import it.
+collect, host providers and update (`lm.host.make_iteration`). `run_grid` runs every arm for
+every seed (seed-major) and appends each run's records to `metrics.jsonl`. Host-side: it
+calls jitted functions and reads arrays back; kernels never import it.
 """
 
+import json
 import time
 from typing import Callable
 from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -172,6 +175,34 @@ def run_arm(
   if -1 in keep:
     snaps[it] = snapshot(state)
   return records, state, snaps
+
+
+def run_grid(
+  path: str,
+  arms: Sequence[str],
+  seeds: Sequence[int],
+  run_one: Callable[[str, int], list],
+  note: Optional[Callable[[list], str]] = None,
+) -> list:
+  """Every arm for every seed, seed-major (all arms of a seed, then the next seed).
+
+  `run_one(arm, seed) -> records` is one learning run (e.g. `run_arm`'s records); each run's
+  records are appended to `path` (a fresh `metrics.jsonl`, one JSON object a line) as soon as
+  the run ends, and `note(records)`, when given, goes to the log (`runs.note`). Returns every
+  record, in order.
+  """
+  records = []
+  with open(path, 'w') as f:
+    for s in seeds:
+      for a in arms:
+        recs = run_one(a, s)
+        for r in recs:
+          f.write(json.dumps(r) + '\n')
+        f.flush()
+        records.extend(recs)
+        if note is not None:
+          runs.note(note(recs))
+  return records
 
 
 def check_finite(m, phase: str, step: int, checkpointer=None):

@@ -505,6 +505,22 @@ def check_explicit_options(config, overridden: Sequence[str]):
     raise ConfigError(f'config.credit: {e}') from None
 
 
+def check_grid(config):
+  """Raises ConfigError unless `config.seeds` and `config.run_arms` are non-empty, every run
+  arm is defined in `config.arms` and none repeats: the arms x seeds grid of a reproduction."""
+  if not config.seeds:
+    raise ConfigError('config.seeds is empty.')
+  if not config.run_arms:
+    raise ConfigError('config.run_arms is empty.')
+  unknown = [a for a in config.run_arms if a not in config.arms]
+  if unknown:
+    raise ConfigError(
+      f'config.run_arms: {unknown} not in config.arms; defined: {sorted(config.arms)}.'
+    )
+  if len(set(config.run_arms)) != len(config.run_arms):
+    raise ConfigError(f'config.run_arms repeats an arm: {list(config.run_arms)}.')
+
+
 def is_smoke(config_arg: Optional[str]) -> bool:
   """True for `--config configs/x.py:smoke` (or `:smoke=true,...`)."""
   _, _, args = (config_arg or '').partition(':')

@@ -14,7 +14,8 @@ Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
   of the transition the right tokens are near-ties and RL updates from there are
   mostly noise (measured on K=4 chains: BUILD_NOTES.md, issue 21).
 * `warm_start` is the one-shot cached warm start of the reproductions that start
-  every arm from one SFT policy (mc_credit, token_credit, policy_objectives). Its
+  every arm from one SFT policy (mc_credit, token_credit, policy_objectives; `start`
+  composes it with the splits and the held-out evaluator). Its
   cache (`<workdir>/warmstart/` + `warmstart.json`) carries a key: a SHA-256 of the
   canonical JSON of the config sections that decide the warm start (`task`,
   `policy`, `warmstart`, the seed, and a digest of the train / validation
@@ -36,6 +37,7 @@ import numpy as np
 
 from jaxca import checkpoint
 from jaxca import lm
+from jaxca import report
 from jaxca import runs
 from jaxca import train as train_lib
 
@@ -276,3 +278,47 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     f'({info["seconds"]:.0f} s)'
   )
   return state['params'], info
+
+
+def describe(config, info) -> str:
+  """The warm start in a sentence for a results.md: optimiser, steps, the stop and its scores.
+
+  `info` is `warm_start`'s; the stop threshold is `warmstart.band[0]` (one above 1 says that
+  no early stop was possible: `report.percent_target`).
+  """
+  ws = config.warmstart
+  return (
+    f'SFT (Adam {ws.lr}, batch {ws.batch_size}) for {info["steps"]} steps, stopped at the first '
+    f'evaluation whose validation greedy exact match reached '
+    f'{report.percent_target(ws.band[0])} (validation '
+    f'{100 * info["validation_exact_match"]:.1f}%, held-out {100 * info["exact_match"]:.1f}%; '
+    f'SFT curve in {CURVE_FILE})'
+  )
+
+
+def held_out_evaluator(policy, task):
+  """`evaluate(params, batch) -> {metric: float}`: the task's greedy metrics averaged over the
+  batch (`lm.make_eval_fn`, `lm.mean_metrics`), jitted once."""
+  ev = jax.jit(lambda p, b: lm.mean_metrics(lm.make_eval_fn(policy, task)(p, b)))
+
+  def evaluate(params, batch):
+    return {k: float(v) for k, v in jax.device_get(ev(params, batch)).items()}
+
+  return evaluate
+
+
+def start(config, task, policy, workdir):
+  """The common start of the reproductions that run every arm from one warm start.
+
+  `make_splits`, the held-out evaluator (`held_out_evaluator`) and the cached `warm_start`.
+
+  Returns:
+    (params0, info, train, test, evaluate): the warm-start parameters and `warm_start`'s
+    info, the training split (host arrays), the held-out split (device arrays) and
+    `evaluate(params, batch) -> {metric: float}`.
+  """
+  train, validation, test = make_splits(config, task)
+  test = {k: jnp.asarray(v) for k, v in test.items()}
+  evaluate = held_out_evaluator(policy, task)
+  params0, info = warm_start(config, task, policy, train, validation, test, evaluate, workdir)
+  return params0, info, train, test, evaluate

@@ -318,3 +318,23 @@ def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
   runs.git_commit.cache_clear()
   assert runs.git_commit() != first
   runs.git_commit.cache_clear()
+
+
+@pytest.mark.parametrize(
+  'seeds, run_arms, match',
+  [
+    ([], ('a',), 'config.seeds is empty'),
+    ([0], (), 'config.run_arms is empty'),
+    ([0], ('a', 'c'), r"config.run_arms: \['c'\] not in config.arms; defined: \['a', 'b'\]"),
+    ([0], ('a', 'a'), r"config.run_arms repeats an arm: \['a', 'a'\]"),
+  ],
+)
+def test_check_grid_refuses_a_bad_grid_in_one_line(seeds, run_arms, match):
+  import ml_collections  # noqa: PLC0415
+
+  c = ml_collections.ConfigDict(dict(seeds=seeds, run_arms=run_arms, arms=dict(a={}, b={})))
+  with pytest.raises(runs.ConfigError, match=match) as e:
+    runs.check_grid(c)
+  assert '\n' not in str(e.value)
+  c.update(seeds=[0, 1], run_arms=('b', 'a'))
+  runs.check_grid(c)  # a good grid passes

@@ -199,6 +199,26 @@ def test_matching_cache_is_reused_without_training(cached, monkeypatch):
   jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
+def test_start_is_the_splits_the_evaluator_and_the_cached_warm_start(cached):
+  workdir, params, info = cached
+  config = _config()
+  task = tasks.make(**config.task)
+  policy = transformer.make_policy(
+    ml_collections.ConfigDict(config.policy.to_dict()), vocab_size=task.vocab.size
+  )
+  params0, info2, train, test, evaluate = warmstart.start(config, task, policy, workdir)
+  assert info2 == json.loads(json.dumps(info))  # the cache of `_run`: the same key
+  jax.tree.map(np.testing.assert_array_equal, params0, params)
+  want_train, _, want_test = warmstart.make_splits(config, task)
+  jax.tree.map(np.testing.assert_array_equal, train, want_train)
+  jax.tree.map(np.testing.assert_array_equal, dict(test), want_test)
+  direct = lm.mean_metrics(lm.make_eval_fn(policy, task)(params0, test))  # not jitted
+  got = evaluate(params0, test)
+  assert set(got) == set(direct) and all(isinstance(v, float) for v in got.values())
+  for k, v in direct.items():
+    np.testing.assert_allclose(got[k], float(v), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
   'over, named',
   [
@@ -226,3 +246,15 @@ def test_cache_without_a_key_is_refused(tmp_path):
   (tmp_path / warmstart.INFO_FILE).write_text(json.dumps(dict(steps=3, exact_match=0.2, curve=[])))
   with pytest.raises(runs.ConfigError, match=r'has no key \(made before keyed caches\)'):
     _run(_config(), str(tmp_path))
+
+
+def test_describe_keeps_the_warm_start_numbers():
+  config = _config(**{'warmstart.band': (0.35, 0.6)})
+  info = dict(steps=120, validation_exact_match=0.375, exact_match=0.3125)
+  text = warmstart.describe(config, info)
+  assert text == (
+    'SFT (Adam 0.001, batch 8) for 120 steps, stopped at the first evaluation whose validation '
+    'greedy exact match reached 35% (validation 37.5%, held-out 31.2%; SFT curve in '
+    'warmstart_curve.csv)'
+  )
+  assert 'unreachable' in warmstart.describe(_config(**{'warmstart.band': (1.01, 1.0)}), info)
