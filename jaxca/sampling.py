@@ -157,17 +157,36 @@ def sample(
     )
     logits = rep(_at_last_valid(out.logits, prompt_mask))
 
-    def step(carry, key):
-      cache, logits, done = carry
-      token, logp, alive, done = choose(key, logits, done)
-      out, cache = forward(token[:, None], alive[:, None], cache)
-      return (cache, out.logits[:, 0], done), (token, logp, alive)
+    # Decode column i = 0 .. N-2 (then the last column below), stopping early once every row
+    # has emitted EOS: the columns left are exactly what a full decode writes after EOS (pad,
+    # log-prob 0, mask False), so the result is the same, at the cost of the longest response.
+    def cond(carry):
+      i, _, _, done, _ = carry
+      return (i < steps - 1) & ~jnp.all(done)
 
-    (_, logits, done), (toks, logps, alives) = jax.lax.scan(step, (cache, logits, done0), keys[:-1])
-    token, logp, alive, _ = choose(keys[-1], logits, done)
-    responses = jnp.concatenate([toks.T, token[:, None]], axis=1)
-    log_probs = jnp.concatenate([logps.T, logp[:, None]], axis=1)
-    mask = jnp.concatenate([alives.T, alive[:, None]], axis=1)
+    def body(carry):
+      i, cache, logits, done, cols = carry
+      token, logp, alive, done = choose(keys[i], logits, done)
+      cols = tuple(
+        jax.lax.dynamic_update_index_in_dim(c, x, i, axis=1)
+        for c, x in zip(cols, (token, logp, alive))
+      )
+      out, cache = forward(token[:, None], alive[:, None], cache)
+      return i + 1, cache, out.logits[:, 0], done, cols
+
+    cols0 = (
+      jnp.full((batch, steps), pad_id, jnp.int32),
+      jnp.zeros((batch, steps), jnp.float32),
+      jnp.zeros((batch, steps), jnp.bool_),
+    )
+    _, _, logits, done, cols = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), cache, logits, done0, cols0)
+    )
+    last = choose(keys[-1], logits, done)[:3]  # all pad if every row is done
+    responses, log_probs, mask = (
+      jax.lax.dynamic_update_index_in_dim(c, x.astype(c.dtype), steps - 1, axis=1)
+      for c, x in zip(cols, last)
+    )
   else:
     tokens0 = jnp.concatenate([rep(prompts), jnp.full((batch, steps), pad_id, jnp.int32)], axis=1)
     valid0 = jnp.concatenate([rep(prompt_mask), jnp.zeros((batch, steps), jnp.bool_)], axis=1)

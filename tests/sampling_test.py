@@ -147,6 +147,44 @@ def test_eos_mid_sequence_and_unjitted():
   assert 1 < len(set(lengths.tolist()))  # stopped at different steps
 
 
+def test_early_stop_when_every_row_is_done_matches_the_full_decode():
+  """Once every row has emitted EOS the cached decode stops; the result is unchanged.
+
+  The reference is the recomputing sampler (no early stop, the same per-column keys), under
+  jit, without jit and under vmap over keys.
+  """
+  policy, params, prompts, prompt_mask = _setup()
+  bias = params['logits']['bias'].at[EOS].set(2.5)  # every row ends after a few tokens
+  params = {**params, 'logits': {**params['logits'], 'bias': bias}}
+  keys = jax.random.split(jax.random.key(11), 3)
+  batched = jax.vmap(_sampler(True), in_axes=(None, 0, None, None))(
+    params, keys, prompts, prompt_mask
+  )
+  for i, key in enumerate(keys):
+    ref = _sampler(False)(params, key, prompts, prompt_mask)
+    assert int(ref.lengths.max()) < N  # the early exit is exercised
+    unjitted = sampling.sample(
+      policy,
+      params,
+      key,
+      prompts,
+      prompt_mask,
+      num_samples=G,
+      max_new_tokens=N,
+      eos_id=EOS,
+      pad_id=PAD,
+    )
+    for s in (
+      _sampler(True)(params, key, prompts, prompt_mask),
+      unjitted,
+      jax.tree.map(lambda x: x[i], batched),
+    ):
+      _check_structure(s, prompts, prompt_mask)
+      np.testing.assert_array_equal(s.tokens, ref.tokens)
+      np.testing.assert_array_equal(s.mask, ref.mask)
+      np.testing.assert_allclose(s.log_probs, ref.log_probs, atol=1e-5, rtol=1e-5)
+
+
 def test_bfloat16_policy_gives_float32_log_probs():
   _, params, prompts, prompt_mask = _setup()
   s = _sampler(True, dtype='bfloat16')(params, jax.random.key(7), prompts, prompt_mask)
