@@ -62,6 +62,9 @@ ARMS = {
   'A1_vr_only': dict(prm='B', transform='softmin', baseline='token', prm_coef=0.0, vr=1.0),
   'A2_sum_prm': dict(prm='B', transform='sum', baseline='token', prm_coef=1.0, vr=0.0),
   'A3_min_prm': dict(prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.0),
+  'A1n_vr_only_nomask': dict(
+    prm='B', transform='softmin', baseline='token', prm_coef=0.0, vr=1.0, mask=False
+  ),
   'A3n_min_nomask': dict(
     prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.0, mask=False
   ),
