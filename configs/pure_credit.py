@@ -6,7 +6,7 @@ from it, in one process; an arm is a set of traced hyper-parameters of the `pure
 stage (one compile per PRM variant) and its seeds run batched (vmap) in one program.
 
   python -m experiments.pure_credit --config configs/pure_credit.py \
-      --workdir results/pure_credit   # default: 4 arms x 4 seeds x 150 it. (~40 min, see below)
+      --workdir results/pure_credit   # default: 5 arms x 4 seeds x 150 it. (~45 min, see below)
   python -m experiments.pure_credit --config configs/pure_credit.py:pilot   # 2 arms x 4 seeds
   python -m experiments.pure_credit --config configs/pure_credit.py:smoke   # seconds
   python -m experiments.pure_credit --config configs/pure_credit.py:full    # all arms, 8 seeds
@@ -21,25 +21,36 @@ The protocol (judging the claims needs a baseline that learns):
   2 epochs x 2 minibatches, P=32, G=8, evaluation every 25). Kept from PURE: the k1 KL in the
   reward (beta 1e-3, no KL in the loss) and its whitening (skip zeros). Budget 150
   iterations (the recipe's 200 does not fit the time budget; >= 150 is the protocol's floor).
-- Arms (default): A1_vr_only (the VR-only / GRPO-like baseline of the gate), A2_sum_prm
-  (H1), A3_min_prm (H2), and `shuffled_reward` (= jaxca.report.NOISE_FLOOR_ARM: A1's pipeline
-  on another prompt's outcomes). The gate (`jaxca.report.gate`): A1 must gain >= 8 points of
-  held-out greedy final answer over the warm start and end above the noise floor in every
-  seed, else every claim reads UNTESTABLE. `:full` adds A3n_min_nomask and A2n_sum_nomask
-  (separator masking off), A4 / A5 (10% VR; H3), PRM-A, `baseline='seq'`, strict-min.
+- Arms (default): A1n_vr_only_nomask (the VR-only / GRPO-like baseline of the gate; its
+  closers keep their advantage, see below), A2_sum_prm (H1), A3_min_prm (H2 as the official
+  code runs it, closers masked), A3n_min_nomask (H2 with closers not masked), and
+  `shuffled_reward` (= jaxca.report.NOISE_FLOOR_ARM: A1n's pipeline on another prompt's
+  outcomes). The gate (`jaxca.report.gate`): A1n must gain >= 8 points of held-out greedy
+  final answer over the warm start and end above the noise floor in every seed, else every
+  claim reads UNTESTABLE. `:full` adds A1_vr_only and A2n_sum_nomask (the other masking
+  setting), A4 / A5 (10% VR; H3), PRM-A, `baseline='seq'`, strict-min.
 - Separator masking: the official code's default masks (zeroes the advantage of) the step
-  separator tokens: PURE's OpenRLHF-based trainer has `--nomask_separator_adv` default False
-  and `returns.masked_fill_(process_reward_mask, 0)`. A3 follows it (`credit.mask_separators`);
-  A3n is the ablation (with one-token steps the mask leaves an early EOS or an empty step
-  without penalty).
+  closers: PURE's OpenRLHF-based trainer has `--nomask_separator_adv` default False and
+  `returns.masked_fill_(process_reward_mask, 0)`. PURE's steps are multi-token paragraphs;
+  here a step is one value token and its closer (';' or EOS) is the stop/continue decision,
+  which the mask leaves without any gradient while the entropy bonus keeps pushing on it.
+  Measured (commit 08c2a2e, 4 seeds x 150 iterations from the same 39.6% warm start): the
+  masked VR-only learner A1_vr_only climbed to 54-67% by iteration 100-125, then drifted to
+  malformed endings ('6 ; 5 ; 2 ; <eos>', empty THINK steps; eval malformed steps/response
+  0.4-1.0) and ended at 26.0 / 40.6 / 58.8 / 23.6% (results/pure_credit_protocol); the same
+  learner with closers unmasked, A1n_vr_only_nomask, climbed in every seed to 69.3 / 67.6 /
+  73.0 / 66.8% with no malformed steps (results/pure_credit_recipe_pilot). So the gate's
+  baseline runs unmasked, and H2 is judged in both settings (A3: the paper's code; A3n: the
+  setting that keeps the stop/continue gradient at one-token steps).
 - Time: a 20-iteration pilot (2 arms x 4 seeds batched) on this 2-core CPU at load 7.7-8.5
   (shared with three other jobs) ran 2.1 (A1) and 3.9 (A2) wall seconds per seed-iteration
   (evaluation included, compile excluded: 124 s), 1.3-1.45 CPU-seconds; batching the seeds
   did not change the CPU cost. Quiet, that is about 0.7-1.5 s per seed-iteration, so
-  4 arms x 4 seeds x 150 iterations (2400 seed-iterations) + warm start (~190 SFT steps) +
-  compile is roughly 30-60 min (most likely ~40), over the 25 min target: the four arms are
-  the gate's two and one per judged claim, so nothing more moves to `:full`; the sampler
-  decodes all L_max = 24 tokens while responses average ~5-6 tokens.
+  5 arms x 4 seeds x 150 iterations (3000 seed-iterations) + warm start (~190 SFT steps) +
+  compile is roughly 35-75 min, over the 25 min target: the five arms are the gate's two
+  and one per judged claim and masking setting, so nothing more moves to `:full`. The
+  sampler now stops once every row has emitted EOS (`jaxca.sampling.sample`), so sampling
+  and evaluation cost the longest response (~6-12 tokens) instead of L_max = 24.
 
 Without --workdir a run writes to runs/pure_credit. A run is not resumed mid-way:
 rerunning an unfinished workdir starts it over (a finished one is not rerun).
@@ -68,9 +79,10 @@ ARMS = {
   'A3n_min_nomask': dict(
     prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.0, mask=False
   ),
-  # The noise floor (jaxca.report's gate): A1's pipeline on another prompt's outcomes.
+  # The noise floor (jaxca.report's gate): the baseline A1n's pipeline on another prompt's
+  # outcomes.
   NOISE_FLOOR: dict(
-    prm='B', transform='softmin', baseline='token', prm_coef=0.0, vr=1.0, shuffle=True
+    prm='B', transform='softmin', baseline='token', prm_coef=0.0, vr=1.0, shuffle=True, mask=False
   ),
   # :full
   'A4_min_prm_vr10': dict(prm='B', transform='softmin', baseline='token', prm_coef=1.0, vr=0.1),
@@ -84,7 +96,13 @@ ARMS = {
   'A3s_min_seq': dict(prm='B', transform='softmin', baseline='seq', prm_coef=1.0, vr=0.0),
   'A3m_strict_min': dict(prm='B', transform='strict_min', baseline='token', prm_coef=1.0, vr=0.0),
 }
-DEFAULT_ARMS = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', NOISE_FLOOR)  # see the docstring
+DEFAULT_ARMS = (  # see the docstring
+  'A1n_vr_only_nomask',
+  'A2_sum_prm',
+  'A3_min_prm',
+  'A3n_min_nomask',
+  NOISE_FLOOR,
+)
 FULL_ARMS = tuple(ARMS)
 
 
@@ -142,7 +160,7 @@ def get_config(arg=None):
   c.smoke = False
   if arg.pilot:  # timing: seconds per iteration of two arms, their 4 seeds batched
     c.seeds = (0, 1, 2, 3)
-    c.arms = ('A1_vr_only', 'A2_sum_prm')
+    c.arms = ('A1n_vr_only_nomask', 'A2_sum_prm')
     c.rl.update(iterations=20)
     c.eval.update(every=10)
   if arg.full:
@@ -152,7 +170,7 @@ def get_config(arg=None):
   if arg.smoke:
     c.smoke = True
     c.seeds = (0,)
-    c.arms = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', NOISE_FLOOR)  # H1, H2 and the gate
+    c.arms = DEFAULT_ARMS  # the gate, H1 and H2 in both masking settings
     c.task.update(num_steps=2, max_response_len=12)
     c.data.update(num_train=512, num_test=32, num_validation=16)
     c.policy.update(width=32, depth=1, num_heads=2, max_len=24)

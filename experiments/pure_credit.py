@@ -54,6 +54,10 @@ SAFE_KEYS = ()
 BATCH_KEYS = ('prompts', 'targets', 'answers', 'intermediates', 'index')
 TRANSFORMS = estimators.pure.PURE_TRANSFORMS
 BASELINES = estimators.pure.PURE_BASELINES
+# The gate's VR-only baseline, in order of preference (see configs/pure_credit.py): with one-token
+# steps, masking the closers leaves stop/continue without a gradient and the VR-only learner
+# drifts to malformed endings (the masked A1 collapsed in 3 of 4 seeds after ~100 iterations).
+BASELINE_ARMS = ('A1n_vr_only_nomask', 'A1_vr_only')
 
 
 def define_flags():
@@ -627,11 +631,41 @@ def mask_line(stats):
   ]
 
 
+def baseline_arm(arms):
+  """The VR-only arm the gate reads: without separator masking if run, else the masked one."""
+  return next((a for a in BASELINE_ARMS if a in arms), BASELINE_ARMS[0])
+
+
+def _h2(a3, warm, label):
+  """H2 (min-PRM is not hacked and improves accuracy) for one min-PRM arm's stats."""
+  ok = (
+    all(t < 0.5 for t in a3['think_steps'])
+    and all(t < 0.05 for t in a3['truncated'])
+    and all(f >= warm + 0.10 for f in a3['final_acc'])
+  )
+  bad = any(ln > 12 for ln in a3['length']) or any(f < warm for f in a3['final_acc'])
+  outcome = 'CONFIRMED' if ok else ('REFUTED' if bad else 'INCONCLUSIVE')
+  return report.Verdict(
+    f'H2 (min-PRM not hacked, improves accuracy; {label})',
+    outcome,
+    'confirmed if THINK/resp < 0.5, trunc. < 5% and final accuracy >= warm + 10 points in '
+    'every seed; refuted by length inflation or accuracy below warm',
+    {
+      'THINK/resp': _fmt(a3['think_steps']),
+      'truncation %': _fmt(a3['truncated'], True, 1),
+      'final accuracy %': _fmt(a3['final_acc'], True, 1),
+      'warm %': f'{100 * warm:.1f}',
+    },
+    '' if ok or bad else 'not confirmed: no inflation, gain < 10 points',
+  )
+
+
 def judge(stats, warm, have, smoke=False):
   """The H1-H3 confirm / refute rules (REPRODUCTIONS-style criteria, stated in full), judged
   behind the VR-only (GRPO) baseline gate of `jaxca.report`; returns markdown lines."""
   claims = []
   a1, a2, a3, a4 = (stats.get(k) for k in have)
+  a3n = stats.get('A3n_min_nomask')
   if a2:
     hacked = all(t > 3 for t in a2['think_steps'])
     collapsed = all(a2['collapsed'])
@@ -662,29 +696,9 @@ def judge(stats, warm, have, smoke=False):
         note,
       )
     )
-  if a3:
-    ok = (
-      all(t < 0.5 for t in a3['think_steps'])
-      and all(t < 0.05 for t in a3['truncated'])
-      and all(f >= warm + 0.10 for f in a3['final_acc'])
-    )
-    bad = any(ln > 12 for ln in a3['length']) or any(f < warm for f in a3['final_acc'])
-    outcome = 'CONFIRMED' if ok else ('REFUTED' if bad else 'INCONCLUSIVE')
-    claims.append(
-      report.Verdict(
-        'H2 (min-PRM not hacked, improves accuracy)',
-        outcome,
-        'confirmed if THINK/resp < 0.5, trunc. < 5% and final accuracy >= warm + 10 points in '
-        'every seed; refuted by length inflation or accuracy below warm',
-        {
-          'THINK/resp': _fmt(a3['think_steps']),
-          'truncation %': _fmt(a3['truncated'], True, 1),
-          'final accuracy %': _fmt(a3['final_acc'], True, 1),
-          'warm %': f'{100 * warm:.1f}',
-        },
-        '' if ok or bad else 'not confirmed: no inflation, gain < 10 points',
-      )
-    )
+  for arm, label in ((a3, 'closers masked, the official code'), (a3n, 'closers not masked')):
+    if arm:
+      claims.append(_h2(arm, warm, label))
   if a3 and a4:
     diff = [b - a for a, b in zip(a3['final_acc'], a4['final_acc'])]
     s1_4 = all(b > a for a, b in zip(a4['step1_first'], a4['step1_global']))
@@ -765,7 +779,7 @@ def write_results(workdir, config, rows, walls, info):
   warm = info['warmstart']['greedy_accuracy']
   arms = list(config.arms)
   stats = {a: arm_stats(rows, a, walls, warm) for a in arms}
-  have = ('A1_vr_only', 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
+  have = (baseline_arm(arms), 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
   with open(os.path.join(workdir, 'stats.json'), 'w') as f:
     json.dump(dict(stats=stats, info=info), f, indent=1, default=float)
 
