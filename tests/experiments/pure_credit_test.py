@@ -55,7 +55,8 @@ class PureCreditSmokeTest(absltest.TestCase):
     # smoke baseline does not learn), and every verdict is labelled.
     self.assertIn('**Gate**: **FAILED**', text)
     self.assertIn('noise floor final %', text)
-    self.assertEqual(text.count('(smoke: not a result)'), 3)  # the header line, H1, H2
+    # The header line, H1, H2 with closers masked (A3) and not (A3n).
+    self.assertEqual(text.count('(smoke: not a result)'), 4)
     self.assertIn('eval_exact_match', rl[-1])
 
   def test_verdicts_are_untestable_when_the_vr_only_baseline_does_not_learn(self):
@@ -88,6 +89,30 @@ class PureCreditSmokeTest(absltest.TestCase):
         self.assertEqual(set(outcomes), {'UNTESTABLE'})
       else:
         self.assertEqual(outcomes, ['CONFIRMED', 'CONFIRMED', 'REFUTED'])
+
+  def test_h2_is_judged_in_both_masking_settings_and_the_gate_reads_the_unmasked_baseline(self):
+    def arm(final, think=0.1):
+      return dict(
+        final_acc=final, think_steps=[think] * 2, collapsed=[False] * 2, prm_sum_first=[0.1] * 2,
+        prm_sum=[0.5] * 2, length=[5.0] * 2, truncated=[0.0] * 2,
+      )  # fmt: skip
+
+    arms = ('A1n_vr_only_nomask', 'A2_sum_prm', 'A3_min_prm', 'A3n_min_nomask', 'shuffled_reward')
+    self.assertEqual(pure_credit.baseline_arm(arms), 'A1n_vr_only_nomask')
+    self.assertEqual(pure_credit.baseline_arm(('A1_vr_only', 'A2_sum_prm')), 'A1_vr_only')
+    have = (pure_credit.baseline_arm(arms), 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
+    stats = {
+      'A1n_vr_only_nomask': arm([0.45, 0.50]),
+      'A2_sum_prm': arm([0.30, 0.30]),
+      'A3_min_prm': arm([0.01, 0.02]),  # collapsed: REFUTED
+      'A3n_min_nomask': arm([0.40, 0.41]),  # >= warm + 10 points: CONFIRMED
+      'shuffled_reward': arm([0.05, 0.05]),
+    }
+    text = '\n'.join(pure_credit.judge(stats, 0.25, have))
+    self.assertIn('**Gate**: **PASSED**', text)
+    self.assertIn('A1n_vr_only_nomask', text)
+    self.assertIn('closers masked, the official code)**: **REFUTED**', text)
+    self.assertIn('closers not masked)**: **CONFIRMED**', text)
 
   def test_validate_refuses_bad_configs(self):
     config = config_mod.get_config('smoke')
