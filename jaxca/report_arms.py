@@ -4,9 +4,10 @@ Host-side and NumPy only, like `jaxca.report` (whose statistics and formatting i
 reproduction runs every arm for every seed from one warm start (`jaxca.loop.run_arm`); its
 records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
 
-- `by_run`: {(arm, seed): records}; `equal_budget` / `readings_at_equal`: the score of each
-  arm at the smallest final budget (iterations, wall clock, tokens) of the arms of its seed,
-  the equal-iteration and equal-wall-clock readings of a comparison.
+- `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `equal_budget` /
+  `readings_at_equal`: the score of each arm at the smallest final budget (iterations, wall
+  clock, tokens) of the arms of its seed, the equal-iteration and equal-wall-clock readings
+  of a comparison.
 - `Column`, `seed_table` (one row per arm: per-seed values folded into mean ± sd [95% CI],
   `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
   metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed);
@@ -55,6 +56,38 @@ def by_run(records: Sequence[Mapping], arms: Sequence[str], seeds: Sequence[Any]
       f'records: no record for (arm, seed) {empty[0]}; runs present must cover arms x seeds.'
     )
   return out
+
+
+def run_row(
+  records: Sequence[Mapping],
+  means: Sequence[str] = (),
+  key: str = 'eval_exact_match',
+  last: int = 10,
+) -> dict:
+  """One run's summary row from its records (iteration 0 = the warm start).
+
+  start / final / best (`key` at the first and last record, its best evaluation), iterations,
+  wall (training seconds), elapsed, s_per_iter, compile_s (summed), sampled (mean training
+  `accuracy` over the `last` iterations, None without any), and the mean over the training
+  iterations of each key in `means` (None where no record has it).
+  """
+  first, end = records[0], records[-1]
+  its = [r for r in records if r['iteration'] > 0]
+  row = dict(
+    start=first[key],
+    final=end[key],
+    best=max(r[key] for r in records if key in r),
+    iterations=end['iteration'],
+    wall=end['wall'],
+    elapsed=end.get('elapsed'),
+    s_per_iter=end['wall'] / max(end['iteration'], 1),
+    compile_s=sum(r.get('compile_s', 0.0) for r in records),
+    sampled=float(np.mean([r['accuracy'] for r in its[-last:]])) if its else None,
+  )
+  for k in means:
+    vals = [r[k] for r in its if k in r]
+    row[k] = float(np.mean(vals)) if vals else None
+  return row
 
 
 def equal_budget(
