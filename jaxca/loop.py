@@ -10,7 +10,8 @@ schedule, wall-clock seconds without compiles, token counts (policy samples and 
 Monte-Carlo completions), a finiteness check with a one-line error, progress for the
 watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
 collect, host providers and update (`lm.host.make_iteration`). `run_grid` runs every arm for
-every seed (seed-major) and appends each run's records to `metrics.jsonl`. Host-side: it
+every seed (seed-major) and appends each run's records to `metrics.jsonl`; `header` is the
+results.md paragraph of the run (command, commit, hardware, load, wall time). Host-side: it
 calls jitted functions and reads arrays back; kernels never import it.
 """
 
@@ -28,6 +29,7 @@ import tqdm
 
 from jaxca import bench
 from jaxca import metrics
+from jaxca import report_arms
 from jaxca import runs
 
 
@@ -203,6 +205,22 @@ def run_grid(
         if note is not None:
           runs.note(note(recs))
   return records
+
+
+def header(name: str, t_start: float, load_start: float, **kwargs) -> str:
+  """`report_arms.run_header` of experiment `name`'s run started at `t_start` (time.time())
+  with the load average `load_start`: this process's command, the code's commit, the
+  platform, the load now and the wall time so far; `kwargs` as `run_header`'s (parts,
+  compiles, note)."""
+  return report_arms.run_header(
+    report_arms.command_line(f'experiments.{name}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=load_start,
+    load_end=bench.load_average(),
+    total_s=time.time() - t_start,
+    **kwargs,
+  )
 
 
 def check_finite(m, phase: str, step: int, checkpointer=None):

@@ -264,6 +264,27 @@ class Verdict:
       raise ValueError(f'outcome must be one of {OUTCOMES}, got {self.outcome!r}.')
 
 
+def gain_verdict(
+  claim: str, gains: Sequence[float], min_gain: float, key: str, baseline: str = 'the baseline'
+) -> Verdict:
+  """A claim that an arm gains over `baseline`, from its per-seed gains (points).
+
+  CONFIRMED if every seed gains >= `min_gain`, REFUTED if no seed gains (<= 0 in every seed),
+  else INCONCLUSIVE; the gains are the verdict's numbers under `key`.
+  """
+  if all(x >= min_gain for x in gains):
+    outcome, note = 'CONFIRMED', ''
+  elif all(x <= 0 for x in gains):
+    outcome, note = 'REFUTED', f'no gain over {baseline} in any seed'
+  else:
+    outcome, note = 'INCONCLUSIVE', f'a gain in some seeds only, or below +{min_gain:g} points'
+  rule = (
+    f'confirmed if +{min_gain:g} points over {baseline} in every seed; refuted if <= 0 points '
+    'in every seed'
+  )
+  return Verdict(claim, outcome, rule, {key: list(gains)}, note)
+
+
 def format_verdict(v: Verdict) -> str:
   """One markdown bullet: claim, outcome (and note), the rule and the numbers it used."""
   nums = '; '.join(f'{k} {_num(x)}' for k, x in v.numbers.items())

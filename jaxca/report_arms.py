@@ -7,14 +7,15 @@ records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
 - `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `equal_budget` /
   `readings_at_equal`: the score of each arm at the smallest final budget (iterations, wall
   clock, tokens) of the arms of its seed, the equal-iteration and equal-wall-clock readings
-  of a comparison.
+  of a comparison; `summary_gate`: the baseline gate over summary rows.
 - `Column`, `seed_table` (one row per arm: per-seed values folded into mean ± sd [95% CI],
   `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
   metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed);
   `arm_means` and `seed_spread` (the largest within-arm range over seeds).
 - `Panel`, `curves_figure`: learning curves, one colour per arm, solid for the first seed and
   dashed for the others (or the mean over seeds).
-- `run_header` (the command, commit, hardware, load and wall-time paragraph), `run_note` (the
+- `run_header` (the command, commit, hardware, load and wall-time paragraph), `recipe_text`
+  (the shared RL recipe in words), `run_note` (the
   one-line progress note of a finished run), `summary_line` (the closing line of the CLI) and
   `write_markdown` (results.md from a title and sections).
 """
@@ -123,6 +124,20 @@ def readings_at_equal(
     (a, s): (budgets[s], report.value_at(recs, axis, budgets[s], key))
     for (a, s), recs in runs.items()
   }
+
+
+def summary_gate(
+  summary: Mapping[RunKey, Mapping],
+  seeds: Sequence[Any],
+  arms: Sequence[str],
+  baseline: str,
+  noise_arm: str = report.NOISE_FLOOR_ARM,
+) -> Optional[report.Gate]:
+  """`report.arm_gate` over `run_row`s: the baseline's `final` vs its `start` (the warm start)
+  and the noise floor's `final`, in every seed (None when the baseline did not run)."""
+  start = {k: r['start'] for k, r in summary.items()}
+  final = {k: r['final'] for k, r in summary.items()}
+  return report.arm_gate(final, start, seeds, arms, baseline, noise_arm=noise_arm)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -422,6 +437,22 @@ def run_header(
       + '.'
     )
   return text + (f' {note}' if note else '')
+
+
+def recipe_text(config, unit: str = 'iterations') -> str:
+  """The learning runs' shared recipe in words, for a results.md: the `rl`, `optim`, `loss`,
+  `data` and `seeds` sections of an arms x seeds reproduction (`jaxca.loop.run_arm`)."""
+  rl, seeds = config.rl, list(config.seeds)
+  return (
+    f'{rl.prompts} prompts x G={rl.group_size} per {unit[:-1]} at temperature '
+    f'{rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip '
+    f'{config.optim.max_grad_norm}, fresh optimiser state), {rl.num_epochs} epoch(s) x '
+    f'{rl.num_minibatches} minibatches, entropy bonus {config.loss.ent_coef}; {rl.iterations} '
+    f'{unit} or {rl.max_wall_s:.0f} s of training wall clock (compile and evaluation '
+    f'excluded; a safety cap), whichever first; held-out greedy exact match on '
+    f'{config.data.num_test} prompts every {rl.eval_every} {unit}. Seeds {seeds}: a seed fixes '
+    'the batches and sampling keys, identical across arms.'
+  )
 
 
 def run_note(

@@ -329,6 +329,9 @@ RENAMES = (
   Rename('loss.vf_clip', 'loss.vf_clip', _off(0.0), why='None: the value loss is not clipped'),
   Rename('debug.nan_after_step', 'debug.nan_after_step', _off(-1), why='None: off'),
   Rename('init_from', 'init_from', _off(''), why='None: this workdir runs the warm start'),
+  Rename('arms.*.planning', 'arms.*.planning', _off(''), why='None: no planning set'),
+  Rename('arms.*.mc', 'arms.*.mc', _off(''), why='None: no Monte-Carlo values'),
+  Rename('arms.*.wall_budget', 'arms.*.wall_budget', _off(''), why='None: rl.max_wall_s'),
 )
 
 
