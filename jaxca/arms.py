@@ -264,3 +264,25 @@ def capped(config, records: Sequence[Mapping], walls: Mapping) -> set:
     and walls[(a, s)]
     and it < config.rl.iterations
   }
+
+
+def budget_text(config) -> str:
+  """The learning runs' budget rule in words: `rl.iterations`, the equal-wall-clock caps
+  (`wall_budget`) and the safety cap `rl.max_wall_s`."""
+  rl = config.rl
+  capped = {a: config.arms[a].get('wall_budget', None) for a in config.run_arms}
+  by_iter = [a for a, ref in capped.items() if ref is None]
+  by_wall = [a for a, ref in capped.items() if ref is not None]
+  text = f'{", ".join(by_iter)} run {rl.iterations} iterations'
+  if by_wall:
+    refs = sorted({capped[a] for a in by_wall})
+    text += (
+      f'; {", ".join(by_wall)} stop at {rl.iterations} iterations or once their training wall '
+      f'clock reaches the final training wall clock of {", ".join(refs)} in the same seed '
+      '(equal wall-clock: their iteration count is what that budget buys)'
+    )
+  return text + (
+    f'; every run also stops at {rl.max_wall_s:.0f} s of training wall clock (a safety cap). '
+    'Training wall clock: sampling, host-side work (MC completions) and updates; compiles and '
+    'evaluations excluded.'
+  )

@@ -4,7 +4,8 @@ Host-side and NumPy only, like `jaxca.report` (whose statistics and formatting i
 reproduction runs every arm for every seed from one warm start (`jaxca.loop.run_arm`); its
 records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
 
-- `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `equal_budget` /
+- `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `auc_vs` (the mean
+  score up to a budget), `first_reaching` (the iteration a score is reached); `equal_budget` /
   `readings_at_equal`: the score of each arm at the smallest final budget (iterations, wall
   clock, tokens) of the arms of its seed, the equal-iteration and equal-wall-clock readings
   of a comparison; `summary_gate`: the baseline gate over summary rows.
@@ -12,8 +13,8 @@ records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
   `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
   metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed);
   `arm_means` and `seed_spread` (the largest within-arm range over seeds).
-- `Panel`, `curves_figure`: learning curves, one colour per arm, solid for the first seed and
-  dashed for the others (or the mean over seeds).
+- `Panel`, `score_panels`, `curves_figure`: learning curves, one colour per arm, solid for
+  the first seed and dashed for the others (or the mean over seeds).
 - `run_header` (the command, commit, hardware, load and wall-time paragraph), `recipe_text`
   (the shared RL recipe in words), `run_note` (the
   one-line progress note of a finished run), `summary_line` (the closing line of the CLI) and
@@ -89,6 +90,23 @@ def run_row(
     vals = [r[k] for r in its if k in r]
     row[k] = float(np.mean(vals)) if vals else None
   return row
+
+
+def auc_vs(records: Sequence[Mapping], axis: str, x_max: float, key: str = 'eval_exact_match'):
+  """The mean of `key` over [0, x_max] of `axis` (`report.curve_auc`: a step function through
+  the run's evaluations)."""
+  pts = [(r[axis], r[key]) for r in records if key in r]
+  return report.curve_auc([x for x, _ in pts], [y for _, y in pts], x_max)
+
+
+def first_reaching(
+  records: Sequence[Mapping], threshold: float, key: str = 'eval_exact_match'
+) -> Optional[int]:
+  """The first iteration (> 0) whose `key` is >= `threshold`; None if no evaluation reaches it."""
+  for r in records:
+    if r['iteration'] > 0 and key in r and r[key] >= threshold:
+      return r['iteration']
+  return None
 
 
 def equal_budget(
@@ -301,6 +319,15 @@ class Panel:
   yscale: str = 'linear'
   marker: bool = True
   title: str = ''
+
+
+def score_panels(
+  axes: Sequence[Tuple[str, str]],
+  y: str = 'eval_exact_match',
+  ylabel: str = 'held-out greedy exact match',
+) -> Tuple[Panel, ...]:
+  """One `Panel` of the score `y` against each (x key, x label) of `axes`."""
+  return tuple(Panel(x, y, label, ylabel) for x, label in axes)
 
 
 def curve(records: Sequence[Mapping], panel: Panel) -> Tuple[np.ndarray, np.ndarray]:
