@@ -395,6 +395,28 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
   ]
 
 
+def config_differences(workdirs, ignore=()) -> list:
+  """How the configs of the runs in `workdirs` differ, outside the keys `ignore` (a key, or a
+  prefix ending in '.'): one line per run that differs from the first.
+
+  Keys renamed since a run was written (`RENAMES`) are compared by their new name; a run
+  without `config.json` is named as such (its config cannot be compared).
+  """
+  configs = {w: read_json(os.path.join(w, CONFIG_FILE)) for w in workdirs}
+  out = [f'{w} has no {CONFIG_FILE}' for w, c in configs.items() if c is None]
+  known = [(w, c) for w, c in configs.items() if c is not None]
+  first = known[0][1] if known else None
+  for w, c in known[1:]:
+    diffs = [
+      f'{k}: {a!r} vs {b!r}'
+      for k, a, b in config_diff(migrate_config(first, c), migrate_config(c, first))
+      if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in ignore)
+    ]
+    if diffs:
+      out.append(f'{known[0][0]} and {w} differ in ' + '; '.join(diffs))
+  return out
+
+
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str:
   """The short commit of the checkout the run starts from ('unknown' outside git), for reports.

@@ -192,6 +192,25 @@ def write_curve(workdir, curve, metric: str = 'validation_exact_match'):
     w.writerows((int(s), f'{em:.6f}') for s, em in curve)
 
 
+def curve_of(records) -> list:
+  """The SFT curve [(step, validation exact match)] of a run's `metrics.jsonl` records (phase
+  'warmstart', those with `val_exact_match`)."""
+  return [
+    (r['step'], r['val_exact_match'])
+    for r in records
+    if r.get('phase') == 'warmstart' and 'val_exact_match' in r
+  ]
+
+
+def load_init_from(path: str, fresh):
+  """The warm-start parameters of another run (`init_from`): `path` is its workdir (read from
+  its `checkpoints/warmstart`) or a checkpoint directory; a parameter missing there (e.g. a
+  value head) keeps its value in `fresh` (`lm.merge_params`)."""
+  if os.path.isdir(os.path.join(path, 'checkpoints', 'warmstart')):
+    path = os.path.join(path, 'checkpoints', 'warmstart')
+  return lm.merge_params(fresh, checkpoint.load_params(path))
+
+
 def warm_start(config, task, policy, train, validation, test, evaluate, workdir):
   """SFT until validation greedy exact match first reaches `warmstart.band[0]`; cached.
 
