@@ -51,8 +51,10 @@ SHAPE_KEYS = ('task.', 'policy.width', 'policy.depth', 'policy.num_heads', 'poli
 
 
 def validate(config, device_count=None):
-  """config_lib's cross-section checks, then the learner's own sections (`lm.validate_sections`)."""
-  return config_lib.validate(config, device_count, sections=(lm.validate_sections,))
+  """Each section by its component (the learner's `lm.validate_sections`, the warm start's
+  `warmstart.validate_chunked`), then what spans sections (`config_lib.validate`)."""
+  checks = (lm.validate_sections, warmstart.validate_chunked)
+  return config_lib.validate(config, device_count, sections=checks)
 
 
 def define_flags():

@@ -11,6 +11,7 @@ from configs import gigpo_keydoor as gigpo_config
 from configs import policy_objectives as po_config
 from configs import ppo_gymnax as ppo_config
 from jaxca import config_lib
+from jaxca import ppo
 from jaxca import runs
 
 
@@ -338,11 +339,11 @@ def test_arith_config_errors_name_the_full_key(path, value, message):
 )
 def test_ppo_config_is_validated(path, value, message):
   config = ppo_config.get_config('smoke')
-  config_lib.validate_ppo(config)
+  ppo.validate_config(config)
   section, _, key = path.rpartition('.')
   (config[section] if section else config)[key] = value
   with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate_ppo(config)
+    ppo.validate_config(config)
 
 
 def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
