@@ -332,6 +332,12 @@ RENAMES = (
   Rename('arms.*.planning', 'arms.*.planning', _off(''), why='None: no planning set'),
   Rename('arms.*.mc', 'arms.*.mc', _off(''), why='None: no Monte-Carlo values'),
   Rename('arms.*.wall_budget', 'arms.*.wall_budget', _off(''), why='None: rl.max_wall_s'),
+  Rename('credit.stages', 'credit.stages', _off(''), why='None: no user stages'),
+  Rename('data.dir', 'data.dir', _off(''), why='None: <workdir>/data'),
+  Rename('data.path', 'data.path', _off(''), why='None: none given (llm_rl)'),
+  Rename('model.path', 'model.path', _off(''), why='None: none given (llm_rl)'),
+  Rename('tokenizer.path', 'tokenizer.path', _off(''), why='None: model.path'),
+  Rename('task.pad_token', 'task.pad_token', _off(''), why="None: the tokenizer's"),
 )
 
 

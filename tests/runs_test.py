@@ -116,8 +116,25 @@ def test_a_workdir_written_before_the_renames_resumes(tmp_path):
   old = runs.config_json(arith_config.get_config('smoke'))
   old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
   old.update(init_from='', debug=dict(nan_after_step=-1))
+  old['data']['dir'] = old['credit']['stages'] = ''
   _write_json(tmp_path, old)
   assert runs.check_resume(str(tmp_path), arith_config.get_config('smoke')) == []
+  # llm_rl: the '' paths, pad token and stages became None.
+  from configs import llm_rl as llm_config  # noqa: PLC0415
+
+  new = llm_config.get_config('smoke')
+  old = runs.config_json(new)
+  for section, key in (
+    ('model', 'path'),
+    ('tokenizer', 'path'),
+    ('data', 'path'),
+    ('task', 'pad_token'),
+    ('credit', 'stages'),
+  ):
+    assert old[section][key] is None, (section, key)
+    old[section][key] = ''
+  _write_json(tmp_path, old)
+  assert runs.check_resume(str(tmp_path), new) == []  # fmt: skip
   # gigpo_keydoor: num_seeds=n -> seeds=(0, ..., n-1).
   new = gigpo_config.get_config()
   old = runs.config_json(new)
