@@ -55,13 +55,17 @@ def get_config(arg=None):
   c.seed = 0
   # Task knobs (jaxca.tasks.arith.ArithConfig); name picks from jaxca.tasks.TASKS.
   c.task = dict(name='arith', num_steps=arg.num_steps, modulus=10, ops=('add', 'sub', 'mul'))
-  # tfds array_record dataset; dir '' means <workdir>/data (a temp dir without workdir).
+  # tfds array_record dataset; dir None means <workdir>/data (a temp dir without workdir).
   # The warm start's stop is judged on `num_validation` validation problems, a
   # `validation_fraction` share of the problems carved out of the train side by problem
   # hash (jaxca.tasks.arith.split_names): train, validation and the held-out test (whose
   # problems are unchanged) never share a problem.
   c.data = dict(
-    dir='', num_train=20_000, num_test=1_000, validation_fraction=0.05, num_validation=512
+    dir=config_dict.placeholder(str),
+    num_train=20_000,
+    num_test=1_000,
+    validation_fraction=0.05,
+    num_validation=512,
   )
   c.policy = dict(
     width=128, depth=2, num_heads=4, max_len=16, dtype='float32', value_head=False
@@ -80,10 +84,15 @@ def get_config(arg=None):
   # Advantage estimator (jaxca.estimators): a name (grpo | dr_grpo | rloo | gae | min_form |
   # reinforce) or a spec string such as 'grpo + 0.5*rloo' or 'min_form | whiten'; the other
   # keys are stage options, given to every stage that takes them (floats are traced).
-  # `stages`: an importable module whose STAGES dict adds stages the spec may name ('' none;
+  # `stages`: an importable module whose STAGES dict adds stages the spec may name (None: none;
   # README > A new estimator stage).
   c.credit = dict(
-    estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False, stages=''
+    estimator=arg.estimator,
+    gamma=1.0,
+    lambda_=1.0,
+    eps=1e-6,
+    whiten=False,
+    stages=config_dict.placeholder(str),
   )
   c.rl = dict(
     steps=1000,

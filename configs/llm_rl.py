@@ -31,26 +31,31 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, estimator='grpo')
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # A local Hugging Face checkpoint; '' is only allowed with build_tiny (the smoke config).
+  # A local Hugging Face checkpoint; None is only allowed with build_tiny (the smoke config).
   c.model = dict(
-    path='',
+    path=config_dict.placeholder(str),
     dtype='bfloat16',  # compute dtype; logits, values and softmax stay float32
     param_dtype='float32',  # parameters and optimizer state
     build_tiny=False,  # write a tiny random checkpoint + tokenizer + dataset first
   )
-  c.tokenizer = dict(path='')  # '' = model.path
+  c.tokenizer = dict(path=config_dict.placeholder(str))  # None = model.path
   # A GSM8K-format JSONL/Parquet file, or a directory with *train* and *test* files.
-  c.data = dict(path='', num_train=0, num_test=0)  # 0 = all records
+  c.data = dict(path=config_dict.placeholder(str), num_train=0, num_test=0)  # 0 = all records
   c.task = dict(
     prompt_len=256,
     response_len=256,
     system='',
-    pad_token='',  # '' = the tokenizer's pad token (else EOS); see jaxca.tasks.gsm8k
+    pad_token=config_dict.placeholder(str),  # None: the tokenizer's pad token (else EOS)
   )
-  # `stages`: an importable module whose STAGES dict adds stages the spec may name ('' none;
+  # `stages`: an importable module whose STAGES dict adds stages the spec may name (None: none;
   # README > A new estimator stage).
   c.credit = dict(
-    estimator=arg.estimator, gamma=1.0, lambda_=1.0, eps=1e-6, whiten=False, stages=''
+    estimator=arg.estimator,
+    gamma=1.0,
+    lambda_=1.0,
+    eps=1e-6,
+    whiten=False,
+    stages=config_dict.placeholder(str),
   )
   c.rl = dict(
     steps=200,

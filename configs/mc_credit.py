@@ -46,8 +46,21 @@ bootstrap 95% CI; Table B; expected vs observed), f6_learning.png, f_probe.png, 
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
+
+
+def _arm(estimator, mc=None, mc_samples=0, critic=False, wall_budget=None):
+  """An arm; `mc` and `wall_budget` None (off) stay settable on the command line."""
+  opt = lambda v: config_dict.placeholder(str) if v is None else v  # noqa: E731
+  return dict(
+    estimator=estimator,
+    mc=opt(mc),
+    mc_samples=mc_samples,
+    critic=critic,
+    wall_budget=opt(wall_budget),
+  )
 
 
 def get_config(arg=None):
@@ -90,23 +103,17 @@ def get_config(arg=None):
   # recipe's learning rate, grad-norm clip 1.
   c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   c.loss = dict(clip_eps=0.2, agg_mode='token_mean', ent_coef=recipe['ent_coef'], kl_coef=0.0)
-  # Arms: name -> estimator spec and options. mc: '' | 'steps' (VinePPO states) | 'spo'
+  # Arms: name -> estimator spec and options. mc: None | 'steps' (VinePPO states) | 'spo'
   # (states before SPO cut tokens); critic: train a separate critic (PPO-GAE); wall_budget:
-  # '' (rl.iterations) or an arm that runs before it: stop once the training wall clock
+  # None (rl.iterations) or an arm that runs before it: stop once the training wall clock
   # reaches that arm's final training wall clock of the same seed (equal wall-clock).
   c.arms = dict(
-    grpo=dict(estimator='grpo', mc='', mc_samples=0, critic=False, wall_budget=''),
+    grpo=_arm('grpo'),
     # The noise floor (jaxca.report's gate): GRPO on another prompt's outcomes.
-    shuffled_reward=dict(
-      estimator='shuffled_reward', mc='', mc_samples=0, critic=False, wall_budget=''
-    ),
-    ppo_gae=dict(estimator='gae | whiten', mc='', mc_samples=0, critic=True, wall_budget='grpo'),
-    vineppo_k9=dict(
-      estimator='vineppo | whiten', mc='steps', mc_samples=9, critic=False, wall_budget='grpo'
-    ),
-    spo_chain_k9=dict(
-      estimator='spo_chain | prob_whiten', mc='spo', mc_samples=9, critic=False, wall_budget='grpo'
-    ),
+    shuffled_reward=_arm('shuffled_reward'),
+    ppo_gae=_arm('gae | whiten', critic=True, wall_budget='grpo'),
+    vineppo_k9=_arm('vineppo | whiten', mc='steps', mc_samples=9, wall_budget='grpo'),
+    spo_chain_k9=_arm('spo_chain | prob_whiten', mc='spo', mc_samples=9, wall_budget='grpo'),
   )
   # Run order within a seed (a ConfigDict sorts its keys): a wall_budget arm after its arm.
   c.run_arms = ('grpo', 'shuffled_reward', 'ppo_gae', 'vineppo_k9', 'spo_chain_k9')
@@ -131,16 +138,14 @@ def get_config(arg=None):
     c.seeds = (0,)
     c.rl.update(iterations=15)
     for arm in ('ppo_gae', 'vineppo_k9', 'spo_chain_k9'):
-      c.arms[arm].wall_budget = ''
+      c.arms[arm].wall_budget = None
     c.probe.checkpoints = (-1,)
   if arg.full:  # for accelerators: 8 seeds, the recipe's 200 iterations for every arm, K3
     c.seeds = tuple(range(8))
     c.rl.iterations = recipe['iterations']
     for arm in ('ppo_gae', 'vineppo_k9', 'spo_chain_k9'):
-      c.arms[arm].wall_budget = ''
-    c.arms.vineppo_k3 = dict(
-      estimator='vineppo | whiten', mc='steps', mc_samples=3, critic=False, wall_budget=''
-    )
+      c.arms[arm].wall_budget = None
+    c.arms.vineppo_k3 = _arm('vineppo | whiten', mc='steps', mc_samples=3)
     c.run_arms = c.run_arms + ('vineppo_k3',)
   c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
@@ -154,7 +159,7 @@ def get_config(arg=None):
     for arm in ('vineppo_k9', 'spo_chain_k9'):
       c.arms[arm].mc_samples = 2
     for arm in ('ppo_gae', 'vineppo_k9', 'spo_chain_k9'):  # equal iterations: the golden
-      c.arms[arm].wall_budget = ''  # test must not depend on timing
+      c.arms[arm].wall_budget = None  # test must not depend on timing
     c.probe.update(
       checkpoints=(1, -1),
       prompts=4,

@@ -42,27 +42,31 @@ weights, attention (head split, FAI, WAAD), oracle A* from MC values at every to
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
-# Arms: estimator spec, GTPO/GRPO-S pooling, planning set ('' | 'fai' | 'sep'), label.
+# Arms: estimator spec, GTPO/GRPO-S pooling, planning set (None | 'fai' | 'sep'), label.
 ARMS = {
-  'grpo': dict(estimator='grpo', pooling='joint', planning='', label='GRPO'),
+  'grpo': dict(estimator='grpo', pooling='joint', planning=None, label='GRPO'),
   # The noise floor (jaxca.report's gate): GRPO advantages of another prompt's outcomes
   # (estimators.group.shuffled_reward), under the same loss.
   'shuffled_reward': dict(
-    estimator='shuffled_reward', pooling='joint', planning='', label='shuffled reward (noise floor)'
+    estimator='shuffled_reward',
+    pooling='joint',
+    planning=None,
+    label='shuffled reward (noise floor)',
   ),
-  'gtpo': dict(estimator='gtpo', pooling='joint', planning='', label='GTPO (joint pool)'),
+  'gtpo': dict(estimator='gtpo', pooling='joint', planning=None, label='GTPO (joint pool)'),
   'gtpo_separate': dict(
-    estimator='gtpo', pooling='separate', planning='', label='GTPO (separate pools, literal)'
+    estimator='gtpo', pooling='separate', planning=None, label='GTPO (separate pools, literal)'
   ),
-  'grpo_s': dict(estimator='grpo_s', pooling='joint', planning='', label='GRPO-S'),
+  'grpo_s': dict(estimator='grpo_s', pooling='joint', planning=None, label='GRPO-S'),
   'hicra_fai': dict(
     estimator='grpo | hicra', pooling='joint', planning='fai', label='HICRA paper form, S=FAI'
   ),
   'hicra_official': dict(
-    estimator='grpo | hicra_official', pooling='joint', planning='', label='HICRA-official'
+    estimator='grpo | hicra_official', pooling='joint', planning=None, label='HICRA-official'
   ),
   'hicra_sep': dict(
     estimator='grpo | hicra', pooling='joint', planning='sep', label='HICRA paper form, S=STEP'
@@ -71,6 +75,11 @@ ARMS = {
 # Which arms run, in this order (the default fits 25 minutes; :full runs them all).
 DEFAULT_ARMS = ('grpo', 'shuffled_reward', 'gtpo', 'grpo_s', 'hicra_official')
 FULL_ARMS = DEFAULT_ARMS + ('hicra_fai', 'gtpo_separate', 'hicra_sep')
+
+
+def _arm(arm):
+  """A copy of `arm` whose `planning=None` stays settable on the command line."""
+  return dict(arm, planning=arm['planning'] or config_dict.placeholder(str))
 
 
 def get_config(arg=None):
@@ -122,7 +131,7 @@ def get_config(arg=None):
     hicra_top_fraction=0.3,
     fai_fraction=0.2,
   )
-  c.arms = {k: dict(v) for k, v in ARMS.items()}
+  c.arms = {k: _arm(v) for k, v in ARMS.items()}
   c.run_arms = DEFAULT_ARMS
   c.part_a = dict(
     prompts=128,

@@ -22,7 +22,6 @@ from absl import flags
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from jaxca import checkpoint
 from jaxca import config_lib
@@ -52,8 +51,10 @@ SHAPE_KEYS = ('task.', 'policy.width', 'policy.depth', 'policy.num_heads', 'poli
 
 
 def validate(config, device_count=None):
-  """config_lib's cross-section checks, then the learner's own sections (`lm.validate_sections`)."""
-  return config_lib.validate(config, device_count, sections=(lm.validate_sections,))
+  """Each section by its component (the learner's `lm.validate_sections`, the warm start's
+  `warmstart.validate_chunked`), then what spans sections (`config_lib.validate`)."""
+  checks = (lm.validate_sections, warmstart.validate_chunked)
+  return config_lib.validate(config, device_count, sections=checks)
 
 
 def define_flags():
@@ -185,14 +186,11 @@ def _train(config, workdir, data_dir):
   ckdir = os.path.join(workdir, 'checkpoints') if workdir else None
 
   def new_ckpt(name):
-    return (
-      checkpoint.Checkpointer(
-        os.path.join(ckdir, name),
-        every=config.train.ckpt_every,
-        max_to_keep=config.train.max_to_keep,
-      )
-      if ckdir
-      else None
+    if not ckdir:
+      return None
+    tc = config.train
+    return checkpoint.Checkpointer(
+      os.path.join(ckdir, name), every=tc.ckpt_every, max_to_keep=tc.max_to_keep
     )
 
   rl_ckpt, ws_ckpt = new_ckpt('rl'), new_ckpt('warmstart')
@@ -211,43 +209,19 @@ def _train(config, workdir, data_dir):
     keep = lambda r: r['phase'] == 'warmstart' or r['step'] <= rl_step  # noqa: E731
   else:
     keep = lambda r: r['phase'] == 'warmstart' and r['step'] <= (ws_step or 0)  # noqa: E731
-  kept = [r for r in (metrics.read(workdir) if workdir else []) if keep(r)]
-  base = max([r['time'] for r in kept] + [0.0])
-  cpu_base = max([r.get('cpu_time', 0.0) for r in kept] + [0.0]) - cpu_start
-
-  def now():  # wall clock and process CPU time (all threads) across resumes, in seconds
-    return dict(time=base + time.time() - start, cpu_time=cpu_base + time.process_time())
-
-  writer = metrics.Writer(
-    workdir if jax.process_index() == 0 else None,  # one writer on multi-host runs
-    keep=lambda r: r in kept,
-    purge_steps=dict(warmstart=(ws_step or 0) + 1, rl=(rl_step or -1) + 1),
+  writer, now = loop.resumed_writer(
+    workdir, keep, dict(warmstart=(ws_step or 0) + 1, rl=(rl_step or -1) + 1), start, cpu_start
   )
   try:
     if rl_step is None:  # warm start (resumed or from init_from), then a fresh RL state
       if config.init_from:
-        path = config.init_from
-        if os.path.isdir(os.path.join(path, 'checkpoints', 'warmstart')):
-          path = os.path.join(path, 'checkpoints', 'warmstart')
-        params = jax.device_put(  # a value head missing from the warm start is initialised
-          lm.merge_params(parts.policy.init(key), checkpoint.load_params(path)), repl
-        )
+        fresh = parts.policy.init(key)  # a value head missing from the warm start keeps it
+        params = jax.device_put(warmstart.load_init_from(config.init_from, fresh), repl)
       else:
         params = _warm_start(
-          config,
-          parts,
-          ws_ckpt,
-          ws_state,
-          ws_step,
-          src,
-          mesh,
-          sft_chunk,
-          run_val,
-          repl,
-          key,
-          writer,
-          now,
-        )
+          config, parts, ws_ckpt, ws_state, ws_step, src, mesh, sft_chunk, run_val, repl, key,
+          writer, now,
+        )  # fmt: skip
       state = jax.jit(parts.rl_init, out_shardings=repl)(params)
       writer.write(0, dict(phase='rl', **now(), **run_eval(state['params'])))
       if rl_ckpt:
@@ -290,14 +264,7 @@ def _train(config, workdir, data_dir):
         c.close()
   if workdir and jax.process_index() == 0:
     records = metrics.read(workdir)
-    warmstart.write_curve(
-      workdir,
-      [
-        (r['step'], r['val_exact_match'])
-        for r in records
-        if r.get('phase') == 'warmstart' and 'val_exact_match' in r
-      ],
-    )
+    warmstart.write_curve(workdir, warmstart.curve_of(records))
     report.write_results(
       workdir,
       records,
@@ -325,14 +292,11 @@ def _poison(state, nan_after):
 
 
 def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_after):
-  """advance(state, step) -> (state, metrics) for DAPO dynamic sampling: one RL iteration.
-
-  Generation batch i of iteration `step` reads the prompts of data step
-  `step * max_gen_batches + i`, so a resumed run sees the prompts an uninterrupted one
-  would. The sampling and epoch keys come from `fold_in(rl_key, step)`.
-  """
-  rl = config.rl
-  phases = parts.rl_phases
+  """advance(state, step) -> (state, metrics) for DAPO dynamic sampling: one RL iteration
+  (`loop.dynamic_sampling_advance`). Generation batch i of iteration `step` reads the prompts
+  of data step `step * max_gen_batches + i`, so a resumed run sees the prompts an
+  uninterrupted one would."""
+  rl, phases = config.rl, parts.rl_phases
   row_sh = parallel.batch_sharding(mesh, batch_axis=0)
   collect = jax.jit(phases.collect, in_shardings=(repl, row_sh, repl))
 
@@ -340,93 +304,32 @@ def _dynamic_iteration(config, parts, src, mesh, repl, batch_sh, rl_key, nan_aft
     state, m = phases.update(state, rows, {}, key)
     return _poison(state, nan_after), m
 
-  update = jax.jit(update_fn, out_shardings=repl, donate_argnums=0)
-
-  def advance(state, step):
+  def batches(step):
+    start = step * rl.max_gen_batches
     it = data.batch_iterator(
-      src['train'], rl.prompts_per_step, seed=config.seed + 1, start_step=step * rl.max_gen_batches
+      src['train'], rl.prompts_per_step, seed=config.seed + 1, start_step=start
     )
-    sample_key, epoch_key = jax.random.split(jax.random.fold_in(rl_key, step))
-    rows, gen = lm.collect_dynamic(
-      collect,
-      state,
-      lambda: {k: v for k, v in next(it).items() if k in BATCH_KEYS},
-      sample_key,
-      group_size=rl.group_size,
-      max_gen_batches=rl.max_gen_batches,
-    )
-    rows = parallel.shard_batch(rows._replace(key=None), mesh, 0)._replace(key=rows.key)
-    state, m = update(state, rows, epoch_key)
-    return state, dict(jax.device_get(m), **gen)
+    return ({k: v for k, v in b.items() if k in BATCH_KEYS} for b in it)
 
-  return advance
+  return loop.dynamic_sampling_advance(
+    collect, jax.jit(update_fn, out_shardings=repl, donate_argnums=0), batches, rl_key,
+    group_size=rl.group_size, max_gen_batches=rl.max_gen_batches,
+    place=lambda r: parallel.shard_batch(r._replace(key=None), mesh, 0)._replace(key=r.key),
+  )  # fmt: skip
 
 
-def _warm_start(
-  config,
-  parts,
-  ckpt,
-  state,
-  step,
-  src,
-  mesh,
-  sft_chunk,
-  run_val,
-  repl,
-  key,
-  writer,
-  now,
-):
-  """Runs (or resumes from `state` at `step`) the supervised warm start; returns its params.
-
-  The loop is `jaxca.warmstart.sft_loop`: it stops at `warmstart.steps` or at the first
-  evaluation whose VALIDATION exact match (`val_exact_match`) reaches
-  `warmstart.stop_at_accuracy`; the held-out `eval_*` metrics are recorded beside it.
-  """
+def _warm_start(config, parts, ckpt, state, step, src, mesh, sft_chunk, run_val, repl, key, w, now):
+  """Runs (or resumes from `state` at `step`) the supervised warm start; returns its params
+  (`loop.run_sft_chunked`: it stops at `warmstart.steps` or at the first evaluation whose
+  VALIDATION exact match reaches `warmstart.stop_at_accuracy`)."""
   ws = config.warmstart
-  init = jax.jit(parts.sft_init, out_shardings=repl)
   if state is None:
-    state, step = init(key), 0
+    state, step = jax.jit(parts.sft_init, out_shardings=repl)(key), 0
   batches = _chunks(src['train'], ws.batch_size, config.seed, step, ws.steps_per_call)
-  if step:
-    runs.note(f'resumed the warm start from step {step}')
-  with tqdm.tqdm(total=ws.steps, initial=step, desc='warm start') as bar:
-
-    def advance(state, step):
-      state, m = sft_chunk(state, parallel.shard_batch(next(batches), mesh, 1))
-      m = jax.device_get(m)
-      loop.check_finite(m, 'warm-start', step + ws.steps_per_call, ckpt)
-      return state, m
-
-    def on_step(step, state, m, evaluation, done):
-      rec = dict(phase='warmstart', **metrics.summarize(m))
-      if evaluation is not None:
-        rec.update(evaluation)
-        bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
-      writer.write(step, dict(rec, **now()))
-      bar.update(ws.steps_per_call)
-      runs.at(f'warm-start step {step} of {ws.steps}', next_compiles=done)  # then RL compiles
-      if ckpt:
-        ckpt.maybe_save(step, state, force=done)
-
-    state, step, curve = warmstart.sft_loop(
-      state,
-      step,
-      advance=advance,
-      validate=run_val,
-      max_steps=ws.steps,
-      eval_every=ws.eval_every,
-      stop_at=ws.stop_at_accuracy,
-      steps_per_call=ws.steps_per_call,
-      on_step=on_step,
-    )
-    if curve and step < ws.steps:  # close the bar at 100%, saying why it stopped
-      bar.total = step
-      bar.set_description(
-        f'warm start (stopped early: validation target {ws.stop_at_accuracy:.0%} reached)'
-      )
-      bar.refresh()
-  return state['params']
+  return loop.run_sft_chunked(
+    lambda s: sft_chunk(s, parallel.shard_batch(next(batches), mesh, 1)),
+    state, step=step, ws=ws, validate=run_val, writer=w, now=now, checkpointer=ckpt,
+  )  # fmt: skip
 
 
 def summary_line(records, workdir, estimator):
@@ -482,49 +385,12 @@ EXPERIMENT = runs.Experiment(
 COMPARE_KEYS = ('credit.', 'init_from', *SAFE_KEYS)
 
 
-def config_differences(workdirs):
-  """How the runs' configs differ outside `COMPARE_KEYS`: a list of one-line strings.
-
-  A run without `config.json` is named as such (its config cannot be compared).
-  """
-  configs = {w: runs.read_json(os.path.join(w, runs.CONFIG_FILE)) for w in workdirs}
-  out = [f'{w} has no {runs.CONFIG_FILE}' for w, c in configs.items() if c is None]
-  known = [(w, c) for w, c in configs.items() if c is not None]
-  first = known[0][1] if known else None
-  for w, c in known[1:]:  # keys renamed since a run was written are compared by their new name
-    diffs = [
-      f'{k}: {a!r} vs {b!r}'
-      for k, a, b in runs.config_diff(runs.migrate_config(first, c), runs.migrate_config(c, first))
-      if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in COMPARE_KEYS)
-    ]
-    if diffs:
-      out.append(f'{known[0][0]} and {w} differ in ' + '; '.join(diffs))
-  return out
-
-
-def _compare(workdirs, out_dir):
-  for w in workdirs:
-    if not os.path.exists(os.path.join(w, metrics.FILENAME)):
-      raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
-  out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{NAME}_compare')
-  differ = config_differences(workdirs)
-  if differ:  # e.g. a smoke run beside a full one: not one experiment
-    title = 'arith_rl: runs whose configs differ or are not recorded (not one comparison)'
-    notes = '**The configs differ beyond the estimator:** ' + '. '.join(differ) + '.'
-  else:
-    title, notes = 'arith_rl: estimators from the same warm start', ''
-  report.compare(workdirs, out_dir, title=title, notes=notes)
-  runs.note(
-    f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
-  )
-  if differ:
-    runs.note('warning: the configs differ beyond the estimator: ' + '. '.join(differ) + '.')
-
-
 def main(argv):
   if FLAGS.compare:
     runs.quiet_logs(FLAGS.debug)
-    runs.guarded(lambda: _compare(FLAGS.compare, FLAGS.workdir), FLAGS.debug)
+    dirs, out = FLAGS.compare, FLAGS.workdir
+    go = lambda: report.compare_workdirs(dirs, out, name=NAME, ignore=COMPARE_KEYS)  # noqa: E731
+    runs.guarded(go, FLAGS.debug)
     return
   runs.main(EXPERIMENT)(argv)
 

@@ -9,7 +9,6 @@ import jax
 
 from experiments import arith_rl
 from jaxca import bench
-from jaxca import config_lib
 from jaxca import lm
 from jaxca import runs
 from jaxca import sampling
@@ -115,7 +114,7 @@ def _run(config, workdir):
 EXPERIMENT = runs.Experiment(
   NAME,
   _run,
-  validate=lambda config: config_lib.validate(config.arith, sections=(lm.validate_sections,)),
+  validate=lambda config: arith_rl.validate(config.arith),
   setup=lambda: jax.config.update('jax_threefry_partitionable', True),
   resume_hint='A benchmark does not resume: rerun the same command to start it again.',
 )

@@ -19,36 +19,26 @@ import time
 
 from absl import app
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from jaxca import arms as arms_lib
 from jaxca import bench
-from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
 from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import tasks
-from jaxca import train as train_lib
 from jaxca import warmstart
-from jaxca.networks import transformer
 
 NAME = 'estimator_zoo'
 
 
-def arm_estimator(config, name):
-  """The estimator of arm `name` (its `credit` section; the noise floor is `shuffled_reward`)."""
-  return estimators.from_config(config.arms[name].credit)
-
-
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
-  runs.check_grid(config)
+  arms_lib.check(config)
   for name in config.run_arms:
     try:
-      est = arm_estimator(config, name)
+      est = arms_lib.estimator(config, name)  # its `credit` section
     except ValueError as e:
       raise runs.ConfigError(f'arms.{name}.credit: {e}') from None
     needs = sorted(set(est.requires) - {'rewards', 'mask', 'group_ids'})
@@ -63,101 +53,16 @@ def validate(config):
     lm.loss_options(config.loss.to_dict())
   except (ValueError, TypeError) as e:
     raise runs.ConfigError(f'config.loss: {e}') from None
-  rl = config.rl
-  if rl.group_size < 2:
-    raise runs.ConfigError(f'rl.group_size must be >= 2 (group estimators); got {rl.group_size}.')
-  if (rl.prompts * rl.group_size) % rl.num_minibatches:
-    raise runs.ConfigError(
-      f'rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * rl.group_size '
-      f'({rl.prompts * rl.group_size}).'
-    )
-  if rl.prompts < 2:
+  if config.rl.prompts < 2:
     raise runs.ConfigError('rl.prompts must be >= 2 (the noise floor rolls rewards by a group).')
-  if rl.prompts > config.data.num_train:
-    raise runs.ConfigError('rl.prompts must be <= data.num_train.')
-  if rl.iterations < 1 or rl.eval_every < 1:
-    raise runs.ConfigError('rl.iterations and rl.eval_every must be >= 1.')
-  task = make_task(config)
-  need = task.prompt_len + task.response_len
-  if config.policy.max_len < need:
-    raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
 
 
-def make_task(config):
-  try:
-    return tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
-  except ValueError as e:
-    raise runs.ConfigError(f'config.task: {e}') from None
-
-
-def build(config):
-  """(task, policy): composition only."""
-  task = make_task(config)
-  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
-  return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
-
-
-class Arm:
-  """The ahead-of-time compiled RL update of one arm (shared by its seeds)."""
-
-  def __init__(self, name, config, task, policy):
-    self.name, self.label = name, config.arms[name].label
-    estimator = arm_estimator(config, name)
-    self.spec = estimator.name
-    rl = config.rl
-    self.tx = train_lib.make_optimizer(config.optim)
-    self.update = bench.Aot(
-      lm.make_rl_update(
-        policy,
-        task,
-        estimator,
-        self.tx,
-        group_size=rl.group_size,
-        num_epochs=rl.num_epochs,
-        num_minibatches=rl.num_minibatches,
-        temperature=rl.temperature,
-        reward='outcome',
-        loss_cfg=config.loss.to_dict(),
-      )
-    )
-    self.hparams = jax.tree.map(jnp.asarray, estimator.hparams)
-
-
-def run_arm(config, arm, params0, seed, train, test, evaluate):
-  """One learning run from the warm start; returns its records (iteration 0 = warm start)."""
-  rl = config.rl
-  key = jax.random.key(seed)
-  state = lm.init_from_params(params0, arm.tx)
-  t_run = time.time()
-  rec0 = dict(arm=arm.name, seed=seed, iteration=0, wall=0.0, elapsed=0.0, compile_s=0.0)
-  rec0.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-  records, wall, it = [rec0], 0.0, 0
-  while it < rl.iterations and wall < rl.max_wall_s:
-    it += 1
-    rng = np.random.default_rng([seed, it])  # the same batches for every arm of a seed
-    idx = rng.choice(len(train['prompts']), rl.prompts, replace=False)
-    batch = {k: jnp.asarray(v[idx]) for k, v in train.items()}
-    t0, c0 = time.time(), arm.update.compile_s
-    state, m = arm.update(state, batch, jax.random.fold_in(key, it), arm.hparams)
-    m = jax.device_get(jax.block_until_ready(m))
-    compile_iter = arm.update.compile_s - c0
-    wall += time.time() - t0 - compile_iter
-    rec = dict(arm=arm.name, seed=seed, iteration=it, wall=wall, compile_s=compile_iter)
-    rec.update({k: float(v) for k, v in m.items()})
-    if not (np.isfinite(rec['loss']) and rec.get('params_finite', 1.0) == 1.0):
-      raise FloatingPointError(
-        f'{arm.name} seed {seed}: non-finite loss or parameters at iteration {it}; try a '
-        'smaller optim.lr.'
-      )
-    if it % rl.eval_every == 0:
-      rec.update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    rec['elapsed'] = time.time() - t_run
-    records.append(rec)
-    runs.at(f'{arm.name} seed {seed} iteration {it}')
-  if 'eval_exact_match' not in records[-1]:
-    records[-1].update({f'eval_{k}': v for k, v in evaluate(state['params'], test).items()})
-    records[-1]['elapsed'] = time.time() - t_run
-  return records
+def make_arm(config, name, task, policy):
+  """The ahead-of-time compiled RL update of arm `name` (shared by its seeds)."""
+  est = arms_lib.estimator(config, name)
+  return arms_lib.single_step(
+    name, policy, task, est, config.optim, config.rl, config.loss.to_dict()
+  )
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -255,15 +160,16 @@ def plot(records, seeds, arms, config, path):
 def run(config, workdir):
   """Warm start, then every arm x seed; writes metrics.jsonl, results.md and curves.png."""
   t_start, load_start = time.time(), bench.load_average()
-  task, policy = build(config)
+  task, policy = arms_lib.task_and_policy(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
   params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
-  built = {a: Arm(a, config, task, policy) for a in arms}
+  built = {a: make_arm(config, a, task, policy) for a in arms}
+  budget = loop.budget(config.rl)
   records = loop.run_grid(
     os.path.join(workdir, 'metrics.jsonl'),
     arms,
     seeds,
-    lambda a, s: run_arm(config, built[a], params0, s, train, test, evaluate),
+    lambda a, s: loop.run_arm(built[a], params0, s, train, test, evaluate, **budget)[0],
     note=lambda recs: ra.run_note(recs, unit='steps'),
   )
   summary = summarize(records, seeds, arms, config.rl.iterations)

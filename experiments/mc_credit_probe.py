@@ -9,6 +9,9 @@ of its first seed.
 """
 
 import functools
+import json
+import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +20,7 @@ import numpy as np
 from jaxca import lm
 from jaxca import prefixes
 from jaxca import report
+from jaxca import runs
 from jaxca import sampling
 from jaxca.credit import mc
 from jaxca.lm import providers as providers_lib
@@ -228,6 +232,75 @@ def probe_checkpoint(config, task, policy, prober, params, cparams, test, key):
   out['_counts'] = dict(states=len(chosen), rank_states=kept, auc_steps=len(labels))
   out['_counts']['auc_first_errors'] = int(np.sum(labels))
   return out
+
+
+def probe_all(config, task, policy, critic, snaps, test, workdir):
+  """`probe_checkpoint` on each snapshot {iteration: (params, critic params)} (key 500 +
+  iteration) when `probe.enabled`; writes `probe.json`; returns {iteration: rows} ({} off)."""
+  probe = {}
+  if not config.probe.enabled:
+    return probe
+  prober = Prober(config, task, policy, critic)
+  for it in sorted(snaps):
+    params, cparams = snaps[it]
+    t_ck = time.time()
+    probe[it] = probe_checkpoint(
+      config, task, policy, prober, params, cparams, test, jax.random.key(500 + it)
+    )
+    probe[it]['_counts']['seconds'] = round(time.time() - t_ck, 1)
+    runs.note(f'probe at PPO-GAE iteration {it}: {time.time() - t_ck:.0f} s')
+  with open(os.path.join(workdir, 'probe.json'), 'w') as f:
+    json.dump({str(k): v for k, v in probe.items()}, f, indent=1)
+  return probe
+
+
+def claim(probe):
+  """The value-quality claim on the last probed checkpoint (`report.Verdict`): consistent with
+  VinePPO if the critic ranks next steps poorly while MC-9 ranks them well."""
+  last = list(probe)[-1]
+  crit = probe[last]['critic']['rank_acc']
+  mc9 = probe[last].get('MC-9', {}).get('rank_acc', float('nan'))
+  if np.isfinite(crit) and crit >= 0.8:
+    outcome, note = 'REFUTED', 'at this scale: the critic ranks next steps well'
+  elif np.isfinite(crit) and crit <= 0.6 and np.isfinite(mc9) and mc9 >= 0.8:
+    outcome, note = 'CONFIRMED', 'consistent with VinePPO'
+  else:
+    outcome, note = 'INCONCLUSIVE', 'between the thresholds, or too few ranked states'
+  return report.Verdict(
+    'Value quality',
+    outcome,
+    'consistent with VinePPO if the critic rank-accuracy <= 0.6 with MC-9 >= 0.8; critic '
+    '>= 0.8 refutes the claim at this scale (|ΔQ*| >= 0.1 pairs)',
+    {'checkpoint': last, 'critic rank-acc': crit, 'MC-9 rank-acc': mc9},
+    note,
+  )
+
+
+def describe(config) -> str:
+  """How the probe draws its states and scores them, for results.md."""
+  pc = config.probe
+  return f"""\
+V\\* and Q\\* are MC-{pc.truth_samples} at T=1. States: {pc.prompts} held-out
+prompts x {pc.samples} on-policy samples, boundary states de-duplicated, up to
+{pc.states} drawn stratified by depth. Ranking: up to {pc.rank_states}
+states x {pc.rank_candidates} sampled next steps (distinct steps kept), states with
+at least {pc.min_alternatives} distinct next values. Step-error AUC: first wrong step
+(from the verifier) vs the correct steps before it, scored by -A_i, over
+{pc.auc_prompts * pc.samples} on-policy responses."""
+
+
+def section(config, probe) -> str:
+  """Table B's section of results.md: the method, the table, the figure and the counts."""
+  counts = json.dumps({str(k): v['_counts'] for k, v in probe.items()})
+  return f"""\
+{describe(config)}
+
+{table_b(probe) if probe else '(probe disabled)'}
+
+{'![probe](f_probe.png)' if probe else ''}
+
+Counts per checkpoint: {counts}
+"""
 
 
 def table_b(probe):

@@ -17,22 +17,18 @@ import time
 
 from absl import app
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxca import arms as arms_lib
 from jaxca import bench
-from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
 from jaxca import objectives
 from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import tasks
-from jaxca import train as train_lib
 from jaxca import warmstart
-from jaxca.networks import transformer
 
 NAME = 'policy_objectives'
 # The objectives' own metrics (jaxca.objectives), reported when an arm produces them.
@@ -48,12 +44,17 @@ OBJECTIVE_METRICS = (
 
 def arm_loss(config, name) -> dict:
   """The loss section of arm `name`: the shared `config.loss` with the arm's keys over it."""
-  return dict(config.loss.to_dict(), **config.arms[name].loss.to_dict())
+  return arms_lib.section(config, name, 'loss')
+
+
+def arm_rl(config, name):
+  """The rl section of arm `name`: the shared `config.rl` with the arm's `rl` keys over it."""
+  return ml_collections.ConfigDict(arms_lib.section(config, name, 'rl'))
 
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run (before anything is written)."""
-  runs.check_grid(config)
+  arms_lib.check(config)
   for name in config.run_arms:
     loss = arm_loss(config, name)
     obj = loss.get('objective') or 'ppo_clip'
@@ -67,9 +68,8 @@ def validate(config):
       lm.loss_options(loss)  # the learner's own check of the whole loss section
     except (ValueError, TypeError) as e:
       raise runs.ConfigError(f'arms.{name}.loss: {e}') from None
-  for name in config.run_arms:
     try:
-      arm_estimator(config, name)
+      arms_lib.estimator(config, name)
     except ValueError as e:
       raise runs.ConfigError(f'arms.{name}.credit (or config.credit): {e}') from None
     rl = arm_rl(config, name)
@@ -79,128 +79,34 @@ def validate(config):
         f'{rl.num_epochs} x {rl.num_minibatches}: with one gradient step per batch every ratio '
         'is 1 and PPO-clip, clip-higher and CISPO give the same gradient.'
       )
-    if (rl.prompts * rl.group_size) % rl.num_minibatches:
-      raise runs.ConfigError(
-        f'arms.{name}: rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * '
-        f'rl.group_size ({rl.prompts * rl.group_size}).'
-      )
-  rl = config.rl
-  if rl.group_size < 2:
-    raise runs.ConfigError(f'rl.group_size must be >= 2 (GRPO groups); got {rl.group_size}.')
-  if rl.prompts > config.data.num_train:
-    raise runs.ConfigError('rl.prompts must be <= data.num_train.')
-  if rl.iterations < 1 or rl.eval_every < 1:
-    raise runs.ConfigError('rl.iterations and rl.eval_every must be >= 1.')
-  task = make_task(config)
-  need = task.prompt_len + task.response_len
-  if config.policy.max_len < need:
-    raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
+    arms_lib.check_sections(config, rl, f'arms.{name}: ')
 
 
-def make_task(config):
-  try:
-    return tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
-  except ValueError as e:
-    raise runs.ConfigError(f'config.task: {e}') from None
-
-
-def build(config):
-  """(task, policy): composition only."""
-  task = make_task(config)
-  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
-  return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
-
-
-def arm_rl(config, name):
-  """The rl section of arm `name`: the shared `config.rl` with the arm's `rl` keys over it."""
-  over = config.arms[name].get('rl', None)
-  return ml_collections.ConfigDict(dict(config.rl.to_dict(), **(over.to_dict() if over else {})))
-
-
-def arm_optim(config, name):
-  """The RL optimizer of arm `name`: the shared `config.optim`, the arm's `optim` keys over it."""
-  over = config.arms[name].get('optim', None)
-  return dict(config.optim.to_dict(), **(over.to_dict() if over else {}))
-
-
-def arm_estimator(config, name):
-  """The estimator of arm `name`: its own `credit` section if it has one, else `config.credit`."""
-  credit = config.arms[name].get('credit', None) or config.credit
-  return estimators.from_config(credit)
-
-
-class Arm:
-  """The ahead-of-time compiled RL update of one arm (shared by its seeds)."""
-
-  def __init__(self, name, config, task, policy):
-    self.name, self.label = name, config.arms[name].label
-    self.loss = arm_loss(config, name)
-    rl = arm_rl(config, name)
-    estimator = arm_estimator(config, name)
-    self.tx = train_lib.make_optimizer(arm_optim(config, name))
-    self.update = bench.Aot(
-      lm.make_rl_update(
-        policy,
-        task,
-        estimator,
-        self.tx,
-        group_size=rl.group_size,
-        num_epochs=rl.num_epochs,
-        num_minibatches=rl.num_minibatches,
-        temperature=rl.temperature,
-        reward='outcome',
-        loss_cfg=self.loss,
-      )
-    )
-    self.hparams = jax.tree.map(jnp.asarray, estimator.hparams)
-
-
-def run_arm(config, arm, params0, seed, train, test, evaluate):
-  """One learning run from the warm start; returns its records (iteration 0 = warm start)."""
-  rl = config.rl
-  init = lambda p, s: lm.init_from_params(p, arm.tx)  # noqa: E731
-  steps = loop.ArmSteps(arm.name, init, arm.update, phased=False, hparams=arm.hparams)
-  records, _, _ = loop.run_arm(
-    steps,
-    params0,
-    seed,
-    train,
-    test,
-    evaluate,
-    **loop.budget(rl),
+def make_arm(config, name, task, policy):
+  """The ahead-of-time compiled RL update of arm `name` (shared by its seeds)."""
+  return arms_lib.single_step(
+    name,
+    policy,
+    task,
+    arms_lib.estimator(config, name),
+    arms_lib.section(config, name, 'optim'),
+    arm_rl(config, name),
+    arm_loss(config, name),
   )
-  return records
 
 
 # ----------------------------------------------------------------------------- summaries
 
 
 def summarize(records, seeds, arms):
-  """{(arm, seed): final / best accuracy, steps, seconds, the objective's mean metrics}."""
+  """{(arm, seed): `report_arms.run_row` with the objective's mean metrics, and the accuracy at
+  the seed's equal training wall clock}."""
   out, by = {}, ra.by_run(records, arms, seeds)
   for s in seeds:
     w_min = ra.equal_budget(by, s, 'wall', exclude=())
     for a in arms:
-      recs = by[(a, s)]
-      its = [r for r in recs if r['iteration'] > 0]
-      evals = [r['eval_exact_match'] for r in recs if 'eval_exact_match' in r]
-      last = recs[-1]
-      row = dict(
-        warm=recs[0]['eval_exact_match'],
-        final=last['eval_exact_match'],
-        best=max(evals),
-        steps=last['iteration'],
-        wall=last['wall'],
-        elapsed=last['elapsed'],
-        s_per_step=last['wall'] / max(last['iteration'], 1),
-        compile_s=sum(r['compile_s'] for r in recs),
-        acc_equal_wall=report.value_at(recs, 'wall', w_min),
-        equal_wall=w_min,
-        train_accuracy=float(np.mean([r['accuracy'] for r in its[-10:]])) if its else None,
-      )
-      for k in OBJECTIVE_METRICS + ('entropy',):
-        vals = [r[k] for r in its if k in r]
-        row[k] = float(np.mean(vals)) if vals else None
+      row = ra.run_row(by[(a, s)], means=OBJECTIVE_METRICS + ('entropy',))
+      row.update(acc_equal_wall=report.value_at(by[(a, s)], 'wall', w_min), equal_wall=w_min)
       out[(a, s)] = row
   return out
 
@@ -214,12 +120,12 @@ def _num(x, digits=3):
 
 
 RUN_COLUMNS = (
-  ra.Column('warm start %', 'warm', pct=True),
+  ra.Column('warm start %', 'start', pct=True),
   ra.Column('final %', 'final', pct=True),
   ra.Column('best %', 'best', pct=True),
-  ra.Column('steps', 'steps', cell=str),
+  ra.Column('steps', 'iterations', cell=str),
   ra.Column('train s', 'wall', digits=1),
-  ra.Column('s/step', 's_per_step', digits=3),
+  ra.Column('s/step', 's_per_iter', digits=3),
   ra.Column('compile s', 'compile_s', digits=1),
 )
 
@@ -243,7 +149,7 @@ MEAN_COLUMNS = (
   ra.Column('final % (mean; per seed)', 'final', fold=_mean_and_seeds),
   ra.Column('best % (mean)', 'best', pct=True, fold='mean'),
   ra.Column('at equal train wall %', 'acc_equal_wall', fold=_mean_if_all),
-  ra.Column('train s/step', 's_per_step', digits=3, fold='mean'),
+  ra.Column('train s/step', 's_per_iter', digits=3, fold='mean'),
 )
 
 
@@ -316,7 +222,7 @@ def verdict(summary, seeds, all_arms, smoke=False, baseline='ppo_clip'):
     },
     note,
   )
-  warm = {k: r['warm'] for k, r in summary.items()}
+  warm = {k: r['start'] for k, r in summary.items()}
   final = {k: r['final'] for k, r in summary.items()}
   gate = report.arm_gate(final, warm, seeds, all_arms, baseline)
   return _reading(summary, seeds, arms) + '\n\n' + report.expected_vs_observed([claim], gate, smoke)
@@ -358,22 +264,23 @@ def plot(records, seeds, arms, config, path):
 def run(config, workdir):
   """Warm start, then every arm x seed; writes metrics.jsonl, results.md and curves.png."""
   t_start, load_start = time.time(), bench.load_average()
-  task, policy = build(config)
+  task, policy = arms_lib.task_and_policy(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
   params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
-  built = {a: Arm(a, config, task, policy) for a in arms}
+  built = {a: make_arm(config, a, task, policy) for a in arms}
+  budget = loop.budget(config.rl)
   records = loop.run_grid(
     os.path.join(workdir, 'metrics.jsonl'),
     arms,
     seeds,
-    lambda a, s: run_arm(config, built[a], params0, s, train, test, evaluate),
+    lambda a, s: loop.run_arm(built[a], params0, s, train, test, evaluate, **budget)[0],
     note=lambda recs: ra.run_note(recs, unit='steps'),
   )
   summary = summarize(records, seeds, arms)
   plot(records, seeds, arms, config, os.path.join(workdir, 'curves.png'))
   times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
   write_results(config, workdir, summary, ws_info, times)
-  steps = sorted({summary[(a, s)]['steps'] for a in arms for s in seeds})
+  steps = sorted({summary[(a, s)]['iterations'] for a in arms for s in seeds})
   steps_txt = str(steps[0]) if len(steps) == 1 else f'{steps[0]}-{steps[-1]}'
   finals = ra.arm_means(summary, arms, seeds, 'final')
   return ra.summary_line(

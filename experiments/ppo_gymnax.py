@@ -16,7 +16,6 @@ import numpy as np
 import tqdm
 
 from jaxca import checkpoint
-from jaxca import config_lib
 from jaxca import metrics
 from jaxca import ppo
 from jaxca import rollout as rollout_lib
@@ -69,7 +68,7 @@ def make_train_fns(config):
 
 
 def _make_train_fns(config):
-  config_lib.validate_ppo(config)
+  ppo.validate_config(config)
   init, update, num_updates, steps_per_update = build(config)
   per_chunk = num_updates // config.train.num_chunks
 
@@ -184,7 +183,7 @@ def _setup():
 EXPERIMENT = runs.Experiment(
   NAME,
   run,
-  validate=config_lib.validate_ppo,
+  validate=ppo.validate_config,
   safe_keys=SAFE_KEYS,
   setup=_setup,
   outputs=(metrics.FILENAME, 'final.json', 'final.csv', 'curve.png'),

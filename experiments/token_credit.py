@@ -22,140 +22,60 @@ import time
 
 from absl import app
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from experiments import token_credit_probe as probe
+from jaxca import arms as arms_lib
 from jaxca import bench
-from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
 from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import tasks
-from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
-from jaxca.networks import transformer
 
 NAME = 'token_credit'
 BASELINE = 'grpo'  # the gate's baseline arm (jaxca.report.arm_gate)
-PLANNING = ('', 'fai', 'sep')
+PLANNING = (None, 'fai', 'sep')  # an arm's planning set: none, FAI (host-side), STEP tokens
+CREDIT_CONSTANTS = ('alpha1', 'alpha2', 'beta1', 'beta2', 'hicra_alpha', 'hicra_top_fraction')
 
 
 def validate(config):
   """Raises runs.ConfigError on settings the experiment cannot run."""
-  runs.check_grid(config)
+  # The policy holds prompt + response + an MC completion of Part A (2K tokens).
+  arms_lib.check(config, extra_len=2 * config.task.num_steps, baseline=BASELINE)
+  arms_lib.check_choice(config, 'planning', PLANNING)
   for name in config.run_arms:
     arm = config.arms[name]
-    if arm.planning not in PLANNING:
-      raise runs.ConfigError(f'arms.{name}.planning must be one of {PLANNING}.')
-    if arm.planning and 'hicra' not in arm.estimator:
+    if arm.planning is not None and 'hicra' not in arm.estimator:
       raise runs.ConfigError(f'arms.{name}: a planning set needs a hicra stage.')
-  if BASELINE not in config.run_arms:
-    raise runs.ConfigError(
-      f"config.run_arms must include {BASELINE!r} (the gate's baseline and Part A's trained "
-      f'checkpoint); got {list(config.run_arms)}.'
-    )
-  need = 2 * config.task.num_steps + 3 + 4 * config.task.num_steps
-  if config.policy.max_len < need:
-    raise runs.ConfigError(f'policy.max_len must be >= {need}; got {config.policy.max_len}.')
   if config.part_a.mc_chunk & (config.part_a.mc_chunk - 1):
     raise runs.ConfigError('part_a.mc_chunk must be a power of two.')
-
-
-def build(config):
-  task = tasks.make(config.task.name, **{k: v for k, v in config.task.items() if k != 'name'})
-  pcfg = ml_collections.ConfigDict(config.policy.to_dict())
-  return task, transformer.make_policy(pcfg, vocab_size=task.vocab.size)
 
 
 # ----------------------------------------------------------------------------- Part B
 
 
-def _class_metrics(task):
-  voc = task.vocab
-
-  def metrics_fn(data, traj, targets):  # data: the rollout context (responses, mask, ...)
-    del traj
-    a = jnp.abs(jnp.where(data.mask, targets.advantages, 0.0))
-    num = voc.is_number(data.responses) & data.mask
-    out = dict(
-      adv_value=jnp.sum(a * num) / jnp.maximum(jnp.sum(num), 1),
-      adv_step=jnp.sum(a * (data.responses == voc.step_id))
-      / jnp.maximum(jnp.sum((data.responses == voc.step_id) & data.mask), 1),
-      adv_eos=jnp.sum(a * (data.responses == voc.eos_id))
-      / jnp.maximum(jnp.sum((data.responses == voc.eos_id) & data.mask), 1),
-    )
-    return out
-
-  return metrics_fn
-
-
-class Arm:
-  """The jitted pieces of one Part B arm (shared by its seeds)."""
-
-  def __init__(self, name, config, task, policy):
-    self.name, self.cfg = name, config.arms[name]
-    cr = config.credit
-    self.est = estimators.from_config(  # config values: options a spec ignores are fine
-      dict(
-        estimator=self.cfg.estimator,
-        pooling=self.cfg.pooling,
-        alpha1=cr.alpha1,
-        alpha2=cr.alpha2,
-        beta1=cr.beta1,
-        beta2=cr.beta2,
-        hicra_alpha=cr.hicra_alpha,
-        hicra_top_fraction=cr.hicra_top_fraction,
-      )
-    )
-    rl = config.rl
-    self.tx = train_lib.make_optimizer(config.optim)
-    providers, hosts = {}, ()
-    if self.cfg.planning == 'sep':
-      providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
-    elif self.cfg.planning == 'fai':
-      hosts = (host_lib.fai_planning(policy, task, fraction=cr.fai_fraction),)
-    phases = lm.make_rl_phases(
-      policy,
-      task,
-      self.est,
-      self.tx,
-      group_size=rl.group_size,
-      num_epochs=rl.num_epochs,
-      num_minibatches=rl.num_minibatches,
-      temperature=rl.temperature,
-      loss_cfg=config.loss.to_dict(),
-      providers=providers,
-      host_fields=host_lib.host_fields(hosts),
-      metrics_fn=_class_metrics(task),
-    )
-    hp = jax.tree.map(jnp.asarray, self.est.hparams)
-    self.step = host_lib.make_iteration(phases, hosts, hparams=hp)
-    init = lambda params0, seed: lm.init_from_params(params0, self.tx)  # noqa: E731
-    self.steps = loop.ArmSteps(name, init, self.step, phased=True)
-
-  def compile_s(self):
-    return self.step.compile_s()
-
-
-def run_arm(config, arm, params0, seed, train, test, evaluate):
-  """One learning run; returns (records, final params)."""
-  rl = config.rl
-  records, state, _ = loop.run_arm(
-    arm.steps,
-    params0,
-    seed,
-    train,
-    test,
-    evaluate,
-    **loop.budget(rl),
-  )
-  return records, jax.device_get(state['params'])
+def make_arm(name, config, task, policy):
+  """The jitted pieces of one Part B arm (shared by its seeds): its planning set is STEP tokens
+  (an in-jit provider) or FAI's top tokens (a host provider, one extra forward)."""
+  planning = config.arms[name].planning
+  providers, hosts = {}, ()
+  if planning == 'sep':
+    providers['planning'] = providers_lib.token_planning_provider(task.vocab.step_id)
+  elif planning == 'fai':
+    hosts = (host_lib.fai_planning(policy, task, fraction=config.credit.fai_fraction),)
+  est = arms_lib.estimator(config, name, CREDIT_CONSTANTS, arm_keys=('pooling',))
+  return arms_lib.phased(
+    name, policy, task, est, config.optim, config.rl, config.loss.to_dict(),
+    providers=providers, hosts=hosts, metrics_fn=lm.advantage_by_class({  # mean |A| per class
+      'adv_value': task.vocab.is_number,
+      'adv_step': lambda r: r == task.vocab.step_id,
+      'adv_eos': lambda r: r == task.vocab.eos_id,
+    }),
+  )  # fmt: skip
 
 
 PANELS = (  # F_part_b: held-out accuracy vs iteration and wall clock, training accuracy
@@ -172,34 +92,23 @@ PANELS = (  # F_part_b: held-out accuracy vs iteration and wall clock, training 
 
 
 def part_b_summary(records, seeds, arms):
-  """{(arm, seed): start / final scores, sampled accuracy, iterations, seconds, mean |A|}."""
+  """{(arm, seed): `report_arms.run_row` (start / final scores, sampled accuracy, iterations,
+  seconds, mean |A| per token class), the greedy final answer and the seconds split}."""
   out = {}
   for (a, s), rs in ra.by_run(records, arms, seeds).items():
-    tr = [r for r in rs if r['iteration'] > 0]
-    first, last = rs[0], rs[-1]
-    its = max(last['iteration'], 1)
-
-    def mean(key, rows=tr):
-      vals = [r[key] for r in rows if key in r]
-      return float(np.mean(vals)) if vals else float('nan')
-
-    out[(a, s)] = dict(
-      start=first['eval_exact_match'],
-      final=last['eval_exact_match'],
-      start_answer=first.get('eval_final_answer', float('nan')),
-      final_answer=last.get('eval_final_answer', float('nan')),
-      sampled=mean('accuracy', tr[-10:]),  # training-batch accuracy at T=1, last 10
-      iterations=last['iteration'],
-      wall=last['wall'],
-      s_per_iter=last['wall'] / its,
+    row = ra.run_row(rs, means=('adv_value', 'adv_step', 'adv_eos'))
+    row.update({k: float('nan') if v is None else v for k, v in row.items()})
+    its = max(row['iterations'], 1)
+    row.update(
+      start_answer=rs[0].get('eval_final_answer', float('nan')),
+      final_answer=rs[-1].get('eval_final_answer', float('nan')),
       # The run's seconds per iteration split as lm.host.make_iteration times them.
       split_s_per_iter=tuple(
-        sum(r.get(k, 0.0) for r in tr) / its for k in ('sample_s', 'host_s', 'train_s')
+        sum(r.get(k, 0.0) for r in rs if r['iteration'] > 0) / its
+        for k in ('sample_s', 'host_s', 'train_s')
       ),
-      adv_value=mean('adv_value'),
-      adv_step=mean('adv_step'),
-      adv_eos=mean('adv_eos'),
     )
+    out[(a, s)] = row
   return out
 
 
@@ -272,39 +181,8 @@ def table_b(summary, seeds, arms, config):
 def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
   """The claims' rules (Part A on one checkpoint, Part B gains), behind the GRPO gate."""
   d_rows = diag['rows_d']
-  fai, gtpo = d_rows['FAI-top-20%'], d_rows['GTPO']
-  grpo = d_rows['GRPO']
-  chance_p = grpo['precision']
-  chance_h = d_rows['_chance_hit1']
-  c_rows = diag['rows_c']
-  claims = []
-  # FAI marks the answer-determining tokens.
-  fai_rho = diag['fai_spearman']
-  ok = fai_rho > 0.3 and fai['precision'] >= 2 * chance_p
-  claims.append(
-    report.Verdict(
-      'FAI marks the answer-determining tokens',
-      'CONFIRMED' if ok else 'INCONCLUSIVE',
-      'confirmed if Spearman(FAI, |A*|) > 0.3 and FAI top-20% precision >= 2x chance',
-      {'Spearman': fai_rho, 'precision': fai['precision'], 'chance': chance_p},
-      '' if ok else 'not confirmed',
-    )
-  )
-  best = max(c_rows, key=lambda r: -1 if not np.isfinite(r['fai_global']) else r['fai_global'])
-  sep = fai['format_share'] > 0.5 or best['name'] in ('STEP', 'EOS')
-  claims.append(
-    report.Verdict(
-      'FAI is a credit signal, not concentrated on separators',
-      'REFUTED' if sep else 'INCONCLUSIVE',
-      'refuted if FAI-top-20% puts > 50% of its extra credit on STEP/EOS tokens or STEP/EOS '
-      'is the class with the highest mean FAI',
-      {
-        'share of extra credit on STEP/EOS': fai['format_share'],
-        'highest mean FAI class': f'{best["name"]} ({report.fmt(best["fai_global"], 3)})',
-      },
-      'FAI is concentrated on separators' if sep else 'not refuted: not on separators',
-    )
-  )
+  gtpo, chance_h = d_rows['GTPO'], d_rows['_chance_hit1']
+  claims = probe.claims(diag)  # Part A's own: FAI marks answer tokens, not separators
   gains = {
     a: [100 * (summary[(a, s)]['final'] - summary[(BASELINE, s)]['final']) for s in seeds]
     for a in arms
@@ -338,30 +216,14 @@ def expected_vs_observed(diag, summary, seeds, arms, smoke=False):
   )
   for a in ('hicra_fai', 'hicra_official', 'hicra_sep'):
     if a in gains:
-      h = gains[a]
-      if all(x >= 5 for x in h):
-        outcome, note = 'CONFIRMED', ''
-      elif all(x <= 0 for x in h):
-        outcome, note = 'REFUTED', 'no gain over GRPO in any seed'
-      else:
-        outcome, note = 'INCONCLUSIVE', 'a gain in some seeds only, or below +5 points'
-      claims.append(
-        report.Verdict(
-          f'HICRA ({a}): credit to planning tokens helps',
-          outcome,
-          'confirmed if +5 points over GRPO in every seed; refuted if <= 0 points in every seed',
-          {f'{a} - GRPO final exact match per seed (points)': h},
-          note,
-        )
-      )
+      claim, key = f'HICRA ({a}): credit to planning tokens helps', f'{a} - GRPO final exact match'
+      claims.append(report.gain_verdict(claim, gains[a], 5, key + ' per seed (points)', 'GRPO'))
   return report.expected_vs_observed(claims, part_b_gate(summary, seeds, arms), smoke)
 
 
 def part_b_gate(summary, seeds, arms):
   """The gate (`report.arm_gate`): GRPO vs its warm start and the shuffled-reward arm."""
-  start = {k: r['start'] for k, r in summary.items()}
-  final = {k: r['final'] for k, r in summary.items()}
-  return report.arm_gate(final, start, seeds, arms, BASELINE, noise_arm=report.NOISE_FLOOR_ARM)
+  return ra.summary_gate(summary, seeds, arms, BASELINE)
 
 
 def trained_untestable(summary, seeds, arms, rule, numbers, smoke=False):
@@ -380,16 +242,17 @@ def run(config, workdir):
   """Warm start, Part B (every arm x seed), then Part A; writes results.md and the figures."""
   t_start = time.time()
   load_start = bench.load_average()
-  task, policy = build(config)
+  task, policy = arms_lib.task_and_policy(config)
   params0, ws_info, train, test, evaluate = warmstart.start(config, task, policy, workdir)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  built = {a: Arm(a, config, task, policy) for a in arms}
+  built = {a: make_arm(a, config, task, policy) for a in arms}
+  budget = loop.budget(config.rl)
   checkpoint = {}  # Part A's trained checkpoint: the baseline's final parameters, first seed
 
   def run_one(a, s):
-    recs, final = run_arm(config, built[a], params0, s, train, test, evaluate)
+    recs, state, _ = loop.run_arm(built[a], params0, s, train, test, evaluate, **budget)
     if (a, s) == (BASELINE, seeds[0]):
-      checkpoint['params'] = final
+      checkpoint['params'] = jax.device_get(state['params'])
     return recs
 
   t_b = time.time()
@@ -400,14 +263,8 @@ def run(config, workdir):
   summary = part_b_summary(records, seeds, arms)
   trained = trained_side(summary, seeds[0], config.part_a.min_gain)
   t_a = time.time()
-  diagnoser = probe.Diagnoser(config, task, policy)
   checkpoints = [('warm', params0)] + ([(BASELINE, grpo_final)] if trained[0] else [])
-  diags = {}
-  for i, (name, params) in enumerate(checkpoints):
-    diags[name] = probe.diagnose(
-      diagnoser, config, params, test, jax.random.key(900 + i), name, workdir
-    )
-    runs.note(f'Part A ({name}): {diags[name]["d"]["mc_states"]} MC states')
+  diagnoser, diags = probe.diagnose_all(config, task, policy, checkpoints, test, workdir)
   if not trained[0]:
     runs.note(f"Part A's trained side: UNTESTABLE ({trained[2]})")
   t_a = time.time() - t_a
@@ -415,20 +272,17 @@ def run(config, workdir):
   ra.curves_figure(
     os.path.join(workdir, 'f_part_b.png'), ra.by_run(records, arms, seeds), arms, seeds, PANELS
   )
-  header = ra.run_header(
-    ra.command_line(f'experiments.{NAME}'),
-    runs.git_commit(),
-    platform=jax.devices()[0].platform,
-    load_start=load_start,
-    load_end=bench.load_average(),
-    total_s=time.time() - t_start,
+  header = loop.header(
+    NAME,
+    t_start,
+    load_start,
     parts={
       'warm start': ws_info.get('seconds', float('nan')),
       'Part B (compiles and evaluations included)': t_b,
       'Part A': t_a,
     },
     compiles={
-      **{a: built[a].compile_s() for a in arms},
+      **{a: arms_lib.compile_s(built[a]) for a in arms},
       'MC sampler': diagnoser.complete.compile_s,
     },
   )
@@ -446,21 +300,9 @@ def write_results(config, workdir, diags, summary, arms, ws_info, header, traine
   """results.md; `trained` is `trained_side`'s (runs?, rule, numbers) for Part A."""
   seeds = list(config.seeds)
   smoke = config.get('smoke', False)
-  pa, cr = config.part_a, config.credit
-  sections = []
+  cr = config.credit
   titles = (('warm', 'warm start'), (BASELINE, f'GRPO after Part B (seed {seeds[0]})'))
-  for name, title in titles:
-    if name not in diags:
-      sections.append(
-        f"""### Checkpoint: {title}
-
-Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
-{'; '.join(f'{k} {v}' for k, v in trained[2].items())}.
-"""
-      )
-      continue
-    sections.append(probe.section(diags[name], config, title))
-  rl = config.rl
+  sections = probe.sections(diags, config, titles, trained)
   if BASELINE in diags:
     trained_text = expected_vs_observed(diags[BASELINE], summary, seeds, arms, smoke)
   else:
@@ -484,15 +326,7 @@ Readings implemented (labelled; constants unverified against the papers):
   recomputed on that batch) (`hicra_fai`); **official-code form** (as transcribed from the
   released code): `A *= 1+alpha` on the top-{cr.hicra_top_fraction:.0%} entropy tokens of
   responses with A > 0 and length above the group mean (`hicra_official`).
-- FAI / WAAD (arXiv 2510.13554; no official code found; **our operationalisation**): heads =
-  every (layer, head) pair; global heads = mean backward attention distance over response
-  queries above the median; FAI_s = mean attention from later response tokens to token s
-  (global heads; also all heads); WAAD_t = Σ_s Ā^loc_(t,s) min(t−s, W) with the local heads,
-  W=4 in the tables (sweep {tuple(pa.windows)}); "WAAD-peak" = the top-20% WAAD tokens.
-  Response token t sits at column Lp+t (FAI/WAAD read there); its entropy and probability
-  come from the logits at column Lp+t−1.
-- Oracle A*_t = V(y≤t) − V(y<t), V = MC-{pa.mc_samples} at T=1 from every token boundary
-  (identical states de-duplicated; unfinished completions score 0), the last token R − V.
+{probe.readings(config)}
 - Shared loss: DAPO-style token-mean PPO-clip with clip-higher (ε_low 0.2, ε_high 0.28), no
   KL, no dynamic sampling, entropy bonus {config.loss.ent_coef}, through the learner's
   existing PPO objective (`lm.make_ppo_loss` → `losses.ppo_objective`, which takes
@@ -511,13 +345,7 @@ Readings implemented (labelled; constants unverified against the papers):
 """
   part_b = f"""\
 Every arm x seed from the warm start with the base RL recipe of the arithmetic reproductions
-(`configs/common.ARITH_RL_RECIPE`): {rl.prompts} prompts x G={rl.group_size} per iteration at
-temperature {rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip 1.0, fresh
-optimiser state), {rl.num_epochs} epoch(s) x {rl.num_minibatches} minibatches, entropy bonus
-{config.loss.ent_coef}; {rl.iterations} iterations or {rl.max_wall_s:.0f} s of training wall
-clock (compile and evaluation excluded; a safety cap), whichever first; held-out greedy exact
-match on {config.data.num_test} prompts every {rl.eval_every} iterations. Seeds {seeds}: a seed
-fixes the batches and sampling keys, identical across arms. The `{report.NOISE_FLOOR_ARM}` arm
+(`configs/common.ARITH_RL_RECIPE`): {ra.recipe_text(config)} The `{report.NOISE_FLOOR_ARM}` arm
 is the noise floor: GRPO advantages computed from another prompt's outcomes.
 
 Per arm, over seeds: mean ± sd [bootstrap 95% CI] (n seeds); sampled accuracy = training-batch

@@ -23,6 +23,7 @@ from jaxca import bench
 from jaxca import lm
 from jaxca import prefixes
 from jaxca import report
+from jaxca import runs
 from jaxca import sampling
 from jaxca.credit import mc
 from jaxca.credit import token_credit as tc
@@ -456,6 +457,85 @@ def diagnose(diagnoser, config, params, test, key, name, workdir):
     prompt=prompt_fai_rows(d, diagnoser.task),
     fai_spearman=float(np.mean(fai_rho)) if fai_rho else float('nan'),
   )
+
+
+def diagnose_all(config, task, policy, checkpoints, test, workdir):
+  """`diagnose` on each (name, params) of `checkpoints` (key 900 + its index); returns the
+  `Diagnoser` (its compile seconds are reported) and {name: diagnosis}."""
+  diagnoser, diags = Diagnoser(config, task, policy), {}
+  for i, (name, params) in enumerate(checkpoints):
+    diags[name] = diagnose(diagnoser, config, params, test, jax.random.key(900 + i), name, workdir)
+    runs.note(f'Part A ({name}): {diags[name]["d"]["mc_states"]} MC states')
+  return diagnoser, diags
+
+
+def claims(diag):
+  """Part A's own claims on one checkpoint's diagnosis: FAI marks the answer-determining tokens,
+  and FAI is a credit signal, not concentrated on separators (`report.Verdict`s)."""
+  d_rows = diag['rows_d']
+  fai, chance_p = d_rows['FAI-top-20%'], d_rows['GRPO']['precision']
+  fai_rho = diag['fai_spearman']
+  ok = fai_rho > 0.3 and fai['precision'] >= 2 * chance_p
+  out = [
+    report.Verdict(
+      'FAI marks the answer-determining tokens',
+      'CONFIRMED' if ok else 'INCONCLUSIVE',
+      'confirmed if Spearman(FAI, |A*|) > 0.3 and FAI top-20% precision >= 2x chance',
+      {'Spearman': fai_rho, 'precision': fai['precision'], 'chance': chance_p},
+      '' if ok else 'not confirmed',
+    )
+  ]
+  c_rows = diag['rows_c']
+  best = max(c_rows, key=lambda r: -1 if not np.isfinite(r['fai_global']) else r['fai_global'])
+  sep = fai['format_share'] > 0.5 or best['name'] in ('STEP', 'EOS')
+  out.append(
+    report.Verdict(
+      'FAI is a credit signal, not concentrated on separators',
+      'REFUTED' if sep else 'INCONCLUSIVE',
+      'refuted if FAI-top-20% puts > 50% of its extra credit on STEP/EOS tokens or STEP/EOS '
+      'is the class with the highest mean FAI',
+      {
+        'share of extra credit on STEP/EOS': fai['format_share'],
+        'highest mean FAI class': f'{best["name"]} ({report.fmt(best["fai_global"], 3)})',
+      },
+      'FAI is concentrated on separators' if sep else 'not refuted: not on separators',
+    )
+  )
+  return out
+
+
+def readings(config) -> str:
+  """Part A's readings of FAI / WAAD and the oracle credit, for results.md (Markdown items)."""
+  pa = config.part_a
+  return f"""\
+- FAI / WAAD (arXiv 2510.13554; no official code found; **our operationalisation**): heads =
+  every (layer, head) pair; global heads = mean backward attention distance over response
+  queries above the median; FAI_s = mean attention from later response tokens to token s
+  (global heads; also all heads); WAAD_t = Σ_s Ā^loc_(t,s) min(t−s, W) with the local heads,
+  W=4 in the tables (sweep {tuple(pa.windows)}); "WAAD-peak" = the top-20% WAAD tokens.
+  Response token t sits at column Lp+t (FAI/WAAD read there); its entropy and probability
+  come from the logits at column Lp+t−1.
+- Oracle A*_t = V(y≤t) − V(y<t), V = MC-{pa.mc_samples} at T=1 from every token boundary
+  (identical states de-duplicated; unfinished completions score 0), the last token R − V."""
+
+
+def sections(diags, config, titles, trained):
+  """The Markdown of each checkpoint of `titles` ((name, title)): its `section` if diagnosed,
+  else UNTESTABLE by `trained`'s rule (`token_credit.trained_side`: runs?, rule, numbers)."""
+  out = []
+  for name, title in titles:
+    if name in diags:
+      out.append(section(diags[name], config, title))
+      continue
+    numbers = '; '.join(f'{k} {v}' for k, v in trained[2].items())
+    out.append(
+      f"""### Checkpoint: {title}
+
+Not diagnosed: **UNTESTABLE** by rule. Rule: {trained[1]}. Numbers:
+{numbers}.
+"""
+    )
+  return out
 
 
 def _mean(x, sel):

@@ -26,6 +26,18 @@ def __getattr__(name):  # lazy: tensorflow_datasets is imported only when a data
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
+def check_config(section) -> None:
+  """Checks a `data` section's validation split: `validation_fraction` in [0, 0.9) and, when it
+  is > 0, `num_validation` an int >= 1. Raises ValueError naming the `field`."""
+  vf, nv = float(section.get('validation_fraction', 0.0)), section.get('num_validation', 0)
+  if not 0.0 <= vf < 0.9:
+    raise ValueError(f'`validation_fraction` must be in [0, 0.9); got {vf!r}.')
+  if vf > 0 and (isinstance(nv, bool) or not isinstance(nv, int) or nv < 1):
+    raise ValueError(
+      f'`num_validation` must be an int >= 1 when validation_fraction > 0; got {nv!r}.'
+    )
+
+
 def get_batch(source, indices) -> dict[str, np.ndarray]:
   """Stacks the records at `indices` ([b] ints) into {'prompts': [b, 2K+3], ...} int32 arrays.
 

@@ -2,7 +2,10 @@
 
 `run_chunked` is the single-run experiments' loop (`arith_rl`, `llm_rl`): jitted chunks of
 iterations from a resumable step, a finiteness check, evaluation on a schedule, records,
-progress, the watchdog and checkpoints.
+progress, the watchdog and checkpoints, with `resumed_writer` (records and clock across
+resumes); `run_sft_chunked` is its warm-start phase
+(`warmstart.sft_loop` in chunks) and `dynamic_sampling_advance` its DAPO dynamic-sampling
+iteration.
 
 `run_arm` is the loop every reproduction shares: from a start state, iterations on batches
 drawn the same way for every arm of a seed (so arms see the same prompts), evaluation on a
@@ -10,7 +13,8 @@ schedule, wall-clock seconds without compiles, token counts (policy samples and 
 Monte-Carlo completions), a finiteness check with a one-line error, progress for the
 watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
 collect, host providers and update (`lm.host.make_iteration`). `run_grid` runs every arm for
-every seed (seed-major) and appends each run's records to `metrics.jsonl`. Host-side: it
+every seed (seed-major) and appends each run's records to `metrics.jsonl`; `header` is the
+results.md paragraph of the run (command, commit, hardware, load, wall time). Host-side: it
 calls jitted functions and reads arrays back; kernels never import it.
 """
 
@@ -27,8 +31,11 @@ import numpy as np
 import tqdm
 
 from jaxca import bench
+from jaxca import lm
 from jaxca import metrics
+from jaxca import report_arms
 from jaxca import runs
+from jaxca import warmstart
 
 
 class ArmSteps(NamedTuple):
@@ -205,6 +212,52 @@ def run_grid(
   return records
 
 
+def header(name: str, t_start: float, load_start: float, **kwargs) -> str:
+  """`report_arms.run_header` of experiment `name`'s run started at `t_start` (time.time())
+  with the load average `load_start`: this process's command, the code's commit, the
+  platform, the load now and the wall time so far; `kwargs` as `run_header`'s (parts,
+  compiles, note)."""
+  return report_arms.run_header(
+    report_arms.command_line(f'experiments.{name}'),
+    runs.git_commit(),
+    platform=jax.devices()[0].platform,
+    load_start=load_start,
+    load_end=bench.load_average(),
+    total_s=time.time() - t_start,
+    **kwargs,
+  )
+
+
+def resumed_writer(workdir, keep: Callable, purge_steps: Mapping, start: float, cpu_start=None):
+  """(writer, now) of a single run resumed in `workdir` (None: no files).
+
+  The records of `metrics.jsonl` that `keep(record)` (those up to the checkpoint it resumes
+  from) are kept, the others dropped and recomputed (`metrics.Writer`'s `purge_steps`);
+  `now()` gives the clock fields of a record across resumes: `time`, the wall clock since the
+  run's first start (`start` = this process's `time.time()` at its start), and with
+  `cpu_start` (this process's `time.process_time()` then) `cpu_time`, the CPU time of all
+  threads. One writer on multi-host runs (process 0).
+  """
+  kept = [r for r in (metrics.read(workdir) if workdir else []) if keep(r)]
+  base = max([r['time'] for r in kept] + [0.0])
+  cpu_base = None
+  if cpu_start is not None:
+    cpu_base = max([r.get('cpu_time', 0.0) for r in kept] + [0.0]) - cpu_start
+
+  def now():
+    out = dict(time=base + time.time() - start)
+    if cpu_base is not None:
+      out['cpu_time'] = cpu_base + time.process_time()
+    return out
+
+  writer = metrics.Writer(
+    workdir if jax.process_index() == 0 else None,
+    keep=lambda r: r in kept,
+    purge_steps=dict(purge_steps),
+  )
+  return writer, now
+
+
 def check_finite(m, phase: str, step: int, checkpointer=None):
   """Stops the run with one line (`runs.check_finite`) on a non-finite loss, gradient norm or
   parameters (`m['params_finite'] < 1`) in a chunk's metrics `m`."""
@@ -276,3 +329,107 @@ def run_chunked(
       if checkpointer:
         checkpointer.maybe_save(step, state, force=step >= steps)
   return state
+
+
+def dynamic_sampling_advance(
+  collect: Callable,
+  update: Callable,
+  batches: Callable,
+  rl_key,
+  *,
+  group_size: int,
+  max_gen_batches: int,
+  place: Callable = lambda rows: rows,
+) -> Callable:
+  """`advance(state, step) -> (state, metrics)` for `run_chunked` with DAPO dynamic sampling
+  (arXiv 2503.14476): one RL iteration per call.
+
+  `lm.collect_dynamic` draws generation batches from `batches(step)` (an iterator: a resumed
+  run sees the prompts an uninterrupted one would) with `collect` until the informative groups
+  fill the batch, `place(rows)` puts the rows on the devices, and `update(state, rows, key)`
+  runs the epochs. The sampling and epoch keys come from `fold_in(rl_key, step)`.
+  """
+
+  def advance(state, step):
+    it = batches(step)
+    sample_key, epoch_key = jax.random.split(jax.random.fold_in(rl_key, step))
+    rows, gen = lm.collect_dynamic(
+      collect,
+      state,
+      lambda: next(it),
+      sample_key,
+      group_size=group_size,
+      max_gen_batches=max_gen_batches,
+    )
+    state, m = update(state, place(rows), epoch_key)
+    return state, dict(jax.device_get(m), **gen)
+
+  return advance
+
+
+def run_sft_chunked(
+  advance: Callable,
+  state,
+  *,
+  step: int,
+  ws,
+  validate: Callable,
+  writer,
+  now: Callable,
+  checkpointer=None,
+):
+  """Runs (or resumes from `state` at `step`) a chunked warm start; returns its parameters.
+
+  The loop is `warmstart.sft_loop`: it stops at `ws.steps` or at the first evaluation whose
+  VALIDATION exact match (`val_exact_match`) reaches `ws.stop_at_accuracy`. Each chunk is
+  checked for finiteness (`check_finite`), writes one record (phase 'warmstart': the chunk's
+  `metrics.summarize`, the evaluation when due and `now()`), reports progress to the watchdog
+  (the step after the last compiles RL) and saves on the checkpointer's schedule.
+
+  Args:
+    advance: `advance(state) -> (state, metrics)`: `ws.steps_per_call` SFT steps (one jitted
+      chunk), metrics with a leading step axis.
+    state, step: the SFT state and its step (0 for a fresh start).
+    ws: the `warmstart` section (`steps`, `steps_per_call`, `eval_every`, `stop_at_accuracy`).
+    validate: `validate(params) -> dict` with `val_exact_match` (and recorded `eval_*`).
+    writer, now, checkpointer: as `run_chunked`'s.
+  """
+  if step:
+    runs.note(f'resumed the warm start from step {step}')
+  with tqdm.tqdm(total=ws.steps, initial=step, desc='warm start') as bar:
+
+    def chunk(state, step):
+      state, m = advance(state)
+      m = jax.device_get(m)
+      check_finite(m, 'warm-start', step + ws.steps_per_call, checkpointer)
+      return state, m
+
+    def on_step(step, state, m, evaluation, done):
+      rec = dict(phase='warmstart', **metrics.summarize(m))
+      if evaluation is not None:
+        rec.update(evaluation)
+        bar.set_postfix(em=f'{rec["eval_exact_match"]:.2f}')
+      writer.write(step, dict(rec, **now()))
+      bar.update(ws.steps_per_call)
+      runs.at(f'warm-start step {step} of {ws.steps}', next_compiles=done)  # then RL compiles
+      if checkpointer:
+        checkpointer.maybe_save(step, state, force=done)
+
+    state, step, curve = warmstart.sft_loop(
+      state,
+      step,
+      advance=chunk,
+      validate=validate,
+      max_steps=ws.steps,
+      eval_every=ws.eval_every,
+      stop_at=ws.stop_at_accuracy,
+      steps_per_call=ws.steps_per_call,
+      on_step=on_step,
+    )
+    if curve and step < ws.steps:  # close the bar at 100%, saying why it stopped
+      bar.total = step
+      bar.set_description(
+        f'warm start (stopped early: validation target {ws.stop_at_accuracy:.0%} reached)'
+      )
+      bar.refresh()
+  return state['params']

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxca import config_lib
 from jaxca import credit
 from jaxca import ops
 from jaxca import rollout as rollout_lib
@@ -213,3 +214,75 @@ def make_update_from_config(
     num_minibatches=cfg.num_minibatches,
     advantage_norm=cfg.advantage_norm,
   )
+
+
+def _in_unit(path, value):
+  if not 0.0 <= float(value) <= 1.0:
+    raise config_lib.ConfigError(f'config.{path} must be in [0, 1]; got {value!r}.')
+
+
+def _nonnegative(path, value):
+  if not float(value) >= 0:
+    raise config_lib.ConfigError(f'config.{path} must be >= 0; got {value!r}.')
+
+
+def validate_config(config):
+  """Checks a gymnax PPO config (configs/ppo_gymnax.py): env name, positive sizes, gamma /
+  lambda in [0, 1], coefficients >= 0, the batch divisible into minibatches and the updates into
+  chunks; raises config_lib.ConfigError (one line). Returns `config`."""
+  try:
+    import gymnax  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    gymnax = None
+  if gymnax is not None and config.env.name not in gymnax.registered_envs:
+    raise config_lib.ConfigError(
+      f'Unknown config.env.name={config.env.name!r}; choose from {list(gymnax.registered_envs)}.'
+    )
+  if config.env.max_steps_in_episode < 0:
+    raise config_lib.ConfigError(
+      f'config.env.max_steps_in_episode must be >= 0 (0 keeps the default); '
+      f'got {config.env.max_steps_in_episode!r}.'
+    )
+  config_lib.positive('num_seeds', config.num_seeds)
+  config_lib.positive('rollout.num_envs', config.rollout.num_envs)
+  config_lib.positive('rollout.num_steps', config.rollout.num_steps)
+  if not config.network.hidden_sizes or any(
+    isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in config.network.hidden_sizes
+  ):
+    raise config_lib.ConfigError(
+      f'config.network.hidden_sizes must be positive ints; got {config.network.hidden_sizes!r}.'
+    )
+  p = config.ppo
+  _in_unit('ppo.gamma', p.gamma)
+  _in_unit('ppo.lambda_', p.lambda_)
+  for key in ('clip_eps', 'vf_coef', 'ent_coef'):
+    _nonnegative(f'ppo.{key}', p[key])
+  config_lib.positive('ppo.num_epochs', p.num_epochs)
+  config_lib.positive('ppo.num_minibatches', p.num_minibatches)
+  if p.advantage_norm not in ADVANTAGE_NORMS:
+    raise config_lib.ConfigError(
+      f'Unknown config.ppo.advantage_norm={p.advantage_norm!r}; '
+      f'choose from {list(ADVANTAGE_NORMS)}.'
+    )
+  batch = config.rollout.num_envs * config.rollout.num_steps
+  config_lib.divisible(
+    'rollout.num_envs * rollout.num_steps', batch, p.num_minibatches, 'config.ppo.num_minibatches'
+  )
+  try:
+    train.check_optimizer(config.optim)
+  except (ValueError, TypeError) as e:
+    raise config_lib.from_section('optim', e) from None
+  config_lib.positive('train.total_timesteps', config.train.total_timesteps)
+  config_lib.positive('train.num_chunks', config.train.num_chunks)
+  updates = config.train.total_timesteps // batch
+  if updates < 1:
+    raise config_lib.ConfigError(
+      f'config.train.total_timesteps={config.train.total_timesteps} is less than one update '
+      f'(rollout.num_envs * rollout.num_steps = {batch}).'
+    )
+  if updates % config.train.num_chunks:
+    raise config_lib.ConfigError(
+      f'config.train.num_chunks={config.train.num_chunks} must divide the {updates} updates '
+      f'(train.total_timesteps // (rollout.num_envs * rollout.num_steps)).'
+    )
+  return config

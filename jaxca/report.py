@@ -33,6 +33,7 @@ import numpy as np
 from scipy import stats as sp_stats
 
 from jaxca import metrics
+from jaxca import runs
 
 Record = metrics.Record
 
@@ -262,6 +263,45 @@ class Verdict:
   def __post_init__(self):
     if self.outcome not in OUTCOMES:
       raise ValueError(f'outcome must be one of {OUTCOMES}, got {self.outcome!r}.')
+
+
+def per_seed_outcome(
+  confirmed: Sequence[bool],
+  refuted: Sequence[bool],
+  tie: str = '',
+  disagree: str = 'seeds disagree',
+) -> Tuple[str, str]:
+  """(outcome, note) of a claim judged in every seed: CONFIRMED if its rule holds in every seed
+  (`confirmed`), REFUTED if its refutation does (`refuted`), INCONCLUSIVE with `tie` when both
+  do and with `disagree` when neither does."""
+  if all(confirmed) and all(refuted):
+    return 'INCONCLUSIVE', tie
+  if all(confirmed):
+    return 'CONFIRMED', ''
+  if all(refuted):
+    return 'REFUTED', ''
+  return 'INCONCLUSIVE', disagree
+
+
+def gain_verdict(
+  claim: str, gains: Sequence[float], min_gain: float, key: str, baseline: str = 'the baseline'
+) -> Verdict:
+  """A claim that an arm gains over `baseline`, from its per-seed gains (points).
+
+  CONFIRMED if every seed gains >= `min_gain`, REFUTED if no seed gains (<= 0 in every seed),
+  else INCONCLUSIVE; the gains are the verdict's numbers under `key`.
+  """
+  if all(x >= min_gain for x in gains):
+    outcome, note = 'CONFIRMED', ''
+  elif all(x <= 0 for x in gains):
+    outcome, note = 'REFUTED', f'no gain over {baseline} in any seed'
+  else:
+    outcome, note = 'INCONCLUSIVE', f'a gain in some seeds only, or below +{min_gain:g} points'
+  rule = (
+    f'confirmed if +{min_gain:g} points over {baseline} in every seed; refuted if <= 0 points '
+    'in every seed'
+  )
+  return Verdict(claim, outcome, rule, {key: list(gains)}, note)
 
 
 def format_verdict(v: Verdict) -> str:
@@ -667,3 +707,29 @@ def compare(
   with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   return text
+
+
+def compare_workdirs(workdirs, out_dir, *, name: str, ignore=(), varies: str = 'the estimator'):
+  """`--compare`: one table and plot of the runs in `workdirs` (`compare`) in `out_dir`
+  (default `runs/<name>_compare`). Runs whose configs differ outside `ignore`
+  (`runs.config_differences`) are labelled as not one comparison, in the title and a warning.
+
+  Raises:
+    ConfigError: a workdir without `metrics.jsonl` (not a run's workdir).
+  """
+  for w in workdirs:
+    if not os.path.exists(os.path.join(w, metrics.FILENAME)):
+      raise runs.ConfigError(f'--compare: {w} has no {metrics.FILENAME} (not a run workdir).')
+  out_dir = out_dir or os.path.join(runs.RUNS_DIR, f'{name}_compare')
+  differ = runs.config_differences(workdirs, ignore)
+  if differ:  # e.g. a smoke run beside a full one: not one experiment
+    title = f'{name}: runs whose configs differ or are not recorded (not one comparison)'
+    notes = f'**The configs differ beyond {varies}:** ' + '. '.join(differ) + '.'
+  else:
+    title, notes = f'{name}: estimators from the same warm start', ''
+  compare(workdirs, out_dir, title=title, notes=notes)
+  runs.note(
+    f'compared {len(workdirs)} runs; table in {out_dir}/results.md, plot in {out_dir}/curves.png'
+  )
+  if differ:
+    runs.note(f'warning: the configs differ beyond {varies}: ' + '. '.join(differ) + '.')

@@ -4,16 +4,19 @@ Host-side and NumPy only, like `jaxca.report` (whose statistics and formatting i
 reproduction runs every arm for every seed from one warm start (`jaxca.loop.run_arm`); its
 records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
 
-- `by_run`: {(arm, seed): records}; `equal_budget` / `readings_at_equal`: the score of each
-  arm at the smallest final budget (iterations, wall clock, tokens) of the arms of its seed,
-  the equal-iteration and equal-wall-clock readings of a comparison.
+- `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `auc_vs` (the mean
+  score up to a budget), `first_reaching` (the iteration a score is reached); `equal_budget` /
+  `readings_at_equal`: the score of each arm at the smallest final budget (iterations, wall
+  clock, tokens) of the arms of its seed, the equal-iteration and equal-wall-clock readings
+  of a comparison; `summary_gate`: the baseline gate over summary rows.
 - `Column`, `seed_table` (one row per arm: per-seed values folded into mean ± sd [95% CI],
   `report.fmt_ci`, or mean (per seed), `report.fmt_seeds`), `metric_table` (one row per arm x
   metric: the fold, then the per-seed values) and `run_table` (one row per arm x seed);
   `arm_means` and `seed_spread` (the largest within-arm range over seeds).
-- `Panel`, `curves_figure`: learning curves, one colour per arm, solid for the first seed and
-  dashed for the others (or the mean over seeds).
-- `run_header` (the command, commit, hardware, load and wall-time paragraph), `run_note` (the
+- `Panel`, `score_panels`, `curves_figure`: learning curves, one colour per arm, solid for
+  the first seed and dashed for the others (or the mean over seeds).
+- `run_header` (the command, commit, hardware, load and wall-time paragraph), `recipe_text`
+  (the shared RL recipe in words), `run_note` (the
   one-line progress note of a finished run), `summary_line` (the closing line of the CLI) and
   `write_markdown` (results.md from a title and sections).
 """
@@ -57,6 +60,55 @@ def by_run(records: Sequence[Mapping], arms: Sequence[str], seeds: Sequence[Any]
   return out
 
 
+def run_row(
+  records: Sequence[Mapping],
+  means: Sequence[str] = (),
+  key: str = 'eval_exact_match',
+  last: int = 10,
+) -> dict:
+  """One run's summary row from its records (iteration 0 = the warm start).
+
+  start / final / best (`key` at the first and last record, its best evaluation), iterations,
+  wall (training seconds), elapsed, s_per_iter, compile_s (summed), sampled (mean training
+  `accuracy` over the `last` iterations, None without any), and the mean over the training
+  iterations of each key in `means` (None where no record has it).
+  """
+  first, end = records[0], records[-1]
+  its = [r for r in records if r['iteration'] > 0]
+  row = dict(
+    start=first[key],
+    final=end[key],
+    best=max(r[key] for r in records if key in r),
+    iterations=end['iteration'],
+    wall=end['wall'],
+    elapsed=end.get('elapsed'),
+    s_per_iter=end['wall'] / max(end['iteration'], 1),
+    compile_s=sum(r.get('compile_s', 0.0) for r in records),
+    sampled=float(np.mean([r['accuracy'] for r in its[-last:]])) if its else None,
+  )
+  for k in means:
+    vals = [r[k] for r in its if k in r]
+    row[k] = float(np.mean(vals)) if vals else None
+  return row
+
+
+def auc_vs(records: Sequence[Mapping], axis: str, x_max: float, key: str = 'eval_exact_match'):
+  """The mean of `key` over [0, x_max] of `axis` (`report.curve_auc`: a step function through
+  the run's evaluations)."""
+  pts = [(r[axis], r[key]) for r in records if key in r]
+  return report.curve_auc([x for x, _ in pts], [y for _, y in pts], x_max)
+
+
+def first_reaching(
+  records: Sequence[Mapping], threshold: float, key: str = 'eval_exact_match'
+) -> Optional[int]:
+  """The first iteration (> 0) whose `key` is >= `threshold`; None if no evaluation reaches it."""
+  for r in records:
+    if r['iteration'] > 0 and key in r and r[key] >= threshold:
+      return r['iteration']
+  return None
+
+
 def equal_budget(
   runs: Mapping[RunKey, Sequence[Mapping]],
   seed: Any,
@@ -90,6 +142,20 @@ def readings_at_equal(
     (a, s): (budgets[s], report.value_at(recs, axis, budgets[s], key))
     for (a, s), recs in runs.items()
   }
+
+
+def summary_gate(
+  summary: Mapping[RunKey, Mapping],
+  seeds: Sequence[Any],
+  arms: Sequence[str],
+  baseline: str,
+  noise_arm: str = report.NOISE_FLOOR_ARM,
+) -> Optional[report.Gate]:
+  """`report.arm_gate` over `run_row`s: the baseline's `final` vs its `start` (the warm start)
+  and the noise floor's `final`, in every seed (None when the baseline did not run)."""
+  start = {k: r['start'] for k, r in summary.items()}
+  final = {k: r['final'] for k, r in summary.items()}
+  return report.arm_gate(final, start, seeds, arms, baseline, noise_arm=noise_arm)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -255,6 +321,15 @@ class Panel:
   title: str = ''
 
 
+def score_panels(
+  axes: Sequence[Tuple[str, str]],
+  y: str = 'eval_exact_match',
+  ylabel: str = 'held-out greedy exact match',
+) -> Tuple[Panel, ...]:
+  """One `Panel` of the score `y` against each (x key, x label) of `axes`."""
+  return tuple(Panel(x, y, label, ylabel) for x, label in axes)
+
+
 def curve(records: Sequence[Mapping], panel: Panel) -> Tuple[np.ndarray, np.ndarray]:
   """(xs, ys) of one run on `panel` (after `where` and `smooth`)."""
   pts = [
@@ -389,6 +464,22 @@ def run_header(
       + '.'
     )
   return text + (f' {note}' if note else '')
+
+
+def recipe_text(config, unit: str = 'iterations') -> str:
+  """The learning runs' shared recipe in words, for a results.md: the `rl`, `optim`, `loss`,
+  `data` and `seeds` sections of an arms x seeds reproduction (`jaxca.loop.run_arm`)."""
+  rl, seeds = config.rl, list(config.seeds)
+  return (
+    f'{rl.prompts} prompts x G={rl.group_size} per {unit[:-1]} at temperature '
+    f'{rl.temperature}, outcome reward, Adam {config.optim.lr} (grad-norm clip '
+    f'{config.optim.max_grad_norm}, fresh optimiser state), {rl.num_epochs} epoch(s) x '
+    f'{rl.num_minibatches} minibatches, entropy bonus {config.loss.ent_coef}; {rl.iterations} '
+    f'{unit} or {rl.max_wall_s:.0f} s of training wall clock (compile and evaluation '
+    f'excluded; a safety cap), whichever first; held-out greedy exact match on '
+    f'{config.data.num_test} prompts every {rl.eval_every} {unit}. Seeds {seeds}: a seed fixes '
+    'the batches and sampling keys, identical across arms.'
+  )
 
 
 def run_note(

@@ -329,6 +329,15 @@ RENAMES = (
   Rename('loss.vf_clip', 'loss.vf_clip', _off(0.0), why='None: the value loss is not clipped'),
   Rename('debug.nan_after_step', 'debug.nan_after_step', _off(-1), why='None: off'),
   Rename('init_from', 'init_from', _off(''), why='None: this workdir runs the warm start'),
+  Rename('arms.*.planning', 'arms.*.planning', _off(''), why='None: no planning set'),
+  Rename('arms.*.mc', 'arms.*.mc', _off(''), why='None: no Monte-Carlo values'),
+  Rename('arms.*.wall_budget', 'arms.*.wall_budget', _off(''), why='None: rl.max_wall_s'),
+  Rename('credit.stages', 'credit.stages', _off(''), why='None: no user stages'),
+  Rename('data.dir', 'data.dir', _off(''), why='None: <workdir>/data'),
+  Rename('data.path', 'data.path', _off(''), why='None: none given (llm_rl)'),
+  Rename('model.path', 'model.path', _off(''), why='None: none given (llm_rl)'),
+  Rename('tokenizer.path', 'tokenizer.path', _off(''), why='None: model.path'),
+  Rename('task.pad_token', 'task.pad_token', _off(''), why="None: the tokenizer's"),
 )
 
 
@@ -390,6 +399,28 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list:
     for k in sorted(set(a) | set(b))
     if a.get(k, _ABSENT) != b.get(k, _ABSENT)
   ]
+
+
+def config_differences(workdirs, ignore=()) -> list:
+  """How the configs of the runs in `workdirs` differ, outside the keys `ignore` (a key, or a
+  prefix ending in '.'): one line per run that differs from the first.
+
+  Keys renamed since a run was written (`RENAMES`) are compared by their new name; a run
+  without `config.json` is named as such (its config cannot be compared).
+  """
+  configs = {w: read_json(os.path.join(w, CONFIG_FILE)) for w in workdirs}
+  out = [f'{w} has no {CONFIG_FILE}' for w, c in configs.items() if c is None]
+  known = [(w, c) for w, c in configs.items() if c is not None]
+  first = known[0][1] if known else None
+  for w, c in known[1:]:
+    diffs = [
+      f'{k}: {a!r} vs {b!r}'
+      for k, a, b in config_diff(migrate_config(first, c), migrate_config(c, first))
+      if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in ignore)
+    ]
+    if diffs:
+      out.append(f'{known[0][0]} and {w} differ in ' + '; '.join(diffs))
+  return out
 
 
 @functools.lru_cache(maxsize=None)

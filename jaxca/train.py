@@ -14,6 +14,18 @@ import optax
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'lion', 'rmsprop')
 
 
+def check_optimizer(cfg) -> None:
+  """Checks an optimizer section (`make_optimizer`'s): `name` one of OPTIMIZERS and `lr` > 0
+  (inf is allowed on purpose: fault-injection tests). Raises ValueError naming the `field`."""
+  get = cfg.get if hasattr(cfg, 'get') else (lambda k, d=None: getattr(cfg, k, d))
+  name = get('name', 'adam')
+  if name not in OPTIMIZERS:
+    raise ValueError(f'Unknown `name`={name!r}; choose from {list(OPTIMIZERS)}.')
+  lr = get('lr')
+  if not float(lr) > 0:
+    raise ValueError(f'`lr` must be > 0; got {lr!r}.')
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
   """Builds `clip_by_global_norm(max_grad_norm) -> optax.<name>(schedule)`.
 

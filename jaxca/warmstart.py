@@ -13,6 +13,7 @@ Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
   Each experiment sets the band past its SFT transition, not inside it: in the middle
   of the transition the right tokens are near-ties and RL updates from there are
   mostly noise (measured on K=4 chains: BUILD_NOTES.md, issue 21).
+* `validate_chunked` checks the `warmstart` section of the chunked phase (arith_rl).
 * `warm_start` is the one-shot cached warm start of the reproductions that start
   every arm from one SFT policy (mc_credit, token_credit, policy_objectives; `start`
   composes it with the splits and the held-out evaluator). Its
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxca import checkpoint
+from jaxca import config_lib
 from jaxca import lm
 from jaxca import report
 from jaxca import runs
@@ -106,6 +108,28 @@ def sft_loop(
     if on_step is not None:
       on_step(step, state, m, evaluation, done)
   return state, step, curve
+
+
+def validate_chunked(config, task=None):
+  """Checks the `warmstart` section of a chunked warm start (`loop.run_sft_chunked`: arith_rl's
+  `steps`, `steps_per_call`, `eval_every`, `batch_size`, `stop_at_accuracy`, `optim`); a
+  `check(config, task)` of `config_lib.validate(sections=)`. Raises ConfigError (one line)."""
+  del task
+  if 'warmstart' not in config or config.warmstart is None:
+    return
+  ws = config.warmstart
+  try:
+    train_lib.check_optimizer(ws.optim)
+  except (ValueError, TypeError) as e:
+    raise config_lib.from_section('warmstart.optim', e) from None
+  for key in ('batch_size', 'steps_per_call', 'eval_every'):
+    config_lib.positive(f'warmstart.{key}', ws[key])
+  if ws.steps < 0:
+    raise config_lib.ConfigError(f'config.warmstart.steps must be >= 0; got {ws.steps}.')
+  if not 0.0 <= float(ws.stop_at_accuracy) <= 1.0:
+    raise config_lib.ConfigError(
+      f'config.warmstart.stop_at_accuracy must be in [0, 1]; got {ws.stop_at_accuracy!r}.'
+    )
 
 
 def make_splits(config, task):
@@ -190,6 +214,25 @@ def write_curve(workdir, curve, metric: str = 'validation_exact_match'):
     w = csv.writer(f)
     w.writerow(('step', metric))
     w.writerows((int(s), f'{em:.6f}') for s, em in curve)
+
+
+def curve_of(records) -> list:
+  """The SFT curve [(step, validation exact match)] of a run's `metrics.jsonl` records (phase
+  'warmstart', those with `val_exact_match`)."""
+  return [
+    (r['step'], r['val_exact_match'])
+    for r in records
+    if r.get('phase') == 'warmstart' and 'val_exact_match' in r
+  ]
+
+
+def load_init_from(path: str, fresh):
+  """The warm-start parameters of another run (`init_from`): `path` is its workdir (read from
+  its `checkpoints/warmstart`) or a checkpoint directory; a parameter missing there (e.g. a
+  value head) keeps its value in `fresh` (`lm.merge_params`)."""
+  if os.path.isdir(os.path.join(path, 'checkpoints', 'warmstart')):
+    path = os.path.join(path, 'checkpoints', 'warmstart')
+  return lm.merge_params(fresh, checkpoint.load_params(path))
 
 
 def warm_start(config, task, policy, train, validation, test, evaluate, workdir):

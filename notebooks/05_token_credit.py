@@ -58,7 +58,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import token_credit as token_credit_config  # noqa: E402
-from experiments import token_credit  # noqa: E402
+from experiments import token_credit_probe as probe  # noqa: E402
+from jaxca import arms  # noqa: E402
 from jaxca import report  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
@@ -98,17 +99,17 @@ else:
 
 # %%
 config = token_credit_config.get_config('smoke')
-task, policy = token_credit.build(config)
+task, policy = arms.task_and_policy(config)
 path = RESULTS / 'part_a_warm.npz'
 if path.exists() and not SMOKE:
   d = dict(np.load(path))
   config = token_credit_config.get_config()
-  task, policy = token_credit.build(config)
+  task, policy = arms.task_and_policy(config)
 else:
   test = {k: np.asarray(v) for k, v in task.generate(1, 8, split='test').items()}
   test = {k: v for k, v in test.items() if k in task.batch_keys}
   params = policy.init(jax.random.key(0))
-  d, _ = token_credit.Diagnoser(config, task, policy).run(params, test, jax.random.key(1))
+  d, _ = probe.Diagnoser(config, task, policy).run(params, test, jax.random.key(1))
 
 picks = list(np.flatnonzero(d['first_error'] >= 0)[:3]) + list(np.flatnonzero(d['correct'])[:1])
 picks = picks or [0]
@@ -129,7 +130,7 @@ for ax, b in zip(axes[:, 0], picks):
     ax.add_patch(plt.Rectangle((e - 0.5, -0.5), 1, 5, fill=False, ec='lime', lw=2))
 fig.tight_layout()
 plt.show()
-rows = token_credit.table_d_rows(d, config)
+rows = probe.table_d_rows(d, config)
 for name, r in rows.items():
   if not name.startswith('_'):
     print(f'{name:>15}: hit@1 {r["hit1"]:.2f}  top-20% precision {r["precision"]:.2f}')

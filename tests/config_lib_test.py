@@ -6,7 +6,11 @@ from absl.testing import parameterized
 from configs import arith_rl as arith_rl_config
 from experiments import arith_rl
 from jaxca import config_lib
+from jaxca import data
 from jaxca import lm
+from jaxca import tasks
+from jaxca import train
+from jaxca.networks import transformer
 
 
 def _config(arg='smoke', **overrides):
@@ -85,6 +89,48 @@ class ValidateTest(parameterized.TestCase):
     config_lib.validate(config, device_count=1)
     with self.assertRaisesRegex(ValueError, f'{message}.*device count'):
       config_lib.validate(config, device_count=8)
+
+
+class ComponentTest(parameterized.TestCase):
+  """Each component checks its own section, naming the `field`; config_lib names the key."""
+
+  @parameterized.named_parameters(
+    ('optim_name', train.check_optimizer, dict(name='adamax2', lr=1e-3), r'^Unknown `name`'),
+    ('optim_lr', train.check_optimizer, dict(name='adam', lr=0.0), r'^`lr` must be > 0'),
+    ('policy_size', transformer.check_config, dict(width=0), r'^`width` must be a positive'),
+    ('policy_heads', transformer.check_config, dict(width=6, num_heads=4), r'^`width`=6 must'),
+    ('policy_dtype', transformer.check_config, dict(dtype='float16'), r'^Unknown `dtype`'),
+    ('task_name', tasks.from_config, dict(name='sudoku'), r"^Unknown `name`='sudoku'"),
+    ('data_fraction', data.check_config, dict(validation_fraction=0.95), '`validation_fraction`'),
+    (
+      'data_count',
+      data.check_config,
+      dict(validation_fraction=0.1, num_validation=0),
+      '`num_validation`',
+    ),
+  )
+  def test_component_names_its_field(self, check, section, message):
+    with self.assertRaisesRegex(ValueError, message):
+      check(section)
+
+  def test_components_pass_the_shipped_sections_and_build_the_task(self):
+    c = _config()
+    train.check_optimizer(c.optim)
+    transformer.check_config(c.policy)
+    data.check_config(c.data)
+    self.assertEqual(tasks.from_config(c.task).prompt_len, 2 * c.task.num_steps + 3)
+
+  def test_learner_and_warm_start_sections_are_theirs(self):
+    for overrides, message in (
+      ({'loss.ent_coef': -0.1}, r'config\.loss: loss\.ent_coef must be >= 0'),
+      ({'rl.num_epochs': 0}, r'config\.rl\.num_epochs must be a positive int'),
+      ({'warmstart.eval_every': 0}, r'config\.warmstart\.eval_every must be a positive int'),
+      ({'warmstart.optim.lr': -1.0}, r'config\.warmstart\.optim\.lr must be > 0'),
+    ):
+      config = _config(**overrides)
+      config_lib.validate(config, device_count=1)  # a single section: not config_lib's
+      with self.assertRaisesRegex(ValueError, message):
+        arith_rl.validate(config, device_count=1)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,7 @@
 """Tests for jaxca.lm: reward placement, PPO/SFT losses, the RL update and the eval fn."""
 
+from typing import NamedTuple
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -291,3 +293,36 @@ class ProviderTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class _Ctx(NamedTuple):
+  responses: jax.Array
+  mask: jax.Array
+
+
+class _Targets(NamedTuple):
+  advantages: jax.Array
+
+
+class AdvantageByClassTest(absltest.TestCase):
+  def test_matches_a_loop_with_and_without_jit(self):
+    rng = np.random.default_rng(0)
+    responses = rng.integers(0, 4, (3, 5))
+    mask = rng.random((3, 5)) < 0.8
+    adv = rng.normal(size=(3, 5)).astype(np.float32)
+    classes = {'c1': lambda r: r == 1, 'c23': lambda r: r >= 2, 'none': lambda r: r > 9}
+    fn = lm.advantage_by_class(classes)
+    ctx = _Ctx(jnp.asarray(responses), jnp.asarray(mask))
+    targets = _Targets(jnp.asarray(adv))
+    want = {}
+    for name, pred in classes.items():
+      total, count = 0.0, 0
+      for i in range(3):
+        for t in range(5):
+          if mask[i, t] and pred(responses[i, t]):
+            total, count = total + abs(float(adv[i, t])), count + 1
+      want[name] = total / max(count, 1)
+    jitted = jax.jit(lambda c, a: fn(c, None, a))
+    for got in (fn(ctx, None, targets), jitted(ctx, targets)):
+      for name in classes:
+        np.testing.assert_allclose(float(got[name]), want[name], rtol=1e-6, atol=1e-7)

@@ -73,6 +73,40 @@ def _summary():
   }
 
 
+class RunRowTest(absltest.TestCase):
+  def test_run_row_matches_a_loop(self):
+    recs = [r for r in _records() if r['arm'] == 'a' and r['seed'] == 1]
+    for i, r in enumerate(recs):
+      r.update(compile_s=0.5 * i, clip_frac=0.1 * i if i % 2 else None)
+      if r['clip_frac'] is None:
+        del r['clip_frac']
+    row = ra.run_row(recs, means=('clip_frac', 'absent'), last=2)
+    evals = [r['eval_exact_match'] for r in recs if 'eval_exact_match' in r]
+    self.assertEqual((row['start'], row['final'], row['best']), (evals[0], evals[-1], max(evals)))
+    self.assertEqual((row['iterations'], row['wall']), (4, recs[-1]['wall']))
+    self.assertAlmostEqual(row['s_per_iter'], recs[-1]['wall'] / 4)
+    self.assertAlmostEqual(row['compile_s'], sum(0.5 * i for i in range(5)))
+    self.assertAlmostEqual(row['sampled'], np.mean([0.3, 0.4]))  # the last 2 iterations
+    self.assertAlmostEqual(row['clip_frac'], np.mean([0.1, 0.3]))
+    self.assertIsNone(row['absent'])
+    self.assertIsNone(ra.run_row(recs[:1])['sampled'])  # the warm start only
+
+  def test_summary_gate_is_arm_gate_over_rows(self):
+    seeds, arms = (0, 1), ('a', 'b', report.NOISE_FLOOR_ARM)
+    by = ra.by_run(_records(), arms, seeds)
+    summary = {k: ra.run_row(v) for k, v in by.items()}
+    got = ra.summary_gate(summary, seeds, arms, 'a')
+    want = report.arm_gate(
+      {k: r['final'] for k, r in summary.items()},
+      {k: r['start'] for k, r in summary.items()},
+      seeds,
+      arms,
+      'a',
+    )
+    self.assertEqual(got, want)
+    self.assertIsNone(ra.summary_gate(summary, seeds, ('b',), 'a'))
+
+
 class TableTest(absltest.TestCase):
   def test_seed_table_folds_match_report(self):
     cols = [
@@ -202,6 +236,34 @@ class TextTest(absltest.TestCase):
       self.assertIn(want, text)
     self.assertNotIn('Compile', ra.run_header('c', 'x', platform='cpu', load_start=0,
                                               load_end=0, total_s=1))  # fmt: skip
+
+  def test_recipe_text_names_every_setting(self):
+    import ml_collections  # noqa: PLC0415
+
+    c = ml_collections.ConfigDict(
+      dict(
+        seeds=(3, 4),
+        rl=dict(prompts=7, group_size=5, temperature=0.9, num_epochs=2, num_minibatches=3,
+                iterations=11, max_wall_s=123.0, eval_every=13),
+        optim=dict(lr=2e-4, max_grad_norm=0.5),
+        loss=dict(ent_coef=0.02),
+        data=dict(num_test=17),
+      )
+    )  # fmt: skip
+    text = ra.recipe_text(c)
+    for part in (
+      '7 prompts x G=5 per iteration',
+      'temperature 0.9',
+      'Adam 0.0002',
+      'grad-norm clip 0.5',
+      '2 epoch(s) x 3 minibatches',
+      'entropy bonus 0.02',
+      '11 iterations or 123 s',
+      'on 17 prompts every 13 iterations',
+      'Seeds [3, 4]',
+    ):
+      self.assertIn(part, text)  # fmt: skip
+    self.assertIn('per step', ra.recipe_text(c, unit='steps'))
 
   def test_command_line(self):
     self.assertEqual(

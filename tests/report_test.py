@@ -282,6 +282,22 @@ class VerdictTest(parameterized.TestCase):
       self.assertIn('(smoke: not a result)', line)
 
 
+class GainVerdictTest(parameterized.TestCase):
+  @parameterized.parameters(
+    ([5.0, 7.0], 'CONFIRMED', ''),
+    ([0.0, -3.0], 'REFUTED', 'no gain over GRPO in any seed'),
+    ([6.0, -1.0], 'INCONCLUSIVE', 'a gain in some seeds only, or below +5 points'),
+    ([4.9, 9.0], 'INCONCLUSIVE', 'a gain in some seeds only, or below +5 points'),
+  )
+  def test_outcome_by_rule(self, gains, outcome, note):
+    v = report.gain_verdict('helps', gains, 5, 'gain (points)', 'GRPO')
+    self.assertEqual((v.outcome, v.note), (outcome, note))
+    self.assertEqual(v.numbers, {'gain (points)': gains})
+    self.assertEqual(
+      v.rule, 'confirmed if +5 points over GRPO in every seed; refuted if <= 0 points in every seed'
+    )
+
+
 class ResultsTest(absltest.TestCase):
   def test_value_at_is_the_last_score_within_the_budget(self):
     recs = [

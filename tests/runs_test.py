@@ -11,6 +11,7 @@ from configs import gigpo_keydoor as gigpo_config
 from configs import policy_objectives as po_config
 from configs import ppo_gymnax as ppo_config
 from jaxca import config_lib
+from jaxca import ppo
 from jaxca import runs
 
 
@@ -115,8 +116,25 @@ def test_a_workdir_written_before_the_renames_resumes(tmp_path):
   old = runs.config_json(arith_config.get_config('smoke'))
   old['loss'].update(clip_eps_high=0.0, vf_clip=0.0)
   old.update(init_from='', debug=dict(nan_after_step=-1))
+  old['data']['dir'] = old['credit']['stages'] = ''
   _write_json(tmp_path, old)
   assert runs.check_resume(str(tmp_path), arith_config.get_config('smoke')) == []
+  # llm_rl: the '' paths, pad token and stages became None.
+  from configs import llm_rl as llm_config  # noqa: PLC0415
+
+  new = llm_config.get_config('smoke')
+  old = runs.config_json(new)
+  for section, key in (
+    ('model', 'path'),
+    ('tokenizer', 'path'),
+    ('data', 'path'),
+    ('task', 'pad_token'),
+    ('credit', 'stages'),
+  ):
+    assert old[section][key] is None, (section, key)
+    old[section][key] = ''
+  _write_json(tmp_path, old)
+  assert runs.check_resume(str(tmp_path), new) == []  # fmt: skip
   # gigpo_keydoor: num_seeds=n -> seeds=(0, ..., n-1).
   new = gigpo_config.get_config()
   old = runs.config_json(new)
@@ -126,6 +144,53 @@ def test_a_workdir_written_before_the_renames_resumes(tmp_path):
   # ppo_gymnax still counts vmapped seeds with num_seeds: nothing is renamed there.
   _write_config(tmp_path, ppo_config.get_config('smoke'))
   assert runs.check_resume(str(tmp_path), ppo_config.get_config('smoke')) == []
+
+
+@pytest.mark.parametrize('name', ['mc_credit', 'token_credit'])
+def test_arm_tables_written_with_empty_string_off_values_resume(tmp_path, name):
+  # mc_credit's arms.*.mc / wall_budget and token_credit's arms.*.planning: '' -> None.
+  import importlib  # noqa: PLC0415
+
+  new = importlib.import_module(f'configs.{name}').get_config('smoke')
+  old = runs.config_json(new)
+  for arm in old['arms'].values():
+    for key in ('mc', 'wall_budget', 'planning'):
+      if key in arm and arm[key] is None:
+        arm[key] = ''
+  _write_json(tmp_path, old)
+  assert runs.check_resume(str(tmp_path), new) == []
+  assert runs.same_run(old, new)
+  migrated = runs.migrate_config(old, runs.config_json(new))
+  assert migrated == runs.config_json(new)
+  old['arms']['grpo']['mc' if name == 'mc_credit' else 'planning'] = 'spo'  # a real change
+  _write_json(tmp_path, old)
+  with pytest.raises(runs.ConfigError, match=r'config\.arms\.grpo\.'):
+    runs.check_resume(str(tmp_path), new)
+
+
+@pytest.mark.parametrize(
+  'path, keys',
+  [
+    ('results/mc_credit_protocol', ('mc', 'wall_budget')),
+    ('results/mc_credit', ('mc', 'wall_budget')),
+    ('results/token_credit_protocol', ('planning',)),
+    ('results/token_credit', ('planning',)),
+  ],
+)
+def test_committed_results_configs_migrate_to_none(path, keys):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, path, runs.CONFIG_FILE)) as f:
+    old = json.load(f)
+  name = os.path.basename(path).removesuffix('_protocol')
+  import importlib  # noqa: PLC0415
+
+  new = runs.config_json(importlib.import_module(f'configs.{name}').get_config())
+  migrated = runs.migrate_config(old, new)
+  for arm_name, arm in migrated['arms'].items():
+    for key in keys:
+      if key in arm:
+        assert arm[key] != '', (arm_name, key)
+        assert arm[key] == (old['arms'][arm_name][key] or None), (arm_name, key)
 
 
 def test_a_real_change_against_a_pre_rename_workdir_is_refused(tmp_path):
@@ -160,11 +225,12 @@ def test_arith_rl_compare_reads_renamed_keys_by_their_new_names(tmp_path):
     os.makedirs(tmp_path / name)
     _write_json(tmp_path / name, config)
   dirs = [str(tmp_path / 'old'), str(tmp_path / 'new')]
-  assert arith_rl.config_differences(dirs) == []
-  assert arith_rl.config_differences(dirs[::-1]) == []
+  differences = lambda d: runs.config_differences(d, arith_rl.COMPARE_KEYS)  # noqa: E731
+  assert differences(dirs) == []
+  assert differences(dirs[::-1]) == []
   old['policy']['width'] = 32
   _write_json(tmp_path / 'old', old)
-  assert ['policy.width: 32 vs 16' in d for d in arith_rl.config_differences(dirs)] == [True]
+  assert ['policy.width: 32 vs 16' in d for d in differences(dirs)] == [True]
 
 
 def test_an_old_key_on_the_command_line_names_the_new_one():
@@ -290,11 +356,11 @@ def test_arith_config_errors_name_the_full_key(path, value, message):
 )
 def test_ppo_config_is_validated(path, value, message):
   config = ppo_config.get_config('smoke')
-  config_lib.validate_ppo(config)
+  ppo.validate_config(config)
   section, _, key = path.rpartition('.')
   (config[section] if section else config)[key] = value
   with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate_ppo(config)
+    ppo.validate_config(config)
 
 
 def test_git_commit_is_the_commit_the_run_started_from(tmp_path, monkeypatch):

@@ -258,3 +258,13 @@ def test_describe_keeps_the_warm_start_numbers():
     'warmstart_curve.csv)'
   )
   assert 'unreachable' in warmstart.describe(_config(**{'warmstart.band': (1.01, 1.0)}), info)
+
+
+def test_curve_of_reads_the_warm_start_evaluations_in_order():
+  records = [
+    dict(phase='warmstart', step=2, loss=1.0),
+    dict(phase='warmstart', step=4, val_exact_match=0.25, eval_exact_match=0.2),
+    dict(phase='rl', step=4, val_exact_match=0.9),
+    dict(phase='warmstart', step=6, val_exact_match=0.5),
+  ]
+  assert warmstart.curve_of(records) == [(4, 0.25), (6, 0.5)]

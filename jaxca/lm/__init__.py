@@ -75,6 +75,7 @@ from jaxca.lm.rollout import LEARNER_FIELDS
 from jaxca.lm.rollout import Collect
 from jaxca.lm.rollout import Rollout
 from jaxca.lm.rollout import RolloutData
+from jaxca.lm.rollout import advantage_by_class
 from jaxca.lm.rollout import make_rollout_fn
 from jaxca.lm.rollout import make_sample_collect
 from jaxca.lm.rollout import make_score_fn
@@ -113,6 +114,7 @@ __all__ = [
   'make_ppo_loss',
   'make_rl_phases',
   'make_rl_update',
+  'advantage_by_class',
   'make_rollout_fn',
   'make_sample_collect',
   'make_score_fn',

@@ -135,6 +135,10 @@ def loss_options(loss_cfg: Any = None) -> LossOptions:
       if v is None or not float(v) > 0:
         raise ValueError(f"loss.kl_ctrl='adaptive' needs loss.{key} > 0; got {v!r}.")
     kl_target, kl_horizon = float(kl_target), float(kl_horizon)
+  for key in ('clip_eps', 'kl_coef', 'ent_coef', 'vf_coef'):
+    v = types.config_get(loss_cfg, key, None)
+    if v is not None and not float(v) >= 0:
+      raise ValueError(f'loss.{key} must be >= 0; got {v!r}.')
   kl_in_reward = types.config_get(loss_cfg, 'kl_in_reward', False)
   if kl_in_reward not in (None, False, True):
     raise ValueError(f'loss.kl_in_reward must be True or False; got {kl_in_reward!r}.')

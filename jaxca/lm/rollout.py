@@ -3,6 +3,7 @@
 from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 
@@ -443,3 +444,23 @@ def _frac_constant_groups(correct, group_size):
 
 
 # Keys of a learner's `loss` config section (all optional; see `loss_options`).
+
+
+def advantage_by_class(classes: Mapping[str, Callable]) -> Callable:
+  """A `metrics_fn` (`make_rl_phases`): the mean |advantage| over each class of response tokens.
+
+  `classes` maps a metric name to `pred(responses) -> bool [B, N]`, the class's tokens (e.g.
+  `task.vocab.is_number`); its metric is sum(|A_t|) / max(count, 1) over the valid response
+  tokens of the class, averaged over the whole batch.
+  """
+
+  def metrics_fn(ctx, traj, targets):
+    del traj
+    a = jnp.abs(jnp.where(ctx.mask, targets.advantages, 0.0))
+    out = {}
+    for name, pred in classes.items():
+      cls = pred(ctx.responses) & ctx.mask
+      out[name] = jnp.sum(a * cls) / jnp.maximum(jnp.sum(cls), 1)
+    return out
+
+  return metrics_fn

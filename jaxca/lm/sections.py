@@ -1,7 +1,8 @@
 """The LM learner's config sections, validated by the learner itself (`validate_sections`).
 
-`config.loss` (`loss.loss_options`: objective, clip ranges, aggregation, KL estimator and
-controller), `config.rl.reward` (`rewards.REWARDS`) and DAPO's `config.rl` options
+`config.loss` (`loss.loss_options`: objective, clip ranges, aggregation, coefficients, KL
+estimator and controller), the learner's `config.rl` options (group size, epochs,
+minibatches, temperature), `config.rl.reward` (`rewards.REWARDS`) and DAPO's `config.rl` options
 (`rl.reward_shaping`, `rl.dynamic_sampling`, `rl.max_gen_batches`; arXiv 2503.14476). The
 central `config_lib.validate` checks what spans sections and runs this as one of its
 `sections` (`config_lib.validate(config, sections=(lm.validate_sections,))`).
@@ -25,6 +26,11 @@ def validate_sections(config, task=None):
   if 'rl' not in config or config.rl is None:
     return
   rl = config.rl
+  for key in ('group_size', 'num_epochs', 'num_minibatches'):
+    if key in rl:
+      config_lib.positive(f'rl.{key}', rl[key])
+  if 'temperature' in rl and not float(rl.temperature) > 0:
+    raise ConfigError(f'config.rl.temperature must be > 0; got {rl.temperature!r}.')
   if 'reward' in rl and rl.reward not in rewards_lib.REWARDS:
     raise ConfigError(
       f'Unknown config.rl.reward={rl.reward!r}; choose from {list(rewards_lib.REWARDS)}.'

@@ -300,6 +300,24 @@ def _positive_int(name: str, value) -> int:
   return int(value)
 
 
+DTYPES = tuple(_DTYPES)
+
+
+def check_config(cfg) -> None:
+  """Checks a `policy` section: `width`, `depth`, `num_heads` and `max_len` (those present)
+  positive ints, the heads dividing the width, `dtype` one of DTYPES. Raises ValueError naming
+  the `field`."""
+  for key in ('width', 'depth', 'num_heads', 'max_len'):
+    if key in cfg:
+      v = cfg[key]
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f'`{key}` must be a positive int; got {v!r}.')
+  if 'width' in cfg and 'num_heads' in cfg and cfg['width'] % cfg['num_heads']:
+    raise ValueError(f'`width`={cfg["width"]} must be divisible by `num_heads`={cfg["num_heads"]}.')
+  if 'dtype' in cfg and cfg['dtype'] not in DTYPES:
+    raise ValueError(f'Unknown `dtype`={cfg["dtype"]!r}; choose from {DTYPES}.')
+
+
 def make_policy(cfg, *, vocab_size: int) -> Policy:
   """Builds a `Policy` from a config.
 

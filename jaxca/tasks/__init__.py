@@ -1,7 +1,8 @@
 """Verifiable reasoning tasks: host-side problem generators plus pure-JAX verifiers.
 
 `tasks.make('arith', num_steps=3, modulus=10)` builds a task by name from the
-local `TASKS` table; an unknown name raises ValueError listing the choices.
+local `TASKS` table, `tasks.from_config(config.task)` from a config section; an unknown name
+raises ValueError listing the choices.
 Verifiers live in the task's module (`tasks.arith.outcome_reward(task, ...)`).
 """
 
@@ -24,4 +25,16 @@ def make(name: str, cfg: Any = None, **kwargs) -> Any:
   return TASKS[name](cfg, **kwargs)
 
 
-__all__ = ('TASKS', 'arith', 'gsm8k', 'make')
+def from_config(section) -> Any:
+  """The task of a config's `task` section: `name` (one of TASKS) and the task's options (a
+  list of `ops` is read as a tuple). Raises ValueError naming the `field`."""
+  name = section['name']
+  if name not in TASKS:
+    raise ValueError(f'Unknown `name`={name!r}; choose from {sorted(TASKS)}.')
+  kwargs = {k: v for k, v in section.items() if k != 'name'}
+  if 'ops' in kwargs and not isinstance(kwargs['ops'], str):  # 'invertible' stays a name
+    kwargs['ops'] = tuple(kwargs['ops'])
+  return make(name, **kwargs)
+
+
+__all__ = ('TASKS', 'arith', 'from_config', 'gsm8k', 'make')

@@ -340,8 +340,8 @@ def test_compare_labels_runs_whose_configs_differ(tmp_path):
       json.dumps(runs.config_json(arith_config.get_config(config)))
     )
     dirs[name] = str(tmp_path / name)
-  assert arith_rl.config_differences([dirs['smoke'], dirs['smoke_rloo']]) == []
-  (differ,) = arith_rl.config_differences([dirs['smoke'], dirs['full']])
+  assert runs.config_differences([dirs['smoke'], dirs['smoke_rloo']], arith_rl.COMPARE_KEYS) == []
+  (differ,) = runs.config_differences([dirs['smoke'], dirs['full']], arith_rl.COMPARE_KEYS)
   assert 'policy.width: 16 vs 128' in differ and 'credit' not in differ
   out = tmp_path / 'out'
   proc = cli('arith_rl', '--compare', f'{dirs["smoke"]},{dirs["full"]}', f'--workdir={out}')

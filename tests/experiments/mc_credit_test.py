@@ -48,13 +48,13 @@ def test_smoke_cli_writes_tables_figures_and_verdicts(tmp_path):
 
 def test_wall_budget_caps_at_the_named_arms_wall_of_the_same_seed():
   from configs import mc_credit as config_lib
-  from experiments import mc_credit
+  from jaxca import arms
 
   config = config_lib.get_config()
   walls = {('grpo', 0): 50.0, ('grpo', 1): 2000.0}
-  assert mc_credit.wall_budget(config, 'grpo', walls, 0) == config.rl.max_wall_s
-  assert mc_credit.wall_budget(config, 'vineppo_k9', walls, 0) == 50.0
-  assert mc_credit.wall_budget(config, 'vineppo_k9', walls, 1) == config.rl.max_wall_s
+  assert arms.wall_budget(config, 'grpo', walls, 0) == config.rl.max_wall_s
+  assert arms.wall_budget(config, 'vineppo_k9', walls, 0) == 50.0
+  assert arms.wall_budget(config, 'vineppo_k9', walls, 1) == config.rl.max_wall_s
 
 
 def test_validate_refuses_a_wall_budget_arm_that_runs_later():

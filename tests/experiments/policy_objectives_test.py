@@ -16,6 +16,7 @@ import pytest
 from configs import common
 from configs import policy_objectives as config_mod
 from experiments import policy_objectives as po
+from jaxca import arms as arms_lib
 from jaxca import objectives
 from jaxca import runs
 
@@ -30,7 +31,7 @@ def _config(arg='smoke'):
 def test_calibrate_arms_vary_the_recipe_only():
   c = _config('calibrate')
   assert 'shuffled_reward' in c.run_arms and c.baseline in c.run_arms
-  rls = {a: (po.arm_optim(c, a), po.arm_rl(c, a)) for a in c.run_arms}
+  rls = {a: (arms_lib.section(c, a, 'optim'), po.arm_rl(c, a)) for a in c.run_arms}
   assert {(o['lr'], r.num_epochs, r.num_minibatches) for o, r in rls.values()} >= {
     (1e-4, 1, 1),
     (2e-4, 2, 2),
@@ -46,8 +47,8 @@ def test_default_arms_are_the_four_objectives_and_the_noise_floor():
   c = _config(None)
   assert list(c.run_arms) == ['ppo_clip', 'clip_higher', 'gspo', 'cispo', 'shuffled_reward']
   assert len(c.seeds) >= 4 and c.baseline == 'ppo_clip'
-  assert po.arm_estimator(c, 'shuffled_reward').name == 'shuffled_reward'
-  assert po.arm_estimator(c, 'ppo_clip').name == 'grpo'
+  assert arms_lib.estimator(c, 'shuffled_reward').name == 'shuffled_reward'
+  assert arms_lib.estimator(c, 'ppo_clip').name == 'grpo'
   # The base recipe, from the one place every arith reproduction reads it.
   for key in ('num_epochs', 'num_minibatches', 'iterations', 'prompts', 'group_size'):
     assert c.rl[key] == common.ARITH_RL_RECIPE[key]
@@ -119,7 +120,8 @@ def test_summary_and_verdict_indistinguishable_within_seed_noise():
   finals = {('a', 0): 0.50, ('a', 1): 0.60, ('b', 0): 0.55, ('b', 1): 0.58}
   summary = po.summarize(_records(finals), [0, 1], ['a', 'b'])
   assert summary[('a', 1)]['final'] == 0.60 and summary[('a', 1)]['best'] == 0.60
-  assert summary[('a', 0)]['steps'] == 2 and summary[('a', 0)]['clip_frac'] == pytest.approx(0.15)
+  assert summary[('a', 0)]['iterations'] == 2
+  assert summary[('a', 0)]['clip_frac'] == pytest.approx(0.15)
   assert summary[('a', 0)]['clip_frac_lower'] is None  # not produced by these arms
   text = po.verdict(summary, [0, 1], ['a', 'b'])
   # Means 55.0 vs 56.5: a gap of 1.5 points < the 10-point seed spread of arm a.
