@@ -356,7 +356,7 @@ def write(result, workdir):
     json.dump(result, f, indent=1, default=str)
   c, env = result['logits_check'], result['environment']
   lines = [
-    f'# jaxca vs tunix {result["tunix"]}: Qwen2-shaped, {result["model"]["params"] / 1e6:.1f}M '
+    f'# jaxca vs tunix {result["tunix"]}: Qwen2-shaped, {result["model"]["params"]:,} '
     f'params, {result["dtype"]}, P={result["prompts"]}, G={result["group_size"]}, '
     f'Lp={result["prompt_len"]}, N={result["response_len"]}, M={result["num_minibatches"]}',
     '',
