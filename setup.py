@@ -52,6 +52,12 @@ setup(
       'torch>=2.4',
       'transformers>=4.45',
     ],
+    # The peer library of experiments/bench_llm_peer.py (imported there only); it pulls in
+    # many packages (grain, numba, transformers, ...): install it in its own environment
+    # (BUILD_NOTES.md > Environment). Never part of the test command.
+    'peer': [
+      'google-tunix>=0.1.7',
+    ],
     # pip install -e ".[notebooks]": open notebooks/*.py (jupytext) in JupyterLab.
     'notebooks': [
       'jupyterlab>=4',

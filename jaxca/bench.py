@@ -331,3 +331,89 @@ def _loadavg():
     return ' '.join(f'{x:.2f}' for x in os.getloadavg())
   except OSError:
     return None
+
+
+def seeds_batched_vs_sequential(
+  step: Callable,
+  state0: Any,
+  batches: Any,
+  keys: jax.Array,
+  hparams: Any = None,
+  *,
+  reps: int,
+  progress: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+  """S seeds of one arm: one vmapped program vs S sequential runs, same work, interleaved.
+
+  The reproductions' harness (`loop.run_grid` over `loop.run_arm`) runs the seeds of an arm
+  one after another; `experiments/pure_credit.py` and `gigpo_keydoor.py` run them as one
+  `jax.vmap`-ped program where shapes agree. This measures the two on the same iterations:
+    * sequential: `jax.jit(step)` per iteration, seed after seed (what `run_arm` calls);
+    * batched: `jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None)))` per iteration, every seed at
+      once on a leading axis (what pure_credit's chunk does, without its scan).
+  Both read the metrics back to the host after every iteration, as the harness does. The final
+  states of the two untimed warm-up calls are compared seed by seed (`max_abs_diff`): a
+  speed-up of two different computations is not one.
+
+  Args:
+    step: a jittable `step(state, batch, key, hparams) -> (state, metrics)`, e.g.
+      `lm.make_rl_update(...)` (an `loop.ArmSteps.step` of a single-step arm).
+    state0: the start state of every seed (the reproductions start each from one warm start).
+    batches: pytree of arrays with leading axes [S, T] (seed, iteration).
+    keys: [S] PRNG keys; iteration t (1-based) uses `fold_in(keys[s], t)`, as `run_arm`.
+    hparams: the estimator's traced hyper-parameters (shared by the seeds), or None.
+    reps: timed rounds (after one untimed warm-up call of each, the compile).
+    progress: as in `interleaved`.
+
+  Returns:
+    dict(seeds, iterations, sequential / batched `Timing`s, speedup (per round, sequential
+    time / batched time: timed, min, median, max), max_abs_diff (largest difference of any
+    final state leaf between the two, over seeds), final_states (the batched run's, [S, ...])).
+  """
+  leaves = jax.tree.leaves(batches)
+  num_seeds, iterations = leaves[0].shape[:2]
+  if len(keys) != num_seeds:
+    raise ValueError(f'`keys` must have one key per seed ({num_seeds}); got {len(keys)}.')
+  one = jax.jit(step)
+  many = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None)))
+  at = lambda tree, *i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  stacked0 = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * num_seeds), state0)
+
+  def sequential():
+    finals = []
+    for s in range(num_seeds):
+      state = state0
+      for t in range(iterations):
+        state, m = one(state, at(batches, s, t), jax.random.fold_in(keys[s], t + 1), hparams)
+        jax.device_get(m)
+      finals.append(state)
+    return finals
+
+  def batched():
+    state = stacked0
+    for t in range(iterations):
+      state, m = many(state, at(batches, slice(None), t), fold(keys, t + 1), hparams)
+      jax.device_get(m)
+    return state
+
+  outputs = {}
+  timings = interleaved(
+    dict(sequential=sequential, batched=batched), reps, outputs=outputs, progress=progress
+  )
+  finals = outputs['batched']
+  diff = 0.0
+  for s, seq in enumerate(outputs['sequential']):
+    for a, b in zip(jax.tree.leaves(seq), jax.tree.leaves(at(finals, s))):
+      if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact):
+        diff = max(diff, float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0)))
+  ratios = [a / b for a, b in zip(timings['sequential'].times_s, timings['batched'].times_s)]
+  return dict(
+    seeds=int(num_seeds),
+    iterations=int(iterations),
+    sequential=timings['sequential'],
+    batched=timings['batched'],
+    speedup=dict(timed=ratios, min=min(ratios), median=statistics.median(ratios), max=max(ratios)),
+    max_abs_diff=diff,
+    final_states=finals,
+  )

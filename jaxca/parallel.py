@@ -22,9 +22,12 @@ carrying the shardings).
 
 Multi-host: call `maybe_initialize_distributed(True)` (the experiments'
 `--multihost` flag) before any other JAX call on every host; `jax.devices()`
-then lists the devices of all hosts and the same mesh recipe applies.
+then lists the devices of all hosts and the same mesh recipe applies. Tested with two
+processes on the loopback address (CPU collectives over gloo) against one process over the
+same global devices (tests/multihost_test.py).
 """
 
+import os
 from typing import Any
 from typing import Optional
 
@@ -43,12 +46,19 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # the batch of an FSDP mesh is split over b
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> bool:
   """Calls `jax.distributed.initialize(**kwargs)` when `enabled`; returns `enabled`.
 
-  On a managed cluster (SLURM, Cloud TPU, ...) the coordinator address, process
-  count and process id are auto-detected; elsewhere pass them as kwargs or set
-  the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables.
-  Must run before any other JAX call in the process.
+  On a managed cluster (SLURM, Open MPI, Kubernetes, Cloud TPU) the coordinator address,
+  process count and process id are auto-detected by JAX. Elsewhere run the same command on
+  every host with JAX_COORDINATOR_ADDRESS (host:port of process 0, read by JAX itself),
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID (0 .. n-1, read here: JAX does not read these two)
+  set, or pass them as kwargs, which win. Must run before any other JAX call in the process.
   """
   if enabled:
+    for arg, var in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
+      value = os.environ.get(var, '')
+      if kwargs.get(arg) is None and value:
+        if not value.isdigit():
+          raise ValueError(f'{var} must be a non-negative integer; got {value!r}.')
+        kwargs[arg] = int(value)
     jax.distributed.initialize(**kwargs)
   return bool(enabled)
 

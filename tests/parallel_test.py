@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 from absl.testing import absltest
 import jax
@@ -118,6 +119,24 @@ class MeshHelpersTest(absltest.TestCase):
 
   def test_initialize_distributed_is_a_noop_when_disabled(self):
     self.assertFalse(parallel.maybe_initialize_distributed(False))
+
+  def test_initialize_distributed_reads_process_count_and_id_from_the_environment(self):
+    # JAX itself reads only JAX_COORDINATOR_ADDRESS; `--multihost` outside a managed cluster
+    # needs the other two (the same command on every host, only JAX_PROCESS_ID differs).
+    seen = []
+    env = dict(JAX_NUM_PROCESSES='2', JAX_PROCESS_ID='1')
+    with (
+      mock.patch.dict(os.environ, env),
+      mock.patch.object(jax.distributed, 'initialize', lambda **kw: seen.append(kw)),
+    ):
+      self.assertTrue(parallel.maybe_initialize_distributed(True))
+      parallel.maybe_initialize_distributed(True, process_id=0)  # kwargs win
+      os.environ['JAX_PROCESS_ID'] = 'one'
+      with self.assertRaisesRegex(ValueError, 'JAX_PROCESS_ID must be a non-negative integer'):
+        parallel.maybe_initialize_distributed(True)
+    self.assertEqual(
+      seen, [dict(num_processes=2, process_id=1), dict(num_processes=2, process_id=0)]
+    )
 
 
 if __name__ == '__main__':
