@@ -108,11 +108,20 @@ def get_config(arg=None):
   c.credit = dict(gamma=0.95, eps=1e-6)
   c.arms = default_arms()
   c.eval = dict(every=10, num_tasks=128)
+  # Warm start (jaxca.envs.keydoor.noisy_bfs_policy, experiments.gigpo_keydoor.warm_start): SFT
+  # on num_demos noisy-BFS episodes (p_opt: probability that a turn takes a BFS-optimal
+  # action, else a uniformly random legal move), stopped at the first evaluation whose
+  # validation greedy success reaches stop_at. None: random init, no SFT.
+  c.warmstart = dict(
+    num_demos=2048, p_opt=0.3, batch_size=64, lr=1e-3, max_steps=1000, eval_every=10, stop_at=0.2
+  )
   if arg.full:
     c.arms = full_arms()
     c.seeds = tuple(range(8))
-  if arg.pilot:
-    c.rl.iterations = 20
+  if arg.pilot:  # the calibration pilot: baseline and claim arm, 2 seeds, from the warm start
+    c.arms = default_arms()[:2]
+    c.seeds = (0, 1)
+    c.rl.iterations = 100
     c.eval.every = 10
   c.smoke = arg.smoke  # verdicts of a smoke run are labelled "not a result"
   if arg.smoke:
@@ -120,6 +129,7 @@ def get_config(arg=None):
     c.policy.update(width=32, depth=1, num_heads=2, max_len=64)
     c.rl.update(iterations=3, tasks_per_iter=4, group_size=4)
     c.eval.update(every=2, num_tasks=8)
+    c.warmstart.update(num_demos=32, batch_size=8, max_steps=4, eval_every=2)
     c.arms = default_arms() + [_arm('mtgrpo_msn', 1.0, 1.0, key=TURN)]
     c.seeds = (0,)
   return c
