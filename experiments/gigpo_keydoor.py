@@ -4,9 +4,11 @@ Config: configs/gigpo_keydoor.py. Every arm x seed is one run; all runs advance 
 under one `jax.vmap` (the estimator's term weights, omega, normalisation mode, episode
 statistics and anchor key, and the learning rate, are traced per run), so one iteration
 compiles once. The estimator is `gigpo_episode + omega*gigpo_step + 0*shuffled_reward`:
-GiGPO / GRPO arms weight the terms (1, omega, 0), the noise-floor arm (0, 0, 1). Seeds share the
-initial parameters and the task stream across arms (paired comparison). Resume: the
-state is checkpointed at every evaluation; rerunning the same command continues.
+GiGPO / GRPO arms weight the terms (1, omega, 0), the noise-floor arm (0, 0, 1). Every run
+starts from one warm start (`warm_start`: SFT on noisy-BFS demonstrations, cached in
+`<workdir>/warmstart` under a key; `config.warmstart = None`: random init, one per seed);
+seeds share the task stream across arms (paired comparison). Resume: the state is
+checkpointed at every evaluation; rerunning the same command continues.
 Where runs write, drift refusal, errors, the closing line: `jaxca.runs`.
 """
 
