@@ -4,12 +4,15 @@ Config: configs/gigpo_keydoor.py. Every arm x seed is one run; all runs advance 
 under one `jax.vmap` (the estimator's term weights, omega, normalisation mode, episode
 statistics and anchor key, and the learning rate, are traced per run), so one iteration
 compiles once. The estimator is `gigpo_episode + omega*gigpo_step + 0*shuffled_reward`:
-GiGPO / GRPO arms weight the terms (1, omega, 0), the noise-floor arm (0, 0, 1). Seeds share the
-initial parameters and the task stream across arms (paired comparison). Resume: the
-state is checkpointed at every evaluation; rerunning the same command continues.
+GiGPO / GRPO arms weight the terms (1, omega, 0), the noise-floor arm (0, 0, 1). Every run
+starts from one warm start (`warm_start`: SFT on noisy-BFS demonstrations, cached in
+`<workdir>/warmstart` under a key; `config.warmstart = None`: random init, one per seed);
+seeds share the task stream across arms (paired comparison). Resume: the state is
+checkpointed at every evaluation; rerunning the same command continues.
 Where runs write, drift refusal, errors, the closing line: `jaxca.runs`.
 """
 
+import json
 import os
 import time
 
@@ -29,6 +32,8 @@ from jaxca import metrics
 from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
+from jaxca import train as train_lib
+from jaxca import warmstart
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor
 from jaxca.lm import multiturn
@@ -67,6 +72,14 @@ def validate(config):
     raise runs.ConfigError(
       'config.eval.every and config.rl.iterations must be >= 1, config.seeds non-empty.'
     )
+  ws = config.get('warmstart')
+  if ws is not None:
+    if not 0.0 <= ws.p_opt <= 1.0:
+      raise runs.ConfigError(f'config.warmstart.p_opt must be in [0, 1]; got {ws.p_opt}.')
+    if min(ws.num_demos, ws.batch_size, ws.max_steps, ws.eval_every) < 1:
+      raise runs.ConfigError(
+        'config.warmstart.num_demos, batch_size, max_steps and eval_every must be >= 1.'
+      )
   try:
     lm.loss_options(config.loss)  # the learner's own check of the loss section
   except ValueError as e:
@@ -168,9 +181,9 @@ def make_fns(config):
   env, policy, est, tx, update = build(config)
   opts = lm.loss_options(config.loss)
 
-  def init(key, lr):
+  def init(params, lr):
     state = lm.init_from_params(
-      policy.init(key),
+      params,
       tx,
       with_ref=opts.kl_coef > 0,
       kl_coef=opts.kl_coef if opts.kl_ctrl == 'adaptive' else None,
@@ -188,13 +201,134 @@ def make_fns(config):
   init_fn = jax.jit(jax.vmap(init))
   step_fn = jax.jit(jax.vmap(one), donate_argnums=0)
   eval_fn = jax.jit(jax.vmap(evaluate, in_axes=(0, None, 0, None)), static_argnums=3)
-  return env, est, init_fn, step_fn, eval_fn
+  return env, policy, est, init_fn, step_fn, eval_fn
+
+
+# ----------------------------------------------------------------------------- warm start
+
+
+def validation_tasks(env, eval_tasks, num, seed):
+  """`num` in-pool tasks (layout, start) distinct from each other and from `eval_tasks`.
+
+  The warm start's stop is judged on them, never on the reported evaluation tasks
+  (training tasks are drawn from the whole pool, as in the RL phase).
+  """
+  taken = set(zip(np.asarray(eval_tasks.layout).tolist(), np.asarray(eval_tasks.start).tolist()))
+  ok = env.layouts['start_ok'][: env.num_layouts]
+  pairs = [(int(l), int(c)) for l, c in zip(*np.nonzero(ok)) if (l, c) not in taken]
+  pick = np.random.default_rng(seed).permutation(len(pairs))[:num]
+  chosen = np.asarray([pairs[i] for i in np.sort(pick)], np.int32).reshape(-1, 2)
+  return keydoor.Task(jnp.asarray(chosen[:, 0]), jnp.asarray(chosen[:, 1]))
+
+
+def warm_start(config, env, policy, eval_tasks, workdir):
+  """SFT on noisy-BFS demonstrations until validation greedy success reaches `stop_at`; cached.
+
+  Demonstrations: `warmstart.num_demos` episodes of `keydoor.noisy_bfs_policy(p_opt)` on
+  in-pool tasks, in the rollout's token layout (`multiturn.scripted_rollout`); the loss is
+  the action-masked cross-entropy on their action tokens (`multiturn.make_sft_loss`), Adam
+  with gradient clipping 1.0. The loop and the stop are `jaxca.warmstart.sft_loop`, judged
+  on `validation_tasks`; the cache (`jaxca.warmstart.load_cache` / `save_cache`) is keyed
+  by the env, policy and warmstart sections, the base seed and a digest of the
+  demonstrations and validation tasks.
+
+  Returns:
+    (params, info): info holds `steps`, `validation_success` (the stop's value),
+    `demo_success` (the demonstrations' success rate), `seconds`, `curve` and the `key`.
+  """
+  ws = config.warmstart
+  base = jax.random.key(config.seed)
+  demo_tasks = env.sample_tasks(jax.random.fold_in(base, 10**6 + 2), ws.num_demos)
+  act = keydoor.noisy_bfs_policy(env, ws.p_opt)
+  demos = jax.jit(lambda k, t: multiturn.scripted_rollout(env, k, t, act))(
+    jax.random.fold_in(base, 10**6 + 3), demo_tasks
+  )
+  data = dict(tokens=demos.tokens, valid=demos.valid, mask=demos.mask)
+  val = validation_tasks(env, eval_tasks, config.eval.num_tasks, config.seed + 17)
+  sections = dict(
+    env=json.loads(config.env.to_json_best_effort()),
+    policy=json.loads(config.policy.to_json_best_effort()),
+    warmstart=json.loads(ws.to_json_best_effort()),
+    seed=int(config.seed),
+    data=warmstart.digest(
+      {k: np.asarray(v) for k, v in data.items()}, dict(layout=val.layout, start=val.start)
+    ),
+  )
+  key = warmstart.section_key(sections)
+  cached = warmstart.load_cache(workdir, key, sections)
+  if cached is not None:
+    info = cached[1]
+    runs.note(
+      f'warm start: reused ({info["steps"]} steps, validation success '
+      f'{info["validation_success"]:.3f})'
+    )
+    return cached
+  tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
+  params = policy.init(jax.random.fold_in(base, 10**6 + 4))
+  state = dict(params=params, opt_state=tx.init(params))
+  grad_step = train_lib.make_gradient_step(multiturn.make_sft_loss(policy, env), tx)
+
+  @jax.jit
+  def update(state, idx):
+    batch = jax.tree.map(lambda x: x[idx], data)
+    (params, opt_state), m = grad_step((state['params'], state['opt_state']), batch)
+    return dict(params=params, opt_state=opt_state), m
+
+  greedy = jax.jit(
+    lambda p: jnp.mean(
+      multiturn.rollout(policy, p, jax.random.key(0), env, val, group_size=1, greedy=True).returns
+    )
+  )
+  rng = np.random.default_rng(config.seed + 7)
+  bar = tqdm.tqdm(total=ws.max_steps, desc='warm start')
+
+  def advance(state, step):
+    del step
+    return update(state, jnp.asarray(rng.integers(0, ws.num_demos, ws.batch_size)))
+
+  def on_step(step, state, m, evaluation, done):
+    del state, m, done
+    bar.update(1)
+    if evaluation is not None:
+      bar.set_postfix(val=f'{evaluation["val_success"]:.2f}')
+      runs.at(f'warm start step {step}')
+
+  t0 = time.time()
+  state, step, curve = warmstart.sft_loop(
+    state,
+    0,
+    advance=advance,
+    validate=lambda p: {'val_success': float(greedy(p))},
+    max_steps=ws.max_steps,
+    eval_every=ws.eval_every,
+    stop_at=ws.stop_at,
+    on_step=on_step,
+    metric='val_success',
+  )
+  bar.close()
+  info = dict(
+    steps=step,
+    validation_success=curve[-1][1] if curve else 0.0,
+    demo_success=float(jnp.mean(demos.returns)),
+    seconds=time.time() - t0,
+    curve=curve,
+    key=key,
+    key_sections=sections,
+  )
+  if workdir:
+    warmstart.save_cache(workdir, state['params'], info)
+    warmstart.write_curve(workdir, curve, 'validation_greedy_success')
+  runs.note(
+    f'warm start: {step} steps, validation greedy success {info["validation_success"]:.3f} '
+    f'(demonstrations succeed {info["demo_success"]:.3f}; {info["seconds"]:.0f} s)'
+  )
+  return state['params'], info
 
 
 def run(config, workdir):
   """Trains every arm x seed; writes metrics.jsonl, results.md, F4.png, F5.png."""
   t_start, load_start = time.time(), bench.load_average()
-  env, est, init_fn, step_fn, eval_fn = make_fns(config)
+  env, policy, est, init_fn, step_fn, eval_fn = make_fns(config)
   arms = [dict(a) for a in config.arms]
   runs_ = [(a, s) for a in arms for s in config.seeds]
   r = len(runs_)
@@ -207,8 +341,15 @@ def run(config, workdir):
   held_tasks = env.sample_tasks(jax.random.fold_in(base, 10**6 + 1), config.eval.num_tasks, True)
   p, g = config.rl.tasks_per_iter, config.rl.group_size
 
+  ws_info = None
+  if config.get('warmstart') is not None:  # every run starts from the one warm start
+    params0, ws_info = warm_start(config, env, policy, eval_tasks, workdir)
+    params = jax.tree.map(lambda x: jnp.broadcast_to(x, (r,) + x.shape), params0)
+  else:  # random init, one per seed
+    params = jax.jit(jax.vmap(policy.init))(init_keys)
+
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), max_to_keep=1)
-  state, step = ckpt.restore_or_init(lambda: init_fn(init_keys, lrs))
+  state, step = ckpt.restore_or_init(lambda: init_fn(params, lrs))
   step = step or 0
   if step:
     runs.note(f'resumed from iteration {step}')
@@ -283,7 +424,7 @@ def run(config, workdir):
     f'seconds per iteration (all {r} runs): {timing["s_per_iteration"]}; '
     f'first iteration incl. compile: {compile_s}'
   )
-  return write_report(workdir, config, records, runs_, timing)
+  return write_report(workdir, config, records, runs_, timing, ws_info)
 
 
 # ----------------------------------------------------------------------------- report
@@ -382,13 +523,14 @@ def _eps(x):
   return f'{reached.mean():.0f}' + ('' if len(reached) == len(x) else f' ({len(reached)}/{len(x)})')
 
 
-def verdict(stats, smoke=False):
+def verdict(stats, smoke=False, start='iteration-0 eval success (no warm start)'):
   """The confirm / refute rules of the design (see results.md) applied to `stats`.
 
   The rule is applied in every normalisation mode the run has both arms of (default:
   mean_std_norm; `:full` adds mean_norm). The gate (`report.gate`): the baseline must end at
   >= TARGET greedy eval success, >= 8 points above iteration 0, and above the noise floor,
-  in every seed; else the claim reads UNTESTABLE. Returns (markdown, headline outcome).
+  in every seed; else the claim reads UNTESTABLE. `start` names what the iteration-0 success
+  is, for the rule text. Returns (markdown, headline outcome).
   """
   lines, confirmed_modes, refuted_modes, na, nums, modes = [], [], [], [], {}, []
   for mode in ('mn', 'msn'):
@@ -458,7 +600,7 @@ def verdict(stats, smoke=False):
       base['greedy'][0],
       None if noise is None else noise['greedy'][-1],
       baseline=f'{BASELINE} (final greedy eval success)',
-      start='iteration-0 eval success (no warm start)',
+      start=start,
       target=TARGET,
     )
   judged = report.judge([claim], gate, smoke)
@@ -531,11 +673,33 @@ def _plots(workdir, stats):
   plt.close(fig)
 
 
-def write_report(workdir, config, records, runs_, timing):
+def describe_warm_start(config, info) -> str:
+  """The warm start in a sentence for results.md (None: random init)."""
+  if info is None:
+    return 'Start: random initialisation, no SFT (no warm start).'
+  ws = config.warmstart
+  return (
+    f'Start: one warm start shared by every run: SFT (Adam {ws.lr:g}, batch {ws.batch_size}) on '
+    f'{ws.num_demos} noisy-BFS demonstrations (each turn the BFS-optimal action with '
+    f'probability {ws.p_opt:g}, else a uniformly random legal move; they succeed in '
+    f'{100 * info["demo_success"]:.1f}%) for {info["steps"]} steps, stopped at the first '
+    f'evaluation (every {ws.eval_every} steps) whose greedy success on '
+    f'{config.eval.num_tasks} validation tasks (in-pool, disjoint from the evaluation tasks) '
+    f'reached {report.percent_target(ws.stop_at)} (validation '
+    f'{100 * info["validation_success"]:.1f}%; SFT curve in {warmstart.CURVE_FILE}).'
+  )
+
+
+def write_report(workdir, config, records, runs_, timing, ws_info=None):
   """results.md, F4.png, F5.png; returns the closing summary line."""
   stats = arm_stats(config, records, runs_)
   _plots(workdir, stats)
-  text, head = verdict(stats, config.get('smoke', False))
+  start = (
+    'iteration-0 eval success (no warm start)'
+    if ws_info is None
+    else 'iteration-0 eval success (the noisy-BFS warm start)'
+  )
+  text, head = verdict(stats, config.get('smoke', False), start)
   lines = [
     '# GiGPO vs GRPO on KeyDoor (multi-turn)',
     '',
@@ -555,11 +719,13 @@ def write_report(workdir, config, records, runs_, timing):
     f'iteration, {config.rl.iterations} iterations, {len(config.seeds)} seed(s); eval on '
     f'{config.eval.num_tasks} in-pool tasks every {config.eval.every} iterations, held-out '
     'layouts at the end.',
+    describe_warm_start(config, ws_info),
     '',
     '## Expected vs observed',
     '',
     f'Gate (first): {BASELINE} must end at >= {100 * TARGET:g}% greedy eval success (the '
-    "design's target), >= 8 points above its iteration-0 success and above the shuffled-reward "
+    "design's target), >= 8 points above its iteration-0 success (its start) and above the "
+    'shuffled-reward '
     'noise floor, in every seed; if not, the claim reads UNTESTABLE. Rule: confirmed if GiGPO '
     'AUC > GRPO AUC in every seed and episodes-to-50% fall by >= 25%, in every normalisation '
     'mode run; refuted if GiGPO <= GRPO within the seed range while >= 50% of rows are in '
@@ -632,8 +798,15 @@ def write_report(workdir, config, records, runs_, timing):
     'anchor state); our operationalisation of per-turn-index normalisation. Its bias is '
     'measured on a two-turn toy in tests/credit/gigpo_test.py (TurnIndexBiasTest).',
     '- Action masking: the policy samples from, and PPO uses log-probs of, the distribution '
-    'restricted to the 4 action tokens. Random init, no SFT, no KL, entropy coefficient '
-    f'{config.loss.ent_coef:g}, lr {config.optim.lr:g} (unless an arm sets its own).',
+    'restricted to the 4 action tokens. '
+    + (
+      'Random init, no SFT'
+      if ws_info is None
+      else 'Warm start as above (the SFT loss is the '
+      "cross-entropy of the same masked distribution on the demonstrations' action tokens)"
+    )
+    + f', no KL, entropy coefficient {config.loss.ent_coef:g}, lr {config.optim.lr:g} (unless an '
+    'arm sets its own).',
     '- Noise floor (`shuffled_reward`): GRPO (mean_std_norm over trajectories) on the episode '
     'returns of the same rollout slot of the previous task in the batch, so each advantage is '
     'independent of the episode it weights (`jaxca.estimators` stage `shuffled_reward`).',

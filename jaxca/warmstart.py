@@ -183,8 +183,19 @@ def cache_key(config, train, validation) -> tuple[str, dict]:
     seed=int(config.seeds[0]),
     data=_digest(train, validation),
   )
+  return section_key(sections), sections
+
+
+def section_key(sections: dict) -> str:
+  """The SHA-256 (16 hex digits) of the canonical JSON of `sections` (a JSON-able dict)."""
   canonical = json.dumps(sections, sort_keys=True, separators=(',', ':'))
-  return hashlib.sha256(canonical.encode()).hexdigest()[:16], sections
+  return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def digest(*batches) -> str:
+  """16 hex digits of SHA-256 over the arrays (dtype, shape, bytes) of dicts of arrays: a key
+  section standing for data that follow from the config (problems, demonstrations)."""
+  return _digest(*batches)
 
 
 def check_cache(info, key, sections, where):
@@ -195,7 +206,7 @@ def check_cache(info, key, sections, where):
   if 'key' not in info:
     raise runs.ConfigError(
       f'the warm-start cache in {where} has no key (made before keyed caches), so it may not '
-      f'match this config ({", ".join(KEY_SECTIONS)}); {remedy}.'
+      f'match this config ({", ".join(sorted(sections))}); {remedy}.'
     )
   if info['key'] == key:
     return
@@ -256,22 +267,14 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
   """
   ws = config.warmstart
   key, sections = cache_key(config, train, validation)
-  path = os.path.join(workdir, CKPT_DIR) if workdir else None
-  info_path = os.path.join(workdir, INFO_FILE) if workdir else None
-  if info_path and os.path.exists(info_path):
-    with open(info_path) as f:
-      info = json.load(f)
-    check_cache(info, key, sections, workdir)
-    params = checkpoint.load_params(path)
+  cached = load_cache(workdir, key, sections)
+  if cached is not None:
+    info = cached[1]
     runs.note(
       f'warm start: reused ({info["steps"]} steps, validation exact match '
       f'{info["validation_exact_match"]:.3f}, held-out {info["exact_match"]:.3f})'
     )
-    return jax.tree.map(jnp.asarray, params), info
-  if path and os.path.exists(path):
-    raise runs.ConfigError(
-      f'{path}/ exists without {INFO_FILE} (an interrupted warm start?); remove it to recompute.'
-    )
+    return cached
   tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
   state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
   update = jax.jit(lm.make_sft_update(policy, task, tx))
@@ -310,17 +313,48 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     key_sections=sections,
   )
   if workdir:
-    ckpt = checkpoint.Checkpointer(path, every=1, max_to_keep=1)
-    ckpt.maybe_save(step, dict(params=state['params']), force=True)
-    ckpt.close()
+    save_cache(workdir, state['params'], info)
     write_curve(workdir, curve)
-    with open(info_path, 'w') as f:
-      json.dump(info, f)
   runs.note(
     f'warm start: {step} steps, validation exact match {val_em:.3f}, held-out {test_em:.3f} '
     f'({info["seconds"]:.0f} s)'
   )
   return state['params'], info
+
+
+def load_cache(workdir, key, sections):
+  """(params, info) of the warm-start cache in `workdir` made with `key`; None if there is none.
+
+  The cache is `<workdir>/warmstart/` (the parameters) and `<workdir>/warmstart.json` (`info`,
+  with `key` and `key_sections`). '' or None: no cache.
+
+  Raises:
+    ConfigError: the cache was made with another key (or none), or the checkpoint exists
+      without its info file (an interrupted warm start).
+  """
+  if not workdir:
+    return None
+  path, info_path = os.path.join(workdir, CKPT_DIR), os.path.join(workdir, INFO_FILE)
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      info = json.load(f)
+    check_cache(info, key, sections, workdir)
+    return jax.tree.map(jnp.asarray, checkpoint.load_params(path)), info
+  if os.path.exists(path):
+    raise runs.ConfigError(
+      f'{path}/ exists without {INFO_FILE} (an interrupted warm start?); remove it to recompute.'
+    )
+  return None
+
+
+def save_cache(workdir, params, info):
+  """Writes the cache `load_cache` reads: `params` at step `info['steps']` and `info` (JSON,
+  holding `key` and `key_sections`)."""
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, CKPT_DIR), every=1, max_to_keep=1)
+  ckpt.maybe_save(int(info['steps']), dict(params=params), force=True)
+  ckpt.close()
+  with open(os.path.join(workdir, INFO_FILE), 'w') as f:
+    json.dump(info, f)
 
 
 def describe(config, info) -> str:

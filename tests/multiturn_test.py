@@ -135,6 +135,52 @@ FIXTURE = os.path.join(
 )
 
 
+class ScriptedRolloutTest(absltest.TestCase):
+  def setUp(self):
+    super().setUp()
+    self.env, self.policy, self.params, self.tasks = fixture()
+
+  def test_replaying_a_policy_rollout_gives_its_layout(self):
+    s = jax.device_get(
+      jax.jit(lambda p, k, t: multiturn.rollout(self.policy, p, k, self.env, t, group_size=G))(
+        self.params, jax.random.key(2), self.tasks
+      )
+    )
+    actions = jnp.asarray(np.maximum(s.actions, 0))
+    act = lambda states, turn, key: actions[:, turn]  # noqa: E731
+    fn = lambda k, t: multiturn.scripted_rollout(self.env, k, t, act, group_size=G)  # noqa: E731
+    for f in (jax.jit(fn), fn):
+      d = jax.device_get(f(jax.random.key(0), self.tasks))
+      for name in ('tokens', 'valid', 'mask', 'actions', 'anchors', 'rewards', 'done', 'active'):
+        np.testing.assert_array_equal(getattr(d, name), getattr(s, name), err_msg=name)
+      np.testing.assert_array_equal(d.log_probs, 0.0)
+
+  def test_sft_loss_is_action_masked_cross_entropy(self):
+    s = jax.device_get(
+      multiturn.scripted_rollout(
+        self.env, jax.random.key(3), self.tasks, keydoor.noisy_bfs_policy(self.env, 0.3)
+      )
+    )
+    batch = dict(tokens=s.tokens, valid=s.valid, mask=s.mask)
+    loss_fn = multiturn.make_sft_loss(self.policy, self.env)
+    loss, aux = jax.jit(loss_fn)(self.params, batch)
+    logits = np.asarray(self.policy.apply(self.params, s.tokens, s.valid).logits, np.float64)
+    lp, ids = self.env.prompt_len, list(self.env.action_ids)
+    nll, hits, n = 0.0, 0.0, 0
+    for row in range(s.tokens.shape[0]):
+      for j in np.flatnonzero(s.mask[row]):  # response column j predicts token lp + j
+        z = logits[row, lp + j - 1, ids]
+        logp = z - np.log(np.sum(np.exp(z - z.max()))) - z.max()
+        target = ids.index(int(s.tokens[row, lp + j]))
+        nll -= logp[target]
+        hits += float(np.argmax(z) == target)
+        n += 1
+    np.testing.assert_allclose(float(loss), nll / n, rtol=1e-5)
+    np.testing.assert_allclose(float(aux['action_accuracy']), hits / n, rtol=1e-6)
+    # the loss reads one token per turn taken (its action), never an observation token
+    np.testing.assert_array_equal(s.mask.sum(-1), s.active.sum(-1))
+
+
 class OneLearnerTest(absltest.TestCase):
   """The multi-turn run through the one LM learner (`lm.make_rl_update` with its two seams)."""
 

@@ -241,3 +241,97 @@ def random_policy_success(env: KeyDoorEnv, key, tasks: Task) -> jax.Array:
 
 def _bcast(flag, x):
   return flag.reshape(flag.shape + (1,) * (x.ndim - flag.ndim))
+
+
+# ----------------------------------------------------------------------------- BFS expert
+
+_FAR = 1 << 20  # the distance of a cell that cannot reach the target (or is blocked)
+
+
+def distance_maps(wall_grid: jax.Array, key: jax.Array, door: jax.Array) -> jax.Array:
+  """[2, size, size] int32 shortest-path move counts of one layout (pure JAX).
+
+  Map 0: moves to reach the key K while the door D is locked (D and walls block).
+  Map 1: moves to reach D with the key held (walls block; entering D is success).
+  Moves are the four grid steps; a blocked or unreachable cell reads `_FAR`. Computed by
+  `size * size` rounds of Bellman-Ford relaxation on the grid, i.e. breadth-first search.
+
+  Args:
+    wall_grid: [size, size] bool wall cells of the layout.
+    key, door: [2] int32 (r, c) of K and D.
+  """
+  size = wall_grid.shape[-1]
+  cells = jnp.arange(size)
+  at = lambda p: (cells[:, None] == p[0]) & (cells[None, :] == p[1])  # noqa: E731
+
+  def bfs(target, blocked):
+    d0 = jnp.where(at(target), 0, _FAR).astype(jnp.int32)
+
+    def relax(_, d):
+      pad = jnp.pad(d, 1, constant_values=_FAR)
+      nb = jnp.minimum(
+        jnp.minimum(pad[:-2, 1:-1], pad[2:, 1:-1]), jnp.minimum(pad[1:-1, :-2], pad[1:-1, 2:])
+      )
+      return jnp.where(blocked, _FAR, jnp.minimum(d, nb + 1))
+
+    return jax.lax.fori_loop(0, size * size, relax, d0)
+
+  to_key = bfs(key, wall_grid | at(door))
+  to_door = bfs(door, wall_grid)
+  return jnp.stack([to_key, to_door])
+
+
+def legal_actions(env: KeyDoorEnv, state: State) -> jax.Array:
+  """[4] bool: the actions (order of `ACTIONS`) that move (not a no-op into a wall, the locked
+  door or off the grid), by the env's own `step`."""
+  new, _, _ = jax.vmap(env.step, in_axes=(None, 0))(state, jnp.arange(len(ACTIONS)))
+  return jnp.any(new.pos != state.pos[None, :], axis=-1)
+
+
+def optimal_actions(env: KeyDoorEnv, state: State) -> jax.Array:
+  """[4] bool: the actions on a shortest path to success, key first, then door.
+
+  Without the key: the moves that bring the agent one step closer to K (the door is locked);
+  with it: one step closer to D. Success needs K then D, so a shortest path to K followed by
+  one from K to D is a shortest successful path. All False where the target is unreachable.
+  """
+  i = state.layout
+  d = distance_maps(env._wall_grid[i], env._key[i], env._door[i])[state.has_key.astype(jnp.int32)]
+  target = state.pos[None, :] + jnp.asarray(_DELTAS)
+  inside = jnp.all((target >= 0) & (target < env.size), axis=-1)
+  t = jnp.clip(target, 0, env.size - 1)
+  here = d[state.pos[0], state.pos[1]]
+  return inside & (d[t[:, 0], t[:, 1]] == here - 1) & (here < _FAR)
+
+
+def bfs_action(env: KeyDoorEnv, state: State) -> jax.Array:
+  """int32 index (into `ACTIONS`) of the first optimal action (`optimal_actions`); 0 if none."""
+  return jnp.argmax(optimal_actions(env, state)).astype(jnp.int32)
+
+
+def noisy_bfs_action(env: KeyDoorEnv, state: State, key: jax.Array, p_opt) -> jax.Array:
+  """int32 action index of the noisy-BFS demonstrator.
+
+  With probability `p_opt` an optimal action (`optimal_actions`, uniform among ties), else a
+  uniformly random legal action (`legal_actions`, which may itself be optimal); so a step is
+  optimal with probability >= p_opt. With no optimal (or no legal) action: uniform over
+  the legal (or all) actions.
+  """
+  k_coin, k_pick = jax.random.split(key)
+  opt, legal = optimal_actions(env, state), legal_actions(env, state)
+  use_opt = (jax.random.uniform(k_coin) < p_opt) & jnp.any(opt)
+  allowed = jnp.where(use_opt, opt, legal)
+  allowed = jnp.where(jnp.any(allowed), allowed, True)
+  return jax.random.categorical(k_pick, jnp.where(allowed, 0.0, -jnp.inf)).astype(jnp.int32)
+
+
+def noisy_bfs_policy(env: KeyDoorEnv, p_opt):
+  """A batched scripted policy `act(states, turn, key) -> [B] int32` (`noisy_bfs_action` per
+  row), for `jaxca.lm.multiturn.scripted_rollout`. p_opt=1 gives an optimal demonstrator."""
+
+  def act(states, turn, key):
+    del turn
+    keys = jax.random.split(key, states.layout.shape[0])
+    return jax.vmap(lambda s, k: noisy_bfs_action(env, s, k, p_opt))(states, keys)
+
+  return act

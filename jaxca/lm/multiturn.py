@@ -140,7 +140,6 @@ def rollout(
 
   def turn(carry, key):
     cache, logits, states, obs, done = carry
-    alive = ~done
     scaled = _action_logits(logits, action_ids, temperature)
     if greedy:
       action = jnp.argmax(scaled, axis=-1)
@@ -148,32 +147,21 @@ def rollout(
       action = jax.random.categorical(key, scaled, axis=-1)
     action = action.astype(jnp.int32)
     logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), action[:, None], axis=-1)[:, 0]
-    anchor = jax.vmap(env.anchor)(states)
-    new, reward, ended = jax.vmap(env.step)(states, action)
-    states = jax.tree.map(lambda a, b: jnp.where(_bcast(alive, a), a, b), new, states)
-    ended = alive & ended
-    done_next = done | ended
-    next_obs = jax.vmap(env.observe)(states)
-    token = jnp.where(alive, action_ids[action], env.pad_id)
-    feed = jnp.concatenate([token[:, None], next_obs], axis=1)
-    feed_valid = jnp.concatenate(
-      [alive[:, None], jnp.broadcast_to(~done_next[:, None], (batch, obs_len))], axis=1
+    states, next_obs, done_next, feed, feed_valid, ys = _env_turn(
+      env, states, obs, done, action, logp
     )
     out, cache = forward(feed, feed_valid, cache)
-    block = jnp.concatenate([jnp.where(alive[:, None], obs, env.pad_id), token[:, None]], axis=1)
-    ys = dict(
-      block=block,
-      alive=alive,
-      action=jnp.where(alive, action, -1),
-      logp=jnp.where(alive, logp, 0.0),
-      anchor=jnp.where(alive, anchor, -1),
-      reward=jnp.where(alive, reward, 0.0).astype(jnp.float32),
-      ended=ended,
-    )
     return (cache, out.logits[:, -1], states, next_obs, done_next), ys
 
   done0 = jnp.zeros((batch,), jnp.bool_)
   _, ys = jax.lax.scan(turn, (cache, logits, states, obs, done0), jax.random.split(key, horizon))
+  return _assemble(rep(prompts), ys, obs_len)
+
+
+def _assemble(prompts, ys, obs_len) -> Samples:
+  """`Samples` from the prompts [B, Lp] and a turn scan's outputs `ys` ([H, B, ...] each)."""
+  batch, prompt_len = prompts.shape
+  horizon, per_turn = ys['alive'].shape[0], obs_len + 1
   t_major = lambda x: jnp.swapaxes(x, 0, 1)  # [H, B, ...] -> [B, H, ...]
   alive = t_major(ys['alive'])  # [B, H]
   response = t_major(ys['block']).reshape(batch, horizon * per_turn)
@@ -183,7 +171,7 @@ def rollout(
   log_probs = jnp.zeros((batch, horizon, per_turn), jnp.float32)
   log_probs = log_probs.at[:, :, obs_len].set(t_major(ys['logp'])).reshape(batch, -1)
   return Samples(
-    tokens=jnp.concatenate([rep(prompts), response], axis=1),
+    tokens=jnp.concatenate([prompts, response], axis=1),
     valid=jnp.concatenate([jnp.ones((batch, prompt_len), jnp.bool_), resp_valid], axis=1),
     mask=mask,
     log_probs=log_probs,
@@ -196,6 +184,65 @@ def rollout(
       jnp.arange(horizon, dtype=jnp.int32) * per_turn + obs_len, (batch, horizon)
     ),
   )
+
+
+def _env_turn(env, states, obs, done, action, logp):
+  """One env turn of B rows: (states, next_obs, done_next, feed [B, K], feed_valid, ys)."""
+  batch, obs_len = obs.shape
+  alive = ~done
+  anchor = jax.vmap(env.anchor)(states)
+  new, reward, ended = jax.vmap(env.step)(states, action)
+  states = jax.tree.map(lambda a, b: jnp.where(_bcast(alive, a), a, b), new, states)
+  ended = alive & ended
+  done_next = done | ended
+  next_obs = jax.vmap(env.observe)(states)
+  token = jnp.where(alive, jnp.asarray(env.action_ids, jnp.int32)[action], env.pad_id)
+  feed = jnp.concatenate([token[:, None], next_obs], axis=1)
+  feed_valid = jnp.concatenate(
+    [alive[:, None], jnp.broadcast_to(~done_next[:, None], (batch, obs_len))], axis=1
+  )
+  block = jnp.concatenate([jnp.where(alive[:, None], obs, env.pad_id), token[:, None]], axis=1)
+  ys = dict(
+    block=block,
+    alive=alive,
+    action=jnp.where(alive, action, -1),
+    logp=jnp.where(alive, logp, 0.0),
+    anchor=jnp.where(alive, anchor, -1),
+    reward=jnp.where(alive, reward, 0.0).astype(jnp.float32),
+    ended=ended,
+  )
+  return states, next_obs, done_next, feed, feed_valid, ys
+
+
+def scripted_rollout(
+  env: token_env.TokenEnv, key: jax.Array, tasks, act: Callable, *, group_size: int = 1
+) -> Samples:
+  """`rollout`'s episodes and token layout with a scripted policy instead of a language policy.
+
+  For demonstrations (supervised warm starts with `make_sft_loss`). `act(states, turn, key)
+  -> [B] int32` picks each row's action index into `env.action_ids` from the batched env
+  states, the turn index and a PRNG key (e.g. `jaxca.envs.keydoor.noisy_bfs_policy`).
+  `log_probs` are 0. Same arguments and output as `rollout` otherwise.
+  """
+  if not isinstance(group_size, int) or group_size < 1:
+    raise ValueError(f'`group_size` must be a positive int; got {group_size!r}.')
+  rep = lambda x: jnp.repeat(x, group_size, axis=0)  # noqa: E731
+  prompts = rep(jax.vmap(env.prompt)(tasks).astype(jnp.int32))
+  states = jax.vmap(env.reset)(jax.tree.map(rep, tasks))
+  obs = jax.vmap(env.observe)(states)
+  batch = prompts.shape[0]
+
+  def turn(carry, xs):
+    states, obs, done = carry
+    t, k = xs
+    action = act(states, t, k).astype(jnp.int32)
+    states, obs, done, _, _, ys = _env_turn(env, states, obs, done, action, jnp.zeros((batch,)))
+    return (states, obs, done), ys
+
+  horizon = int(env.horizon)
+  xs = (jnp.arange(horizon), jax.random.split(key, horizon))
+  _, ys = jax.lax.scan(turn, (states, obs, jnp.zeros((batch,), jnp.bool_)), xs)
+  return _assemble(prompts, ys, int(env.obs_len))
 
 
 def _action_scores(logits, tokens, prompt_len, action_ids, temperature):
@@ -244,6 +291,30 @@ def make_score_fn(policy: transformer.Policy, env: token_env.TokenEnv, temperatu
     return logp, entropy, values
 
   return score
+
+
+def make_sft_loss(policy: transformer.Policy, env: token_env.TokenEnv) -> Callable:
+  """Returns loss_fn(params, batch) -> (loss, aux): behaviour cloning on the action tokens.
+
+  `batch` = dict(tokens [B, L], valid [B, L], mask [B, N]) in `rollout`'s layout (e.g. a
+  `scripted_rollout` of demonstrations). The loss is the mean over action tokens (`mask`)
+  of the cross-entropy of the action-masked distribution (`action_log_probs` at T=1, the
+  one the RL learner samples and scores); observation tokens carry no loss. `aux` holds
+  `action_accuracy` (the argmax action equals the demonstrated one).
+  """
+  lp = int(env.prompt_len)
+
+  def loss_fn(params, batch):
+    tokens, valid, mask = batch['tokens'], batch['valid'], batch['mask']
+    logits = policy.apply(params, tokens, valid).logits
+    logp, _ = _action_scores(logits, tokens, lp, env.action_ids, 1.0)
+    scaled = _action_logits(logits[:, lp - 1 : -1], env.action_ids, 1.0)
+    best = jnp.take(jnp.asarray(env.action_ids), jnp.argmax(scaled, axis=-1))
+    hit = (best == tokens[:, lp:]).astype(jnp.float32)
+    aux = dict(action_accuracy=ops.masked_mean(hit, mask))
+    return ops.masked_mean(-logp, mask), jax.lax.stop_gradient(aux)
+
+  return loss_fn
 
 
 # ----------------------------------------------------------------------------- providers

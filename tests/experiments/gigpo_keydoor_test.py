@@ -40,8 +40,10 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual(names, ['grpo_msn', 'gigpo_msn', report.NOISE_FLOOR_ARM])
     self.assertEqual(experiment.BASELINE, names[0])
     self.assertGreaterEqual(len(config.seeds), 4)
-    self.assertGreaterEqual(config.rl.iterations, 300)
+    self.assertGreaterEqual(config.rl.iterations, 150)  # from the noisy-BFS warm start
     self.assertEqual(config.optim.lr, 1e-3)
+    self.assertIsNotNone(config.warmstart)
+    self.assertLess(config.warmstart.stop_at, experiment.TARGET)  # RL has room to the target
     self.assertIn(report.NOISE_FLOOR_ARM, [a['name'] for a in config_module.full_arms()])
 
   def test_duplicate_arm_names_are_refused(self):
@@ -145,6 +147,43 @@ def test_verdict_is_untestable_unless_grpo_learns_in_every_seed(learns):
   assert f'**GiGPO beats GRPO**: **{head}**' in text
 
 
+def _ws_setup(**over):
+  config = config_module.get_config('smoke')
+  config.warmstart.update(**over)
+  env, policy, *_ = experiment.make_fns(config)
+  eval_tasks = env.sample_tasks(jax.random.key(5), config.eval.num_tasks)
+  return config, env, policy, eval_tasks
+
+
+def test_validation_tasks_are_distinct_and_disjoint_from_the_eval_tasks():
+  _, env, _, eval_tasks = _ws_setup()  # smoke: 4x4, 4 layouts, few tasks, collisions matter
+  val = experiment.validation_tasks(env, eval_tasks, 8, seed=3)
+  pairs = list(zip(np.asarray(val.layout).tolist(), np.asarray(val.start).tolist()))
+  taken = set(zip(np.asarray(eval_tasks.layout).tolist(), np.asarray(eval_tasks.start).tolist()))
+  assert len(pairs) == 8 and len(set(pairs)) == 8 and not set(pairs) & taken
+  ok = env.layouts['start_ok']
+  assert all(lay < env.num_layouts and ok[lay, c] for lay, c in pairs)
+
+
+def test_warm_start_is_cached_by_key_and_a_stale_cache_is_refused(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  config, env, policy, eval_tasks = _ws_setup()
+  params, info = experiment.warm_start(config, env, policy, eval_tasks, workdir)
+  assert info['steps'] == config.warmstart.max_steps and len(info['curve']) == 2
+  with open(os.path.join(workdir, 'warmstart_curve.csv')) as f:
+    assert f.readline().strip() == 'step,validation_greedy_success'
+  config2, env2, policy2, _ = _ws_setup(p_opt=0.5)  # built before training is forbidden
+  monkeypatch.setattr(
+    experiment.train_lib, 'make_gradient_step', lambda *a: pytest.fail('retrained')
+  )
+  again, info2 = experiment.warm_start(config, env, policy, eval_tasks, workdir)
+  assert info2['key'] == info['key']
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+  with pytest.raises(runs.ConfigError) as err:
+    experiment.warm_start(config2, env2, policy2, eval_tasks, workdir)
+  assert '\n' not in str(err.value) and 'warmstart.p_opt' in str(err.value)
+
+
 def test_smoke_cli_writes_results(tmp_path):
   workdir = str(tmp_path / 'run')
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
@@ -153,13 +192,21 @@ def test_smoke_cli_writes_results(tmp_path):
   cmd += ['configs/gigpo_keydoor.py:smoke', '--workdir', workdir]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-  for name in ('results.md', 'F4.png', 'F5.png', 'metrics.jsonl', 'done.json'):
+  for name in (
+    'results.md',
+    'F4.png',
+    'F5.png',
+    'metrics.jsonl',
+    'done.json',
+    'warmstart_curve.csv',
+  ):
     assert os.path.exists(os.path.join(workdir, name)), name
   text = open(os.path.join(workdir, 'results.md')).read()
   assert '## Expected vs observed' in text
   assert '**GiGPO beats GRPO**' in text and '**Gate**' in text
   assert any(f'**{w}**' in text for w in ('CONFIRMED', 'REFUTED', 'INCONCLUSIVE', 'UNTESTABLE'))
   assert '(smoke: not a result)' in text
+  assert 'noisy-BFS demonstrations' in text
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   config = config_module.get_config('smoke')
