@@ -16,8 +16,9 @@ private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
 `token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
 `gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
-and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions; `turns` turn-level credit for tool-using agents
-(MatchTIR matched tool-call rewards and dual-level advantage, MARS, turn-level GAE).
+and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions; `turns`
+turn-level credit for tool-using agents (MatchTIR matched tool-call rewards and
+dual-level advantage, MARS, turn-level GAE).
 """
 
 from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups

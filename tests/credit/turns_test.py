@@ -3,7 +3,6 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
-import jax.numpy as jnp
 import numpy as np
 
 from jaxca.credit import turns
