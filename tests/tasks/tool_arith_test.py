@@ -12,6 +12,7 @@ from jaxca import estimators
 from jaxca.lm import multiturn
 from jaxca.networks import transformer
 from jaxca.tasks import tool_arith
+from tests.reference import turns as ref
 
 OPS = {'add': lambda x, a: x + a, 'sub': lambda x, a: x - a, 'mul': lambda x, a: x * a}
 
@@ -119,8 +120,6 @@ class RolloutTest(absltest.TestCase):
         {'name': str(o), 'parameters': {'p': int(v)}}
         for o, v in zip(rep['ops'][b], rep['operands'][b])
       ]
-      from tests.reference import turns as ref  # noqa: PLC0415
-
       want = ref.hard_rewards(calls, refs, -0.5)
       is_call = np.asarray(s.active[b]) & (np.asarray(s.actions[b]) < env.num_calls)
       np.testing.assert_allclose(
