@@ -139,10 +139,13 @@ class Arm:
     def evaluate(params, tasks):
       s = multiturn.rollout(policy, params, jax.random.key(0), env, tasks, group_size=1,
                             greedy=True)  # fmt: skip
-      calls, _, prec = tool_arith.call_metrics(env, tasks, s.actions, s.active)
+      calls, exact, prec = tool_arith.call_metrics(env, tasks, s.actions, s.active)
+      k = env.num_steps
       return dict(
         accuracy=jnp.mean(jnp.any(s.rewards > 0.5, -1)),
-        precision=jnp.mean(prec),
+        precision=jnp.mean(prec),  # 1 for a problem without calls, as the official metric
+        recall=jnp.mean(exact / k),
+        f1=jnp.mean(2.0 * exact / (calls + k)),  # the official `solve_f1`
         calls=jnp.mean(calls),
       )
 
@@ -175,6 +178,8 @@ def summarize(records, seeds, arms):
       final=last['eval_accuracy'],
       best=max(r['eval_accuracy'] for r in recs if 'eval_accuracy' in r),
       precision=last['eval_precision'],
+      recall=last['eval_recall'],
+      f1=last['eval_f1'],
       calls=last['eval_calls'],
       train_precision=float(np.mean([r['precision'] for r in its[-10:]])) if its else None,
       steps=last['iteration'],
@@ -238,6 +243,7 @@ RUN_COLUMNS = (
   ra.Column('final acc %', 'final', pct=True),
   ra.Column('best acc %', 'best', pct=True),
   ra.Column('precision %', 'precision', pct=True),
+  ra.Column('recall %', 'recall', pct=True),
   ra.Column('calls', 'calls', digits=2),
   ra.Column('steps', 'steps', cell=str),
   ra.Column('train s', 'wall', digits=1),
@@ -247,6 +253,7 @@ RUN_COLUMNS = (
 MEAN_COLUMNS = (
   ra.Column('final acc %', 'final', pct=True),
   ra.Column('precision %', 'precision', pct=True),
+  ra.Column('call F1 %', 'f1', pct=True),
   ra.Column('calls', 'calls', digits=2, fold='mean'),
   ra.Column('train s/step', 's_per_step', digits=3, fold='mean'),
 )
@@ -308,9 +315,11 @@ Setting: ToolArith (`jaxca.tasks.tool_arith`), K={e.num_steps} operations mod {e
 (disjoint). Policy {config.policy.depth} layers, d={config.policy.width}, random init, no SFT.
 Each run: {rl.prompts} problems x G={rl.group_size} per step at temperature {rl.temperature},
 {rl.num_epochs} epoch(s) x {rl.num_minibatches} minibatches, Adam {config.optim.lr}, no KL, no
-entropy bonus, {rl.iterations} steps; held-out greedy accuracy, tool-call precision (calls
-matched exactly by the optimal assignment / calls; 1 without calls) and calls per problem every
-{rl.eval_every} steps. Credit options: `{json.dumps(config.credit.to_dict())}`. Seeds {seeds}:
+entropy bonus, {rl.iterations} steps; every {rl.eval_every} steps, on the held-out problems
+(greedy): accuracy, tool-call precision (calls matched exactly by the optimal assignment /
+calls; 1 for a problem without calls, as the official metric, so a policy that stops calling
+scores 1), recall (exact calls / K), call F1 (2 exact / (calls + K), the official `solve_f1`)
+and calls per problem. Credit options: `{json.dumps(config.credit.to_dict())}`. Seeds {seeds}:
 a seed fixes the init, batches and sampling keys, identical across arms. Arms:
 
 {arm_lines}
