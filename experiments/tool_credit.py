@@ -55,7 +55,8 @@ def arm_estimator(config, name):
   """The estimator of arm `name`: its spec with the shared credit options (its own over them)."""
   arm = config.arms[name]
   opts = {k: config.credit[k] for k in CREDIT_KEYS}
-  opts.update(arm.get('credit', None) or {})
+  over = arm.get('credit', None)
+  opts.update(over.to_dict() if over else {})
   return estimators.from_config(dict(opts, estimator=arm.estimator))
 
 
@@ -305,6 +306,11 @@ def write_results(config, workdir, summary, times):
   arm_lines = '\n'.join(
     f'- `{a}` ({config.arms[a].label}): estimator `{config.arms[a].estimator}`'
     + (f', matched turn rewards `{config.arms[a].assignment}`' if config.arms[a].assignment else '')
+    + (
+      f', credit `{json.dumps(config.arms[a].credit.to_dict())}`'
+      if 'credit' in config.arms[a]
+      else ''
+    )
     for a in arms
   )
   intro = f"""{header}

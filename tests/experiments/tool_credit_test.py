@@ -21,7 +21,7 @@ TIMEOUT_S = 900
 
 
 def test_configs_validate_and_default_arms():
-  for arg in (None, 'smoke', 'pilot'):
+  for arg in (None, 'smoke', 'pilot', 'full'):
     tc.validate(config_mod.get_config(arg))
   c = config_mod.get_config()
   assert list(c.run_arms) == ['grpo', 'matchtir_km', 'matchtir_ot', 'turn_gae',
@@ -30,6 +30,10 @@ def test_configs_validate_and_default_arms():
   assert tc.arm_estimator(c, 'matchtir_km').name == 'matchtir'
   assert tc.arm_estimator(c, 'turn_gae').name == 'turn_gae | whiten'
   assert c.arms.matchtir_km.assignment == 'km' and c.arms.matchtir_ot.assignment == 'ot'
+  full = config_mod.get_config('full')
+  assert 'mars_km' in full.run_arms and tc.arm_estimator(full, 'mars_km').name == 'mars | whiten'
+  gae = tc.arm_estimator(c, 'turn_gae')
+  assert float(gae.hparams['terms'][0]['gamma']) == 1.0
 
 
 @pytest.mark.parametrize(
