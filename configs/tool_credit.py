@@ -7,7 +7,7 @@ precision; the hard assignment (Kuhn-Munkres) beats the soft one (optimal transp
 scale (the paper's ablation).
 
   python -m experiments.tool_credit --config configs/tool_credit.py \
-      --workdir results/tool_credit       # default: 5 arms x 4 seeds x 150 it, ~15-20 min
+      --workdir results/tool_credit_protocol   # default: 5 arms x 4 seeds x 150 it, ~15-20 min
   python -m experiments.tool_credit --config configs/tool_credit.py:pilot   # 1 seed, 40 it
   python -m experiments.tool_credit --config configs/tool_credit.py:full    # + MARS arm
   python -m experiments.tool_credit --config configs/tool_credit.py:smoke   # seconds
