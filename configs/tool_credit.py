@@ -3,8 +3,9 @@ r"""Turn-level credit for a tool-using agent on ToolArith (MatchTIR, arXiv 2601.
 Claims tested (MatchTIR): turn-level rewards from matching the predicted tool calls against
 the reference calls, combined with the trajectory-level outcome by the dual-level advantage,
 beat the trajectory-level outcome reward alone (GRPO) on final accuracy and on tool-call
-precision; the hard assignment (Kuhn-Munkres) beats the soft one (optimal transport) at small
-scale (the paper's ablation).
+precision (also judged on call F1, the official test score: precision is 1 for a problem
+without calls, so a policy that stops calling scores 1); the hard assignment (Kuhn-Munkres)
+beats the soft one (optimal transport) at small scale (the paper's ablation).
 
   python -m experiments.tool_credit --config configs/tool_credit.py \
       --workdir results/tool_credit_protocol   # default: 5 arms x 4 seeds x 150 it, ~15-20 min

@@ -220,6 +220,7 @@ def _claim(summary, seeds, a, b, key, text):
 CLAIMS = (
   ('matchtir_km', 'grpo', 'final', 'Matched turn credit (KM) beats outcome-only GRPO on accuracy'),
   ('matchtir_km', 'grpo', 'precision', 'Matched turn credit (KM) beats GRPO on call precision'),
+  ('matchtir_km', 'grpo', 'f1', 'Matched turn credit (KM) beats GRPO on call F1 (official score)'),
   ('matchtir_km', 'matchtir_ot', 'final', 'Hard (KM) matching beats soft (OT) on accuracy'),
 )
 

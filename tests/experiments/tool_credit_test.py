@@ -58,7 +58,8 @@ def test_bad_configs_are_refused_with_one_line(override, match):
 
 def _summary(finals, precision=None, warm=0.1):
   return {
-    k: dict(warm=warm, final=v, precision=(precision or {}).get(k, 0.5)) for k, v in finals.items()
+    k: dict(warm=warm, final=v, precision=(precision or {}).get(k, 0.5), f1=v)
+    for k, v in finals.items()
   }
 
 
@@ -73,6 +74,7 @@ def test_verdict_confirms_only_with_four_seeds_won_beyond_the_spread():
   assert '**Gate**: **PASSED**' in text
   assert 'beats outcome-only GRPO on accuracy**: **CONFIRMED**' in text
   assert 'on call precision**: **REFUTED**' in text  # equal precision: gap 0
+  assert 'on call F1 (official score)**: **CONFIRMED**' in text
   assert 'soft (OT) on accuracy**: **REFUTED**' in text  # within the seed spread
   three = tc.verdict(_summary(finals), seeds[:3], arms)
   assert 'GRPO on accuracy**: **INCONCLUSIVE**' in three
