@@ -7,6 +7,8 @@ Shape legend (batch-major; used throughout jaxca):
      the environment steps of an episode.
   S  steps of a row: contiguous spans of tokens (reasoning steps, turns); S is a
      static upper bound, S <= T (a step has at least one token).
+  U  turns of a row (agent turns: the policy's span between two environment / tool
+     replies); a static upper bound, U <= T.
 
 Index `t` is the transition (s_t, a_t, r_t, s_{t+1}); `values[t] = V(s_t)`;
 `discounts[t] = gamma * (1 - terminated after t)`. Masks are bool and True where
@@ -47,6 +49,13 @@ Fields (each documented here once; the optional ones are None when absent):
   reward_components [B, C] float32 one outcome score per reward component
                                   (C components, e.g. correctness and format:
                                   GDPO, arXiv 2601.05242).
+  turn_ids        [B, T] int32    turn index in [0, U) of each token; -1 for a token in
+                                  no turn (tool / environment replies, padding).
+  turn_rewards    [B, U] float32  reward of each turn (e.g. MatchTIR's matched tool-call
+                                  rewards, arXiv 2601.10712); 0 at turns that do not occur.
+  agent_ids       [B]    int32    the agent (role, player) that acted in each row, in
+                                  [0, B) (MARS's agent-specific normalisation,
+                                  arXiv 2510.15414).
   extras          dict[str, Array] fields a method needs before they earn a
                                   name here (looked up by `get` like the rest).
 
@@ -78,11 +87,15 @@ FIELDS = (
   'mc_values',
   'token_weights',
   'reward_components',
+  'turn_ids',
+  'turn_rewards',
+  'agent_ids',
 )
 TOKEN_FIELDS = ('rewards', 'mask', 'discounts', 'values', 'log_probs', 'entropies')
-TOKEN_FIELDS += ('step_ids', 'token_weights')
+TOKEN_FIELDS += ('step_ids', 'token_weights', 'turn_ids')
 STEP_FIELDS = ('step_rewards', 'anchor_ids', 'mc_values')
-ROW_FIELDS = ('bootstrap_value', 'group_ids')
+TURN_FIELDS = ('turn_rewards',)
+ROW_FIELDS = ('bootstrap_value', 'group_ids', 'agent_ids')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +116,9 @@ class Trajectory:
   mc_values: Optional[jax.Array] = None
   token_weights: Optional[jax.Array] = None
   reward_components: Optional[jax.Array] = None
+  turn_ids: Optional[jax.Array] = None
+  turn_rewards: Optional[jax.Array] = None
+  agent_ids: Optional[jax.Array] = None
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   num_groups: Optional[int] = None
   groups_contiguous: bool = False
@@ -135,6 +151,11 @@ class Trajectory:
       if x is not None:
         return x.shape[-1]
     return None
+
+  @property
+  def num_turns(self) -> Optional[int]:
+    """U, from `turn_rewards` (None when absent)."""
+    return None if self.turn_rewards is None else self.turn_rewards.shape[-1]
 
 
 jax.tree_util.register_dataclass(

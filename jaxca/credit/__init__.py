@@ -16,7 +16,9 @@ private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
 `token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
 `gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
-and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions.
+and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions; `turns`
+turn-level credit for tool-using agents (MatchTIR matched tool-call rewards and
+dual-level advantage, MARS, turn-level GAE).
 """
 
 from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups
@@ -24,6 +26,7 @@ from jaxca.credit import macro  # MA-RLHF macro actions: termination rules, macr
 from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
+from jaxca.credit import turns  # MatchTIR matched turn rewards, MARS, turn-level GAE
 from jaxca.credit.gae import gae
 from jaxca.credit.gigpo import group_ids_from_keys
 from jaxca.credit.group import group_relative
@@ -64,5 +67,6 @@ __all__ = (
   'pure_baseline',
   'token_credit',
   'traces',
+  'turns',
   'waad',
 )

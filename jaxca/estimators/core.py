@@ -158,10 +158,15 @@ def check_trajectory(traj: Trajectory) -> Trajectory:
     x = getattr(traj, name)
     if x is not None and tuple(np.shape(x)) != (b, s):
       raise ValueError(f'`{name}` must be [B, S] = {(b, s)}; got {tuple(np.shape(x))}.')
-  if traj.step_ids is not None and not jnp.issubdtype(
-    jnp.asarray(traj.step_ids).dtype, jnp.integer
-  ):
-    raise TypeError('`step_ids` must be an integer array.')
+  u = traj.num_turns
+  for name in types.TURN_FIELDS:
+    x = getattr(traj, name)
+    if x is not None and tuple(np.shape(x)) != (b, u):
+      raise ValueError(f'`{name}` must be [B, U] = {(b, u)}; got {tuple(np.shape(x))}.')
+  for name in ('step_ids', 'turn_ids'):
+    x = getattr(traj, name)
+    if x is not None and not jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer):
+      raise TypeError(f'`{name}` must be an integer array.')
   return traj.replace(rewards=rewards, mask=mask)
 
 
@@ -204,6 +209,13 @@ def step_layout(traj: Trajectory):
   step_ids = jnp.where(traj.mask, traj.step_ids, -1)
   count = ops.to_steps(jnp.ones_like(traj.rewards), step_ids, traj.num_steps, 'count')
   return count > 0, step_ids, count
+
+
+def turn_layout(traj: Trajectory):
+  """(valid [B, U] bool: turns with a valid token, turn_ids [B, T] with -1 where masked)."""
+  turn_ids = jnp.where(traj.mask, traj.turn_ids, -1)
+  count = ops.to_steps(jnp.ones_like(traj.rewards), turn_ids, traj.num_turns, 'count')
+  return count > 0, turn_ids
 
 
 # ----------------------------------------------------------------------------- spec and registry

@@ -16,11 +16,11 @@ are padding with `valid` False.
 The learner is the single-turn one (`learner.make_rl_phases` / `make_rl_update`) with
 two seams handed in: `make_collect` (this rollout, old and reference log-probs from
 `make_score_fn`, one row per episode with each turn's reward on its action token, and
-the provider overrides `PROVIDERS`: `step_ids` = turn index, `step_rewards` = per-turn
-rewards, `anchor_ids` = the env's anchor at the start of each turn, `history_ids`,
-`entropies` of the action distribution) and `make_score_fn` (teacher-forced log-probs of
-the action-masked distribution). So every objective, KL option, value head or critic and
-DAPO option applies here too. Nothing here is jitted.
+the provider overrides `PROVIDERS`: `step_ids` = `turn_ids` = turn index, `step_rewards` =
+`turn_rewards` = per-turn rewards, `agent_ids` = 0, `anchor_ids` = the env's anchor at the
+start of each turn, `history_ids`, `entropies` of the action distribution) and
+`make_score_fn` (teacher-forced log-probs of the action-masked distribution). So every
+objective, KL option, value head or critic and DAPO option applies here too. Nothing here is jitted.
 """
 
 from typing import Callable
@@ -374,16 +374,21 @@ def history_ids(actions: jax.Array, active: jax.Array) -> jax.Array:
   return jnp.where(active, hs, -1)
 
 
-def _step_ids(ctx):
+def _turn_index(ctx):
   n, horizon = ctx.mask.shape[1], ctx.extras.active.shape[1]
   turn = jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n // horizon)[None, :]
-  return dict(step_ids=jnp.where(ctx.mask, turn, -1).astype(jnp.int32))
+  return jnp.where(ctx.mask, turn, -1).astype(jnp.int32)
 
 
 # The multi-turn rollout's overrides of `providers.PROVIDERS` (`ctx.extras` is its `Turns`);
 # groups, log-probs, values and reference log-probs come from the one table.
+# `turn_ids` / `turn_rewards` are the same turns and per-turn rewards under the turn-level names
+# (`estimators.turns`); `agent_ids` is 0 (one agent).
 PROVIDERS: Dict[str, Callable] = {
-  'step_ids': _step_ids,
+  'step_ids': lambda ctx: dict(step_ids=_turn_index(ctx)),
+  'turn_ids': lambda ctx: dict(turn_ids=_turn_index(ctx)),
+  'turn_rewards': lambda ctx: dict(turn_rewards=ctx.extras.rewards),
+  'agent_ids': lambda ctx: dict(agent_ids=jnp.zeros(ctx.mask.shape[:1], jnp.int32)),
   'step_rewards': lambda ctx: dict(step_rewards=ctx.extras.rewards),
   'anchor_ids': lambda ctx: dict(anchor_ids=ctx.extras.anchors),
   'history_ids': lambda ctx: dict(history_ids=history_ids(ctx.extras.actions, ctx.extras.active)),

@@ -66,6 +66,7 @@ CASES = {
   'token_credit': ('token_credit', 'configs/token_credit.py:smoke', []),
   'policy_objectives': ('policy_objectives', 'configs/policy_objectives.py:smoke', []),
   'gigpo_keydoor': ('gigpo_keydoor', 'configs/gigpo_keydoor.py:smoke', []),
+  'tool_credit': ('tool_credit', 'configs/tool_credit.py:smoke', []),
   'ppo_gymnax': ('ppo_gymnax', 'configs/ppo_gymnax.py:smoke', []),
   'llm_rl': ('llm_rl', 'configs/llm_rl.py:smoke', []),
 }
