@@ -16,7 +16,8 @@ private engines `_recurrence` (blocked reverse linear recurrence) and
 `_divide_and_conquer` (exact trajectory-aware traces) sit beside the kernels using them.
 `token_credit` holds token-level signals (GTPO, GRPO-S, HICRA, FAI, WAAD);
 `gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
-and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions.
+and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions;
+`tree` rollout-tree node values and TreeRL / SPO-tree / TreePS-RAG advantages.
 """
 
 from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups
@@ -24,6 +25,7 @@ from jaxca.credit import macro  # MA-RLHF macro actions: termination rules, macr
 from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
+from jaxca.credit import tree  # rollout trees: node values, TreeRL / SPO-tree advantages
 from jaxca.credit.gae import gae
 from jaxca.credit.gigpo import group_ids_from_keys
 from jaxca.credit.group import group_relative
@@ -64,5 +66,6 @@ __all__ = (
   'pure_baseline',
   'token_credit',
   'traces',
+  'tree',
   'waad',
 )
