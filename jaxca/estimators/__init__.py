@@ -29,7 +29,9 @@ docstring and maths, in the family module:
     (arXiv 2509.03646);
   * `implicit`: implicit_reward, the dense token credit of a DPO-trained policy
     (arXiv 2404.12358);
-  * `macro`: macro_gae, PPO's GAE over MA-RLHF macro actions (arXiv 2410.02743).
+  * `macro`: macro_gae, PPO's GAE over MA-RLHF macro actions (arXiv 2410.02743);
+  * `tree`: treerl (arXiv 2506.11902), spo_tree (arXiv 2505.23564), tree_step (TreePS-RAG,
+    arXiv 2601.06922) over rollout trees (`node_ids`, `parent_ids` in `extras`).
 
 Options of `make` go to every chosen stage that takes them (e.g. `gamma` to 'gae' and
 'reinforce'). An option that no stage of the spec reads is an error naming the stages that
@@ -61,6 +63,7 @@ from jaxca.estimators import macro
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
+from jaxca.estimators import tree
 from jaxca.estimators.core import Estimator
 from jaxca.estimators.core import Stage
 from jaxca.estimators.core import Targets
@@ -76,6 +79,7 @@ STAGES: dict = {
   **token.STAGES,
   **implicit.STAGES,
   **macro.STAGES,
+  **tree.STAGES,
 }
 
 __all__ = [
