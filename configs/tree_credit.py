@@ -1,7 +1,7 @@
 r"""Tree rollouts + tree credit vs independent samples (GRPO, SPO-chain, VinePPO) at equal tokens.
 
   python -m experiments.tree_credit --config configs/tree_credit.py --workdir results/tree_credit
-      # default: 6 arms x 4 seeds (not timed yet: run :pilot first)
+      # default: 6 arms x 4 seeds; NOT RUN YET, likely over 25 min (see the timing note)
   python -m experiments.tree_credit --config configs/tree_credit.py:pilot     # timing, 1 seed
   python -m experiments.tree_credit --config configs/tree_credit.py:smoke     # seconds
 
@@ -26,6 +26,12 @@ prefixes count once). grpo and the noise floor run rl.iterations; an arm with `t
 'grpo'` runs until its generated tokens reach GRPO's final count of the same seed (at most
 rl.max_iterations). The trees sample fewer tokens per iteration than GRPO, so they run more
 iterations; the MC arms far fewer. Every arm also stops at rl.max_wall_s (a safety cap).
+
+Timing note (a 300 s slice of `:pilot` on the shared 2-core CPU at load ~10, not a quiet
+machine): warm start 62 s (190 SFT steps), GRPO 1.9 s/iteration, the noise floor 1.7. With
+the trees at ~1.5x GRPO's iterations of the same update size, a seed of the default
+costs roughly 4 x GRPO's 150 iterations plus the MC arms: estimate the default on a quiet
+machine before running it, and drop `treerl` from run_arms if it does not fit.
 """
 
 import ml_collections
