@@ -30,7 +30,7 @@ iterations; the MC arms far fewer. Every arm also stops at rl.max_wall_s (a safe
 Timing note (a 300 s slice of `:pilot` on the shared 2-core CPU at load ~10, not a quiet
 machine): warm start 62 s (190 SFT steps), GRPO 1.9 s/iteration, the noise floor 1.7. With
 the trees at ~1.5x GRPO's iterations of the same update size, a seed of the default
-costs roughly 4 x GRPO's 150 iterations plus the MC arms: estimate the default on a quiet
+costs roughly 5 x GRPO's 150 iterations plus the MC arms: estimate the default on a quiet
 machine before running it, and drop `treerl` from run_arms if it does not fit.
 """
 
