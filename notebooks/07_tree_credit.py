@@ -116,6 +116,16 @@ rules = {
 print('node      ' + ' '.join(f'{i:>6d}' for i in range(len(parents))))
 for name, x in rules.items():
   print(f'{name:<17}' + ' '.join(f'{v:6.2f}' for v in np.asarray(x)))
+fig, ax = plt.subplots(figsize=(10, 3.5))
+nodes = np.arange(1, len(parents))
+for i, (name, x) in enumerate(list(rules.items())[1:]):
+  ax.bar(nodes + 0.2 * (i - 1.5), np.asarray(x)[1:], width=0.2, label=name)
+ax.axhline(0, color='k', lw=0.5)
+ax.set_xticks(nodes)
+ax.set_xlabel('node')
+ax.set_ylabel('segment credit')
+ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## 3. Learning curves at equal generated tokens
