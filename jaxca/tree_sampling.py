@@ -11,6 +11,9 @@ Branch points (`branch_at`):
   * 'fixed': a node's segment is its `segment_len` tokens (SPO-tree cuts every M tokens,
     arXiv 2505.23564, Sec. 4; step boundaries of a task with fixed-width steps); children
     continue where the parent stopped.
+  * 'step': a node's segment ends after the step separator `sep_id` (or at `segment_len`
+    tokens): one reasoning step per node, branching at step boundaries (TreePS-RAG's steps,
+    arXiv 2601.06922); a path stops at EOS only.
   * 'entropy' / 'surprisal': EPTree (TreeRL, arXiv 2506.11902, Sec. 3.1). A node samples a
     chain of `segment_len` tokens; the column of highest entropy of the sampling
     distribution ('entropy', the paper) or highest -log p of the sampled token
@@ -42,7 +45,7 @@ from jaxca import sampling
 from jaxca.credit import tree as tree_credit
 from jaxca.networks import transformer
 
-BRANCH_AT = ('fixed', 'entropy', 'surprisal')
+BRANCH_AT = ('fixed', 'step', 'entropy', 'surprisal')
 
 
 class TreeSamples(NamedTuple):
@@ -80,7 +83,7 @@ class TreeSamples(NamedTuple):
   generated: jax.Array
 
 
-def _check(policy, prompts, branching, segment_len, branch_at, min_split, eos_id, pad_id):
+def _check(policy, prompts, branching, segment_len, branch_at, min_split, eos_id, pad_id, sep_id):
   branching, segment_len = tuple(branching), tuple(segment_len)
   if not branching or any(not isinstance(b, int) or b < 1 for b in branching):
     raise ValueError(f'`branching` must be a non-empty tuple of ints >= 1; got {branching!r}.')
@@ -92,7 +95,9 @@ def _check(policy, prompts, branching, segment_len, branch_at, min_split, eos_id
     )
   if branch_at not in BRANCH_AT:
     raise ValueError(f'`branch_at` must be one of {BRANCH_AT}; got {branch_at!r}.')
-  if branch_at != 'fixed' and not 1 <= min_split < min(segment_len[:-1] or (2,)):
+  if (branch_at == 'step') != (sep_id is not None):
+    raise ValueError(f"`sep_id` is needed by branch_at='step' only; got {sep_id!r}.")
+  if branch_at in ('entropy', 'surprisal') and not 1 <= min_split < min(segment_len[:-1] or (2,)):
     raise ValueError(
       f'`min_split` must be in [1, {min(segment_len[:-1] or (2,))}) (below every non-leaf '
       f'segment_len); got {min_split!r}.'
@@ -100,7 +105,7 @@ def _check(policy, prompts, branching, segment_len, branch_at, min_split, eos_id
   for name, value in (('eos_id', eos_id), ('pad_id', pad_id)):
     if not isinstance(value, int) or not 0 <= value < policy.vocab_size:
       raise ValueError(f'`{name}` must be an int in [0, {policy.vocab_size}); got {value!r}.')
-  extra = len(branching) - 1 if branch_at != 'fixed' else 0
+  extra = len(branching) - 1 if branch_at in ('entropy', 'surprisal') else 0
   if prompts.shape[1] + sum(segment_len) + extra > policy.max_len:
     raise ValueError(
       f'prompt length {prompts.shape[1]} + sum(segment_len) {sum(segment_len)} (+ {extra} '
@@ -123,6 +128,7 @@ def sample_tree(
   temperature: float = 1.0,
   branch_at: str = 'fixed',
   min_split: int = 1,
+  sep_id=None,
 ) -> TreeSamples:
   """Samples one tree per prompt (see the module docstring).
 
@@ -138,9 +144,10 @@ def sample_tree(
       'fixed' mode; EPTree may still branch before it).
     pad_id: token of the masked columns.
     temperature: logits are divided by it (traceable).
-    branch_at: 'fixed', 'entropy' or 'surprisal'.
+    branch_at: 'fixed', 'step', 'entropy' or 'surprisal'.
     min_split: EPTree's first allowed branch column (>= 1: the first token of a segment is
       never a branch point, as in the official code).
+    sep_id: the step separator token of `branch_at='step'` (kept as the segment's last token).
 
   Returns:
     `TreeSamples`.
@@ -148,11 +155,11 @@ def sample_tree(
   prompts = jnp.asarray(prompts).astype(jnp.int32)
   prompt_mask = jnp.asarray(prompt_mask)
   branching, segment_len = _check(
-    policy, prompts, branching, segment_len, branch_at, min_split, eos_id, pad_id
+    policy, prompts, branching, segment_len, branch_at, min_split, eos_id, pad_id, sep_id
   )
   num_prompts, prompt_len = prompts.shape
   depth = len(branching)
-  eptree = branch_at != 'fixed'
+  eptree = branch_at in ('entropy', 'surprisal')
   starts = [prompt_len + sum(segment_len[:d]) + (d if eptree else 0) for d in range(depth)]
   size = starts[-1] + segment_len[-1]
   parents = tree_credit.complete_tree(branching)
@@ -206,13 +213,18 @@ def sample_tree(
     node_keys = jax.vmap(jax.random.fold_in)(jnp.repeat(prompt_keys, width, axis=0), node)
 
     def step(carry, k, node_keys=node_keys):
-      cache, logits, done = carry
+      cache, logits, done, seg_done = carry
       keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k))(node_keys)
-      token, logp, ent, alive, done = choose(keys, logits, done)
+      token, logp, ent, alive, _ = choose(keys, logits, done | seg_done)
+      if sep_id is not None:
+        seg_done = seg_done | (alive & (token == sep_id))
+      done = done | (alive & (token == eos_id))
       out, cache = forward(token[:, None], alive[:, None], cache)
-      return (cache, out.logits[:, 0], done), (token, logp, ent, alive)
+      logits = jnp.where(alive[:, None], out.logits[:, 0], logits)  # after the last valid token
+      return (cache, logits, done, seg_done), (token, logp, ent, alive)
 
-    (cache, logits, done), ys = jax.lax.scan(step, (cache, logits, done), jnp.arange(n))
+    seg0 = jnp.zeros_like(done)
+    (cache, logits, done, _), ys = jax.lax.scan(step, (cache, logits, done, seg0), jnp.arange(n))
     toks, logps, ents, alives = (y.T for y in ys)
     keep_split = jnp.full((rows,), n, jnp.int32)
     if eptree and d < depth - 1:

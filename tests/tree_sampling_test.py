@@ -13,7 +13,7 @@ from jaxca import networks
 from jaxca import tree_sampling
 from jaxca.credit import tree
 
-VOCAB, EOS, PAD = 7, 6, 0
+VOCAB, EOS, PAD, SEP = 7, 6, 0, 3
 P, LP = 2, 4
 
 
@@ -40,6 +40,7 @@ def _tree_fn(branching, segment_len, branch_at):
     eos_id=EOS,
     pad_id=PAD,
     branch_at=branch_at,
+    sep_id=SEP if branch_at == 'step' else None,
   )
   return jax.jit(fn)
 
@@ -70,8 +71,10 @@ def _path_alone(key, p, leaf, branching, segment_len, branch_at, temperature=1.0
       chain.append((tok, float(logp[tok]), float(-(np.exp(logp) * logp).sum())))
       toks[used + k], valid[used + k] = tok, True
       done = tok == EOS
+      if branch_at == 'step' and tok == SEP:
+        break  # the step ends; the path goes on at the next level
     keep = len(chain)
-    if branch_at != 'fixed' and d < len(branching) - 1:
+    if branch_at in ('entropy', 'surprisal') and d < len(branching) - 1:
       scores = [c[2] if branch_at == 'entropy' else -c[1] for c in chain]
       cands = list(range(1, len(chain)))
       if cands:
@@ -94,6 +97,7 @@ def _path_alone(key, p, leaf, branching, segment_len, branch_at, temperature=1.0
 class TreeSamplerTest(parameterized.TestCase):
   @parameterized.parameters(
     ((2, 2), (3, 3), 'fixed'),
+    ((2, 2, 2), (3, 2, 3), 'step'),
     ((2, 3), (4, 2), 'entropy'),
     ((3, 2), (3, 3), 'surprisal'),
   )
@@ -167,6 +171,18 @@ class TreeSamplerTest(parameterized.TestCase):
         branching=(2,),
         segment_len=(3,),
         branch_at='random',
+        **kw,
+      )
+    with pytest.raises(ValueError, match='sep_id'):
+      tree_sampling.sample_tree(
+        policy,
+        params,
+        jax.random.key(0),
+        prompts,
+        prompt_mask,
+        branching=(2,),
+        segment_len=(3,),
+        branch_at='step',
         **kw,
       )
     with pytest.raises(ValueError, match='max_len'):
