@@ -68,7 +68,8 @@ def get_config(arg=None):
   )
   c.optim = dict(name='adam', lr=recipe['lr'], max_grad_norm=1.0)
   c.loss = dict(clip_eps=0.2, agg_mode='token_mean', ent_coef=recipe['ent_coef'], kl_coef=0.0)
-  # One tree per prompt (jaxca.tree_sampling.sample_tree): levels = the K steps of 2 tokens.
+  # One tree per prompt (jaxca.tree_sampling.sample_tree): levels = the K steps of 2 tokens
+  # ('step' would also end a segment at the STEP token: the same tree for well-formed steps).
   c.tree = dict(branching=(2, 2, 2, 1), segment_len=(2, 2, 2, 2), branch_at='fixed')
   c.spo = dict(prob_threshold=0.9, cut_interval=1.0)
   c.arms = dict(

@@ -135,6 +135,7 @@ class Arm:
         segment_len=tuple(config.tree.segment_len),
         temperature=rl.temperature,
         branch_at=config.tree.branch_at,
+        sep_id=task.vocab.step_id if config.tree.branch_at == 'step' else None,
       )
       score_fn = rollout_lib.make_score_fn(policy, task.prompt_len, rl.temperature)
       hosts = (_tree_tokens_host(),)

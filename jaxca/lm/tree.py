@@ -27,8 +27,12 @@ def make_tree_collect(
   reward: str = 'outcome',
   branch_at: str = 'fixed',
   min_split: int = 1,
+  sep_id=None,
 ) -> rollout_lib.Collect:
-  """The tree `Collect` (see the module docstring); statistics as `make_sample_collect`'s."""
+  """The tree `Collect` (see the module docstring); statistics as `make_sample_collect`'s.
+
+  `branching`, `segment_len`, `branch_at`, `min_split` and `sep_id` go to `sample_tree`.
+  """
   branching, segment_len = tuple(branching), tuple(segment_len)
   leaves = 1
   for b in branching:
@@ -57,6 +61,7 @@ def make_tree_collect(
       temperature=temperature,
       branch_at=branch_at,
       min_split=min_split,
+      sep_id=sep_id,
     )
     rep = {k: jnp.repeat(v, leaves, axis=0) for k, v in batch.items()}
     mask = s.mask
