@@ -223,7 +223,9 @@ def treerl_advantages(
   Other differences from the official code: its EPTree puts the parent's own continuation
   after a branch point in the tree as a sibling of the new branches; its leaves may sit at
   any depth (handled here by `valid`); `select_terminal` samples `num_traces` leaves at
-  random keeping at least one correct one (`selected` is given here, not drawn).
+  random keeping at least one correct one (`selected` is given here, not drawn). Each
+  segment's R is put on every token of the segment (`experience_maker.py`); the script's
+  correct-answer bonus (`--correct_bonus_ratio 1`) is the identity.
 
   Args:
     parents: [N] or batch-shaped int level-order parents (`node_values`).
