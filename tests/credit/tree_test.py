@@ -3,6 +3,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -139,6 +140,19 @@ class KernelsTest(parameterized.TestCase):
     v, c = tree.node_values(HAND, r, valid)
     np.testing.assert_allclose(c, [2, 0, 2, 0, 0, 0, 2, 1, 1])
     np.testing.assert_allclose(v[0], 0.5)
+
+  def test_vmap_equals_batched(self):
+    parents = tree.complete_tree((2, 2))
+    r, valid = self._cases(6, parents)
+    for fn in (tree.treerl_advantages, tree.spo_tree_advantages, tree.subtree_step_rewards):
+      batched = fn(parents, r, valid)
+      mapped = jax.vmap(lambda x, v, fn=fn: fn(parents, x, v))(r, valid)
+      np.testing.assert_allclose(mapped, batched, atol=1e-6)
+    # a batch of trees with their own parent arrays
+    both = np.stack([parents, parents])
+    np.testing.assert_allclose(
+      tree.node_values(both, r[:2], valid[:2])[0], tree.node_values(parents, r[:2], valid[:2])[0]
+    )
 
   def test_to_tokens(self):
     x = jnp.array([[0.0, 1.0, 2.0]])
