@@ -20,8 +20,8 @@ One learner, two seams: `collect` (a `Collect`: steps 1-3 and what the providers
 statistics read; default single-turn sampling, `make_sample_collect`; multi-turn a TokenEnv
 scan, `multiturn.make_collect`; one rollout tree per prompt, `tree.make_tree_collect`) and
 `score_fn(params, tokens, valid) -> (log_probs, entropies, values)` (the loss's score;
-default `make_score_fn`, multi-turn `multiturn.make_score_fn`, the action-masked distribution). Every objective, KL option,
-critic and DAPO option applies to either.
+default `make_score_fn`, multi-turn `multiturn.make_score_fn`, the action-masked
+distribution). Every objective, KL option, critic and DAPO option applies to either.
 
 Two-phase iterations (`make_rl_phases`): `collect` (steps 1-3, returns `RolloutData`),
 then host-side work on the batch (e.g. Monte-Carlo values of its step prefixes, supplied as
