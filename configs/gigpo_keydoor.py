@@ -31,7 +31,8 @@ vs 19,200 from random init at 300 iterations) and GiGPO at 58.6 / 57.8% (AUC 43.
 episodes to 50% 7,680). GRPO is near its target by 100 iterations but still noisy there
 (+-4 points on 128 tasks), so the default runs 3 times longer to clear 50% in every one of
 4 seeds (the random-init default ended at 47.7-73.4% after 300 iterations, i.e. about 230
-warm-started ones; 240 would leave little margin, and 300 is the protocol's KeyDoor floor). The gate (`jaxca.report.gate`): GRPO (grpo_msn) must end at >= 50%
+warm-started ones; 240 would leave little margin, and 300 is the protocol's KeyDoor floor).
+The gate (`jaxca.report.gate`): GRPO (grpo_msn) must end at >= 50%
 greedy eval success (the design's target), >= 8 points above its start (the warm start's
 iteration-0 success) and above the shuffled-reward noise floor, in every seed; otherwise the
 claim reads UNTESTABLE.

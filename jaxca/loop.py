@@ -95,6 +95,7 @@ def run_arm(
   prompts: int,
   eval_every: int,
   max_wall_s: float = float('inf'),
+  max_tokens: float = float('inf'),
   primary: str = 'exact_match',
   keep: tuple = (),
   snapshot: Optional[Callable] = None,
@@ -109,7 +110,9 @@ def run_arm(
     train: the training split, arrays with a leading prompt axis.
     test: what `evaluate` takes.
     evaluate: `evaluate(params, test) -> {metric: float}`, recorded as `eval_<metric>`.
-    iterations: the budget in iterations; `max_wall_s` in seconds (compiles excluded).
+    iterations: the budget in iterations; `max_wall_s` in seconds (compiles excluded);
+      `max_tokens` in generated tokens (the `counters`' sum, `tokens`; phased arms): the run
+      stops after the iteration that reaches it.
     prompts: prompts per iteration.
     eval_every: evaluation period (iterations); iteration 0 and the last are evaluated.
     primary: the task's main metric (`eval_<primary>` must be in the last record).
@@ -136,7 +139,7 @@ def run_arm(
   rec0.update(_evaluate(evaluate, state['params'], test))
   records, snaps, wall, it = [rec0], {}, 0.0, 0
   num_train = len(next(iter(train.values())))
-  while it < iterations and wall < max_wall_s:
+  while it < iterations and wall < max_wall_s and sum(totals.values()) < max_tokens:
     it += 1
     idx = batch_indices(seed, it, num_train, prompts)
     batch = {k: jax.numpy.asarray(v[idx]) for k, v in train.items()}

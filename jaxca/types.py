@@ -57,7 +57,9 @@ Fields (each documented here once; the optional ones are None when absent):
                                   [0, B) (MARS's agent-specific normalisation,
                                   arXiv 2510.15414).
   extras          dict[str, Array] fields a method needs before they earn a
-                                  name here (looked up by `get` like the rest).
+                                  name here (looked up by `get` like the rest),
+                                  e.g. the rollout-tree fields `node_ids [B, T]`
+                                  and `parent_ids [B, N]` (`estimators.tree`).
 
 `Trajectory` is a registered pytree (`jax.tree_util.register_dataclass`): the
 arrays are leaves, `num_groups` and `groups_contiguous` are static metadata, so

@@ -18,7 +18,8 @@ private engines `_recurrence` (blocked reverse linear recurrence) and
 `gigpo` GiGPO's episode and anchor-state step groups; `mc` Monte-Carlo step values
 and the VinePPO / SPO-chain segment advantages; `macro` MA-RLHF's macro actions; `turns`
 turn-level credit for tool-using agents (MatchTIR matched tool-call rewards and
-dual-level advantage, MARS, turn-level GAE).
+dual-level advantage, MARS, turn-level GAE); `tree` rollout-tree node values and
+TreeRL / SPO-tree / TreePS-RAG advantages.
 """
 
 from jaxca.credit import gigpo  # GiGPO episode / anchor-state step groups, turn-index groups
@@ -26,6 +27,7 @@ from jaxca.credit import macro  # MA-RLHF macro actions: termination rules, macr
 from jaxca.credit import mc  # Monte-Carlo values, VinePPO / SPO-chain advantages
 from jaxca.credit import token_credit  # token-level credit signals (entropy, planning, attention)
 from jaxca.credit import traces  # online per-start traces (the backward view of offpolicy)
+from jaxca.credit import tree  # rollout trees: node values, TreeRL / SPO-tree advantages
 from jaxca.credit import turns  # MatchTIR matched turn rewards, MARS, turn-level GAE
 from jaxca.credit.gae import gae
 from jaxca.credit.gigpo import group_ids_from_keys
@@ -68,5 +70,6 @@ __all__ = (
   'token_credit',
   'traces',
   'turns',
+  'tree',
   'waad',
 )

@@ -32,6 +32,8 @@ docstring and maths, in the family module:
   * `macro`: macro_gae, PPO's GAE over MA-RLHF macro actions (arXiv 2410.02743);
   * `turns`: matchtir (MatchTIR's dual-level advantage, arXiv 2601.10712), mars (MARS's
     turn-level advantage, arXiv 2510.15414), turn_gae (GAE over turns).
+  * `tree`: treerl (arXiv 2506.11902), spo_tree (arXiv 2505.23564), tree_step (TreePS-RAG,
+    arXiv 2601.06922) over rollout trees (`node_ids`, `parent_ids` in `extras`).
 
 Options of `make` go to every chosen stage that takes them (e.g. `gamma` to 'gae' and
 'reinforce'). An option that no stage of the spec reads is an error naming the stages that
@@ -63,6 +65,7 @@ from jaxca.estimators import macro
 from jaxca.estimators import mc
 from jaxca.estimators import pure
 from jaxca.estimators import token
+from jaxca.estimators import tree
 from jaxca.estimators import turns
 from jaxca.estimators.core import Estimator
 from jaxca.estimators.core import Stage
@@ -80,6 +83,7 @@ STAGES: dict = {
   **implicit.STAGES,
   **macro.STAGES,
   **turns.STAGES,
+  **tree.STAGES,
 }
 
 __all__ = [

@@ -18,10 +18,10 @@ One RL iteration (`make_rl_update`):
 
 One learner, two seams: `collect` (a `Collect`: steps 1-3 and what the providers and
 statistics read; default single-turn sampling, `make_sample_collect`; multi-turn a TokenEnv
-scan, `multiturn.make_collect`) and `score_fn(params, tokens, valid) -> (log_probs,
-entropies, values)` (the loss's score; default `make_score_fn`, multi-turn
-`multiturn.make_score_fn`, the action-masked distribution). Every objective, KL option,
-critic and DAPO option applies to either.
+scan, `multiturn.make_collect`; one rollout tree per prompt, `tree.make_tree_collect`) and
+`score_fn(params, tokens, valid) -> (log_probs, entropies, values)` (the loss's score;
+default `make_score_fn`, multi-turn `multiturn.make_score_fn`, the action-masked
+distribution). Every objective, KL option, critic and DAPO option applies to either.
 
 Two-phase iterations (`make_rl_phases`): `collect` (steps 1-3, returns `RolloutData`),
 then host-side work on the batch (e.g. Monte-Carlo values of its step prefixes, supplied as
@@ -48,6 +48,7 @@ from jaxca.lm import providers
 from jaxca.lm import rewards
 from jaxca.lm import rollout
 from jaxca.lm import sft
+from jaxca.lm import tree
 from jaxca.lm.dapo import REWARD_SHAPING_KEYS
 from jaxca.lm.dapo import reward_shaping_options
 from jaxca.lm.learner import RLPhases
@@ -131,4 +132,5 @@ __all__ = [
   'sequence_rewards',
   'sft',
   'target_mask',
+  'tree',
 ]

@@ -63,6 +63,7 @@ CASES = {
   ),
   'pure_credit': ('pure_credit', 'configs/pure_credit.py:smoke', []),
   'mc_credit': ('mc_credit', 'configs/mc_credit.py:smoke', []),
+  'tree_credit': ('tree_credit', 'configs/tree_credit.py:smoke', []),
   'token_credit': ('token_credit', 'configs/token_credit.py:smoke', []),
   'policy_objectives': ('policy_objectives', 'configs/policy_objectives.py:smoke', []),
   'gigpo_keydoor': ('gigpo_keydoor', 'configs/gigpo_keydoor.py:smoke', []),
