@@ -13,7 +13,9 @@ schedule, wall-clock seconds without compiles, token counts (policy samples and 
 Monte-Carlo completions), a finiteness check with a one-line error, progress for the
 watchdog. An `ArmSteps` is either one jitted iteration (`step`, e.g. `lm.make_rl_update`) or
 collect, host providers and update (`lm.host.make_iteration`). `run_grid` runs every arm for
-every seed (seed-major) and appends each run's records to `metrics.jsonl`; `header` is the
+every seed (seed-major) and appends each run's records to `metrics.jsonl`; `run_seeds_batched`
+trains an arm's seeds together (`seeds_chunk`: scanned chunks vmapped over seeds, on
+`seed_batches`); `header` is the
 results.md paragraph of the run (command, commit, hardware, load, wall time). Host-side: it
 calls jitted functions and reads arrays back; kernels never import it.
 """
@@ -213,6 +215,112 @@ def run_grid(
         if note is not None:
           runs.note(note(recs))
   return records
+
+
+def seed_batches(
+  data: Mapping[str, np.ndarray],
+  keys: Sequence[str],
+  batch_size: int,
+  seed,
+  num: int,
+  per_call: int,
+):
+  """`num` chunks of training batches, each {key: [per_call, batch_size, ...]} drawn with
+  replacement from `data` (arrays with a leading example axis); chunk `c` is a function of
+  (`seed`, c) alone (`np.random.default_rng([seed, c])`)."""
+  n = len(data[keys[0]])
+  for c in range(num):
+    idx = np.random.default_rng([seed, c]).integers(0, n, size=(per_call, batch_size))
+    yield {k: data[k][idx] for k in keys}
+
+
+def seeds_chunk(update: Callable) -> Callable:
+  """`chunk(states, batches, keys, hparams) -> (states, metrics)`, jitted: a chunk of
+  iterations `update(state, batch, key, hparams)` (`lax.scan` over the batches' leading
+  axis; an iteration's key is `fold_in(key, state['step'])`), vmapped over seeds on axis 0 of
+  the states, batches and keys; `hparams` (e.g. an arm's traced estimator options) shared."""
+
+  def chunk(state, batches, key, hparams):
+    def body(s, b):
+      return update(s, b, jax.random.fold_in(key, s['step']), hparams)
+
+    return jax.lax.scan(body, state, batches)
+
+  return jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
+
+
+def run_seeds_batched(
+  chunk: Callable,
+  state,
+  per_seed: Sequence,
+  keys,
+  hparams,
+  *,
+  name: str,
+  seeds: Sequence[int],
+  iterations: int,
+  per_call: int,
+  eval_every: int,
+  run_eval: Callable,
+  write: Callable,
+  evaluation0: Mapping = (),
+  phase: str = 'rl',
+):
+  """One arm's seeds trained together: `chunk` (`seeds_chunk`) on batches stacked over seeds.
+
+  Args:
+    chunk: `chunk(states, batches, keys, hparams) -> (states, metrics)`, seeds on axis 0.
+    state: the seeds' learner states stacked on axis 0.
+    per_seed: one iterator of chunks of batches per seed (`seed_batches`), in `seeds`' order.
+    keys: the seeds' PRNG keys stacked on axis 0.
+    hparams: the arm's traced hyper-parameters.
+    name, seeds: the arm and its seeds (in every record).
+    iterations, per_call: the run's iterations and iterations per chunk.
+    eval_every: evaluate every seed's parameters (`run_eval(params) -> {metric: float}`,
+      recorded as `eval_<metric>` with `wall`, the seconds so far) when a chunk ends on a
+      multiple of it.
+    write: `write(iteration, record) -> record` (`metrics.Writer.write`).
+    evaluation0: the evaluation at iteration 0, the same for every seed (one start).
+    phase: every record's `phase`.
+
+  Records: one per seed at iteration 0, then one per iteration and seed (iteration-major)
+  with the update's metrics. Raises (`runs.check_finite`) on a non-finite loss.
+
+  Returns:
+    (state, records, first_call_s): the final states, the records and the seconds of the
+    first chunk call (its compile, when nothing compiled it before).
+  """
+  t0 = time.time()
+  at = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+  rows = []
+  for seed in seeds:
+    rec = dict(phase=phase, arm=name, seed=seed, iteration=0)
+    rows.append(write(0, dict(rec, **{f'eval_{k}': v for k, v in dict(evaluation0).items()})))
+  it, first_call_s = 0, None
+  bar = tqdm.tqdm(total=iterations, desc=f'{name} ({len(seeds)} seeds)')
+  for bs in zip(*per_seed):
+    b = {k: np.stack([x[k] for x in bs]) for k in bs[0]}
+    tc = time.time()
+    state, m = chunk(state, b, keys, hparams)
+    m = jax.device_get(m)
+    if first_call_s is None:
+      first_call_s = time.time() - tc
+    runs.check_finite(dict(loss=m['loss']), ('loss',), phase=f'RL {name}', step=it + per_call)
+    due = (it + per_call) % eval_every == 0
+    evals = [run_eval(at(state['params'], j)) for j in range(len(seeds))] if due else []
+    for i in range(per_call):
+      it += 1
+      for j, seed in enumerate(seeds):
+        rec = dict(phase=phase, arm=name, seed=seed, iteration=it)
+        rec.update({k: float(v[j, i]) for k, v in m.items()})
+        if i == per_call - 1 and evals:
+          rec.update({f'eval_{k}': v for k, v in evals[j].items()})
+          rec['wall'] = time.time() - t0
+        rows.append(write(it, rec))
+    bar.update(per_call)
+    runs.at(f'{name}, iteration {it} of {iterations}')
+  bar.close()
+  return state, rows, first_call_s
 
 
 def header(name: str, t_start: float, load_start: float, **kwargs) -> str:

@@ -4,8 +4,10 @@ Host-side and NumPy only, like `jaxca.report` (whose statistics and formatting i
 reproduction runs every arm for every seed from one warm start (`jaxca.loop.run_arm`); its
 records carry `arm`, `seed`, `iteration`, `wall` and `eval_*` keys. From them:
 
-- `by_run`: {(arm, seed): records}; `run_row`: one run's summary row; `auc_vs` (the mean
-  score up to a budget), `first_reaching` (the iteration a score is reached); `equal_budget` /
+- `by_run`: {(arm, seed): records}; `seed_curves`: one arm's metric per seed as an array;
+  `lockstep_series`: a metric of runs recorded in lockstep (vmapped); `run_row`: one run's
+  summary row; `auc_vs` (the mean score up to a budget), `first_reaching` (the iteration a
+  score is reached); `equal_budget` /
   `readings_at_equal`: the score of each arm at the smallest final budget (iterations, wall
   clock, tokens) of the arms of its seed, the equal-iteration and equal-wall-clock readings
   of a comparison; `summary_gate`: the baseline gate over summary rows.
@@ -58,6 +60,27 @@ def by_run(records: Sequence[Mapping], arms: Sequence[str], seeds: Sequence[Any]
       f'records: no record for (arm, seed) {empty[0]}; runs present must cover arms x seeds.'
     )
   return out
+
+
+def seed_curves(
+  records: Sequence[Mapping], arm: str, key: str, seed: Any = None, start: int = 0
+) -> Tuple[np.ndarray, np.ndarray]:
+  """(iterations [n], values [seeds, n]): `key` in arm `arm`'s records with `iteration` >=
+  `start`, one row per seed (sorted), or only `seed`'s; the iterations are the first seed's."""
+  by_seed: Dict[Any, list] = {}
+  for r in records:
+    if r.get('arm') == arm and r['iteration'] >= start and key in r:
+      by_seed.setdefault(r['seed'], []).append((r['iteration'], r[key]))
+  seeds = sorted(by_seed) if seed is None else [seed]
+  its = [i for i, _ in by_seed.get(seeds[0], [])]
+  return np.asarray(its), np.asarray([[v for _, v in by_seed.get(s, [])] for s in seeds])
+
+
+def lockstep_series(records: Sequence[Mapping], key: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(steps [n], values [n, runs]) of the records holding `key`, for runs that advance in
+  lockstep (one record per step holding a list of every run's value, e.g. vmapped runs)."""
+  rows = [r for r in records if key in r]
+  return np.asarray([r['step'] for r in rows]), np.asarray([r[key] for r in rows], float)
 
 
 def run_row(

@@ -6,7 +6,8 @@ Host side (checkpoints, JSON, `jax.jit`); kernels never import it.
   `eval_every` steps (and at the last step), a stop at the first validation
   evaluation whose greedy exact match reaches `stop_at`, and the SFT curve.
   `warm_start` below and the flagship's resumable phase (`experiments/arith_rl.py`)
-  both run it.
+  both run it; `sft_with_progress` adds a progress bar and per-evaluation records, and
+  `cached` keys any warm start's cache by the config sections that decide it.
 * The stop is judged on a **validation** split (`jaxca.tasks.arith.split_names`),
   disjoint by problem from the train problems it fits and from the held-out test
   problems that are reported, so the reported number carries no selection bias.
@@ -35,6 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from jaxca import checkpoint
 from jaxca import config_lib
@@ -108,6 +110,73 @@ def sft_loop(
     if on_step is not None:
       on_step(step, state, m, evaluation, done)
   return state, step, curve
+
+
+def sft_with_progress(
+  state,
+  *,
+  advance,
+  validate,
+  max_steps,
+  eval_every,
+  stop_at,
+  steps_per_call=1,
+  metric='val_exact_match',
+  on_eval=None,
+  postfix=None,
+  desc='warm start',
+):
+  """`sft_loop` from step 0 with a progress bar (a tick per `advance` call) and, at each
+  evaluation, `on_eval(step, metrics, evaluation)` (e.g. a record), `postfix(evaluation)` (the
+  bar's label, a dict) and the watchdog's progress (`runs.at`). Returns `sft_loop`'s."""
+  bar = tqdm.tqdm(total=max_steps // steps_per_call, desc=desc)
+
+  def on_step(step, state, m, evaluation, done):
+    del state, done
+    bar.update(1)
+    if evaluation is not None:
+      if postfix is not None:
+        bar.set_postfix(postfix(evaluation))
+      if on_eval is not None:
+        on_eval(step, m, evaluation)
+      runs.at(f'{desc} step {step}')
+
+  try:
+    return sft_loop(
+      state,
+      0,
+      advance=advance,
+      validate=validate,
+      max_steps=max_steps,
+      eval_every=eval_every,
+      stop_at=stop_at,
+      steps_per_call=steps_per_call,
+      on_step=on_step,
+      metric=metric,
+    )
+  finally:
+    bar.close()
+
+
+def cached(workdir, sections, train, reused, metric='validation_exact_match'):
+  """(params, info) of a warm start keyed by `sections` (a JSON-able dict, `section_key`).
+
+  The cache in `workdir` made with the same key (`load_cache`; `runs.note(reused(info))`),
+  else `train() -> (params, info)`, `info` holding `steps` and `curve`, saved with its `key`
+  and `key_sections` (`save_cache`) and its curve (`write_curve`, column `metric`); '' or
+  None: no cache. A cache made with another key stops the run (`check_cache`).
+  """
+  key = section_key(sections)
+  hit = load_cache(workdir, key, sections)
+  if hit is not None:
+    runs.note(reused(hit[1]))
+    return hit
+  params, info = train()
+  info = dict(info, key=key, key_sections=sections)
+  if workdir:
+    save_cache(workdir, params, info)
+    write_curve(workdir, info['curve'], metric)
+  return params, info
 
 
 def validate_chunked(config, task=None):

@@ -40,6 +40,22 @@ class RunsTest(absltest.TestCase):
     recs = [dict(phase='warmstart', step=3)] + _records()
     self.assertEqual(ra.by_run(recs, ARMS, (0, 1)), ra.by_run(_records(), ARMS, (0, 1)))
 
+  def test_seed_curves_match_a_loop(self):
+    recs = _records()
+    its, vals = ra.seed_curves(recs, 'a', 'eval_exact_match')
+    np.testing.assert_array_equal(its, [0, 2, 4])
+    want = [[0.3 + 0.1 * it + 0.01 * s for it in (0, 2, 4)] for s in (0, 1)]
+    np.testing.assert_allclose(vals, want)
+    its, vals = ra.seed_curves(recs, 'b', 'accuracy', seed=1, start=1)
+    np.testing.assert_array_equal(its, [1, 2])
+    np.testing.assert_allclose(vals, [[0.1, 0.2]])
+
+  def test_lockstep_series_stacks_the_runs_of_each_step(self):
+    recs = [dict(step=0, x=[1, 2]), dict(step=1), dict(step=2, x=[3, 4])]
+    steps, vals = ra.lockstep_series(recs, 'x')
+    np.testing.assert_array_equal(steps, [0, 2])
+    np.testing.assert_array_equal(vals, [[1.0, 2.0], [3.0, 4.0]])
+
   def test_by_run_missing_run_is_one_line(self):
     with self.assertRaisesRegex(ValueError, r"records: no record for \(arm, seed\) \('c', 0\)"):
       ra.by_run(_records(), ('c',), (0,))

@@ -268,3 +268,38 @@ def test_curve_of_reads_the_warm_start_evaluations_in_order():
     dict(phase='warmstart', step=6, val_exact_match=0.5),
   ]
   assert warmstart.curve_of(records) == [(4, 0.25), (6, 0.5)]
+
+
+def test_sft_with_progress_is_sft_loop_with_a_record_per_evaluation():
+  seen = []
+  out = warmstart.sft_with_progress(
+    {'params': 0}, advance=lambda s, step: ({'params': s['params'] + 2}, {'loss': 1.0}),
+    validate=lambda p: {'v': p / 10}, max_steps=10, eval_every=4, stop_at=0.75,
+    steps_per_call=2, metric='v', on_eval=lambda step, m, e: seen.append((step, e['v'])),
+  )  # fmt: skip
+  want = warmstart.sft_loop(
+    {'params': 0}, 0, advance=lambda s, step: ({'params': s['params'] + 2}, {'loss': 1.0}),
+    validate=lambda p: {'v': p / 10}, max_steps=10, eval_every=4, stop_at=0.75,
+    steps_per_call=2, metric='v',
+  )  # fmt: skip
+  assert out == want and seen == want[2] == [(4, 0.4), (8, 0.8)]
+
+
+def test_cached_trains_once_per_key_and_refuses_another_key(tmp_path, monkeypatch):
+  monkeypatch.setattr(warmstart.runs, 'note', lambda *a, **k: None)
+  calls = []
+
+  def train():
+    calls.append(1)
+    return {'w': np.arange(3.0, dtype=np.float32)}, dict(steps=5, curve=[(5, 0.5)])
+
+  workdir = str(tmp_path)
+  p1, i1 = warmstart.cached(workdir, {'a': 1}, train, lambda i: 'reused', 'val')
+  p2, i2 = warmstart.cached(workdir, {'a': 1}, train, lambda i: 'reused', 'val')
+  assert len(calls) == 1 and i2['key'] == i1['key'] and i2['steps'] == 5
+  assert i1['key'] == warmstart.section_key({'a': 1}) and i2['key_sections'] == {'a': 1}
+  np.testing.assert_array_equal(p2['w'], p1['w'])
+  with open(os.path.join(workdir, warmstart.CURVE_FILE)) as f:
+    assert f.read().splitlines() == ['step,val', '5,0.500000']
+  with pytest.raises(warmstart.runs.ConfigError, match='differs: a'):
+    warmstart.cached(workdir, {'a': 2}, train, lambda i: 'reused')
