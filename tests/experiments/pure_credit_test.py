@@ -1,4 +1,4 @@
-"""Smoke test of experiments/pure_credit.py via its CLI (`:smoke`): results, figures, H lines."""
+"""experiments/pure_credit.py via its CLI (`:smoke`): results, figures, H lines; the H rules."""
 
 import json
 import os
@@ -11,6 +11,8 @@ import numpy as np
 
 from configs import pure_credit as config_mod
 from experiments import pure_credit
+from experiments import pure_credit_report
+from jaxca import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,7 +83,7 @@ class PureCreditSmokeTest(absltest.TestCase):
           (arm(a1_final, 0.0), arm([0.05, 0.06], 4.0), arm([0.5, 0.5], 0.1), arm([0.5, 0.5], 0.1)),
         )
       )
-      text = '\n'.join(pure_credit.judge(stats, 0.242, have))
+      text = '\n'.join(pure_credit_report.judge(stats, 0.242, have))
       self.assertIn(f'**Gate**: **{gate}**', text)
       outcomes = [line.split('**: **')[1].split('**')[0] for line in text.splitlines()[1:]]
       self.assertLen(outcomes, 3)
@@ -98,9 +100,9 @@ class PureCreditSmokeTest(absltest.TestCase):
       )  # fmt: skip
 
     arms = ('A1n_vr_only_nomask', 'A2_sum_prm', 'A3_min_prm', 'A3n_min_nomask', 'shuffled_reward')
-    self.assertEqual(pure_credit.baseline_arm(arms), 'A1n_vr_only_nomask')
-    self.assertEqual(pure_credit.baseline_arm(('A1_vr_only', 'A2_sum_prm')), 'A1_vr_only')
-    have = (pure_credit.baseline_arm(arms), 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
+    self.assertEqual(pure_credit_report.baseline_arm(arms), 'A1n_vr_only_nomask')
+    self.assertEqual(pure_credit_report.baseline_arm(('A1_vr_only', 'A2_sum_prm')), 'A1_vr_only')
+    have = (pure_credit_report.baseline_arm(arms), 'A2_sum_prm', 'A3_min_prm', 'A4_min_prm_vr10')
     stats = {
       'A1n_vr_only_nomask': arm([0.45, 0.50]),
       'A2_sum_prm': arm([0.30, 0.30]),
@@ -108,7 +110,7 @@ class PureCreditSmokeTest(absltest.TestCase):
       'A3n_min_nomask': arm([0.40, 0.41]),  # >= warm + 10 points: CONFIRMED
       'shuffled_reward': arm([0.05, 0.05]),
     }
-    text = '\n'.join(pure_credit.judge(stats, 0.25, have))
+    text = '\n'.join(pure_credit_report.judge(stats, 0.25, have))
     self.assertIn('**Gate**: **PASSED**', text)
     self.assertIn('A1n_vr_only_nomask', text)
     self.assertIn('closers masked, the official code)**: **REFUTED**', text)
@@ -134,7 +136,7 @@ class PureCreditSmokeTest(absltest.TestCase):
       self.assertEqual(float(term['vr_coef']) > 0, arm['vr'] > 0, name)
       self.assertEqual(float(term['mask_separators']), float(arm.get('mask', True)), name)
       self.assertEqual(float(term['shuffle_vr']), float(arm.get('shuffle', False)), name)
-    self.assertEqual(config_mod.NOISE_FLOOR, pure_credit.report.NOISE_FLOOR_ARM)
+    self.assertEqual(config_mod.NOISE_FLOOR, report.NOISE_FLOOR_ARM)
     self.assertIn(config_mod.NOISE_FLOOR, config_mod.DEFAULT_ARMS)
     self.assertFalse(config_mod.ARMS['A3n_min_nomask'].get('mask', True))
 
