@@ -27,24 +27,20 @@ import ml_collections
 import numpy as np
 
 from configs import pure_credit as config_mod
+from experiments import pure_credit_probe as probe_lib
 from experiments import pure_credit_report as report_lib
+from jaxca import arms as arms_lib
 from jaxca import bench
-from jaxca import credit
 from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
 from jaxca import metrics
-from jaxca import ops
 from jaxca import prm as prm_lib
 from jaxca import runs
-from jaxca import sampling
 from jaxca import tasks
 from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.networks import transformer
-from jaxca.objectives import kl
-from jaxca.objectives import losses
-from jaxca.tasks import base
 
 FLAGS = flags.FLAGS
 NAME = 'pure_credit'
@@ -105,82 +101,6 @@ def arm_hparams(estimator, arm: dict, config):
   return dict(hp, terms=(term,))
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-def batch_metrics(task, prm_scores, responses, mask, prompts, ref_log_probs=None, log_probs=None):
-  """Per-batch scalars of responses (traced): PRM, step kinds, length, step correctness."""
-  steps = task.parse_steps(responses, mask)
-  chk = prm_lib.step_checks(task, prompts, responses, mask, steps)
-  valid = steps.valid
-  k = task.num_steps
-  big = 2.0
-  pr = jnp.where(valid, prm_scores, 0.0)
-  pr_min = jnp.min(jnp.where(valid, pr, big), axis=-1)
-  pr_min = jnp.where(jnp.any(valid, -1), pr_min, 0.0)
-  softmin = jnp.sum(credit.min_form_rewards(pr, 0.1, mask=valid), axis=-1)
-  kinds = steps.kinds
-  count = lambda kind: jnp.sum(kinds == kind, axis=-1).astype(jnp.float32)  # noqa: E731
-  tok = jnp.where(mask, responses, task.vocab.pad_id)
-  has_eos = jnp.any(tok == task.vocab.eos_id, axis=-1)
-  out = dict(
-    prm_sum=jnp.mean(jnp.sum(pr, -1)),
-    prm_min=jnp.mean(pr_min),
-    prm_softmin=jnp.mean(softmin),
-    value_steps=jnp.mean(count(base.STEP_VALUE)),
-    think_steps=jnp.mean(count(base.STEP_FILLER)),
-    malformed_steps=jnp.mean(count(base.STEP_MALFORMED)),
-    length=jnp.mean(jnp.sum(mask, -1).astype(jnp.float32)),
-    truncated=jnp.mean((~has_eos).astype(jnp.float32)),
-    step1_global=jnp.mean(jnp.any(chk.global_ok & (chk.value_index == 0), -1).astype(jnp.float32)),
-  )
-  for j in range(k):
-    at_j = chk.value_index == j
-    has_j = jnp.any(at_j, -1)
-    local = jnp.any(chk.local_ok & at_j, -1)
-    out[f'local_ok_{j + 1}'] = jnp.sum(local) / jnp.maximum(jnp.sum(has_j), 1)
-    glob = jnp.any(chk.global_ok & at_j, -1)
-    out[f'global_ok_{j + 1}'] = jnp.mean(glob.astype(jnp.float32))
-  if ref_log_probs is not None:
-    k3 = kl.kl_k3(log_probs, ref_log_probs, mask)
-    out['kl_tok'] = ops.masked_mean(k3, mask)
-    out['kl_seq'] = jnp.mean(jnp.sum(jnp.where(mask, k3, 0.0), -1))
-  return out
-
-
-def canonical(task, responses, mask, batch):
-  """[B] 1.0 where a response is the filler-free chain `v1 ; v2 ; ... vK EOS` with every value
-  right (greedy exact match; the SFT targets carry random fillers, so they are not the key)."""
-  steps = task.parse_steps(responses, mask)
-  chk = prm_lib.step_checks(task, batch['prompts'], responses, mask, steps)
-  kinds = steps.kinds
-  clean = ~jnp.any(steps.valid & (kinds != base.STEP_VALUE), axis=-1)
-  right = jnp.sum(chk.global_ok & steps.valid, axis=-1) == task.num_steps
-  return (clean & right).astype(jnp.float32)
-
-
-def make_metrics_fn(task):
-  def metrics_fn(ctx, traj, targets):
-    del targets
-    out = batch_metrics(
-      task,
-      traj.step_rewards,
-      ctx.responses,
-      ctx.mask,
-      ctx.batch['prompts'],
-      ctx.ref_log_probs,
-      ctx.log_probs,
-    )
-    out['entropy'] = ops.masked_mean(losses.entropy_from_logits(ctx.response_logits), ctx.mask)
-    correct = task.outcome(ctx.responses, ctx.mask, ctx.batch)
-    ref = ctx.batch['index'] % 10 == 0
-    out['acc_ref'] = jnp.sum(jnp.where(ref, correct, 0.0)) / jnp.maximum(jnp.sum(ref), 1)
-    out['acc_noref'] = jnp.sum(jnp.where(ref, 0.0, correct)) / jnp.maximum(jnp.sum(~ref), 1)
-    return out
-
-  return metrics_fn
-
-
 # ----------------------------------------------------------------------------- build
 
 
@@ -221,49 +141,13 @@ def build(config):
       task,
       estimator,
       rl_tx,
-      group_size=config.rl.group_size,
-      num_epochs=config.rl.num_epochs,
-      num_minibatches=config.rl.num_minibatches,
-      temperature=config.rl.temperature,
+      **arms_lib.learner_options(config.rl),
       reward='outcome',
       loss_cfg=config.loss,
       providers=dict(providers, step_rewards=prm_lib.provider(prm)),
-      metrics_fn=make_metrics_fn(task),
+      metrics_fn=probe_lib.make_metrics_fn(task),
     )
-  voc = task.vocab
-
-  def generate(params, prompts, key, greedy, num_samples=1):
-    return sampling.sample(
-      policy,
-      params,
-      key,
-      prompts,
-      lm.prompt_mask(task, prompts),
-      num_samples=num_samples,
-      max_new_tokens=task.response_len,
-      temperature=1.0,
-      eos_id=voc.eos_id,
-      pad_id=voc.pad_id,
-      greedy=greedy,
-    )
-
-  def evaluate(params, batch):
-    s = generate(params, batch['prompts'], jax.random.key(0), True)
-    out = batch_metrics(task, prms['B'].score(None, batch['prompts'], s.responses, s.mask),
-                        s.responses, s.mask, batch['prompts'])  # fmt: skip
-    correct = task.outcome(s.responses, s.mask, batch)
-    out['accuracy'] = jnp.mean(correct)  # greedy final answer
-    out['exact_match'] = jnp.mean(canonical(task, s.responses, s.mask, batch) * correct)
-    return out
-
-  def probe(params, batch, key):  # sampled (T=1) responses of the warm start
-    s = generate(params, batch['prompts'], key, False)
-    steps = task.parse_steps(s.responses, s.mask)
-    return dict(
-      think_per_response=jnp.mean(jnp.sum(steps.kinds == base.STEP_FILLER, -1).astype(jnp.float32)),
-      accuracy=jnp.mean(task.outcome(s.responses, s.mask, batch)),
-    )
-
+  sample = lm.make_sampler(policy, task)
   return Parts(
     task,
     policy,
@@ -273,8 +157,8 @@ def build(config):
     lm.make_sft_update(policy, task, sft_tx),
     lambda params: lm.init_from_params(params, rl_tx, with_ref=True),
     rl_update,
-    evaluate,
-    probe,
+    probe_lib.make_evaluate(task, sample, prms['B']),
+    probe_lib.make_think_probe(task, sample),
   )
 
 

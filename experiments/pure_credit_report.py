@@ -17,7 +17,6 @@ from configs import pure_credit as config_mod
 from jaxca import lm
 from jaxca import report
 from jaxca import report_arms as ra
-from jaxca import sampling
 
 NAME = 'pure_credit'
 # The gate's VR-only baseline, in order of preference (see configs/pure_credit.py): with one-token
@@ -28,11 +27,8 @@ BASELINE_ARMS = ('A1n_vr_only_nomask', 'A1_vr_only')
 
 def make_greedy(parts):
   """A jitted greedy sampler of a few responses (compiled once, shared by every arm)."""
-  voc = parts.task.vocab
-  return jax.jit(lambda p, b: sampling.sample(
-    parts.policy, p, jax.random.key(0), b['prompts'], lm.prompt_mask(parts.task, b['prompts']),
-    num_samples=1, max_new_tokens=parts.task.response_len, eos_id=voc.eos_id, pad_id=voc.pad_id,
-    greedy=True))  # fmt: skip
+  sample = lm.make_sampler(parts.policy, parts.task)
+  return jax.jit(lambda p, b: sample(p, b['prompts'], jax.random.key(0), greedy=True))
 
 
 def write_samples(workdir, parts, greedy, params, test_b, arm_name, seed):

@@ -12,6 +12,7 @@ import optax
 from jaxca import estimators
 from jaxca import lm
 from jaxca import ops
+from jaxca import sampling
 from jaxca import types
 from jaxca.objectives import aggregation
 from tests.fast_compile import setUpModule  # noqa: F401  (pytest calls it)
@@ -196,6 +197,19 @@ class SupervisedTest(absltest.TestCase):
       self.assertEqual(scores[k].shape, (8,))
     # exact match implies the right final answer.
     self.assertTrue(bool(jnp.all(scores['final_answer'] >= scores['exact_match'])))
+
+  def test_make_sampler_is_sampling_sample_with_the_task_settings(self):
+    policy, batch = _policy(), _batch(3)
+    params = policy.init(jax.random.key(1))
+    key = jax.random.key(2)
+    got = lm.make_sampler(policy, TASK)(params, batch['prompts'], key, num_samples=2)
+    want = sampling.sample(
+      policy, params, key, batch['prompts'], lm.prompt_mask(TASK, batch['prompts']),
+      num_samples=2, max_new_tokens=TASK.response_len, eos_id=TASK.vocab.eos_id,
+      pad_id=TASK.vocab.pad_id,
+    )  # fmt: skip
+    np.testing.assert_array_equal(got.responses, want.responses)
+    np.testing.assert_array_equal(got.mask, want.mask)
 
 
 def _toy_stage(scale=1.0):

@@ -82,6 +82,7 @@ from jaxca.lm.rollout import make_sample_collect
 from jaxca.lm.rollout import make_score_fn
 from jaxca.lm.sections import validate_sections
 from jaxca.lm.sft import make_eval_fn
+from jaxca.lm.sft import make_sampler
 from jaxca.lm.sft import make_sft_loss
 from jaxca.lm.sft import make_sft_update
 from jaxca.lm.sft import mean_metrics
@@ -110,6 +111,7 @@ __all__ = [
   'loss',
   'loss_options',
   'make_eval_fn',
+  'make_sampler',
   'make_init',
   'make_loss',
   'make_ppo_loss',

@@ -63,6 +63,32 @@ def make_sft_update(
   return update
 
 
+def make_sampler(policy: transformer.Policy, task: tasks_base.Task) -> Callable:
+  """Returns sample(params, prompts, key, greedy=False, num_samples=1) -> `sampling.Samples`.
+
+  `sampling.sample` of the task's responses (`task.response_len` tokens, its EOS and PAD, its
+  prompt mask) at temperature 1; `key` is unused by greedy decoding.
+  """
+  voc = task.vocab
+
+  def sample(params, prompts, key, greedy=False, num_samples=1):
+    return sampling.sample(
+      policy,
+      params,
+      key,
+      prompts,
+      rewards_lib.prompt_mask(task, prompts),
+      num_samples=num_samples,
+      max_new_tokens=task.response_len,
+      temperature=1.0,
+      eos_id=voc.eos_id,
+      pad_id=voc.pad_id,
+      greedy=greedy,
+    )
+
+  return sample
+
+
 def make_eval_fn(policy: transformer.Policy, task: tasks_base.Task) -> Callable:
   """Returns evaluate(params, batch) -> dict of [P] float32 per-prompt scores (greedy decoding).
 

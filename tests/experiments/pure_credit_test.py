@@ -11,6 +11,7 @@ import numpy as np
 
 from configs import pure_credit as config_mod
 from experiments import pure_credit
+from experiments import pure_credit_probe
 from experiments import pure_credit_report
 from jaxca import report
 
@@ -161,7 +162,7 @@ class PureCreditSmokeTest(absltest.TestCase):
       resp[i, : len(r)] = r
       mask[i, : len(r)] = True
     b = {k: np.repeat(v, len(rows), 0) for k, v in batch.items()}
-    canon = np.asarray(pure_credit.canonical(task, resp, mask, b))
+    canon = np.asarray(pure_credit_probe.canonical(task, resp, mask, b))
     outcome = np.asarray(task.outcome(resp, mask, b))
     np.testing.assert_array_equal(canon * outcome, [w for _, w in rows])
     np.testing.assert_array_equal(outcome, [1.0, 1.0, 1.0, 0.0])  # final answer only
