@@ -221,6 +221,20 @@ def make(size=5, num_walls=3, horizon=20, num_layouts=32, seed=0) -> KeyDoorEnv:
   return KeyDoorEnv(size, num_walls, horizon, num_layouts, seed)
 
 
+def validation_tasks(env: KeyDoorEnv, taken: Task, num: int, seed) -> Task:
+  """`num` training-pool tasks (layout, start), distinct and none of them in `taken`.
+
+  Host side: a validation split for a stop rule (e.g. a warm start's) that is never judged on
+  the reported evaluation tasks `taken`; fewer than `num` when the pool has fewer left.
+  """
+  taken = set(zip(np.asarray(taken.layout).tolist(), np.asarray(taken.start).tolist()))
+  ok = env.layouts['start_ok'][: env.num_layouts]
+  pairs = [(int(l), int(c)) for l, c in zip(*np.nonzero(ok)) if (l, c) not in taken]
+  pick = np.random.default_rng(seed).permutation(len(pairs))[:num]
+  chosen = np.asarray([pairs[i] for i in np.sort(pick)], np.int32).reshape(-1, 2)
+  return Task(jnp.asarray(chosen[:, 0]), jnp.asarray(chosen[:, 1]))
+
+
 def random_policy_success(env: KeyDoorEnv, key, tasks: Task) -> jax.Array:
   """[n] float32: 1 where a uniformly random policy succeeds within `env.horizon` turns."""
   states = jax.vmap(env.reset)(tasks)

@@ -272,5 +272,19 @@ class BfsExpertTest(absltest.TestCase):
         self.assertEqual(s.returns[i], 0.0)
 
 
+class ValidationTasksTest(absltest.TestCase):
+  def test_distinct_in_pool_and_disjoint_from_the_taken_tasks(self):
+    env = keydoor.make(size=4, num_walls=0, horizon=8, num_layouts=4)  # few tasks: collisions
+    taken = env.sample_tasks(jax.random.key(5), 8)
+    val = keydoor.validation_tasks(env, taken, 8, seed=3)
+    pairs = list(zip(np.asarray(val.layout).tolist(), np.asarray(val.start).tolist()))
+    used = set(zip(np.asarray(taken.layout).tolist(), np.asarray(taken.start).tolist()))
+    self.assertTrue(len(pairs) == 8 and len(set(pairs)) == 8 and not set(pairs) & used)
+    ok = env.layouts['start_ok']
+    self.assertTrue(all(lay < env.num_layouts and ok[lay, c] for lay, c in pairs))
+    again = keydoor.validation_tasks(env, taken, 8, seed=3)
+    np.testing.assert_array_equal(again.start, val.start)
+
+
 if __name__ == '__main__':
   absltest.main()
