@@ -335,60 +335,57 @@ def warm_start(config, task, policy, train, validation, test, evaluate, workdir)
     ConfigError: the workdir holds a warm-start cache made with another key.
   """
   ws = config.warmstart
-  key, sections = cache_key(config, train, validation)
-  cached = load_cache(workdir, key, sections)
-  if cached is not None:
-    info = cached[1]
+  _, sections = cache_key(config, train, validation)
+
+  def fit():
+    tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
+    state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
+    update = jax.jit(lm.make_sft_update(policy, task, tx))
+    rng = np.random.default_rng(config.seeds[0] + 7)
+    val = {k: jnp.asarray(v) for k, v in validation.items()}
+
+    def advance(state, step):
+      del step
+      idx = rng.integers(0, len(train['prompts']), ws.batch_size)
+      return update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
+
+    def on_step(step, state, m, evaluation, done):
+      del state, m, evaluation, done
+      runs.at(f'warm start step {step}')
+
+    t0 = time.time()
+    state, step, curve = sft_loop(
+      state,
+      0,
+      advance=advance,
+      validate=lambda p: {'val_exact_match': evaluate(p, val)['exact_match']},
+      max_steps=ws.max_steps,
+      eval_every=ws.eval_every,
+      stop_at=ws.band[0],
+      on_step=on_step,
+    )
+    val_em = curve[-1][1] if curve else 0.0
+    test_em = float(evaluate(state['params'], test)['exact_match'])
+    info = dict(
+      steps=step,
+      validation_exact_match=val_em,
+      exact_match=test_em,
+      seconds=time.time() - t0,
+      curve=curve,
+    )
     runs.note(
+      f'warm start: {step} steps, validation exact match {val_em:.3f}, held-out {test_em:.3f} '
+      f'({info["seconds"]:.0f} s)'
+    )
+    return state['params'], info
+
+  def reused(info):
+    return (
       f'warm start: reused ({info["steps"]} steps, validation exact match '
       f'{info["validation_exact_match"]:.3f}, held-out {info["exact_match"]:.3f})'
     )
-    return cached
-  tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
-  state = lm.make_init(policy, tx)(jax.random.key(config.seeds[0] + 1000))
-  update = jax.jit(lm.make_sft_update(policy, task, tx))
-  rng = np.random.default_rng(config.seeds[0] + 7)
-  validation = {k: jnp.asarray(v) for k, v in validation.items()}
 
-  def advance(state, step):
-    del step
-    idx = rng.integers(0, len(train['prompts']), ws.batch_size)
-    return update(state, {'prompts': train['prompts'][idx], 'targets': train['targets'][idx]})
-
-  def on_step(step, state, m, evaluation, done):
-    del state, m, evaluation, done
-    runs.at(f'warm start step {step}')
-
-  t0 = time.time()
-  state, step, curve = sft_loop(
-    state,
-    0,
-    advance=advance,
-    validate=lambda p: {'val_exact_match': evaluate(p, validation)['exact_match']},
-    max_steps=ws.max_steps,
-    eval_every=ws.eval_every,
-    stop_at=ws.band[0],
-    on_step=on_step,
-  )
-  val_em = curve[-1][1] if curve else 0.0
-  test_em = float(evaluate(state['params'], test)['exact_match'])
-  info = dict(
-    steps=step,
-    validation_exact_match=val_em,
-    exact_match=test_em,
-    seconds=time.time() - t0,
-    curve=curve,
-    key=key,
-    key_sections=sections,
-  )
-  if workdir:
-    save_cache(workdir, state['params'], info)
-    write_curve(workdir, curve)
-  runs.note(
-    f'warm start: {step} steps, validation exact match {val_em:.3f}, held-out {test_em:.3f} '
-    f'({info["seconds"]:.0f} s)'
-  )
-  return state['params'], info
+  return cached(workdir, sections, fit, reused)
 
 
 def load_cache(workdir, key, sections):
