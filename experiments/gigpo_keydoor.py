@@ -9,6 +9,7 @@ starts from one warm start (`warm_start`: SFT on noisy-BFS demonstrations, cache
 `<workdir>/warmstart` under a key; `config.warmstart = None`: random init, one per seed);
 seeds share the task stream across arms (paired comparison). Resume: the state is
 checkpointed at every evaluation; rerunning the same command continues.
+Statistics, the claim and its gate, F4 / F5 and results.md: `gigpo_keydoor_report`.
 Where runs write, drift refusal, errors, the closing line: `jaxca.runs`.
 """
 

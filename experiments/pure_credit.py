@@ -11,7 +11,9 @@ the claims are judged behind `jaxca.report.gate` (UNTESTABLE when the baseline d
 not learn in every seed). The scripted PRM (`jaxca.prm`)
 rewards a filler step (+f) above a correct value step (+c), so a learner that
 sums step rewards gains by writing fillers; min-form credit sees only the worst
-step. Where runs write, config drift, errors and the closing line: `jaxca.runs`.
+step. PURE's traced probes (PRM and step-kind metrics, the THINK probe):
+`pure_credit_probe`; statistics, the H1-H4 rules, figures and results.md:
+`pure_credit_report`. Where runs write, config drift, errors and the closing line: `jaxca.runs`.
 """
 
 import collections

@@ -346,11 +346,11 @@ def seeds_batched_vs_sequential(
   """S seeds of one arm: one vmapped program vs S sequential runs, same work, interleaved.
 
   The reproductions' harness (`loop.run_grid` over `loop.run_arm`) runs the seeds of an arm
-  one after another; `experiments/pure_credit.py` and `gigpo_keydoor.py` run them as one
-  `jax.vmap`-ped program where shapes agree. This measures the two on the same iterations:
+  one after another; `loop.run_seeds_batched` (pure_credit) and `gigpo_keydoor.py` run them
+  as one `jax.vmap`-ped program where shapes agree. This measures the two on the same iterations:
     * sequential: `jax.jit(step)` per iteration, seed after seed (what `run_arm` calls);
     * batched: `jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None)))` per iteration, every seed at
-      once on a leading axis (what pure_credit's chunk does, without its scan).
+      once on a leading axis (what `loop.seeds_chunk` does, without its scan).
   Both read the metrics back to the host after every iteration, as the harness does. The final
   states of the two untimed warm-up calls are compared seed by seed (`max_abs_diff`): a
   speed-up of two different computations is not one.
