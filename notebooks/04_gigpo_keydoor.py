@@ -67,7 +67,7 @@ from jaxca.networks import transformer  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
 # The default run under the reproduction protocol.
-RESULTS = ROOT / 'results' / 'gigpo_keydoor_protocol'
+RESULTS = ROOT / 'results' / 'gigpo_keydoor_warmstart'
 
 # %% [markdown]
 # ## 1. Committed results
