@@ -68,7 +68,7 @@ from jaxca.types import Trajectory  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
 # The default run under the reproduction protocol.
-RESULTS = ROOT / 'results' / 'pure_credit_protocol'
+RESULTS = ROOT / 'results' / 'pure_credit_protocol_v2'
 
 # %% [markdown]
 # ## 1. Per-token credit of one group of responses
@@ -127,7 +127,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 2. The committed run (arms A1-A4, 2 seeds)
+# ## 2. The committed run (the default arms, 4 seeds)
 #
 # A1 = verifiable rewards only (RLOO on solved - 1, every prompt), A2 = sum-form PRM,
 # A3 = min-form PRM, A4 = min-form PRM + verifiable rewards on 10% of prompts. The
