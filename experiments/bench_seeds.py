@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import estimator_zoo
+from jaxca import arms
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
@@ -38,7 +38,7 @@ def validate(config):
 
 def build(config):
   """(update step, start state, batches [S, T, ...], keys [S], hparams): composition only."""
-  task, policy = estimator_zoo.build(config)
+  task, policy = arms.task_and_policy(config)
   estimator = estimators.from_config(ml_collections.ConfigDict(config.arms[config.arm]).credit)
   rl = config.rl
   tx = train_lib.make_optimizer(config.optim)
