@@ -7,6 +7,7 @@ and the batches each seed would see (`loop.batch_indices`, as `loop.run_arm` dra
 
 import json
 import os
+import time
 
 from absl import app
 import jax
@@ -69,7 +70,7 @@ def build(config):
 
 
 def run(config, workdir=None) -> dict:
-  load_start = bench.load_average()
+  load_start, t_start = bench.load_average(), time.time()
   out = bench.seeds_batched_vs_sequential(*build(config), reps=config.reps, progress=runs.at)
   result = dict(
     arm=config.arm,
@@ -94,7 +95,8 @@ def run(config, workdir=None) -> dict:
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
       f.write(
         f'# {config.arm}: {out["seeds"]} seeds x {out["iterations"]} updates, batched (vmap) vs '
-        f'sequential\n\nsequential {out["sequential"].median_s:.2f} s, batched '
+        f'sequential\n\n{loop.header(NAME, t_start, load_start)}\n\n'
+        f'sequential {out["sequential"].median_s:.2f} s, batched '
         f'{out["batched"].median_s:.2f} s (medians of {config.reps}); speed-up per round min / '
         f'median / max: {r["min"]:.2f} / {r["median"]:.2f} / {r["max"]:.2f}. First calls '
         f'(compile): {out["sequential"].first_s:.1f} / {out["batched"].first_s:.1f} s. Largest '
