@@ -49,9 +49,14 @@ class Rollout(NamedTuple):
 
 
 def forward(policy, params, tokens, valid, prompt_len, temperature):
-  out = policy.apply(params, tokens, valid)
-  logits = out.logits.astype(jnp.float32)
-  log_probs = transformer.response_log_probs(logits, tokens, prompt_len, temperature=temperature)
+  """(response_logits [B, N, V] float32, untempered, log_probs [B, N] at `temperature`,
+  values [B, N] or None) of `tokens` = prompt ++ response in one teacher-forced pass; the
+  output projection runs on the response's positions only (`Policy.apply(logits_from=)`)."""
+  out = policy.apply(params, tokens, valid, logits_from=prompt_len - 1)
+  logits = out.logits.astype(jnp.float32)[:, :-1]
+  logp = jax.nn.log_softmax(logits / temperature)
+  targets = tokens[:, prompt_len:].astype(jnp.int32)
+  log_probs = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
   values = None if out.values is None else transformer.response_values(out.values, prompt_len)
   return logits, log_probs, values
 
@@ -67,8 +72,7 @@ def make_score_fn(policy: transformer.Policy, prompt_len: int, temperature=1.0) 
 
   def score(params, tokens, valid):
     logits, log_probs, values = forward(policy, params, tokens, valid, prompt_len, temperature)
-    resp_logits = logits[:, prompt_len - 1 : -1] / temperature
-    return log_probs, losses.entropy_from_logits(resp_logits), values
+    return log_probs, losses.entropy_from_logits(logits / temperature), values
 
   return score
 
@@ -276,7 +280,7 @@ def make_sample_collect(
       log_probs=old_log_probs,
       ref_log_probs=ref_log_probs,
       values=values,
-      response_logits=logits[:, lp - 1 : -1] / temperature,
+      response_logits=logits / temperature,
       lengths=samples.lengths,
       key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
       rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),

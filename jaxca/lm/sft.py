@@ -39,7 +39,7 @@ def make_sft_loss(policy: transformer.Policy, task: tasks_base.Task) -> Callable
     valid = jnp.concatenate([rewards_lib.prompt_mask(task, prompts), tmask], axis=1)
     logits, log_probs, _ = rollout_lib.forward(policy, params, tokens, valid, lp, 1.0)
     nll = ops.masked_mean(-log_probs, tmask)
-    hit = (jnp.argmax(logits[:, lp - 1 : -1], axis=-1) == targets) | ~tmask
+    hit = (jnp.argmax(logits, axis=-1) == targets) | ~tmask
     aux = dict(
       token_accuracy=ops.masked_mean(hit.astype(jnp.float32), tmask),
       sequence_accuracy=jnp.mean(jnp.all(hit, axis=-1).astype(jnp.float32)),

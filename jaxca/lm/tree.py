@@ -86,7 +86,7 @@ def make_tree_collect(
       log_probs=jnp.where(mask, old_lp, 0.0),
       ref_log_probs=jnp.where(mask, ref_lp, 0.0),
       values=values,
-      response_logits=logits[:, lp - 1 : -1] / temperature,
+      response_logits=logits / temperature,
       lengths=s.lengths,
       key=jax.random.fold_in(key, 1),
       rollout_log_probs=s.log_probs,

@@ -309,7 +309,7 @@ class HFTransformer(nn.Module):
     return self.cfg.hidden_size
 
   @nn.compact
-  def __call__(self, tokens, valid, cache=None, return_attention: bool = False):
+  def __call__(self, tokens, valid, cache=None, return_attention: bool = False, logits_from=0):
     """As `transformer.Transformer.__call__`: (PolicyOutput, updated cache or None)."""
     if return_attention and cache is not None:
       raise ValueError('`return_attention=True` is only supported without a `cache`.')
@@ -358,8 +358,9 @@ class HFTransformer(nn.Module):
     )
     logits = None
     if self.logits_head:
+      head = x[:, logits_from:]  # `transformer.Transformer`'s `logits_from`
       if cfg.tie_embeddings:
-        logits = x @ embed.embedding.astype(jnp.float32).T
+        logits = head @ embed.embedding.astype(jnp.float32).T
       else:
         logits = nn.Dense(
           cfg.vocab_size,
@@ -367,7 +368,7 @@ class HFTransformer(nn.Module):
           dtype=jnp.float32,
           param_dtype=self.param_dtype,
           name='lm_head',
-        )(x)
+        )(head)
     values = None
     if self.value_head:
       values = nn.Dense(1, dtype=jnp.float32, name='value')(x)[..., 0]
@@ -418,14 +419,11 @@ def make_policy(
     tokens = jnp.zeros((1, 1), jnp.int32)
     return module.init(key, tokens, jnp.ones((1, 1), jnp.bool_))['params']
 
-  def apply(params, tokens, valid, return_attention=False):
-    if tokens.ndim != 2 or tuple(valid.shape) != tuple(tokens.shape):
-      raise ValueError(
-        f'`tokens` must be [B, L] and `valid` the same shape; got {tokens.shape} and {valid.shape}.'
-      )
-    if tokens.shape[1] > max_len:
-      raise ValueError(f'`tokens` length {tokens.shape[1]} exceeds policy max_len {max_len}.')
-    return module.apply({'params': params}, tokens, valid, return_attention=return_attention)[0]
+  def apply(params, tokens, valid, return_attention=False, logits_from=0):
+    transformer.check_apply_args(tokens, valid, max_len, logits_from)
+    return module.apply(
+      {'params': params}, tokens, valid, return_attention=return_attention, logits_from=logits_from
+    )[0]
 
   return transformer.Policy(
     init=init, apply=apply, module=module, vocab_size=cfg.vocab_size, max_len=max_len

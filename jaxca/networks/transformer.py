@@ -191,6 +191,7 @@ class Transformer(nn.Module):
     valid: jax.Array,
     cache: KVCache | None = None,
     return_attention: bool = False,
+    logits_from: int = 0,
   ) -> tuple[PolicyOutput, KVCache | None]:
     """Runs the model on `tokens`, optionally appending them to `cache`.
 
@@ -202,9 +203,12 @@ class Transformer(nn.Module):
         after the ones already cached and attend to those too.
       return_attention: static Python bool; also return the attention probabilities
         `[B, depth, H, L, L]` float32 in `PolicyOutput.attention` (non-cached pass only).
+      logits_from: static int; the logits are computed for columns >= `logits_from` only
+        (`[B, L - logits_from, V]`): a learner scoring a response skips the prompt's share of
+        the output projection, forward and backward.
 
     Returns:
-      (PolicyOutput with logits [B, L, V] float32, values [B, L] float32 or None and
+      (PolicyOutput with logits [B, L - logits_from, V] float32, values [B, L] float32 or None and
        attention or None, the updated cache or None).
     """
     if return_attention and cache is not None:
@@ -254,7 +258,7 @@ class Transformer(nn.Module):
     x = nn.RMSNorm(dtype=jnp.float32, name='final_norm')(x.astype(jnp.float32))
     logits = None
     if self.logits_head:
-      logits = nn.Dense(self.vocab_size, dtype=jnp.float32, name='logits')(x)
+      logits = nn.Dense(self.vocab_size, dtype=jnp.float32, name='logits')(x[:, logits_from:])
     values = nn.Dense(1, dtype=jnp.float32, name='value')(x)[..., 0] if self.value_head else None
     new_cache = None
     if cache is not None:
@@ -274,10 +278,12 @@ class Policy(NamedTuple):
 
   Attributes:
     init: (key) -> params, an explicit float32 pytree.
-    apply: (params, tokens [B, L] int32, valid [B, L] bool, return_attention=False) ->
-      PolicyOutput (full causal pass; positions are cumsum(valid) - 1; invalid tokens neither
-      attend nor are attended to; with the static `return_attention=True` its `attention` is
-      the `[B, depth, H, L, L]` float32 attention probabilities).
+    apply: (params, tokens [B, L] int32, valid [B, L] bool, return_attention=False,
+      logits_from=0) -> PolicyOutput (full causal pass; positions are cumsum(valid) - 1;
+      invalid tokens neither attend nor are attended to; with the static
+      `return_attention=True` its `attention` is the `[B, depth, H, L, L]` float32 attention
+      probabilities; logits only for columns >= the static `logits_from`, `[B, L -
+      logits_from, V]`).
     module: the `Transformer` (for cached decoding: `module.apply({'params': params},
       tokens, valid, cache=cache)`, see `jaxca.sampling`).
     vocab_size: V.
@@ -301,6 +307,20 @@ def _positive_int(name: str, value) -> int:
 
 
 DTYPES = tuple(_DTYPES)
+
+
+def check_apply_args(tokens, valid, max_len: int, logits_from: int) -> None:
+  """Raises ValueError on `Policy.apply` arguments of the wrong shape."""
+  if tokens.ndim != 2 or tuple(valid.shape) != tuple(tokens.shape):
+    raise ValueError(
+      f'`tokens` must be [B, L] and `valid` the same shape; got {tokens.shape} and {valid.shape}.'
+    )
+  if tokens.shape[1] > max_len:
+    raise ValueError(f'`tokens` length {tokens.shape[1]} exceeds policy max_len {max_len}.')
+  if not (isinstance(logits_from, (int, np.integer)) and 0 <= logits_from < tokens.shape[1]):
+    raise ValueError(
+      f'`logits_from` must be a static int in [0, L={tokens.shape[1]}); got {logits_from!r}.'
+    )
 
 
 def check_config(cfg) -> None:
@@ -365,14 +385,11 @@ def make_policy(cfg, *, vocab_size: int) -> Policy:
     tokens = jnp.zeros((1, 1), jnp.int32)
     return module.init(key, tokens, jnp.ones((1, 1), jnp.bool_))['params']
 
-  def apply(params, tokens, valid, return_attention=False):
-    if tokens.ndim != 2 or tuple(valid.shape) != tuple(tokens.shape):
-      raise ValueError(
-        f'`tokens` must be [B, L] and `valid` the same shape; got {tokens.shape} and {valid.shape}.'
-      )
-    if tokens.shape[1] > max_len:
-      raise ValueError(f'`tokens` length {tokens.shape[1]} exceeds policy max_len {max_len}.')
-    return module.apply({'params': params}, tokens, valid, return_attention=return_attention)[0]
+  def apply(params, tokens, valid, return_attention=False, logits_from=0):
+    check_apply_args(tokens, valid, max_len, logits_from)
+    return module.apply(
+      {'params': params}, tokens, valid, return_attention=return_attention, logits_from=logits_from
+    )[0]
 
   return Policy(init=init, apply=apply, module=module, vocab_size=vocab_size, max_len=max_len)
 

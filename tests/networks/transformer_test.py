@@ -271,3 +271,46 @@ def test_return_attention_consistent_with_cached_decoding():
     module.apply(
       {'params': params}, tokens[:, :1], valid[:, :1], cache=cache, return_attention=True
     )
+
+
+@pytest.mark.parametrize('family', ['jaxca', 'hf'])
+def test_logits_from_equals_the_slice_of_the_full_logits(family):
+  """`logits_from=k` gives `logits[:, k:]` of the full pass, values unchanged, under jit and
+  without; a bad `logits_from` is refused naming the argument."""
+  if family == 'hf':
+    from tests.networks import hf_test  # noqa: PLC0415
+
+    policy, params = hf_test._random()
+  else:
+    policy, params = _policy()
+  tokens, valid = _left_padded(jax.random.key(3), [5, 8, 3], 8)
+  full = policy.apply(params, tokens, valid)
+  for k in (0, 1, 4, 7):
+    for apply in (policy.apply, jax.jit(policy.apply, static_argnames=('logits_from',))):
+      out = apply(params, tokens, valid, logits_from=k)
+      assert out.logits.shape == (3, 8 - k, full.logits.shape[-1])
+      np.testing.assert_allclose(out.logits, full.logits[:, k:], atol=1e-5, rtol=1e-5)
+      if full.values is not None:
+        np.testing.assert_allclose(out.values, full.values, atol=1e-5, rtol=1e-5)
+  for bad in (-1, 8, 2.0):
+    with pytest.raises(ValueError, match='logits_from'):
+      policy.apply(params, tokens, valid, logits_from=bad)
+
+
+def test_rollout_forward_equals_full_logits_reference():
+  """`lm.rollout.forward` (output projection on the response only) against the full pass
+  through `response_log_probs`, at two temperatures."""
+  from jaxca.lm import rollout  # noqa: PLC0415
+
+  policy, params = _policy()
+  tokens, valid = _left_padded(jax.random.key(4), [6, 8, 2], 8)
+  lp = 4
+  full = policy.apply(params, tokens, valid)
+  for temperature in (1.0, 0.7):
+    logits, log_probs, values = jax.jit(rollout.forward, static_argnums=(0, 4, 5))(
+      policy, params, tokens, valid, lp, temperature
+    )
+    np.testing.assert_allclose(logits, full.logits[:, lp - 1 : -1], atol=1e-5, rtol=1e-5)
+    want = networks.response_log_probs(full.logits, tokens, lp, temperature=temperature)
+    np.testing.assert_allclose(log_probs, want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(values, networks.response_values(full.values, lp), atol=1e-5)
