@@ -25,6 +25,7 @@ from experiments import bench_llm
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
+from jaxca import loop
 from jaxca import runs
 from jaxca import sampling
 from jaxca.networks import hf
@@ -183,7 +184,7 @@ def run(config, workdir=None) -> dict:
   """Checks the logits, times the pairs; writes results.json / results.md into `workdir`."""
   t = import_tunix()
   nnx = t['nnx']
-  load_start = bench.load_average()
+  t_start, load_start = time.time(), bench.load_average()
   cfg = hf_config(config.model)
   p, g, lp, n = config.prompts, config.group_size, config.prompt_len, config.response_len
   b, m = p * g, config.num_minibatches
@@ -258,6 +259,17 @@ def run(config, workdir=None) -> dict:
   rb_example = example(
     rb.tokens[:, :lp], rb.tokens[:, lp:], rb.mask, rb.advantages[:, 0], rb.old_log_probs
   )
+  # The profile's first reading: XLA's count of the floating-point operations of each
+  # library's compiled train step (`cost_analysis`), the same program the timings run.
+  graph, nstate = nnx.split((model, optimizer))
+
+  def tunix_pure(nstate, ex):
+    mdl, opt = nnx.merge(graph, nstate)
+    loss = lambda m_: t['algo_core'].grpo_loss_fn(m_, ex, algo, PAD_ID, EOS_ID)  # noqa: E731
+    _, grads = nnx.value_and_grad(loss, has_aux=True)(mdl)
+    opt.update(mdl, grads)
+    return nnx.state((mdl, opt))
+
   score = jax.jit(lambda c, mask: task.outcome(c, mask, None))
 
   def tunix_iteration():
@@ -296,6 +308,11 @@ def run(config, workdir=None) -> dict:
   ours, theirs = first['jaxca/sample_greedy:out'], first['tunix/sample_greedy:out'][:, lp:]
   agree = float(np.mean((ours == theirs)[np.asarray(_completion_mask(ours))]))
   timings = bench.interleaved(thunks, config.reps, progress=runs.at)
+  # After the timings, so that these compiles do not warm any timed program.
+  train_gflops = dict(
+    jaxca=xla_flops(train_step, params, state['opt_state'], rb) / 1e9,
+    tunix=xla_flops(jax.jit(tunix_pure), nstate, rb_example) / 1e9,
+  )
   tokens = dict(sample_greedy=b * n, sample_t1=b * n, train_step=b * (lp + n))
   tokens['grpo_iteration'] = b * (lp + n)
   rows_out = {}
@@ -316,6 +333,8 @@ def run(config, workdir=None) -> dict:
   result = dict(
     rows=rows_out,
     logits_check=dict(check, rtol=config.logits_rtol),
+    train_step_gflops=train_gflops,
+    header=loop.header(NAME, t_start, load_start),
     greedy_agreement=agree,
     load_1min_before_after=[load_start, bench.load_average()],
     environment=env,
@@ -333,6 +352,13 @@ def run(config, workdir=None) -> dict:
   if workdir:
     write(result, workdir)
   return result
+
+
+def xla_flops(jitted, *args) -> float:
+  """Floating-point operations of `jitted(*args)` as XLA compiles it (`cost_analysis`)."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', float('nan')))
 
 
 def _timed(thunk):
@@ -360,6 +386,8 @@ def write(result, workdir):
     f'params, {result["dtype"]}, P={result["prompts"]}, G={result["group_size"]}, '
     f'Lp={result["prompt_len"]}, N={result["response_len"]}, M={result["num_minibatches"]}',
     '',
+    result['header'],
+    '',
     f'Same model: max |logit difference| {c["max_abs_diff"]:.3g} (largest |logit| '
     f'{c["max_abs_logit"]:.3g}, allowed {c["rtol"]} of it); greedy tokens shared '
     f'{100 * result["greedy_agreement"]:.1f}% (through EOS).',
@@ -378,6 +406,14 @@ def write(result, workdir):
       f'{r["tunix"]["tokens_per_s"]:,.0f} | {q["min"]:.2f} / {q["median"]:.2f} / '
       f'{q["max"]:.2f} | {r["jaxca"]["compile_s"]:.1f} / {r["tunix"]["compile_s"]:.1f} |'
     )
+  gf = result['train_step_gflops']
+  lines += [
+    '',
+    f'Train step, XLA cost analysis of the compiled programs: jaxca {gf["jaxca"]:.1f} GFLOP, '
+    f'tunix {gf["tunix"]:.1f} GFLOP per call (at the median times above: jaxca '
+    f'{gf["jaxca"] / result["rows"]["train_step"]["jaxca"]["median_s"]:.0f}, tunix '
+    f'{gf["tunix"] / result["rows"]["train_step"]["tunix"]["median_s"]:.0f} GFLOP/s).',
+  ]
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 
