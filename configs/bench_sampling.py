@@ -21,7 +21,9 @@ full [B, Lp + N] forward pass at every one of the N steps.
 A second table times Monte-Carlo completions from many prefixes (the VinePPO / SPO values of
 experiments/mc_credit.py): `sampling.sample_from_prefixes` (each prefix prefilled once, its
 KV cache repeated to the n samples) vs re-prefilling every one of the U * n rows
-(`bench.prefix_sampling`), reported as completions/s.
+(`bench.prefix_sampling`), reported as completions/s. A third table times one tree per
+prompt (`tree_sampling.sample_tree`, the sampler of experiments/tree_credit.py) against as
+many independent samples: leaves/s and generated tokens/s.
 
 Expected result (issue 5 target): with a 2-layer width-128 transformer, 64 prompts x 8 samples,
 prompt length 16 and 64 new tokens, the KV-cache path is >= 5x faster than recomputation
@@ -59,6 +61,10 @@ def get_config(arg=None):
   c.mc_num_samples = 9  # n
   c.mc_prefix_len = 20
   c.mc_max_new_tokens = 8
+  # Tree sampling (tree credit): one tree per prompt, branching 2 x 2 x 2 at 16, 16 and 32
+  # tokens = G = 8 leaves of N = 64 tokens, vs 8 independent samples of 64 tokens; () skips it.
+  c.tree_branching = (2, 2, 2)
+  c.tree_segment_len = (16, 16, 32)
   if args.smoke:
     c.vocab_size = 11
     c.policy.width = 32
@@ -73,4 +79,6 @@ def get_config(arg=None):
     c.mc_num_samples = 2
     c.mc_prefix_len = 4
     c.mc_max_new_tokens = 3
+    c.tree_branching = (2, 1)
+    c.tree_segment_len = (3, 3)
   return c

@@ -16,6 +16,7 @@ from jaxca import bench
 from jaxca import networks
 from jaxca import runs
 from jaxca import sampling
+from jaxca import tree_sampling
 
 FLAGS = flags.FLAGS
 
@@ -99,6 +100,10 @@ def run(config, workdir=None, command=None) -> dict:
     environment=bench.environment(),
   )
   result['mc_prefix'] = _mc_prefix_row(policy, params, jax.random.fold_in(sample_key, 1), config)
+  if config.tree_branching:
+    result['tree'] = _tree_row(
+      policy, params, jax.random.fold_in(sample_key, 2), prompts, prompt_mask, config
+    )
   logging.info(
     'speedup %.2fx, kv_cache %.0f tokens/s',
     result['speedup'],
@@ -140,6 +145,61 @@ def _mc_prefix_row(policy, params, key, config):
     eos_id=config.eos_id,
     pad_id=config.pad_id,
     temperature=config.temperature,
+  )
+
+
+def tree_contenders(policy, params, prompts, prompt_mask, *, branching, segment_len, **kw):
+  """{name: (jitted fn(key) -> samples, generated tokens of those samples)}: one tree per
+  prompt (`tree_sampling.sample_tree`: each prefix prefilled once, every node's KV cache
+  copied to its children) vs prod(branching) independent samples of sum(segment_len) tokens
+  (`sampling.sample`); `kw`: eos_id, pad_id, temperature."""
+  common = dict(prompts=prompts, prompt_mask=prompt_mask, **kw)
+  tree = functools.partial(
+    tree_sampling.sample_tree, branching=tuple(branching), segment_len=tuple(segment_len)
+  )
+  indep = functools.partial(
+    sampling.sample, num_samples=int(np.prod(branching)), max_new_tokens=sum(segment_len)
+  )
+  tree, indep = (jax.jit(lambda key, f=f: f(policy, params, key, **common)) for f in (tree, indep))
+  return {
+    'tree': (tree, lambda s: int(jnp.sum(s.generated))),
+    'independent': (indep, lambda s: int(jnp.sum(s.lengths))),
+  }
+
+
+def _tree_row(policy, params, key, prompts, prompt_mask, config):
+  """Tree sampling vs the same number of independent samples (leaves): time per call,
+  generated tokens per call and per second, leaves per second."""
+  fns = tree_contenders(
+    policy, params, prompts, prompt_mask, branching=config.tree_branching,
+    segment_len=config.tree_segment_len, eos_id=config.eos_id, pad_id=config.pad_id,
+    temperature=config.temperature,
+  )  # fmt: skip
+  outputs = {}
+  timings = bench.interleaved(
+    {name: functools.partial(fn, key) for name, (fn, _) in fns.items()},
+    config.reps,
+    outputs=outputs,
+    progress=runs.at,
+  )
+  leaves = config.num_prompts * int(np.prod(config.tree_branching))
+  rows = {}
+  for name, (_, count) in fns.items():
+    t, tokens = timings[name], count(outputs[name])
+    rows[name] = dict(
+      median_s=t.median_s,
+      times_s=list(t.times_s),
+      compile_and_first_run_s=t.first_s,
+      spread=t.spread,
+      generated_tokens=tokens,
+      generated_tokens_per_s=tokens / t.median_s,
+      leaves_per_s=leaves / t.median_s,
+    )
+  return dict(
+    contenders=rows,
+    leaves=leaves,
+    speedup=timings['independent'].median_s / timings['tree'].median_s,
+    token_ratio=rows['independent']['generated_tokens'] / rows['tree']['generated_tokens'],
   )
 
 
@@ -195,6 +255,34 @@ def _markdown(result, config):
       '',
       f'**Speedup of shared prefill: {mc["speedup"]:.1f}x.** Same sampled tokens: '
       f'{100 * mc["same_tokens_fraction"]:.1f}%.',
+      '',
+    ]
+  tr = result.get('tree')
+  if tr:
+    lines += [
+      '## Tree sampling vs independent samples (tree credit)',
+      '',
+      f'{config.num_prompts} prompts, one tree each: branching {tuple(config.tree_branching)}, '
+      f'{tuple(config.tree_segment_len)} tokens per level = {tr["leaves"]} leaves of '
+      f'{sum(config.tree_segment_len)} tokens; vs as many independent samples '
+      '(`sampling.sample`). A tree samples each shared prefix once '
+      "(`tree_sampling.sample_tree`: one prefill, every node's KV cache copied to its "
+      'children). Generated tokens count what was sampled (shared prefixes once).',
+      '',
+      '| contender | median s | generated tokens / call | generated tokens/s | leaves/s | '
+      'compile+first s | spread |',
+      '|---|---|---|---|---|---|---|',
+    ]
+    for name, r in tr['contenders'].items():
+      lines.append(
+        f'| {name} | {r["median_s"]:.4f} | {r["generated_tokens"]:,} | '
+        f'{r["generated_tokens_per_s"]:,.0f} | {r["leaves_per_s"]:,.0f} | '
+        f'{r["compile_and_first_run_s"]:.2f} | {r["spread"]:.2f} |'
+      )
+    lines += [
+      '',
+      f'**Leaves per second, tree over independent: {tr["speedup"]:.2f}x**, with '
+      f'{tr["token_ratio"]:.2f}x fewer generated tokens.',
       '',
     ]
   return '\n'.join(lines)

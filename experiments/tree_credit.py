@@ -8,11 +8,10 @@ arm records the step-error AUC of its advantages on its own batch (`step_auc_met
 first wrong step of each wrong response, from the verifier, against the correct steps before
 it, scored by -A of the step; ties count half), the credit-quality reading per generated
 token. The grid, gate, tables and figure come from `jaxca.loop`, `jaxca.report` and
-`jaxca.report_arms`. `sampling_benchmark` builds the tree-vs-independent sampling contenders
-of a benchmark row (not timed here). Not resumable (the warm start is cached).
+`jaxca.report_arms`. The tree-vs-independent sampling benchmark row is experiments/
+bench_sampling.py's third table. Not resumable (the warm start is cached).
 """
 
-import functools
 import os
 import time
 
@@ -30,10 +29,8 @@ from jaxca import ops
 from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import sampling
 from jaxca import tasks
 from jaxca import train as train_lib
-from jaxca import tree_sampling
 from jaxca import warmstart
 from jaxca.lm import host as host_lib
 from jaxca.lm import providers as providers_lib
@@ -365,24 +362,6 @@ Costs, mean over seeds (per seed in brackets):
     os.path.join(workdir, 'results.md'),
     seeds=len(seeds),
   )
-
-
-def sampling_benchmark(policy, params, prompts, prompt_mask, *, branching, segment_len, **ids):
-  """The contenders of a benchmark row, {name: (jitted fn(key) -> samples, tokens(samples))}:
-  one tree per prompt vs prod(branching) independent samples of sum(segment_len) tokens;
-  `ids` are `eos_id` and `pad_id`."""
-  common = dict(prompts=prompts, prompt_mask=prompt_mask, **ids)
-  tree = functools.partial(
-    tree_sampling.sample_tree, branching=tuple(branching), segment_len=tuple(segment_len)
-  )
-  indep = functools.partial(
-    sampling.sample, num_samples=int(np.prod(branching)), max_new_tokens=sum(segment_len)
-  )
-  tree, indep = (jax.jit(lambda key, f=f: f(policy, params, key, **common)) for f in (tree, indep))
-  return {
-    'tree': (tree, lambda s: int(jnp.sum(s.generated))),
-    'independent': (indep, lambda s: int(jnp.sum(s.lengths))),
-  }
 
 
 EXPERIMENT = runs.Experiment(NAME, run, validate=validate)

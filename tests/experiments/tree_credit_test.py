@@ -6,13 +6,10 @@ import subprocess
 import sys
 import types as pytypes
 
-import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from jaxca import networks
 from jaxca import report
 from jaxca import runs
 from jaxca import tasks
@@ -83,21 +80,3 @@ def test_validate_refuses_a_tree_that_is_not_the_group():
   config.tree.branching = (2, 3)
   with pytest.raises(runs.ConfigError, match='group_size'):
     tree_credit.validate(config)
-
-
-def test_sampling_benchmark_contenders_run():
-  from experiments import tree_credit
-
-  cfg = ml_collections.ConfigDict(
-    dict(width=16, depth=1, num_heads=2, max_len=16, dtype='float32', value_head=False)
-  )
-  policy = networks.make_policy(cfg, vocab_size=7)
-  params = policy.init(jax.random.key(0))
-  prompts = jnp.ones((2, 3), jnp.int32)
-  out = tree_credit.sampling_benchmark(
-    policy, params, prompts, prompts > 0, branching=(2, 2), segment_len=(2, 2), eos_id=6, pad_id=0
-  )
-  tree_fn, tree_tokens = out['tree']
-  indep_fn, indep_tokens = out['independent']
-  assert 0 < tree_tokens(tree_fn(jax.random.key(1))) <= 2 * (2 + 4) * 2
-  assert 0 < indep_tokens(indep_fn(jax.random.key(1))) <= 2 * 4 * 4
