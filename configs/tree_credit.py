@@ -1,7 +1,8 @@
 r"""Tree rollouts + tree credit vs independent samples (GRPO, SPO-chain, VinePPO) at equal tokens.
 
   python -m experiments.tree_credit --config configs/tree_credit.py --workdir results/tree_credit
-      # default: 6 arms x 4 seeds; NOT RUN YET, likely over 25 min (see the timing note)
+      # default: 5 arms x 4 seeds, ~25-30 min on this CPU (see the timing note)
+  python -m experiments.tree_credit --config configs/tree_credit.py:full      # + treerl
   python -m experiments.tree_credit --config configs/tree_credit.py:pilot     # timing, 1 seed
   python -m experiments.tree_credit --config configs/tree_credit.py:smoke     # seconds
 
@@ -16,8 +17,8 @@ then every arm x seed from it with the base RL recipe of the arithmetic reproduc
   spo_tree         one tree per prompt (`tree`: branching 2, 2, 2, 1 at the step boundaries,
                    2 tokens per step: 8 leaves, at most 44 sampled tokens vs GRPO's 64),
                    SPO-tree segment advantages (arXiv 2505.23564), whitened
-  treerl           the same trees, TreeRL's global + local advantages (arXiv 2506.11902,
-                   the paper's formula), whitened
+  treerl           (`:full`) the same trees, TreeRL's global + local advantages (arXiv
+                   2506.11902, the paper's formula), whitened
   spo_chain_k9     independent samples, SPO-chain cuts (p_old < 0.9) with MC-9 values
   vineppo_k9       independent samples, MC-9 values at every step boundary (arXiv 2410.01679)
 
@@ -27,11 +28,12 @@ prefixes count once). grpo and the noise floor run rl.iterations; an arm with `t
 rl.max_iterations). The trees sample fewer tokens per iteration than GRPO, so they run more
 iterations; the MC arms far fewer. Every arm also stops at rl.max_wall_s (a safety cap).
 
-Timing note (a 300 s slice of `:pilot` on the shared 2-core CPU at load ~10, not a quiet
-machine): warm start 62 s (190 SFT steps), GRPO 1.9 s/iteration, the noise floor 1.7. With
-the trees at ~1.5x GRPO's iterations of the same update size, a seed of the default
-costs roughly 5 x GRPO's 150 iterations plus the MC arms: estimate the default on a quiet
-machine before running it, and drop `treerl` from run_arms if it does not fit.
+Timing note: `:pilot` (1 seed, GRPO 15 iterations, all six arms; 154 s in all on the 2-core
+CPU, load ~1.5-2.3, stop 23): warm start 19 s (190 SFT steps), then training seconds grpo 5.4
+(15 it), shuffled_reward 9.4 (15), spo_tree 9.3 (22), treerl 8.8 (22), spo_chain_k9 4.2 (4),
+vineppo_k9 6.4 (3). Scaled to GRPO's 150 iterations that is ~440 s per seed with treerl and
+~350 s without, so the default runs five arms (~25-30 min for 4 seeds with compiles and
+evaluations) and `:full` adds treerl.
 """
 
 import ml_collections
@@ -46,7 +48,7 @@ def _arm(estimator, sampler='independent', mc='', mc_samples=0, token_budget='gr
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, smoke=False, pilot=False)
+  arg = common.parse_arg(arg, smoke=False, pilot=False, full=False)
   c = ml_collections.ConfigDict()
   c.seeds = (0, 1, 2, 3)
   c.task = dict(name='arith', num_steps=4, modulus=10, ops='invertible')
@@ -80,7 +82,9 @@ def get_config(arg=None):
     spo_chain_k9=_arm('spo_chain | prob_whiten', mc='spo', mc_samples=9),
     vineppo_k9=_arm('vineppo | whiten', mc='steps', mc_samples=9),
   )
-  c.run_arms = ('grpo', 'shuffled_reward', 'spo_tree', 'treerl', 'spo_chain_k9', 'vineppo_k9')
+  c.run_arms = ('grpo', 'shuffled_reward', 'spo_tree', 'spo_chain_k9', 'vineppo_k9')
+  if arg.full or arg.pilot or arg.smoke:  # the pilot times, and the smoke runs, every arm
+    c.run_arms = c.run_arms[:3] + ('treerl',) + c.run_arms[3:]
   c.baseline = 'grpo'
   if arg.pilot:
     c.seeds = (0,)

@@ -7,7 +7,11 @@ jit: one prefill, the KV cache of each node copied to its children) and read the
 arm records the step-error AUC of its advantages on its own batch (`step_auc_metrics`: the
 first wrong step of each wrong response, from the verifier, against the correct steps before
 it, scored by -A of the step; ties count half), the credit-quality reading per generated
-token. The grid, gate, tables and figure come from `jaxca.loop`, `jaxca.report` and
+token. On invertible chains the verifier's labels are the sign of the Monte-Carlo oracle's
+step credit A* = V(after step) - V(before) (token_credit's oracle): a wrong intermediate value
+makes the answer wrong unless a later error cancels it, so V falls at the first wrong step and
+cannot fall at a correct one; reading them from the verifier costs no completions. The grid,
+gate, tables and figure come from `jaxca.loop`, `jaxca.report` and
 `jaxca.report_arms`. The tree-vs-independent sampling benchmark row is experiments/
 bench_sampling.py's third table. Not resumable (the warm start is cached).
 """
@@ -330,7 +334,11 @@ iterations; the other arms until their generated tokens (policy + MC; a tree's s
 once) reach GRPO's final count of the seed (at most {config.rl.max_iterations} iterations).
 Seeds: {seeds}. Step-error AUC: per iteration, on the arm's own batch, the first wrong step
 of each wrong response (verifier) vs the correct steps before it, scored by -A (mean over the
-step's tokens), ties half; averaged over iterations.
+step's tokens), ties half; averaged over iterations. These labels are the sign of the MC
+oracle's step credit A* = V(after) - V(before): with invertible operations a wrong
+intermediate value fixes a wrong answer unless a later error cancels it, so V drops at the
+first wrong step (A* < 0) and cannot drop at a correct one (A* >= 0); the verifier reads them
+without the oracle's completions.
 """
   body = f"""Accuracies (%) and AUCs, mean ± sd [bootstrap 95% CI over seeds], then per seed (equal
 generated tokens: per seed, the smallest final count over the arms but the noise floor):
