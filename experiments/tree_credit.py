@@ -53,6 +53,12 @@ def validate(config):
     raise runs.ConfigError(
       f'tree.branching must give rl.group_size={config.rl.group_size} leaves; got {leaves}.'
     )
+  if min(config.tree.branching) < 2:
+    raise runs.ConfigError(
+      f'tree.branching must be >= 2 at every level (got {tuple(config.tree.branching)}): an only '
+      "child's tree advantage is 0 and its parent's tokens take its blame; merge the level "
+      'into its parent segment (segment_len) instead.'
+    )
   if sum(config.tree.segment_len) != 2 * config.task.num_steps:
     raise runs.ConfigError('sum(tree.segment_len) must be the response length 2 * task.num_steps.')
   for name, arm in config.arms.items():

@@ -66,10 +66,13 @@ RESULTS = ROOT / 'results' / 'tree_credit'
 # %% [markdown]
 # ## 1. One tree per prompt
 #
-# Branching (2, 2, 2, 1) at the step boundaries of a 4-step arithmetic chain (2 tokens per
-# step): 8 leaves, like GRPO's 8 samples, but the first steps are shared, so the tree samples
-# at most 2 x (2 + 4 + 8 + 8) = 44 tokens instead of 64. An untrained policy here: the point
-# is the structure (node ids of each token, shared prefixes), not the answers.
+# Branching (2, 2, 2) at the first three step boundaries of a 4-step arithmetic chain (2
+# tokens per step; the last segment holds steps 3 and 4): 8 leaves, like GRPO's 8 samples,
+# but the first steps are shared, so the tree samples at most 2 x 2 + 4 x 2 + 8 x 4 = 44
+# tokens instead of 64. Every level branches: an only child's child-minus-parent credit is 0,
+# so its tokens would get none and its parent's tokens its blame (section 2, node 6). An
+# untrained policy here: the point is the structure (node ids of each token, shared
+# prefixes), not the answers.
 
 # %%
 task = tasks.make('arith', num_steps=4, modulus=10, ops='invertible')
@@ -80,7 +83,7 @@ policy = transformer.make_policy(cfg, vocab_size=task.vocab.size)
 params = policy.init(jax.random.key(0))
 batch = task.generate(0, 2)
 prompts = jnp.asarray(batch['prompts'])
-branching, segment_len = (2, 2, 2, 1), (2, 2, 2, 2)
+branching, segment_len = (2, 2, 2), (2, 2, 4)
 s = jax.jit(
   lambda key: tree_sampling.sample_tree(
     policy, params, key, prompts, prompts != task.vocab.pad_id, branching=branching,
@@ -100,7 +103,9 @@ print('tokens sampled per tree:', np.asarray(s.generated), '(8 independent sampl
 # Root 0 (the prompt) with two first steps 1, 2; node 1 has three children (leaves 3, 4, 5),
 # node 2 one child 6 with two leaves 7, 8. Outcomes: leaves 3 and 5 right, 4 wrong; 7 right,
 # 8 wrong. The step after node 1 is usually right, so node 1 earns credit; TreeRL's global
-# term also rewards what beats the prompt's mean.
+# term also rewards what beats the prompt's mean. Node 6 is node 2's only child: V(6) = V(2),
+# so its child-minus-parent credit (SPO-tree, TreePS-RAG) is 0 and node 2's segment carries
+# what node 6's tokens did; this is why experiments.tree_credit branches at every level.
 
 # %%
 parents = np.array([-1, 0, 0, 1, 1, 1, 2, 6, 6], np.int32)

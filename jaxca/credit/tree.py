@@ -289,6 +289,11 @@ def spo_tree_advantages(parents, leaf_rewards, valid=None, *, method: str = 'rlo
   normalisation. The official trees cut every M tokens (M=100, the last level free) with
   branching 6 at each of 3 levels (`configs/polIter_qwen1_5b_base_spo_tree_MATH.jsonnet`).
 
+  An only child n (its parent has one valid child) has V(n) = V(p(n)), so A(n) = 0: its
+  tokens get no credit and its parent's segment carries what they did. The official trees
+  branch at every level; build trees the same way (merge a 1-way level into its parent's
+  segment).
+
   Args:
     parents: [N] or batch-shaped int level-order parents (`node_values`).
     leaf_rewards: [..., N] float32 outcomes at the leaves.

@@ -25,6 +25,10 @@ Static `share` (every stage): 'path' gives a shared segment's advantage to every
 contains it (TreeRL trains each root-to-leaf path; its sqrt weights are in the 'treerl'
 formula); 'edge' divides it by the number of rows of the tree that contain the node, so the
 copies sum to one (SPO-tree trains each edge once).
+
+Every level of a tree should branch (>= 2 children): an only child's child-minus-parent
+advantage is 0 (`credit.tree.spo_tree_advantages`), so its tokens get no credit and its
+parent's tokens take its blame.
 """
 
 import jax

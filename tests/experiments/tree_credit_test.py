@@ -80,3 +80,16 @@ def test_validate_refuses_a_tree_that_is_not_the_group():
   config.tree.branching = (2, 3)
   with pytest.raises(runs.ConfigError, match='group_size'):
     tree_credit.validate(config)
+
+
+def test_validate_refuses_a_level_with_one_child():
+  """A 1-way level would give its tokens 0 credit and its parent their blame."""
+  from configs import tree_credit as config_lib
+  from experiments import tree_credit
+
+  config = config_lib.get_config()
+  config.tree.branching = (2, 2, 2, 1)
+  config.tree.segment_len = (2, 2, 2, 2)
+  with pytest.raises(runs.ConfigError, match='>= 2 at every level'):
+    tree_credit.validate(config)
+  tree_credit.validate(config_lib.get_config())
