@@ -67,7 +67,12 @@ def get_config(arg=None):
   c.seeds = (0, 1, 2, 3)
   c.env = dict(num_steps=2, modulus=5, ops=('add', 'mul'), horizon=4, error_rate=0.1,
                call_cost=0.05)  # fmt: skip
-  c.data = dict(num_train=400, num_test=100, seed=0)
+  # num_val of the num_train problems are the warm start's validation (never trained on by RL)
+  c.data = dict(num_train=400, num_val=50, num_test=100, seed=0)
+  # SFT warm start on noisy scripted demonstrations (tool_arith.noisy_reference_policy), stopped
+  # at the first evaluation whose validation greedy accuracy reaches stop_at (None: random init)
+  c.warmstart = dict(p_opt=0.3, num_demos=2000, batch_size=64, lr=1e-3, max_steps=1500,
+                     eval_every=25, stop_at=0.3)  # fmt: skip
   c.policy = dict(width=64, depth=2, num_heads=4, max_len=32, dtype='float32', value_head=False)
   c.rl = dict(
     iterations=150, prompts=16, group_size=8, num_epochs=1, num_minibatches=2, temperature=1.0,
@@ -90,7 +95,8 @@ def get_config(arg=None):
     c.run_arms = ('grpo', 'matchtir_km', report.NOISE_FLOOR_ARM)
   if arg.smoke:
     c.seeds = (0,)
-    c.data.update(num_train=32, num_test=8)
+    c.data.update(num_train=32, num_val=8, num_test=8)
+    c.warmstart.update(num_demos=16, batch_size=8, max_steps=2, eval_every=1, stop_at=2.0)
     c.policy.update(width=16, depth=1, num_heads=2)
     c.rl.update(iterations=2, prompts=4, group_size=4, eval_every=1)
   return c
