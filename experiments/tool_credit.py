@@ -5,10 +5,14 @@ Commands, arms and settings: configs/tool_credit.py. Composition only: the ToolA
 (`jaxca.lm.multiturn`) through the one LM learner (`lm.make_rl_update`); an arm is its
 estimator (`grpo`, `matchtir`, `turn_gae | whiten`, `shuffled_reward`) and its `turn_rewards`
 provider (the environment's per-turn rewards, plus the matched tool-call rewards of
-`credit.turns` with the hard or soft assignment). Every arm x seed runs from a random init
-(`jaxca.loop.run_arm`, the same batches and keys for every arm of a seed); each arm's update is
-compiled ahead of time once and shared by its seeds. The claims are judged by rule behind the
-baseline gate (`jaxca.report`). Not resumable.
+`credit.turns` with the hard or soft assignment). Every arm x seed starts from one warm start
+(`warm_start`: SFT on noisy scripted demonstrations, `tool_arith.noisy_reference_policy`, until
+validation greedy accuracy reaches `warmstart.stop_at`, cached in `<workdir>/warmstart` under a
+key; as MatchTIR starts from a model that already calls tools, and the GiGPO reproduction from
+noisy-BFS demonstrations) and runs with `jaxca.loop.run_arm` (the same batches and keys for
+every arm of a seed); each arm's update is compiled ahead of time once and shared by its seeds.
+The claims are judged by rule behind the baseline gate (`jaxca.report`; summaries and
+results.md: `tool_credit_report`). Not resumable (the warm start is reused).
 
 Difference from the official MatchTIR code: its trajectory score is the sum of the turn-level
 process rewards (the answer's F1 on the last turn plus the matched call rewards); here it is the
@@ -27,21 +31,23 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import tool_credit_report as report_lib
 from jaxca import bench
 from jaxca import estimators
 from jaxca import lm
 from jaxca import loop
-from jaxca import report
 from jaxca import report_arms as ra
 from jaxca import runs
+from jaxca import train as train_lib
+from jaxca import warmstart
 from jaxca.lm import multiturn
 from jaxca.networks import transformer
 from jaxca.tasks import tool_arith
 
 NAME = 'tool_credit'
+verdict = report_lib.verdict  # the claims and the gate, judged by rule
 ASSIGNMENTS = (None, 'km', 'greedy', 'ot')
 CREDIT_KEYS = ('gamma', 'lambda_', 'eps')  # config.credit keys that are estimator options
-MIN_SEEDS = 4
 
 
 def make_env(config):
@@ -72,8 +78,20 @@ def validate(config):
     raise runs.ConfigError(
       f'rl.num_minibatches ({rl.num_minibatches}) must divide rl.prompts * rl.group_size.'
     )
-  if rl.prompts > config.data.num_train:
-    raise runs.ConfigError('rl.prompts must be <= data.num_train.')
+  d = config.data
+  if not 1 <= d.num_val < d.num_train or rl.prompts > d.num_train - d.num_val:
+    raise runs.ConfigError(
+      'config.data: need 1 <= num_val < num_train and rl.prompts <= num_train - num_val; got '
+      f'num_val={d.num_val}, num_train={d.num_train}, prompts={rl.prompts}.'
+    )
+  ws = config.get('warmstart')
+  if ws is not None:
+    if not 0.0 <= ws.p_opt <= 1.0:
+      raise runs.ConfigError(f'config.warmstart.p_opt must be in [0, 1]; got {ws.p_opt}.')
+    if min(ws.num_demos, ws.batch_size, ws.max_steps, ws.eval_every) < 1:
+      raise runs.ConfigError(
+        'config.warmstart.num_demos, batch_size, max_steps and eval_every must be >= 1.'
+      )
   env = make_env(config)
   try:
     tool_arith.make_splits(env, config.data.num_train, config.data.num_test)
@@ -136,218 +154,164 @@ class Arm:
     )  # fmt: skip
     self.hparams = jax.tree.map(jnp.asarray, est.hparams)
 
-    @jax.jit
-    def evaluate(params, tasks):
-      s = multiturn.rollout(policy, params, jax.random.key(0), env, tasks, group_size=1,
-                            greedy=True)  # fmt: skip
-      calls, exact, prec = tool_arith.call_metrics(env, tasks, s.actions, s.active)
-      k = env.num_steps
-      return dict(
-        accuracy=jnp.mean(jnp.any(s.rewards > 0.5, -1)),
-        precision=jnp.mean(prec),  # 1 for a problem without calls, as the official metric
-        recall=jnp.mean(exact / k),
-        f1=jnp.mean(2.0 * exact / (calls + k)),  # the official `solve_f1`
-        calls=jnp.mean(calls),
-      )
-
-    self.evaluate = lambda params, test: {k: float(v) for k, v in evaluate(params, test).items()}
+    self.evaluate = make_evaluate(policy, env)
 
   def init(self, params0, seed):
-    del params0  # from a random init
-    return lm.init_from_params(self.policy.init(jax.random.key(seed)), self.tx)
+    """The warm start `params0` (a value head, absent from it, fresh), else a random init."""
+    fresh = self.policy.init(jax.random.key(seed))
+    params = fresh if params0 is None else lm.merge_params(fresh, params0)
+    return lm.init_from_params(params, self.tx)
 
 
-def run_arm(config, arm, seed, train, test):
+def make_evaluate(policy, env):
+  """`evaluate(params, tasks) -> {metric: float}`: greedy accuracy, call precision, recall, F1
+  and calls per problem, jitted once."""
+
+  @jax.jit
+  def evaluate(params, tasks):
+    s = multiturn.rollout(policy, params, jax.random.key(0), env, tasks, group_size=1,
+                          greedy=True)  # fmt: skip
+    calls, exact, prec = tool_arith.call_metrics(env, tasks, s.actions, s.active)
+    k = env.num_steps
+    return dict(
+      accuracy=jnp.mean(jnp.any(s.rewards > 0.5, -1)),
+      precision=jnp.mean(prec),  # 1 for a problem without calls, as the official metric
+      recall=jnp.mean(exact / k),
+      f1=jnp.mean(2.0 * exact / (calls + k)),  # the official `solve_f1`
+      calls=jnp.mean(calls),
+    )
+
+  return lambda params, tasks: {k: float(v) for k, v in evaluate(params, tasks).items()}
+
+
+def make_splits(config, env):
+  """(train, validation, test): the training split less its last `data.num_val` problems (the
+  warm start's validation, never trained on), and the held-out test problems."""
+  d = config.data
+  train, test = tool_arith.make_splits(env, d.num_train, d.num_test, d.seed)
+  n = d.num_train - d.num_val
+  return {k: v[:n] for k, v in train.items()}, {k: v[n:] for k, v in train.items()}, test
+
+
+def warm_start(config, env, train, validation, workdir):
+  """SFT on noisy scripted demonstrations until validation greedy accuracy reaches `stop_at`.
+
+  Demonstrations: `warmstart.num_demos` episodes of `tool_arith.noisy_reference_policy(p_opt)`
+  on training problems, in the rollout's token layout (`multiturn.scripted_rollout`); the loss
+  is the action-masked cross-entropy on their action tokens (`multiturn.make_sft_loss`), Adam
+  with gradient clipping 1.0; the loop and the stop are `warmstart.sft_with_progress`. The
+  cache (`warmstart.cached`) is keyed by the env, policy, warmstart and data sections and a
+  digest of the demonstrations and validation problems.
+
+  Returns:
+    (params, info): info holds `steps`, `validation_accuracy`, `validation_calls`,
+    `demo_accuracy`, `demo_calls`, `seconds`, `curve` and the `key`.
+  """
+  ws = config.warmstart
+  pcfg = ml_collections.ConfigDict(dict(config.policy.to_dict(), value_head=False))
+  policy = transformer.make_policy(pcfg, vocab_size=env.vocab_size)
+  rng = np.random.default_rng(config.data.seed + 1)
+  idx = rng.integers(0, len(train['x0']), ws.num_demos)
+  demo_tasks = {k: jnp.asarray(v[idx]) for k, v in train.items()}
+  act = tool_arith.noisy_reference_policy(env, ws.p_opt)
+  key = jax.random.key(config.data.seed)
+  demos = jax.jit(lambda k, t: multiturn.scripted_rollout(env, k, t, act))(
+    jax.random.fold_in(key, 1), demo_tasks
+  )
+  data = dict(tokens=demos.tokens, valid=demos.valid, mask=demos.mask)
+  val = jax.tree.map(jnp.asarray, validation)
+  section = lambda c: json.loads(c.to_json_best_effort())  # noqa: E731
+  sections = dict(
+    env=section(config.env), policy=section(config.policy), warmstart=section(ws),
+    data=section(config.data),
+    digest=warmstart.digest({k: np.asarray(v) for k, v in data.items()}, validation),
+  )  # fmt: skip
+  evaluate = make_evaluate(policy, env)
+
+  def train_fn():
+    tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
+    params = policy.init(jax.random.fold_in(key, 2))
+    state = dict(params=params, opt_state=tx.init(params))
+    grad_step = train_lib.make_gradient_step(multiturn.make_sft_loss(policy, env), tx)
+
+    @jax.jit
+    def update(state, idx):
+      batch = jax.tree.map(lambda x: x[idx], data)
+      (params, opt_state), m = grad_step((state['params'], state['opt_state']), batch)
+      return dict(params=params, opt_state=opt_state), m
+
+    t0 = time.time()
+    state, step, curve = warmstart.sft_with_progress(
+      state,
+      advance=lambda s, _: update(s, jnp.asarray(rng.integers(0, ws.num_demos, ws.batch_size))),
+      validate=lambda p: {'val_accuracy': evaluate(p, val)['accuracy']},
+      max_steps=ws.max_steps, eval_every=ws.eval_every, stop_at=ws.stop_at,
+      metric='val_accuracy', postfix=lambda e: dict(val=f'{e["val_accuracy"]:.2f}'),
+    )  # fmt: skip
+    final = evaluate(state['params'], val)
+    calls = tool_arith.call_metrics(env, demo_tasks, demos.actions, demos.active)[0]
+    info = dict(
+      steps=step, validation_accuracy=final['accuracy'], validation_calls=final['calls'],
+      demo_accuracy=float(jnp.mean(jnp.any(demos.rewards > 0.5, -1))),
+      demo_calls=float(jnp.mean(calls)), seconds=time.time() - t0, curve=curve,
+    )  # fmt: skip
+    runs.note(
+      f'warm start: {step} steps, validation greedy accuracy {final["accuracy"]:.3f}, '
+      f'{final["calls"]:.2f} calls per problem (demonstrations solve {info["demo_accuracy"]:.3f}'
+      f'; {info["seconds"]:.0f} s)'
+    )
+    return state['params'], info
+
+  reused = lambda i: (  # noqa: E731
+    f'warm start: reused ({i["steps"]} steps, validation accuracy {i["validation_accuracy"]:.3f})'
+  )
+  return warmstart.cached(workdir, sections, train_fn, reused, 'validation_greedy_accuracy')
+
+
+def run_arm(config, arm, seed, params0, train, test):
   steps = loop.ArmSteps(arm.name, arm.init, arm.update, phased=False, hparams=arm.hparams)
   records, _, _ = loop.run_arm(
-    steps, None, seed, train, test, arm.evaluate, primary='accuracy', **loop.budget(config.rl)
+    steps, params0, seed, train, test, arm.evaluate, primary='accuracy', **loop.budget(config.rl)
   )
   return records
-
-
-# ----------------------------------------------------------------------------- summaries
-
-
-def summarize(records, seeds, arms):
-  """{(arm, seed): start / final accuracy and precision, calls, steps, seconds}."""
-  out, by = {}, ra.by_run(records, arms, seeds)
-  for (a, s), recs in by.items():
-    first, last = recs[0], recs[-1]
-    its = [r for r in recs if r['iteration'] > 0]
-    out[(a, s)] = dict(
-      warm=first['eval_accuracy'],
-      final=last['eval_accuracy'],
-      best=max(r['eval_accuracy'] for r in recs if 'eval_accuracy' in r),
-      precision=last['eval_precision'],
-      recall=last['eval_recall'],
-      f1=last['eval_f1'],
-      calls=last['eval_calls'],
-      train_precision=float(np.mean([r['precision'] for r in its[-10:]])) if its else None,
-      steps=last['iteration'],
-      wall=last['wall'],
-      s_per_step=last['wall'] / max(last['iteration'], 1),
-      compile_s=sum(r['compile_s'] for r in recs),
-    )
-  return out
-
-
-def _pct(x):
-  return report.fmt(x, pct=True)
-
-
-def _claim(summary, seeds, a, b, key, text):
-  """`a` beats `b` on `key`: refuted within the seed spread, confirmed with >= 4 seeds won."""
-  va = [summary[(a, s)][key] for s in seeds]
-  vb = [summary[(b, s)][key] for s in seeds]
-  gap = float(np.mean(va) - np.mean(vb))
-  spread = ra.seed_spread(summary, [a, b], seeds, key)
-  if len(seeds) >= 2 and gap <= spread:
-    outcome, note = 'REFUTED', 'not larger than the seed spread' if gap > 0 else 'wrong sign'
-  elif len(seeds) >= MIN_SEEDS and all(x > y for x, y in zip(va, vb)):
-    outcome, note = 'CONFIRMED', ''
-  else:
-    outcome, note = 'INCONCLUSIVE', f'suggestive only with {len(seeds)} seed(s)'
-  rule = (
-    f'with >= 2 seeds, refuted if mean({a}) - mean({b}) is within the largest within-arm seed '
-    f'range of the two; confirmed if it exceeds it and {a} beats {b} in every seed with '
-    f'>= {MIN_SEEDS} seeds; else inconclusive'
-  )
-  nums = {f'{a} %': [round(100 * v, 1) for v in va], f'{b} %': [round(100 * v, 1) for v in vb]}
-  nums.update({'gap (points)': 100 * gap, 'seed spread (points)': 100 * spread})
-  return report.Verdict(text, outcome, rule, nums, note)
-
-
-CLAIMS = (
-  ('matchtir_km', 'grpo', 'final', 'Matched turn credit (KM) beats outcome-only GRPO on accuracy'),
-  ('matchtir_km', 'grpo', 'precision', 'Matched turn credit (KM) beats GRPO on call precision'),
-  ('matchtir_km', 'grpo', 'f1', 'Matched turn credit (KM) beats GRPO on call F1 (official score)'),
-  ('matchtir_km', 'matchtir_ot', 'final', 'Hard (KM) matching beats soft (OT) on accuracy'),
-)
-
-
-def verdict(summary, seeds, arms, smoke=False, baseline='grpo'):
-  """The gate, then each claim whose arms ran, judged by rule (`report.expected_vs_observed`)."""
-  claims = [_claim(summary, seeds, a, b, k, t) for a, b, k, t in CLAIMS if a in arms and b in arms]
-  warm = {k: r['warm'] for k, r in summary.items()}
-  final = {k: r['final'] for k, r in summary.items()}
-  gate = report.arm_gate(final, warm, seeds, arms, baseline)
-  return report.expected_vs_observed(claims, gate, smoke)
-
-
-PANELS = (
-  ra.Panel('iteration', 'eval_accuracy', 'RL step', 'held-out greedy accuracy'),
-  ra.Panel('iteration', 'eval_precision', 'RL step', 'held-out tool-call precision'),
-  ra.Panel('iteration', 'eval_calls', 'RL step', 'tool calls per problem'),
-)
-
-RUN_COLUMNS = (
-  ra.Column('start acc %', 'warm', pct=True),
-  ra.Column('final acc %', 'final', pct=True),
-  ra.Column('best acc %', 'best', pct=True),
-  ra.Column('precision %', 'precision', pct=True),
-  ra.Column('recall %', 'recall', pct=True),
-  ra.Column('calls', 'calls', digits=2),
-  ra.Column('steps', 'steps', cell=str),
-  ra.Column('train s', 'wall', digits=1),
-  ra.Column('compile s', 'compile_s', digits=1),
-)
-
-MEAN_COLUMNS = (
-  ra.Column('final acc %', 'final', pct=True),
-  ra.Column('precision %', 'precision', pct=True),
-  ra.Column('call F1 %', 'f1', pct=True),
-  ra.Column('calls', 'calls', digits=2, fold='mean'),
-  ra.Column('train s/step', 's_per_step', digits=3, fold='mean'),
-)
 
 
 # ----------------------------------------------------------------------------- run
 
 
 def run(config, workdir):
-  """Every arm x seed from a random init; writes metrics.jsonl, results.md and curves.png."""
+  """Every arm x seed from the warm start; writes metrics.jsonl, results.md and curves.png."""
   t_start, load_start = time.time(), bench.load_average()
   env = make_env(config)
   seeds, arms = list(config.seeds), list(config.run_arms)
-  d = config.data
-  train, test = tool_arith.make_splits(env, d.num_train, d.num_test, d.seed)
+  train, validation, test = make_splits(config, env)
   test = jax.tree.map(jnp.asarray, test)
+  params0, ws_info = None, None
+  if config.get('warmstart') is not None:
+    params0, ws_info = warm_start(config, env, train, validation, workdir)
   built = {a: Arm(a, config, env) for a in arms}
   records = loop.run_grid(
     os.path.join(workdir, 'metrics.jsonl'),
     arms,
     seeds,
-    lambda a, s: run_arm(config, built[a], s, train, test),
+    lambda a, s: run_arm(config, built[a], s, params0, train, test),
     note=lambda recs: ra.run_note(recs, unit='steps', key='eval_accuracy'),
   )
-  summary = summarize(records, seeds, arms)
+  summary = report_lib.summarize(records, seeds, arms)
   labels = {a: config.arms[a].label for a in arms}
   ra.curves_figure(
-    os.path.join(workdir, 'curves.png'), ra.by_run(records, arms, seeds), arms, seeds, PANELS,
+    os.path.join(workdir, 'curves.png'), ra.by_run(records, arms, seeds), arms, seeds,
+    report_lib.PANELS,
     labels=labels, title='ToolArith: turn-level credit (solid: first seed)',
   )  # fmt: skip
   times = dict(total_s=time.time() - t_start, load_start=load_start, load_end=bench.load_average())
-  write_results(config, workdir, summary, times)
+  platform = jax.devices()[0].platform
+  report_lib.write_results(config, workdir, summary, times, platform, ws_info)
   finals = ra.arm_means(summary, arms, seeds, 'final')
-  line = ', '.join(f'{a} {_pct(v)}%' for a, v in finals.items())
+  line = ', '.join(f'{a} {report_lib.pct(v)}%' for a, v in finals.items())
   return (
     f'{NAME}: final held-out accuracy (mean of {len(seeds)} seed(s)): {line}; '
     f'{times["total_s"]:.0f} s; results in {os.path.join(workdir, "results.md")}'
-  )
-
-
-def write_results(config, workdir, summary, times):
-  seeds, arms = list(config.seeds), list(config.run_arms)
-  rl, e = config.rl, config.env
-  header = ra.run_header(
-    ra.command_line(f'experiments.{NAME}'), runs.git_commit(),
-    platform=jax.devices()[0].platform, load_start=times['load_start'],
-    load_end=times['load_end'], total_s=times['total_s'],
-  )  # fmt: skip
-  arm_lines = '\n'.join(
-    f'- `{a}` ({config.arms[a].label}): estimator `{config.arms[a].estimator}`'
-    + (f', matched turn rewards `{config.arms[a].assignment}`' if config.arms[a].assignment else '')
-    + (
-      f', credit `{json.dumps(config.arms[a].credit.to_dict())}`'
-      if 'credit' in config.arms[a]
-      else ''
-    )
-    for a in arms
-  )
-  intro = f"""{header}
-
-Setting: ToolArith (`jaxca.tasks.tool_arith`), K={e.num_steps} operations mod {e.modulus}
-({', '.join(e.ops)}), at most {e.horizon} turns, call cost {e.call_cost}, tool failure rate
-{e.error_rate}; {config.data.num_train} training and {config.data.num_test} held-out problems
-(disjoint). Policy {config.policy.depth} layers, d={config.policy.width}, random init, no SFT.
-Each run: {rl.prompts} problems x G={rl.group_size} per step at temperature {rl.temperature},
-{rl.num_epochs} epoch(s) x {rl.num_minibatches} minibatches, Adam {config.optim.lr}, no KL, no
-entropy bonus, {rl.iterations} steps; every {rl.eval_every} steps, on the held-out problems
-(greedy): accuracy, tool-call precision (calls matched exactly by the optimal assignment /
-calls; 1 for a problem without calls, as the official metric, so a policy that stops calling
-scores 1), recall (exact calls / K), call F1 (2 exact / (calls + K), the official `solve_f1`)
-and calls per problem. Credit options: `{json.dumps(config.credit.to_dict())}`. Seeds {seeds}:
-a seed fixes the init, batches and sampling keys, identical across arms. Arms:
-
-{arm_lines}
-"""
-  labels = {a: config.arms[a].label for a in arms}
-  means = ra.seed_table(summary, arms, seeds, MEAN_COLUMNS, labels=labels)
-  reading = f"""{verdict(summary, seeds, arms, config.get('smoke', False), config.baseline)}
-
-Caveats: a small model on a short budget from a random init; {len(seeds)} seed(s); one-token
-calls with one argument, so the similarity takes three values (0, 2/3, 1); the hyper-parameters
-are the papers' defaults, not tuned for this task.
-"""
-  ra.write_markdown(
-    os.path.join(workdir, 'results.md'),
-    f'{NAME}: matched turn-level credit vs outcome-only GRPO on a tool-using task',
-    [
-      intro,
-      ('Runs', ra.run_table(summary, arms, seeds, RUN_COLUMNS)),
-      ('Per arm (over seeds)', means + '\n\n![curves](curves.png)'),
-      ('Reading', reading),
-    ],
   )
 
 

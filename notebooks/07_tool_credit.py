@@ -25,7 +25,9 @@
 # Sections: (1) the matched rewards of one hand-made trajectory under the official greedy rule,
 # the optimal assignment and Sinkhorn OT; (2) the two-turn toy with known true advantages: which
 # turn-level estimators are unbiased; (3) the reproduction's results
-# (`results/tool_credit_protocol/` when committed, else a smoke run whose numbers mean nothing).
+# (`results/tool_credit_warmstart/`, every arm from one SFT warm start, when committed, else the
+# older random-init run `results/tool_credit_protocol/`, else a smoke run whose numbers mean
+# nothing).
 
 # %%
 import json
@@ -59,7 +61,12 @@ from jaxca import report  # noqa: E402
 from jaxca.credit import turns  # noqa: E402
 
 SMOKE = os.environ.get('JAXCA_SMOKE', '0') == '1'
-RESULTS = ROOT / 'results' / 'tool_credit_protocol'
+# The warm-started run when committed, else the older random-init one.
+RESULTS = next(
+  (d for d in (ROOT / 'results' / n for n in ('tool_credit_warmstart', 'tool_credit_protocol'))
+   if (d / 'results.md').exists()),
+  ROOT / 'results' / 'tool_credit_warmstart',
+)  # fmt: skip
 
 # %% [markdown]
 # ## 1. Matched rewards of one trajectory
@@ -131,8 +138,9 @@ plt.show()
 # %% [markdown]
 # ## 3. The reproduction: outcome-only GRPO vs matched turn credit on ToolArith
 #
-# From `results/tool_credit_protocol/` (the default: 5 arms x 4 seeds) when committed, else a
-# smoke run into a temporary directory.
+# From `results/tool_credit_warmstart/` (the default: 5 arms x 4 seeds from one SFT warm start)
+# when committed, else `results/tool_credit_protocol/` (the older run from a random init), else
+# a smoke run into a temporary directory.
 
 # %%
 if (RESULTS / 'results.md').exists():

@@ -20,7 +20,10 @@ a problem see the same tool (a key folded from the seed, no randomness in `step`
 Tokens: the prompt is `[BOS, V(x0), (OP_k, V(a_k)) x K, SEP]`; observations are two tokens
 (`[START, V(x0)]` at the first turn); actions are `CALL(op, a)` (n_ops * M tokens) and
 `ANS(d)` (M tokens). Tasks are dicts of arrays (`x0`, `ops`, `operands`, `seed`), drawn on
-the host by `make_splits` (train and test disjoint by problem).
+the host by `make_splits` (train and test disjoint by problem). The state also carries the
+reference calls and how many of them succeeded in order (`State.progress`, no effect on the
+rewards or observations), which `noisy_reference_policy`, a noisy scripted demonstrator for
+supervised warm starts, reads.
 """
 
 from typing import NamedTuple
@@ -43,6 +46,9 @@ class State(NamedTuple):
   answer: jax.Array  # [] int32 the correct answer y
   seed: jax.Array  # [] int32 problem seed (tool failures)
   failed: jax.Array  # [] bool: the last call failed
+  ref_ops: jax.Array  # [K] int32 the reference calls' ops (for scripted demonstrators)
+  ref_operands: jax.Array  # [K] int32 the reference calls' operands
+  progress: jax.Array  # [] int32 reference calls done in order (the next one succeeded)
 
 
 def _apply(op_index, x, a, modulus, ops):
@@ -96,7 +102,10 @@ class ToolArithEnv(token_env.TokenEnv):
   def reset(self, task):
     x0 = jnp.asarray(task['x0'], jnp.int32)
     seed = jnp.asarray(task['seed'], jnp.int32)
-    return State(x0, jnp.int32(0), self.answer(task), seed, jnp.zeros((), bool))
+    ops = jnp.asarray(task['ops'], jnp.int32)
+    operands = jnp.asarray(task['operands'], jnp.int32)
+    return State(x0, jnp.int32(0), self.answer(task), seed, jnp.zeros((), bool), ops, operands,
+                 jnp.int32(0))  # fmt: skip
 
   def observe(self, state):
     kind = jnp.where(state.calls == 0, START, jnp.where(state.failed, ERR, RES))
@@ -114,12 +123,18 @@ class ToolArithEnv(token_env.TokenEnv):
     new_acc = jnp.where(fail, state.acc, _apply(op, state.acc, operand, self.modulus, self.ops))
     correct = (~is_call) & (action - self.num_calls == state.answer)
     reward = jnp.where(is_call, -self.call_cost, correct.astype(jnp.float32))
+    k = jnp.minimum(state.progress, self.num_steps - 1)
+    next_ref = (state.progress < self.num_steps) & (op == state.ref_ops[k])
+    next_ref &= operand == state.ref_operands[k]
     new = State(
       jnp.where(is_call, new_acc, state.acc),
       state.calls + is_call.astype(jnp.int32),
       state.answer,
       state.seed,
       is_call & fail,
+      state.ref_ops,
+      state.ref_operands,
+      state.progress + (is_call & ~fail & next_ref).astype(jnp.int32),
     )
     return new, reward.astype(jnp.float32), ~is_call
 
@@ -150,6 +165,40 @@ class ToolArithEnv(token_env.TokenEnv):
 def make(num_steps=2, modulus=5, ops=('add', 'mul'), horizon=None, error_rate=0.0, call_cost=0.0):
   """A `ToolArithEnv` (see the module docstring)."""
   return ToolArithEnv(num_steps, modulus, ops, horizon, error_rate, call_cost)
+
+
+def noisy_reference_policy(env: ToolArithEnv, p_opt):
+  """A batched scripted demonstrator `act(states, turn, key) -> [B] int32` (action indices) for
+  `jaxca.lm.multiturn.scripted_rollout`, as `jaxca.envs.keydoor.noisy_bfs_policy`.
+
+  Per turn and row: while fewer than K reference calls have succeeded in order
+  (`State.progress`), with probability `p_opt` the next reference call (op_k, a_k) (the same
+  call again after an ERR reply), else a uniformly random action (call or answer); after the
+  K calls, with probability `p_opt` the answer ANS(acc) (the tool's accumulator), else a
+  uniformly random answer. p_opt=1 solves every problem whose calls succeed within the
+  horizon; p_opt=0 acts uniformly until K reference calls have succeeded by chance.
+  """
+  m, k_max, n_calls = env.modulus, env.num_steps, env.num_calls
+  n_actions = len(env.action_ids)
+
+  def act(states, turn, key):
+    del turn
+    b = states.acc.shape[0]
+    k_coin, k_any, k_ans = jax.random.split(key, 3)
+    use_opt = jax.random.uniform(k_coin, (b,)) < p_opt
+    k = jnp.minimum(states.progress, k_max - 1)[:, None]
+    ref_op = jnp.take_along_axis(states.ref_ops, k, axis=1)[:, 0]
+    ref_a = jnp.take_along_axis(states.ref_operands, k, axis=1)[:, 0]
+    calling = states.progress < k_max
+    opt = jnp.where(calling, ref_op * m + ref_a, n_calls + states.acc)
+    noise = jnp.where(
+      calling,
+      jax.random.randint(k_any, (b,), 0, n_actions),
+      n_calls + jax.random.randint(k_ans, (b,), 0, m),
+    )
+    return jnp.where(use_opt, opt, noise).astype(jnp.int32)
+
+  return act
 
 
 def make_splits(env: ToolArithEnv, num_train: int, num_test: int, seed: int = 0):

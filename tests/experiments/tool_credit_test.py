@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from configs import tool_credit as config_mod
@@ -46,6 +48,9 @@ def test_configs_validate_and_default_arms():
     (lambda c: c.env.update(error_rate=1.5), 'config.env'),
     (lambda c: c.data.update(num_train=10_000), 'config.data'),
     (lambda c: c.policy.update(max_len=8), 'max_len'),
+    (lambda c: c.data.update(num_val=400), 'num_val'),
+    (lambda c: c.warmstart.update(p_opt=1.5), 'warmstart.p_opt'),
+    (lambda c: c.warmstart.update(max_steps=0), 'warmstart.num_demos'),
   ],
 )
 def test_bad_configs_are_refused_with_one_line(override, match):
@@ -89,6 +94,34 @@ def test_claims_untestable_when_grpo_does_not_learn():
   assert 'Hard (KM)' not in text  # the OT arm did not run: no such claim
 
 
+def test_splits_carve_validation_from_train_disjoint_from_test():
+  c = config_mod.get_config('smoke')
+  env = tc.make_env(c)
+  train, val, test = tc.make_splits(c, env)
+  assert len(train['x0']) == c.data.num_train - c.data.num_val and len(val['x0']) == c.data.num_val
+  key = lambda d: {(int(d['x0'][i]), *d['ops'][i], *d['operands'][i]) for i in range(len(d['x0']))}  # noqa: E731
+  assert not key(train) & key(val) and not key(val) & key(test) and not key(train) & key(test)
+
+
+def test_warm_start_is_cached_by_key_and_a_stale_cache_is_refused(tmp_path, monkeypatch):
+  c = config_mod.get_config('smoke')
+  env = tc.make_env(c)
+  train, val, _ = tc.make_splits(c, env)
+  params, info = tc.warm_start(c, env, train, val, str(tmp_path))
+  assert info['steps'] == c.warmstart.max_steps and len(info['curve']) == 2
+  assert 0.0 <= info['validation_accuracy'] <= 1.0 and info['demo_calls'] > 0.0
+  with open(tmp_path / 'warmstart_curve.csv') as f:
+    assert f.readline().strip() == 'step,validation_greedy_accuracy'
+  monkeypatch.setattr(tc.train_lib, 'make_gradient_step', lambda *a: pytest.fail('retrained'))
+  again, info2 = tc.warm_start(c, env, train, val, str(tmp_path))
+  assert info2['key'] == info['key']
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+  c.warmstart.update(p_opt=0.5)
+  with pytest.raises(runs.ConfigError) as err:
+    tc.warm_start(c, env, train, val, str(tmp_path))
+  assert '\n' not in str(err.value) and 'warmstart.p_opt' in str(err.value)
+
+
 @pytest.mark.slow
 def test_smoke_cli_runs_every_arm(tmp_path):
   env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1', JAX_PLATFORMS='cpu')
@@ -104,13 +137,15 @@ def test_smoke_cli_runs_every_arm(tmp_path):
   for arm in c.run_arms:
     assert f'| {arm} | 0 |' in text, arm
   assert '## Reading' in text and '**Gate**' in text and 'not a result' in text
+  assert 'noisy scripted demonstrations' in text and 'validation accuracy' in text
+  assert os.path.exists(tmp_path / 'warmstart_curve.csv')
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   by = {a: [r for r in records if r['arm'] == a] for a in c.run_arms}
   for a in c.run_arms:
     assert [r['iteration'] for r in by[a]] == list(range(c.rl.iterations + 1))
     assert all('eval_accuracy' in r and 'eval_precision' in r for r in by[a])
-  # The same init seed and batches for every arm: the policy-only arms (the value head adds
-  # parameters) start from the same evaluation and the same first rollout.
+  # One warm start and the same batches for every arm: the policy-only arms (the value head
+  # adds parameters) start from the same evaluation and the same first rollout.
   plain = [a for a in c.run_arms if not c.arms[a].get('value_head', False)]
   assert len({by[a][0]['eval_accuracy'] for a in plain}) == 1
   assert len({by[a][1]['calls'] for a in plain}) == 1  # the first rollout is the same

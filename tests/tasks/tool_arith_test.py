@@ -135,3 +135,87 @@ class RolloutTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+def _fails(seed, n, rate):
+  """The tool's failures of a problem seed, call number 0..n-1 (the env's documented rule)."""
+  key = jax.random.fold_in(jax.random.key(0), seed)
+  return [bool(jax.random.uniform(jax.random.fold_in(key, i)) < rate) for i in range(n)]
+
+
+def _ref_demo(env, task, fails):
+  """The p_opt=1 demonstrator as a plain loop: (actions, return)."""
+  m, k, acc, done_calls, calls, actions, ret = (
+    env.modulus,
+    env.num_steps,
+    int(task['x0']),
+    0,
+    0,
+    [],
+    0.0,
+  )
+  for _ in range(env.horizon):
+    if done_calls < k:
+      op, a = int(task['ops'][done_calls]), int(task['operands'][done_calls])
+      actions.append(op * m + a)
+      ret -= env.call_cost
+      if not fails[calls]:
+        acc, done_calls = OPS[env.ops[op]](acc, a) % m, done_calls + 1
+      calls += 1
+    else:
+      actions.append(env.num_calls + acc)
+      ret += float(acc == int(env.answer(task)))
+      break
+  return actions, ret
+
+
+class DemonstratorTest(absltest.TestCase):
+  def test_optimal_demonstrations_match_a_loop(self):
+    env = tool_arith.make(num_steps=2, modulus=7, ops=('add', 'sub', 'mul'), horizon=4,
+                          error_rate=0.3, call_cost=0.05)  # fmt: skip
+    rng = np.random.default_rng(1)
+    n = 24
+    tasks = dict(
+      x0=rng.integers(0, 7, n).astype(np.int32), ops=rng.integers(0, 3, (n, 2)).astype(np.int32),
+      operands=rng.integers(0, 7, (n, 2)).astype(np.int32),
+      seed=rng.integers(0, 2**31 - 1, n).astype(np.int32),
+    )  # fmt: skip
+    act = tool_arith.noisy_reference_policy(env, 1.0)
+    fn = lambda k, t: multiturn.scripted_rollout(env, k, t, act)  # noqa: E731
+    for f in (fn, jax.jit(fn)):
+      s = jax.device_get(f(jax.random.key(2), tasks))
+      solved = 0
+      for i in range(n):
+        task = {key: v[i] for key, v in tasks.items()}
+        want, ret = _ref_demo(env, task, _fails(int(task['seed']), env.horizon, env.error_rate))
+        np.testing.assert_array_equal(s.actions[i, : len(want)], want)
+        self.assertTrue(np.all(s.actions[i, len(want) :] == -1))
+        self.assertAlmostEqual(float(s.returns[i]), ret, places=5)
+        solved += ret > 0.5
+      self.assertBetween(solved, 12, n - 1)  # some problems run out of turns (failures)
+
+  def test_action_frequencies(self):
+    env = tool_arith.make(num_steps=2, modulus=5, horizon=4)
+    task = _task(2, [1, 0], [3, 4])
+    n, a = 20_000, len(env.action_ids)
+    states = jax.vmap(env.reset)(jax.tree.map(lambda x: np.broadcast_to(x, (n,) + x.shape), task))
+    done = states._replace(progress=jnp.full((n,), 2, jnp.int32), acc=jnp.full((n,), 4, jnp.int32))
+    for p_opt in (0.0, 0.4):
+      act = tool_arith.noisy_reference_policy(env, p_opt)
+      first = np.asarray(jax.jit(act)(states, 0, jax.random.key(3)))
+      want = np.full(a, (1 - p_opt) / a)
+      want[1 * 5 + 3] += p_opt  # the first reference call, mul 3
+      np.testing.assert_allclose(np.bincount(first, minlength=a) / n, want, atol=0.012)
+      last = np.asarray(act(done, 3, jax.random.key(4)))
+      want = np.zeros(a)
+      want[env.num_calls :] = (1 - p_opt) / 5
+      want[env.num_calls + 4] += p_opt  # ANS(acc)
+      np.testing.assert_allclose(np.bincount(last, minlength=a) / n, want, atol=0.012)
+
+  def test_progress_counts_reference_calls_in_order(self):
+    env = tool_arith.make(num_steps=2, modulus=5)
+    task = _task(2, [0, 1], [4, 3])
+    state = env.reset(task)
+    for a, want in ((1 * 5 + 3, 0), (0 * 5 + 4, 1), (0 * 5 + 4, 1), (1 * 5 + 3, 2), (8, 2)):
+      state, _, _ = env.step(state, jnp.int32(a))  # wrong, first, first again, second, extra
+      self.assertEqual(int(state.progress), want)
