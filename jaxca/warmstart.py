@@ -52,6 +52,9 @@ KEY_SECTIONS = ('task', 'policy', 'warmstart', 'seed', 'data')
 _SPLIT_SEED_OFFSET = {'train': 0, 'test': 1, 'validation': 2}
 
 
+STOP_TOL = 1e-6  # `sft_loop`'s stop: an accuracy counts as reaching `stop_at` within this
+
+
 def sft_loop(
   state,
   step,
@@ -77,8 +80,9 @@ def sft_loop(
     max_steps: the most SFT steps.
     eval_every: evaluate every this many steps (a multiple of `steps_per_call`), and at
       the last step.
-    stop_at: stop at the first evaluation with `metric >= stop_at`; 0 (or less) never
-      stops early.
+    stop_at: stop at the first evaluation with `metric >= stop_at` (up to `STOP_TOL`, so a
+      float32 mean such as 15 / 50 = 0.29999998 reaches 0.3); 0 (or less) never stops
+      early.
     steps_per_call: steps per `advance` call.
     on_step: optional `on_step(step, state, metrics, evaluation, done)` after each call
       (records, checkpoints); `evaluation` is None off the schedule.
@@ -95,7 +99,7 @@ def sft_loop(
   curve = []
   done = step >= max_steps
   if not done and step and stop_at > 0 and step % eval_every == 0:
-    done = float(validate(state['params'])[metric]) >= stop_at
+    done = float(validate(state['params'])[metric]) >= stop_at - STOP_TOL
   while not done:
     state, m = advance(state, step)
     step += steps_per_call
@@ -106,7 +110,7 @@ def sft_loop(
       if metric in evaluation:
         em = float(evaluation[metric])
         curve.append((step, em))
-        done = done or 0 < stop_at <= em
+        done = done or 0 < stop_at <= em + STOP_TOL
     if on_step is not None:
       on_step(step, state, m, evaluation, done)
   return state, step, curve

@@ -129,6 +129,16 @@ def test_sft_loop_without_stop_runs_to_max_steps_and_evaluates_the_last_step():
   assert step == 9 and [s for s, _ in curve] == [4, 8, 9]
 
 
+def test_sft_loop_stop_reads_a_float32_mean_at_the_threshold_as_reached():
+  """Regression: 15 right of 50 as a float32 mean is 0.29999998 (sum x 1/50), which a plain
+  `>= 0.3` read as below the stop."""
+  at = float(np.float32(15) * np.float32(1 / 50))
+  assert at < 0.3
+  val = {s: (at if s >= 4 else 0.1) for s in range(12)}
+  _, step, _, _, _ = _loop(val, val, stop_at=0.3)
+  assert step == 4
+
+
 def test_sft_loop_resumed_past_the_stop_takes_no_step():
   val = {s: 0.1 * s for s in range(12)}
   _, step, curve, calls, _ = _loop(val, val, step=8)
