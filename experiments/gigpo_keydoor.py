@@ -32,7 +32,6 @@ from jaxca import estimators
 from jaxca import lm
 from jaxca import metrics
 from jaxca import runs
-from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.credit import gigpo
 from jaxca.envs import keydoor
@@ -230,27 +229,19 @@ def warm_start(config, env, policy, eval_tasks, workdir):
   )
 
   def train():
-    tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
-    params = policy.init(jax.random.fold_in(base, 10**6 + 4))
-    state = dict(params=params, opt_state=tx.init(params))
-    grad_step = train_lib.make_gradient_step(multiturn.make_sft_loss(policy, env), tx)
-
-    @jax.jit
-    def update(state, idx):
-      batch = jax.tree.map(lambda x: x[idx], data)
-      (params, opt_state), m = grad_step((state['params'], state['opt_state']), batch)
-      return dict(params=params, opt_state=opt_state), m
-
     greedy = jax.jit(
       lambda p: jnp.mean(
         multiturn.rollout(policy, p, jax.random.key(0), env, val, group_size=1, greedy=True).returns
       )
     )
-    rng = np.random.default_rng(config.seed + 7)
     t0 = time.time()
-    state, step, curve = warmstart.sft_with_progress(
-      state,
-      advance=lambda s, step: update(s, jnp.asarray(rng.integers(0, ws.num_demos, ws.batch_size))),
+    params, step, curve = warmstart.sft_minibatches(
+      multiturn.make_sft_loss(policy, env),
+      policy.init(jax.random.fold_in(base, 10**6 + 4)),
+      data,
+      lr=ws.lr,
+      batch_size=ws.batch_size,
+      rng=np.random.default_rng(config.seed + 7),
       validate=lambda p: {'val_success': float(greedy(p))},
       max_steps=ws.max_steps,
       eval_every=ws.eval_every,
@@ -269,7 +260,7 @@ def warm_start(config, env, policy, eval_tasks, workdir):
       f'warm start: {step} steps, validation greedy success {info["validation_success"]:.3f} '
       f'(demonstrations succeed {info["demo_success"]:.3f}; {info["seconds"]:.0f} s)'
     )
-    return state['params'], info
+    return params, info
 
   reused = lambda i: (  # noqa: E731
     f'warm start: reused ({i["steps"]} steps, validation success {i["validation_success"]:.3f})'

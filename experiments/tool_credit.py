@@ -38,7 +38,6 @@ from jaxca import lm
 from jaxca import loop
 from jaxca import report_arms as ra
 from jaxca import runs
-from jaxca import train as train_lib
 from jaxca import warmstart
 from jaxca.lm import multiturn
 from jaxca.networks import transformer
@@ -229,26 +228,15 @@ def warm_start(config, env, train, validation, workdir):
   evaluate = make_evaluate(policy, env)
 
   def train_fn():
-    tx = train_lib.make_optimizer(dict(name='adam', lr=ws.lr, max_grad_norm=1.0))
-    params = policy.init(jax.random.fold_in(key, 2))
-    state = dict(params=params, opt_state=tx.init(params))
-    grad_step = train_lib.make_gradient_step(multiturn.make_sft_loss(policy, env), tx)
-
-    @jax.jit
-    def update(state, idx):
-      batch = jax.tree.map(lambda x: x[idx], data)
-      (params, opt_state), m = grad_step((state['params'], state['opt_state']), batch)
-      return dict(params=params, opt_state=opt_state), m
-
     t0 = time.time()
-    state, step, curve = warmstart.sft_with_progress(
-      state,
-      advance=lambda s, _: update(s, jnp.asarray(rng.integers(0, ws.num_demos, ws.batch_size))),
+    params, step, curve = warmstart.sft_minibatches(
+      multiturn.make_sft_loss(policy, env), policy.init(jax.random.fold_in(key, 2)), data,
+      lr=ws.lr, batch_size=ws.batch_size, rng=rng,
       validate=lambda p: {'val_accuracy': evaluate(p, val)['accuracy']},
       max_steps=ws.max_steps, eval_every=ws.eval_every, stop_at=ws.stop_at,
       metric='val_accuracy', postfix=lambda e: dict(val=f'{e["val_accuracy"]:.2f}'),
     )  # fmt: skip
-    final = evaluate(state['params'], val)
+    final = evaluate(params, val)
     calls = tool_arith.call_metrics(env, demo_tasks, demos.actions, demos.active)[0]
     info = dict(
       steps=step, validation_accuracy=final['accuracy'], validation_calls=final['calls'],
@@ -260,7 +248,7 @@ def warm_start(config, env, train, validation, workdir):
       f'{final["calls"]:.2f} calls per problem (demonstrations solve {info["demo_accuracy"]:.3f}'
       f'; {info["seconds"]:.0f} s)'
     )
-    return state['params'], info
+    return params, info
 
   reused = lambda i: (  # noqa: E731
     f'warm start: reused ({i["steps"]} steps, validation accuracy {i["validation_accuracy"]:.3f})'

@@ -116,6 +116,32 @@ def sft_loop(
   return state, step, curve
 
 
+def sft_minibatches(loss_fn, params, data, *, lr, batch_size, rng, **loop):
+  """`sft_with_progress` of `loss_fn(params, batch)` on minibatches drawn with replacement
+  from `data` (a dict of [n, ...] arrays, indices from the NumPy generator `rng`), Adam `lr`
+  with gradient clipping 1.0 (the demonstration warm starts of the multi-turn reproductions).
+
+  `loop`: `sft_with_progress`'s keywords (validate, max_steps, eval_every, stop_at, metric,
+  postfix, ...). Returns (params, step, curve).
+  """
+  tx = train_lib.make_optimizer(dict(name='adam', lr=lr, max_grad_norm=1.0))
+  grad_step = train_lib.make_gradient_step(loss_fn, tx)
+  data = jax.tree.map(jnp.asarray, data)
+  n = len(next(iter(data.values())))
+
+  @jax.jit
+  def update(state, idx):
+    batch = jax.tree.map(lambda x: x[idx], data)
+    (params, opt_state), m = grad_step((state['params'], state['opt_state']), batch)
+    return dict(params=params, opt_state=opt_state), m
+
+  state = dict(params=params, opt_state=tx.init(params))
+  state, step, curve = sft_with_progress(
+    state, advance=lambda s, _: update(s, jnp.asarray(rng.integers(0, n, batch_size))), **loop
+  )
+  return state['params'], step, curve
+
+
 def sft_with_progress(
   state,
   *,

@@ -15,6 +15,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -313,3 +314,37 @@ def test_cached_trains_once_per_key_and_refuses_another_key(tmp_path, monkeypatc
     assert f.read().splitlines() == ['step,val', '5,0.500000']
   with pytest.raises(warmstart.runs.ConfigError, match='differs: a'):
     warmstart.cached(workdir, {'a': 2}, train, lambda i: 'reused')
+
+
+def test_sft_minibatches_equals_a_plain_optax_loop_and_stops_on_validation():
+  """Against a hand-written loop: the same minibatch indices (drawn from the same generator),
+  clip 1.0 then Adam; the stop is sft_loop's."""
+  import optax  # noqa: PLC0415
+
+  x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+  data = {'x': x, 'y': 3.0 * x[:, 0] - 1.0}
+
+  def loss_fn(p, b):
+    return jnp.mean((b['x'][:, 0] * p['w'] + p['b'] - b['y']) ** 2), {}
+
+  p0 = {'w': jnp.float32(0.0), 'b': jnp.float32(0.0)}
+  got, step, curve = warmstart.sft_minibatches(
+    loss_fn, p0, data, lr=0.1, batch_size=8, rng=np.random.default_rng(3),
+    validate=lambda p: {'fit': float(p['w']) / 3.0}, max_steps=30, eval_every=5, stop_at=2.0,
+    metric='fit',
+  )  # fmt: skip
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
+  p, opt, rng = p0, tx.init(p0), np.random.default_rng(3)
+  for _ in range(30):
+    idx = rng.integers(0, 40, 8)
+    g = jax.grad(lambda q: loss_fn(q, {k: v[idx] for k, v in data.items()})[0])(p)
+    u, opt = tx.update(g, opt, p)
+    p = optax.apply_updates(p, u)
+  assert step == 30 and [s for s, _ in curve] == [5, 10, 15, 20, 25, 30]
+  np.testing.assert_allclose([got['w'], got['b']], [p['w'], p['b']], rtol=1e-5, atol=1e-6)
+  _, step, _ = warmstart.sft_minibatches(
+    loss_fn, p0, data, lr=0.1, batch_size=8, rng=np.random.default_rng(3),
+    validate=lambda q: {'fit': float(q['w']) / 3.0}, max_steps=30, eval_every=5, stop_at=0.2,
+    metric='fit',
+  )  # fmt: skip
+  assert step < 30
