@@ -165,7 +165,7 @@ def test_warm_start_is_cached_by_key_and_a_stale_cache_is_refused(tmp_path, monk
     assert f.readline().strip() == 'step,validation_greedy_success'
   config2, env2, policy2, _ = _ws_setup(p_opt=0.5)  # built before training is forbidden
   monkeypatch.setattr(
-    experiment.train_lib, 'make_gradient_step', lambda *a: pytest.fail('retrained')
+    experiment.warmstart, 'sft_minibatches', lambda *a, **k: pytest.fail('retrained')
   )
   again, info2 = experiment.warm_start(config, env, policy, eval_tasks, workdir)
   assert info2['key'] == info['key']

@@ -112,7 +112,7 @@ def test_warm_start_is_cached_by_key_and_a_stale_cache_is_refused(tmp_path, monk
   assert 0.0 <= info['validation_accuracy'] <= 1.0 and info['demo_calls'] > 0.0
   with open(tmp_path / 'warmstart_curve.csv') as f:
     assert f.readline().strip() == 'step,validation_greedy_accuracy'
-  monkeypatch.setattr(tc.train_lib, 'make_gradient_step', lambda *a: pytest.fail('retrained'))
+  monkeypatch.setattr(tc.warmstart, 'sft_minibatches', lambda *a, **k: pytest.fail('retrained'))
   again, info2 = tc.warm_start(c, env, train, val, str(tmp_path))
   assert info2['key'] == info['key']
   jax.tree.map(np.testing.assert_array_equal, again, params)
