@@ -149,50 +149,17 @@ class TreeSamplerTest(parameterized.TestCase):
 
   def test_bad_arguments(self):
     policy, params, prompts, prompt_mask = _setup()
-    kw = dict(eos_id=EOS, pad_id=PAD)
+
+    def sample(**kw):
+      return tree_sampling.sample_tree(
+        policy, params, jax.random.key(0), prompts, prompt_mask, eos_id=EOS, pad_id=PAD, **kw
+      )
+
     with pytest.raises(ValueError, match='segment_len'):
-      tree_sampling.sample_tree(
-        policy,
-        params,
-        jax.random.key(0),
-        prompts,
-        prompt_mask,
-        branching=(2, 2),
-        segment_len=(3,),
-        **kw,
-      )
+      sample(branching=(2, 2), segment_len=(3,))
     with pytest.raises(ValueError, match='branch_at'):
-      tree_sampling.sample_tree(
-        policy,
-        params,
-        jax.random.key(0),
-        prompts,
-        prompt_mask,
-        branching=(2,),
-        segment_len=(3,),
-        branch_at='random',
-        **kw,
-      )
+      sample(branching=(2,), segment_len=(3,), branch_at='random')
     with pytest.raises(ValueError, match='sep_id'):
-      tree_sampling.sample_tree(
-        policy,
-        params,
-        jax.random.key(0),
-        prompts,
-        prompt_mask,
-        branching=(2,),
-        segment_len=(3,),
-        branch_at='step',
-        **kw,
-      )
+      sample(branching=(2,), segment_len=(3,), branch_at='step')
     with pytest.raises(ValueError, match='max_len'):
-      tree_sampling.sample_tree(
-        policy,
-        params,
-        jax.random.key(0),
-        prompts,
-        prompt_mask,
-        branching=(2,),
-        segment_len=(30,),
-        **kw,
-      )
+      sample(branching=(2,), segment_len=(30,))
