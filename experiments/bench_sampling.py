@@ -91,6 +91,7 @@ def run(config, workdir=None, command=None) -> dict:
     )
   result = dict(
     command=command or 'python -m experiments.bench_sampling --config configs/bench_sampling.py',
+    commit=runs.git_commit(),
     config=config.to_dict(),
     batch=batch,
     contenders=rows,
@@ -209,7 +210,7 @@ def _markdown(result, config):
   lines = [
     '# Sampling benchmark: KV cache vs prefix recomputation',
     '',
-    f'Command: `{result["command"]}`',
+    f'Command: `{result["command"]}`, commit `{result["commit"]}`.',
     '',
     f'Model: depth {p.depth}, width {p.width}, {p.num_heads} heads, vocab {config.vocab_size}, '
     f'{p.dtype}. Batch: {config.num_prompts} prompts x {config.num_samples} samples = '
