@@ -243,7 +243,6 @@ def make_sample_collect(
   def collect(params, ref_params, batch, key, critic_params=None):
     del critic_params  # the learner adds a separate critic's values
     prompts = batch['prompts']
-    lp = prompts.shape[1]
     samples = sampling.sample(
       policy,
       params,
@@ -256,49 +255,71 @@ def make_sample_collect(
       eos_id=voc.eos_id,
       pad_id=voc.pad_id,
     )
-    rep = {k: jnp.repeat(v, group_size, axis=0) for k, v in batch.items()}
-    mask = samples.mask
-    rewards = rewards_lib.sequence_rewards(task, reward, samples.responses, mask, rep)
-    logits, old_log_probs, values = forward(
-      policy, params, samples.tokens, samples.valid, lp, temperature
+    return score_samples(
+      policy, task, reward, params, ref_params, batch, samples, key, group_size, temperature
     )
-    old_log_probs = jnp.where(mask, old_log_probs, 0.0)
-    if ref_params is not None:
-      _, ref_log_probs, _ = forward(
-        policy, ref_params, samples.tokens, samples.valid, lp, temperature
-      )
-      ref_log_probs = jnp.where(mask, ref_log_probs, 0.0)
-    else:
-      ref_log_probs = jnp.zeros_like(old_log_probs)
-    return RolloutData(
-      batch=rep,
-      tokens=samples.tokens,
-      valid=samples.valid,
-      responses=samples.responses,
-      mask=mask,
-      rewards=rewards,
-      log_probs=old_log_probs,
-      ref_log_probs=ref_log_probs,
-      values=values,
-      response_logits=logits / temperature,
-      lengths=samples.lengths,
-      key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
-      rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),
+
+  return Collect(collect, sample_stats(task, group_size), {}, num_new, voc.eos_id)
+
+
+def score_samples(
+  policy, task, reward, params, ref_params, batch, samples, key, group_size, temperature,
+  extras=None,
+) -> RolloutData:  # fmt: skip
+  """The `RolloutData` of G sampled rows per prompt (`samples`: tokens, valid, responses,
+  mask, lengths, log_probs of `sampling.Samples` or `tree_sampling.TreeSamples`, rows grouped
+  by prompt): the batch repeated G times, sequence rewards (`reward`), one teacher-forced pass
+  for the old log-probs, values and response logits, one with `ref_params` (None: zeros) for
+  the reference log-probs; `key` the sampling key (its fold 1 goes to the providers)."""
+  lp = batch['prompts'].shape[1]
+  rep = {k: jnp.repeat(v, group_size, axis=0) for k, v in batch.items()}
+  mask = samples.mask
+  rewards = rewards_lib.sequence_rewards(task, reward, samples.responses, mask, rep)
+  logits, old_log_probs, values = forward(
+    policy, params, samples.tokens, samples.valid, lp, temperature
+  )
+  old_log_probs = jnp.where(mask, old_log_probs, 0.0)
+  if ref_params is not None:
+    _, ref_log_probs, _ = forward(
+      policy, ref_params, samples.tokens, samples.valid, lp, temperature
     )
+    ref_log_probs = jnp.where(mask, ref_log_probs, 0.0)
+  else:
+    ref_log_probs = jnp.zeros_like(old_log_probs)
+  return RolloutData(
+    batch=rep,
+    tokens=samples.tokens,
+    valid=samples.valid,
+    responses=samples.responses,
+    mask=mask,
+    rewards=rewards,
+    log_probs=old_log_probs,
+    ref_log_probs=ref_log_probs,
+    values=values,
+    response_logits=logits / temperature,
+    lengths=samples.lengths,
+    key=jax.random.fold_in(key, 1),  # for providers; the sampling key stays as it was
+    rollout_log_probs=jnp.where(mask, samples.log_probs, 0.0),
+    extras=extras,
+  )
+
+
+def sample_stats(task, group_size: int) -> Callable:
+  """`Collect.stats` of G rows per prompt: reward, accuracy (`task.outcome`), response_length,
+  adv_abs_mean, frac_zero_adv_groups."""
 
   def stats(data, advantages):
     mask = data.mask
-    seq_reward = jnp.sum(data.rewards, axis=1)
     correct = task.outcome(data.responses, mask, data.batch)
     return dict(
-      reward=jnp.mean(seq_reward),
+      reward=jnp.mean(jnp.sum(data.rewards, axis=1)),
       accuracy=jnp.mean(correct),
       response_length=jnp.mean(data.lengths.astype(jnp.float32)),
       adv_abs_mean=ops.masked_mean(jnp.abs(advantages), mask),
       frac_zero_adv_groups=_frac_constant_groups(correct, group_size),
     )
 
-  return Collect(collect, stats, {}, num_new, voc.eos_id)
+  return stats
 
 
 def make_rollout_parts(

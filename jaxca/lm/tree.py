@@ -8,10 +8,8 @@ the tokens sampled for a tree evenly over its rows (their sum is the tree's cost
 prefixes counted once); `generated_tokens` gives the batch's total.
 """
 
-import jax
 import jax.numpy as jnp
 
-from jaxca import ops
 from jaxca import tree_sampling
 from jaxca.lm import rewards as rewards_lib
 from jaxca.lm import rollout as rollout_lib
@@ -47,7 +45,6 @@ def make_tree_collect(
   def collect(params, ref_params, batch, key, critic_params=None):
     del critic_params
     prompts = batch['prompts']
-    lp = prompts.shape[1]
     s = tree_sampling.sample_tree(
       policy,
       params,
@@ -63,51 +60,21 @@ def make_tree_collect(
       min_split=min_split,
       sep_id=sep_id,
     )
-    rep = {k: jnp.repeat(v, leaves, axis=0) for k, v in batch.items()}
-    mask = s.mask
-    rewards = rewards_lib.sequence_rewards(task, reward, s.responses, mask, rep)
-    logits, old_lp, values = rollout_lib.forward(policy, params, s.tokens, s.valid, lp, temperature)
-    ref_lp = jnp.zeros_like(old_lp)
-    if ref_params is not None:
-      _, ref_lp, _ = rollout_lib.forward(policy, ref_params, s.tokens, s.valid, lp, temperature)
-    rows = mask.shape[0]
+    rows = s.mask.shape[0]
     extras = dict(
       node_ids=s.node_ids,
       parent_ids=jnp.broadcast_to(s.parents, (rows, s.parents.shape[0])),
       generated=jnp.repeat(s.generated.astype(jnp.float32) / leaves, leaves),
     )
-    return rollout_lib.RolloutData(
-      batch=rep,
-      tokens=s.tokens,
-      valid=s.valid,
-      responses=s.responses,
-      mask=mask,
-      rewards=rewards,
-      log_probs=jnp.where(mask, old_lp, 0.0),
-      ref_log_probs=jnp.where(mask, ref_lp, 0.0),
-      values=values,
-      response_logits=logits / temperature,
-      lengths=s.lengths,
-      key=jax.random.fold_in(key, 1),
-      rollout_log_probs=s.log_probs,
-      extras=extras,
-    )
-
-  def stats(data, advantages):
-    correct = task.outcome(data.responses, data.mask, data.batch)
-    g = correct.reshape(-1, leaves)
-    return dict(
-      reward=jnp.mean(jnp.sum(data.rewards, axis=1)),
-      accuracy=jnp.mean(correct),
-      response_length=jnp.mean(data.lengths.astype(jnp.float32)),
-      adv_abs_mean=ops.masked_mean(jnp.abs(advantages), data.mask),
-      frac_zero_adv_groups=jnp.mean((jnp.max(g, axis=1) == jnp.min(g, axis=1)).astype(jnp.float32)),
+    return rollout_lib.score_samples(
+      policy, task, reward, params, ref_params, batch, s, key, leaves, temperature, extras
     )
 
   providers = {
     'node_ids': lambda ctx: {'node_ids': ctx.extras['node_ids']},
     'parent_ids': lambda ctx: {'parent_ids': ctx.extras['parent_ids']},
   }
+  stats = rollout_lib.sample_stats(task, leaves)
   return rollout_lib.Collect(collect, stats, providers, num_new, voc.eos_id)
 
 
