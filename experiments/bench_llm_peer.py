@@ -310,8 +310,8 @@ def run(config, workdir=None) -> dict:
   timings = bench.interleaved(thunks, config.reps, progress=runs.at)
   # After the timings, so that these compiles do not warm any timed program.
   train_gflops = dict(
-    jaxca=xla_flops(train_step, params, state['opt_state'], rb) / 1e9,
-    tunix=xla_flops(jax.jit(tunix_pure), nstate, rb_example) / 1e9,
+    jaxca=bench.xla_flops(train_step, params, state['opt_state'], rb) / 1e9,
+    tunix=bench.xla_flops(jax.jit(tunix_pure), nstate, rb_example) / 1e9,
   )
   tokens = dict(sample_greedy=b * n, sample_t1=b * n, train_step=b * (lp + n))
   tokens['grpo_iteration'] = b * (lp + n)
@@ -352,13 +352,6 @@ def run(config, workdir=None) -> dict:
   if workdir:
     write(result, workdir)
   return result
-
-
-def xla_flops(jitted, *args) -> float:
-  """Floating-point operations of `jitted(*args)` as XLA compiles it (`cost_analysis`)."""
-  cost = jitted.lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', float('nan')))
 
 
 def _timed(thunk):

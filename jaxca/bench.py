@@ -417,3 +417,11 @@ def seeds_batched_vs_sequential(
     max_abs_diff=diff,
     final_states=finals,
   )
+
+
+def xla_flops(jitted, *args) -> float:
+  """Floating-point operations of `jitted(*args)` (a `jax.jit` function) as XLA compiles it
+  (`Compiled.cost_analysis()['flops']`; NaN where the backend does not count them)."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', float('nan')))

@@ -43,3 +43,9 @@ def test_one_key_per_seed():
   state0 = dict(w=np.ones(3, np.float32), step=np.int32(0))
   with pytest.raises(ValueError, match='one key per seed'):
     bench.seeds_batched_vs_sequential(_step, state0, batches, keys, dict(lr=0.1), reps=1)
+
+
+def test_xla_flops_counts_a_matmul():
+  """A [m, k] x [k, n] product is 2 m k n floating-point operations."""
+  a, b = jnp.ones((8, 16), jnp.float32), jnp.ones((16, 4), jnp.float32)
+  assert bench.xla_flops(jax.jit(jnp.matmul), a, b) == pytest.approx(2 * 8 * 16 * 4, rel=0.01)

@@ -54,9 +54,7 @@ def forward(policy, params, tokens, valid, prompt_len, temperature):
   output projection runs on the response's positions only (`Policy.apply(logits_from=)`)."""
   out = policy.apply(params, tokens, valid, logits_from=prompt_len - 1)
   logits = out.logits.astype(jnp.float32)[:, :-1]
-  logp = jax.nn.log_softmax(logits / temperature)
-  targets = tokens[:, prompt_len:].astype(jnp.int32)
-  log_probs = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  log_probs = transformer.target_log_probs(logits, tokens[:, prompt_len:], temperature)
   values = None if out.values is None else transformer.response_values(out.values, prompt_len)
   return logits, log_probs, values
 

@@ -414,9 +414,14 @@ def response_log_probs(
     raise ValueError(f'`prompt_len` must be in [1, L); got {prompt_len} with L={tokens.shape[1]}.')
   if tuple(logits.shape[:2]) != tuple(tokens.shape):
     raise ValueError(f'`logits` {logits.shape} must be [B, L, V] for `tokens` {tokens.shape}.')
-  logp = jax.nn.log_softmax(logits[:, prompt_len - 1 : -1].astype(jnp.float32) / temperature)
-  targets = tokens[:, prompt_len:].astype(jnp.int32)
-  return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  return target_log_probs(logits[:, prompt_len - 1 : -1], tokens[:, prompt_len:], temperature)
+
+
+def target_log_probs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
+  """[..., N] float32 `log softmax(logits / temperature)[targets]` of `logits` [..., N, V]
+  already aligned with `targets` [..., N] (the logits that predict each target)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
+  return jnp.take_along_axis(logp, targets.astype(jnp.int32)[..., None], axis=-1)[..., 0]
 
 
 def response_values(values: jax.Array, prompt_len: int) -> jax.Array:
